@@ -1,0 +1,43 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Release code must use the machine's FMA units: without a target CPU, Swift lowers
+// SIMD `addingProduct` to a libm `fmaf` call per lane (~150x slower). PTRAIN_MARCH picks
+// the target (default: this machine; `x86-64-v4` for a portable AVX-512 binary,
+// `x86-64-v3` for AVX2).
+let march = Context.environment["PTRAIN_MARCH"] ?? "native"
+let fast: [SwiftSetting] = [
+    .unsafeFlags(["-Xcc", "-march=\(march)", "-enforce-exclusivity=unchecked"]),
+]
+
+let package = Package(
+    name: "ptrain",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "ptrain", targets: ["ptrain"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // SIMD loops on raw buffers: no allocation, no threads, no knowledge of layers.
+        .target(name: "PTKernels", swiftSettings: fast),
+        // Worker pool, NUMA placement, barriers.
+        .target(name: "CAffinity"),
+        .target(name: "PTRuntime", dependencies: ["CAffinity"], swiftSettings: fast),
+        // Spec parsing, layers, forward/backward over a worker pool.
+        .target(name: "PTModel", dependencies: ["PTKernels", "PTRuntime"], swiftSettings: fast),
+        // Data, optimizer, the training loop, metrics.
+        .target(name: "PTTraining", dependencies: ["PTModel", "CZlib"], swiftSettings: fast),
+        .executableTarget(
+            name: "ptrain",
+            dependencies: ["PTTraining", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: fast),
+        .testTarget(name: "KernelTests", dependencies: ["PTKernels"], swiftSettings: fast),
+        .testTarget(name: "ModelTests", dependencies: ["PTModel"], swiftSettings: fast),
+        .testTarget(name: "TrainingTests", dependencies: ["PTTraining"], swiftSettings: fast),
+        .testTarget(name: "CLITests", dependencies: ["ptrain"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

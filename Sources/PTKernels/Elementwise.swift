@@ -1,0 +1,59 @@
+// Elementwise and reduction loops on flat buffers.
+
+public enum Elementwise {
+    /// dy[i] = 0 where the ReLU output y[i] was clamped.
+    public static func reluBackward(dy: UnsafeMutablePointer<Float>, y: UnsafePointer<Float>, count: Int) {
+        for i in 0..<count where !(y[i] > 0) { dy[i] = 0 }
+    }
+
+    /// out[j] = sum over rows i (in order 0, 1, 2, ...) of m[i, j], for j in cols.
+    /// One accumulator per column, rows in order: the bias gradient's fixed summation order.
+    public static func columnSums(_ m: UnsafePointer<Float>, rows: Int, ld: Int, cols: Range<Int>,
+                                  into out: UnsafeMutablePointer<Float>) {
+        var j = cols.lowerBound
+        while j + 16 <= cols.upperBound {
+            var acc = SIMD16<Float>()
+            for i in 0..<rows { acc += loadV(m + i * ld + j) }
+            storeV(acc, out + j)
+            j += 16
+        }
+        while j < cols.upperBound {
+            var acc: Float = 0
+            for i in 0..<rows { acc += m[i * ld + j] }
+            out[j] = acc
+            j += 1
+        }
+    }
+
+    public static func multiply(_ x: UnsafeMutablePointer<Float>, by s: UnsafePointer<Float>, count: Int) {
+        for i in 0..<count { x[i] *= s[i] }
+    }
+}
+
+public enum Dropout {
+    /// A counter-based 64-bit hash (SplitMix64's finaliser over the key): the same
+    /// (seed, step, sample, unit) always gives the same bits, whichever thread asks.
+    @inline(__always)
+    public static func hash(_ seed: UInt64, _ step: UInt64, _ sample: UInt64, _ unit: UInt64) -> UInt64 {
+        var z = mix(seed &+ 0x9E37_79B9_7F4A_7C15, step)
+        z = mix(z, sample)
+        return mix(z, unit)
+    }
+
+    @inline(__always) static func mix(_ h: UInt64, _ v: UInt64) -> UInt64 {
+        var z = (h ^ v) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 31)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 29)
+    }
+
+    /// Inverted dropout scales: keep / 1 with probability keep, else 0.
+    public static func fillScales(_ scales: UnsafeMutablePointer<Float>, count: Int, keep: Float,
+                                  seed: UInt64, step: UInt64, sample: UInt64) {
+        let threshold = UInt64(Double(keep) * 9_007_199_254_740_992)  // keep * 2^53
+        let scale = 1 / keep
+        for u in 0..<count {
+            let r = hash(seed, step, sample, UInt64(u)) >> 11
+            scales[u] = r < threshold ? scale : 0
+        }
+    }
+}

@@ -1,0 +1,184 @@
+// C[M,N] (=|+=) A[M,K] · B[K,N], then optionally + bias[N] and ReLU.
+// A and B are strided views (any row/column stride, so transposes cost nothing); C is row-major
+// with leading dimension ldc. Blocked as in BLIS: B is packed into 32-column panels of KC rows,
+// A into 8-row panels, and an 8x32 register tile does the FMAs.
+//
+// Determinism: K is always cut at the same KC boundaries and every element is summed in k order
+// by a single accumulator lane, whatever M/N sub-block a caller hands in. Edge tiles are
+// zero-padded, never summed by another code path. So any split of M or N across threads gives
+// the same bits.
+
+@inline(__always) func loadV(_ p: UnsafePointer<Float>) -> SIMD16<Float> {
+    UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
+}
+@inline(__always) func loadV(_ p: UnsafeMutablePointer<Float>) -> SIMD16<Float> {
+    UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
+}
+@inline(__always) func storeV(_ v: SIMD16<Float>, _ p: UnsafeMutablePointer<Float>) {
+    UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD16<Float>.self)
+}
+
+/// A read-only strided matrix view: element (i, j) is `base[i * rowStride + j * colStride]`.
+public struct MatrixView {
+    public var base: UnsafePointer<Float>
+    public var rowStride: Int
+    public var colStride: Int
+    public init(_ base: UnsafePointer<Float>, rowStride: Int, colStride: Int) {
+        self.base = base; self.rowStride = rowStride; self.colStride = colStride
+    }
+    public init(_ base: UnsafeMutablePointer<Float>, rowStride: Int, colStride: Int) {
+        self.init(UnsafePointer(base), rowStride: rowStride, colStride: colStride)
+    }
+    /// Row-major matrix with `cols` columns.
+    public static func rowMajor(_ p: UnsafeMutablePointer<Float>, cols: Int) -> MatrixView {
+        MatrixView(p, rowStride: cols, colStride: 1)
+    }
+    /// The transpose of a row-major matrix with `cols` columns.
+    public static func transposed(_ p: UnsafeMutablePointer<Float>, cols: Int) -> MatrixView {
+        MatrixView(p, rowStride: 1, colStride: cols)
+    }
+    @inline(__always) public func offset(row: Int, col: Int) -> MatrixView {
+        MatrixView(base + row * rowStride + col * colStride, rowStride: rowStride, colStride: colStride)
+    }
+}
+
+public enum Gemm {
+    public static let mr = 8, nr = 32
+    static let kc = 256, mc = 128, nc = 512
+
+    /// Floats of scratch one thread needs for `multiply`.
+    public static let scratchFloats = mc * kc + kc * nc + mr * nr + nr
+
+    /// `scratch` must hold `scratchFloats` floats and belong to the calling thread.
+    public static func multiply(m: Int, n: Int, k: Int, a: MatrixView, b: MatrixView,
+                                c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool,
+                                bias: UnsafePointer<Float>? = nil, relu: Bool = false,
+                                scratch: UnsafeMutablePointer<Float>) {
+        if m <= 0 || n <= 0 { return }
+        if k == 0 {
+            for i in 0..<m {
+                for j in 0..<n {
+                    var v = accumulate ? c[i * ldc + j] : 0
+                    if let bias { v += bias[j] }
+                    c[i * ldc + j] = relu ? max(v, 0) : v
+                }
+            }
+            return
+        }
+        let packA = scratch
+        let packB = scratch + mc * kc
+        let edgeC = packB + kc * nc
+        let edgeBias = edgeC + mr * nr
+        var jc = 0
+        while jc < n {
+            let ncb = min(nc, n - jc)
+            var pc = 0
+            while pc < k {
+                let kcb = min(kc, k - pc)
+                packPanelsB(kcb, ncb, b.offset(row: pc, col: jc), packB)
+                let load = accumulate || pc > 0
+                let last = pc + kcb == k
+                var ic = 0
+                while ic < m {
+                    let mcb = min(mc, m - ic)
+                    packPanelsA(mcb, kcb, a.offset(row: ic, col: pc), packA)
+                    var jr = 0
+                    while jr < ncb {
+                        let cols = min(nr, ncb - jr)
+                        let tileBias: UnsafePointer<Float>?
+                        if last, let bias {
+                            if cols == nr {
+                                tileBias = bias + jc + jr
+                            } else {
+                                for j in 0..<nr { edgeBias[j] = j < cols ? bias[jc + jr + j] : 0 }
+                                tileBias = UnsafePointer(edgeBias)
+                            }
+                        } else {
+                            tileBias = nil
+                        }
+                        let tileRelu = last && relu
+                        let pb = UnsafePointer(packB + jr * kcb)
+                        var ir = 0
+                        while ir < mcb {
+                            let rows = min(mr, mcb - ir)
+                            let pa = UnsafePointer(packA + ir * kcb)
+                            let tile = c + (ic + ir) * ldc + jc + jr
+                            if rows == mr && cols == nr {
+                                gemmKernel8x32(kcb, pa, pb, tile, ldc, load: load, bias: tileBias, relu: tileRelu)
+                            } else {
+                                if load {
+                                    for r in 0..<mr {
+                                        for j in 0..<nr { edgeC[r * nr + j] = (r < rows && j < cols) ? tile[r * ldc + j] : 0 }
+                                    }
+                                }
+                                gemmKernel8x32(kcb, pa, pb, edgeC, nr, load: load, bias: tileBias, relu: tileRelu)
+                                for r in 0..<rows {
+                                    for j in 0..<cols { tile[r * ldc + j] = edgeC[r * nr + j] }
+                                }
+                            }
+                            ir += mr
+                        }
+                        jr += nr
+                    }
+                    ic += mc
+                }
+                pc += kcb
+            }
+            jc += ncb
+        }
+    }
+
+    /// Packs rows [0, rows) x cols [0, kc) of `a` into 8-row panels, k-major inside a panel.
+    @inline(__always)
+    static func packPanelsA(_ rows: Int, _ kc: Int, _ a: MatrixView, _ dst: UnsafeMutablePointer<Float>) {
+        var d = dst
+        var i = 0
+        while i < rows {
+            let valid = min(mr, rows - i)
+            if a.rowStride == 1 && valid == mr {
+                // Transposed operand: the 8 rows of one k are adjacent in memory.
+                var src = a.base + i
+                for _ in 0..<kc {
+                    UnsafeMutableRawPointer(d).storeBytes(
+                        of: UnsafeRawPointer(src).loadUnaligned(as: SIMD8<Float>.self), as: SIMD8<Float>.self)
+                    src += a.colStride; d += mr
+                }
+            } else {
+                for r in 0..<mr {
+                    if r < valid {
+                        let src = a.base + (i + r) * a.rowStride
+                        for p in 0..<kc { d[p * mr + r] = src[p * a.colStride] }
+                    } else {
+                        for p in 0..<kc { d[p * mr + r] = 0 }
+                    }
+                }
+                d += kc * mr
+            }
+            i += mr
+        }
+    }
+
+    /// Packs rows [0, kc) x cols [0, cols) of `b` into 32-column panels, k-major inside a panel.
+    @inline(__always)
+    static func packPanelsB(_ kc: Int, _ cols: Int, _ b: MatrixView, _ dst: UnsafeMutablePointer<Float>) {
+        var d = dst
+        var j = 0
+        while j < cols {
+            let valid = min(nr, cols - j)
+            if b.colStride == 1 && valid == nr {
+                var src = b.base + j
+                for _ in 0..<kc {
+                    storeV(loadV(src), d); storeV(loadV(src + 16), d + 16)
+                    src += b.rowStride; d += nr
+                }
+            } else {
+                for p in 0..<kc {
+                    let src = b.base + p * b.rowStride + j * b.colStride
+                    for q in 0..<nr { d[q] = q < valid ? src[q * b.colStride] : 0 }
+                    d += nr
+                }
+            }
+            j += nr
+        }
+    }
+}

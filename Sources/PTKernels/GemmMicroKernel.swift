@@ -1,0 +1,64 @@
+// Generated-style unrolled 8x32 micro-kernel: 16 SIMD16 accumulators stay in zmm registers.
+// packed A: for each k, 8 consecutive row values; packed B: for each k, 32 consecutive column values.
+// Each C element accumulates k = 0, 1, 2, ... with one FMA per step, so the result of an element
+// never depends on which tile or thread computed it.
+@inline(__always)
+func gemmKernel8x32(_ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+                    _ c: UnsafeMutablePointer<Float>, _ ldc: Int, load: Bool,
+                    bias: UnsafePointer<Float>?, relu: Bool) {
+    typealias V = SIMD16<Float>
+    var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V(), c30 = V(), c31 = V(), c40 = V(), c41 = V(), c50 = V(), c51 = V(), c60 = V(), c61 = V(), c70 = V(), c71 = V()
+    if load {
+        c00 = loadV(c + 0 * ldc); c01 = loadV(c + 0 * ldc + 16)
+        c10 = loadV(c + 1 * ldc); c11 = loadV(c + 1 * ldc + 16)
+        c20 = loadV(c + 2 * ldc); c21 = loadV(c + 2 * ldc + 16)
+        c30 = loadV(c + 3 * ldc); c31 = loadV(c + 3 * ldc + 16)
+        c40 = loadV(c + 4 * ldc); c41 = loadV(c + 4 * ldc + 16)
+        c50 = loadV(c + 5 * ldc); c51 = loadV(c + 5 * ldc + 16)
+        c60 = loadV(c + 6 * ldc); c61 = loadV(c + 6 * ldc + 16)
+        c70 = loadV(c + 7 * ldc); c71 = loadV(c + 7 * ldc + 16)
+    }
+    var pa = a, pb = b
+    for _ in 0..<kc {
+        let b0 = loadV(pb), b1 = loadV(pb + 16)
+        let a0 = pa[0]; c00 = c00.addingProduct(a0, b0); c01 = c01.addingProduct(a0, b1)
+        let a1 = pa[1]; c10 = c10.addingProduct(a1, b0); c11 = c11.addingProduct(a1, b1)
+        let a2 = pa[2]; c20 = c20.addingProduct(a2, b0); c21 = c21.addingProduct(a2, b1)
+        let a3 = pa[3]; c30 = c30.addingProduct(a3, b0); c31 = c31.addingProduct(a3, b1)
+        let a4 = pa[4]; c40 = c40.addingProduct(a4, b0); c41 = c41.addingProduct(a4, b1)
+        let a5 = pa[5]; c50 = c50.addingProduct(a5, b0); c51 = c51.addingProduct(a5, b1)
+        let a6 = pa[6]; c60 = c60.addingProduct(a6, b0); c61 = c61.addingProduct(a6, b1)
+        let a7 = pa[7]; c70 = c70.addingProduct(a7, b0); c71 = c71.addingProduct(a7, b1)
+        pa += 8; pb += 32
+    }
+    if let bias {
+        let d0 = loadV(bias), d1 = loadV(bias + 16)
+        c00 += d0; c01 += d1
+        c10 += d0; c11 += d1
+        c20 += d0; c21 += d1
+        c30 += d0; c31 += d1
+        c40 += d0; c41 += d1
+        c50 += d0; c51 += d1
+        c60 += d0; c61 += d1
+        c70 += d0; c71 += d1
+    }
+    if relu {
+        let z = V()
+        c00 = pointwiseMax(c00, z); c01 = pointwiseMax(c01, z)
+        c10 = pointwiseMax(c10, z); c11 = pointwiseMax(c11, z)
+        c20 = pointwiseMax(c20, z); c21 = pointwiseMax(c21, z)
+        c30 = pointwiseMax(c30, z); c31 = pointwiseMax(c31, z)
+        c40 = pointwiseMax(c40, z); c41 = pointwiseMax(c41, z)
+        c50 = pointwiseMax(c50, z); c51 = pointwiseMax(c51, z)
+        c60 = pointwiseMax(c60, z); c61 = pointwiseMax(c61, z)
+        c70 = pointwiseMax(c70, z); c71 = pointwiseMax(c71, z)
+    }
+    storeV(c00, c + 0 * ldc); storeV(c01, c + 0 * ldc + 16)
+    storeV(c10, c + 1 * ldc); storeV(c11, c + 1 * ldc + 16)
+    storeV(c20, c + 2 * ldc); storeV(c21, c + 2 * ldc + 16)
+    storeV(c30, c + 3 * ldc); storeV(c31, c + 3 * ldc + 16)
+    storeV(c40, c + 4 * ldc); storeV(c41, c + 4 * ldc + 16)
+    storeV(c50, c + 5 * ldc); storeV(c51, c + 5 * ldc + 16)
+    storeV(c60, c + 6 * ldc); storeV(c61, c + 6 * ldc + 16)
+    storeV(c70, c + 7 * ldc); storeV(c71, c + 7 * ldc + 16)
+}

@@ -1,0 +1,75 @@
+// One sample, NHWC. x is [H, W, C]; col is [Ho*Wo, K*K*C] with columns ordered (kh, kw, c),
+// which matches a conv weight stored as [K*K*C, Cout]. Padding cells read as zero.
+
+/// Geometry of a square-kernel 2-D window (convolution or pooling) over an NHWC image.
+public struct Window: Equatable, Sendable {
+    public var inH, inW, channels: Int
+    public var kernel, stride: Int
+    public var padTop, padLeft: Int
+    public var outH, outW: Int
+
+    /// TensorFlow's SAME (out = ceil(in / stride), extra padding at the bottom/right) or VALID.
+    public init(inH: Int, inW: Int, channels: Int, kernel: Int, stride: Int, same: Bool) {
+        self.inH = inH; self.inW = inW; self.channels = channels
+        self.kernel = kernel; self.stride = stride
+        if same {
+            outH = (inH + stride - 1) / stride
+            outW = (inW + stride - 1) / stride
+            padTop = max((outH - 1) * stride + kernel - inH, 0) / 2
+            padLeft = max((outW - 1) * stride + kernel - inW, 0) / 2
+        } else {
+            outH = inH >= kernel ? (inH - kernel) / stride + 1 : 0
+            outW = inW >= kernel ? (inW - kernel) / stride + 1 : 0
+            padTop = 0; padLeft = 0
+        }
+    }
+    public var patch: Int { kernel * kernel * channels }
+    public var positions: Int { outH * outW }
+    public var inputSize: Int { inH * inW * channels }
+}
+
+public enum Im2col {
+    public static func forward(_ g: Window, x: UnsafePointer<Float>, col: UnsafeMutablePointer<Float>) {
+        let c = g.channels
+        var dst = col
+        for oh in 0..<g.outH {
+            for ow in 0..<g.outW {
+                for kh in 0..<g.kernel {
+                    let ih = oh * g.stride - g.padTop + kh
+                    for kw in 0..<g.kernel {
+                        let iw = ow * g.stride - g.padLeft + kw
+                        if ih >= 0 && ih < g.inH && iw >= 0 && iw < g.inW {
+                            dst.update(from: x + (ih * g.inW + iw) * c, count: c)
+                        } else {
+                            dst.update(repeating: 0, count: c)
+                        }
+                        dst += c
+                    }
+                }
+            }
+        }
+    }
+
+    /// dx = col2im(dcol): every patch entry is added back to the pixel it came from, in
+    /// position order, so each dx element has one fixed summation order.
+    public static func backward(_ g: Window, dcol: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>) {
+        let c = g.channels
+        dx.update(repeating: 0, count: g.inputSize)
+        var src = dcol
+        for oh in 0..<g.outH {
+            for ow in 0..<g.outW {
+                for kh in 0..<g.kernel {
+                    let ih = oh * g.stride - g.padTop + kh
+                    for kw in 0..<g.kernel {
+                        let iw = ow * g.stride - g.padLeft + kw
+                        if ih >= 0 && ih < g.inH && iw >= 0 && iw < g.inW {
+                            let d = dx + (ih * g.inW + iw) * c
+                            for ch in 0..<c { d[ch] += src[ch] }
+                        }
+                        src += c
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+// Naive Float64 twins of the fast kernels, for tests only: obviously right, never fast.
+import Foundation
+
+public enum Reference {
+    /// C = A·B (+ bias, ReLU) in Float64; A is [m, k], B is [k, n], row-major.
+    public static func gemm(m: Int, n: Int, k: Int, a: [Float], b: [Float], bias: [Float]? = nil,
+                            relu: Bool = false) -> [Double] {
+        var c = [Double](repeating: 0, count: m * n)
+        for i in 0..<m {
+            for j in 0..<n {
+                var s = 0.0
+                for p in 0..<k { s += Double(a[i * k + p]) * Double(b[p * n + j]) }
+                if let bias { s += Double(bias[j]) }
+                c[i * n + j] = relu ? max(s, 0) : s
+            }
+        }
+        return c
+    }
+
+    /// Direct convolution of one NHWC sample with weights [K, K, Cin, Cout] and bias [Cout].
+    public static func conv(_ g: Window, x: [Float], w: [Float], bias: [Float], cout: Int) -> [Double] {
+        var y = [Double](repeating: 0, count: g.positions * cout)
+        for oh in 0..<g.outH {
+            for ow in 0..<g.outW {
+                for o in 0..<cout {
+                    var s = Double(bias[o])
+                    for kh in 0..<g.kernel {
+                        for kw in 0..<g.kernel {
+                            let ih = oh * g.stride - g.padTop + kh, iw = ow * g.stride - g.padLeft + kw
+                            guard ih >= 0, ih < g.inH, iw >= 0, iw < g.inW else { continue }
+                            for c in 0..<g.channels {
+                                s += Double(x[(ih * g.inW + iw) * g.channels + c])
+                                    * Double(w[((kh * g.kernel + kw) * g.channels + c) * cout + o])
+                            }
+                        }
+                    }
+                    y[(oh * g.outW + ow) * cout + o] = s
+                }
+            }
+        }
+        return y
+    }
+
+    public static func pool(_ g: Window, x: [Float], max isMax: Bool) -> [Double] {
+        var y = [Double](repeating: 0, count: g.positions * g.channels)
+        for oh in 0..<g.outH {
+            for ow in 0..<g.outW {
+                for c in 0..<g.channels {
+                    var best = -Double.infinity, sum = 0.0
+                    for kh in 0..<g.kernel {
+                        for kw in 0..<g.kernel {
+                            let v = Double(x[((oh * g.stride + kh) * g.inW + ow * g.stride + kw) * g.channels + c])
+                            best = max(best, v); sum += v
+                        }
+                    }
+                    y[(oh * g.outW + ow) * g.channels + c] = isMax ? best : sum / Double(g.kernel * g.kernel)
+                }
+            }
+        }
+        return y
+    }
+
+    public static func crossEntropy(logits: [Float], label: Int) -> Double {
+        let l = logits.map(Double.init)
+        let mx = l.max()!
+        return log(l.map { exp($0 - mx) }.reduce(0, +)) + mx - l[label]
+    }
+}

@@ -1,0 +1,388 @@
+// A model built from a spec: its parameters, its activation and gradient buffers (allocated once
+// for a maximum batch), and the forward and backward passes run on a worker pool.
+//
+// Layout: activations are NHWC per sample, samples contiguous. Conv weights are [K, K, Cin, Cout]
+// (a [patch, Cout] matrix), dense weights are [in, out]; the flatten after the last conv/pool is
+// in (h, w, c) order. Checkpoints convert to PyTorch's layouts.
+//
+// Work is split so that every floating-point sum has one owner and one order fixed by the batch:
+// per-sample regions for convolution/pooling, whole-batch GEMMs split by output tiles for the
+// weight gradients. That is why the result does not depend on the thread count.
+import Foundation
+import PTKernels
+import PTRuntime
+
+public struct Shape: Equatable, Sendable, CustomStringConvertible {
+    public var h, w, c: Int
+    public init(h: Int, w: Int, c: Int) { self.h = h; self.w = w; self.c = c }
+    public var count: Int { h * w * c }
+    public var description: String { "\(h)x\(w)x\(c)" }
+}
+
+public struct ShapeError: Error, CustomStringConvertible {
+    public var message: String
+    public init(message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// One named parameter tensor inside the flat parameter buffer.
+public struct ParameterTensor: Sendable {
+    public var name: String
+    public var offset: Int
+    public var count: Int
+    /// Shape in ptrain's own layout ([K, K, Cin, Cout], [in, out] or [out]).
+    public var shape: [Int]
+}
+
+struct ConvStage {
+    var window: Window
+    var cout: Int
+    var relu: Bool
+    var weight: Int, bias: Int
+    var col: UnsafeMutablePointer<Float>?  // nil for a 1x1 stride-1 conv: the input is its own im2col
+}
+
+struct PoolStage {
+    var window: Window
+    var isMax: Bool
+    var argmax: UnsafeMutablePointer<Int32>?
+}
+
+struct DenseStage {
+    var inputs, outputs: Int
+    var relu: Bool
+    var weight: Int, bias: Int
+}
+
+struct DropoutStage {
+    var keep: Float
+    var units: Int
+    var scales: UnsafeMutablePointer<Float>
+}
+
+enum Stage {
+    case conv(ConvStage)
+    case pool(PoolStage)
+    case dense(DenseStage)
+    case dropout(DropoutStage)
+}
+
+public final class Network {
+    public let spec: ModelSpec
+    public let inputShape: Shape
+    public let classes: Int
+    /// The largest batch the buffers hold.
+    public let capacity: Int
+    public let pool: WorkerPool
+    public let tensors: [ParameterTensor]
+    public let parameterCount: Int
+
+    /// Flat parameter, gradient and Adam moment buffers, each `parameterCount` long.
+    public let weights, gradients, moment1, moment2: UnsafeMutablePointer<Float>
+    /// The batch input [capacity, H, W, C], filled by the caller before `forward`.
+    public var input: UnsafeMutablePointer<Float> { acts[0] }
+    /// Labels of the batch, filled by the caller before `lossAndGradient`.
+    public let labels: UnsafeMutablePointer<Int32>
+    public var logits: UnsafeMutablePointer<Float> { acts[stages.count] }
+
+    var stages: [Stage] = []
+    var acts: [UnsafeMutablePointer<Float>] = []
+    var grads: [UnsafeMutablePointer<Float>] = []
+    var sizes: [Int] = []      // per-sample floats of each activation
+    var shapes: [Shape] = []   // per-sample shape of each activation (dense: 1 x 1 x units)
+    private var owned: [UnsafeMutableRawPointer] = []
+
+    /// Bytes the buffers of a model of this spec would take at this capacity (for up-front refusal).
+    public private(set) var bufferBytes = 0
+
+    public init(spec: ModelSpec, input: Shape, classes: Int, capacity: Int, threads: Int, seed: UInt64) throws {
+        self.spec = spec
+        self.inputShape = input
+        self.classes = classes
+        self.capacity = capacity
+        var plan: [(Stage, Shape)] = []
+        var tensors: [ParameterTensor] = []
+        var shape = input
+        var offset = 0
+        var convIndex = 0, denseIndex = 0
+        func addTensor(_ name: String, _ shape: [Int]) -> Int {
+            let count = shape.reduce(1, *)
+            tensors.append(ParameterTensor(name: name, offset: offset, count: count, shape: shape))
+            offset += count
+            return offset - count
+        }
+        let layers = spec.layers
+        var i = 0
+        while i < layers.count {
+            let layer = layers[i], column = spec.columns[i]
+            let followedByRelu = i + 1 < layers.count && layers[i + 1] == .relu
+            func refuse(_ why: String) -> ShapeError {
+                ShapeError(message: "model spec, column \(column): \(layer.text) \(why)")
+            }
+            switch layer {
+            case let .conv(out, k, stride, same):
+                let g = Window(inH: shape.h, inW: shape.w, channels: shape.c, kernel: k, stride: stride, same: same)
+                if g.outH == 0 || g.outW == 0 {
+                    throw refuse("needs at least a \(k)x\(k) input but gets \(shape)")
+                }
+                convIndex += 1
+                let w = addTensor("conv\(convIndex).weight", [k, k, shape.c, out])
+                let b = addTensor("conv\(convIndex).bias", [out])
+                plan.append((.conv(ConvStage(window: g, cout: out, relu: followedByRelu, weight: w, bias: b, col: nil)),
+                             Shape(h: g.outH, w: g.outW, c: out)))
+                shape = Shape(h: g.outH, w: g.outW, c: out)
+            case let .maxPool(size, stride), let .avgPool(size, stride):
+                let g = Window(inH: shape.h, inW: shape.w, channels: shape.c, kernel: size, stride: stride, same: false)
+                if g.outH == 0 || g.outW == 0 {
+                    throw refuse("needs at least a \(size)x\(size) input but gets \(shape)")
+                }
+                var isMax = false
+                if case .maxPool = layer { isMax = true }
+                shape = Shape(h: g.outH, w: g.outW, c: shape.c)
+                plan.append((.pool(PoolStage(window: g, isMax: isMax, argmax: nil)), shape))
+            case let .dense(out):
+                denseIndex += 1
+                let inputs = shape.count
+                let w = addTensor("fc\(denseIndex).weight", [inputs, out])
+                let b = addTensor("fc\(denseIndex).bias", [out])
+                plan.append((.dense(DenseStage(inputs: inputs, outputs: out, relu: followedByRelu, weight: w, bias: b)),
+                             Shape(h: 1, w: 1, c: out)))
+                shape = Shape(h: 1, w: 1, c: out)
+            case let .dropout(keep):
+                plan.append((.dropout(DropoutStage(keep: keep, units: shape.count, scales: .allocate(capacity: 1))), shape))  // scales allocated below
+            case .relu:
+                break  // fused into the conv or fc before it (the spec guarantees one is there)
+            }
+            i += followedByRelu ? 2 : 1
+        }
+        if shape.count != classes {
+            throw ShapeError(message: "model spec, column \(spec.columns.last ?? 1): the last layer has \(shape.count) outputs but the data has \(classes) classes")
+        }
+        self.tensors = tensors
+        parameterCount = offset
+        pool = WorkerPool(threads: threads, scratchFloats: Gemm.scratchFloats)
+
+        // Buffers.
+        var bytes = 0
+        var owned: [UnsafeMutableRawPointer] = []
+        func floats(_ n: Int) -> UnsafeMutablePointer<Float> {
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
+            p.initialize(repeating: 0, count: max(n, 1))
+            owned.append(UnsafeMutableRawPointer(p)); bytes += 4 * n
+            return p
+        }
+        weights = floats(offset); gradients = floats(offset); moment1 = floats(offset); moment2 = floats(offset)
+        labels = .allocate(capacity: capacity)
+        labels.initialize(repeating: 0, count: capacity)
+        owned.append(UnsafeMutableRawPointer(labels))
+        shapes = [input] + plan.map(\.1)
+        sizes = shapes.map(\.count)
+        acts = sizes.map { floats($0 * capacity) }
+        grads = sizes.enumerated().map { $0.offset == 0 ? acts[0] : floats($0.element * capacity) }
+        for (stage, _) in plan {
+            switch stage {
+            case .conv(var c):
+                let g = c.window
+                if !(g.kernel == 1 && g.stride == 1) { c.col = floats(g.positions * g.patch * capacity) }
+                stages.append(.conv(c))
+            case .pool(var p):
+                if p.isMax {
+                    let n = p.window.positions * p.window.channels * capacity
+                    let a = UnsafeMutablePointer<Int32>.allocate(capacity: n)
+                    a.initialize(repeating: 0, count: n)
+                    owned.append(UnsafeMutableRawPointer(a)); bytes += 4 * n
+                    p.argmax = a
+                }
+                stages.append(.pool(p))
+            case .dropout(var d):
+                d.scales.deallocate()
+                d.scales = floats(d.units * capacity)
+                stages.append(.dropout(d))
+            default:
+                stages.append(stage)
+            }
+        }
+        self.owned = owned
+        bufferBytes = bytes
+        initialize(seed: seed)
+    }
+
+    deinit {
+        for p in owned { p.deallocate() }
+    }
+
+    /// He-normal weights for layers followed by ReLU, Glorot-uniform for the others; zero biases.
+    public func initialize(seed: UInt64) {
+        var rng = SplitMix64(seed: seed)
+        for s in stages {
+            switch s {
+            case let .conv(c):
+                let fanIn = c.window.patch, count = fanIn * c.cout
+                fill(c.weight, count, fanIn: fanIn, fanOut: c.window.kernel * c.window.kernel * c.cout, relu: c.relu, &rng)
+            case let .dense(d):
+                fill(d.weight, d.inputs * d.outputs, fanIn: d.inputs, fanOut: d.outputs, relu: d.relu, &rng)
+            default: break
+            }
+        }
+        for t in tensors where t.name.hasSuffix(".bias") { weights.advanced(by: t.offset).update(repeating: 0, count: t.count) }
+        moment1.update(repeating: 0, count: parameterCount)
+        moment2.update(repeating: 0, count: parameterCount)
+    }
+
+    private func fill(_ at: Int, _ count: Int, fanIn: Int, fanOut: Int, relu: Bool, _ rng: inout SplitMix64) {
+        let w = weights + at
+        if relu {
+            let std = (2.0 / Double(fanIn)).squareRoot()
+            for i in 0..<count { w[i] = Float(rng.nextNormal() * std) }
+        } else {
+            let limit = (6.0 / Double(fanIn + fanOut)).squareRoot()
+            for i in 0..<count { w[i] = Float((rng.nextUnit() * 2 - 1) * limit) }
+        }
+    }
+
+    // MARK: Forward
+
+    /// Runs the first `count` samples of `input` through the network into `logits`.
+    /// Dropout is applied only when `training`, with masks keyed by (seed, step, sample, unit).
+    public func forward(count n: Int, training: Bool, step: Int = 0, seed: UInt64 = 0) {
+        precondition(n >= 1 && n <= capacity)
+        let W = weights
+        for (idx, stage) in stages.enumerated() {
+            let x = acts[idx], y = acts[idx + 1]
+            let inSize = sizes[idx], outSize = sizes[idx + 1]
+            switch stage {
+            case let .conv(c):
+                let g = c.window, P = g.positions, K = g.patch
+                pool.run(items: n) { s, worker in
+                    let xs = x + s * inSize
+                    var a = xs
+                    if let col = c.col {
+                        a = col + s * P * K
+                        Im2col.forward(g, x: xs, col: a)
+                    }
+                    Gemm.multiply(m: P, n: c.cout, k: K, a: .rowMajor(a, cols: K), b: .rowMajor(W + c.weight, cols: c.cout),
+                                  c: y + s * outSize, ldc: c.cout, accumulate: false,
+                                  bias: W + c.bias, relu: c.relu, scratch: pool.scratch(worker))
+                }
+            case let .pool(p):
+                pool.run(items: n) { s, _ in
+                    if let am = p.argmax {
+                        MaxPool.forward(p.window, x: x + s * inSize, y: y + s * outSize, argmax: am + s * outSize)
+                    } else {
+                        AvgPool.forward(p.window, x: x + s * inSize, y: y + s * outSize)
+                    }
+                }
+            case let .dense(d):
+                pool.gemm(GemmJob(m: n, n: d.outputs, k: d.inputs, a: .rowMajor(x, cols: d.inputs),
+                                  b: .rowMajor(W + d.weight, cols: d.outputs), c: y, ldc: d.outputs,
+                                  bias: W + d.bias, relu: d.relu))
+            case let .dropout(d):
+                pool.run(items: n) { s, _ in
+                    let xs = x + s * inSize, ys = y + s * outSize
+                    if training {
+                        let m = d.scales + s * d.units
+                        Dropout.fillScales(m, count: d.units, keep: d.keep, seed: seed, step: UInt64(step), sample: UInt64(s))
+                        for u in 0..<d.units { ys[u] = xs[u] * m[u] }
+                    } else {
+                        ys.update(from: xs, count: d.units)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Softmax cross-entropy of the first `count` logits against `labels`; writes the gradient of
+    /// the batch-mean loss into the logits' gradient buffer and returns that mean.
+    public func lossAndGradient(count n: Int) -> Float {
+        let out = stages.count
+        var sum: Float = 0
+        for s in 0..<n {
+            sum += SoftmaxCrossEntropy.forwardBackward(
+                logits: acts[out] + s * classes, classes: classes, label: Int(labels[s]),
+                gradScale: 1 / Float(n), dlogits: grads[out] + s * classes)
+        }
+        return sum / Float(n)
+    }
+
+    // MARK: Backward
+
+    /// Fills `gradients` with d(mean loss)/d(parameters) for the last forward pass.
+    public func backward(count n: Int) {
+        let W = weights, G = gradients
+        for idx in stages.indices.reversed() {
+            let x = acts[idx], y = acts[idx + 1], dy = grads[idx + 1], dx = grads[idx]
+            let inSize = sizes[idx], outSize = sizes[idx + 1]
+            let needInput = idx > 0
+            switch stages[idx] {
+            case let .conv(c):
+                let g = c.window, P = g.positions, K = g.patch
+                if c.relu {
+                    pool.run(items: n) { s, _ in
+                        Elementwise.reluBackward(dy: dy + s * outSize, y: y + s * outSize, count: outSize)
+                    }
+                }
+                // dW[K, Cout] = im2col(x)ᵀ · dy over every position of every sample, in sample order.
+                let colAll = c.col ?? x
+                pool.gemm(GemmJob(m: K, n: c.cout, k: n * P, a: .transposed(colAll, cols: K),
+                                  b: .rowMajor(dy, cols: c.cout), c: G + c.weight, ldc: c.cout),
+                          alongside: ColumnSumJob(m: dy, rows: n * P, cols: c.cout, out: G + c.bias))
+                if needInput {
+                    pool.run(items: n) { s, worker in
+                        // dcol = dy · Wᵀ, written over this sample's im2col (no longer needed), then col2im.
+                        let target = c.col.map { $0 + s * P * K } ?? (dx + s * inSize)
+                        Gemm.multiply(m: P, n: K, k: c.cout, a: .rowMajor(dy + s * outSize, cols: c.cout),
+                                      b: .transposed(W + c.weight, cols: c.cout), c: target, ldc: K,
+                                      accumulate: false, scratch: pool.scratch(worker))
+                        if c.col != nil { Im2col.backward(g, dcol: target, dx: dx + s * inSize) }
+                    }
+                }
+            case let .pool(p):
+                pool.run(items: n) { s, _ in
+                    if let am = p.argmax {
+                        MaxPool.backward(p.window, dy: dy + s * outSize, argmax: am + s * outSize, dx: dx + s * inSize)
+                    } else {
+                        AvgPool.backward(p.window, dy: dy + s * outSize, dx: dx + s * inSize)
+                    }
+                }
+            case let .dense(d):
+                if d.relu {
+                    pool.run(items: n) { s, _ in
+                        Elementwise.reluBackward(dy: dy + s * outSize, y: y + s * outSize, count: outSize)
+                    }
+                }
+                pool.gemm(GemmJob(m: d.inputs, n: d.outputs, k: n, a: .transposed(x, cols: d.inputs),
+                                  b: .rowMajor(dy, cols: d.outputs), c: G + d.weight, ldc: d.outputs),
+                          alongside: ColumnSumJob(m: dy, rows: n, cols: d.outputs, out: G + d.bias))
+                if needInput {
+                    pool.gemm(GemmJob(m: n, n: d.inputs, k: d.outputs, a: .rowMajor(dy, cols: d.outputs),
+                                      b: .transposed(W + d.weight, cols: d.outputs), c: dx, ldc: d.inputs))
+                }
+            case let .dropout(d):
+                pool.run(items: n) { s, _ in
+                    let m = d.scales + s * d.units, dys = dy + s * outSize, dxs = dx + s * inSize
+                    for u in 0..<d.units { dxs[u] = dys[u] * m[u] }
+                }
+            }
+        }
+    }
+}
+
+/// SplitMix64: a small seeded generator for initialisation and shuffling.
+public struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1) with 53 random bits.
+    public mutating func nextUnit() -> Double { Double(next() >> 11) * 0x1p-53 }
+    /// Standard normal by Box-Muller.
+    public mutating func nextNormal() -> Double {
+        let u1 = 1 - nextUnit(), u2 = nextUnit()
+        return (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
+    }
+}

@@ -1,0 +1,53 @@
+// Splits one GEMM across a worker pool by whole register tiles of M or N (whichever has more),
+// never by K, so every output element keeps the single summation order Gemm gives it.
+import PTKernels
+import PTRuntime
+
+struct GemmJob {
+    var m, n, k: Int
+    var a, b: MatrixView
+    var c: UnsafeMutablePointer<Float>
+    var ldc: Int
+    var accumulate = false
+    var bias: UnsafePointer<Float>? = nil
+    var relu = false
+}
+
+/// Column sums of a row-major [rows, cols] matrix (a bias gradient), run beside a GEMM.
+struct ColumnSumJob {
+    var m: UnsafePointer<Float>
+    var rows, cols: Int
+    var out: UnsafeMutablePointer<Float>
+}
+
+extension WorkerPool {
+    func gemm(_ j: GemmJob, alongside sums: ColumnSumJob? = nil) {
+        let mt = (j.m + Gemm.mr - 1) / Gemm.mr, nt = (j.n + Gemm.nr - 1) / Gemm.nr
+        let splitM = mt >= nt
+        let tiles = splitM ? mt : nt
+        let parts = min(tiles, count)
+        let sumChunks = sums.map { min(($0.cols + 15) / 16, count) } ?? 0
+        run(items: parts + sumChunks) { item, worker in
+            if item >= parts, let s = sums {
+                // Chunks of 16 columns, so each column's sum takes the same (SIMD or not) path.
+                let c = item - parts, groups = (s.cols + 15) / 16
+                let lo = min(c * groups / sumChunks * 16, s.cols), hi = min((c + 1) * groups / sumChunks * 16, s.cols)
+                Elementwise.columnSums(s.m, rows: s.rows, ld: s.cols, cols: lo..<hi, into: s.out)
+                return
+            }
+            let t0 = item * tiles / parts, t1 = (item + 1) * tiles / parts
+            let scratch = self.scratch(worker)
+            if splitM {
+                let r0 = t0 * Gemm.mr, r1 = min(t1 * Gemm.mr, j.m)
+                Gemm.multiply(m: r1 - r0, n: j.n, k: j.k, a: j.a.offset(row: r0, col: 0), b: j.b,
+                              c: j.c + r0 * j.ldc, ldc: j.ldc, accumulate: j.accumulate,
+                              bias: j.bias, relu: j.relu, scratch: scratch)
+            } else {
+                let c0 = t0 * Gemm.nr, c1 = min(t1 * Gemm.nr, j.n)
+                Gemm.multiply(m: j.m, n: c1 - c0, k: j.k, a: j.a, b: j.b.offset(row: 0, col: c0),
+                              c: j.c + c0, ldc: j.ldc, accumulate: j.accumulate,
+                              bias: j.bias.map { $0 + c0 }, relu: j.relu, scratch: scratch)
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+// NUMA topology and node-local allocation through libnuma, loaded at run time with dlopen so the
+// binary runs (with plain allocation and one notice) where libnuma or NUMA is missing.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public final class Numa: @unchecked Sendable {
+    public static let shared = Numa()
+
+    /// Nodes and the CPUs of each; one node holding every CPU when NUMA is not available.
+    public let nodeCPUs: [[Int]]
+    /// Why libnuma is not used, or nil when it is.
+    public let unavailableReason: String?
+
+    private typealias AllocOnNode = @convention(c) (Int, Int32) -> UnsafeMutableRawPointer?
+    private typealias Free = @convention(c) (UnsafeMutableRawPointer?, Int) -> Void
+    private let allocOnNode: AllocOnNode?
+    private let free: Free?
+
+    private init() {
+        let cpuCount = max(Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), 1)
+        func fallback(_ why: String) -> ([[Int]], String) { ([Array(0..<cpuCount)], why) }
+        guard let lib = dlopen("libnuma.so.1", RTLD_NOW) else {
+            (nodeCPUs, unavailableReason) = fallback("libnuma.so.1 not found")
+            allocOnNode = nil; free = nil
+            return
+        }
+        typealias IntFn = @convention(c) () -> Int32
+        typealias NodeOfCPU = @convention(c) (Int32) -> Int32
+        func sym<T>(_ name: String, _: T.Type) -> T? {
+            dlsym(lib, name).map { unsafeBitCast($0, to: T.self) }
+        }
+        guard let available = sym("numa_available", IntFn.self), available() >= 0,
+              let maxNode = sym("numa_max_node", IntFn.self),
+              let nodeOf = sym("numa_node_of_cpu", NodeOfCPU.self),
+              let alloc = sym("numa_alloc_onnode", AllocOnNode.self),
+              let fr = sym("numa_free", Free.self)
+        else {
+            (nodeCPUs, unavailableReason) = fallback("NUMA is not available on this system")
+            allocOnNode = nil; free = nil
+            return
+        }
+        var nodes = [[Int]](repeating: [], count: Int(maxNode()) + 1)
+        for cpu in 0..<cpuCount {
+            let n = Int(nodeOf(Int32(cpu)))
+            if n >= 0 && n < nodes.count { nodes[n].append(cpu) }
+        }
+        nodes.removeAll { $0.isEmpty }
+        nodeCPUs = nodes.isEmpty ? [Array(0..<cpuCount)] : nodes
+        unavailableReason = nil
+        allocOnNode = alloc; free = fr
+    }
+
+    public var cpuCount: Int { nodeCPUs.reduce(0) { $0 + $1.count } }
+
+    /// The CPU for worker `w`: workers fill node 0's CPUs, then node 1's, ..., then wrap.
+    public func cpu(forWorker w: Int) -> (cpu: Int, node: Int) {
+        let all = nodeCPUs.enumerated().flatMap { node, cpus in cpus.map { ($0, node) } }
+        return all[w % all.count]
+    }
+
+    /// Page-aligned zeroed memory on `node`; the caller's first touch places pages when libnuma is off.
+    public func allocate(floats: Int, node: Int) -> UnsafeMutablePointer<Float> {
+        let bytes = max(floats, 1) * MemoryLayout<Float>.stride
+        if let allocOnNode, let p = allocOnNode(bytes, Int32(node)) {
+            return p.bindMemory(to: Float.self, capacity: floats)
+        }
+        var raw: UnsafeMutableRawPointer?
+        guard posix_memalign(&raw, 4096, bytes) == 0, let raw else { fatalError("out of memory allocating \(bytes) bytes") }
+        return raw.bindMemory(to: Float.self, capacity: floats)
+    }
+
+    public func deallocate(_ p: UnsafeMutablePointer<Float>, floats: Int) {
+        if let free, allocOnNode != nil {
+            free(UnsafeMutableRawPointer(p), max(floats, 1) * MemoryLayout<Float>.stride)
+        } else {
+            Glibc.free(p)
+        }
+    }
+}

@@ -1,0 +1,158 @@
+// A persistent pool of worker threads, pinned to CPUs node by node. `run(items:)` hands out item
+// indices [0, items) to the calling thread (worker 0) and the pool's threads; each item runs
+// exactly once. Which worker runs an item is left to timing, so callers make each item's
+// arithmetic independent of that (it writes only its own outputs).
+//
+// Waiting: a worker spins briefly for the next region, then sleeps on a condition variable, so
+// a pool with more threads than cores degrades gracefully instead of burning the cores.
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+import CAffinity
+
+public final class WorkerPool: @unchecked Sendable {
+    public let count: Int
+    /// The NUMA node of each worker.
+    public let nodes: [Int]
+
+    private let generation = Atomic<Int>(0)
+    private let nextItem = Atomic<Int>(0)
+    private let running = Atomic<Int>(0)
+    private var itemCount = 0
+    private var job: ((Int, Int) -> Void)?
+    private var stopping = false
+    private let spinLimit: Int
+
+    private var mutex = pthread_mutex_t()
+    private var wake = pthread_cond_t()
+    private var done = pthread_cond_t()
+    private var threads: [pthread_t] = []
+
+    /// Per-worker scratch for kernels, allocated by the worker itself on first use (first touch
+    /// on its own node).
+    private let scratch: UnsafeMutablePointer<UnsafeMutablePointer<Float>?>
+    public let scratchFloats: Int
+
+    public init(threads: Int, scratchFloats: Int, pin: Bool = true) {
+        precondition(threads >= 1)
+        count = threads
+        self.scratchFloats = scratchFloats
+        scratch = .allocate(capacity: threads)
+        scratch.initialize(repeating: nil, count: threads)
+        let numa = Numa.shared
+        nodes = (0..<threads).map { numa.cpu(forWorker: $0).node }
+        // Oversubscribed: a spinning thread steals the core from the one doing the work.
+        spinLimit = threads > numa.cpuCount ? 50 : 20_000
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&wake, nil)
+        pthread_cond_init(&done, nil)
+        if pin && threads > 1 && threads <= numa.cpuCount { Self.pinCurrentThread(cpu: numa.cpu(forWorker: 0).cpu) }
+        for w in 1..<max(threads, 1) {
+            let box = Unmanaged.passRetained(WorkerStart(pool: self, worker: w,
+                                                         cpu: pin && threads <= numa.cpuCount ? numa.cpu(forWorker: w).cpu : nil))
+            var t = pthread_t()
+            let rc = pthread_create(&t, nil, { arg in
+                let start = Unmanaged<WorkerStart>.fromOpaque(arg!).takeRetainedValue()
+                if let cpu = start.cpu { WorkerPool.pinCurrentThread(cpu: cpu) }
+                start.pool.workerLoop(start.worker)
+                return nil
+            }, box.toOpaque())
+            precondition(rc == 0, "pthread_create failed: \(rc)")
+            self.threads.append(t)
+        }
+    }
+
+    deinit {
+        pthread_mutex_lock(&mutex)
+        stopping = true
+        generation.add(1, ordering: .releasing)
+        pthread_cond_broadcast(&wake)
+        pthread_mutex_unlock(&mutex)
+        for t in threads { pthread_join(t, nil) }
+        for w in 0..<count { if let p = scratch[w] { Numa.shared.deallocate(p, floats: scratchFloats) } }
+        scratch.deallocate()
+    }
+
+    /// The calling worker's scratch buffer (valid inside a `run` body for that worker).
+    @inline(__always) public func scratch(_ worker: Int) -> UnsafeMutablePointer<Float> {
+        if let p = scratch[worker] { return p }
+        let p = Numa.shared.allocate(floats: scratchFloats, node: nodes[worker])
+        p.update(repeating: 0, count: scratchFloats)  // first touch by the owner
+        scratch[worker] = p
+        return p
+    }
+
+    /// Runs body(item, worker) for every item in [0, items), in parallel; returns when all are done.
+    public func run(items: Int, _ body: (_ item: Int, _ worker: Int) -> Void) {
+        if items <= 0 { return }
+        if count == 1 || items == 1 {
+            for i in 0..<items { body(i, 0) }
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            job = body
+            itemCount = items
+            nextItem.store(0, ordering: .relaxed)
+            running.store(count - 1, ordering: .relaxed)
+            pthread_mutex_lock(&mutex)
+            generation.add(1, ordering: .releasing)
+            pthread_cond_broadcast(&wake)
+            pthread_mutex_unlock(&mutex)
+            work(0)
+            var spins = 0
+            while running.load(ordering: .acquiring) != 0 {
+                spins += 1
+                if spins > spinLimit {
+                    pthread_mutex_lock(&mutex)
+                    while running.load(ordering: .acquiring) != 0 { pthread_cond_wait(&done, &mutex) }
+                    pthread_mutex_unlock(&mutex)
+                }
+            }
+            job = nil
+        }
+    }
+
+    @inline(__always) private func work(_ worker: Int) {
+        let body = job!
+        while true {
+            let i = nextItem.wrappingAdd(1, ordering: .relaxed).oldValue
+            if i >= itemCount { break }
+            body(i, worker)
+        }
+    }
+
+    private func workerLoop(_ worker: Int) {
+        var seen = 0
+        while true {
+            var spins = 0
+            while generation.load(ordering: .acquiring) == seen {
+                spins += 1
+                if spins > spinLimit {
+                    pthread_mutex_lock(&mutex)
+                    while generation.load(ordering: .acquiring) == seen { pthread_cond_wait(&wake, &mutex) }
+                    pthread_mutex_unlock(&mutex)
+                }
+            }
+            seen = generation.load(ordering: .acquiring)
+            if stopping { return }
+            work(worker)
+            if running.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+                pthread_mutex_lock(&mutex)
+                pthread_cond_signal(&done)
+                pthread_mutex_unlock(&mutex)
+            }
+        }
+    }
+
+    private static func pinCurrentThread(cpu: Int) {
+        _ = pt_pin_current_thread(Int32(cpu))  // best effort: a refused pin only costs locality
+    }
+}
+
+private final class WorkerStart {
+    let pool: WorkerPool
+    let worker: Int
+    let cpu: Int?
+    init(pool: WorkerPool, worker: Int, cpu: Int?) { self.pool = pool; self.worker = worker; self.cpu = cpu }
+}

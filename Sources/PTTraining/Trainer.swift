@@ -1,0 +1,116 @@
+// The training loop: seeded per-epoch shuffling, one forward/backward over the whole batch on the
+// worker pool, then one Adam step split across the workers by parameter slices.
+import Foundation
+import PTKernels
+import PTModel
+import PTRuntime
+
+public struct TrainConfig: Sendable {
+    public var spec = ModelSpec.reference
+    public var threads = 1
+    public var batch = 50
+    public var steps = 3000
+    public var lr = 1e-4
+    public var beta1 = 0.9
+    public var beta2 = 0.999
+    public var epsilon = 1e-8
+    public var seed: UInt64 = 1
+    public init() {}
+}
+
+public struct Evaluation: Sendable {
+    public var loss: Double
+    public var accuracy: Double
+    public var correct: Int
+    public var count: Int
+}
+
+public final class Trainer {
+    public let config: TrainConfig
+    public let network: Network
+    public let data: Dataset
+    /// Optimizer steps taken so far.
+    public private(set) var step = 0
+    private var order: [Int32]
+    private var orderEpoch = -1
+
+    public var stepsPerEpoch: Int { data.count / config.batch }
+
+    public init(config: TrainConfig, data: Dataset, evalCapacity: Int = 0) throws {
+        guard config.batch >= 1 else { throw ShapeError(message: "--batch must be at least 1") }
+        guard config.batch <= data.count else {
+            throw ShapeError(message: "--batch \(config.batch) is larger than the training set (\(data.count) images)")
+        }
+        let spec = try ModelSpec(parsing: config.spec)
+        self.config = config
+        self.data = data
+        network = try Network(spec: spec, input: Shape(h: data.rows, w: data.cols, c: 1), classes: Dataset.classes,
+                              capacity: max(config.batch, evalCapacity), threads: config.threads, seed: config.seed)
+        order = (0..<Int32(data.count)).map { $0 }
+    }
+
+    /// The dataset index of position `i` in the batch of step `t` (0-based): epoch e uses a
+    /// permutation seeded by (seed, e), and a partial batch at an epoch's end is skipped.
+    private func prepareOrder(epoch: Int) {
+        if orderEpoch == epoch { return }
+        for i in 0..<order.count { order[i] = Int32(i) }
+        var rng = SplitMix64(seed: Dropout.hash(config.seed, 0x5348_5546, UInt64(epoch), 0))
+        var i = order.count - 1
+        while i > 0 {
+            let j = Int(rng.next() % UInt64(i + 1))
+            order.swapAt(i, j)
+            i -= 1
+        }
+        orderEpoch = epoch
+    }
+
+    /// One optimizer step; returns the batch's mean loss.
+    @discardableResult
+    public func trainStep() -> Float {
+        let b = config.batch, size = data.rows * data.cols
+        let epoch = step / stepsPerEpoch, first = (step % stepsPerEpoch) * b
+        prepareOrder(epoch: epoch)
+        let net = network
+        for s in 0..<b {
+            let idx = Int(order[first + s])
+            data.copySample(idx, to: net.input + s * size)
+            net.labels[s] = Int32(data.labels[idx])
+        }
+        step += 1
+        net.forward(count: b, training: true, step: step, seed: config.seed)
+        let loss = net.lossAndGradient(count: b)
+        net.backward(count: b)
+        let adam = AdamStep(lr: config.lr, beta1: config.beta1, beta2: config.beta2, epsilon: config.epsilon, t: step)
+        let chunk = 1 << 14, total = net.parameterCount
+        net.pool.run(items: (total + chunk - 1) / chunk) { c, _ in
+            let lo = c * chunk, n = min(chunk, total - lo)
+            AdamUpdate.apply(adam, w: net.weights + lo, g: net.gradients + lo, m: net.moment1 + lo, v: net.moment2 + lo, count: n)
+        }
+        return loss
+    }
+
+    /// Mean loss and accuracy over a whole dataset (no dropout), in chunks of the buffers' capacity.
+    public func evaluate(_ set: Dataset) -> Evaluation {
+        Self.evaluate(network, set)
+    }
+
+    public static func evaluate(_ net: Network, _ set: Dataset) -> Evaluation {
+        let size = set.rows * set.cols
+        var lossSum = 0.0, correct = 0
+        var start = 0
+        while start < set.count {
+            let n = min(net.capacity, set.count - start)
+            for s in 0..<n { set.copySample(start + s, to: net.input + s * size) }
+            net.forward(count: n, training: false)
+            for s in 0..<n {
+                let label = Int(set.labels[start + s])
+                let r = SoftmaxCrossEntropy.loss(logits: net.logits + s * net.classes, classes: net.classes, label: label)
+                lossSum += Double(r.loss)
+                if r.argmax == label { correct += 1 }
+            }
+            start += n
+        }
+        return Evaluation(loss: lossSum / Double(max(set.count, 1)), accuracy: Double(correct) / Double(max(set.count, 1)),
+                          correct: correct, count: set.count)
+    }
+}

@@ -1,0 +1,204 @@
+// Each fast kernel against its naive Float64 twin, on odd sizes as well as friendly ones.
+import Testing
+import PTKernels
+
+struct Rand {
+    var s: UInt64
+    mutating func next() -> Float {
+        s = s &* 6364136223846793005 &+ 1442695040888963407
+        return Float(Int64(bitPattern: s >> 11) % 2001 - 1000) / 1000
+    }
+    mutating func array(_ n: Int) -> [Float] { (0..<n).map { _ in next() } }
+}
+
+/// |a - b| within a bound scaled by the number of terms summed (Float rounding grows with it).
+func close(_ got: [Float], _ want: [Double], terms: Int, sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(got.count == want.count, sourceLocation: sourceLocation)
+    let tol = 1e-6 * Double(terms) + 1e-6
+    var worst = 0.0
+    for (g, w) in zip(got, want) { worst = max(worst, abs(Double(g) - w) / max(1, abs(w))) }
+    #expect(worst <= tol, "worst relative error \(worst) > \(tol)", sourceLocation: sourceLocation)
+}
+
+/// GEMM scratch for one test (tests run in parallel; each needs its own).
+var scratch: UnsafeMutablePointer<Float> {
+    let p = UnsafeMutablePointer<Float>.allocate(capacity: Gemm.scratchFloats)
+    p.initialize(repeating: .nan, count: Gemm.scratchFloats)
+    return p  // leaked: a test process is short-lived
+}
+
+@Test(arguments: [(1, 1, 1), (3, 7, 5), (8, 32, 16), (17, 33, 300), (50, 70, 600), (129, 513, 9), (200, 64, 257), (136, 32, 257), (129, 32, 257), (200, 64, 256)])
+func gemmMatchesReference(_ shape: (Int, Int, Int)) {
+    let (m, n, k) = shape
+    var r = Rand(s: UInt64(m * 1000 + n * 10 + k))
+    let a = r.array(m * k), b = r.array(k * n), bias = r.array(n)
+    for relu in [false, true] {
+        var c = [Float](repeating: .nan, count: m * n)
+        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in bias.withUnsafeBufferPointer { biasp in
+            c.withUnsafeMutableBufferPointer { cp in
+                Gemm.multiply(m: m, n: n, k: k, a: MatrixView(ap.baseAddress!, rowStride: k, colStride: 1),
+                              b: MatrixView(bp.baseAddress!, rowStride: n, colStride: 1), c: cp.baseAddress!, ldc: n,
+                              accumulate: false, bias: biasp.baseAddress!, relu: relu, scratch: scratch)
+            }
+        } } }
+        close(c, Reference.gemm(m: m, n: n, k: k, a: a, b: b, bias: bias, relu: relu), terms: k)
+    }
+}
+
+@Test func gemmTransposedOperandsAndAccumulate() {
+    let (m, n, k) = (13, 41, 37)
+    var r = Rand(s: 7)
+    let at = r.array(k * m), bt = r.array(n * k)   // stored transposed: at is [k, m], bt is [n, k]
+    let c0 = r.array(m * n)
+    var c = c0
+    at.withUnsafeBufferPointer { ap in bt.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+        Gemm.multiply(m: m, n: n, k: k, a: MatrixView(ap.baseAddress!, rowStride: 1, colStride: m),
+                      b: MatrixView(bp.baseAddress!, rowStride: 1, colStride: k), c: cp.baseAddress!, ldc: n,
+                      accumulate: true, scratch: scratch)
+    } } }
+    var a = [Float](repeating: 0, count: m * k), b = [Float](repeating: 0, count: k * n)
+    for i in 0..<m { for p in 0..<k { a[i * k + p] = at[p * m + i] } }
+    for p in 0..<k { for j in 0..<n { b[p * n + j] = bt[j * k + p] } }
+    let want = zip(Reference.gemm(m: m, n: n, k: k, a: a, b: b), c0).map { $0 + Double($1) }
+    close(c, want, terms: k)
+}
+
+/// Any split of M or N gives the same bits as the whole product: the property that makes
+/// training independent of the thread count.
+@Test(arguments: [1, 3, 5, 8, 13])
+func gemmSubBlocksAreBitIdentical(_ cut: Int) {
+    let (m, n, k) = (37, 75, 530)
+    var r = Rand(s: 99)
+    let a = r.array(m * k), b = r.array(k * n)
+    var whole = [Float](repeating: 0, count: m * n), split = whole
+    a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in
+        let av = MatrixView(ap.baseAddress!, rowStride: k, colStride: 1)
+        let bv = MatrixView(bp.baseAddress!, rowStride: n, colStride: 1)
+        whole.withUnsafeMutableBufferPointer { cp in
+            Gemm.multiply(m: m, n: n, k: k, a: av, b: bv, c: cp.baseAddress!, ldc: n, accumulate: false, scratch: scratch)
+        }
+        split.withUnsafeMutableBufferPointer { cp in
+            // Rows [0, cut) and [cut, m); then columns of the second block cut again.
+            Gemm.multiply(m: cut, n: n, k: k, a: av, b: bv, c: cp.baseAddress!, ldc: n, accumulate: false, scratch: scratch)
+            let c2 = cp.baseAddress! + cut * n
+            Gemm.multiply(m: m - cut, n: cut * 3, k: k, a: av.offset(row: cut, col: 0), b: bv, c: c2, ldc: n,
+                          accumulate: false, scratch: scratch)
+            Gemm.multiply(m: m - cut, n: n - cut * 3, k: k, a: av.offset(row: cut, col: 0), b: bv.offset(row: 0, col: cut * 3),
+                          c: c2 + cut * 3, ldc: n, accumulate: false, scratch: scratch)
+        }
+    } }
+    #expect(whole.map(\.bitPattern) == split.map(\.bitPattern))
+}
+
+@Test(arguments: [(5, 5, 1, 3, 1, true), (7, 6, 3, 3, 2, true), (9, 8, 2, 5, 2, false), (4, 4, 3, 1, 1, true), (6, 5, 4, 3, 3, false)])
+func im2colConvMatchesDirectConv(_ p: (Int, Int, Int, Int, Int, Bool)) {
+    let (h, w, c, k, s, same) = p
+    let cout = 5
+    let g = Window(inH: h, inW: w, channels: c, kernel: k, stride: s, same: same)
+    var r = Rand(s: UInt64(h * w * c + k))
+    let x = r.array(g.inputSize), wt = r.array(g.patch * cout), bias = r.array(cout)
+    var col = [Float](repeating: .nan, count: g.positions * g.patch)
+    var y = [Float](repeating: .nan, count: g.positions * cout)
+    x.withUnsafeBufferPointer { xp in col.withUnsafeMutableBufferPointer { cp in
+        Im2col.forward(g, x: xp.baseAddress!, col: cp.baseAddress!)
+    } }
+    col.withUnsafeBufferPointer { cp in wt.withUnsafeBufferPointer { wp in bias.withUnsafeBufferPointer { bp in
+        y.withUnsafeMutableBufferPointer { yp in
+            Gemm.multiply(m: g.positions, n: cout, k: g.patch, a: MatrixView(cp.baseAddress!, rowStride: g.patch, colStride: 1),
+                          b: MatrixView(wp.baseAddress!, rowStride: cout, colStride: 1), c: yp.baseAddress!, ldc: cout,
+                          accumulate: false, bias: bp.baseAddress!, scratch: scratch)
+        }
+    } } }
+    close(y, Reference.conv(g, x: x, w: wt, bias: bias, cout: cout), terms: g.patch)
+}
+
+/// col2im is the adjoint of im2col: <im2col(x), d> == <x, col2im(d)>.
+@Test(arguments: [(5, 5, 2, 3, 1, true), (8, 7, 3, 3, 2, true), (9, 9, 1, 4, 3, false)])
+func col2imIsAdjointOfIm2col(_ p: (Int, Int, Int, Int, Int, Bool)) {
+    let (h, w, c, k, s, same) = p
+    let g = Window(inH: h, inW: w, channels: c, kernel: k, stride: s, same: same)
+    var r = Rand(s: 5)
+    let x = r.array(g.inputSize), d = r.array(g.positions * g.patch)
+    var col = [Float](repeating: 0, count: d.count), dx = [Float](repeating: .nan, count: x.count)
+    x.withUnsafeBufferPointer { xp in col.withUnsafeMutableBufferPointer { Im2col.forward(g, x: xp.baseAddress!, col: $0.baseAddress!) } }
+    d.withUnsafeBufferPointer { dp in dx.withUnsafeMutableBufferPointer { Im2col.backward(g, dcol: dp.baseAddress!, dx: $0.baseAddress!) } }
+    let lhs = zip(col, d).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+    let rhs = zip(x, dx).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+    #expect(abs(lhs - rhs) <= 1e-5 * max(1, abs(lhs)))
+}
+
+@Test(arguments: [(4, 4, 3, 2, 2), (7, 7, 5, 2, 2), (9, 8, 2, 3, 2), (5, 5, 1, 3, 1)])
+func poolsMatchReference(_ p: (Int, Int, Int, Int, Int)) {
+    let (h, w, c, size, stride) = p
+    let g = Window(inH: h, inW: w, channels: c, kernel: size, stride: stride, same: false)
+    var r = Rand(s: 11)
+    let x = r.array(g.inputSize)
+    var y = [Float](repeating: .nan, count: g.positions * c), arg = [Int32](repeating: -1, count: y.count)
+    x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in arg.withUnsafeMutableBufferPointer { ap in
+        MaxPool.forward(g, x: xp.baseAddress!, y: yp.baseAddress!, argmax: ap.baseAddress!)
+    } } }
+    close(y, Reference.pool(g, x: x, max: true), terms: 1)
+    for (o, a) in arg.enumerated() { #expect(x[Int(a)] == y[o]) }
+    x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { AvgPool.forward(g, x: xp.baseAddress!, y: $0.baseAddress!) } }
+    close(y, Reference.pool(g, x: x, max: false), terms: size * size)
+}
+
+@Test func softmaxCrossEntropyIsStableAndExact() {
+    // Hand-computed: logits (1, 2, 3), label 2: loss = log(e^1 + e^2 + e^3) - 3 = 0.40760596.
+    var d = [Float](repeating: 0, count: 3)
+    let loss = [Float(1), 2, 3].withUnsafeBufferPointer { lp in d.withUnsafeMutableBufferPointer { dp in
+        SoftmaxCrossEntropy.forwardBackward(logits: lp.baseAddress!, classes: 3, label: 2, gradScale: 1, dlogits: dp.baseAddress!)
+    } }
+    #expect(abs(loss - 0.40760596) < 1e-6)
+    // Gradient: softmax - onehot = (0.09003057, 0.24472847, 0.66524096 - 1).
+    #expect(abs(d[0] - 0.09003057) < 1e-6 && abs(d[1] - 0.24472847) < 1e-6 && abs(d[2] + 0.33475904) < 1e-6)
+    // Huge logits stay finite (a naive exp would overflow).
+    let big: [Float] = [1000, -1000, 999]
+    let l2 = big.withUnsafeBufferPointer { lp in d.withUnsafeMutableBufferPointer { dp in
+        SoftmaxCrossEntropy.forwardBackward(logits: lp.baseAddress!, classes: 3, label: 2, gradScale: 0.5, dlogits: dp.baseAddress!)
+    } }
+    #expect(l2.isFinite && abs(Double(l2) - Reference.crossEntropy(logits: big, label: 2)) < 1e-4)
+    #expect(d.allSatisfy { $0.isFinite })
+}
+
+@Test func adamMatchesHandComputedSteps() {
+    // One parameter w = 1, gradient 0.5 twice, lr 0.1 and PyTorch's defaults.
+    // t=1: m = 0.05, v = 0.00025; m̂ = 0.5, v̂ = 0.25 → w = 1 - 0.1 * 0.5 / (0.5 + 1e-8) = 0.9
+    // t=2: m = 0.095, v = 0.00049975; m̂ = 0.5, v̂ = 0.25 → w = 0.8
+    var w: [Float] = [1], m: [Float] = [0], v: [Float] = [0]
+    let g: [Float] = [0.5]
+    for t in 1...2 {
+        AdamUpdate.apply(AdamStep(lr: 0.1, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, t: t),
+                         w: &w, g: g, m: &m, v: &v, count: 1)
+    }
+    #expect(abs(w[0] - 0.8) < 1e-6)
+    #expect(abs(m[0] - 0.095) < 1e-7 && abs(v[0] - 0.00049975) < 1e-9)
+}
+
+@Test func dropoutMasksDependOnlyOnTheirKey() {
+    var a = [Float](repeating: 0, count: 4096), b = a
+    Dropout.fillScales(&a, count: a.count, keep: 0.5, seed: 1, step: 3, sample: 7)
+    Dropout.fillScales(&b, count: b.count, keep: 0.5, seed: 1, step: 3, sample: 7)
+    #expect(a == b)
+    let kept = a.filter { $0 != 0 }.count
+    #expect(kept > 1900 && kept < 2200)          // ~keep * count
+    #expect(a.allSatisfy { $0 == 0 || $0 == 2 })  // inverted dropout scale 1/keep
+    Dropout.fillScales(&b, count: b.count, keep: 0.5, seed: 1, step: 3, sample: 8)
+    #expect(a != b)
+}
+
+@Test func columnSumsAreRowOrderSums() {
+    var r = Rand(s: 3)
+    let (rows, cols) = (9, 37)
+    let m = r.array(rows * cols)
+    var out = [Float](repeating: .nan, count: cols)
+    m.withUnsafeBufferPointer { mp in out.withUnsafeMutableBufferPointer { op in
+        Elementwise.columnSums(mp.baseAddress!, rows: rows, ld: cols, cols: 0..<20, into: op.baseAddress!)
+        Elementwise.columnSums(mp.baseAddress!, rows: rows, ld: cols, cols: 20..<cols, into: op.baseAddress!)
+    } }
+    for j in 0..<cols {
+        var s: Float = 0
+        for i in 0..<rows { s += m[i * cols + j] }
+        #expect(out[j].bitPattern == s.bitPattern)
+    }
+}
