@@ -36,7 +36,7 @@ let package = Package(
             swiftSettings: fast),
         .testTarget(name: "KernelTests", dependencies: ["PTKernels"], swiftSettings: fast),
         .testTarget(name: "ModelTests", dependencies: ["PTModel"], swiftSettings: fast),
-        .testTarget(name: "TrainingTests", dependencies: ["PTTraining"], swiftSettings: fast),
+        .testTarget(name: "TrainingTests", dependencies: ["PTTraining", "CZlib"], swiftSettings: fast),
         .testTarget(name: "CLITests", dependencies: ["ptrain"]),
     ],
     swiftLanguageModes: [.v5]

@@ -67,7 +67,8 @@ public final class ProgressReporter {
                 fflush(stdout)
             }
             metrics?.write(["step": Double(step), "epoch": Double(epoch + 1), "loss": Double(loss),
-                            "mean_loss": mean, "samples_per_sec": intervalRate, "elapsed_sec": elapsed])
+                            "mean_loss": mean, "samples_per_sec": intervalRate, "elapsed_sec": elapsed,
+                            "rss_mb": Self.residentMegabytes()])
             lastTime = now; lastStep = step; lossSum = 0; lossCount = 0
         }
     }
@@ -82,6 +83,14 @@ public final class ProgressReporter {
 
     public func clearLine() {
         if interactive { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+    }
+
+    /// Resident set size from /proc/self/statm (0 where unavailable).
+    public static func residentMegabytes() -> Double {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let fields = text.split(separator: " ")
+        guard fields.count > 1, let pages = Double(fields[1]) else { return 0 }
+        return pages * Double(sysconf(Int32(_SC_PAGESIZE))) / 1_048_576
     }
 
     public static func duration(_ s: Double) -> String {

@@ -10,7 +10,12 @@ struct PTrain: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ptrain",
         abstract: "Data-parallel CPU training of convolutional networks, with the same bits at any thread count.",
-        discussion: Train.specHelp,
+        discussion: """
+            Training flags (see 'ptrain train --help'): --data DIR, --spec SPEC,
+            --threads N, --batch N, --steps N | --epochs N, --lr, --beta1, --beta2,
+            --eps, --seed, --eval-every N, --log-every N, --metrics FILE.
+
+            """ + Train.specHelp,
         subcommands: [Train.self, Plot.self],
         defaultSubcommand: Train.self)
 }
@@ -24,15 +29,17 @@ struct Train: ParsableCommand {
         abstract: "Train a model (the default command).", discussion: specHelp)
 
     static let specHelp = """
-        MODEL SPEC (--spec): layers separated by spaces, commas or '->':
-          conv(OUT,K[,STRIDE][,pad=same|valid])  KxK convolution with bias (stride 1, SAME by default)
-          relu                                    after a conv or fc
-          maxpool(SIZE[,STRIDE]), avgpool(...)    pooling windows (stride defaults to SIZE)
-          fc(OUT)                                 fully connected with bias
-          dropout(KEEP)                           keep probability in (0, 1], training only
-        Shape: INPUT -> [[conv relu]* pool?]* -> [fc relu dropout?]* -> fc(CLASSES).
-        Default (the reference network):
-          \(ModelSpec.reference)
+        MODEL SPEC (--spec), layers separated by spaces, commas or '->':
+          conv(OUT,K[,STRIDE][,pad=same|valid])  KxK conv + bias; stride 1, SAME
+          relu                                   after a conv or fc
+          maxpool(SIZE[,STRIDE])                 max pooling; stride = SIZE
+          avgpool(SIZE[,STRIDE])                 average pooling; stride = SIZE
+          fc(OUT)                                fully connected + bias
+          dropout(KEEP)                          keep probability in (0, 1]
+        Order: [[conv relu]* pool?]* [fc relu dropout?]* fc(CLASSES).
+        The default is the reference network:
+          conv(64,3) relu maxpool(2) conv(128,3) relu maxpool(2)
+          fc(1024) relu dropout(0.5) fc(10)
         """
 
     @Option(help: "Directory with MNIST-format IDX files (train-*/t10k-*, .gz or raw).")

@@ -1,0 +1,128 @@
+// The ptrain binary run as a user runs it.
+import Foundation
+import Testing
+
+struct Result {
+    var status: Int32
+    var reason: Process.TerminationReason
+    var out: String
+    var err: String
+}
+
+let binary: String = {
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+    if dir.pathExtension == "xctest" || dir.lastPathComponent == "MacOS" { dir = dir.deletingLastPathComponent() }
+    return dir.appendingPathComponent("ptrain").path
+}()
+
+func ptrain(_ args: [String]) throws -> Result {
+    let dir = NSTemporaryDirectory() + "ptrain-cli-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    let outPath = dir + "/out", errPath = dir + "/err"
+    FileManager.default.createFile(atPath: outPath, contents: nil)
+    FileManager.default.createFile(atPath: errPath, contents: nil)
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: binary)
+    p.arguments = args
+    p.standardOutput = FileHandle(forWritingAtPath: outPath)
+    p.standardError = FileHandle(forWritingAtPath: errPath)
+    try p.run()
+    p.waitUntilExit()
+    return Result(status: p.terminationStatus, reason: p.terminationReason,
+                  out: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
+                  err: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "")
+}
+
+/// A usage or data error: the exit code, one line on stderr naming the problem, no crash.
+func expectCleanError(_ r: Result, code: Int32, mentions: [String], sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(r.reason == .exit, "killed by a signal", sourceLocation: sourceLocation)
+    #expect(r.status == code, "exit \(r.status), stderr: \(r.err)", sourceLocation: sourceLocation)
+    let lines = r.err.split(separator: "\n")
+    #expect(lines.count == 1, "stderr: \(r.err)", sourceLocation: sourceLocation)
+    for m in mentions { #expect(r.err.contains(m), "stderr: \(r.err)", sourceLocation: sourceLocation) }
+    #expect(!r.err.contains("Fatal error") && !r.err.contains("Stack dump"), sourceLocation: sourceLocation)
+}
+
+/// A tiny MNIST-format data directory: 8x8 images whose class is drawn as a brighter column.
+func tinyData() throws -> String {
+    let dir = NSTemporaryDirectory() + "ptrain-data-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    func write(_ split: String, _ n: Int) {
+        var img: [UInt8] = [0, 0, 8, 3, 0, 0, UInt8(n >> 8), UInt8(n & 255), 0, 0, 0, 8, 0, 0, 0, 8]
+        var lab: [UInt8] = [0, 0, 8, 1, 0, 0, UInt8(n >> 8), UInt8(n & 255)]
+        for i in 0..<n {
+            let c = (i * 7) % 10
+            for p in 0..<64 { img.append(UInt8((p % 8 == c % 8 ? 180 : 0) + (c >= 8 && p < 8 ? 30 : 0) + (i * 31 + p * 17) % 40)) }
+            lab.append(UInt8(c))
+        }
+        FileManager.default.createFile(atPath: "\(dir)/\(split)-images-idx3-ubyte", contents: Data(img))
+        FileManager.default.createFile(atPath: "\(dir)/\(split)-labels-idx1-ubyte", contents: Data(lab))
+    }
+    write("train", 300)
+    write("t10k", 100)
+    return dir
+}
+
+@Test func helpDocumentsTheSpecAndFlags() throws {
+    let r = try ptrain(["--help"])
+    #expect(r.status == 0)
+    for s in ["MODEL SPEC", "conv(OUT,K", "--threads", "--batch", "--metrics", "plot"] { #expect(r.out.contains(s), "\(s)") }
+    let train = try ptrain(["train", "--help"])
+    #expect(train.status == 0 && train.out.contains("--eval-every"))
+}
+
+@Test func usageErrors() throws {
+    expectCleanError(try ptrain(["--thread", "2"]), code: 2, mentions: ["--thread"])
+    expectCleanError(try ptrain(["--threads", "0"]), code: 2, mentions: ["--threads", "0"])
+    expectCleanError(try ptrain(["--threads", "5000"]), code: 2, mentions: ["--threads"])
+    expectCleanError(try ptrain(["--batch", "0"]), code: 2, mentions: ["--batch"])
+    expectCleanError(try ptrain(["--lr", "nan"]), code: 2, mentions: ["--lr"])
+    expectCleanError(try ptrain(["--lr", "-1"]), code: 2, mentions: ["--lr"])
+    expectCleanError(try ptrain(["--steps", "0"]), code: 2, mentions: ["--steps"])
+    expectCleanError(try ptrain(["--steps", "5", "--epochs", "1"]), code: 2, mentions: ["--steps", "--epochs"])
+    expectCleanError(try ptrain(["--spec", "conv(4,3) relu maxpoo(2) fc(10)"]), code: 2, mentions: ["column 16", "maxpoo"])
+}
+
+@Test func dataAndShapeErrors() throws {
+    expectCleanError(try ptrain(["--data", "/nonexistent/dir", "--steps", "1"]), code: 1, mentions: ["/nonexistent/dir", "does not exist"])
+    let data = try tinyData()
+    // 8x8 input: a 5th 2x2 pool has nothing left.
+    expectCleanError(try ptrain(["--data", data, "--spec", "conv(2,3) relu maxpool(2) maxpool(2) maxpool(2) maxpool(2) fc(10)"]),
+                     code: 2, mentions: ["maxpool(2)", "1x1x2"])
+    expectCleanError(try ptrain(["--data", data, "--spec", "fc(8) relu fc(3)"]), code: 2, mentions: ["3 outputs", "10 classes"])
+    expectCleanError(try ptrain(["--data", data, "--batch", "301", "--steps", "1"]), code: 2, mentions: ["--batch 301", "300 images"])
+}
+
+@Test func trainsEndToEndWithFlatMemoryAndPlots() throws {
+    let data = try tinyData()
+    let dir = NSTemporaryDirectory() + "ptrain-run-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    let r = try ptrain(["--data", data, "--spec", "conv(4,3) relu maxpool(2) fc(16) relu fc(10)", "--threads", "2",
+                        "--batch", "10", "--steps", "1000", "--lr", "0.01", "--log-every", "10", "--eval-every", "500",
+                        "--metrics", dir + "/m.jsonl"])
+    #expect(r.status == 0, "\(r.err)")
+    #expect(r.out.contains("done: 1000 steps"))
+    #expect(r.out.contains("step 1000/1000"))
+    let lines = try String(contentsOfFile: dir + "/m.jsonl", encoding: .utf8).split(separator: "\n")
+    let records = lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+    #expect(records.count == lines.count)
+    let steps = records.filter { $0["loss"] != nil }
+    let evals = records.filter { $0["test_accuracy"] != nil }
+    #expect(steps.count == 100 && evals.count == 2)
+    for key in ["step", "loss", "samples_per_sec", "rss_mb"] { #expect(steps[0][key] != nil, "\(key)") }
+    // The model learns this easy set.
+    let acc = (evals.last!["test_accuracy"] as! NSNumber).doubleValue
+    #expect(acc > 0.9, "test accuracy \(acc)")
+    // Memory is flat from step 10 to step 1000 (no growth per step).
+    let rss = steps.map { ($0["rss_mb"] as! NSNumber).doubleValue }
+    #expect(rss[0] > 0)
+    #expect(rss.last! - rss[0] < 1.0, "RSS grew from \(rss[0]) MB to \(rss.last!) MB")
+
+    let plot = try ptrain(["plot", dir + "/m.jsonl", "--svg", dir + "/m.svg"])
+    #expect(plot.status == 0, "\(plot.err)")
+    let svg = try String(contentsOfFile: dir + "/m.svg", encoding: .utf8)
+    #expect(svg.hasPrefix("<svg") && svg.contains("polyline") && svg.hasSuffix("</svg>\n"))
+    expectCleanError(try ptrain(["plot", dir + "/missing.jsonl", "--svg", dir + "/x.svg"]), code: 1, mentions: ["missing.jsonl"])
+    #expect(!FileManager.default.fileExists(atPath: dir + "/x.svg"))
+}

@@ -1,0 +1,156 @@
+// Every layer's forward against a naive Float64 network, and every parameter's gradient (which
+// flows through every later layer's backward) against central finite differences of that
+// Float64 network.
+import Foundation
+import Testing
+import PTKernels
+import PTModel
+
+/// A Float64 interpreter of a spec, using the network's weights and dropout masks.
+struct ReferenceNet {
+    let spec: ModelSpec
+    let input: Shape
+
+    func loss(weights w: [Double], tensors: [ParameterTensor], x: [Double], labels: [Int],
+              training: Bool, step: Int, seed: UInt64) -> (loss: Double, logits: [[Double]]) {
+        var total = 0.0
+        var allLogits: [[Double]] = []
+        for (s, label) in labels.enumerated() {
+            var a = Array(x[(s * input.count)..<((s + 1) * input.count)])
+            var shape = input
+            var t = 0  // next tensor
+            var i = 0
+            let layers = spec.layers
+            while i < layers.count {
+                let relu = i + 1 < layers.count && layers[i + 1] == .relu
+                switch layers[i] {
+                case let .conv(out, k, stride, same):
+                    let g = Window(inH: shape.h, inW: shape.w, channels: shape.c, kernel: k, stride: stride, same: same)
+                    let W = tensors[t], B = tensors[t + 1]; t += 2
+                    var y = [Double](repeating: 0, count: g.positions * out)
+                    for oh in 0..<g.outH { for ow in 0..<g.outW { for o in 0..<out {
+                        var v = w[B.offset + o]
+                        for kh in 0..<k { for kw in 0..<k {
+                            let ih = oh * stride - g.padTop + kh, iw = ow * stride - g.padLeft + kw
+                            guard ih >= 0, ih < g.inH, iw >= 0, iw < g.inW else { continue }
+                            for c in 0..<shape.c {
+                                v += a[(ih * g.inW + iw) * shape.c + c] * w[W.offset + ((kh * k + kw) * shape.c + c) * out + o]
+                            }
+                        } }
+                        y[(oh * g.outW + ow) * out + o] = relu ? max(v, 0) : v
+                    } } }
+                    a = y; shape = Shape(h: g.outH, w: g.outW, c: out)
+                case let .maxPool(size, stride), let .avgPool(size, stride):
+                    var isMax = false
+                    if case .maxPool = layers[i] { isMax = true }
+                    let g = Window(inH: shape.h, inW: shape.w, channels: shape.c, kernel: size, stride: stride, same: false)
+                    var y = [Double](repeating: 0, count: g.positions * shape.c)
+                    for oh in 0..<g.outH { for ow in 0..<g.outW { for c in 0..<shape.c {
+                        var best = -Double.infinity, sum = 0.0
+                        for kh in 0..<size { for kw in 0..<size {
+                            let v = a[((oh * stride + kh) * g.inW + ow * stride + kw) * shape.c + c]
+                            best = max(best, v); sum += v
+                        } }
+                        y[(oh * g.outW + ow) * shape.c + c] = isMax ? best : sum / Double(size * size)
+                    } } }
+                    a = y; shape = Shape(h: g.outH, w: g.outW, c: shape.c)
+                case let .dense(out):
+                    let W = tensors[t], B = tensors[t + 1]; t += 2
+                    var y = [Double](repeating: 0, count: out)
+                    for o in 0..<out {
+                        var v = w[B.offset + o]
+                        for j in 0..<a.count { v += a[j] * w[W.offset + j * out + o] }
+                        y[o] = relu ? max(v, 0) : v
+                    }
+                    a = y; shape = Shape(h: 1, w: 1, c: out)
+                case let .dropout(keep):
+                    if training {
+                        var m = [Float](repeating: 0, count: a.count)
+                        Dropout.fillScales(&m, count: m.count, keep: keep, seed: seed, step: UInt64(step), sample: UInt64(s))
+                        a = zip(a, m).map { $0 * Double($1) }
+                    }
+                case .relu: break
+                }
+                i += relu ? 2 : 1
+            }
+            let mx = a.max()!
+            total += log(a.map { exp($0 - mx) }.reduce(0, +)) + mx - a[label]
+            allLogits.append(a)
+        }
+        return (total / Double(labels.count), allLogits)
+    }
+}
+
+let gradientSpecs = [
+    "conv(3,3) relu maxpool(2) fc(5)",
+    "conv(4,3,stride=2) relu conv(3,2,pad=valid) relu avgpool(2,1) fc(6) relu fc(5)",
+    "conv(2,5,pad=valid) relu avgpool(2) fc(7) relu dropout(0.6) fc(5)",
+    "conv(3,1) relu maxpool(3,2) conv(2,3) relu fc(5)",
+    "fc(9) relu dropout(0.5) fc(8) relu fc(5)",
+]
+
+@Test(arguments: gradientSpecs)
+func backwardMatchesFiniteDifferences(_ text: String) throws {
+    let spec = try ModelSpec(parsing: text)
+    let input = Shape(h: 7, w: 6, c: 2), batch = 3, classes = 5
+    let net = try Network(spec: spec, input: input, classes: classes, capacity: batch, threads: 2, seed: 42)
+    var r = SplitMix64(seed: 9)
+    for i in 0..<(batch * input.count) { net.input[i] = Float(r.nextUnit() * 2 - 1) }
+    let labels = [1, 4, 2]
+    for (s, l) in labels.enumerated() { net.labels[s] = Int32(l) }
+    // Biases start at zero; perturb them so their gradients (and ReLU patterns) are generic.
+    for t in net.tensors where t.name.hasSuffix(".bias") {
+        for j in 0..<t.count { net.weights[t.offset + j] = Float(r.nextUnit() * 0.2 - 0.1) }
+    }
+    let step = 3, seed: UInt64 = 77
+    net.forward(count: batch, training: true, step: step, seed: seed)
+    let loss = net.lossAndGradient(count: batch)
+    net.backward(count: batch)
+
+    let ref = ReferenceNet(spec: spec, input: input)
+    var w = (0..<net.parameterCount).map { Double(net.weights[$0]) }
+    let x = (0..<(batch * input.count)).map { Double(net.input[$0]) }
+    let base = ref.loss(weights: w, tensors: net.tensors, x: x, labels: labels, training: true, step: step, seed: seed)
+    // Forward: logits and loss agree with the Float64 network.
+    #expect(abs(Double(loss) - base.loss) < 1e-5 * max(1, base.loss))
+    for s in 0..<batch {
+        for j in 0..<classes {
+            #expect(abs(Double(net.logits[s * classes + j]) - base.logits[s][j]) < 1e-5)
+        }
+    }
+    // Backward: every parameter (these nets are small) against central differences.
+    let h = 1e-6
+    var worst = 0.0, worstName = ""
+    for t in net.tensors {
+        for j in 0..<t.count {
+            let i = t.offset + j
+            let keep = w[i]
+            w[i] = keep + h
+            let up = ref.loss(weights: w, tensors: net.tensors, x: x, labels: labels, training: true, step: step, seed: seed).loss
+            w[i] = keep - h
+            let down = ref.loss(weights: w, tensors: net.tensors, x: x, labels: labels, training: true, step: step, seed: seed).loss
+            w[i] = keep
+            let fd = (up - down) / (2 * h)
+            let err = abs(Double(net.gradients[i]) - fd) / max(1e-2, abs(fd))
+            if err > worst { worst = err; worstName = "\(t.name)[\(j)] analytic \(net.gradients[i]) fd \(fd)" }
+        }
+    }
+    #expect(worst < 1e-3, "worst: \(worstName)")
+}
+
+/// The same pass split across 1...16 threads gives the same bits.
+@Test(arguments: [2, 3, 7, 16])
+func forwardAndBackwardAreIndependentOfThreads(_ threads: Int) throws {
+    let spec = try ModelSpec(parsing: "conv(8,3) relu maxpool(2) conv(16,3,stride=2) relu avgpool(2,1) fc(40) relu dropout(0.5) fc(10)")
+    func run(_ t: Int) throws -> [UInt32] {
+        let net = try Network(spec: spec, input: Shape(h: 12, w: 11, c: 3), classes: 10, capacity: 13, threads: t, seed: 5)
+        var r = SplitMix64(seed: 1)
+        for i in 0..<(13 * 12 * 11 * 3) { net.input[i] = Float(r.nextUnit()) }
+        for s in 0..<13 { net.labels[s] = Int32(s % 10) }
+        net.forward(count: 13, training: true, step: 1, seed: 2)
+        _ = net.lossAndGradient(count: 13)
+        net.backward(count: 13)
+        return (0..<net.parameterCount).map { net.gradients[$0].bitPattern }
+    }
+    #expect(try run(1) == run(threads))
+}
