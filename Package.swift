@@ -24,8 +24,8 @@ let package = Package(
         // SIMD loops on raw buffers: no allocation, no threads, no knowledge of layers.
         .target(name: "PTKernels", swiftSettings: fast),
         // Worker pool, NUMA placement, barriers.
-        .target(name: "CAffinity"),
-        .target(name: "PTRuntime", dependencies: ["CAffinity"], swiftSettings: fast),
+        .target(name: "CThreadSetup"),
+        .target(name: "PTRuntime", dependencies: ["CThreadSetup"], swiftSettings: fast),
         // Spec parsing, layers, forward/backward over a worker pool.
         .target(name: "PTModel", dependencies: ["PTKernels", "PTRuntime"], swiftSettings: fast),
         // Data, optimizer, the training loop, metrics.

@@ -50,17 +50,19 @@ public enum Gemm {
     public static let scratchFloats = mc * kc + kc * nc + mr * nr + nr
 
     /// `scratch` must hold `scratchFloats` floats and belong to the calling thread.
+    /// With `cTransposed`, element (i, j) of C lives at `c[j * ldc + i]`.
     public static func multiply(m: Int, n: Int, k: Int, a: MatrixView, b: MatrixView,
-                                c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool,
-                                bias: UnsafePointer<Float>? = nil, relu: Bool = false,
+                                c: UnsafeMutablePointer<Float>, ldc: Int, cTransposed: Bool = false,
+                                accumulate: Bool, bias: UnsafePointer<Float>? = nil, relu: Bool = false,
                                 scratch: UnsafeMutablePointer<Float>) {
         if m <= 0 || n <= 0 { return }
+        @inline(__always) func at(_ i: Int, _ j: Int) -> Int { cTransposed ? j * ldc + i : i * ldc + j }
         if k == 0 {
             for i in 0..<m {
                 for j in 0..<n {
-                    var v = accumulate ? c[i * ldc + j] : 0
+                    var v = accumulate ? c[at(i, j)] : 0
                     if let bias { v += bias[j] }
-                    c[i * ldc + j] = relu ? max(v, 0) : v
+                    c[at(i, j)] = relu ? max(v, 0) : v
                 }
             }
             return
@@ -69,19 +71,24 @@ public enum Gemm {
         let packB = scratch + mc * kc
         let edgeC = packB + kc * nc
         let edgeBias = edgeC + mr * nr
+        // A row-major operand is read in place: no packing pass, rows stream through the cache.
+        let directA = a.colStride == 1
+        // With few rows each B panel is used only a few times: reading it in place beats copying
+        // it (for fc1 forward that copy is the whole 25 MB weight matrix every step).
+        let directB = b.colStride == 1 && m <= mc
         var jc = 0
         while jc < n {
             let ncb = min(nc, n - jc)
             var pc = 0
             while pc < k {
                 let kcb = min(kc, k - pc)
-                packPanelsB(kcb, ncb, b.offset(row: pc, col: jc), packB)
+                if !directB { packPanelsB(kcb, ncb, b.offset(row: pc, col: jc), packB) }
                 let load = accumulate || pc > 0
                 let last = pc + kcb == k
                 var ic = 0
                 while ic < m {
                     let mcb = min(mc, m - ic)
-                    packPanelsA(mcb, kcb, a.offset(row: ic, col: pc), packA)
+                    if !directA { packPanelsA(mcb, kcb, a.offset(row: ic, col: pc), packA) }
                     var jr = 0
                     while jr < ncb {
                         let cols = min(nr, ncb - jr)
@@ -97,23 +104,46 @@ public enum Gemm {
                             tileBias = nil
                         }
                         let tileRelu = last && relu
-                        let pb = UnsafePointer(packB + jr * kcb)
+                        var pb = UnsafePointer(packB + jr * kcb)
+                        let bInPlace = directB && cols == nr
+                        if directB && !bInPlace {
+                            packPanelsB(kcb, cols, b.offset(row: pc, col: jc + jr), packB)
+                            pb = UnsafePointer(packB)
+                        }
+                        let bp = b.base + pc * b.rowStride + jc + jr
                         var ir = 0
                         while ir < mcb {
                             let rows = min(mr, mcb - ir)
-                            let pa = UnsafePointer(packA + ir * kcb)
-                            let tile = c + (ic + ir) * ldc + jc + jr
-                            if rows == mr && cols == nr {
-                                gemmKernel8x32(kcb, pa, pb, tile, ldc, load: load, bias: tileBias, relu: tileRelu)
-                            } else {
-                                if load {
-                                    for r in 0..<mr {
-                                        for j in 0..<nr { edgeC[r * nr + j] = (r < rows && j < cols) ? tile[r * ldc + j] : 0 }
-                                    }
+                            let i0 = ic + ir, j0 = jc + jr
+                            let inPlace = rows == mr && cols == nr && !cTransposed
+                            let target = inPlace ? c + i0 * ldc + j0 : edgeC
+                            let ldt = inPlace ? ldc : nr
+                            if !inPlace && load {
+                                for r in 0..<mr {
+                                    for j in 0..<nr { edgeC[r * nr + j] = (r < rows && j < cols) ? c[at(i0 + r, j0 + j)] : 0 }
                                 }
-                                gemmKernel8x32(kcb, pa, pb, edgeC, nr, load: load, bias: tileBias, relu: tileRelu)
+                            }
+                            var pa = UnsafePointer(packA + ir * kcb)
+                            let aInPlace = directA && rows == mr
+                            if directA && !aInPlace {
+                                // The last, partial row tile: pack it zero-padded rather than read past A.
+                                packPanelsA(rows, kcb, a.offset(row: i0, col: pc), packA)
+                                pa = UnsafePointer(packA)
+                            }
+                            let ap = a.base + i0 * a.rowStride + pc
+                            switch (aInPlace, bInPlace) {
+                            case (true, true):
+                                gemmKernelDirectAB(kcb, ap, a.rowStride, bp, b.rowStride, target, ldt, load: load, bias: tileBias, relu: tileRelu)
+                            case (true, false):
+                                gemmKernelDirectA(kcb, ap, a.rowStride, pb, target, ldt, load: load, bias: tileBias, relu: tileRelu)
+                            case (false, true):
+                                gemmKernelDirectB(kcb, pa, bp, b.rowStride, target, ldt, load: load, bias: tileBias, relu: tileRelu)
+                            case (false, false):
+                                gemmKernelPacked(kcb, pa, pb, target, ldt, load: load, bias: tileBias, relu: tileRelu)
+                            }
+                            if !inPlace {
                                 for r in 0..<rows {
-                                    for j in 0..<cols { tile[r * ldc + j] = edgeC[r * nr + j] }
+                                    for j in 0..<cols { c[at(i0 + r, j0 + j)] = edgeC[r * nr + j] }
                                 }
                             }
                             ir += mr
@@ -172,11 +202,17 @@ public enum Gemm {
                     src += b.rowStride; d += nr
                 }
             } else {
-                for p in 0..<kc {
-                    let src = b.base + p * b.rowStride + j * b.colStride
-                    for q in 0..<nr { d[q] = q < valid ? src[q * b.colStride] : 0 }
-                    d += nr
+                // Column by column: for a transposed operand (rowStride 1) each column is
+                // contiguous, so reads stream instead of jumping a row per element.
+                for q in 0..<nr {
+                    if q < valid {
+                        let src = b.base + (j + q) * b.colStride
+                        for p in 0..<kc { d[p * nr + q] = src[p * b.rowStride] }
+                    } else {
+                        for p in 0..<kc { d[p * nr + q] = 0 }
+                    }
                 }
+                d += kc * nr
             }
             j += nr
         }

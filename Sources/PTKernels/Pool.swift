@@ -7,18 +7,39 @@ public enum MaxPool {
     public static func forward(_ g: Window, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
                                argmax: UnsafeMutablePointer<Int32>) {
         let c = g.channels
+        let lanes = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
         for oh in 0..<g.outH {
             for ow in 0..<g.outW {
                 let o = (oh * g.outW + ow) * c
                 let first = ((oh * g.stride) * g.inW + ow * g.stride) * c
-                for ch in 0..<c { y[o + ch] = x[first + ch]; argmax[o + ch] = Int32(first + ch) }
-                for kh in 0..<g.kernel {
-                    for kw in 0..<g.kernel where kh != 0 || kw != 0 {
-                        let i = ((oh * g.stride + kh) * g.inW + ow * g.stride + kw) * c
-                        for ch in 0..<c where x[i + ch] > y[o + ch] {
-                            y[o + ch] = x[i + ch]; argmax[o + ch] = Int32(i + ch)
+                var ch = 0
+                // 16 channels at a time: the same strict '>' as the scalar tail, so ties keep the first.
+                while ch + 16 <= c {
+                    var best = loadV(x + first + ch)
+                    var arg = lanes &+ Int32(first + ch)
+                    for kh in 0..<g.kernel {
+                        for kw in 0..<g.kernel where kh != 0 || kw != 0 {
+                            let i = ((oh * g.stride + kh) * g.inW + ow * g.stride + kw) * c + ch
+                            let v = loadV(x + i)
+                            let greater = v .> best
+                            best.replace(with: v, where: greater)
+                            arg.replace(with: lanes &+ Int32(i), where: greater)
                         }
                     }
+                    storeV(best, y + o + ch)
+                    UnsafeMutableRawPointer(argmax + o + ch).storeBytes(of: arg, as: SIMD16<Int32>.self)
+                    ch += 16
+                }
+                while ch < c {
+                    var best = x[first + ch], arg = first + ch
+                    for kh in 0..<g.kernel {
+                        for kw in 0..<g.kernel where kh != 0 || kw != 0 {
+                            let i = ((oh * g.stride + kh) * g.inW + ow * g.stride + kw) * c + ch
+                            if x[i] > best { best = x[i]; arg = i }
+                        }
+                    }
+                    y[o + ch] = best; argmax[o + ch] = Int32(arg)
+                    ch += 1
                 }
             }
         }

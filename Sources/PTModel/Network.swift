@@ -240,6 +240,21 @@ public final class Network {
         }
     }
 
+    /// Multiply-adds x 2 of one training step per sample: forward, weight gradients and the
+    /// input gradients that are needed (none for the first layer).
+    public var trainingFlopsPerSample: Double {
+        var total = 0.0
+        for (idx, stage) in stages.enumerated() {
+            let passes = idx == 0 ? 2.0 : 3.0
+            switch stage {
+            case let .conv(c): total += passes * 2 * Double(c.window.positions * c.window.patch * c.cout)
+            case let .dense(d): total += passes * 2 * Double(d.inputs * d.outputs)
+            default: break
+            }
+        }
+        return total
+    }
+
     // MARK: Forward
 
     /// Runs the first `count` samples of `input` through the network into `logits`.
@@ -250,20 +265,17 @@ public final class Network {
         for (idx, stage) in stages.enumerated() {
             let x = acts[idx], y = acts[idx + 1]
             let inSize = sizes[idx], outSize = sizes[idx + 1]
+            _ = outSize
             switch stage {
             case let .conv(c):
                 let g = c.window, P = g.positions, K = g.patch
-                pool.run(items: n) { s, worker in
-                    let xs = x + s * inSize
-                    var a = xs
-                    if let col = c.col {
-                        a = col + s * P * K
-                        Im2col.forward(g, x: xs, col: a)
-                    }
-                    Gemm.multiply(m: P, n: c.cout, k: K, a: .rowMajor(a, cols: K), b: .rowMajor(W + c.weight, cols: c.cout),
-                                  c: y + s * outSize, ldc: c.cout, accumulate: false,
-                                  bias: W + c.bias, relu: c.relu, scratch: pool.scratch(worker))
+                if let col = c.col {
+                    pool.run(items: n) { s, _ in Im2col.forward(g, x: x + s * inSize, col: col + s * P * K) }
                 }
+                // One GEMM over every position of every sample: the weights are packed once per worker.
+                pool.gemm(GemmJob(m: n * P, n: c.cout, k: K, a: .rowMajor(c.col ?? x, cols: K),
+                                  b: .rowMajor(W + c.weight, cols: c.cout), c: y, ldc: c.cout,
+                                  bias: W + c.bias, relu: c.relu))
             case let .pool(p):
                 pool.run(items: n) { s, _ in
                     if let am = p.argmax {
@@ -327,13 +339,11 @@ public final class Network {
                                   b: .rowMajor(dy, cols: c.cout), c: G + c.weight, ldc: c.cout),
                           alongside: ColumnSumJob(m: dy, rows: n * P, cols: c.cout, out: G + c.bias))
                 if needInput {
-                    pool.run(items: n) { s, worker in
-                        // dcol = dy · Wᵀ, written over this sample's im2col (no longer needed), then col2im.
-                        let target = c.col.map { $0 + s * P * K } ?? (dx + s * inSize)
-                        Gemm.multiply(m: P, n: K, k: c.cout, a: .rowMajor(dy + s * outSize, cols: c.cout),
-                                      b: .transposed(W + c.weight, cols: c.cout), c: target, ldc: K,
-                                      accumulate: false, scratch: pool.scratch(worker))
-                        if c.col != nil { Im2col.backward(g, dcol: target, dx: dx + s * inSize) }
+                    // dcol = dy · Wᵀ, written over the im2col buffer (no longer needed), then col2im.
+                    pool.gemm(GemmJob(m: n * P, n: K, k: c.cout, a: .rowMajor(dy, cols: c.cout),
+                                      b: .transposed(W + c.weight, cols: c.cout), c: c.col ?? dx, ldc: K))
+                    if let col = c.col {
+                        pool.run(items: n) { s, _ in Im2col.backward(g, dcol: col + s * P * K, dx: dx + s * inSize) }
                     }
                 }
             case let .pool(p):
@@ -354,8 +364,10 @@ public final class Network {
                                   b: .rowMajor(dy, cols: d.outputs), c: G + d.weight, ldc: d.outputs),
                           alongside: ColumnSumJob(m: dy, rows: n, cols: d.outputs, out: G + d.bias))
                 if needInput {
-                    pool.gemm(GemmJob(m: n, n: d.inputs, k: d.outputs, a: .rowMajor(dy, cols: d.outputs),
-                                      b: .transposed(W + d.weight, cols: d.outputs), c: dx, ldc: d.inputs))
+                    // dXᵀ = W · dYᵀ: W is read in place (packing Wᵀ would be a strided pass over
+                    // all of it), and the small transposed result is scattered from edge tiles.
+                    pool.gemm(GemmJob(m: d.inputs, n: n, k: d.outputs, a: .rowMajor(W + d.weight, cols: d.outputs),
+                                      b: .transposed(dy, cols: d.outputs), c: dx, ldc: d.inputs, cTransposed: true))
                 }
             case let .dropout(d):
                 pool.run(items: n) { s, _ in

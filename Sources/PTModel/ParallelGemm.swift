@@ -8,6 +8,7 @@ struct GemmJob {
     var a, b: MatrixView
     var c: UnsafeMutablePointer<Float>
     var ldc: Int
+    var cTransposed = false
     var accumulate = false
     var bias: UnsafePointer<Float>? = nil
     var relu = false
@@ -40,12 +41,14 @@ extension WorkerPool {
             if splitM {
                 let r0 = t0 * Gemm.mr, r1 = min(t1 * Gemm.mr, j.m)
                 Gemm.multiply(m: r1 - r0, n: j.n, k: j.k, a: j.a.offset(row: r0, col: 0), b: j.b,
-                              c: j.c + r0 * j.ldc, ldc: j.ldc, accumulate: j.accumulate,
+                              c: j.c + r0 * (j.cTransposed ? 1 : j.ldc), ldc: j.ldc, cTransposed: j.cTransposed,
+                              accumulate: j.accumulate,
                               bias: j.bias, relu: j.relu, scratch: scratch)
             } else {
                 let c0 = t0 * Gemm.nr, c1 = min(t1 * Gemm.nr, j.n)
                 Gemm.multiply(m: j.m, n: c1 - c0, k: j.k, a: j.a, b: j.b.offset(row: 0, col: c0),
-                              c: j.c + c0, ldc: j.ldc, accumulate: j.accumulate,
+                              c: j.c + c0 * (j.cTransposed ? j.ldc : 1), ldc: j.ldc, cTransposed: j.cTransposed,
+                              accumulate: j.accumulate,
                               bias: j.bias.map { $0 + c0 }, relu: j.relu, scratch: scratch)
             }
         }

@@ -9,7 +9,7 @@
 import Glibc
 #endif
 import Synchronization
-import CAffinity
+import CThreadSetup
 
 public final class WorkerPool: @unchecked Sendable {
     public let count: Int
@@ -47,6 +47,7 @@ public final class WorkerPool: @unchecked Sendable {
         pthread_mutex_init(&mutex, nil)
         pthread_cond_init(&wake, nil)
         pthread_cond_init(&done, nil)
+        pt_flush_denormals()  // every worker, the caller too: same arithmetic on every thread
         if pin && threads > 1 && threads <= numa.cpuCount { Self.pinCurrentThread(cpu: numa.cpu(forWorker: 0).cpu) }
         for w in 1..<max(threads, 1) {
             let box = Unmanaged.passRetained(WorkerStart(pool: self, worker: w,
@@ -55,6 +56,7 @@ public final class WorkerPool: @unchecked Sendable {
             let rc = pthread_create(&t, nil, { arg in
                 let start = Unmanaged<WorkerStart>.fromOpaque(arg!).takeRetainedValue()
                 if let cpu = start.cpu { WorkerPool.pinCurrentThread(cpu: cpu) }
+                pt_flush_denormals()
                 start.pool.workerLoop(start.worker)
                 return nil
             }, box.toOpaque())
@@ -86,6 +88,7 @@ public final class WorkerPool: @unchecked Sendable {
     /// Runs body(item, worker) for every item in [0, items), in parallel; returns when all are done.
     public func run(items: Int, _ body: (_ item: Int, _ worker: Int) -> Void) {
         if items <= 0 { return }
+        pt_flush_denormals()  // the caller is worker 0, whichever thread it is
         if count == 1 || items == 1 {
             for i in 0..<items { body(i, 0) }
             return

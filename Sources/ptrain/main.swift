@@ -16,7 +16,7 @@ struct PTrain: ParsableCommand {
             --eps, --seed, --eval-every N, --log-every N, --metrics FILE.
 
             """ + Train.specHelp,
-        subcommands: [Train.self, Plot.self],
+        subcommands: [Train.self, Bench.self, Plot.self],
         defaultSubcommand: Train.self)
 }
 
@@ -134,6 +134,54 @@ struct Train: ParsableCommand {
         progress.evaluation(step: trainer.step, final)
         print(String(format: "done: %d steps in %.1f s, %.0f samples/s, test accuracy %.2f%%, test loss %.4f",
                      totalSteps, wall, Double(totalSteps * batch) / wall, final.accuracy * 100, final.loss))
+    }
+}
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Time training steps at several thread counts (medians), against the measured FMA peak.",
+        discussion: "Uses synthetic 28x28 images: a step's time does not depend on pixel values. Speedup and efficiency are against the first thread count given.")
+
+    @Option(help: "Comma-separated thread counts.")
+    var threads = "1,2"
+    @Option(help: "Samples per mini-batch.")
+    var batch = 50
+    @Option(help: "Timed steps per thread count (the median is reported).")
+    var steps = 20
+    @Option(help: "Untimed steps first.")
+    var warmup = 3
+    @Option(help: "Model spec.")
+    var spec = ModelSpec.reference
+    @Option(help: "Write the rows as a JSON array to FILE.")
+    var json: String?
+    @Option(help: "Draw speedup against threads (with the ideal line) to FILE.")
+    var svg: String?
+
+    func validate() throws {
+        let parts = threads.split(separator: ",", omittingEmptySubsequences: false)
+        guard !parts.isEmpty, parts.allSatisfy({ Int($0).map { (1...1024).contains($0) } ?? false }) else {
+            throw ValidationError("--threads must be a comma-separated list of counts from 1 to 1024, not '\(threads)'")
+        }
+        guard batch >= 1 else { throw ValidationError("--batch must be at least 1, not \(batch)") }
+        guard steps >= 1 else { throw ValidationError("--steps must be at least 1, not \(steps)") }
+        guard warmup >= 0 else { throw ValidationError("--warmup must be 0 or more, not \(warmup)") }
+        do { _ = try ModelSpec(parsing: spec) } catch let e as SpecError { throw ValidationError("--spec: \(e)") }
+    }
+
+    func run() throws {
+        let counts = threads.split(separator: ",").map { Int($0)! }
+        let cores = Numa.shared.cpuCount
+        let peak = PTTraining.Bench.peakGFLOPS(cores: 1)
+        print(String(format: "FMA peak: %.1f GFLOP/s per core (measured), %d cores; batch %d, %d timed steps after %d warm-up",
+                     peak, cores, batch, steps, warmup))
+        print("threads  step ms(med)  samples/s  speedup  efficiency  GFLOP/s  % peak")
+        let rows: [BenchRow]
+        do {
+            rows = try PTTraining.Bench.run(spec: spec, threads: counts, batch: batch, steps: steps, warmup: warmup,
+                                            peakPerCore: peak, cores: cores) { print($0); fflush(stdout) }
+        } catch let e as ShapeError { throw UsageError(description: e.message) }
+        if let json { try writeAtomically(Data(PTTraining.Bench.json(rows, batch: batch, peakPerCore: peak).utf8), to: json) }
+        if let svg { try writeAtomically(Data(PTTraining.Bench.svg(rows).utf8), to: svg) }
     }
 }
 

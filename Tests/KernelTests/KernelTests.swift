@@ -63,6 +63,22 @@ func gemmMatchesReference(_ shape: (Int, Int, Int)) {
     close(c, want, terms: k)
 }
 
+@Test func gemmTransposedResult() {
+    let (m, n, k) = (21, 50, 40)
+    var r = Rand(s: 17)
+    let a = r.array(m * k), b = r.array(k * n)
+    var ct = [Float](repeating: .nan, count: m * n)
+    a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in ct.withUnsafeMutableBufferPointer { cp in
+        Gemm.multiply(m: m, n: n, k: k, a: MatrixView(ap.baseAddress!, rowStride: k, colStride: 1),
+                      b: MatrixView(bp.baseAddress!, rowStride: n, colStride: 1), c: cp.baseAddress!, ldc: m,
+                      cTransposed: true, accumulate: false, scratch: scratch)
+    } } }
+    let want = Reference.gemm(m: m, n: n, k: k, a: a, b: b)
+    var got = [Float](repeating: 0, count: m * n)
+    for i in 0..<m { for j in 0..<n { got[i * n + j] = ct[j * m + i] } }
+    close(got, want, terms: k)
+}
+
 /// Any split of M or N gives the same bits as the whole product: the property that makes
 /// training independent of the thread count.
 @Test(arguments: [1, 3, 5, 8, 13])
@@ -127,7 +143,7 @@ func col2imIsAdjointOfIm2col(_ p: (Int, Int, Int, Int, Int, Bool)) {
     #expect(abs(lhs - rhs) <= 1e-5 * max(1, abs(lhs)))
 }
 
-@Test(arguments: [(4, 4, 3, 2, 2), (7, 7, 5, 2, 2), (9, 8, 2, 3, 2), (5, 5, 1, 3, 1)])
+@Test(arguments: [(4, 4, 3, 2, 2), (7, 7, 5, 2, 2), (9, 8, 2, 3, 2), (5, 5, 1, 3, 1), (6, 5, 37, 2, 2), (4, 4, 16, 3, 1)])
 func poolsMatchReference(_ p: (Int, Int, Int, Int, Int)) {
     let (h, w, c, size, stride) = p
     let g = Window(inH: h, inW: w, channels: c, kernel: size, stride: stride, same: false)

@@ -1,0 +1,23 @@
+// The FMA peak of one core: 12 independent SIMD16 FMA chains (enough to cover the FMA latency
+// on two ports), no memory traffic. Used to express measured GFLOP/s as a % of the machine.
+
+public enum FMAPeak {
+    /// Runs `iterations` rounds of 12 SIMD16 FMAs; returns a value so the work is not elided.
+    @inline(never)
+    public static func spin(iterations: Int, seed: Float) -> Float {
+        typealias V = SIMD16<Float>
+        let m = V(repeating: 0.999_999), a = V(repeating: 1e-7)
+        var c0 = V(repeating: seed), c1 = c0 + 1, c2 = c0 + 2, c3 = c0 + 3, c4 = c0 + 4, c5 = c0 + 5
+        var c6 = c0 + 6, c7 = c0 + 7, c8 = c0 + 8, c9 = c0 + 9, c10 = c0 + 10, c11 = c0 + 11
+        for _ in 0..<iterations {
+            c0 = a.addingProduct(c0, m); c1 = a.addingProduct(c1, m); c2 = a.addingProduct(c2, m)
+            c3 = a.addingProduct(c3, m); c4 = a.addingProduct(c4, m); c5 = a.addingProduct(c5, m)
+            c6 = a.addingProduct(c6, m); c7 = a.addingProduct(c7, m); c8 = a.addingProduct(c8, m)
+            c9 = a.addingProduct(c9, m); c10 = a.addingProduct(c10, m); c11 = a.addingProduct(c11, m)
+        }
+        let s = c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7 + c8 + c9 + c10 + c11
+        return s.sum()
+    }
+    /// FLOPs done by `spin` (an FMA counts 2 per lane).
+    public static func flops(iterations: Int) -> Double { Double(iterations) * 12 * 16 * 2 }
+}

@@ -1,0 +1,107 @@
+// `ptrain bench`: timed training steps at several thread counts, on synthetic images of the
+// data's shape (timing does not depend on pixel values), reported as medians.
+import Foundation
+import PTKernels
+import PTModel
+import PTRuntime
+
+public struct BenchRow: Sendable {
+    public var threads: Int
+    public var medianStepSec: Double
+    public var samplesPerSec: Double
+    public var speedup: Double
+    public var efficiency: Double
+    public var gflops: Double
+    public var percentOfPeak: Double
+}
+
+public enum Bench {
+    /// Measured FMA peak (GFLOP/s) of `cores` cores running at once.
+    public static func peakGFLOPS(cores: Int) -> Double {
+        let pool = WorkerPool(threads: cores, scratchFloats: 16)
+        let iterations = 20_000_000
+        var best = 0.0
+        for _ in 0..<3 {
+            let start = DispatchTime.now().uptimeNanoseconds
+            pool.run(items: cores) { i, _ in _ = FMAPeak.spin(iterations: iterations, seed: Float(i)) }
+            let sec = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            best = max(best, FMAPeak.flops(iterations: iterations) * Double(cores) / sec / 1e9)
+        }
+        return best
+    }
+
+    public static func synthetic(count: Int, rows: Int, cols: Int, seed: UInt64) -> Dataset {
+        var rng = SplitMix64(seed: seed)
+        let pixels = (0..<(count * rows * cols)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let labels = (0..<count).map { _ in UInt8(rng.next() % UInt64(Dataset.classes)) }
+        return Dataset(count: count, rows: rows, cols: cols, pixels: pixels, labels: labels)
+    }
+
+    public static func run(spec: String, threads: [Int], batch: Int, steps: Int, warmup: Int,
+                           peakPerCore: Double, cores: Int, log: (String) -> Void) throws -> [BenchRow] {
+        let data = synthetic(count: max(batch * (steps + warmup), batch), rows: 28, cols: 28, seed: 1)
+        var rows: [BenchRow] = []
+        var base: (sps: Double, threads: Int)?  // the first row: speedups are against it
+        for t in threads {
+            var c = TrainConfig()
+            c.spec = spec; c.threads = t; c.batch = batch
+            let trainer = try Trainer(config: c, data: data)
+            for _ in 0..<warmup { trainer.trainStep() }
+            var times: [Double] = []
+            for _ in 0..<steps {
+                let start = DispatchTime.now().uptimeNanoseconds
+                trainer.trainStep()
+                times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            }
+            times.sort()
+            let median = times[times.count / 2]
+            let sps = Double(batch) / median
+            if base == nil { base = (sps, t) }
+            let speedup = sps / base!.sps
+            let threadRatio = Double(t) / Double(base!.threads)
+            let gflops = trainer.network.trainingFlopsPerSample * sps / 1e9
+            let row = BenchRow(threads: t, medianStepSec: median, samplesPerSec: sps, speedup: speedup,
+                               efficiency: speedup / threadRatio, gflops: gflops,
+                               percentOfPeak: 100 * gflops / (peakPerCore * Double(min(t, cores))))
+            log(String(format: "%7d  %10.1f  %9.0f  %7.2f  %9.0f%%  %7.1f  %6.1f%%", t, median * 1000, sps, speedup,
+                       row.efficiency * 100, gflops, row.percentOfPeak))
+            rows.append(row)
+        }
+        return rows
+    }
+
+    public static func json(_ rows: [BenchRow], batch: Int, peakPerCore: Double) -> String {
+        "[\n" + rows.map { r in
+            String(format: "  {\"threads\": %d, \"batch\": %d, \"median_step_ms\": %.3f, \"samples_per_sec\": %.1f, \"speedup\": %.3f, \"efficiency\": %.3f, \"gflops\": %.2f, \"percent_of_peak\": %.2f, \"peak_gflops_per_core\": %.1f}",
+                   r.threads, batch, r.medianStepSec * 1000, r.samplesPerSec, r.speedup, r.efficiency, r.gflops, r.percentOfPeak, peakPerCore)
+        }.joined(separator: ",\n") + "\n]\n"
+    }
+
+    /// Speedup against threads with the ideal line.
+    public static func svg(_ rows: [BenchRow]) -> String {
+        let w = 520.0, h = 360.0, l = 60.0, b = 50.0, top = 30.0, r = 20.0
+        let maxT = Double(rows.map(\.threads).max() ?? 1)
+        let maxS = max(maxT, rows.map(\.speedup).max() ?? 1)
+        func x(_ t: Double) -> Double { l + t / maxT * (w - l - r) }
+        func y(_ s: Double) -> Double { h - b - s / maxS * (h - b - top) }
+        var out = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(w))\" height=\"\(Int(h))\" font-family=\"sans-serif\" font-size=\"12\">\n"
+        out += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+        out += "<text x=\"\(w / 2)\" y=\"18\" text-anchor=\"middle\">ptrain speedup vs threads</text>\n"
+        out += "<line x1=\"\(x(0))\" y1=\"\(y(0))\" x2=\"\(x(maxT))\" y2=\"\(y(maxT))\" stroke=\"#aaa\" stroke-dasharray=\"4 3\"/>\n"
+        out += "<text x=\"\(x(maxT) - 4)\" y=\"\(y(maxT) + 14)\" text-anchor=\"end\" fill=\"#888\">ideal</text>\n"
+        out += "<rect x=\"\(l)\" y=\"\(top)\" width=\"\(w - l - r)\" height=\"\(h - b - top)\" fill=\"none\" stroke=\"#888\"/>\n"
+        let pts = rows.map { String(format: "%.1f,%.1f", x(Double($0.threads)), y($0.speedup)) }.joined(separator: " ")
+        out += "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"\(pts)\"/>\n"
+        for row in rows {
+            out += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#1f77b4\"/>\n", x(Double(row.threads)), y(row.speedup))
+            out += "<text x=\"\(x(Double(row.threads)))\" y=\"\(h - b + 16)\" text-anchor=\"middle\">\(row.threads)</text>\n"
+        }
+        for i in 0...4 {
+            let s = maxS * Double(i) / 4
+            out += "<text x=\"\(l - 6)\" y=\"\(y(s) + 4)\" text-anchor=\"end\">\(String(format: "%.3g", s))</text>\n"
+        }
+        out += "<text x=\"\(w / 2)\" y=\"\(h - 12)\" text-anchor=\"middle\">threads</text>\n"
+        out += "<text x=\"16\" y=\"\(h / 2)\" transform=\"rotate(-90 16 \(h / 2))\" text-anchor=\"middle\">speedup</text>\n</svg>\n"
+        return out
+    }
+}
