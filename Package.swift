@@ -21,6 +21,7 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG", providers: [.apt(["libpng-dev"])]),
         // SIMD loops on raw buffers: no allocation, no threads, no knowledge of layers.
         .target(name: "PTKernels", swiftSettings: fast),
         // Worker pool, NUMA placement, barriers.
@@ -29,15 +30,15 @@ let package = Package(
         // Spec parsing, layers, forward/backward over a worker pool.
         .target(name: "PTModel", dependencies: ["PTKernels", "PTRuntime"], swiftSettings: fast),
         // Data, optimizer, the training loop, metrics.
-        .target(name: "PTTraining", dependencies: ["PTModel", "CZlib"], swiftSettings: fast),
+        .target(name: "PTTraining", dependencies: ["PTModel", "CZlib", "CPNG"], swiftSettings: fast),
         .executableTarget(
             name: "ptrain",
             dependencies: ["PTTraining", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: fast),
         .testTarget(name: "KernelTests", dependencies: ["PTKernels"], swiftSettings: fast),
         .testTarget(name: "ModelTests", dependencies: ["PTModel"], swiftSettings: fast),
-        .testTarget(name: "TrainingTests", dependencies: ["PTTraining", "CZlib"], swiftSettings: fast),
-        .testTarget(name: "CLITests", dependencies: ["ptrain"]),
+        .testTarget(name: "TrainingTests", dependencies: ["PTTraining", "CZlib", "CPNG"], swiftSettings: fast),
+        .testTarget(name: "CLITests", dependencies: ["ptrain", "PTTraining", "CZlib", "CPNG"]),
     ],
     swiftLanguageModes: [.v5]
 )

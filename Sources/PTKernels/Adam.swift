@@ -19,15 +19,20 @@ public struct AdamStep: Sendable {
 }
 
 public enum AdamUpdate {
+    /// Returns false when a gradient was NaN or infinite (the check rides along the same pass).
+    @discardableResult
     public static func apply(_ s: AdamStep, w: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>,
-                             m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, count: Int) {
+                             m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, count: Int) -> Bool {
         let b1 = s.beta1, b2 = s.beta2, c1 = s.oneMinusBeta1, c2 = s.oneMinusBeta2
+        var poison: Float = 0  // 0 * g is NaN exactly when g is NaN or infinite
         for i in 0..<count {
             let gi = g[i]
+            poison += 0 * gi
             let mi = b1 * m[i] + c1 * gi
             let vi = b2 * v[i] + c2 * (gi * gi)
             m[i] = mi; v[i] = vi
             w[i] -= s.stepSize * mi / (vi.squareRoot() * s.invSqrtCorrection2 + s.epsilon)
         }
+        return poison == 0
     }
 }

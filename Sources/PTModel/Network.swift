@@ -27,11 +27,19 @@ public struct ShapeError: Error, CustomStringConvertible {
 
 /// One named parameter tensor inside the flat parameter buffer.
 public struct ParameterTensor: Sendable {
+    public enum Kind: Sendable {
+        /// Stored [K, K, Cin, Cout].
+        case convWeight(kernel: Int, inputs: Int, outputs: Int)
+        /// Stored [in, out]; `input` is the per-sample shape flattened in (h, w, c) order.
+        case denseWeight(input: Shape, outputs: Int)
+        case bias
+    }
     public var name: String
     public var offset: Int
     public var count: Int
     /// Shape in ptrain's own layout ([K, K, Cin, Cout], [in, out] or [out]).
     public var shape: [Int]
+    public var kind: Kind
 }
 
 struct ConvStage {
@@ -105,9 +113,9 @@ public final class Network {
         var shape = input
         var offset = 0
         var convIndex = 0, denseIndex = 0
-        func addTensor(_ name: String, _ shape: [Int]) -> Int {
+        func addTensor(_ name: String, _ shape: [Int], _ kind: ParameterTensor.Kind) -> Int {
             let count = shape.reduce(1, *)
-            tensors.append(ParameterTensor(name: name, offset: offset, count: count, shape: shape))
+            tensors.append(ParameterTensor(name: name, offset: offset, count: count, shape: shape, kind: kind))
             offset += count
             return offset - count
         }
@@ -126,8 +134,8 @@ public final class Network {
                     throw refuse("needs at least a \(k)x\(k) input but gets \(shape)")
                 }
                 convIndex += 1
-                let w = addTensor("conv\(convIndex).weight", [k, k, shape.c, out])
-                let b = addTensor("conv\(convIndex).bias", [out])
+                let w = addTensor("conv\(convIndex).weight", [k, k, shape.c, out], .convWeight(kernel: k, inputs: shape.c, outputs: out))
+                let b = addTensor("conv\(convIndex).bias", [out], .bias)
                 plan.append((.conv(ConvStage(window: g, cout: out, relu: followedByRelu, weight: w, bias: b, col: nil)),
                              Shape(h: g.outH, w: g.outW, c: out)))
                 shape = Shape(h: g.outH, w: g.outW, c: out)
@@ -143,8 +151,8 @@ public final class Network {
             case let .dense(out):
                 denseIndex += 1
                 let inputs = shape.count
-                let w = addTensor("fc\(denseIndex).weight", [inputs, out])
-                let b = addTensor("fc\(denseIndex).bias", [out])
+                let w = addTensor("fc\(denseIndex).weight", [inputs, out], .denseWeight(input: shape, outputs: out))
+                let b = addTensor("fc\(denseIndex).bias", [out], .bias)
                 plan.append((.dense(DenseStage(inputs: inputs, outputs: out, relu: followedByRelu, weight: w, bias: b)),
                              Shape(h: 1, w: 1, c: out)))
                 shape = Shape(h: 1, w: 1, c: out)

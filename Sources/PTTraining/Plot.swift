@@ -61,17 +61,3 @@ public enum MetricsPlot {
         s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
     }
 }
-
-/// Writes a file through a temporary sibling and a rename: readers see the old file or the new one.
-public func writeAtomically(_ data: Data, to path: String) throws {
-    let url = URL(fileURLWithPath: path)
-    let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
-    guard FileManager.default.createFile(atPath: tmp.path, contents: data) else {
-        throw DataError(path, "cannot write: \(String(cString: strerror(errno)))")
-    }
-    if rename(tmp.path, path) != 0 {
-        let err = String(cString: strerror(errno))
-        unlink(tmp.path)
-        throw DataError(path, "cannot write: \(err)")
-    }
-}

@@ -27,6 +27,7 @@ public final class MetricsWriter {
 
 public final class ProgressReporter {
     let totalSteps: Int
+    let startStep: Int
     let batch: Int
     let interactive: Bool
     let logEvery: Int
@@ -37,8 +38,9 @@ public final class ProgressReporter {
     var lastDraw = Date.distantPast
     var lossSum = 0.0, lossCount = 0
 
-    public init(totalSteps: Int, batch: Int, interactive: Bool, logEvery: Int, metrics: MetricsWriter?) {
-        self.totalSteps = totalSteps; self.batch = batch; self.interactive = interactive
+    public init(totalSteps: Int, startStep: Int = 0, batch: Int, interactive: Bool, logEvery: Int, metrics: MetricsWriter?) {
+        self.totalSteps = totalSteps; self.startStep = startStep; lastStep = startStep
+        self.batch = batch; self.interactive = interactive
         self.logEvery = max(logEvery, 1); self.metrics = metrics
     }
 
@@ -48,9 +50,10 @@ public final class ProgressReporter {
         lossSum += Double(loss); lossCount += 1
         let now = Date()
         let elapsed = now.timeIntervalSince(start)
-        let rate = Double(step * batch) / max(elapsed, 1e-9)
+        let done = step - startStep
+        let rate = Double(done * batch) / max(elapsed, 1e-9)
         if interactive, now.timeIntervalSince(lastDraw) > 0.2 || step == totalSteps {
-            let eta = Double(totalSteps - step) * elapsed / Double(step)
+            let eta = Double(totalSteps - step) * elapsed / Double(done)
             let line = String(format: "step %d/%d  epoch %d  loss %.4f  %.0f samples/s  ETA %@",
                               step, totalSteps, epoch + 1, loss, rate, Self.duration(eta))
             FileHandle.standardError.write(Data(("\r\u{1B}[K" + line).utf8))
@@ -61,7 +64,7 @@ public final class ProgressReporter {
             let intervalRate = Double((step - lastStep) * batch) / max(interval, 1e-9)
             let mean = lossSum / Double(max(lossCount, 1))
             if !interactive {
-                let eta = Double(totalSteps - step) * elapsed / Double(step)
+                let eta = Double(totalSteps - step) * elapsed / Double(done)
                 print(String(format: "step %d/%d epoch %d loss %.4f (mean %.4f) %.0f samples/s eta %@",
                              step, totalSteps, epoch + 1, loss, mean, intervalRate, Self.duration(eta)))
                 fflush(stdout)

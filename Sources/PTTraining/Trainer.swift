@@ -32,6 +32,9 @@ public final class Trainer {
     /// Optimizer steps taken so far.
     public private(set) var step = 0
     private var order: [Int32]
+    private var chunkFinite: [Bool] = []
+    /// False when the last step's gradients held a NaN or an infinity.
+    public private(set) var gradientsFinite = true
     private var orderEpoch = -1
 
     public var stepsPerEpoch: Int { data.count / config.batch }
@@ -47,6 +50,21 @@ public final class Trainer {
         network = try Network(spec: spec, input: Shape(h: data.rows, w: data.cols, c: 1), classes: Dataset.classes,
                               capacity: max(config.batch, evalCapacity), threads: config.threads, seed: config.seed)
         order = (0..<Int32(data.count)).map { $0 }
+    }
+
+    /// Continues from a checkpoint's step (its weights and moments restored by `Checkpoint.restore`).
+    public func restore(step: Int) { self.step = step }
+
+    public var checkpointState: CheckpointState {
+        CheckpointState(spec: network.spec.text, input: network.inputShape, classes: network.classes, step: step,
+                        seed: config.seed, batch: config.batch, trainCount: data.count,
+                        lr: config.lr, beta1: config.beta1, beta2: config.beta2, epsilon: config.epsilon)
+    }
+
+    /// The name of the first parameter tensor whose gradient is not finite, if any.
+    public func nonFiniteGradient() -> String? {
+        let g = network.gradients
+        return network.tensors.first { t in (0..<t.count).contains { !g[t.offset + $0].isFinite } }?.name
     }
 
     /// The dataset index of position `i` in the batch of step `t` (0-based): epoch e uses a
@@ -82,10 +100,16 @@ public final class Trainer {
         net.backward(count: b)
         let adam = AdamStep(lr: config.lr, beta1: config.beta1, beta2: config.beta2, epsilon: config.epsilon, t: step)
         let chunk = 1 << 14, total = net.parameterCount
-        net.pool.run(items: (total + chunk - 1) / chunk) { c, _ in
-            let lo = c * chunk, n = min(chunk, total - lo)
-            AdamUpdate.apply(adam, w: net.weights + lo, g: net.gradients + lo, m: net.moment1 + lo, v: net.moment2 + lo, count: n)
+        let chunks = (total + chunk - 1) / chunk
+        if chunkFinite.count != chunks { chunkFinite = Array(repeating: true, count: chunks) }
+        chunkFinite.withUnsafeMutableBufferPointer { finite in
+            net.pool.run(items: chunks) { c, _ in
+                let lo = c * chunk, n = min(chunk, total - lo)
+                finite[c] = AdamUpdate.apply(adam, w: net.weights + lo, g: net.gradients + lo, m: net.moment1 + lo,
+                                             v: net.moment2 + lo, count: n)
+            }
         }
+        gradientsFinite = !chunkFinite.contains(false)
         return loss
     }
 
@@ -94,7 +118,8 @@ public final class Trainer {
         Self.evaluate(network, set)
     }
 
-    public static func evaluate(_ net: Network, _ set: Dataset) -> Evaluation {
+    /// `record(label, predicted)` is called for every image, in order.
+    public static func evaluate(_ net: Network, _ set: Dataset, record: (Int, Int) -> Void = { _, _ in }) -> Evaluation {
         let size = set.rows * set.cols
         var lossSum = 0.0, correct = 0
         var start = 0
@@ -107,6 +132,7 @@ public final class Trainer {
                 let r = SoftmaxCrossEntropy.loss(logits: net.logits + s * net.classes, classes: net.classes, label: label)
                 lossSum += Double(r.loss)
                 if r.argmax == label { correct += 1 }
+                record(label, r.argmax)
             }
             start += n
         }

@@ -28,7 +28,7 @@ func ptrain(_ args: [String]) throws -> Result {
     p.standardOutput = FileHandle(forWritingAtPath: outPath)
     p.standardError = FileHandle(forWritingAtPath: errPath)
     try p.run()
-    p.waitUntilExit()
+    waitOrKill(p, seconds: 300)
     return Result(status: p.terminationStatus, reason: p.terminationReason,
                   out: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
                   err: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "")

@@ -1,0 +1,147 @@
+// Checkpoints: safetensors files in PyTorch's layouts and names, plus everything needed to
+// continue bit for bit (Adam's moments, the step, the seed, the data position).
+//
+//   convN.weight [out, in, kh, kw]   convN.bias [out]
+//   fcN.weight   [out, in]           fcN.bias   [out]   (in: the input flattened as (c, h, w))
+//   adam.m.<name>, adam.v.<name>     Adam's moments, same names and layouts
+// The metadata holds the format version, spec, input shape, classes, step, seed, batch, the
+// training-set size (with seed, step and batch it fixes the data position) and Adam's settings.
+import Foundation
+import PTModel
+
+public struct CheckpointState: Equatable, Sendable {
+    public var spec: String
+    public var input: Shape
+    public var classes: Int
+    public var step: Int
+    public var seed: UInt64
+    public var batch: Int
+    public var trainCount: Int
+    public var lr, beta1, beta2, epsilon: Double
+
+    public init(spec: String, input: Shape, classes: Int, step: Int, seed: UInt64, batch: Int, trainCount: Int,
+                lr: Double, beta1: Double, beta2: Double, epsilon: Double) {
+        self.spec = spec; self.input = input; self.classes = classes; self.step = step; self.seed = seed
+        self.batch = batch; self.trainCount = trainCount
+        self.lr = lr; self.beta1 = beta1; self.beta2 = beta2; self.epsilon = epsilon
+    }
+}
+
+public enum Checkpoint {
+    public static let format = "ptrain-checkpoint"
+    public static let version = "1"
+
+    /// The tensor in PyTorch's layout.
+    public static func torchLayout(_ t: ParameterTensor, _ src: UnsafePointer<Float>) -> (shape: [Int], values: [Float]) {
+        var out = [Float](repeating: 0, count: t.count)
+        switch t.kind {
+        case let .convWeight(k, cin, cout):
+            for o in 0..<cout { for c in 0..<cin { for kh in 0..<k { for kw in 0..<k {
+                out[((o * cin + c) * k + kh) * k + kw] = src[((kh * k + kw) * cin + c) * cout + o]
+            } } } }
+            return ([cout, cin, k, k], out)
+        case let .denseWeight(s, outputs):
+            for o in 0..<outputs { for c in 0..<s.c { for h in 0..<s.h { for w in 0..<s.w {
+                out[o * s.count + (c * s.h + h) * s.w + w] = src[((h * s.w + w) * s.c + c) * outputs + o]
+            } } } }
+            return ([outputs, s.count], out)
+        case .bias:
+            for i in 0..<t.count { out[i] = src[i] }
+            return ([t.count], out)
+        }
+    }
+
+    /// The inverse of `torchLayout`.
+    public static func fromTorchLayout(_ t: ParameterTensor, _ v: [Float], into dst: UnsafeMutablePointer<Float>) {
+        switch t.kind {
+        case let .convWeight(k, cin, cout):
+            for o in 0..<cout { for c in 0..<cin { for kh in 0..<k { for kw in 0..<k {
+                dst[((kh * k + kw) * cin + c) * cout + o] = v[((o * cin + c) * k + kh) * k + kw]
+            } } } }
+        case let .denseWeight(s, outputs):
+            for o in 0..<outputs { for c in 0..<s.c { for h in 0..<s.h { for w in 0..<s.w {
+                dst[((h * s.w + w) * s.c + c) * outputs + o] = v[o * s.count + (c * s.h + h) * s.w + w]
+            } } } }
+        case .bias:
+            for i in 0..<t.count { dst[i] = v[i] }
+        }
+    }
+
+    public static func save(_ net: Network, state: CheckpointState, to path: String) throws {
+        var tensors: [SafetensorsTensor] = []
+        for (prefix, buffer) in [("", net.weights), ("adam.m.", net.moment1), ("adam.v.", net.moment2)] {
+            for t in net.tensors {
+                let (shape, values) = torchLayout(t, buffer + t.offset)
+                tensors.append(SafetensorsTensor(name: prefix + t.name, shape: shape, values: values))
+            }
+        }
+        let s = state
+        let metadata: [(String, String)] = [
+            ("format", format), ("format_version", version), ("spec", s.spec),
+            ("input_shape", "\(s.input.h),\(s.input.w),\(s.input.c)"), ("classes", "\(s.classes)"),
+            ("step", "\(s.step)"), ("seed", "\(s.seed)"), ("batch", "\(s.batch)"), ("train_count", "\(s.trainCount)"),
+            ("optimizer", "adam"), ("lr", "\(s.lr)"), ("beta1", "\(s.beta1)"), ("beta2", "\(s.beta2)"), ("eps", "\(s.epsilon)"),
+            ("flatten", "chw"),
+        ]
+        try Safetensors.write(path, tensors: tensors, metadata: metadata)
+    }
+
+    /// Reads a checkpoint and its state; `restore` then loads it into a network built from the state.
+    public static func load(_ path: String) throws -> (state: CheckpointState, tensors: [String: SafetensorsTensor]) {
+        let (tensors, m) = try Safetensors.read(path)
+        func field(_ k: String) throws -> String {
+            guard let v = m[k] else { throw DataError(path, "checkpoint metadata has no '\(k)'") }
+            return v
+        }
+        func number<T: LosslessStringConvertible>(_ k: String, _: T.Type) throws -> T {
+            guard let v = T(try field(k)) else { throw DataError(path, "checkpoint metadata '\(k)' is not a number") }
+            return v
+        }
+        guard m["format"] == format else { throw DataError(path, "not a ptrain checkpoint (metadata format is \(m["format"].map { "'\($0)'" } ?? "missing"))") }
+        guard m["format_version"] == version else {
+            throw DataError(path, "checkpoint format version \(m["format_version"] ?? "?") is not supported (this ptrain reads \(version))")
+        }
+        let dims = try field("input_shape").split(separator: ",").compactMap { Int($0) }
+        guard dims.count == 3, dims.allSatisfy({ $0 > 0 && $0 <= 4096 }) else { throw DataError(path, "checkpoint input_shape is invalid") }
+        let state = CheckpointState(
+            spec: try field("spec"), input: Shape(h: dims[0], w: dims[1], c: dims[2]),
+            classes: try number("classes", Int.self), step: try number("step", Int.self), seed: try number("seed", UInt64.self),
+            batch: try number("batch", Int.self), trainCount: try number("train_count", Int.self),
+            lr: try number("lr", Double.self), beta1: try number("beta1", Double.self),
+            beta2: try number("beta2", Double.self), epsilon: try number("eps", Double.self))
+        guard state.step >= 0, state.batch >= 1, state.classes >= 1, state.trainCount >= 1 else {
+            throw DataError(path, "checkpoint metadata has an invalid step, batch, classes or train_count")
+        }
+        return (state, tensors)
+    }
+
+    /// Copies the tensors into `net` (built from the same spec), checking that every tensor is
+    /// there with its shape and nothing else is. With `optimizer`, Adam's moments too.
+    public static func restore(_ net: Network, from tensors: [String: SafetensorsTensor], path: String, optimizer: Bool) throws {
+        var expected = Set<String>()
+        var buffers = [("", net.weights)]
+        if optimizer { buffers += [("adam.m.", net.moment1), ("adam.v.", net.moment2)] }
+        for (prefix, buffer) in buffers {
+            for t in net.tensors {
+                let name = prefix + t.name
+                expected.insert(name)
+                guard let got = tensors[name] else { throw DataError(path, "checkpoint has no tensor '\(name)' that the model spec needs") }
+                let want = torchLayout(t, buffer + t.offset).shape
+                guard got.shape == want else {
+                    throw DataError(path, "tensor '\(name)' has shape \(got.shape) but the model spec needs \(want)")
+                }
+                if let bad = got.values.firstIndex(where: { !$0.isFinite }) {
+                    throw DataError(path, "tensor '\(name)' holds a non-finite value at index \(bad)")
+                }
+            }
+        }
+        // Optimizer state is allowed to be present when only the model is loaded.
+        let extra = tensors.keys.filter { !expected.contains($0) && !(!optimizer && $0.hasPrefix("adam.")) }.sorted()
+        if let first = extra.first {
+            throw DataError(path, "checkpoint has tensor '\(first)' that the model spec does not have\(extra.count > 1 ? " (and \(extra.count - 1) more)" : "")")
+        }
+        for (prefix, buffer) in buffers {
+            for t in net.tensors { fromTorchLayout(t, tensors[prefix + t.name]!.values, into: buffer + t.offset) }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+// Checkpoints as a user meets them: resume, Ctrl-C, kill -9, a full disk, eval, predict, Python.
+import CPNG
+import CZlib
+import Foundation
+import Testing
+import PTTraining
+
+let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+let ckSpec = "conv(4,3) relu maxpool(2) fc(16) relu dropout(0.5) fc(10)"
+
+func runDir() throws -> String {
+    let dir = NSTemporaryDirectory() + "ptrain-ck-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    return dir
+}
+
+func contents(_ path: String) -> Data? { FileManager.default.contents(atPath: path) }
+
+@Test func resumeWithOtherThreadsGivesTheSameFile() throws {
+    let data = try tinyData(), dir = try runDir()
+    let common = ["--data", data, "--spec", ckSpec, "--batch", "10", "--lr", "0.01", "--seed", "4"]
+    let whole = try ptrain(common + ["--steps", "70", "--threads", "2", "--checkpoint", dir + "/whole.st"])
+    #expect(whole.status == 0, "\(whole.err)")
+    let half = try ptrain(common + ["--steps", "35", "--threads", "1", "--checkpoint", dir + "/half.st"])
+    #expect(half.status == 0, "\(half.err)")
+    let rest = try ptrain(["--data", data, "--resume", dir + "/half.st", "--steps", "70", "--threads", "3", "--checkpoint", dir + "/half.st"])
+    #expect(rest.status == 0, "\(rest.err)")
+    #expect(rest.out.contains("resumed from"))
+    #expect(contents(dir + "/whole.st") == contents(dir + "/half.st"))
+    // A flag that contradicts the checkpoint is refused, not silently ignored.
+    expectCleanError(try ptrain(["--data", data, "--resume", dir + "/half.st", "--batch", "20"]), code: 2, mentions: ["--batch 20", "checkpoint's 10"])
+    expectCleanError(try ptrain(["--data", data, "--resume", dir + "/nope.st"]), code: 1, mentions: ["nope.st", "no such file"])
+    expectCleanError(try ptrain(["--data", data, "--save-every", "5"]), code: 2, mentions: ["--save-every", "--checkpoint"])
+    expectCleanError(try ptrain(["--data", data, "--checkpoint", dir + "/no/dir/ck.st"]), code: 2, mentions: ["does not exist"])
+}
+
+/// Waits for `p` to exit; kills it (and records an issue) if it outlives `seconds`.
+func waitOrKill(_ p: Process, seconds: Double = 60) {
+    let deadline = Date().addingTimeInterval(seconds)
+    while p.isRunning && Date() < deadline { usleep(10_000) }
+    if p.isRunning {
+        kill(p.processIdentifier, SIGKILL)
+        Issue.record("ptrain did not exit within \(seconds) s")
+    }
+    p.waitUntilExit()
+}
+
+/// Starts ptrain and returns once its stdout shows `marker`.
+func startAndWait(_ args: [String], for marker: String, dir: String) throws -> Process {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: binary)
+    p.arguments = args
+    FileManager.default.createFile(atPath: dir + "/live.out", contents: nil)
+    p.standardOutput = FileHandle(forWritingAtPath: dir + "/live.out")
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    let deadline = Date().addingTimeInterval(60)
+    while Date() < deadline {
+        if let s = try? String(contentsOfFile: dir + "/live.out", encoding: .utf8), s.contains(marker) { return p }
+        usleep(20_000)
+    }
+    kill(p.processIdentifier, SIGKILL)
+    Issue.record("ptrain never printed '\(marker)'")
+    return p
+}
+
+@Test(arguments: [(SIGINT, Int32(130)), (SIGTERM, Int32(143))])
+func interruptFinishesTheStepSavesAndExits(_ c: (Int32, Int32)) throws {
+    let data = try tinyData(), dir = try runDir()
+    let p = try startAndWait(["--data", data, "--spec", ckSpec, "--batch", "10", "--steps", "10000000", "--threads", "2",
+                              "--log-every", "50", "--checkpoint", dir + "/ck.st"], for: "step 50/", dir: dir)
+    kill(p.processIdentifier, c.0)
+    usleep(1000)
+    kill(p.processIdentifier, c.0)  // a second signal during the save must not tear it
+    waitOrKill(p)
+    #expect(p.terminationReason == .exit && p.terminationStatus == c.1)
+    let out = try String(contentsOfFile: dir + "/live.out", encoding: .utf8)
+    #expect(out.contains("saved checkpoint at step") && out.contains("stopped by"))
+    let (state, _) = try Checkpoint.load(dir + "/ck.st")
+    #expect(state.step >= 50)
+    #expect(try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.contains(".tmp-") }.isEmpty)
+}
+
+@Test func killNineNeverLeavesAnUnreadableCheckpoint() throws {
+    let data = try tinyData(), dir = try runDir()
+    var seen = Set<Int>()
+    for round in 0..<6 {
+        let p = try startAndWait(["--data", data, "--spec", "conv(8,3) relu maxpool(2) fc(256) relu fc(10)", "--batch", "10",
+                                  "--steps", "10000000", "--threads", "2", "--log-every", "1", "--save-every", "1",
+                                  "--checkpoint", dir + "/ck.st"], for: "step 3/", dir: dir)
+        usleep(UInt32(20_000 + round * 37_000))
+        kill(p.processIdentifier, SIGKILL)
+        waitOrKill(p)
+        #expect(p.terminationReason == .uncaughtSignal)
+        let (state, tensors) = try Checkpoint.load(dir + "/ck.st")  // throws if torn
+        #expect(tensors.count == 18 && state.step >= 1)
+        seen.insert(state.step)
+    }
+    #expect(seen.count >= 2, "the kills landed at the same step every time: \(seen)")
+}
+
+@Test func fullDiskKeepsThePreviousCheckpoint() throws {
+    let data = try tinyData(), dir = try runDir()
+    let spec = "conv(4,3) relu maxpool(2) fc(512) relu fc(10)"  // ~400 KB checkpoint
+    let first = try ptrain(["--data", data, "--spec", spec, "--batch", "10", "--steps", "5", "--checkpoint", dir + "/ck.st"])
+    #expect(first.status == 0, "\(first.err)")
+    let before = contents(dir + "/ck.st")
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/bin/bash")
+    // ulimit -f: writes past 100 KB fail with EFBIG, as on a full disk.
+    p.arguments = ["-c", "ulimit -f 100; exec \"$0\" \"$@\"", binary, "--data", data, "--resume", dir + "/ck.st",
+                   "--steps", "10", "--checkpoint", dir + "/ck.st"]
+    let errPath = dir + "/err"
+    FileManager.default.createFile(atPath: errPath, contents: nil)
+    p.standardOutput = FileHandle.nullDevice
+    p.standardError = FileHandle(forWritingAtPath: errPath)
+    try p.run()
+    waitOrKill(p)
+    let err = try String(contentsOfFile: errPath, encoding: .utf8)
+    #expect(p.terminationReason == .exit && p.terminationStatus == 1, "\(err)")
+    #expect(err.contains("ck.st") && err.contains("unchanged") && err.split(separator: "\n").count == 1, "\(err)")
+    #expect(contents(dir + "/ck.st") == before)
+    #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["ck.st", "err"])
+}
+
+func writePNG(_ path: String, width: Int, height: Int, rgb: [UInt8]) {
+    var image = png_image()
+    image.version = UInt32(PNG_IMAGE_VERSION)
+    image.width = UInt32(width); image.height = UInt32(height)
+    image.format = UInt32(PNG_FORMAT_RGB)
+    _ = rgb.withUnsafeBytes { png_image_write_to_file(&image, path, 0, $0.baseAddress, 0, nil) }
+}
+
+@Test func evalAndPredictAgreeWithAPythonReader() throws {
+    let data = try tinyData(), dir = try runDir()
+    let ck = dir + "/ck.st"
+    let train = try ptrain(["--data", data, "--spec", "conv(4,3) relu maxpool(2) conv(6,3,stride=2) relu fc(16) relu fc(10)",
+                            "--batch", "10", "--steps", "60", "--lr", "0.01", "--checkpoint", ck])
+    #expect(train.status == 0, "\(train.err)")
+
+    let eval = try ptrain(["eval", "--checkpoint", ck, "--data", data])
+    #expect(eval.status == 0, "\(eval.err)")
+    #expect(eval.out.contains("test accuracy") && eval.out.contains("confusion matrix"))
+    let rows = eval.out.split(separator: "\n").filter { $0.hasPrefix("class ") }
+    #expect(rows.count == 10)
+    let total = rows.flatMap { $0.split(separator: " ").dropFirst(2).dropLast().compactMap { Int($0) } }.reduce(0, +)
+    #expect(total == 100)  // every test image lands in one cell
+
+    // Python (numpy only) reads exactly the tensors ptrain wrote.
+    let py = try python(["tensors", ck])
+    let (_, tensors) = try Checkpoint.load(ck)
+    let lines = py.split(separator: "\n")
+    #expect(lines.count == tensors.count)
+    for line in lines {
+        let f = line.split(separator: " ").map(String.init)
+        guard let t = tensors[f[0]] else { Issue.record("python saw unknown tensor \(f[0])"); continue }
+        #expect(f[1] == t.shape.map(String.init).joined(separator: ","))
+        let crc = t.values.withUnsafeBytes { crc32(0, $0.bindMemory(to: UInt8.self).baseAddress, UInt32($0.count)) }
+        #expect(f[2] == String(format: "%08lx", crc), "\(f[0])")
+    }
+    #expect(tensors["conv1.weight"]?.shape == [4, 1, 3, 3] && tensors["fc1.weight"]?.shape == [16, 24])
+
+    // A numpy forward pass in PyTorch's layouts gives ptrain's probabilities to 1e-5.
+    let indices = ["0", "1", "7", "42"]
+    let numpy = try python(["predict", ck, "--data", data, "--index"] + indices)
+    for (n, line) in numpy.split(separator: "\n").enumerated() {
+        let probs = line.split(separator: " ").dropFirst().map { Double($0)! }
+        let ours = try ptrain(["predict", "--checkpoint", ck, "--data", data, "--index", indices[n]])
+        #expect(ours.status == 0, "\(ours.err)")
+        // "test[0] (label 3): class 3 0.912345, class 1 0.051234, ..."
+        let parts = ours.out.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ":", maxSplits: 1)[1].split(separator: ",")
+        #expect(parts.count == 3)
+        for p in parts {
+            let w = p.split(separator: " ")
+            let cls = Int(w[1])!, prob = Double(w[2])!
+            #expect(abs(prob - probs[cls]) < 1e-5, "image \(indices[n]) class \(cls): ptrain \(prob), numpy \(probs[cls])")
+        }
+    }
+
+    // Image files: a PGM and an RGB PNG of test image 7's pixels give test image 7's answer.
+    let imgs = [UInt8](contents(data + "/t10k-images-idx3-ubyte")!)[16...].map { $0 }
+    let px = Array(imgs[(7 * 64)..<(8 * 64)])
+    FileManager.default.createFile(atPath: dir + "/seven.pgm", contents: Data(Array("P5\n# test\n8 8\n255\n".utf8) + px))
+    writePNG(dir + "/seven.png", width: 8, height: 8, rgb: px.flatMap { [$0, $0, $0] })
+    let byIndex = try ptrain(["predict", "--checkpoint", ck, "--data", data, "--index", "7"])
+    let byFiles = try ptrain(["predict", "--checkpoint", ck, "--data", data, dir + "/seven.pgm", dir + "/seven.png"])
+    #expect(byFiles.status == 0, "\(byFiles.err)")
+    let answer = byIndex.out.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ":", maxSplits: 1)[1]
+    for line in byFiles.out.split(separator: "\n") { #expect(line.split(separator: ":", maxSplits: 1)[1] == answer) }
+
+    FileManager.default.createFile(atPath: dir + "/big.pgm", contents: Data(Array("P5 9 8 255\n".utf8) + [UInt8](repeating: 0, count: 72)))
+    expectCleanError(try ptrain(["predict", "--checkpoint", ck, dir + "/big.pgm"]), code: 1, mentions: ["big.pgm", "9x8", "8x8"])
+    FileManager.default.createFile(atPath: dir + "/junk.png", contents: Data([0x89, 0x50, 0x4E, 0x47, 1, 2, 3]))
+    expectCleanError(try ptrain(["predict", "--checkpoint", ck, dir + "/junk.png"]), code: 1, mentions: ["junk.png", "PNG"])
+    expectCleanError(try ptrain(["predict", "--checkpoint", ck]), code: 2, mentions: ["--index"])
+    expectCleanError(try ptrain(["eval", "--checkpoint", dir + "/seven.pgm", "--data", data]), code: 1, mentions: ["seven.pgm", "safetensors"])
+}
+
+func python(_ args: [String]) throws -> String {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = ["python3", repoRoot + "/scripts/ptrain_checkpoint.py"] + args
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    try p.run()
+    let out = pipe.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    #expect(p.terminationStatus == 0, "python \(args) failed")
+    return String(decoding: out, as: UTF8.self)
+}

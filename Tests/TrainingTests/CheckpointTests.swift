@@ -1,0 +1,127 @@
+import Foundation
+import Testing
+import PTModel
+import PTTraining
+
+func bits(_ p: UnsafeMutablePointer<Float>, _ n: Int) -> [UInt32] { (0..<n).map { p[$0].bitPattern } }
+
+@Test func torchLayoutRoundTripsAndMatchesPyTorchIndexing() throws {
+    let spec = try ModelSpec(parsing: "conv(3,2) relu maxpool(2) conv(4,3,pad=valid) relu fc(5) relu fc(10)")
+    let net = try Network(spec: spec, input: Shape(h: 9, w: 8, c: 2), classes: 10, capacity: 1, threads: 1, seed: 3)
+    for t in net.tensors {
+        let (shape, v) = Checkpoint.torchLayout(t, net.weights + t.offset)
+        var back = [Float](repeating: .nan, count: t.count)
+        Checkpoint.fromTorchLayout(t, v, into: &back)
+        #expect(back.map(\.bitPattern) == bits(net.weights + t.offset, t.count), "\(t.name)")
+        switch t.kind {
+        case let .convWeight(k, cin, cout):
+            #expect(shape == [cout, cin, k, k])
+            // torch [o][c][kh][kw] == ptrain [kh][kw][c][o], spot-checked at the last element of each axis.
+            let (o, c, kh, kw) = (cout - 1, cin - 1, k - 1, 0)
+            #expect(v[((o * cin + c) * k + kh) * k + kw] == net.weights[t.offset + ((kh * k + kw) * cin + c) * cout + o])
+        case let .denseWeight(s, out):
+            #expect(shape == [out, s.count])
+            if s.h > 1 {
+                // torch flattens (c, h, w); ptrain (h, w, c).
+                let (o, c, h, w) = (out - 1, 1, s.h - 1, 0)
+                #expect(v[o * s.count + (c * s.h + h) * s.w + w] == net.weights[t.offset + ((h * s.w + w) * s.c + c) * out + o])
+            }
+        case .bias:
+            #expect(shape == [t.count])
+        }
+    }
+}
+
+@Test(arguments: [(1, 3), (2, 1), (4, 2)])
+func resumeIsExactAcrossThreadCounts(_ threads: (Int, Int)) throws {
+    let data = try fashionSlice(800)
+    let dir = tempDir()
+    var c = TrainConfig()
+    c.spec = smallSpec; c.batch = 40; c.seed = 9; c.lr = 1e-3; c.threads = threads.0
+    // 2N steps in one go (N = 12 crosses an epoch boundary: 800 / 40 = 20 steps an epoch).
+    let whole = try Trainer(config: c, data: data)
+    for _ in 0..<24 { whole.trainStep() }
+    // N steps, save, a fresh process-like trainer at another thread count, resume, N more.
+    let first = try Trainer(config: c, data: data)
+    for _ in 0..<12 { first.trainStep() }
+    try Checkpoint.save(first.network, state: first.checkpointState, to: dir + "/ck.safetensors")
+    let (state, tensors) = try Checkpoint.load(dir + "/ck.safetensors")
+    #expect(state == first.checkpointState)
+    var c2 = c
+    c2.threads = threads.1
+    let second = try Trainer(config: c2, data: data)
+    try Checkpoint.restore(second.network, from: tensors, path: "ck", optimizer: true)
+    second.restore(step: state.step)
+    for _ in 0..<12 { second.trainStep() }
+    let n = whole.network.parameterCount
+    #expect(bits(whole.network.weights, n) == bits(second.network.weights, n))
+    #expect(bits(whole.network.moment1, n) == bits(second.network.moment1, n))
+    #expect(bits(whole.network.moment2, n) == bits(second.network.moment2, n))
+}
+
+func safetensorsBytes(header: String, data: [UInt8]) -> [UInt8] {
+    let h = Array(header.utf8)
+    var out = [UInt8]()
+    for i in 0..<8 { out.append(UInt8(truncatingIfNeeded: UInt64(h.count) >> (8 * UInt64(i)))) }
+    return out + h + data
+}
+
+@Test(arguments: [
+    ("short", [UInt8](repeating: 0, count: 5), "shorter than the 8-byte header length"),
+    ("header past end", [255, 255, 0, 0, 0, 0, 0, 0, 123], "runs past the end"),
+    ("huge header", [0, 0, 0, 0, 0, 0, 0, 1] + [UInt8](repeating: 32, count: 16), "runs past the end"),
+    ("not json", safetensorsBytes(header: "{nope", data: []), "not a JSON object"),
+    ("json array", safetensorsBytes(header: "[1,2]", data: []), "not a JSON object"),
+    ("f16", safetensorsBytes(header: #"{"a":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}"#, data: [0, 0, 0, 0]), "dtype F16"),
+    ("outside", safetensorsBytes(header: #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, data: [0, 0, 0, 0]), "outside the 4 data bytes"),
+    ("negative", safetensorsBytes(header: #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[-4,0]}}"#, data: [0, 0, 0, 0]), "data_offsets"),
+    ("shape mismatch", safetensorsBytes(header: #"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8)), "needs 12"),
+    ("huge shape", safetensorsBytes(header: #"{"a":{"dtype":"F32","shape":[100000,100000,100000],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8)), "larger than the file"),
+    ("overlap", safetensorsBytes(header: #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, data: [UInt8](repeating: 0, count: 8)), "overlap"),
+    ("metadata", safetensorsBytes(header: #"{"__metadata__":{"step":3}}"#, data: []), "metadata 'step' is not a string"),
+])
+func malformedSafetensorsAreRefused(_ c: (String, [UInt8], String)) {
+    #expect { _ = try Safetensors.parse(c.1, path: "x.safetensors") } throws: { e in
+        "\(e)".contains(c.2) && "\(e)".hasPrefix("x.safetensors: ")
+    }
+}
+
+@Test func checkpointOfAnotherModelIsRefused() throws {
+    let dir = tempDir()
+    let a = try Network(spec: ModelSpec(parsing: "conv(4,3) relu maxpool(2) fc(10)"), input: Shape(h: 8, w: 8, c: 1),
+                        classes: 10, capacity: 1, threads: 1, seed: 1)
+    let state = CheckpointState(spec: a.spec.text, input: a.inputShape, classes: 10, step: 0, seed: 1, batch: 1,
+                                trainCount: 1, lr: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8)
+    try Checkpoint.save(a, state: state, to: dir + "/a.st")
+    let (_, tensors) = try Checkpoint.load(dir + "/a.st")
+    let wider = try Network(spec: ModelSpec(parsing: "conv(5,3) relu maxpool(2) fc(10)"), input: Shape(h: 8, w: 8, c: 1),
+                            classes: 10, capacity: 1, threads: 1, seed: 1)
+    #expect { try Checkpoint.restore(wider, from: tensors, path: "a.st", optimizer: false) } throws: {
+        "\($0)".contains("conv1.weight") && "\($0)".contains("[4, 1, 3, 3]")
+    }
+    let deeper = try Network(spec: ModelSpec(parsing: "conv(4,3) relu maxpool(2) fc(6) relu fc(10)"), input: Shape(h: 8, w: 8, c: 1),
+                             classes: 10, capacity: 1, threads: 1, seed: 1)
+    #expect { try Checkpoint.restore(deeper, from: tensors, path: "a.st", optimizer: false) } throws: { "\($0)".contains("fc2") || "\($0)".contains("fc1.weight") }
+    var missing = tensors
+    missing["adam.v.fc1.bias"] = nil
+    #expect { try Checkpoint.restore(a, from: missing, path: "a.st", optimizer: true) } throws: { "\($0)".contains("no tensor 'adam.v.fc1.bias'") }
+    var extra = tensors
+    extra["conv9.weight"] = SafetensorsTensor(name: "conv9.weight", shape: [1], values: [0])
+    #expect { try Checkpoint.restore(a, from: extra, path: "a.st", optimizer: true) } throws: { "\($0)".contains("'conv9.weight'") }
+    // The model loads without its optimizer state too.
+    try Checkpoint.restore(a, from: tensors, path: "a.st", optimizer: false)
+}
+
+@Test func atomicWriteLeavesTheOldFileWhenItCannotWrite() throws {
+    let dir = tempDir()
+    try AtomicFile.write(dir + "/f", data: Data("old".utf8))
+    #expect(throws: DataError.self) { try AtomicFile.write(dir + "/missing-dir/f", data: Data("x".utf8)) }
+    // A directory where the target should be: rename fails, the temporary file is removed.
+    try FileManager.default.createDirectory(atPath: dir + "/sub", withIntermediateDirectories: false)
+    try FileManager.default.createDirectory(atPath: dir + "/sub/f", withIntermediateDirectories: false)
+    FileManager.default.createFile(atPath: dir + "/sub/f/keep", contents: Data("k".utf8))
+    #expect(throws: DataError.self) { try AtomicFile.write(dir + "/sub/f", data: Data("x".utf8)) }
+    #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/sub") == ["f"])
+    #expect(try String(contentsOfFile: dir + "/f", encoding: .utf8) == "old")
+    #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["f", "sub"])
+}

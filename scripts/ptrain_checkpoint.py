@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Read ptrain checkpoints from Python.
+
+  ptrain_checkpoint.py tensors CKPT                    name, shape and CRC-32 of every tensor (numpy only)
+  ptrain_checkpoint.py predict CKPT --data DIR --index I [I ...]
+                                                       class probabilities from a numpy forward pass
+  ptrain_checkpoint.py eval CKPT [--data DIR]          test accuracy of the equivalent torch.nn model (needs torch)
+
+The format (docs/CHECKPOINTS.md): safetensors, float32, PyTorch layouts -- convN.weight
+[out, in, kh, kw], fcN.weight [out, in] with in flattened as (c, h, w) -- and the model spec in
+the metadata. Padding follows TensorFlow's SAME: extra padding goes at the bottom/right.
+"""
+import argparse, gzip, json, os, re, struct, sys, zlib
+import numpy as np
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    meta = header.pop("__metadata__", {})
+    base = 8 + n
+    tensors = {}
+    for name, t in header.items():
+        assert t["dtype"] == "F32", f"{name}: dtype {t['dtype']}"
+        b, e = t["data_offsets"]
+        tensors[name] = np.frombuffer(data[base + b:base + e], dtype="<f4").reshape(t["shape"])
+    return tensors, meta
+
+
+def parse_spec(text):
+    """The spec as a list of (name, args, named) tuples."""
+    layers = []
+    for m in re.finditer(r"([A-Za-z_]+)\s*(?:\(([^)]*)\))?", text):
+        name, args = m.group(1).lower(), m.group(2)
+        pos, named = [], {}
+        for a in (args or "").split(","):
+            a = a.strip()
+            if not a:
+                continue
+            if "=" in a:
+                k, v = a.split("=", 1)
+                named[k.strip()] = v.strip()
+            else:
+                pos.append(float(a))
+        layers.append((name, pos, named))
+    return layers
+
+
+def same_padding(size, k, s):
+    out = -(-size // s)
+    total = max((out - 1) * s + k - size, 0)
+    return total // 2, total - total // 2
+
+
+def layer_plan(meta):
+    """(kind, params) per layer with relu fused, in order; conv/fc numbered as ptrain names them."""
+    plan, conv, fc = [], 0, 0
+    layers = parse_spec(meta["spec"])
+    for i, (name, pos, named) in enumerate(layers):
+        relu = i + 1 < len(layers) and layers[i + 1][0] == "relu"
+        if name == "conv":
+            conv += 1
+            k = int(named.get("k", pos[1] if len(pos) > 1 else 0))
+            s = int(named.get("stride", pos[2] if len(pos) > 2 else 1))
+            plan.append(("conv", dict(name=f"conv{conv}", k=k, s=s, same=named.get("pad", "same") == "same", relu=relu)))
+        elif name in ("maxpool", "avgpool"):
+            size = int(named.get("size", pos[0]))
+            s = int(named.get("stride", pos[1] if len(pos) > 1 else size))
+            plan.append((name, dict(size=size, s=s)))
+        elif name in ("fc", "dense"):
+            fc += 1
+            plan.append(("fc", dict(name=f"fc{fc}", relu=relu)))
+    return plan
+
+
+def numpy_forward(tensors, meta, x):
+    """x: [N, 1, H, W] float64 in [0, 1]; returns logits [N, classes]."""
+    for kind, p in layer_plan(meta):
+        if kind == "conv":
+            w, b = tensors[p["name"] + ".weight"].astype(np.float64), tensors[p["name"] + ".bias"].astype(np.float64)
+            k, s = p["k"], p["s"]
+            n, c, h, wd = x.shape
+            if p["same"]:
+                (t, bo), (l, r) = same_padding(h, k, s), same_padding(wd, k, s)
+                x = np.pad(x, ((0, 0), (0, 0), (t, bo), (l, r)))
+            oh, ow = (x.shape[2] - k) // s + 1, (x.shape[3] - k) // s + 1
+            y = np.zeros((n, w.shape[0], oh, ow))
+            for kh in range(k):
+                for kw in range(k):
+                    patch = x[:, :, kh:kh + s * oh:s, kw:kw + s * ow:s]
+                    y += np.einsum("nchw,oc->nohw", patch, w[:, :, kh, kw])
+            x = y + b[None, :, None, None]
+            if p["relu"]:
+                x = np.maximum(x, 0)
+        elif kind in ("maxpool", "avgpool"):
+            size, s = p["size"], p["s"]
+            n, c, h, wd = x.shape
+            oh, ow = (h - size) // s + 1, (wd - size) // s + 1
+            windows = [x[:, :, i:i + s * oh:s, j:j + s * ow:s] for i in range(size) for j in range(size)]
+            x = np.max(windows, axis=0) if kind == "maxpool" else np.mean(windows, axis=0)
+        else:
+            w, b = tensors[p["name"] + ".weight"].astype(np.float64), tensors[p["name"] + ".bias"].astype(np.float64)
+            x = x.reshape(x.shape[0], -1) @ w.T + b
+            if p["relu"]:
+                x = np.maximum(x, 0)
+    return x
+
+
+def load_idx(directory, stem):
+    for name in (stem, stem + ".gz"):
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            data = (gzip.open if name.endswith(".gz") else open)(path, "rb").read()
+            ndim = data[3]
+            dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+            return np.frombuffer(data[4 + 4 * ndim:], dtype=np.uint8).reshape(dims)
+    sys.exit(f"{directory}: missing {stem}")
+
+
+def torch_model(tensors, meta):
+    import torch
+    import torch.nn.functional as F
+
+    class PTrainNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.plan = layer_plan(meta)
+            for kind, p in self.plan:
+                if kind == "conv":
+                    w = tensors[p["name"] + ".weight"]
+                    self.add_module(p["name"], torch.nn.Conv2d(w.shape[1], w.shape[0], w.shape[2], stride=p["s"]))
+                elif kind == "fc":
+                    w = tensors[p["name"] + ".weight"]
+                    self.add_module(p["name"], torch.nn.Linear(w.shape[1], w.shape[0]))
+
+        def forward(self, x):
+            for kind, p in self.plan:
+                if kind == "conv":
+                    if p["same"]:
+                        k, s = p["k"], p["s"]
+                        (t, b), (l, r) = same_padding(x.shape[2], k, s), same_padding(x.shape[3], k, s)
+                        x = F.pad(x, (l, r, t, b))
+                    x = getattr(self, p["name"])(x)
+                elif kind == "maxpool":
+                    x = F.max_pool2d(x, p["size"], p["s"])
+                elif kind == "avgpool":
+                    x = F.avg_pool2d(x, p["size"], p["s"])
+                else:
+                    x = getattr(self, p["name"])(x.flatten(1))
+                if kind in ("conv", "fc") and p["relu"]:
+                    x = F.relu(x)
+            return x
+
+    model = PTrainNet()
+    state = {k: torch.from_numpy(v.copy()) for k, v in tensors.items() if not k.startswith("adam.")}
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["tensors", "predict", "eval"])
+    ap.add_argument("checkpoint")
+    ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--index", type=int, nargs="*", default=[0])
+    a = ap.parse_args()
+    tensors, meta = read_safetensors(a.checkpoint)
+    if a.command == "tensors":
+        for name in sorted(tensors):
+            t = tensors[name]
+            print(name, ",".join(map(str, t.shape)), format(zlib.crc32(t.astype("<f4").tobytes()), "08x"))
+    elif a.command == "predict":
+        images = load_idx(a.data, "t10k-images-idx3-ubyte")
+        x = images[a.index].astype(np.float32) * np.float32(1 / 255)
+        logits = numpy_forward(tensors, meta, x[:, None, :, :].astype(np.float64))
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        for i, row in zip(a.index, p):
+            print(i, " ".join(f"{v:.8f}" for v in row))
+    else:
+        import torch
+        images = load_idx(a.data, "t10k-images-idx3-ubyte")
+        labels = load_idx(a.data, "t10k-labels-idx1-ubyte")
+        model = torch_model(tensors, meta)
+        correct = 0
+        with torch.no_grad():
+            for s in range(0, len(images), 500):
+                x = torch.from_numpy(images[s:s + 500].astype(np.float32) * np.float32(1 / 255))[:, None]
+                correct += int((model(x).argmax(1).numpy() == labels[s:s + 500]).sum())
+        print(f"torch test accuracy {100 * correct / len(images):.2f}% ({correct}/{len(images)})")
+
+
+if __name__ == "__main__":
+    main()
