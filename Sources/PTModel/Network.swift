@@ -166,6 +166,22 @@ public final class Network {
         if shape.count != classes {
             throw ShapeError(message: "model spec, column \(spec.columns.last ?? 1): the last layer has \(shape.count) outputs but the data has \(classes) classes")
         }
+        // Refuse up front what would not fit, rather than dying in the middle of allocation.
+        let perSample = ([input] + plan.map(\.1)).reduce(0) { $0 + 2 * $1.count }
+            + plan.reduce(0) { sum, p in
+                switch p.0 {
+                case let .conv(c): return sum + c.window.positions * c.window.patch
+                case let .pool(pl): return sum + (pl.isMax ? pl.window.positions * pl.window.channels : 0)
+                case let .dropout(d): return sum + d.units
+                default: return sum
+                }
+            }
+        let estimate = 4 * (4 * offset + perSample * capacity + threads * Gemm.scratchFloats)
+        let available = Self.availableMemory()
+        if available > 0 && estimate > available {
+            throw ShapeError(message: String(format: "a batch of %d with this model needs about %.1f GiB but only %.1f GiB of memory is available; use a smaller --batch or model",
+                                             capacity, Double(estimate) / 1_073_741_824, Double(available) / 1_073_741_824))
+        }
         self.tensors = tensors
         parameterCount = offset
         pool = WorkerPool(threads: threads, scratchFloats: Gemm.scratchFloats)
@@ -217,6 +233,16 @@ public final class Network {
 
     deinit {
         for p in owned { p.deallocate() }
+    }
+
+    /// MemAvailable from /proc/meminfo in bytes (0 when unknown).
+    static func availableMemory() -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return 0 }
+        for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
+            let kb = line.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
+            return kb * 1024
+        }
+        return 0
     }
 
     /// He-normal weights for layers followed by ReLU, Glorot-uniform for the others; zero biases.

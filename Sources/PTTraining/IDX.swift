@@ -48,7 +48,8 @@ public enum IDX {
         return out
     }
 
-    static func header(_ b: [UInt8], _ path: String, rank: Int, what: String) throws -> [Int] {
+    /// The dimensions, checked against `limits` (absurd sizes) and then against the data length.
+    static func header(_ b: [UInt8], _ path: String, rank: Int, what: String, limits: [Int]) throws -> [Int] {
         guard b.count >= 4 + 4 * rank else {
             throw DataError(path, "truncated header: \(b.count) bytes, an \(what) file needs \(4 + 4 * rank)")
         }
@@ -62,6 +63,7 @@ public enum IDX {
             let o = 4 + 4 * d
             let v = Int(b[o]) << 24 | Int(b[o + 1]) << 16 | Int(b[o + 2]) << 8 | Int(b[o + 3])
             guard v > 0 else { throw DataError(path, "dimension \(d) is 0") }
+            guard v <= limits[d] else { throw DataError(path, "dimension \(d) is \(v), absurd for an \(what) file (at most \(limits[d]))") }
             dims.append(v)
         }
         let expected = dims.reduce(1, *)
@@ -73,14 +75,13 @@ public enum IDX {
 
     public static func images(_ path: String) throws -> (count: Int, rows: Int, cols: Int, pixels: [UInt8]) {
         let b = try readBytes(path)
-        let d = try header(b, path, rank: 3, what: "images (idx3)")
-        guard d[1] <= 4096, d[2] <= 4096 else { throw DataError(path, "image size \(d[1])x\(d[2]) is absurd (max 4096x4096)") }
+        let d = try header(b, path, rank: 3, what: "images (idx3)", limits: [100_000_000, 4096, 4096])
         return (d[0], d[1], d[2], Array(b[16...]))
     }
 
     public static func labels(_ path: String, classes: Int) throws -> [UInt8] {
         let b = try readBytes(path)
-        _ = try header(b, path, rank: 1, what: "labels (idx1)")
+        _ = try header(b, path, rank: 1, what: "labels (idx1)", limits: [100_000_000])
         let labels = Array(b[8...])
         if let i = labels.firstIndex(where: { Int($0) >= classes }) {
             throw DataError(path, "label \(labels[i]) at index \(i) is outside the \(classes) classes 0...\(classes - 1)")

@@ -102,6 +102,7 @@ public enum Safetensors {
             }
             tensors[name] = SafetensorsTensor(name: name, shape: shape, values: values)
         }
+        ranges.removeAll { $0.0 == $0.1 }  // empty tensors occupy no bytes
         ranges.sort { $0.0 < $1.0 }
         for i in ranges.indices.dropFirst() where ranges[i].0 < ranges[i - 1].1 {
             throw bad("tensors '\(ranges[i - 1].2)' and '\(ranges[i].2)' overlap")

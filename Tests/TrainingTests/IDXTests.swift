@@ -50,7 +50,7 @@ func readsRawAndGzipSets(_ gzip: Bool) throws {
     ("wrong type", idxBytes(dims: [2, 2, 2], data: [UInt8](repeating: 0, count: 8), magic: [0, 0, 0x0D, 3]), "element type"),
     ("wrong rank", idxBytes(dims: [2, 4], data: [UInt8](repeating: 0, count: 8)), "rank 2, expected 3"),
     ("zero dimension", idxBytes(dims: [0, 2, 2], data: []), "dimension 0 is 0"),
-    ("absurd size", idxBytes(dims: [1, 5000, 5000], data: [UInt8](repeating: 0, count: 10)), "truncated"),
+    ("absurd size", idxBytes(dims: [1, 5000, 5000], data: [UInt8](repeating: 0, count: 10)), "dimension 1 is 5000, absurd"),
     ("truncated", idxBytes(dims: [3, 2, 2], data: [UInt8](repeating: 0, count: 11)), "truncated: header promises 12"),
     ("trailing", idxBytes(dims: [3, 2, 2], data: [UInt8](repeating: 0, count: 13)), "1 trailing bytes"),
     ("short header", [0, 0, 8, 3, 0], "truncated header"),
