@@ -15,6 +15,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "ptrain", targets: ["ptrain"]),
+        // For the fuzzing and benchmark packages beside this one (Fuzz/, Benchmarks/).
+        .library(name: "PTrainKit", targets: ["PTTraining", "PTModel", "PTKernels", "PTRuntime"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

@@ -24,15 +24,15 @@ public enum AdamUpdate {
     public static func apply(_ s: AdamStep, w: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>,
                              m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, count: Int) -> Bool {
         let b1 = s.beta1, b2 = s.beta2, c1 = s.oneMinusBeta1, c2 = s.oneMinusBeta2
-        var poison: Float = 0  // 0 * g is NaN exactly when g is NaN or infinite
+        var nonFinite: UInt32 = 0  // an all-ones exponent marks NaN or infinity; integer OR vectorises
         for i in 0..<count {
             let gi = g[i]
-            poison += 0 * gi
+            nonFinite |= ~gi.bitPattern & 0x7F80_0000 == 0 ? 1 : 0
             let mi = b1 * m[i] + c1 * gi
             let vi = b2 * v[i] + c2 * (gi * gi)
             m[i] = mi; v[i] = vi
             w[i] -= s.stepSize * mi / (vi.squareRoot() * s.invSqrtCorrection2 + s.epsilon)
         }
-        return poison == 0
+        return nonFinite == 0
     }
 }

@@ -65,7 +65,7 @@ struct DenseStage {
 struct DropoutStage {
     var keep: Float
     var units: Int
-    var scales: UnsafeMutablePointer<Float>
+    var scales: UnsafeMutablePointer<Float>!  // allocated with the other buffers
 }
 
 enum Stage {
@@ -157,7 +157,7 @@ public final class Network {
                              Shape(h: 1, w: 1, c: out)))
                 shape = Shape(h: 1, w: 1, c: out)
             case let .dropout(keep):
-                plan.append((.dropout(DropoutStage(keep: keep, units: shape.count, scales: .allocate(capacity: 1))), shape))  // scales allocated below
+                plan.append((.dropout(DropoutStage(keep: keep, units: shape.count, scales: nil)), shape))
             case .relu:
                 break  // fused into the conv or fc before it (the spec guarantees one is there)
             }
@@ -219,7 +219,6 @@ public final class Network {
                 }
                 stages.append(.pool(p))
             case .dropout(var d):
-                d.scales.deallocate()
                 d.scales = floats(d.units * capacity)
                 stages.append(.dropout(d))
             default:

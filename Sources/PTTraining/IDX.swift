@@ -74,13 +74,21 @@ public enum IDX {
     }
 
     public static func images(_ path: String) throws -> (count: Int, rows: Int, cols: Int, pixels: [UInt8]) {
-        let b = try readBytes(path)
+        try images(bytes: readBytes(path), path: path)
+    }
+
+    /// Parses the decompressed bytes of an idx3 file; `path` only names it in errors.
+    public static func images(bytes b: [UInt8], path: String) throws -> (count: Int, rows: Int, cols: Int, pixels: [UInt8]) {
         let d = try header(b, path, rank: 3, what: "images (idx3)", limits: [100_000_000, 4096, 4096])
         return (d[0], d[1], d[2], Array(b[16...]))
     }
 
     public static func labels(_ path: String, classes: Int) throws -> [UInt8] {
-        let b = try readBytes(path)
+        try labels(bytes: readBytes(path), path: path, classes: classes)
+    }
+
+    /// Parses the decompressed bytes of an idx1 file; `path` only names it in errors.
+    public static func labels(bytes b: [UInt8], path: String, classes: Int) throws -> [UInt8] {
         _ = try header(b, path, rank: 1, what: "labels (idx1)", limits: [100_000_000])
         let labels = Array(b[8...])
         if let i = labels.firstIndex(where: { Int($0) >= classes }) {

@@ -191,6 +191,18 @@ func poolsMatchReference(_ p: (Int, Int, Int, Int, Int)) {
     #expect(abs(m[0] - 0.095) < 1e-7 && abs(v[0] - 0.00049975) < 1e-9)
 }
 
+@Test func adamReportsNonFiniteGradients() {
+    for bad in [Float.nan, .infinity, -.infinity] {
+        var w: [Float] = [1, 1, 1], m: [Float] = [0, 0, 0], v: [Float] = [0, 0, 0]
+        let ok = AdamUpdate.apply(AdamStep(lr: 0.1, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, t: 1),
+                                  w: &w, g: [0.5, bad, 1e30], m: &m, v: &v, count: 3)
+        #expect(!ok)
+    }
+    var w: [Float] = [1, 1], m: [Float] = [0, 0], v: [Float] = [0, 0]
+    #expect(AdamUpdate.apply(AdamStep(lr: 0.1, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, t: 1),
+                             w: &w, g: [.greatestFiniteMagnitude, -0.0], m: &m, v: &v, count: 2))
+}
+
 @Test func dropoutMasksDependOnlyOnTheirKey() {
     var a = [Float](repeating: 0, count: 4096), b = a
     Dropout.fillScales(&a, count: a.count, keep: 0.5, seed: 1, step: 3, sample: 7)
