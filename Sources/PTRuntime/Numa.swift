@@ -3,6 +3,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CThreadSetup
 
 public final class Numa: @unchecked Sendable {
     public static let shared = Numa()
@@ -18,8 +19,11 @@ public final class Numa: @unchecked Sendable {
     private let free: Free?
 
     private init() {
-        let cpuCount = max(Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), 1)
-        func fallback(_ why: String) -> ([[Int]], String) { ([Array(0..<cpuCount)], why) }
+        // The CPUs this process may use (a container or taskset may allow fewer than are online).
+        var allowed = [Int32](repeating: 0, count: 4096)
+        let n = Int(pt_allowed_cpus(&allowed, Int32(allowed.count)))
+        let cpus = n > 0 ? allowed[0..<n].map(Int.init) : Array(0..<max(Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), 1))
+        func fallback(_ why: String) -> ([[Int]], String) { ([cpus], why) }
         guard let lib = dlopen("libnuma.so.1", RTLD_NOW) else {
             (nodeCPUs, unavailableReason) = fallback("libnuma.so.1 not found")
             allocOnNode = nil; free = nil
@@ -41,12 +45,12 @@ public final class Numa: @unchecked Sendable {
             return
         }
         var nodes = [[Int]](repeating: [], count: Int(maxNode()) + 1)
-        for cpu in 0..<cpuCount {
+        for cpu in cpus {
             let n = Int(nodeOf(Int32(cpu)))
             if n >= 0 && n < nodes.count { nodes[n].append(cpu) }
         }
         nodes.removeAll { $0.isEmpty }
-        nodeCPUs = nodes.isEmpty ? [Array(0..<cpuCount)] : nodes
+        nodeCPUs = nodes.isEmpty ? [cpus] : nodes
         unavailableReason = nil
         allocOnNode = alloc; free = fr
     }
