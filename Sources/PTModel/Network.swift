@@ -302,36 +302,19 @@ public final class Network {
             switch stage {
             case let .conv(c):
                 let g = c.window, P = g.positions, K = g.patch
-                if let col = c.col {
-                    pool.run(items: n) { s, _ in Im2col.forward(g, x: x + s * inSize, col: col + s * P * K) }
-                }
+                if let col = c.col { pool.run(items: n, Im2colJob(g: g, x: x, col: col)) }
                 // One GEMM over every position of every sample: the weights are packed once per worker.
                 pool.gemm(GemmJob(m: n * P, n: c.cout, k: K, a: .rowMajor(c.col ?? x, cols: K),
                                   b: .rowMajor(W + c.weight, cols: c.cout), c: y, ldc: c.cout,
                                   bias: W + c.bias, relu: c.relu))
             case let .pool(p):
-                pool.run(items: n) { s, _ in
-                    if let am = p.argmax {
-                        MaxPool.forward(p.window, x: x + s * inSize, y: y + s * outSize, argmax: am + s * outSize)
-                    } else {
-                        AvgPool.forward(p.window, x: x + s * inSize, y: y + s * outSize)
-                    }
-                }
+                pool.run(items: n, PoolJob(p: p, x: x, y: y, backward: false))
             case let .dense(d):
                 pool.gemm(GemmJob(m: n, n: d.outputs, k: d.inputs, a: .rowMajor(x, cols: d.inputs),
                                   b: .rowMajor(W + d.weight, cols: d.outputs), c: y, ldc: d.outputs,
                                   bias: W + d.bias, relu: d.relu))
             case let .dropout(d):
-                pool.run(items: n) { s, _ in
-                    let xs = x + s * inSize, ys = y + s * outSize
-                    if training {
-                        let m = d.scales + s * d.units
-                        Dropout.fillScales(m, count: d.units, keep: d.keep, seed: seed, step: UInt64(step), sample: UInt64(s))
-                        for u in 0..<d.units { ys[u] = xs[u] * m[u] }
-                    } else {
-                        ys.update(from: xs, count: d.units)
-                    }
-                }
+                pool.run(items: n, DropoutJob(d: d, x: x, y: y, mode: training ? .train : .evaluate, seed: seed, step: step))
             }
         }
     }
@@ -361,11 +344,7 @@ public final class Network {
             switch stages[idx] {
             case let .conv(c):
                 let g = c.window, P = g.positions, K = g.patch
-                if c.relu {
-                    pool.run(items: n) { s, _ in
-                        Elementwise.reluBackward(dy: dy + s * outSize, y: y + s * outSize, count: outSize)
-                    }
-                }
+                if c.relu { pool.run(items: n, ReluMaskJob(dy: dy, y: y, size: outSize)) }
                 // dW[K, Cout] = im2col(x)ᵀ · dy over every position of every sample, in sample order.
                 let colAll = c.col ?? x
                 pool.gemm(GemmJob(m: K, n: c.cout, k: n * P, a: .transposed(colAll, cols: K),
@@ -375,24 +354,12 @@ public final class Network {
                     // dcol = dy · Wᵀ, written over the im2col buffer (no longer needed), then col2im.
                     pool.gemm(GemmJob(m: n * P, n: K, k: c.cout, a: .rowMajor(dy, cols: c.cout),
                                       b: .transposed(W + c.weight, cols: c.cout), c: c.col ?? dx, ldc: K))
-                    if let col = c.col {
-                        pool.run(items: n) { s, _ in Im2col.backward(g, dcol: col + s * P * K, dx: dx + s * inSize) }
-                    }
+                    if let col = c.col { pool.run(items: n, Col2imJob(g: g, dcol: col, dx: dx)) }
                 }
             case let .pool(p):
-                pool.run(items: n) { s, _ in
-                    if let am = p.argmax {
-                        MaxPool.backward(p.window, dy: dy + s * outSize, argmax: am + s * outSize, dx: dx + s * inSize)
-                    } else {
-                        AvgPool.backward(p.window, dy: dy + s * outSize, dx: dx + s * inSize)
-                    }
-                }
+                pool.run(items: n, PoolJob(p: p, x: dx, y: dy, backward: true))
             case let .dense(d):
-                if d.relu {
-                    pool.run(items: n) { s, _ in
-                        Elementwise.reluBackward(dy: dy + s * outSize, y: y + s * outSize, count: outSize)
-                    }
-                }
+                if d.relu { pool.run(items: n, ReluMaskJob(dy: dy, y: y, size: outSize)) }
                 pool.gemm(GemmJob(m: d.inputs, n: d.outputs, k: n, a: .transposed(x, cols: d.inputs),
                                   b: .rowMajor(dy, cols: d.outputs), c: G + d.weight, ldc: d.outputs),
                           alongside: ColumnSumJob(m: dy, rows: n, cols: d.outputs, out: G + d.bias))
@@ -403,10 +370,7 @@ public final class Network {
                                       b: .transposed(dy, cols: d.outputs), c: dx, ldc: d.inputs, cTransposed: true))
                 }
             case let .dropout(d):
-                pool.run(items: n) { s, _ in
-                    let m = d.scales + s * d.units, dys = dy + s * outSize, dxs = dx + s * inSize
-                    for u in 0..<d.units { dxs[u] = dys[u] * m[u] }
-                }
+                pool.run(items: n, DropoutJob(d: d, x: dx, y: dy, mode: .backward, seed: 0, step: 0))
             }
         }
     }

@@ -28,29 +28,40 @@ extension WorkerPool {
         let tiles = splitM ? mt : nt
         let parts = min(tiles, count)
         let sumChunks = sums.map { min(($0.cols + 15) / 16, count) } ?? 0
-        run(items: parts + sumChunks) { item, worker in
-            if item >= parts, let s = sums {
-                // Chunks of 16 columns, so each column's sum takes the same (SIMD or not) path.
-                let c = item - parts, groups = (s.cols + 15) / 16
-                let lo = min(c * groups / sumChunks * 16, s.cols), hi = min((c + 1) * groups / sumChunks * 16, s.cols)
-                Elementwise.columnSums(s.m, rows: s.rows, ld: s.cols, cols: lo..<hi, into: s.out)
-                return
-            }
-            let t0 = item * tiles / parts, t1 = (item + 1) * tiles / parts
-            let scratch = self.scratch(worker)
-            if splitM {
-                let r0 = t0 * Gemm.mr, r1 = min(t1 * Gemm.mr, j.m)
-                Gemm.multiply(m: r1 - r0, n: j.n, k: j.k, a: j.a.offset(row: r0, col: 0), b: j.b,
-                              c: j.c + r0 * (j.cTransposed ? 1 : j.ldc), ldc: j.ldc, cTransposed: j.cTransposed,
-                              accumulate: j.accumulate,
-                              bias: j.bias, relu: j.relu, scratch: scratch)
-            } else {
-                let c0 = t0 * Gemm.nr, c1 = min(t1 * Gemm.nr, j.n)
-                Gemm.multiply(m: j.m, n: c1 - c0, k: j.k, a: j.a, b: j.b.offset(row: 0, col: c0),
-                              c: j.c + c0 * (j.cTransposed ? j.ldc : 1), ldc: j.ldc, cTransposed: j.cTransposed,
-                              accumulate: j.accumulate,
-                              bias: j.bias.map { $0 + c0 }, relu: j.relu, scratch: scratch)
-            }
+        run(items: parts + sumChunks, SplitGemm(job: j, sums: sums, splitM: splitM, tiles: tiles, parts: parts,
+                                                 sumChunks: sumChunks, pool: self))
+    }
+}
+
+/// One GEMM (and optionally a column sum) cut into `parts` tile ranges plus `sumChunks` column chunks.
+struct SplitGemm: ParallelJob {
+    var job: GemmJob
+    var sums: ColumnSumJob?
+    var splitM: Bool
+    var tiles, parts, sumChunks: Int
+    unowned(unsafe) var pool: WorkerPool
+
+    func run(_ item: Int, _ worker: Int) {
+        let j = job
+        if item >= parts, let s = sums {
+            // Chunks of 16 columns, so each column's sum takes the same (SIMD or not) path.
+            let c = item - parts, groups = (s.cols + 15) / 16
+            let lo = min(c * groups / sumChunks * 16, s.cols), hi = min((c + 1) * groups / sumChunks * 16, s.cols)
+            Elementwise.columnSums(s.m, rows: s.rows, ld: s.cols, cols: lo..<hi, into: s.out)
+            return
+        }
+        let t0 = item * tiles / parts, t1 = (item + 1) * tiles / parts
+        let scratch = pool.scratch(worker)
+        if splitM {
+            let r0 = t0 * Gemm.mr, r1 = min(t1 * Gemm.mr, j.m)
+            Gemm.multiply(m: r1 - r0, n: j.n, k: j.k, a: j.a.offset(row: r0, col: 0), b: j.b,
+                          c: j.c + r0 * (j.cTransposed ? 1 : j.ldc), ldc: j.ldc, cTransposed: j.cTransposed,
+                          accumulate: j.accumulate, bias: j.bias, relu: j.relu, scratch: scratch)
+        } else {
+            let c0 = t0 * Gemm.nr, c1 = min(t1 * Gemm.nr, j.n)
+            Gemm.multiply(m: j.m, n: c1 - c0, k: j.k, a: j.a, b: j.b.offset(row: 0, col: c0),
+                          c: j.c + c0 * (j.cTransposed ? j.ldc : 1), ldc: j.ldc, cTransposed: j.cTransposed,
+                          accumulate: j.accumulate, bias: j.bias.map { $0 + c0 }, relu: j.relu, scratch: scratch)
         }
     }
 }

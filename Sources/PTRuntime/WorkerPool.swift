@@ -11,6 +11,11 @@ import Glibc
 import Synchronization
 import CThreadSetup
 
+/// One parallel region's work as a value: `run(item, worker)` is called once for every item.
+public protocol ParallelJob {
+    func run(_ item: Int, _ worker: Int)
+}
+
 public final class WorkerPool: @unchecked Sendable {
     public let count: Int
     /// The NUMA node of each worker.
@@ -20,7 +25,12 @@ public final class WorkerPool: @unchecked Sendable {
     private let nextItem = Atomic<Int>(0)
     private let running = Atomic<Int>(0)
     private var itemCount = 0
+    // The running region: either a closure (convenient, but Swift's withoutActuallyEscaping costs
+    // one heap allocation a call) or a ParallelJob value on the caller's stack (no allocation:
+    // the path every training step takes).
     private var job: ((Int, Int) -> Void)?
+    private var jobValue: UnsafeRawPointer?
+    private var jobType: (any ParallelJob.Type)?
     private var stopping = false
     private let spinLimit: Int
 
@@ -86,6 +96,7 @@ public final class WorkerPool: @unchecked Sendable {
     }
 
     /// Runs body(item, worker) for every item in [0, items), in parallel; returns when all are done.
+    /// Allocates once a call (withoutActuallyEscaping); hot paths use `run(items:_:)` with a ParallelJob.
     public func run(items: Int, _ body: (_ item: Int, _ worker: Int) -> Void) {
         if items <= 0 { return }
         pt_flush_denormals()  // the caller is worker 0, whichever thread it is
@@ -95,33 +106,68 @@ public final class WorkerPool: @unchecked Sendable {
         }
         withoutActuallyEscaping(body) { body in
             job = body
-            itemCount = items
-            nextItem.store(0, ordering: .relaxed)
-            running.store(count - 1, ordering: .relaxed)
-            pthread_mutex_lock(&mutex)
-            generation.add(1, ordering: .releasing)
-            pthread_cond_broadcast(&wake)
-            pthread_mutex_unlock(&mutex)
-            work(0)
-            var spins = 0
-            while running.load(ordering: .acquiring) != 0 {
-                spins += 1
-                if spins > spinLimit {
-                    pthread_mutex_lock(&mutex)
-                    while running.load(ordering: .acquiring) != 0 { pthread_cond_wait(&done, &mutex) }
-                    pthread_mutex_unlock(&mutex)
-                }
-            }
+            region(items)
             job = nil
         }
     }
 
-    @inline(__always) private func work(_ worker: Int) {
+    /// Runs job.run(item, worker) for every item in [0, items), in parallel, without allocating.
+    public func run<Job: ParallelJob>(items: Int, _ job: Job) {
+        if items <= 0 { return }
+        pt_flush_denormals()
+        if count == 1 || items == 1 {
+            for i in 0..<items { job.run(i, 0) }
+            return
+        }
+        withUnsafePointer(to: job) { pointer in
+            jobValue = UnsafeRawPointer(pointer)
+            jobType = Job.self
+            region(items)
+            jobValue = nil
+            jobType = nil
+        }
+    }
+
+    /// Wakes the workers for one region, works on it too, and waits for all of them.
+    private func region(_ items: Int) {
+        itemCount = items
+        nextItem.store(0, ordering: .relaxed)
+        running.store(count - 1, ordering: .relaxed)
+        pthread_mutex_lock(&mutex)
+        generation.add(1, ordering: .releasing)
+        pthread_cond_broadcast(&wake)
+        pthread_mutex_unlock(&mutex)
+        work(0)
+        var spins = 0
+        while running.load(ordering: .acquiring) != 0 {
+            spins += 1
+            if spins > spinLimit {
+                pthread_mutex_lock(&mutex)
+                while running.load(ordering: .acquiring) != 0 { pthread_cond_wait(&done, &mutex) }
+                pthread_mutex_unlock(&mutex)
+            }
+        }
+    }
+
+    private func work(_ worker: Int) {
+        if let type = jobType, let value = jobValue {
+            workOn(type, value, worker)
+            return
+        }
         let body = job!
         while true {
             let i = nextItem.wrappingAdd(1, ordering: .relaxed).oldValue
             if i >= itemCount { break }
             body(i, worker)
+        }
+    }
+
+    private func workOn<Job: ParallelJob>(_: Job.Type, _ value: UnsafeRawPointer, _ worker: Int) {
+        let job = value.assumingMemoryBound(to: Job.self)
+        while true {
+            let i = nextItem.wrappingAdd(1, ordering: .relaxed).oldValue
+            if i >= itemCount { break }
+            job.pointee.run(i, worker)
         }
     }
 

@@ -99,15 +99,11 @@ public final class Trainer {
         let loss = net.lossAndGradient(count: b)
         net.backward(count: b)
         let adam = AdamStep(lr: config.lr, beta1: config.beta1, beta2: config.beta2, epsilon: config.epsilon, t: step)
-        let chunk = 1 << 14, total = net.parameterCount
-        let chunks = (total + chunk - 1) / chunk
+        let total = net.parameterCount, chunks = (total + AdamJob.chunk - 1) / AdamJob.chunk
         if chunkFinite.count != chunks { chunkFinite = Array(repeating: true, count: chunks) }
         chunkFinite.withUnsafeMutableBufferPointer { finite in
-            net.pool.run(items: chunks) { c, _ in
-                let lo = c * chunk, n = min(chunk, total - lo)
-                finite[c] = AdamUpdate.apply(adam, w: net.weights + lo, g: net.gradients + lo, m: net.moment1 + lo,
-                                             v: net.moment2 + lo, count: n)
-            }
+            net.pool.run(items: chunks, AdamJob(step: adam, w: net.weights, g: net.gradients, m: net.moment1,
+                                                v: net.moment2, total: total, finite: finite.baseAddress!))
         }
         gradientsFinite = !chunkFinite.contains(false)
         return loss
@@ -138,5 +134,18 @@ public final class Trainer {
         }
         return Evaluation(loss: lossSum / Double(max(set.count, 1)), accuracy: Double(correct) / Double(max(set.count, 1)),
                           correct: correct, count: set.count)
+    }
+}
+
+/// Adam over parameter slices of `chunk` floats; records whether each slice's gradients were finite.
+struct AdamJob: ParallelJob {
+    static let chunk = 1 << 14
+    var step: AdamStep
+    var w, g, m, v: UnsafeMutablePointer<Float>
+    var total: Int
+    var finite: UnsafeMutablePointer<Bool>
+    func run(_ c: Int, _ worker: Int) {
+        let lo = c * Self.chunk, n = min(Self.chunk, total - lo)
+        finite[c] = AdamUpdate.apply(step, w: w + lo, g: g + lo, m: m + lo, v: v + lo, count: n)
     }
 }
