@@ -297,8 +297,6 @@ public final class Network {
         let W = weights
         for (idx, stage) in stages.enumerated() {
             let x = acts[idx], y = acts[idx + 1]
-            let inSize = sizes[idx], outSize = sizes[idx + 1]
-            _ = outSize
             switch stage {
             case let .conv(c):
                 let g = c.window, P = g.positions, K = g.patch
@@ -339,7 +337,7 @@ public final class Network {
         let W = weights, G = gradients
         for idx in stages.indices.reversed() {
             let x = acts[idx], y = acts[idx + 1], dy = grads[idx + 1], dx = grads[idx]
-            let inSize = sizes[idx], outSize = sizes[idx + 1]
+            let outSize = sizes[idx + 1]
             let needInput = idx > 0
             switch stages[idx] {
             case let .conv(c):

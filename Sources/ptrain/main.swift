@@ -162,10 +162,10 @@ struct Train: ParsableCommand {
         print("ptrain: \(net.parameterCount) parameters, \(train.count) training / \(test.count) test images, batch \(config.batch), \(totalSteps) steps, \(config.threads) threads")
         if let why = Numa.shared.unavailableReason { print("ptrain: NUMA placement off (\(why)); using plain allocation") }
         if let resume { print("ptrain: resumed from \(resume) at step \(trainer.step)") }
-        func save(_ why: String) throws {
+        func save(announce: Bool) throws {
             guard let checkpoint else { return }
             try Checkpoint.save(net, state: trainer.checkpointState, to: checkpoint)
-            if why != "periodic" { print("ptrain: saved checkpoint at step \(trainer.step) to \(checkpoint)") }
+            if announce { print("ptrain: saved checkpoint at step \(trainer.step) to \(checkpoint)") }
         }
         let progress = ProgressReporter(totalSteps: totalSteps, startStep: trainer.step, batch: config.batch,
                                         interactive: interactive, logEvery: logEvery, metrics: writer)
@@ -184,18 +184,18 @@ struct Train: ParsableCommand {
             if let signal = Interrupts.received {
                 progress.clearLine()
                 let name = signal == SIGINT ? "interrupt" : "SIGTERM"
-                if checkpoint != nil { try save("interrupt") } else { print("ptrain: no --checkpoint given; nothing saved") }
+                if checkpoint != nil { try save(announce: true) } else { print("ptrain: no --checkpoint given; nothing saved") }
                 print("ptrain: stopped by \(name) after step \(step)")
                 fflush(stdout)
                 Foundation.exit(128 + signal)
             }
-            if let saveEvery, step % saveEvery == 0, step != totalSteps { try save("periodic") }
+            if let saveEvery, step % saveEvery == 0, step != totalSteps { try save(announce: false) }
             if evalEvery > 0 && step % evalEvery == 0 && step != totalSteps {
                 progress.evaluation(step: step, trainer.evaluate(test))
             }
         }
         let wall = Date().timeIntervalSince(start)
-        try save("end")
+        try save(announce: true)
         let final = trainer.evaluate(test)
         progress.evaluation(step: trainer.step, final)
         let done = trainer.step - firstStep

@@ -48,7 +48,7 @@ func badDataIsRefusedCleanly(_ c: (Damage, String)) throws {
     var named = ""
     switch c.0 {
     case let .replace(f, b):
-        FileManager.default.createFile(atPath: "\(data)/\(f)", contents: Data(b)); named = f
+        _ = _ = FileManager.default.createFile(atPath: "\(data)/\(f)", contents: Data(b)); named = f
     case let .gzipThenCorrupt(f):
         let raw = [UInt8](contents("\(data)/\(f)")!)
         try FileManager.default.removeItem(atPath: "\(data)/\(f)")
@@ -57,7 +57,7 @@ func badDataIsRefusedCleanly(_ c: (Damage, String)) throws {
         gzclose(gz)
         var bytes = [UInt8](contents("\(data)/\(f).gz")!)
         for i in stride(from: bytes.count / 3, to: bytes.count - 8, by: 7) { bytes[i] ^= 0x5A }
-        FileManager.default.createFile(atPath: "\(data)/\(f).gz", contents: Data(bytes)); named = f
+        _ = _ = FileManager.default.createFile(atPath: "\(data)/\(f).gz", contents: Data(bytes)); named = f
     case let .directory(f):
         try FileManager.default.removeItem(atPath: "\(data)/\(f)")
         try FileManager.default.createDirectory(atPath: "\(data)/\(f)", withIntermediateDirectories: false); named = f
@@ -83,7 +83,7 @@ func writeCheckpoint(_ path: String, header: [String: Any], data: [UInt8], rawHe
     let h = try rawHeader ?? [UInt8](JSONSerialization.data(withJSONObject: header))
     var out = [UInt8]()
     for i in 0..<8 { out.append(UInt8(truncatingIfNeeded: h.count >> (8 * i))) }
-    FileManager.default.createFile(atPath: path, contents: Data(out + h + data))
+    _ = FileManager.default.createFile(atPath: path, contents: Data(out + h + data))
 }
 
 @Test func badCheckpointsAreRefusedCleanly() throws {

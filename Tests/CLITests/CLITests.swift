@@ -20,8 +20,8 @@ func ptrain(_ args: [String]) throws -> Result {
     let dir = NSTemporaryDirectory() + "ptrain-cli-\(UUID().uuidString)"
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     let outPath = dir + "/out", errPath = dir + "/err"
-    FileManager.default.createFile(atPath: outPath, contents: nil)
-    FileManager.default.createFile(atPath: errPath, contents: nil)
+    _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+    _ = FileManager.default.createFile(atPath: errPath, contents: nil)
     let p = Process()
     p.executableURL = URL(fileURLWithPath: binary)
     p.arguments = args
@@ -56,8 +56,8 @@ func tinyData() throws -> String {
             for p in 0..<64 { img.append(UInt8((p % 8 == c % 8 ? 180 : 0) + (c >= 8 && p < 8 ? 30 : 0) + (i * 31 + p * 17) % 40)) }
             lab.append(UInt8(c))
         }
-        FileManager.default.createFile(atPath: "\(dir)/\(split)-images-idx3-ubyte", contents: Data(img))
-        FileManager.default.createFile(atPath: "\(dir)/\(split)-labels-idx1-ubyte", contents: Data(lab))
+        _ = FileManager.default.createFile(atPath: "\(dir)/\(split)-images-idx3-ubyte", contents: Data(img))
+        _ = FileManager.default.createFile(atPath: "\(dir)/\(split)-labels-idx1-ubyte", contents: Data(lab))
     }
     write("train", 300)
     write("t10k", 100)

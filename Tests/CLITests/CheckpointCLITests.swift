@@ -50,7 +50,7 @@ func startAndWait(_ args: [String], for marker: String, dir: String) throws -> P
     let p = Process()
     p.executableURL = URL(fileURLWithPath: binary)
     p.arguments = args
-    FileManager.default.createFile(atPath: dir + "/live.out", contents: nil)
+    _ = FileManager.default.createFile(atPath: dir + "/live.out", contents: nil)
     p.standardOutput = FileHandle(forWritingAtPath: dir + "/live.out")
     p.standardError = FileHandle.nullDevice
     try p.run()
@@ -111,7 +111,7 @@ func interruptFinishesTheStepSavesAndExits(_ c: (Int32, Int32)) throws {
     p.arguments = ["-c", "ulimit -f 100; exec \"$0\" \"$@\"", binary, "--data", data, "--resume", dir + "/ck.st",
                    "--steps", "10", "--checkpoint", dir + "/ck.st"]
     let errPath = dir + "/err"
-    FileManager.default.createFile(atPath: errPath, contents: nil)
+    _ = FileManager.default.createFile(atPath: errPath, contents: nil)
     p.standardOutput = FileHandle.nullDevice
     p.standardError = FileHandle(forWritingAtPath: errPath)
     try p.run()
@@ -180,7 +180,7 @@ func writePNG(_ path: String, width: Int, height: Int, rgb: [UInt8]) {
     // Image files: a PGM and an RGB PNG of test image 7's pixels give test image 7's answer.
     let imgs = [UInt8](contents(data + "/t10k-images-idx3-ubyte")!)[16...].map { $0 }
     let px = Array(imgs[(7 * 64)..<(8 * 64)])
-    FileManager.default.createFile(atPath: dir + "/seven.pgm", contents: Data(Array("P5\n# test\n8 8\n255\n".utf8) + px))
+    _ = FileManager.default.createFile(atPath: dir + "/seven.pgm", contents: Data(Array("P5\n# test\n8 8\n255\n".utf8) + px))
     writePNG(dir + "/seven.png", width: 8, height: 8, rgb: px.flatMap { [$0, $0, $0] })
     let byIndex = try ptrain(["predict", "--checkpoint", ck, "--data", data, "--index", "7"])
     let byFiles = try ptrain(["predict", "--checkpoint", ck, "--data", data, dir + "/seven.pgm", dir + "/seven.png"])
@@ -188,9 +188,9 @@ func writePNG(_ path: String, width: Int, height: Int, rgb: [UInt8]) {
     let answer = byIndex.out.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ":", maxSplits: 1)[1]
     for line in byFiles.out.split(separator: "\n") { #expect(line.split(separator: ":", maxSplits: 1)[1] == answer) }
 
-    FileManager.default.createFile(atPath: dir + "/big.pgm", contents: Data(Array("P5 9 8 255\n".utf8) + [UInt8](repeating: 0, count: 72)))
+    _ = FileManager.default.createFile(atPath: dir + "/big.pgm", contents: Data(Array("P5 9 8 255\n".utf8) + [UInt8](repeating: 0, count: 72)))
     expectCleanError(try ptrain(["predict", "--checkpoint", ck, dir + "/big.pgm"]), code: 1, mentions: ["big.pgm", "9x8", "8x8"])
-    FileManager.default.createFile(atPath: dir + "/junk.png", contents: Data([0x89, 0x50, 0x4E, 0x47, 1, 2, 3]))
+    _ = FileManager.default.createFile(atPath: dir + "/junk.png", contents: Data([0x89, 0x50, 0x4E, 0x47, 1, 2, 3]))
     expectCleanError(try ptrain(["predict", "--checkpoint", ck, dir + "/junk.png"]), code: 1, mentions: ["junk.png", "PNG"])
     expectCleanError(try ptrain(["predict", "--checkpoint", ck]), code: 2, mentions: ["--index"])
     expectCleanError(try ptrain(["eval", "--checkpoint", dir + "/seven.pgm", "--data", data]), code: 1, mentions: ["seven.pgm", "safetensors"])

@@ -119,7 +119,7 @@ func malformedSafetensorsAreRefused(_ c: (String, [UInt8], String)) {
     // A directory where the target should be: rename fails, the temporary file is removed.
     try FileManager.default.createDirectory(atPath: dir + "/sub", withIntermediateDirectories: false)
     try FileManager.default.createDirectory(atPath: dir + "/sub/f", withIntermediateDirectories: false)
-    FileManager.default.createFile(atPath: dir + "/sub/f/keep", contents: Data("k".utf8))
+    _ = FileManager.default.createFile(atPath: dir + "/sub/f/keep", contents: Data("k".utf8))
     #expect(throws: DataError.self) { try AtomicFile.write(dir + "/sub/f", data: Data("x".utf8)) }
     #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/sub") == ["f"])
     #expect(try String(contentsOfFile: dir + "/f", encoding: .utf8) == "old")

@@ -22,7 +22,7 @@ func write(_ bytes: [UInt8], _ path: String, gzip: Bool = false) {
         _ = bytes.withUnsafeBytes { gzwrite(f, $0.baseAddress, UInt32($0.count)) }
         gzclose(f)
     } else {
-        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
     }
 }
 
