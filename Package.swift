@@ -1,4 +1,5 @@
 // swift-tools-version: 6.1
+import Foundation
 import PackageDescription
 
 // Release code must use the machine's FMA units: without a target CPU, Swift lowers
@@ -6,9 +7,20 @@ import PackageDescription
 // the target (default: this machine; `x86-64-v4` for a portable AVX-512 binary,
 // `x86-64-v3` for AVX2).
 let march = Context.environment["PTRAIN_MARCH"] ?? "native"
+// The GEMM tile follows the vector registers: SIMD16 x 8 rows for AVX-512's 32 zmm registers,
+// SIMD8 x 6 rows for AVX2's 16 ymm (SIMD16 tiles spill there).
+let avx512: Bool = {
+    switch march {
+    case "native":
+        let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        return cpuinfo.isEmpty || cpuinfo.contains(" avx512f")
+    case "x86-64-v4", "sapphirerapids", "icelake-server", "skylake-avx512", "znver4", "znver5": return true
+    default: return false
+    }
+}()
 let fast: [SwiftSetting] = [
     .unsafeFlags(["-Xcc", "-march=\(march)", "-enforce-exclusivity=unchecked"]),
-]
+] + (avx512 ? [] : [.define("PTRAIN_SIMD8")])
 
 let package = Package(
     name: "ptrain",

@@ -1,7 +1,7 @@
 // C[M,N] (=|+=) A[M,K] · B[K,N], then optionally + bias[N] and ReLU.
 // A and B are strided views (any row/column stride, so transposes cost nothing); C is row-major
 // with leading dimension ldc. Blocked as in BLIS: B is packed into 32-column panels of KC rows,
-// A into 8-row panels, and an 8x32 register tile does the FMAs.
+// A into MR-row panels, and an MR x NR register tile does the FMAs (GemmMicroKernel.swift).
 //
 // Determinism: K is always cut at the same KC boundaries and every element is summed in k order
 // by a single accumulator lane, whatever M/N sub-block a caller hands in. Edge tiles are
@@ -43,8 +43,11 @@ public struct MatrixView {
 }
 
 public enum Gemm {
-    public static let mr = 8, nr = 32
-    static let kc = 256, mc = 128, nc = 512
+    /// The register tile (see GemmMicroKernel.swift): 8 x 32 on AVX-512 builds, 6 x 16 on AVX2.
+    public static let mr = gemmMR, nr = gemmNR
+    // mc is a whole number of MR-row panels and nc of NR-column panels: packA holds exactly
+    // mc x kc floats (a partial last panel would write past it into packB).
+    static let kc = 256, mc = 128 / gemmMR * gemmMR, nc = 512 / gemmNR * gemmNR
 
     /// Floats of scratch one thread needs for `multiply`.
     public static let scratchFloats = mc * kc + kc * nc + mr * nr + nr
@@ -158,14 +161,14 @@ public enum Gemm {
         }
     }
 
-    /// Packs rows [0, rows) x cols [0, kc) of `a` into 8-row panels, k-major inside a panel.
+    /// Packs rows [0, rows) x cols [0, kc) of `a` into MR-row panels, k-major inside a panel.
     @inline(__always)
     static func packPanelsA(_ rows: Int, _ kc: Int, _ a: MatrixView, _ dst: UnsafeMutablePointer<Float>) {
         var d = dst
         var i = 0
         while i < rows {
             let valid = min(mr, rows - i)
-            if a.rowStride == 1 && valid == mr {
+            if a.rowStride == 1 && valid == 8 && mr == 8 {
                 // Transposed operand: the 8 rows of one k are adjacent in memory.
                 var src = a.base + i
                 for _ in 0..<kc {
@@ -188,7 +191,7 @@ public enum Gemm {
         }
     }
 
-    /// Packs rows [0, kc) x cols [0, cols) of `b` into 32-column panels, k-major inside a panel.
+    /// Packs rows [0, kc) x cols [0, cols) of `b` into NR-column panels, k-major inside a panel.
     @inline(__always)
     static func packPanelsB(_ kc: Int, _ cols: Int, _ b: MatrixView, _ dst: UnsafeMutablePointer<Float>) {
         var d = dst
@@ -198,7 +201,7 @@ public enum Gemm {
             if b.colStride == 1 && valid == nr {
                 var src = b.base + j
                 for _ in 0..<kc {
-                    storeV(loadV(src), d); storeV(loadV(src + 16), d + 16)
+                    storeG(loadG(src), d); storeG(loadG(src + nr / 2), d + nr / 2)
                     src += b.rowStride; d += nr
                 }
             } else {

@@ -1,11 +1,11 @@
-// The FMA peak of one core: 12 independent SIMD16 FMA chains (enough to cover the FMA latency
-// on two ports), no memory traffic. Used to express measured GFLOP/s as a % of the machine.
+// The FMA peak of one core: 12 independent FMA chains of the build's vector width (SIMD16 on
+// AVX-512, SIMD8 on AVX2; enough to cover the FMA latency on two ports), no memory traffic. Used to express measured GFLOP/s as a % of the machine.
 
 public enum FMAPeak {
-    /// Runs `iterations` rounds of 12 SIMD16 FMAs; returns a value so the work is not elided.
+    /// Runs `iterations` rounds of 12 vector FMAs; returns a value so the work is not elided.
     @inline(never)
     public static func spin(iterations: Int, seed: Float) -> Float {
-        typealias V = SIMD16<Float>
+        typealias V = GemmVector
         let m = V(repeating: 0.999_999), a = V(repeating: 1e-7)
         var c0 = V(repeating: seed), c1 = c0 + 1, c2 = c0 + 2, c3 = c0 + 3, c4 = c0 + 4, c5 = c0 + 5
         var c6 = c0 + 6, c7 = c0 + 7, c8 = c0 + 8, c9 = c0 + 9, c10 = c0 + 10, c11 = c0 + 11
@@ -19,5 +19,5 @@ public enum FMAPeak {
         return s.sum()
     }
     /// FLOPs done by `spin` (an FMA counts 2 per lane).
-    public static func flops(iterations: Int) -> Double { Double(iterations) * 12 * 16 * 2 }
+    public static func flops(iterations: Int) -> Double { Double(iterations) * 12 * Double(GemmVector.scalarCount) * 2 }
 }
