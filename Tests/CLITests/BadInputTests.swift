@@ -17,12 +17,14 @@ enum Damage: Sendable, CustomTestStringConvertible {
     case gzipThenCorrupt(String)
     case directory(String)
     case remove(String)
+    case link(String, String)
     var testDescription: String {
         switch self {
         case let .replace(f, b): return "\(f) = \(b.count) bytes"
         case let .gzipThenCorrupt(f): return "corrupt \(f).gz"
         case let .directory(f): return "\(f) is a directory"
         case let .remove(f): return "no \(f)"
+        case let .link(f, to): return "\(f) -> \(to)"
         }
     }
 }
@@ -42,6 +44,9 @@ let trainImages = "train-images-idx3-ubyte", trainLabels = "train-labels-idx1-ub
     (Damage.gzipThenCorrupt(trainImages), "gzip"),
     (Damage.directory(trainLabels), "is a directory"),
     (Damage.remove(trainLabels), "missing train-labels-idx1-ubyte"),
+    // A file that exists but cannot be read (reading /proc/self/mem at offset 0 fails with EIO;
+    // permissions would not stop root).
+    (Damage.link(trainImages, "/proc/self/mem"), "cannot read"),
 ])
 func badDataIsRefusedCleanly(_ c: (Damage, String)) throws {
     let data = try tinyData(), out = try runDir()
@@ -63,6 +68,9 @@ func badDataIsRefusedCleanly(_ c: (Damage, String)) throws {
         try FileManager.default.createDirectory(atPath: "\(data)/\(f)", withIntermediateDirectories: false); named = f
     case let .remove(f):
         try FileManager.default.removeItem(atPath: "\(data)/\(f)"); named = data
+    case let .link(f, to):
+        try FileManager.default.removeItem(atPath: "\(data)/\(f)")
+        try FileManager.default.createSymbolicLink(atPath: "\(data)/\(f)", withDestinationPath: to); named = f
     }
     let r = try ptrain(["--data", data, "--spec", ckSpec, "--batch", "10", "--steps", "2",
                         "--metrics", out + "/m.jsonl", "--checkpoint", out + "/ck.st"])

@@ -92,6 +92,9 @@ func tinyData() throws -> String {
                      code: 2, mentions: ["maxpool(2)", "1x1x2"])
     expectCleanError(try ptrain(["--data", data, "--spec", "fc(8) relu fc(3)"]), code: 2, mentions: ["3 outputs", "10 classes"])
     expectCleanError(try ptrain(["--data", data, "--batch", "301", "--steps", "1"]), code: 2, mentions: ["--batch 301", "300 images"])
+    // A model that cannot fit in memory is refused before anything is allocated, with the estimate.
+    expectCleanError(try ptrain(["--data", data, "--spec", "fc(1000000) relu fc(1000000) relu fc(10)", "--steps", "1"]),
+                     code: 2, mentions: ["needs about", "GiB", "memory is available"])
 }
 
 @Test func trainsEndToEndWithFlatMemoryAndPlots() throws {
