@@ -19,7 +19,7 @@ let avx512: Bool = {
     }
 }()
 let fast: [SwiftSetting] = [
-    .unsafeFlags(["-Xcc", "-march=\(march)", "-enforce-exclusivity=unchecked"]),
+    .unsafeFlags(["-Xcc", "-march=\(march)", "-Xcc", "-fno-math-errno", "-enforce-exclusivity=unchecked"]),
 ] + (avx512 ? [] : [.define("PTRAIN_SIMD8")])
 
 let package = Package(

@@ -76,16 +76,18 @@ public enum Gemm {
         let edgeBias = edgeC + mr * nr
         // A row-major operand is read in place: no packing pass, rows stream through the cache.
         let directA = a.colStride == 1
-        // With few rows each B panel is used only a few times: reading it in place beats copying
-        // it (for fc1 forward that copy is the whole 25 MB weight matrix every step).
-        let directB = b.colStride == 1 && m <= mc
+        // With few rows (fc forward: M is the batch) the whole KC x NC block of B would be used by
+        // only a few row tiles: pack one NR-column panel at a time instead, just before its tiles
+        // use it, so it sits in L1. Reading B in place was slower: fc1's rows are 4 KB apart, so
+        // a panel's rows fall into the same few L1 sets and evict each other.
+        let panelB = m <= mc
         var jc = 0
         while jc < n {
             let ncb = min(nc, n - jc)
             var pc = 0
             while pc < k {
                 let kcb = min(kc, k - pc)
-                if !directB { packPanelsB(kcb, ncb, b.offset(row: pc, col: jc), packB) }
+                if !panelB { packPanelsB(kcb, ncb, b.offset(row: pc, col: jc), packB) }
                 let load = accumulate || pc > 0
                 let last = pc + kcb == k
                 var ic = 0
@@ -108,12 +110,10 @@ public enum Gemm {
                         }
                         let tileRelu = last && relu
                         var pb = UnsafePointer(packB + jr * kcb)
-                        let bInPlace = directB && cols == nr
-                        if directB && !bInPlace {
+                        if panelB {
                             packPanelsB(kcb, cols, b.offset(row: pc, col: jc + jr), packB)
                             pb = UnsafePointer(packB)
                         }
-                        let bp = b.base + pc * b.rowStride + jc + jr
                         var ir = 0
                         while ir < mcb {
                             let rows = min(mr, mcb - ir)
@@ -134,14 +134,9 @@ public enum Gemm {
                                 pa = UnsafePointer(packA)
                             }
                             let ap = a.base + i0 * a.rowStride + pc
-                            switch (aInPlace, bInPlace) {
-                            case (true, true):
-                                gemmKernelDirectAB(kcb, ap, a.rowStride, bp, b.rowStride, target, ldt, load: load, bias: tileBias, relu: tileRelu)
-                            case (true, false):
+                            if aInPlace {
                                 gemmKernelDirectA(kcb, ap, a.rowStride, pb, target, ldt, load: load, bias: tileBias, relu: tileRelu)
-                            case (false, true):
-                                gemmKernelDirectB(kcb, pa, bp, b.rowStride, target, ldt, load: load, bias: tileBias, relu: tileRelu)
-                            case (false, false):
+                            } else {
                                 gemmKernelPacked(kcb, pa, pb, target, ldt, load: load, bias: tileBias, relu: tileRelu)
                             }
                             if !inPlace {

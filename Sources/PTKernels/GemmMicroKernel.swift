@@ -5,7 +5,7 @@
 // Checked with objdump: vfmadd231ps on zmm (ymm), no spills in the loop.
 // A(r, k) is a[r * aRow + k * aK]; B's NR values for k start at b + k * bK. Packed operands pass
 // constant strides so the inlined loop uses immediate offsets; row-major operands are read in
-// place with their leading dimension. Each C element accumulates k = 0, 1, 2, ... with one FMA
+// place with their leading dimension (A only: B panels are always packed, see Gemm.swift). Each C element accumulates k = 0, 1, 2, ... with one FMA
 // per step, so its bits never depend on which tile or thread computed it.
 
 #if PTRAIN_SIMD8
@@ -152,18 +152,4 @@ func gemmKernelPacked(_ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<F
 func gemmKernelDirectA(_ kc: Int, _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
                        _ ldc: Int, load: Bool, bias: UnsafePointer<Float>?, relu: Bool) {
     gemmKernel(kc, a, aRow: lda, aK: 1, b, bK: gemmNR, c, ldc, load: load, bias: bias, relu: relu)
-}
-
-/// A and B both read in place (row-major, leading dimensions lda and ldb).
-@inline(never)
-func gemmKernelDirectAB(_ kc: Int, _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
-                        _ c: UnsafeMutablePointer<Float>, _ ldc: Int, load: Bool, bias: UnsafePointer<Float>?, relu: Bool) {
-    gemmKernel(kc, a, aRow: lda, aK: 1, b, bK: ldb, c, ldc, load: load, bias: bias, relu: relu)
-}
-
-/// A packed, B read in place (row-major, leading dimension ldb).
-@inline(never)
-func gemmKernelDirectB(_ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ ldb: Int,
-                       _ c: UnsafeMutablePointer<Float>, _ ldc: Int, load: Bool, bias: UnsafePointer<Float>?, relu: Bool) {
-    gemmKernel(kc, a, aRow: 1, aK: gemmMR, b, bK: ldb, c, ldc, load: load, bias: bias, relu: relu)
 }

@@ -100,6 +100,38 @@ public final class Network {
     var shapes: [Shape] = []   // per-sample shape of each activation (dense: 1 x 1 x units)
     private var owned: [UnsafeMutableRawPointer] = []
 
+    /// When `profiling`, each stage's forward and backward time accumulates here (nanoseconds,
+    /// `[2 * stage]` forward, `[2 * stage + 1]` backward) for `ptrain bench --profile`.
+    public var profiling = false
+    public private(set) var stageNanos: [UInt64] = []
+    @inline(__always) func clock() -> UInt64 { profiling ? DispatchTime.now().uptimeNanoseconds : 0 }
+    @inline(__always) func charge(_ slot: Int, since start: UInt64) {
+        if profiling { stageNanos[slot] &+= DispatchTime.now().uptimeNanoseconds &- start }
+    }
+    public func resetProfile() { stageNanos = Array(repeating: 0, count: 2 * stages.count) }
+    /// A short name per stage for profile tables: "conv 3x3 1->64 +relu", "maxpool 2", "fc 6272->1024".
+    public var stageNames: [String] {
+        stages.map { s in
+            switch s {
+            case let .conv(c): return "conv \(c.window.kernel)x\(c.window.kernel) \(c.window.channels)->\(c.cout)\(c.relu ? " +relu" : "")"
+            case let .pool(p): return "\(p.isMax ? "max" : "avg")pool \(p.window.kernel)"
+            case let .dense(d): return "fc \(d.inputs)->\(d.outputs)\(d.relu ? " +relu" : "")"
+            case let .dropout(d): return "dropout \(d.keep)"
+            }
+        }
+    }
+    /// Multiply-adds x 2 of each stage for one sample: (forward, backward).
+    public var stageFlopsPerSample: [(Double, Double)] {
+        stages.enumerated().map { idx, s in
+            let passes = idx == 0 ? 1.0 : 2.0
+            switch s {
+            case let .conv(c): let f = 2 * Double(c.window.positions * c.window.patch * c.cout); return (f, passes * f)
+            case let .dense(d): let f = 2 * Double(d.inputs * d.outputs); return (f, passes * f)
+            default: return (0, 0)
+            }
+        }
+    }
+
     /// Bytes the buffers of a model of this spec would take at this capacity (for up-front refusal).
     public private(set) var bufferBytes = 0
 
@@ -227,6 +259,7 @@ public final class Network {
         }
         self.owned = owned
         bufferBytes = bytes
+        resetProfile()
         initialize(seed: seed)
     }
 
@@ -297,6 +330,8 @@ public final class Network {
         let W = weights
         for (idx, stage) in stages.enumerated() {
             let x = acts[idx], y = acts[idx + 1]
+            let start = clock()
+            defer { charge(2 * idx, since: start) }
             switch stage {
             case let .conv(c):
                 let g = c.window, P = g.positions, K = g.patch
@@ -339,6 +374,8 @@ public final class Network {
             let x = acts[idx], y = acts[idx + 1], dy = grads[idx + 1], dx = grads[idx]
             let outSize = sizes[idx + 1]
             let needInput = idx > 0
+            let start = clock()
+            defer { charge(2 * idx + 1, since: start) }
             switch stages[idx] {
             case let .conv(c):
                 let g = c.window, P = g.positions, K = g.patch

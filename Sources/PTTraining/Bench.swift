@@ -38,7 +38,8 @@ public enum Bench {
     }
 
     public static func run(spec: String, threads: [Int], batch: Int, steps: Int, warmup: Int,
-                           peakPerCore: Double, cores: Int, log: (String) -> Void) throws -> [BenchRow] {
+                           peakPerCore: Double, cores: Int, profile: Bool = false,
+                           log: (String) -> Void) throws -> [BenchRow] {
         let data = synthetic(count: max(batch * (steps + warmup), batch), rows: 28, cols: 28, seed: 1)
         var rows: [BenchRow] = []
         var base: (sps: Double, threads: Int)?  // the first row: speedups are against it
@@ -66,8 +67,38 @@ public enum Bench {
             log(String(format: "%7d  %10.1f  %9.0f  %7.2f  %9.0f%%  %7.1f  %6.1f%%", t, median * 1000, sps, speedup,
                        row.efficiency * 100, gflops, row.percentOfPeak))
             rows.append(row)
+            if profile { profileSteps(trainer, steps: steps, log: log) }
         }
         return rows
+    }
+
+    /// Where a step goes: mean milliseconds per stage and pass over `steps` further steps (timed
+    /// apart from the table above, since reading the clock around every stage costs a little).
+    static func profileSteps(_ trainer: Trainer, steps: Int, log: (String) -> Void) {
+        let net = trainer.network
+        net.profiling = true
+        net.resetProfile()
+        trainer.lossNanos = 0; trainer.adamNanos = 0
+        let start = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<steps { trainer.trainStep() }
+        let total = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6 / Double(steps)
+        net.profiling = false
+        let b = Double(trainer.config.batch), names = net.stageNames, flops = net.stageFlopsPerSample
+        func ms(_ ns: UInt64) -> Double { Double(ns) / 1e6 / Double(steps) }
+        func rate(_ f: Double, _ t: Double) -> String { f > 0 && t > 0 ? String(format: "%8.1f", f * b / t / 1e6) : "       -" }
+        func pad(_ s: String) -> String { "   " + s.padding(toLength: 24, withPad: " ", startingAt: 0) }
+        log(pad("stage") + "  fwd ms  GFLOP/s   bwd ms  GFLOP/s")
+        var accounted = 0.0
+        for (i, name) in names.enumerated() {
+            let f = ms(net.stageNanos[2 * i]), bw = ms(net.stageNanos[2 * i + 1])
+            accounted += f + bw
+            log(pad(name) + String(format: " %7.2f %@  %7.2f %@", f, rate(flops[i].0, f), bw, rate(flops[i].1, bw)))
+        }
+        let loss = ms(trainer.lossNanos), adam = ms(trainer.adamNanos)
+        accounted += loss + adam
+        log(pad("loss") + String(format: " %7.2f", loss))
+        log(pad("adam") + String(format: " %7.2f", adam))
+        log(pad("other (batch copy)") + String(format: " %7.2f   (step %.2f ms)", max(total - accounted, 0), total))
     }
 
     public static func json(_ rows: [BenchRow], batch: Int, peakPerCore: Double) -> String {

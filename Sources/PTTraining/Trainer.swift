@@ -36,6 +36,8 @@ public final class Trainer {
     /// False when the last step's gradients held a NaN or an infinity.
     public private(set) var gradientsFinite = true
     private var orderEpoch = -1
+    /// With `network.profiling`: time spent in the loss and in the Adam pass (nanoseconds).
+    public var lossNanos: UInt64 = 0, adamNanos: UInt64 = 0
 
     public var stepsPerEpoch: Int { data.count / config.batch }
 
@@ -96,8 +98,11 @@ public final class Trainer {
         }
         step += 1
         net.forward(count: b, training: true, step: step, seed: config.seed)
+        let t0 = net.profiling ? DispatchTime.now().uptimeNanoseconds : 0
         let loss = net.lossAndGradient(count: b)
+        if net.profiling { lossNanos &+= DispatchTime.now().uptimeNanoseconds &- t0 }
         net.backward(count: b)
+        let t1 = net.profiling ? DispatchTime.now().uptimeNanoseconds : 0
         let adam = AdamStep(lr: config.lr, beta1: config.beta1, beta2: config.beta2, epsilon: config.epsilon, t: step)
         let total = net.parameterCount, chunks = (total + AdamJob.chunk - 1) / AdamJob.chunk
         if chunkFinite.count != chunks { chunkFinite = Array(repeating: true, count: chunks) }
@@ -106,6 +111,7 @@ public final class Trainer {
                                                 v: net.moment2, total: total, finite: finite.baseAddress!))
         }
         gradientsFinite = !chunkFinite.contains(false)
+        if net.profiling { adamNanos &+= DispatchTime.now().uptimeNanoseconds &- t1 }
         return loss
     }
 

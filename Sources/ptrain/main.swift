@@ -342,6 +342,8 @@ struct Bench: ParsableCommand {
     var json: String?
     @Option(help: "Draw speedup against threads (with the ideal line) to FILE.")
     var svg: String?
+    @Flag(help: "After each row, time every stage's forward and backward pass, the loss and Adam.")
+    var profile = false
 
     func validate() throws {
         let parts = threads.split(separator: ",", omittingEmptySubsequences: false)
@@ -364,7 +366,7 @@ struct Bench: ParsableCommand {
         let rows: [BenchRow]
         do {
             rows = try PTTraining.Bench.run(spec: spec, threads: counts, batch: batch, steps: steps, warmup: warmup,
-                                            peakPerCore: peak, cores: cores) { print($0); fflush(stdout) }
+                                            peakPerCore: peak, cores: cores, profile: profile) { print($0); fflush(stdout) }
         } catch let e as ShapeError { throw UsageError(description: e.message) }
         if let json { try AtomicFile.write(json, data: Data(PTTraining.Bench.json(rows, batch: batch, peakPerCore: peak).utf8)) }
         if let svg { try AtomicFile.write(svg, data: Data(PTTraining.Bench.svg(rows).utf8)) }
