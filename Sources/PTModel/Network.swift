@@ -399,10 +399,10 @@ public final class Network {
                                   b: .rowMajor(dy, cols: d.outputs), c: G + d.weight, ldc: d.outputs),
                           alongside: ColumnSumJob(m: dy, rows: n, cols: d.outputs, out: G + d.bias))
                 if needInput {
-                    // dXᵀ = W · dYᵀ: W is read in place (packing Wᵀ would be a strided pass over
-                    // all of it), and the small transposed result is scattered from edge tiles.
-                    pool.gemm(GemmJob(m: d.inputs, n: n, k: d.outputs, a: .rowMajor(W + d.weight, cols: d.outputs),
-                                      b: .transposed(dy, cols: d.outputs), c: dx, ldc: d.inputs, cTransposed: true))
+                    // dX = dY · Wᵀ: dY's rows and W's rows are both contiguous along the outputs.
+                    let job = GemmNTJob(m: n, n: d.inputs, k: d.outputs, a: dy, lda: d.outputs, b: W + d.weight,
+                                        ldb: d.outputs, c: dx, ldc: d.inputs, workers: pool.count)
+                    pool.run(items: job.parts, job)
                 }
             case let .dropout(d):
                 pool.run(items: n, DropoutJob(d: d, x: dx, y: dy, mode: .backward, seed: 0, step: 0))

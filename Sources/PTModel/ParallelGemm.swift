@@ -65,3 +65,26 @@ struct SplitGemm: ParallelJob {
         }
     }
 }
+
+/// C[M, N] = A[M, K] · B[N, K]ᵀ (GemmNT), split across the pool by whole tiles of N.
+struct GemmNTJob: ParallelJob {
+    var m, n, k: Int
+    var a, b: UnsafePointer<Float>
+    var lda, ldb: Int
+    var c: UnsafeMutablePointer<Float>
+    var ldc: Int
+    var parts: Int
+
+    init(m: Int, n: Int, k: Int, a: UnsafeMutablePointer<Float>, lda: Int, b: UnsafeMutablePointer<Float>, ldb: Int,
+         c: UnsafeMutablePointer<Float>, ldc: Int, workers: Int) {
+        self.m = m; self.n = n; self.k = k; self.a = UnsafePointer(a); self.b = UnsafePointer(b)
+        self.lda = lda; self.ldb = ldb; self.c = c; self.ldc = ldc
+        parts = min((n + GemmNT.rb - 1) / GemmNT.rb, workers)
+    }
+
+    func run(_ item: Int, _ worker: Int) {
+        let tiles = (n + GemmNT.rb - 1) / GemmNT.rb
+        let j0 = item * tiles / parts * GemmNT.rb, j1 = min((item + 1) * tiles / parts * GemmNT.rb, n)
+        GemmNT.multiply(m: m, k: k, a: a, lda: lda, b: b, ldb: ldb, columns: j0..<j1, c: c, ldc: ldc)
+    }
+}

@@ -232,3 +232,38 @@ func poolsMatchReference(_ p: (Int, Int, Int, Int, Int)) {
         #expect(out[j].bitPattern == s.bitPattern)
     }
 }
+
+@Test(arguments: [(1, 1, 1), (2, 5, 15), (3, 7, 16), (5, 9, 17), (50, 37, 1024), (13, 64, 10), (7, 4, 33)])
+func gemmNTMatchesReference(_ shape: (Int, Int, Int)) {
+    let (m, n, k) = shape
+    var r = Rand(s: UInt64(m * 7919 + n * 31 + k))
+    let a = r.array(m * k), bt = r.array(n * k)   // bt is B stored [n, k]
+    var c = [Float](repeating: .nan, count: m * n)
+    a.withUnsafeBufferPointer { ap in bt.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+        GemmNT.multiply(m: m, k: k, a: ap.baseAddress!, lda: k, b: bp.baseAddress!, ldb: k,
+                        columns: 0..<n, c: cp.baseAddress!, ldc: n)
+    } } }
+    var b = [Float](repeating: 0, count: k * n)
+    for p in 0..<k { for j in 0..<n { b[p * n + j] = bt[j * k + p] } }
+    close(c, Reference.gemm(m: m, n: n, k: k, a: a, b: b), terms: k)
+}
+
+/// Any split of N gives the same bits: every element is summed by one kernel call, the same way.
+@Test func gemmNTSplitsGiveTheSameBits() {
+    let (m, n, k) = (9, 23, 75)
+    var r = Rand(s: 99)
+    let a = r.array(m * k), bt = r.array(n * k)
+    func run(_ cuts: [Int]) -> [Float] {
+        var c = [Float](repeating: .nan, count: m * n)
+        a.withUnsafeBufferPointer { ap in bt.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+            for (lo, hi) in zip(cuts, cuts.dropFirst()) {
+                GemmNT.multiply(m: m, k: k, a: ap.baseAddress!, lda: k, b: bp.baseAddress!, ldb: k,
+                                columns: lo..<hi, c: cp.baseAddress!, ldc: n)
+            }
+        } } }
+        return c
+    }
+    let whole = run([0, n])
+    #expect(run([0, 1, 2, 3, 22, 23]).map(\.bitPattern) == whole.map(\.bitPattern))
+    #expect(run([0, 4, 5, 13, 23]).map(\.bitPattern) == whole.map(\.bitPattern))
+}
