@@ -62,3 +62,32 @@ struct DropoutJob: ParallelJob {
         }
     }
 }
+
+/// dst[cols, rows] = srcᵀ for a row-major src[rows, cols]; one item per column of src.
+struct TransposeJob: ParallelJob {
+    var src: UnsafeMutablePointer<Float>
+    var rows, cols: Int
+    var dst: UnsafeMutablePointer<Float>
+    func run(_ j: Int, _ worker: Int) {
+        for i in 0..<rows { dst[j * rows + i] = src[i * cols + j] }
+    }
+}
+
+/// One sample's conv input gradient: dcol = dy · Wᵀ (wt is Wᵀ, [Cout, K]) into the worker's
+/// scratch, then col2im into dx; for a 1x1 stride-1 conv dcol is dx itself. Splitting the
+/// batch's GEMM by sample keeps every element's k order, so the bits match a whole-batch GEMM.
+struct ConvInputGradJob: ParallelJob {
+    var g: Window
+    var cout: Int
+    var dy, wt, dx: UnsafeMutablePointer<Float>
+    var viaCol: Bool
+    unowned(unsafe) var pool: WorkerPool
+    func run(_ s: Int, _ worker: Int) {
+        let P = g.positions, K = g.patch
+        let scratch = pool.scratch(worker)
+        let dcol = viaCol ? scratch + Gemm.scratchFloats : dx + s * P * K
+        Gemm.multiply(m: P, n: K, k: cout, a: .rowMajor(dy + s * P * cout, cols: cout), b: .rowMajor(wt, cols: K),
+                      c: dcol, ldc: K, accumulate: false, scratch: scratch)
+        if viaCol { Im2col.backward(g, dcol: dcol, dx: dx + s * g.inputSize) }
+    }
+}

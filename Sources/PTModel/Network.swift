@@ -48,6 +48,7 @@ struct ConvStage {
     var relu: Bool
     var weight: Int, bias: Int
     var col: UnsafeMutablePointer<Float>?  // nil for a 1x1 stride-1 conv: the input is its own im2col
+    var transposedWeight: UnsafeMutablePointer<Float>?  // [Cout, K] copy for the input gradient (not the first layer)
 }
 
 struct PoolStage {
@@ -208,7 +209,13 @@ public final class Network {
                 default: return sum
                 }
             }
-        let estimate = 4 * (4 * offset + perSample * capacity + threads * Gemm.scratchFloats)
+        // Each worker also holds one sample's im2col gradient (the conv input gradient is computed a
+        // sample at a time so that it never leaves the worker's cache).
+        let dcolFloats = plan.enumerated().reduce(0) { most, p in
+            if case let .conv(c) = p.element.0, p.offset > 0 { return max(most, c.window.positions * c.window.patch) }
+            return most
+        }
+        let estimate = 4 * (4 * offset + perSample * capacity + threads * (Gemm.scratchFloats + dcolFloats))
         let available = Self.availableMemory()
         if available > 0 && estimate > available {
             throw ShapeError(message: String(format: "a batch of %d with this model needs about %.1f GiB but only %.1f GiB of memory is available; use a smaller --batch or model",
@@ -216,7 +223,7 @@ public final class Network {
         }
         self.tensors = tensors
         parameterCount = offset
-        pool = WorkerPool(threads: threads, scratchFloats: Gemm.scratchFloats)
+        pool = WorkerPool(threads: threads, scratchFloats: Gemm.scratchFloats + dcolFloats)
 
         // Buffers.
         var bytes = 0
@@ -235,11 +242,12 @@ public final class Network {
         sizes = shapes.map(\.count)
         acts = sizes.map { floats($0 * capacity) }
         grads = sizes.enumerated().map { $0.offset == 0 ? acts[0] : floats($0.element * capacity) }
-        for (stage, _) in plan {
+        for (index, (stage, _)) in plan.enumerated() {
             switch stage {
             case .conv(var c):
                 let g = c.window
                 if !(g.kernel == 1 && g.stride == 1) { c.col = floats(g.positions * g.patch * capacity) }
+                if index > 0 { c.transposedWeight = floats(g.patch * c.cout) }
                 stages.append(.conv(c))
             case .pool(var p):
                 if p.isMax {
@@ -385,11 +393,13 @@ public final class Network {
                 pool.gemm(GemmJob(m: K, n: c.cout, k: n * P, a: .transposed(colAll, cols: K),
                                   b: .rowMajor(dy, cols: c.cout), c: G + c.weight, ldc: c.cout),
                           alongside: ColumnSumJob(m: dy, rows: n * P, cols: c.cout, out: G + c.bias))
-                if needInput {
-                    // dcol = dy · Wᵀ, written over the im2col buffer (no longer needed), then col2im.
-                    pool.gemm(GemmJob(m: n * P, n: K, k: c.cout, a: .rowMajor(dy, cols: c.cout),
-                                      b: .transposed(W + c.weight, cols: c.cout), c: c.col ?? dx, ldc: K))
-                    if let col = c.col { pool.run(items: n, Col2imJob(g: g, dcol: col, dx: dx)) }
+                if needInput, let wt = c.transposedWeight {
+                    // dx, a sample at a time: dcol = dy · Wᵀ into the worker's scratch, then col2im,
+                    // so the im2col-sized gradient stays in cache. Wᵀ is copied once per step so
+                    // its panels pack with vector loads.
+                    pool.run(items: c.cout, TransposeJob(src: W + c.weight, rows: K, cols: c.cout, dst: wt))
+                    pool.run(items: n, ConvInputGradJob(g: g, cout: c.cout, dy: dy, wt: wt, dx: dx,
+                                                        viaCol: c.col != nil, pool: pool))
                 }
             case let .pool(p):
                 pool.run(items: n, PoolJob(p: p, x: dx, y: dy, backward: true))
