@@ -93,7 +93,14 @@ public enum Gemm {
                 var ic = 0
                 while ic < m {
                     let mcb = min(mc, m - ic)
-                    if !directA { packPanelsA(mcb, kcb, a.offset(row: ic, col: pc), packA) }
+                    let fullRows = mcb / mr * mr
+                    if !directA {
+                        packPanelsA(mcb, kcb, a.offset(row: ic, col: pc), packA)
+                    } else if fullRows < mcb {
+                        // The last, partial row tile: packed zero-padded (rather than read past A),
+                        // once here rather than once per column panel.
+                        packPanelsA(mcb - fullRows, kcb, a.offset(row: ic + fullRows, col: pc), packA)
+                    }
                     var jr = 0
                     while jr < ncb {
                         let cols = min(nr, ncb - jr)
@@ -128,11 +135,7 @@ public enum Gemm {
                             }
                             var pa = UnsafePointer(packA + ir * kcb)
                             let aInPlace = directA && rows == mr
-                            if directA && !aInPlace {
-                                // The last, partial row tile: pack it zero-padded rather than read past A.
-                                packPanelsA(rows, kcb, a.offset(row: i0, col: pc), packA)
-                                pa = UnsafePointer(packA)
-                            }
+                            if directA && !aInPlace { pa = UnsafePointer(packA) }
                             let ap = a.base + i0 * a.rowStride + pc
                             if aInPlace {
                                 gemmKernelDirectA(kcb, ap, a.rowStride, pb, target, ldt, load: load, bias: tileBias, relu: tileRelu)
