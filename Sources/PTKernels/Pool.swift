@@ -45,10 +45,17 @@ public enum MaxPool {
         }
     }
 
+    /// With `reluOutput` (this pool's output y, when its input came out of a ReLU) the ReLU's
+    /// backward mask is applied here too: the input at an output's argmax is that output, so it
+    /// was clamped exactly when y <= 0. That saves a pass over the larger input gradient.
     public static func backward(_ g: Window, dy: UnsafePointer<Float>, argmax: UnsafePointer<Int32>,
-                                dx: UnsafeMutablePointer<Float>) {
+                                dx: UnsafeMutablePointer<Float>, reluOutput y: UnsafePointer<Float>? = nil) {
         dx.update(repeating: 0, count: g.inputSize)
-        for o in 0..<(g.positions * g.channels) { dx[Int(argmax[o])] += dy[o] }
+        if let y {
+            for o in 0..<(g.positions * g.channels) where y[o] > 0 { dx[Int(argmax[o])] += dy[o] }
+        } else {
+            for o in 0..<(g.positions * g.channels) { dx[Int(argmax[o])] += dy[o] }
+        }
     }
 }
 

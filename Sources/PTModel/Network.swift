@@ -49,12 +49,14 @@ struct ConvStage {
     var weight: Int, bias: Int
     var col: UnsafeMutablePointer<Float>?  // nil for a 1x1 stride-1 conv: the input is its own im2col
     var transposedWeight: UnsafeMutablePointer<Float>?  // [Cout, K] copy for the input gradient (not the first layer)
+    var reluMaskedByPool = false  // a max-pool right after applies the ReLU's backward mask
 }
 
 struct PoolStage {
     var window: Window
     var isMax: Bool
     var argmax: UnsafeMutablePointer<Int32>?
+    var masksRelu = false  // max-pool of a conv's ReLU output: its backward applies the ReLU mask
 }
 
 struct DenseStage {
@@ -250,6 +252,11 @@ public final class Network {
                 if index > 0 { c.transposedWeight = floats(g.patch * c.cout) }
                 stages.append(.conv(c))
             case .pool(var p):
+                if p.isMax, case var .conv(c)? = stages.last, c.relu {
+                    c.reluMaskedByPool = true
+                    p.masksRelu = true
+                    stages[stages.count - 1] = .conv(c)
+                }
                 if p.isMax {
                     let n = p.window.positions * p.window.channels * capacity
                     let a = UnsafeMutablePointer<Int32>.allocate(capacity: n)
@@ -349,7 +356,7 @@ public final class Network {
                                   b: .rowMajor(W + c.weight, cols: c.cout), c: y, ldc: c.cout,
                                   bias: W + c.bias, relu: c.relu))
             case let .pool(p):
-                pool.run(items: n, PoolJob(p: p, x: x, y: y, backward: false))
+                pool.run(items: n, PoolJob(p: p, x: x, y: y, backward: false, output: y))
             case let .dense(d):
                 pool.gemm(GemmJob(m: n, n: d.outputs, k: d.inputs, a: .rowMajor(x, cols: d.inputs),
                                   b: .rowMajor(W + d.weight, cols: d.outputs), c: y, ldc: d.outputs,
@@ -387,7 +394,7 @@ public final class Network {
             switch stages[idx] {
             case let .conv(c):
                 let g = c.window, P = g.positions, K = g.patch
-                if c.relu { pool.run(items: n, ReluMaskJob(dy: dy, y: y, size: outSize)) }
+                if c.relu && !c.reluMaskedByPool { pool.run(items: n, ReluMaskJob(dy: dy, y: y, size: outSize)) }
                 // dW[K, Cout] = im2col(x)ᵀ · dy over every position of every sample, in sample order.
                 let colAll = c.col ?? x
                 pool.gemm(GemmJob(m: K, n: c.cout, k: n * P, a: .transposed(colAll, cols: K),
@@ -402,7 +409,7 @@ public final class Network {
                                                         viaCol: c.col != nil, pool: pool))
                 }
             case let .pool(p):
-                pool.run(items: n, PoolJob(p: p, x: dx, y: dy, backward: true))
+                pool.run(items: n, PoolJob(p: p, x: dx, y: dy, backward: true, output: y))
             case let .dense(d):
                 if d.relu { pool.run(items: n, ReluMaskJob(dy: dy, y: y, size: outSize)) }
                 pool.gemm(GemmJob(m: d.inputs, n: d.outputs, k: n, a: .transposed(x, cols: d.inputs),
