@@ -9,16 +9,16 @@ public enum Elementwise {
     /// out[j] = sum over rows i (in order 0, 1, 2, ...) of m[i, j], for j in cols.
     /// One accumulator per column, rows in order: the bias gradient's fixed summation order.
     public static func columnSums(_ m: UnsafePointer<Float>, rows: Int, ld: Int, cols: Range<Int>,
-                                  into out: UnsafeMutablePointer<Float>) {
+                                  into out: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
         var j = cols.lowerBound
         while j + 16 <= cols.upperBound {
-            var acc = SIMD16<Float>()
+            var acc = accumulate ? loadV(out + j) : SIMD16<Float>()
             for i in 0..<rows { acc += loadV(m + i * ld + j) }
             storeV(acc, out + j)
             j += 16
         }
         while j < cols.upperBound {
-            var acc: Float = 0
+            var acc: Float = accumulate ? out[j] : 0
             for i in 0..<rows { acc += m[i * ld + j] }
             out[j] = acc
             j += 1
@@ -27,6 +27,24 @@ public enum Elementwise {
 
     public static func multiply(_ x: UnsafeMutablePointer<Float>, by s: UnsafePointer<Float>, count: Int) {
         for i in 0..<count { x[i] *= s[i] }
+    }
+
+    /// out[i] = src[i] + src[stride + i] + src[2 stride + i] + ..., `count` terms in that order.
+    public static func sumInOrder(_ src: UnsafePointer<Float>, count: Int, stride: Int, length: Int,
+                                  into out: UnsafeMutablePointer<Float>) {
+        var i = 0
+        while i + 16 <= length {
+            var acc = loadV(src + i)
+            for s in 1..<max(count, 1) { acc += loadV(src + s * stride + i) }
+            storeV(acc, out + i)
+            i += 16
+        }
+        while i < length {
+            var acc = src[i]
+            for s in 1..<max(count, 1) { acc += src[s * stride + i] }
+            out[i] = acc
+            i += 1
+        }
     }
 }
 
@@ -56,4 +74,5 @@ public enum Dropout {
             scales[u] = r < threshold ? scale : 0
         }
     }
+
 }

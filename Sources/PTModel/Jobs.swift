@@ -3,22 +3,6 @@
 import PTKernels
 import PTRuntime
 
-struct Im2colJob: ParallelJob {
-    var g: Window
-    var x, col: UnsafeMutablePointer<Float>
-    func run(_ s: Int, _ worker: Int) {
-        Im2col.forward(g, x: x + s * g.inputSize, col: col + s * g.positions * g.patch)
-    }
-}
-
-struct Col2imJob: ParallelJob {
-    var g: Window
-    var dcol, dx: UnsafeMutablePointer<Float>
-    func run(_ s: Int, _ worker: Int) {
-        Im2col.backward(g, dcol: dcol + s * g.positions * g.patch, dx: dx + s * g.inputSize)
-    }
-}
-
 struct PoolJob: ParallelJob {
     var p: PoolStage
     var x, y: UnsafeMutablePointer<Float>   // forward: x -> y; backward: y is dy, x is dx
@@ -76,21 +60,73 @@ struct TransposeJob: ParallelJob {
     }
 }
 
-/// One sample's conv input gradient: dcol = dy · Wᵀ (wt is Wᵀ, [Cout, K]) into the worker's
-/// scratch, then col2im into dx; for a 1x1 stride-1 conv dcol is dx itself. Splitting the
-/// batch's GEMM by sample keeps every element's k order, so the bits match a whole-batch GEMM.
-struct ConvInputGradJob: ParallelJob {
+/// One sample of a convolution: im2col into the worker's scratch (the input itself for a 1x1
+/// stride-1 conv), then one GEMM with bias and ReLU into the output.
+struct ConvForwardJob: ParallelJob {
     var g: Window
     var cout: Int
-    var dy, wt, dx: UnsafeMutablePointer<Float>
-    var viaCol: Bool
+    var x, y, w, bias: UnsafeMutablePointer<Float>
+    var relu, viaCol: Bool
     unowned(unsafe) var pool: WorkerPool
     func run(_ s: Int, _ worker: Int) {
+        let scratch = pool.scratch(worker)
+        let col = viaCol ? scratch + Gemm.scratchFloats : x + s * g.inputSize
+        if viaCol { Im2col.forward(g, x: x + s * g.inputSize, col: col) }
+        Gemm.multiply(m: g.positions, n: cout, k: g.patch, a: .rowMajor(col, cols: g.patch), b: .rowMajor(w, cols: cout),
+                      c: y + s * g.positions * cout, ldc: cout, accumulate: false, bias: bias, relu: relu, scratch: scratch)
+    }
+}
+
+/// One shard of the batch through a convolution's backward pass, a sample at a time in sample
+/// order: the ReLU mask, im2col again (cheaper than keeping the batch's), the shard's weight and
+/// bias gradients accumulated into its own buffers, and the input gradient (dcol = dy · Wᵀ with
+/// wt = Wᵀ, then col2im). Which worker runs a shard changes nothing: its sums run in sample order.
+struct ConvBackwardJob: ParallelJob {
+    var g: Window
+    var cout: Int
+    var relu, viaCol: Bool
+    var x, y, dy: UnsafeMutablePointer<Float>
+    var dx, wt: UnsafeMutablePointer<Float>?
+    var samples, shards: Int
+    var gw, gb: UnsafeMutablePointer<Float>   // shard 0's weight and bias gradient; shard i is i * shardStride on
+    var shardStride: Int
+    unowned(unsafe) var pool: WorkerPool
+
+    func run(_ shard: Int, _ worker: Int) {
         let P = g.positions, K = g.patch
         let scratch = pool.scratch(worker)
-        let dcol = viaCol ? scratch + Gemm.scratchFloats : dx + s * P * K
-        Gemm.multiply(m: P, n: K, k: cout, a: .rowMajor(dy + s * P * cout, cols: cout), b: .rowMajor(wt, cols: K),
-                      c: dcol, ldc: K, accumulate: false, scratch: scratch)
-        if viaCol { Im2col.backward(g, dcol: dcol, dx: dx + s * g.inputSize) }
+        let gws = gw + shard * shardStride, gbs = gb + shard * shardStride
+        gws.update(repeating: 0, count: K * cout)
+        gbs.update(repeating: 0, count: cout)
+        for s in (shard * samples / shards)..<((shard + 1) * samples / shards) {
+            let dys = dy + s * P * cout
+            if relu { Elementwise.reluBackward(dy: dys, y: y + s * P * cout, count: P * cout) }
+            let col = viaCol ? scratch + Gemm.scratchFloats : x + s * g.inputSize
+            if viaCol { Im2col.forward(g, x: x + s * g.inputSize, col: col) }
+            Gemm.multiply(m: K, n: cout, k: P, a: .transposed(col, cols: K), b: .rowMajor(dys, cols: cout),
+                          c: gws, ldc: cout, accumulate: true, scratch: scratch)
+            Elementwise.columnSums(dys, rows: P, ld: cout, cols: 0..<cout, into: gbs, accumulate: true)
+            if let dx, let wt {
+                // The im2col is no longer needed: its gradient goes over it.
+                let dcol = viaCol ? col : dx + s * P * K
+                Gemm.multiply(m: P, n: K, k: cout, a: .rowMajor(dys, cols: cout), b: .rowMajor(wt, cols: K),
+                              c: dcol, ldc: K, accumulate: false, scratch: scratch)
+                if viaCol { Im2col.backward(g, dcol: dcol, dx: dx + s * g.inputSize) }
+            }
+        }
+    }
+}
+
+/// out[i] = shard 0 + shard 1 + ... in that order, for a slice of the parameters per item.
+struct ShardReduceJob: ParallelJob {
+    static let chunk = 1 << 12
+    var shards: UnsafeMutablePointer<Float>
+    var count, stride: Int
+    var out: UnsafeMutablePointer<Float>
+    var total: Int
+    var chunks: Int { (total + Self.chunk - 1) / Self.chunk }
+    func run(_ c: Int, _ worker: Int) {
+        let lo = c * Self.chunk
+        Elementwise.sumInOrder(shards + lo, count: count, stride: stride, length: min(Self.chunk, total - lo), into: out + lo)
     }
 }

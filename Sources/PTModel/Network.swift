@@ -47,7 +47,7 @@ struct ConvStage {
     var cout: Int
     var relu: Bool
     var weight: Int, bias: Int
-    var col: UnsafeMutablePointer<Float>?  // nil for a 1x1 stride-1 conv: the input is its own im2col
+    var viaCol: Bool  // false for a 1x1 stride-1 conv: the input is its own im2col
     var transposedWeight: UnsafeMutablePointer<Float>?  // [Cout, K] copy for the input gradient (not the first layer)
     var reluMaskedByPool = false  // a max-pool right after applies the ReLU's backward mask
 }
@@ -97,6 +97,13 @@ public final class Network {
     public var logits: UnsafeMutablePointer<Float> { acts[stages.count] }
 
     var stages: [Stage] = []
+    /// Floats of conv parameters (a prefix of the flat buffers), and one buffer of that many
+    /// per shard of the batch for their gradients, summed in shard order at the end of backward.
+    public let convParams: Int
+    let shardGradients: UnsafeMutablePointer<Float>
+    /// The batch is cut into this many shards for the conv weight gradients: fixed by the batch
+    /// alone, never by the thread count, so the reduction's order is too.
+    public static func shardCount(batch: Int) -> Int { min(batch, 32) }
     var acts: [UnsafeMutablePointer<Float>] = []
     var grads: [UnsafeMutablePointer<Float>] = []
     var sizes: [Int] = []      // per-sample floats of each activation
@@ -111,7 +118,8 @@ public final class Network {
     @inline(__always) func charge(_ slot: Int, since start: UInt64) {
         if profiling { stageNanos[slot] &+= DispatchTime.now().uptimeNanoseconds &- start }
     }
-    public func resetProfile() { stageNanos = Array(repeating: 0, count: 2 * stages.count) }
+    /// The last slot is the conv-gradient reduction.
+    public func resetProfile() { stageNanos = Array(repeating: 0, count: 2 * stages.count + 1) }
     /// A short name per stage for profile tables: "conv 3x3 1->64 +relu", "maxpool 2", "fc 6272->1024".
     public var stageNames: [String] {
         stages.map { s in
@@ -171,7 +179,7 @@ public final class Network {
                 convIndex += 1
                 let w = addTensor("conv\(convIndex).weight", [k, k, shape.c, out], .convWeight(kernel: k, inputs: shape.c, outputs: out))
                 let b = addTensor("conv\(convIndex).bias", [out], .bias)
-                plan.append((.conv(ConvStage(window: g, cout: out, relu: followedByRelu, weight: w, bias: b, col: nil)),
+                plan.append((.conv(ConvStage(window: g, cout: out, relu: followedByRelu, weight: w, bias: b, viaCol: !(k == 1 && stride == 1))),
                              Shape(h: g.outH, w: g.outW, c: out)))
                 shape = Shape(h: g.outH, w: g.outW, c: out)
             case let .maxPool(size, stride), let .avgPool(size, stride):
@@ -205,19 +213,24 @@ public final class Network {
         let perSample = ([input] + plan.map(\.1)).reduce(0) { $0 + 2 * $1.count }
             + plan.reduce(0) { sum, p in
                 switch p.0 {
-                case let .conv(c): return sum + c.window.positions * c.window.patch
                 case let .pool(pl): return sum + (pl.isMax ? pl.window.positions * pl.window.channels : 0)
                 case let .dropout(d): return sum + d.units
                 default: return sum
                 }
             }
-        // Each worker also holds one sample's im2col gradient (the conv input gradient is computed a
-        // sample at a time so that it never leaves the worker's cache).
-        let dcolFloats = plan.enumerated().reduce(0) { most, p in
-            if case let .conv(c) = p.element.0, p.offset > 0 { return max(most, c.window.positions * c.window.patch) }
+        // Each worker holds one sample's im2col (and then its gradient): convolutions run a sample
+        // at a time so that it never leaves the worker's cache.
+        let colFloats = plan.reduce(0) { most, p in
+            if case let .conv(c) = p.0, c.viaCol { return max(most, c.window.positions * c.window.patch) }
             return most
         }
-        let estimate = 4 * (4 * offset + perSample * capacity + threads * (Gemm.scratchFloats + dcolFloats))
+        // Conv parameters come first in the flat buffers (the spec puts convolutions before fc).
+        let convParams = plan.reduce(0) { most, p in
+            if case let .conv(c) = p.0 { return max(most, c.bias + c.cout) }
+            return most
+        }
+        let shardSlots = convParams > 0 ? Self.shardCount(batch: capacity) : 0
+        let estimate = 4 * (4 * offset + perSample * capacity + threads * (Gemm.scratchFloats + colFloats) + shardSlots * convParams)
         let available = Self.availableMemory()
         if available > 0 && estimate > available {
             throw ShapeError(message: String(format: "a batch of %d with this model needs about %.1f GiB but only %.1f GiB of memory is available; use a smaller --batch or model",
@@ -225,7 +238,8 @@ public final class Network {
         }
         self.tensors = tensors
         parameterCount = offset
-        pool = WorkerPool(threads: threads, scratchFloats: Gemm.scratchFloats + dcolFloats)
+        pool = WorkerPool(threads: threads, scratchFloats: Gemm.scratchFloats + colFloats)
+        self.convParams = convParams
 
         // Buffers.
         var bytes = 0
@@ -237,6 +251,7 @@ public final class Network {
             return p
         }
         weights = floats(offset); gradients = floats(offset); moment1 = floats(offset); moment2 = floats(offset)
+        shardGradients = floats(shardSlots * convParams)
         labels = .allocate(capacity: capacity)
         labels.initialize(repeating: 0, count: capacity)
         owned.append(UnsafeMutableRawPointer(labels))
@@ -248,7 +263,6 @@ public final class Network {
             switch stage {
             case .conv(var c):
                 let g = c.window
-                if !(g.kernel == 1 && g.stride == 1) { c.col = floats(g.positions * g.patch * capacity) }
                 if index > 0 { c.transposedWeight = floats(g.patch * c.cout) }
                 stages.append(.conv(c))
             case .pool(var p):
@@ -349,12 +363,9 @@ public final class Network {
             defer { charge(2 * idx, since: start) }
             switch stage {
             case let .conv(c):
-                let g = c.window, P = g.positions, K = g.patch
-                if let col = c.col { pool.run(items: n, Im2colJob(g: g, x: x, col: col)) }
-                // One GEMM over every position of every sample: the weights are packed once per worker.
-                pool.gemm(GemmJob(m: n * P, n: c.cout, k: K, a: .rowMajor(c.col ?? x, cols: K),
-                                  b: .rowMajor(W + c.weight, cols: c.cout), c: y, ldc: c.cout,
-                                  bias: W + c.bias, relu: c.relu))
+                // A sample at a time: its im2col is built in the worker's scratch and used from cache.
+                pool.run(items: n, ConvForwardJob(g: c.window, cout: c.cout, x: x, y: y, w: W + c.weight,
+                                                  bias: W + c.bias, relu: c.relu, viaCol: c.viaCol, pool: pool))
             case let .pool(p):
                 pool.run(items: n, PoolJob(p: p, x: x, y: y, backward: false, output: y))
             case let .dense(d):
@@ -393,21 +404,14 @@ public final class Network {
             defer { charge(2 * idx + 1, since: start) }
             switch stages[idx] {
             case let .conv(c):
-                let g = c.window, P = g.positions, K = g.patch
-                if c.relu && !c.reluMaskedByPool { pool.run(items: n, ReluMaskJob(dy: dy, y: y, size: outSize)) }
-                // dW[K, Cout] = im2col(x)ᵀ · dy over every position of every sample, in sample order.
-                let colAll = c.col ?? x
-                pool.gemm(GemmJob(m: K, n: c.cout, k: n * P, a: .transposed(colAll, cols: K),
-                                  b: .rowMajor(dy, cols: c.cout), c: G + c.weight, ldc: c.cout),
-                          alongside: ColumnSumJob(m: dy, rows: n * P, cols: c.cout, out: G + c.bias))
-                if needInput, let wt = c.transposedWeight {
-                    // dx, a sample at a time: dcol = dy · Wᵀ into the worker's scratch, then col2im,
-                    // so the im2col-sized gradient stays in cache. Wᵀ is copied once per step so
-                    // its panels pack with vector loads.
-                    pool.run(items: c.cout, TransposeJob(src: W + c.weight, rows: K, cols: c.cout, dst: wt))
-                    pool.run(items: n, ConvInputGradJob(g: g, cout: c.cout, dy: dy, wt: wt, dx: dx,
-                                                        viaCol: c.col != nil, pool: pool))
-                }
+                let wt = needInput ? c.transposedWeight : nil
+                // Wᵀ copied once per step so that its panels pack with vector loads.
+                if let wt { pool.run(items: c.cout, TransposeJob(src: W + c.weight, rows: c.window.patch, cols: c.cout, dst: wt)) }
+                let shards = Self.shardCount(batch: n)
+                pool.run(items: shards, ConvBackwardJob(
+                    g: c.window, cout: c.cout, relu: c.relu && !c.reluMaskedByPool, viaCol: c.viaCol,
+                    x: x, y: y, dy: dy, dx: wt == nil ? nil : dx, wt: wt, samples: n, shards: shards,
+                    gw: shardGradients + c.weight, gb: shardGradients + c.bias, shardStride: convParams, pool: pool))
             case let .pool(p):
                 pool.run(items: n, PoolJob(p: p, x: dx, y: dy, backward: true, output: y))
             case let .dense(d):
@@ -425,7 +429,24 @@ public final class Network {
                 pool.run(items: n, DropoutJob(d: d, x: dx, y: dy, mode: .backward, seed: 0, step: 0))
             }
         }
+        let start = clock()
+        reduceConvGradients(count: n)
+        charge(2 * stages.count, since: start)
     }
+
+    /// The all-reduce of the conv gradients: each worker sums a slice of the parameters over the
+    /// shards in shard order 0, 1, 2, ... into `gradients` (elementwise, so the slicing across
+    /// workers cannot change a bit). A multi-process run would combine processes after this,
+    /// in rank order, before Adam.
+    func reduceConvGradients(count n: Int) {
+        if convParams == 0 { return }
+        let job = ShardReduceJob(shards: shardGradients, count: Self.shardCount(batch: n), stride: convParams,
+                                 out: gradients, total: convParams)
+        pool.run(items: job.chunks, job)
+    }
+
+    /// Bytes the conv-gradient reduction of a batch of `n` reads and writes (for GB/s).
+    public func reduceBytes(batch n: Int) -> Int { convParams == 0 ? 0 : 4 * convParams * (Self.shardCount(batch: n) + 1) }
 }
 
 /// SplitMix64: a small seeded generator for initialisation and shuffling.

@@ -94,8 +94,12 @@ public enum Bench {
             accounted += f + bw
             log(pad(name) + String(format: " %7.2f %@  %7.2f %@", f, rate(flops[i].0, f), bw, rate(flops[i].1, bw)))
         }
+        let reduce = ms(net.stageNanos[2 * names.count])
+        let reduceGBs = reduce > 0 ? Double(net.reduceBytes(batch: trainer.config.batch)) / reduce / 1e6 : 0
+        log(pad("conv grad all-reduce") + String(format: " %7.2f  %6.1f GB/s (%d shards)", reduce, reduceGBs,
+                                                     Network.shardCount(batch: trainer.config.batch)))
         let loss = ms(trainer.lossNanos), adam = ms(trainer.adamNanos)
-        accounted += loss + adam
+        accounted += reduce + loss + adam
         log(pad("loss") + String(format: " %7.2f", loss))
         log(pad("adam") + String(format: " %7.2f", adam))
         log(pad("other (batch copy)") + String(format: " %7.2f   (step %.2f ms)", max(total - accounted, 0), total))

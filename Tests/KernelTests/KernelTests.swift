@@ -233,6 +233,42 @@ func poolsMatchReference(_ p: (Int, Int, Int, Int, Int)) {
     }
 }
 
+/// Summing rows [0, 4) then accumulating rows [4, 9) gives the bits of one pass over all rows.
+@Test func columnSumsAccumulateContinuesTheRowOrder() {
+    var r = Rand(s: 4)
+    let (rows, cols) = (9, 37)
+    let m = r.array(rows * cols)
+    var whole = [Float](repeating: .nan, count: cols), split = whole
+    m.withUnsafeBufferPointer { mp in
+        whole.withUnsafeMutableBufferPointer { op in
+            Elementwise.columnSums(mp.baseAddress!, rows: rows, ld: cols, cols: 0..<cols, into: op.baseAddress!)
+        }
+        split.withUnsafeMutableBufferPointer { op in
+            Elementwise.columnSums(mp.baseAddress!, rows: 4, ld: cols, cols: 0..<cols, into: op.baseAddress!)
+            Elementwise.columnSums(mp.baseAddress! + 4 * cols, rows: rows - 4, ld: cols, cols: 0..<cols,
+                                   into: op.baseAddress!, accumulate: true)
+        }
+    }
+    #expect(split.map(\.bitPattern) == whole.map(\.bitPattern))
+}
+
+/// The shard reduction adds shard 0, 1, 2, ... in that order, for vector and tail elements alike.
+@Test(arguments: [1, 2, 5, 32])
+func sumInOrderAddsShardsInOrder(_ shards: Int) {
+    var r = Rand(s: UInt64(shards))
+    let (length, stride) = (41, 45)
+    let src = r.array(shards * stride)
+    var out = [Float](repeating: .nan, count: length)
+    src.withUnsafeBufferPointer { sp in out.withUnsafeMutableBufferPointer { op in
+        Elementwise.sumInOrder(sp.baseAddress!, count: shards, stride: stride, length: length, into: op.baseAddress!)
+    } }
+    for i in 0..<length {
+        var s = src[i]
+        for k in 1..<shards { s += src[k * stride + i] }
+        #expect(out[i].bitPattern == s.bitPattern)
+    }
+}
+
 @Test(arguments: [(1, 1, 1), (2, 5, 15), (3, 7, 16), (5, 9, 17), (50, 37, 1024), (13, 64, 10), (7, 4, 33)])
 func gemmNTMatchesReference(_ shape: (Int, Int, Int)) {
     let (m, n, k) = shape
