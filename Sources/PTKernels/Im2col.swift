@@ -29,6 +29,14 @@ public struct Window: Equatable, Sendable {
 }
 
 public enum Im2col {
+    /// An inline copy: a memmove call per pixel costs more than the copy when there are few
+    /// channels (conv1 has one).
+    @inline(__always) static func copyChannels(from src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, count c: Int) {
+        var ch = 0
+        while ch + 16 <= c { storeV(loadV(src + ch), dst + ch); ch += 16 }
+        while ch < c { dst[ch] = src[ch]; ch += 1 }
+    }
+
     public static func forward(_ g: Window, x: UnsafePointer<Float>, col: UnsafeMutablePointer<Float>) {
         let c = g.channels
         var dst = col
@@ -39,9 +47,9 @@ public enum Im2col {
                     for kw in 0..<g.kernel {
                         let iw = ow * g.stride - g.padLeft + kw
                         if ih >= 0 && ih < g.inH && iw >= 0 && iw < g.inW {
-                            dst.update(from: x + (ih * g.inW + iw) * c, count: c)
+                            copyChannels(from: x + (ih * g.inW + iw) * c, to: dst, count: c)
                         } else {
-                            dst.update(repeating: 0, count: c)
+                            for ch in 0..<c { dst[ch] = 0 }
                         }
                         dst += c
                     }

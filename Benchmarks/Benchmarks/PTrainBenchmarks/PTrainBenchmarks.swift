@@ -3,6 +3,7 @@
 // GFLOP/s = MFLOP an iteration x throughput / 1000. mallocCountTotal shows what a step allocates.
 import Benchmark
 import Dispatch
+import Foundation
 import PTKernels
 import PTModel
 import PTRuntime
@@ -19,16 +20,33 @@ let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(metrics: [.wallClock, .throughput, .mallocCountTotal],
                                            maxDuration: .seconds(3), maxIterations: 1000)
 
-    // (name, M, N, K): conv2 forward and weight gradient, fc1 forward, at batch 50.
-    let shapes = [("conv2 forward", 9800, 128, 576), ("conv2 dW", 576, 128, 9800), ("fc1 forward", 50, 1024, 6272)]
-    for (name, m, n, k) in shapes {
+    // (name, M, N, K, A transposed, accumulate): the GEMMs of a step at batch 50. Convolutions run
+    // a sample at a time (im2col in cache): forward, weight gradient (A = im2colᵀ, accumulated
+    // into the shard's buffer) and input gradient of conv2; fc1 forward and weight gradient.
+    let shapes = [("conv2 forward, one sample", 196, 128, 576, false, false),
+                  ("conv2 dW, one sample", 576, 128, 196, true, true),
+                  ("conv2 dX, one sample", 196, 576, 128, false, false),
+                  ("fc1 forward", 50, 1024, 6272, false, false),
+                  ("fc1 dW", 6272, 1024, 50, true, false)]
+    for (name, m, n, k, transposedA, accumulate) in shapes {
         let a = buffer(m * k, 1), b = buffer(k * n, 2), c = buffer(m * n, 3)
         let scratch = buffer(Gemm.scratchFloats, 4)
         let flops = 2 * m * n * k
-        Benchmark("GEMM \(name) M=\(m) N=\(n) K=\(k), \(flops / 1_000_000) MFLOP an iteration") { benchmark in
+        let av: MatrixView = transposedA ? .transposed(a, cols: m) : .rowMajor(a, cols: k)
+        Benchmark("GEMM \(name) M=\(m) N=\(n) K=\(k), \(String(format: "%.1f", Double(flops) / 1e6)) MFLOP an iteration") { benchmark in
             for _ in benchmark.scaledIterations {
-                Gemm.multiply(m: m, n: n, k: k, a: .rowMajor(a, cols: k), b: .rowMajor(b, cols: n), c: c, ldc: n,
-                              accumulate: false, scratch: scratch)
+                Gemm.multiply(m: m, n: n, k: k, a: av, b: .rowMajor(b, cols: n), c: c, ldc: n,
+                              accumulate: accumulate, scratch: scratch)
+            }
+        }
+    }
+    // fc1's input gradient dX = dY · Wᵀ, both operands K-contiguous.
+    do {
+        let (m, n, k) = (50, 6272, 1024)
+        let a = buffer(m * k, 1), b = buffer(n * k, 2), c = buffer(m * n, 3)
+        Benchmark("GemmNT fc1 dX M=\(m) N=\(n) K=\(k), \(2 * m * n * k / 1_000_000) MFLOP an iteration") { benchmark in
+            for _ in benchmark.scaledIterations {
+                GemmNT.multiply(m: m, k: k, a: a, lda: k, b: b, ldb: k, columns: 0..<n, c: c, ldc: n)
             }
         }
     }
@@ -46,6 +64,23 @@ let benchmarks: @Sendable () -> Void = {
     // control over which thread runs an item, so no NUMA placement either).
     Benchmark("DispatchQueue.concurrentPerform, 2 iterations (an empty parallel region)") { benchmark in
         for _ in benchmark.scaledIterations { DispatchQueue.concurrentPerform(iterations: 2) { touch.run($0, 0) } }
+    }
+
+    // The all-reduce of a step: the reference network's conv gradients (74,560 floats) in 32 shard
+    // buffers, summed in shard order by parameter slices on 2 workers (33 x 298 KB = 9.8 MB moved).
+    struct Reduce: ParallelJob {
+        static let chunk = 1 << 12
+        var src, out: UnsafeMutablePointer<Float>
+        var shards, total: Int
+        func run(_ c: Int, _ worker: Int) {
+            let lo = c * Self.chunk
+            Elementwise.sumInOrder(src + lo, count: shards, stride: total, length: min(Self.chunk, total - lo), into: out + lo)
+        }
+    }
+    let convParams = 74_560
+    let reduce = Reduce(src: buffer(32 * convParams, 10), out: buffer(convParams, 11), shards: 32, total: convParams)
+    Benchmark("all-reduce, 32 shards x 74,560 floats, 2 threads, 9.8 MB moved an iteration") { benchmark in
+        for _ in benchmark.scaledIterations { pool.run(items: (convParams + Reduce.chunk - 1) / Reduce.chunk, reduce) }
     }
 
     Benchmark("FMA peak, 1 core, 38.4 MFLOP an iteration") { benchmark in
