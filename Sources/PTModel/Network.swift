@@ -420,10 +420,17 @@ public final class Network {
                                   b: .rowMajor(dy, cols: d.outputs), c: G + d.weight, ldc: d.outputs),
                           alongside: ColumnSumJob(m: dy, rows: n, cols: d.outputs, out: G + d.bias))
                 if needInput {
-                    // dX = dY · Wᵀ: dY's rows and W's rows are both contiguous along the outputs.
-                    let job = GemmNTJob(m: n, n: d.inputs, k: d.outputs, a: dy, lda: d.outputs, b: W + d.weight,
-                                        ldb: d.outputs, c: dx, ldc: d.inputs, workers: pool.count)
-                    pool.run(items: job.parts, job)
+                    // dX = dY · Wᵀ: dY's rows and W's rows are both contiguous along the outputs, so
+                    // GemmNT streams both. With few outputs (fc2: 10) its vectors would be mostly
+                    // tail; then the blocked GEMM packs the small Wᵀ panels instead.
+                    if d.outputs >= 64 {
+                        let job = GemmNTJob(m: n, n: d.inputs, k: d.outputs, a: dy, lda: d.outputs, b: W + d.weight,
+                                            ldb: d.outputs, c: dx, ldc: d.inputs, workers: pool.count)
+                        pool.run(items: job.parts, job)
+                    } else {
+                        pool.gemm(GemmJob(m: n, n: d.inputs, k: d.outputs, a: .rowMajor(dy, cols: d.outputs),
+                                          b: .transposed(W + d.weight, cols: d.outputs), c: dx, ldc: d.inputs))
+                    }
                 }
             case let .dropout(d):
                 pool.run(items: n, DropoutJob(d: d, x: dx, y: dy, mode: .backward, seed: 0, step: 0))

@@ -26,7 +26,9 @@ extension WorkerPool {
         let mt = (j.m + Gemm.mr - 1) / Gemm.mr, nt = (j.n + Gemm.nr - 1) / Gemm.nr
         let splitM = mt >= nt
         let tiles = splitM ? mt : nt
-        let parts = min(tiles, count)
+        // A few items per worker, taken from a shared counter: a worker the hypervisor or another
+        // process delays holds up less of the region. Tile-aligned, so the bits do not change.
+        let parts = min(tiles, 4 * count)
         let sumChunks = sums.map { min(($0.cols + 15) / 16, count) } ?? 0
         run(items: parts + sumChunks, SplitGemm(job: j, sums: sums, splitM: splitM, tiles: tiles, parts: parts,
                                                  sumChunks: sumChunks, pool: self))
@@ -79,7 +81,7 @@ struct GemmNTJob: ParallelJob {
          c: UnsafeMutablePointer<Float>, ldc: Int, workers: Int) {
         self.m = m; self.n = n; self.k = k; self.a = UnsafePointer(a); self.b = UnsafePointer(b)
         self.lda = lda; self.ldb = ldb; self.c = c; self.ldc = ldc
-        parts = min((n + GemmNT.rb - 1) / GemmNT.rb, workers)
+        parts = min((n + GemmNT.rb - 1) / GemmNT.rb, 4 * workers)
     }
 
     func run(_ item: Int, _ worker: Int) {

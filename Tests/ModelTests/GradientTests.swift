@@ -88,6 +88,7 @@ let gradientSpecs = [
     "conv(3,1) relu maxpool(3,2) conv(2,3) relu fc(5)",
     "fc(9) relu dropout(0.5) fc(8) relu fc(5)",
     "conv(3,3) maxpool(2) conv(4,3) relu maxpool(2,1) fc(5)",
+    "conv(2,3) relu maxpool(2) fc(70) relu fc(5)",
 ]
 
 @Test(arguments: gradientSpecs)
