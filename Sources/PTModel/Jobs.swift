@@ -60,33 +60,51 @@ struct TransposeJob: ParallelJob {
     }
 }
 
+/// Offsets into a worker's scratch (after the GEMM packing area).
+struct ConvScratch {
+    var col: Int     // one sample's im2col, then its gradient
+    var output: Int  // one sample's conv output, then its gradient, when a max-pool is fused
+}
+
 /// One sample of a convolution: im2col into the worker's scratch (the input itself for a 1x1
-/// stride-1 conv), then one GEMM with bias and ReLU into the output.
+/// stride-1 conv), one GEMM with bias and ReLU, and, when a max-pool follows, the pool (then
+/// `y` is the pool's output and the conv's output stays in scratch).
 struct ConvForwardJob: ParallelJob {
     var g: Window
     var cout: Int
     var x, y, w, bias: UnsafeMutablePointer<Float>
     var relu, viaCol: Bool
+    var fusedPool: PoolStage?
+    var scratch: ConvScratch
     unowned(unsafe) var pool: WorkerPool
     func run(_ s: Int, _ worker: Int) {
-        let scratch = pool.scratch(worker)
-        let col = viaCol ? scratch + Gemm.scratchFloats : x + s * g.inputSize
+        let area = pool.scratch(worker)
+        let col = viaCol ? area + scratch.col : x + s * g.inputSize
         if viaCol { Im2col.forward(g, x: x + s * g.inputSize, col: col) }
+        let out = fusedPool == nil ? y + s * g.positions * cout : area + scratch.output
         Gemm.multiply(m: g.positions, n: cout, k: g.patch, a: .rowMajor(col, cols: g.patch), b: .rowMajor(w, cols: cout),
-                      c: y + s * g.positions * cout, ldc: cout, accumulate: false, bias: bias, relu: relu, scratch: scratch)
+                      c: out, ldc: cout, accumulate: false, bias: bias, relu: relu, scratch: area)
+        if let p = fusedPool {
+            let size = p.window.positions * p.window.channels
+            MaxPool.forward(p.window, x: out, y: y + s * size, argmax: p.argmax! + s * size)
+        }
     }
 }
 
 /// One shard of the batch through a convolution's backward pass, a sample at a time in sample
-/// order: the ReLU mask, im2col again (cheaper than keeping the batch's), the shard's weight and
-/// bias gradients accumulated into its own buffers, and the input gradient (dcol = dy · Wᵀ with
-/// wt = Wᵀ, then col2im). Which worker runs a shard changes nothing: its sums run in sample order.
+/// order: the fused max-pool's backward (into scratch) or the ReLU mask, im2col again (cheaper
+/// than keeping the batch's), the shard's weight and bias gradients accumulated into its own
+/// buffers, and the input gradient (dcol = dy · Wᵀ with wt = Wᵀ, then col2im). Which worker runs
+/// a shard changes nothing: its sums run in sample order.
 struct ConvBackwardJob: ParallelJob {
     var g: Window
     var cout: Int
     var relu, viaCol: Bool
-    var x, y, dy: UnsafeMutablePointer<Float>
+    var x, y, dy: UnsafeMutablePointer<Float>   // with a fused pool, dy is the pool's output gradient
     var dx, wt: UnsafeMutablePointer<Float>?
+    var fusedPool: PoolStage?
+    var pooled: UnsafeMutablePointer<Float>     // the fused pool's output (for its ReLU mask)
+    var scratch: ConvScratch
     var samples, shards: Int
     var gw, gb: UnsafeMutablePointer<Float>   // shard 0's weight and bias gradient; shard i is i * shardStride on
     var shardStride: Int
@@ -94,23 +112,31 @@ struct ConvBackwardJob: ParallelJob {
 
     func run(_ shard: Int, _ worker: Int) {
         let P = g.positions, K = g.patch
-        let scratch = pool.scratch(worker)
+        let area = pool.scratch(worker)
         let gws = gw + shard * shardStride, gbs = gb + shard * shardStride
         gws.update(repeating: 0, count: K * cout)
         gbs.update(repeating: 0, count: cout)
         for s in (shard * samples / shards)..<((shard + 1) * samples / shards) {
-            let dys = dy + s * P * cout
-            if relu { Elementwise.reluBackward(dy: dys, y: y + s * P * cout, count: P * cout) }
-            let col = viaCol ? scratch + Gemm.scratchFloats : x + s * g.inputSize
+            let dys: UnsafeMutablePointer<Float>
+            if let p = fusedPool {
+                let size = p.window.positions * p.window.channels
+                dys = area + scratch.output
+                MaxPool.backward(p.window, dy: dy + s * size, argmax: p.argmax! + s * size, dx: dys,
+                                 reluOutput: p.masksRelu ? UnsafePointer(pooled + s * size) : nil)
+            } else {
+                dys = dy + s * P * cout
+                if relu { Elementwise.reluBackward(dy: dys, y: y + s * P * cout, count: P * cout) }
+            }
+            let col = viaCol ? area + scratch.col : x + s * g.inputSize
             if viaCol { Im2col.forward(g, x: x + s * g.inputSize, col: col) }
             Gemm.multiply(m: K, n: cout, k: P, a: .transposed(col, cols: K), b: .rowMajor(dys, cols: cout),
-                          c: gws, ldc: cout, accumulate: true, scratch: scratch)
+                          c: gws, ldc: cout, accumulate: true, scratch: area)
             Elementwise.columnSums(dys, rows: P, ld: cout, cols: 0..<cout, into: gbs, accumulate: true)
             if let dx, let wt {
                 // The im2col is no longer needed: its gradient goes over it.
                 let dcol = viaCol ? col : dx + s * P * K
                 Gemm.multiply(m: P, n: K, k: cout, a: .rowMajor(dys, cols: cout), b: .rowMajor(wt, cols: K),
-                              c: dcol, ldc: K, accumulate: false, scratch: scratch)
+                              c: dcol, ldc: K, accumulate: false, scratch: area)
                 if viaCol { Im2col.backward(g, dcol: dcol, dx: dx + s * g.inputSize) }
             }
         }

@@ -49,7 +49,9 @@ struct ConvStage {
     var weight: Int, bias: Int
     var viaCol: Bool  // false for a 1x1 stride-1 conv: the input is its own im2col
     var transposedWeight: UnsafeMutablePointer<Float>?  // [Cout, K] copy for the input gradient (not the first layer)
-    var reluMaskedByPool = false  // a max-pool right after applies the ReLU's backward mask
+    /// A max-pool right after this conv runs inside the conv's per-sample jobs: the conv's output
+    /// and its gradient live only in the worker's scratch, and the pool applies the ReLU mask.
+    var fusedPool: PoolStage?
 }
 
 struct PoolStage {
@@ -57,6 +59,7 @@ struct PoolStage {
     var isMax: Bool
     var argmax: UnsafeMutablePointer<Int32>?
     var masksRelu = false  // max-pool of a conv's ReLU output: its backward applies the ReLU mask
+    var fused = false      // run by the conv before it (see ConvStage.fusedPool)
 }
 
 struct DenseStage {
@@ -100,6 +103,8 @@ public final class Network {
     /// Floats of conv parameters (a prefix of the flat buffers), and one buffer of that many
     /// per shard of the batch for their gradients, summed in shard order at the end of backward.
     public let convParams: Int
+    /// Where a worker's scratch holds a sample's im2col and conv output (after the GEMM packing area).
+    let scratchLayout: ConvScratch
     let shardGradients: UnsafeMutablePointer<Float>
     /// The batch is cut into this many shards for the conv weight gradients: fixed by the batch
     /// alone, never by the thread count, so the reduction's order is too.
@@ -224,13 +229,18 @@ public final class Network {
             if case let .conv(c) = p.0, c.viaCol { return max(most, c.window.positions * c.window.patch) }
             return most
         }
+        // ... and one sample's conv output (then its gradient) when a max-pool is fused after it.
+        let convOutFloats = plan.reduce(0) { most, p in
+            if case let .conv(c) = p.0 { return max(most, c.window.positions * c.cout) }
+            return most
+        }
         // Conv parameters come first in the flat buffers (the spec puts convolutions before fc).
         let convParams = plan.reduce(0) { most, p in
             if case let .conv(c) = p.0 { return max(most, c.bias + c.cout) }
             return most
         }
         let shardSlots = convParams > 0 ? Self.shardCount(batch: capacity) : 0
-        let estimate = 4 * (4 * offset + perSample * capacity + threads * (Gemm.scratchFloats + colFloats) + shardSlots * convParams)
+        let estimate = 4 * (4 * offset + perSample * capacity + threads * (Gemm.scratchFloats + colFloats + convOutFloats) + shardSlots * convParams)
         let available = Self.availableMemory()
         if available > 0 && estimate > available {
             throw ShapeError(message: String(format: "a batch of %d with this model needs about %.1f GiB but only %.1f GiB of memory is available; use a smaller --batch or model",
@@ -238,7 +248,8 @@ public final class Network {
         }
         self.tensors = tensors
         parameterCount = offset
-        pool = WorkerPool(threads: threads, scratchFloats: Gemm.scratchFloats + colFloats)
+        pool = WorkerPool(threads: threads, scratchFloats: Gemm.scratchFloats + colFloats + convOutFloats)
+        scratchLayout = ConvScratch(col: Gemm.scratchFloats, output: Gemm.scratchFloats + colFloats)
         self.convParams = convParams
 
         // Buffers.
@@ -257,8 +268,15 @@ public final class Network {
         owned.append(UnsafeMutableRawPointer(labels))
         shapes = [input] + plan.map(\.1)
         sizes = shapes.map(\.count)
-        acts = sizes.map { floats($0 * capacity) }
-        grads = sizes.enumerated().map { $0.offset == 0 ? acts[0] : floats($0.element * capacity) }
+        // A conv followed by a max-pool never stores its output or that output's gradient.
+        let fusedOutputs = Set(plan.indices.filter { i in
+            guard i + 1 < plan.count, case .conv = plan[i].0, case let .pool(p) = plan[i + 1].0 else { return false }
+            return p.isMax
+        }.map { $0 + 1 })
+        acts = sizes.enumerated().map { fusedOutputs.contains($0.offset) ? floats(0) : floats($0.element * capacity) }
+        grads = sizes.enumerated().map {
+            $0.offset == 0 ? acts[0] : fusedOutputs.contains($0.offset) ? floats(0) : floats($0.element * capacity)
+        }
         for (index, (stage, _)) in plan.enumerated() {
             switch stage {
             case .conv(var c):
@@ -266,17 +284,18 @@ public final class Network {
                 if index > 0 { c.transposedWeight = floats(g.patch * c.cout) }
                 stages.append(.conv(c))
             case .pool(var p):
-                if p.isMax, case var .conv(c)? = stages.last, c.relu {
-                    c.reluMaskedByPool = true
-                    p.masksRelu = true
-                    stages[stages.count - 1] = .conv(c)
-                }
                 if p.isMax {
                     let n = p.window.positions * p.window.channels * capacity
                     let a = UnsafeMutablePointer<Int32>.allocate(capacity: n)
                     a.initialize(repeating: 0, count: n)
                     owned.append(UnsafeMutableRawPointer(a)); bytes += 4 * n
                     p.argmax = a
+                    if case var .conv(c)? = stages.last {
+                        p.masksRelu = c.relu
+                        p.fused = true
+                        c.fusedPool = p
+                        stages[stages.count - 1] = .conv(c)
+                    }
                 }
                 stages.append(.pool(p))
             case .dropout(var d):
@@ -364,9 +383,11 @@ public final class Network {
             switch stage {
             case let .conv(c):
                 // A sample at a time: its im2col is built in the worker's scratch and used from cache.
-                pool.run(items: n, ConvForwardJob(g: c.window, cout: c.cout, x: x, y: y, w: W + c.weight,
-                                                  bias: W + c.bias, relu: c.relu, viaCol: c.viaCol, pool: pool))
+                pool.run(items: n, ConvForwardJob(g: c.window, cout: c.cout, x: x, y: c.fusedPool == nil ? y : acts[idx + 2],
+                                                  w: W + c.weight, bias: W + c.bias, relu: c.relu, viaCol: c.viaCol,
+                                                  fusedPool: c.fusedPool, scratch: scratchLayout, pool: pool))
             case let .pool(p):
+                if p.fused { break }
                 pool.run(items: n, PoolJob(p: p, x: x, y: y, backward: false, output: y))
             case let .dense(d):
                 pool.gemm(GemmJob(m: n, n: d.outputs, k: d.inputs, a: .rowMajor(x, cols: d.inputs),
@@ -409,10 +430,13 @@ public final class Network {
                 if let wt { pool.run(items: c.cout, TransposeJob(src: W + c.weight, rows: c.window.patch, cols: c.cout, dst: wt)) }
                 let shards = Self.shardCount(batch: n)
                 pool.run(items: shards, ConvBackwardJob(
-                    g: c.window, cout: c.cout, relu: c.relu && !c.reluMaskedByPool, viaCol: c.viaCol,
-                    x: x, y: y, dy: dy, dx: wt == nil ? nil : dx, wt: wt, samples: n, shards: shards,
+                    g: c.window, cout: c.cout, relu: c.relu && c.fusedPool == nil, viaCol: c.viaCol,
+                    x: x, y: y, dy: c.fusedPool == nil ? dy : grads[idx + 2], dx: wt == nil ? nil : dx, wt: wt,
+                    fusedPool: c.fusedPool, pooled: acts[idx + 2 < acts.count ? idx + 2 : idx + 1],
+                    scratch: scratchLayout, samples: n, shards: shards,
                     gw: shardGradients + c.weight, gb: shardGradients + c.bias, shardStride: convParams, pool: pool))
             case let .pool(p):
+                if p.fused { break }
                 pool.run(items: n, PoolJob(p: p, x: dx, y: dy, backward: true, output: y))
             case let .dense(d):
                 if d.relu { pool.run(items: n, ReluMaskJob(dy: dy, y: y, size: outSize)) }
