@@ -52,12 +52,33 @@ public enum Gemm {
     /// Floats of scratch one thread needs for `multiply`.
     public static let scratchFloats = mc * kc + kc * nc + mr * nr + nr
 
+    /// Floats of a whole [k, n] B packed by `packB`.
+    public static func packedBFloats(k: Int, n: Int) -> Int { k * ((n + nr - 1) / nr * nr) }
+    /// The KC x NC blocks `packB` fills one at a time (so several threads can share the work).
+    public static func packedBBlocks(k: Int, n: Int) -> Int { ((n + nc - 1) / nc) * ((k + kc - 1) / kc) }
+
+    /// Packs block `block` of a [k, n] B into `dst` in the layout `multiply(packedB:)` reads: a
+    /// weight matrix used by many small GEMMs (a conv, a sample at a time) is packed once a step.
+    public static func packB(k: Int, n: Int, b: MatrixView, block: Int, into dst: UnsafeMutablePointer<Float>) {
+        let pcBlocks = (k + kc - 1) / kc
+        let jc = block / pcBlocks * nc, pc = block % pcBlocks * kc
+        let ncb = min(nc, n - jc), kcb = min(kc, k - pc)
+        packPanelsB(kcb, ncb, b.offset(row: pc, col: jc), dst + packedBOffset(jc: jc, pc: pc, k: k, ncb: ncb))
+    }
+
+    /// Where block (jc, pc) starts: blocks of earlier column ranges are whole NC-wide (NC is a
+    /// multiple of NR), and a block's width is rounded up to whole NR-column panels.
+    @inline(__always) static func packedBOffset(jc: Int, pc: Int, k: Int, ncb: Int) -> Int {
+        jc * k + pc * ((ncb + nr - 1) / nr * nr)
+    }
+
     /// `scratch` must hold `scratchFloats` floats and belong to the calling thread.
-    /// With `cTransposed`, element (i, j) of C lives at `c[j * ldc + i]`.
+    /// With `cTransposed`, element (i, j) of C lives at `c[j * ldc + i]`. With `packedB` (from
+    /// `packB` of this same B), B is not packed again; `b` is then not read.
     public static func multiply(m: Int, n: Int, k: Int, a: MatrixView, b: MatrixView,
                                 c: UnsafeMutablePointer<Float>, ldc: Int, cTransposed: Bool = false,
                                 accumulate: Bool, bias: UnsafePointer<Float>? = nil, relu: Bool = false,
-                                scratch: UnsafeMutablePointer<Float>) {
+                                packedB: UnsafePointer<Float>? = nil, scratch: UnsafeMutablePointer<Float>) {
         if m <= 0 || n <= 0 { return }
         @inline(__always) func at(_ i: Int, _ j: Int) -> Int { cTransposed ? j * ldc + i : i * ldc + j }
         if k == 0 {
@@ -80,14 +101,20 @@ public enum Gemm {
         // only a few row tiles: pack one NR-column panel at a time instead, just before its tiles
         // use it, so it sits in L1. Reading B in place was slower: fc1's rows are 4 KB apart, so
         // a panel's rows fall into the same few L1 sets and evict each other.
-        let panelB = m <= mc
+        let panelB = m <= mc && packedB == nil
         var jc = 0
         while jc < n {
             let ncb = min(nc, n - jc)
             var pc = 0
             while pc < k {
                 let kcb = min(kc, k - pc)
-                if !panelB { packPanelsB(kcb, ncb, b.offset(row: pc, col: jc), packB) }
+                let blockB: UnsafePointer<Float>
+                if let packedB {
+                    blockB = packedB + packedBOffset(jc: jc, pc: pc, k: k, ncb: ncb)
+                } else {
+                    if !panelB { packPanelsB(kcb, ncb, b.offset(row: pc, col: jc), packB) }
+                    blockB = UnsafePointer(packB)
+                }
                 let load = accumulate || pc > 0
                 let last = pc + kcb == k
                 var ic = 0
@@ -116,7 +143,7 @@ public enum Gemm {
                             tileBias = nil
                         }
                         let tileRelu = last && relu
-                        var pb = UnsafePointer(packB + jr * kcb)
+                        var pb = blockB + jr * kcb
                         if panelB {
                             packPanelsB(kcb, cols, b.offset(row: pc, col: jc + jr), packB)
                             pb = UnsafePointer(packB)

@@ -50,14 +50,13 @@ struct DropoutJob: ParallelJob {
     }
 }
 
-/// dst[cols, rows] = srcᵀ for a row-major src[rows, cols]; one item per column of src.
-struct TransposeJob: ParallelJob {
-    var src: UnsafeMutablePointer<Float>
-    var rows, cols: Int
-    var dst: UnsafeMutablePointer<Float>
-    func run(_ j: Int, _ worker: Int) {
-        for i in 0..<rows { dst[j * rows + i] = src[i * cols + j] }
-    }
+/// Packs a weight matrix for `Gemm.multiply(packedB:)`, one KC x NC block per item.
+struct PackWeightsJob: ParallelJob {
+    var k, n: Int
+    var b: MatrixView
+    var into: UnsafeMutablePointer<Float>
+    var blocks: Int { Gemm.packedBBlocks(k: k, n: n) }
+    func run(_ block: Int, _ worker: Int) { Gemm.packB(k: k, n: n, b: b, block: block, into: into) }
 }
 
 /// Offsets into a worker's scratch (after the GEMM packing area).
@@ -72,7 +71,7 @@ struct ConvScratch {
 struct ConvForwardJob: ParallelJob {
     var g: Window
     var cout: Int
-    var x, y, w, bias: UnsafeMutablePointer<Float>
+    var x, y, w, bias: UnsafeMutablePointer<Float>   // w: the weights packed by PackWeightsJob
     var relu, viaCol: Bool
     var fusedPool: PoolStage?
     var scratch: ConvScratch
@@ -82,8 +81,9 @@ struct ConvForwardJob: ParallelJob {
         let col = viaCol ? area + scratch.col : x + s * g.inputSize
         if viaCol { Im2col.forward(g, x: x + s * g.inputSize, col: col) }
         let out = fusedPool == nil ? y + s * g.positions * cout : area + scratch.output
+        // w is the packed weights: the B view is not read.
         Gemm.multiply(m: g.positions, n: cout, k: g.patch, a: .rowMajor(col, cols: g.patch), b: .rowMajor(w, cols: cout),
-                      c: out, ldc: cout, accumulate: false, bias: bias, relu: relu, scratch: area)
+                      c: out, ldc: cout, accumulate: false, bias: bias, relu: relu, packedB: w, scratch: area)
         if let p = fusedPool {
             let size = p.window.positions * p.window.channels
             MaxPool.forward(p.window, x: out, y: y + s * size, argmax: p.argmax! + s * size)
@@ -94,7 +94,7 @@ struct ConvForwardJob: ParallelJob {
 /// One shard of the batch through a convolution's backward pass, a sample at a time in sample
 /// order: the fused max-pool's backward (into scratch) or the ReLU mask, im2col again (cheaper
 /// than keeping the batch's), the shard's weight and bias gradients accumulated into its own
-/// buffers, and the input gradient (dcol = dy · Wᵀ with wt = Wᵀ, then col2im). Which worker runs
+/// buffers, and the input gradient (dcol = dy · Wᵀ, wt being Wᵀ packed, then col2im). Which worker runs
 /// a shard changes nothing: its sums run in sample order.
 struct ConvBackwardJob: ParallelJob {
     var g: Window
@@ -136,7 +136,7 @@ struct ConvBackwardJob: ParallelJob {
                 // The im2col is no longer needed: its gradient goes over it.
                 let dcol = viaCol ? col : dx + s * P * K
                 Gemm.multiply(m: P, n: K, k: cout, a: .rowMajor(dys, cols: cout), b: .rowMajor(wt, cols: K),
-                              c: dcol, ldc: K, accumulate: false, scratch: area)
+                              c: dcol, ldc: K, accumulate: false, packedB: wt, scratch: area)
                 if viaCol { Im2col.backward(g, dcol: dcol, dx: dx + s * g.inputSize) }
             }
         }

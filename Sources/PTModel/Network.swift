@@ -48,7 +48,10 @@ struct ConvStage {
     var relu: Bool
     var weight: Int, bias: Int
     var viaCol: Bool  // false for a 1x1 stride-1 conv: the input is its own im2col
-    var transposedWeight: UnsafeMutablePointer<Float>?  // [Cout, K] copy for the input gradient (not the first layer)
+    // The weights packed once a step for the per-sample GEMMs: W as the forward's B, and Wᵀ as
+    // the input gradient's B (not for the first layer, which needs no input gradient).
+    var packedW: UnsafeMutablePointer<Float>!
+    var packedWt: UnsafeMutablePointer<Float>?
     /// A max-pool right after this conv runs inside the conv's per-sample jobs: the conv's output
     /// and its gradient live only in the worker's scratch, and the pool applies the ReLU mask.
     var fusedPool: PoolStage?
@@ -281,7 +284,8 @@ public final class Network {
             switch stage {
             case .conv(var c):
                 let g = c.window
-                if index > 0 { c.transposedWeight = floats(g.patch * c.cout) }
+                c.packedW = floats(Gemm.packedBFloats(k: g.patch, n: c.cout))
+                if index > 0 { c.packedWt = floats(Gemm.packedBFloats(k: c.cout, n: g.patch)) }
                 stages.append(.conv(c))
             case .pool(var p):
                 if p.isMax {
@@ -383,8 +387,10 @@ public final class Network {
             switch stage {
             case let .conv(c):
                 // A sample at a time: its im2col is built in the worker's scratch and used from cache.
+                let pack = PackWeightsJob(k: c.window.patch, n: c.cout, b: .rowMajor(W + c.weight, cols: c.cout), into: c.packedW)
+                pool.run(items: pack.blocks, pack)
                 pool.run(items: n, ConvForwardJob(g: c.window, cout: c.cout, x: x, y: c.fusedPool == nil ? y : acts[idx + 2],
-                                                  w: W + c.weight, bias: W + c.bias, relu: c.relu, viaCol: c.viaCol,
+                                                  w: c.packedW, bias: W + c.bias, relu: c.relu, viaCol: c.viaCol,
                                                   fusedPool: c.fusedPool, scratch: scratchLayout, pool: pool))
             case let .pool(p):
                 if p.fused { break }
@@ -425,9 +431,11 @@ public final class Network {
             defer { charge(2 * idx + 1, since: start) }
             switch stages[idx] {
             case let .conv(c):
-                let wt = needInput ? c.transposedWeight : nil
-                // Wᵀ copied once per step so that its panels pack with vector loads.
-                if let wt { pool.run(items: c.cout, TransposeJob(src: W + c.weight, rows: c.window.patch, cols: c.cout, dst: wt)) }
+                let wt = needInput ? c.packedWt : nil
+                if let wt {
+                    let pack = PackWeightsJob(k: c.cout, n: c.window.patch, b: .transposed(W + c.weight, cols: c.cout), into: wt)
+                    pool.run(items: pack.blocks, pack)
+                }
                 let shards = Self.shardCount(batch: n)
                 pool.run(items: shards, ConvBackwardJob(
                     g: c.window, cout: c.cout, relu: c.relu && c.fusedPool == nil, viaCol: c.viaCol,

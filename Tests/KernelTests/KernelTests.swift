@@ -303,3 +303,29 @@ func gemmNTMatchesReference(_ shape: (Int, Int, Int)) {
     #expect(run([0, 1, 2, 3, 22, 23]).map(\.bitPattern) == whole.map(\.bitPattern))
     #expect(run([0, 4, 5, 13, 23]).map(\.bitPattern) == whole.map(\.bitPattern))
 }
+
+/// B packed once (block by block, in any order) gives the bits of B packed inside the call, for
+/// shapes that span several KC x NC blocks and for the small-M panel path.
+@Test(arguments: [(37, 600, 300), (5, 70, 9), (130, 33, 513)])
+func prepackedBGivesTheSameBits(_ shape: (Int, Int, Int)) {
+    let (m, n, k) = shape
+    var r = Rand(s: UInt64(m + n + k))
+    let a = r.array(m * k), b = r.array(k * n), bias = r.array(n)
+    let packed = UnsafeMutablePointer<Float>.allocate(capacity: Gemm.packedBFloats(k: k, n: n))
+    defer { packed.deallocate() }
+    var plain = [Float](repeating: .nan, count: m * n), prepacked = plain
+    a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in bias.withUnsafeBufferPointer { biasp in
+        let av = MatrixView(ap.baseAddress!, rowStride: k, colStride: 1)
+        let bv = MatrixView(bp.baseAddress!, rowStride: n, colStride: 1)
+        for block in (0..<Gemm.packedBBlocks(k: k, n: n)).reversed() { Gemm.packB(k: k, n: n, b: bv, block: block, into: packed) }
+        plain.withUnsafeMutableBufferPointer { cp in
+            Gemm.multiply(m: m, n: n, k: k, a: av, b: bv, c: cp.baseAddress!, ldc: n, accumulate: false,
+                          bias: biasp.baseAddress!, relu: true, scratch: scratch)
+        }
+        prepacked.withUnsafeMutableBufferPointer { cp in
+            Gemm.multiply(m: m, n: n, k: k, a: av, b: bv, c: cp.baseAddress!, ldc: n, accumulate: false,
+                          bias: biasp.baseAddress!, relu: true, packedB: packed, scratch: scratch)
+        }
+    } } }
+    #expect(prepacked.map(\.bitPattern) == plain.map(\.bitPattern))
+}
