@@ -3,7 +3,15 @@
 public enum Elementwise {
     /// dy[i] = 0 where the ReLU output y[i] was clamped.
     public static func reluBackward(dy: UnsafeMutablePointer<Float>, y: UnsafePointer<Float>, count: Int) {
-        for i in 0..<count where !(y[i] > 0) { dy[i] = 0 }
+        var i = 0
+        while i + 16 <= count {
+            storeV(loadV(dy + i).replacing(with: 0, where: .!(loadV(y + i) .> 0)), dy + i)
+            i += 16
+        }
+        while i < count {
+            if !(y[i] > 0) { dy[i] = 0 }
+            i += 1
+        }
     }
 
     /// out[j] = sum over rows i (in order 0, 1, 2, ...) of m[i, j], for j in cols.

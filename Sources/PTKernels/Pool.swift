@@ -60,20 +60,27 @@ public enum MaxPool {
 }
 
 public enum AvgPool {
+    // SIMD16 over channels with a scalar tail; both add the window in the same (kh, kw) order.
     public static func forward(_ g: Window, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
         let c = g.channels
         let scale = 1 / Float(g.kernel * g.kernel)
         for oh in 0..<g.outH {
             for ow in 0..<g.outW {
                 let o = (oh * g.outW + ow) * c
-                for ch in 0..<c { y[o + ch] = 0 }
-                for kh in 0..<g.kernel {
-                    for kw in 0..<g.kernel {
-                        let i = ((oh * g.stride + kh) * g.inW + ow * g.stride + kw) * c
-                        for ch in 0..<c { y[o + ch] += x[i + ch] }
-                    }
+                @inline(__always) func at(_ kh: Int, _ kw: Int) -> Int { ((oh * g.stride + kh) * g.inW + ow * g.stride + kw) * c }
+                var ch = 0
+                while ch + 16 <= c {
+                    var acc = SIMD16<Float>()
+                    for kh in 0..<g.kernel { for kw in 0..<g.kernel { acc += loadV(x + at(kh, kw) + ch) } }
+                    storeV(acc * scale, y + o + ch)
+                    ch += 16
                 }
-                for ch in 0..<c { y[o + ch] *= scale }
+                while ch < c {
+                    var acc: Float = 0
+                    for kh in 0..<g.kernel { for kw in 0..<g.kernel { acc += x[at(kh, kw) + ch] } }
+                    y[o + ch] = acc * scale
+                    ch += 1
+                }
             }
         }
     }
@@ -88,7 +95,12 @@ public enum AvgPool {
                 for kh in 0..<g.kernel {
                     for kw in 0..<g.kernel {
                         let i = ((oh * g.stride + kh) * g.inW + ow * g.stride + kw) * c
-                        for ch in 0..<c { dx[i + ch] += dy[o + ch] * scale }
+                        var ch = 0
+                        while ch + 16 <= c {
+                            storeV(loadV(dx + i + ch) + loadV(dy + o + ch) * scale, dx + i + ch)
+                            ch += 16
+                        }
+                        while ch < c { dx[i + ch] += dy[o + ch] * scale; ch += 1 }
                     }
                 }
             }

@@ -329,3 +329,31 @@ func prepackedBGivesTheSameBits(_ shape: (Int, Int, Int)) {
     } } }
     #expect(prepacked.map(\.bitPattern) == plain.map(\.bitPattern))
 }
+
+/// Average-pool backward is the adjoint of its forward: <pool(x), d> = <x, poolᵀ(d)>, on channel
+/// counts that take the SIMD path, its tail, and both.
+@Test(arguments: [3, 16, 37])
+func avgPoolBackwardIsTheAdjoint(_ c: Int) {
+    let g = Window(inH: 7, inW: 6, channels: c, kernel: 3, stride: 2, same: false)
+    var r = Rand(s: UInt64(c))
+    let x = r.array(g.inputSize), d = r.array(g.positions * c)
+    var y = [Float](repeating: .nan, count: d.count), dx = [Float](repeating: .nan, count: x.count)
+    x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { AvgPool.forward(g, x: xp.baseAddress!, y: $0.baseAddress!) } }
+    d.withUnsafeBufferPointer { dp in dx.withUnsafeMutableBufferPointer { AvgPool.backward(g, dy: dp.baseAddress!, dx: $0.baseAddress!) } }
+    let lhs = zip(y, d).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+    let rhs = zip(x, dx).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+    #expect(abs(lhs - rhs) <= 1e-5 * max(1, abs(lhs)))
+}
+
+/// The ReLU mask zeroes dy exactly where y is not positive (NaN and -0 included), vector and tail.
+@Test func reluBackwardMasksWhereTheOutputWasClamped() {
+    var r = Rand(s: 5)
+    var y = r.array(37)
+    y[3] = .nan; y[20] = -0.0; y[21] = 0; y[36] = .infinity
+    let dy0 = r.array(37)
+    var dy = dy0
+    y.withUnsafeBufferPointer { yp in dy.withUnsafeMutableBufferPointer {
+        Elementwise.reluBackward(dy: $0.baseAddress!, y: yp.baseAddress!, count: 37)
+    } }
+    for i in 0..<37 { #expect(dy[i].bitPattern == (y[i] > 0 ? dy0[i] : 0).bitPattern, "index \(i)") }
+}
