@@ -129,3 +129,16 @@ func tinyData() throws -> String {
     expectCleanError(try ptrain(["plot", dir + "/missing.jsonl", "--svg", dir + "/x.svg"]), code: 1, mentions: ["missing.jsonl"])
     #expect(!FileManager.default.fileExists(atPath: dir + "/x.svg"))
 }
+
+/// More threads than CPUs: one worker per CPU, said on one line, and the same losses as one thread.
+@Test func moreThreadsThanCPUsRunsOneWorkerPerCPU() throws {
+    let data = try tinyData()
+    let args = ["--data", data, "--spec", "conv(4,3) relu maxpool(2) fc(16) relu fc(10)", "--batch", "10",
+                "--steps", "30", "--log-every", "10", "--eval-every", "0"]
+    let many = try ptrain(args + ["--threads", "1024"])
+    #expect(many.status == 0, "\(many.err)")
+    #expect(many.out.contains("--threads 1024 but this process may use"))
+    let one = try ptrain(args + ["--threads", "1"])
+    let losses = { (out: String) in out.split(separator: "\n").filter { $0.hasPrefix("step ") }.map { $0.split(separator: " ")[5] } }
+    #expect(!losses(one.out).isEmpty && losses(many.out) == losses(one.out))
+}
