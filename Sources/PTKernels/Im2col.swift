@@ -29,8 +29,8 @@ public struct Window: Equatable, Sendable {
 }
 
 public enum Im2col {
-    /// An inline copy: a memmove call per pixel costs more than the copy when there are few
-    /// channels (conv1 has one).
+    /// An inline copy: a memmove call per kernel row costs more than the copy when there are few
+    /// channels (conv1 has one). Whole kernel rows are copied at once where no padding is involved.
     @inline(__always) static func copyChannels(from src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, count c: Int) {
         var ch = 0
         while ch + 16 <= c { storeV(loadV(src + ch), dst + ch); ch += 16 }
@@ -38,21 +38,30 @@ public enum Im2col {
     }
 
     public static func forward(_ g: Window, x: UnsafePointer<Float>, col: UnsafeMutablePointer<Float>) {
-        let c = g.channels
+        let c = g.channels, k = g.kernel
+        let rowFloats = k * c  // one kernel row of a patch: k pixels of c channels, contiguous in NHWC
         var dst = col
         for oh in 0..<g.outH {
             for ow in 0..<g.outW {
-                for kh in 0..<g.kernel {
+                let iw0 = ow * g.stride - g.padLeft
+                let inside = iw0 >= 0 && iw0 + k <= g.inW
+                for kh in 0..<k {
                     let ih = oh * g.stride - g.padTop + kh
-                    for kw in 0..<g.kernel {
-                        let iw = ow * g.stride - g.padLeft + kw
-                        if ih >= 0 && ih < g.inH && iw >= 0 && iw < g.inW {
-                            copyChannels(from: x + (ih * g.inW + iw) * c, to: dst, count: c)
-                        } else {
-                            for ch in 0..<c { dst[ch] = 0 }
+                    if ih < 0 || ih >= g.inH {
+                        for i in 0..<rowFloats { dst[i] = 0 }
+                    } else if inside {
+                        copyChannels(from: x + (ih * g.inW + iw0) * c, to: dst, count: rowFloats)
+                    } else {
+                        for kw in 0..<k {
+                            let iw = iw0 + kw
+                            if iw >= 0 && iw < g.inW {
+                                copyChannels(from: x + (ih * g.inW + iw) * c, to: dst + kw * c, count: c)
+                            } else {
+                                for ch in 0..<c { dst[kw * c + ch] = 0 }
+                            }
                         }
-                        dst += c
                     }
+                    dst += rowFloats
                 }
             }
         }

@@ -133,7 +133,7 @@ public final class Network {
         stages.map { s in
             switch s {
             case let .conv(c): return "conv \(c.window.kernel)x\(c.window.kernel) \(c.window.channels)->\(c.cout)\(c.relu ? " +relu" : "")"
-            case let .pool(p): return "\(p.isMax ? "max" : "avg")pool \(p.window.kernel)"
+            case let .pool(p): return "\(p.isMax ? "max" : "avg")pool \(p.window.kernel)\(p.fused ? " (in conv)" : "")"
             case let .dense(d): return "fc \(d.inputs)->\(d.outputs)\(d.relu ? " +relu" : "")"
             case let .dropout(d): return "dropout \(d.keep)"
             }
