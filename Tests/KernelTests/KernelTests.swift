@@ -357,3 +357,35 @@ func avgPoolBackwardIsTheAdjoint(_ c: Int) {
     } }
     for i in 0..<37 { #expect(dy[i].bitPattern == (y[i] > 0 ? dy0[i] : 0).bitPattern, "index \(i)") }
 }
+
+/// Max-pool backward when windows tile the input (written once per element) gives the bits of
+/// the general clear-and-scatter path, with and without the ReLU mask, on SIMD and tail channels.
+@Test(arguments: [3, 16, 37])
+func tiledMaxPoolBackwardMatchesTheScatter(_ c: Int) {
+    let tiled = Window(inH: 6, inW: 4, channels: c, kernel: 2, stride: 2, same: false)
+    // The same windows over an input one row taller: not tiled, so the general path runs.
+    let general = Window(inH: 7, inW: 4, channels: c, kernel: 2, stride: 2, same: false)
+    var r = Rand(s: UInt64(c) &* 31)
+    var x = r.array(general.inputSize)
+    x[5] = -0.0
+    var d = r.array(tiled.positions * c)
+    d[0] = -0.0; d[d.count - 1] = -0.0  // a -0 gradient lands as +0 in the scatter
+    for masked in [false, true] {
+        var y = [Float](repeating: 0, count: d.count), arg = [Int32](repeating: 0, count: d.count)
+        var fast = [Float](repeating: .nan, count: tiled.inputSize), slow = [Float](repeating: .nan, count: general.inputSize)
+        x.withUnsafeBufferPointer { xp in d.withUnsafeBufferPointer { dp in y.withUnsafeMutableBufferPointer { yp in
+            arg.withUnsafeMutableBufferPointer { ap in
+                MaxPool.forward(tiled, x: xp.baseAddress!, y: yp.baseAddress!, argmax: ap.baseAddress!)
+                let mask = masked ? UnsafePointer(yp.baseAddress!) : nil
+                fast.withUnsafeMutableBufferPointer {
+                    MaxPool.backward(tiled, dy: dp.baseAddress!, argmax: ap.baseAddress!, dx: $0.baseAddress!, reluOutput: mask)
+                }
+                slow.withUnsafeMutableBufferPointer {
+                    MaxPool.backward(general, dy: dp.baseAddress!, argmax: ap.baseAddress!, dx: $0.baseAddress!, reluOutput: mask)
+                }
+            }
+        } } }
+        #expect(fast.map(\.bitPattern) == slow.prefix(tiled.inputSize).map(\.bitPattern), "masked: \(masked)")
+        #expect(slow[tiled.inputSize...].allSatisfy { $0 == 0 })
+    }
+}
