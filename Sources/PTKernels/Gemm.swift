@@ -73,14 +73,14 @@ public enum Gemm {
     }
 
     /// `scratch` must hold `scratchFloats` floats and belong to the calling thread.
-    /// With `cTransposed`, element (i, j) of C lives at `c[j * ldc + i]`. With `packedB` (from
+    /// With `packedB` (from
     /// `packB` of this same B), B is not packed again; `b` is then not read.
     public static func multiply(m: Int, n: Int, k: Int, a: MatrixView, b: MatrixView,
-                                c: UnsafeMutablePointer<Float>, ldc: Int, cTransposed: Bool = false,
+                                c: UnsafeMutablePointer<Float>, ldc: Int,
                                 accumulate: Bool, bias: UnsafePointer<Float>? = nil, relu: Bool = false,
                                 packedB: UnsafePointer<Float>? = nil, scratch: UnsafeMutablePointer<Float>) {
         if m <= 0 || n <= 0 { return }
-        @inline(__always) func at(_ i: Int, _ j: Int) -> Int { cTransposed ? j * ldc + i : i * ldc + j }
+        @inline(__always) func at(_ i: Int, _ j: Int) -> Int { i * ldc + j }
         if k == 0 {
             for i in 0..<m {
                 for j in 0..<n {
@@ -152,7 +152,7 @@ public enum Gemm {
                         while ir < mcb {
                             let rows = min(mr, mcb - ir)
                             let i0 = ic + ir, j0 = jc + jr
-                            let inPlace = rows == mr && cols == nr && !cTransposed
+                            let inPlace = rows == mr && cols == nr
                             let target = inPlace ? c + i0 * ldc + j0 : edgeC
                             let ldt = inPlace ? ldc : nr
                             if !inPlace && load {

@@ -50,8 +50,9 @@ struct DropoutJob: ParallelJob {
     }
 }
 
-/// Packs a weight matrix for `Gemm.multiply(packedB:)`, one KC x NC block per item.
-struct PackWeightsJob: ParallelJob {
+/// Packs a GEMM's B operand for `Gemm.multiply(packedB:)`, one KC x NC block per item: conv
+/// weights once a step for every sample's GEMM, a dense layer's dYᵀ for its input gradient.
+struct PackBJob: ParallelJob {
     var k, n: Int
     var b: MatrixView
     var into: UnsafeMutablePointer<Float>
@@ -154,5 +155,38 @@ struct ShardReduceJob: ParallelJob {
     func run(_ c: Int, _ worker: Int) {
         let lo = c * Self.chunk
         Elementwise.sumInOrder(shards + lo, count: count, stride: stride, length: min(Self.chunk, total - lo), into: out + lo)
+    }
+}
+
+/// dXᵀ[inputs, paddedBatch] = W · dYᵀ for a range of W's rows: A is W read in place, B is dYᵀ
+/// packed (zero columns past the batch), every tile stored in place.
+struct DenseInputGradJob: ParallelJob {
+    var inputs, outputs, paddedBatch: Int
+    var w, packedDy, dxT: UnsafeMutablePointer<Float>
+    var parts: Int
+    unowned(unsafe) var pool: WorkerPool
+    init(inputs: Int, outputs: Int, paddedBatch: Int, w: UnsafeMutablePointer<Float>, packedDy: UnsafeMutablePointer<Float>,
+         dxT: UnsafeMutablePointer<Float>, workers: Int, pool: WorkerPool) {
+        self.inputs = inputs; self.outputs = outputs; self.paddedBatch = paddedBatch
+        self.w = w; self.packedDy = packedDy; self.dxT = dxT; self.pool = pool
+        // Whole row tiles, a few items per worker (see WorkerPool.gemm).
+        parts = min((inputs + Gemm.mr - 1) / Gemm.mr, 4 * workers)
+    }
+    func run(_ item: Int, _ worker: Int) {
+        let tiles = (inputs + Gemm.mr - 1) / Gemm.mr
+        let r0 = item * tiles / parts * Gemm.mr, r1 = min((item + 1) * tiles / parts * Gemm.mr, inputs)
+        Gemm.multiply(m: r1 - r0, n: paddedBatch, k: outputs, a: .rowMajor(w + r0 * outputs, cols: outputs),
+                      b: .rowMajor(packedDy, cols: paddedBatch), c: dxT + r0 * paddedBatch, ldc: paddedBatch,
+                      accumulate: false, packedB: packedDy, scratch: pool.scratch(worker))
+    }
+}
+
+/// dx[s, :] = column s of dXᵀ.
+struct TransposeOutJob: ParallelJob {
+    var inputs, paddedBatch: Int
+    var dxT, dx: UnsafeMutablePointer<Float>
+    func run(_ s: Int, _ worker: Int) {
+        let out = dx + s * inputs
+        for i in 0..<inputs { out[i] = dxT[i * paddedBatch + s] }
     }
 }

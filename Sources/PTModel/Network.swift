@@ -69,6 +69,10 @@ struct DenseStage {
     var inputs, outputs: Int
     var relu: Bool
     var weight: Int, bias: Int
+    // For the input gradient as dXᵀ = W · dYᵀ: dYᵀ packed as the GEMM's B, and dXᵀ with its
+    // batch dimension padded to whole register tiles (so every tile is stored in place).
+    var packedDy: UnsafeMutablePointer<Float>?
+    var inputGradT: UnsafeMutablePointer<Float>?
 }
 
 struct DropoutStage {
@@ -109,6 +113,8 @@ public final class Network {
     /// Where a worker's scratch holds a sample's im2col and conv output (after the GEMM packing area).
     let scratchLayout: ConvScratch
     let shardGradients: UnsafeMutablePointer<Float>
+    /// A batch rounded up to whole GEMM register tiles (the padded dimension of dXᵀ).
+    static func paddedBatch(_ n: Int) -> Int { (n + Gemm.nr - 1) / Gemm.nr * Gemm.nr }
     /// The batch is cut into this many shards for the conv weight gradients: fixed by the batch
     /// alone, never by the thread count, so the reduction's order is too.
     public static func shardCount(batch: Int) -> Int { min(batch, 32) }
@@ -305,6 +311,12 @@ public final class Network {
             case .dropout(var d):
                 d.scales = floats(d.units * capacity)
                 stages.append(.dropout(d))
+            case .dense(var d):
+                if index > 0 {
+                    d.packedDy = floats(Gemm.packedBFloats(k: d.outputs, n: capacity))
+                    d.inputGradT = floats(d.inputs * Self.paddedBatch(capacity))
+                }
+                stages.append(.dense(d))
             default:
                 stages.append(stage)
             }
@@ -387,7 +399,7 @@ public final class Network {
             switch stage {
             case let .conv(c):
                 // A sample at a time: its im2col is built in the worker's scratch and used from cache.
-                let pack = PackWeightsJob(k: c.window.patch, n: c.cout, b: .rowMajor(W + c.weight, cols: c.cout), into: c.packedW)
+                let pack = PackBJob(k: c.window.patch, n: c.cout, b: .rowMajor(W + c.weight, cols: c.cout), into: c.packedW)
                 pool.run(items: pack.blocks, pack)
                 pool.run(items: n, ConvForwardJob(g: c.window, cout: c.cout, x: x, y: c.fusedPool == nil ? y : acts[idx + 2],
                                                   w: c.packedW, bias: W + c.bias, relu: c.relu, viaCol: c.viaCol,
@@ -433,7 +445,7 @@ public final class Network {
             case let .conv(c):
                 let wt = needInput ? c.packedWt : nil
                 if let wt {
-                    let pack = PackWeightsJob(k: c.cout, n: c.window.patch, b: .transposed(W + c.weight, cols: c.cout), into: wt)
+                    let pack = PackBJob(k: c.cout, n: c.window.patch, b: .transposed(W + c.weight, cols: c.cout), into: wt)
                     pool.run(items: pack.blocks, pack)
                 }
                 let shards = Self.shardCount(batch: n)
@@ -451,18 +463,17 @@ public final class Network {
                 pool.gemm(GemmJob(m: d.inputs, n: d.outputs, k: n, a: .transposed(x, cols: d.inputs),
                                   b: .rowMajor(dy, cols: d.outputs), c: G + d.weight, ldc: d.outputs),
                           alongside: ColumnSumJob(m: dy, rows: n, cols: d.outputs, out: G + d.bias))
-                if needInput {
-                    // dX = dY · Wᵀ: dY's rows and W's rows are both contiguous along the outputs, so
-                    // GemmNT streams both. With few outputs (fc2: 10) its vectors would be mostly
-                    // tail; then the blocked GEMM packs the small Wᵀ panels instead.
-                    if d.outputs >= 64 {
-                        let job = GemmNTJob(m: n, n: d.inputs, k: d.outputs, a: dy, lda: d.outputs, b: W + d.weight,
-                                            ldb: d.outputs, c: dx, ldc: d.inputs, workers: pool.count)
-                        pool.run(items: job.parts, job)
-                    } else {
-                        pool.gemm(GemmJob(m: n, n: d.inputs, k: d.outputs, a: .rowMajor(dy, cols: d.outputs),
-                                          b: .transposed(W + d.weight, cols: d.outputs), c: dx, ldc: d.inputs))
-                    }
+                if needInput, let packedDy = d.packedDy, let dxT = d.inputGradT {
+                    // dXᵀ = W · dYᵀ: W (the big operand) is read in place, row by row, and dYᵀ is
+                    // packed once (it is small). The batch dimension is padded to whole register
+                    // tiles so that every tile is stored in place; then dXᵀ is transposed into dx.
+                    let np = Self.paddedBatch(n)
+                    let pack = PackBJob(k: d.outputs, n: n, b: .transposed(dy, cols: d.outputs), into: packedDy)
+                    pool.run(items: pack.blocks, pack)
+                    let job = DenseInputGradJob(inputs: d.inputs, outputs: d.outputs, paddedBatch: np, w: W + d.weight,
+                                                packedDy: packedDy, dxT: dxT, workers: pool.count, pool: pool)
+                    pool.run(items: job.parts, job)
+                    pool.run(items: n, TransposeOutJob(inputs: d.inputs, paddedBatch: np, dxT: dxT, dx: dx))
                 }
             case let .dropout(d):
                 pool.run(items: n, DropoutJob(d: d, x: dx, y: dy, mode: .backward, seed: 0, step: 0))

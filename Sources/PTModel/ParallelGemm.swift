@@ -8,7 +8,6 @@ struct GemmJob {
     var a, b: MatrixView
     var c: UnsafeMutablePointer<Float>
     var ldc: Int
-    var cTransposed = false
     var accumulate = false
     var bias: UnsafePointer<Float>? = nil
     var relu = false
@@ -57,36 +56,13 @@ struct SplitGemm: ParallelJob {
         if splitM {
             let r0 = t0 * Gemm.mr, r1 = min(t1 * Gemm.mr, j.m)
             Gemm.multiply(m: r1 - r0, n: j.n, k: j.k, a: j.a.offset(row: r0, col: 0), b: j.b,
-                          c: j.c + r0 * (j.cTransposed ? 1 : j.ldc), ldc: j.ldc, cTransposed: j.cTransposed,
+                          c: j.c + r0 * j.ldc, ldc: j.ldc,
                           accumulate: j.accumulate, bias: j.bias, relu: j.relu, scratch: scratch)
         } else {
             let c0 = t0 * Gemm.nr, c1 = min(t1 * Gemm.nr, j.n)
             Gemm.multiply(m: j.m, n: c1 - c0, k: j.k, a: j.a, b: j.b.offset(row: 0, col: c0),
-                          c: j.c + c0 * (j.cTransposed ? j.ldc : 1), ldc: j.ldc, cTransposed: j.cTransposed,
+                          c: j.c + c0, ldc: j.ldc,
                           accumulate: j.accumulate, bias: j.bias.map { $0 + c0 }, relu: j.relu, scratch: scratch)
         }
-    }
-}
-
-/// C[M, N] = A[M, K] · B[N, K]ᵀ (GemmNT), split across the pool by whole tiles of N.
-struct GemmNTJob: ParallelJob {
-    var m, n, k: Int
-    var a, b: UnsafePointer<Float>
-    var lda, ldb: Int
-    var c: UnsafeMutablePointer<Float>
-    var ldc: Int
-    var parts: Int
-
-    init(m: Int, n: Int, k: Int, a: UnsafeMutablePointer<Float>, lda: Int, b: UnsafeMutablePointer<Float>, ldb: Int,
-         c: UnsafeMutablePointer<Float>, ldc: Int, workers: Int) {
-        self.m = m; self.n = n; self.k = k; self.a = UnsafePointer(a); self.b = UnsafePointer(b)
-        self.lda = lda; self.ldb = ldb; self.c = c; self.ldc = ldc
-        parts = min((n + GemmNT.rb - 1) / GemmNT.rb, 4 * workers)
-    }
-
-    func run(_ item: Int, _ worker: Int) {
-        let tiles = (n + GemmNT.rb - 1) / GemmNT.rb
-        let j0 = item * tiles / parts * GemmNT.rb, j1 = min((item + 1) * tiles / parts * GemmNT.rb, n)
-        GemmNT.multiply(m: m, k: k, a: a, lda: lda, b: b, ldb: ldb, columns: j0..<j1, c: c, ldc: ldc)
     }
 }

@@ -63,24 +63,6 @@ func gemmMatchesReference(_ shape: (Int, Int, Int)) {
     close(c, want, terms: k)
 }
 
-@Test func gemmTransposedResult() {
-    let (m, n, k) = (21, 50, 40)
-    var r = Rand(s: 17)
-    let a = r.array(m * k), b = r.array(k * n)
-    var ct = [Float](repeating: .nan, count: m * n)
-    a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in ct.withUnsafeMutableBufferPointer { cp in
-        Gemm.multiply(m: m, n: n, k: k, a: MatrixView(ap.baseAddress!, rowStride: k, colStride: 1),
-                      b: MatrixView(bp.baseAddress!, rowStride: n, colStride: 1), c: cp.baseAddress!, ldc: m,
-                      cTransposed: true, accumulate: false, scratch: scratch)
-    } } }
-    let want = Reference.gemm(m: m, n: n, k: k, a: a, b: b)
-    var got = [Float](repeating: 0, count: m * n)
-    for i in 0..<m { for j in 0..<n { got[i * n + j] = ct[j * m + i] } }
-    close(got, want, terms: k)
-}
-
-/// Any split of M or N gives the same bits as the whole product: the property that makes
-/// training independent of the thread count.
 @Test(arguments: [(1, 37), (3, 37), (5, 37), (8, 37), (13, 37), (7, 300), (11, 300)])
 func gemmSubBlocksAreBitIdentical(_ c: (Int, Int)) {
     // m = 300 spans several row blocks (an AVX2 build once overran its packing buffer there).
@@ -267,41 +249,6 @@ func sumInOrderAddsShardsInOrder(_ shards: Int) {
         for k in 1..<shards { s += src[k * stride + i] }
         #expect(out[i].bitPattern == s.bitPattern)
     }
-}
-
-@Test(arguments: [(1, 1, 1), (2, 5, 15), (3, 7, 16), (5, 9, 17), (50, 37, 1024), (13, 64, 10), (7, 4, 33)])
-func gemmNTMatchesReference(_ shape: (Int, Int, Int)) {
-    let (m, n, k) = shape
-    var r = Rand(s: UInt64(m * 7919 + n * 31 + k))
-    let a = r.array(m * k), bt = r.array(n * k)   // bt is B stored [n, k]
-    var c = [Float](repeating: .nan, count: m * n)
-    a.withUnsafeBufferPointer { ap in bt.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
-        GemmNT.multiply(m: m, k: k, a: ap.baseAddress!, lda: k, b: bp.baseAddress!, ldb: k,
-                        columns: 0..<n, c: cp.baseAddress!, ldc: n)
-    } } }
-    var b = [Float](repeating: 0, count: k * n)
-    for p in 0..<k { for j in 0..<n { b[p * n + j] = bt[j * k + p] } }
-    close(c, Reference.gemm(m: m, n: n, k: k, a: a, b: b), terms: k)
-}
-
-/// Any split of N gives the same bits: every element is summed by one kernel call, the same way.
-@Test func gemmNTSplitsGiveTheSameBits() {
-    let (m, n, k) = (9, 23, 75)
-    var r = Rand(s: 99)
-    let a = r.array(m * k), bt = r.array(n * k)
-    func run(_ cuts: [Int]) -> [Float] {
-        var c = [Float](repeating: .nan, count: m * n)
-        a.withUnsafeBufferPointer { ap in bt.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
-            for (lo, hi) in zip(cuts, cuts.dropFirst()) {
-                GemmNT.multiply(m: m, k: k, a: ap.baseAddress!, lda: k, b: bp.baseAddress!, ldb: k,
-                                columns: lo..<hi, c: cp.baseAddress!, ldc: n)
-            }
-        } } }
-        return c
-    }
-    let whole = run([0, n])
-    #expect(run([0, 1, 2, 3, 22, 23]).map(\.bitPattern) == whole.map(\.bitPattern))
-    #expect(run([0, 4, 5, 13, 23]).map(\.bitPattern) == whole.map(\.bitPattern))
 }
 
 /// B packed once (block by block, in any order) gives the bits of B packed inside the call, for
