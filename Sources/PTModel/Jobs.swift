@@ -7,14 +7,12 @@ struct PoolJob: ParallelJob {
     var p: PoolStage
     var x, y: UnsafeMutablePointer<Float>   // forward: x -> y; backward: y is dy, x is dx
     var backward: Bool
-    var output: UnsafeMutablePointer<Float>  // the pool's forward output (for the fused ReLU mask)
     func run(_ s: Int, _ worker: Int) {
         let g = p.window, inSize = g.inputSize, outSize = g.positions * g.channels
         switch (p.argmax, backward) {
         case let (am?, false): MaxPool.forward(g, x: x + s * inSize, y: y + s * outSize, argmax: am + s * outSize)
         case let (am?, true):
-            MaxPool.backward(g, dy: y + s * outSize, argmax: am + s * outSize, dx: x + s * inSize,
-                             reluOutput: p.masksRelu ? UnsafePointer(output + s * outSize) : nil)
+            MaxPool.backward(g, dy: y + s * outSize, argmax: am + s * outSize, dx: x + s * inSize)
         case (nil, false): AvgPool.forward(g, x: x + s * inSize, y: y + s * outSize)
         case (nil, true): AvgPool.backward(g, dy: y + s * outSize, dx: x + s * inSize)
         }

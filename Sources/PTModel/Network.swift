@@ -6,8 +6,10 @@
 // in (h, w, c) order. Checkpoints convert to PyTorch's layouts.
 //
 // Work is split so that every floating-point sum has one owner and one order fixed by the batch:
-// per-sample regions for convolution/pooling, whole-batch GEMMs split by output tiles for the
-// weight gradients. That is why the result does not depend on the thread count.
+// convolutions (with the max-pool after them) a sample at a time, their weight gradients per
+// shard of the batch and then summed over the shards in shard order; dense layers as whole-batch
+// GEMMs split by output tiles. That is why the result does not depend on the thread count
+// (docs/ARCHITECTURE.md).
 import Foundation
 import PTKernels
 import PTRuntime
@@ -61,7 +63,7 @@ struct PoolStage {
     var window: Window
     var isMax: Bool
     var argmax: UnsafeMutablePointer<Int32>?
-    var masksRelu = false  // max-pool of a conv's ReLU output: its backward applies the ReLU mask
+    var masksRelu = false  // fused after a conv with ReLU: its backward applies the ReLU mask
     var fused = false      // run by the conv before it (see ConvStage.fusedPool)
 }
 
@@ -406,7 +408,7 @@ public final class Network {
                                                   fusedPool: c.fusedPool, scratch: scratchLayout, pool: pool))
             case let .pool(p):
                 if p.fused { break }
-                pool.run(items: n, PoolJob(p: p, x: x, y: y, backward: false, output: y))
+                pool.run(items: n, PoolJob(p: p, x: x, y: y, backward: false))
             case let .dense(d):
                 pool.gemm(GemmJob(m: n, n: d.outputs, k: d.inputs, a: .rowMajor(x, cols: d.inputs),
                                   b: .rowMajor(W + d.weight, cols: d.outputs), c: y, ldc: d.outputs,
@@ -457,7 +459,7 @@ public final class Network {
                     gw: shardGradients + c.weight, gb: shardGradients + c.bias, shardStride: convParams, pool: pool))
             case let .pool(p):
                 if p.fused { break }
-                pool.run(items: n, PoolJob(p: p, x: dx, y: dy, backward: true, output: y))
+                pool.run(items: n, PoolJob(p: p, x: dx, y: dy, backward: true))
             case let .dense(d):
                 if d.relu { pool.run(items: n, ReluMaskJob(dy: dy, y: y, size: outSize)) }
                 pool.gemm(GemmJob(m: d.inputs, n: d.outputs, k: n, a: .transposed(x, cols: d.inputs),
