@@ -152,7 +152,7 @@ struct SpecParser {
             guard i < s.count else { throw fail("missing ')'") }
             if s[i] == UInt8(ascii: ")") { i += 1; return args }
             let start = i
-            let token = word() + numberTail()
+            let token = word() + numberTail(from: start)
             if token.isEmpty {
                 throw fail("unexpected '\(Character(UnicodeScalar(s[i])))' in the arguments")
             }
@@ -160,7 +160,7 @@ struct SpecParser {
             if i < s.count, s[i] == UInt8(ascii: "=") {
                 i += 1; skipSpaces()
                 let vstart = i
-                let value = word() + numberTail()
+                let value = word() + numberTail(from: vstart)
                 if value.isEmpty { throw fail("'\(token)=' needs a value", at: vstart) }
                 args.append(.named(token, value, start))
             } else {
@@ -175,13 +175,16 @@ struct SpecParser {
         }
     }
 
-    /// The rest of a number like "0.5" or "1e-3" after the identifier-like prefix.
-    mutating func numberTail() -> String {
+    /// The rest of a number like "0.5" or "1e-3" after the identifier-like prefix that began at
+    /// `tokenStart` ("1e" of "1e-3" is read as a word first).
+    mutating func numberTail(from tokenStart: Int) -> String {
         let start = i
         while i < s.count, s[i] == UInt8(ascii: ".") || s[i] == UInt8(ascii: "-") || s[i] == UInt8(ascii: "+") || isIdent(s[i]) {
             if s[i] == UInt8(ascii: "-") || s[i] == UInt8(ascii: "+") {
-                // Only as an exponent sign: "1e-3".
-                guard i > 0, s[i - 1] == UInt8(ascii: "e") || s[i - 1] == UInt8(ascii: "E"), i != start else { break }
+                // Only as an exponent sign, after a digit and an 'e': "1e-3", "2.5E+2".
+                let isDigit = { (c: UInt8) in c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9") }
+                guard i - 2 >= tokenStart, s[i - 1] == UInt8(ascii: "e") || s[i - 1] == UInt8(ascii: "E"),
+                      isDigit(s[i - 2]) || s[i - 2] == UInt8(ascii: ".") else { break }
             }
             i += 1
         }
@@ -263,6 +266,10 @@ struct SpecParser {
                 throw fail("dropout needs a keep probability, as in dropout(0.5)", at: argsStart)
             }
             guard keep > 0 && keep <= 1 else { throw fail("dropout keep probability must be in (0, 1], not \(keep)", at: col) }
+            // The layer keeps a Float: a keep so small that it rounds to 0 would scale by 1/0.
+            guard Float(keep) >= Float.leastNormalMagnitude else {
+                throw fail("dropout keep probability \(keep) is too small (below \(Float.leastNormalMagnitude))", at: col)
+            }
             return try finish(0, .dropout(keep: Float(keep)))
         default:
             throw fail("unknown layer '\(name)'; expected one of \(Self.names)", at: start)

@@ -24,6 +24,8 @@ import PTModel
     ("fc(10) conv(4,3) fc(10)", 8, "comes after a fc layer"),
     ("relu fc(10)", 1, "relu must directly follow"),
     ("conv(64,3) relu dropout(1.5) fc(10)", 25, "keep probability must be in (0, 1]"),
+    // Found by the spec fuzzer: positive as a Double, 0 as the layer's Float (1/keep would be inf).
+    ("fc(8) relu dropout(keep=2.5e-86) fc(10)", 20, "too small"),
     ("conv(0,3) fc(10)", 6, "output channel count must be a whole number"),
     ("conv(64,3", 10, "missing ')'"),
     ("conv(64,3) fc(10) $", 19, "unexpected '$'"),
@@ -64,4 +66,13 @@ func specErrorsPointAtTheToken(_ c: (String, Int, String)) {
     #expect(throws: ShapeError.self) {
         _ = try Network(spec: valid, input: Shape(h: 6, w: 6, c: 1), classes: 10, capacity: 1, threads: 1, seed: 1)
     }
+}
+
+/// Numbers in exponent form, positional or named, parse; and a spec's printed form parses back
+/// (including a tiny keep that prints in exponent form).
+@Test func exponentNumbersParseAndPrintBack() throws {
+    let s = try ModelSpec(parsing: "fc(8) relu dropout(1e-3) fc(16) relu dropout(keep=2.5E-1) fc(10)")
+    #expect(s.layers == [.dense(out: 8), .relu, .dropout(keep: 0.001), .dense(out: 16), .relu, .dropout(keep: 0.25), .dense(out: 10)])
+    let tiny = try ModelSpec(parsing: "fc(8) relu dropout(1.5e-37) fc(10)")
+    #expect(try ModelSpec(parsing: tiny.text).layers == tiny.layers, "\(tiny.text)")
 }
