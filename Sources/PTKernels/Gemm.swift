@@ -72,21 +72,19 @@ public enum Gemm {
         jc * k + pc * ((ncb + nr - 1) / nr * nr)
     }
 
-    /// `scratch` must hold `scratchFloats` floats and belong to the calling thread.
-    /// With `packedB` (from
-    /// `packB` of this same B), B is not packed again; `b` is then not read.
+    /// `scratch` must hold `scratchFloats` floats and belong to the calling thread. With `packedB`
+    /// (from `packB` of this same B), B is not packed again and `b` is not read.
     public static func multiply(m: Int, n: Int, k: Int, a: MatrixView, b: MatrixView,
                                 c: UnsafeMutablePointer<Float>, ldc: Int,
                                 accumulate: Bool, bias: UnsafePointer<Float>? = nil, relu: Bool = false,
                                 packedB: UnsafePointer<Float>? = nil, scratch: UnsafeMutablePointer<Float>) {
         if m <= 0 || n <= 0 { return }
-        @inline(__always) func at(_ i: Int, _ j: Int) -> Int { i * ldc + j }
         if k == 0 {
             for i in 0..<m {
                 for j in 0..<n {
-                    var v = accumulate ? c[at(i, j)] : 0
+                    var v = accumulate ? c[i * ldc + j] : 0
                     if let bias { v += bias[j] }
-                    c[at(i, j)] = relu ? max(v, 0) : v
+                    c[i * ldc + j] = relu ? max(v, 0) : v
                 }
             }
             return
@@ -157,7 +155,7 @@ public enum Gemm {
                             let ldt = inPlace ? ldc : nr
                             if !inPlace && load {
                                 for r in 0..<mr {
-                                    for j in 0..<nr { edgeC[r * nr + j] = (r < rows && j < cols) ? c[at(i0 + r, j0 + j)] : 0 }
+                                    for j in 0..<nr { edgeC[r * nr + j] = (r < rows && j < cols) ? c[(i0 + r) * ldc + j0 + j] : 0 }
                                 }
                             }
                             var pa = UnsafePointer(packA + ir * kcb)
@@ -171,7 +169,7 @@ public enum Gemm {
                             }
                             if !inPlace {
                                 for r in 0..<rows {
-                                    for j in 0..<cols { c[at(i0 + r, j0 + j)] = edgeC[r * nr + j] }
+                                    for j in 0..<cols { c[(i0 + r) * ldc + j0 + j] = edgeC[r * nr + j] }
                                 }
                             }
                             ir += mr
