@@ -33,10 +33,6 @@ public enum Elementwise {
         }
     }
 
-    public static func multiply(_ x: UnsafeMutablePointer<Float>, by s: UnsafePointer<Float>, count: Int) {
-        for i in 0..<count { x[i] *= s[i] }
-    }
-
     /// out[i] = src[i] + src[stride + i] + src[2 stride + i] + ..., `count` terms in that order.
     public static func sumInOrder(_ src: UnsafePointer<Float>, count: Int, stride: Int, length: Int,
                                   into out: UnsafeMutablePointer<Float>) {

@@ -143,39 +143,20 @@ struct ConvBackwardJob: ParallelJob {
 }
 
 /// out[i] = shard 0 + shard 1 + ... in that order, for a slice of the parameters per item.
-struct ShardReduceJob: ParallelJob {
+/// Public for the all-reduce benchmark in Benchmarks/.
+public struct ShardReduceJob: ParallelJob {
     static let chunk = 1 << 12
     var shards: UnsafeMutablePointer<Float>
     var count, stride: Int
     var out: UnsafeMutablePointer<Float>
     var total: Int
-    var chunks: Int { (total + Self.chunk - 1) / Self.chunk }
-    func run(_ c: Int, _ worker: Int) {
+    public init(shards: UnsafeMutablePointer<Float>, count: Int, stride: Int, out: UnsafeMutablePointer<Float>, total: Int) {
+        self.shards = shards; self.count = count; self.stride = stride; self.out = out; self.total = total
+    }
+    public var chunks: Int { (total + Self.chunk - 1) / Self.chunk }
+    public func run(_ c: Int, _ worker: Int) {
         let lo = c * Self.chunk
         Elementwise.sumInOrder(shards + lo, count: count, stride: stride, length: min(Self.chunk, total - lo), into: out + lo)
-    }
-}
-
-/// dXᵀ[inputs, paddedBatch] = W · dYᵀ for a range of W's rows: A is W read in place, B is dYᵀ
-/// packed (zero columns past the batch), every tile stored in place.
-struct DenseInputGradJob: ParallelJob {
-    var inputs, outputs, paddedBatch: Int
-    var w, packedDy, dxT: UnsafeMutablePointer<Float>
-    var parts: Int
-    unowned(unsafe) var pool: WorkerPool
-    init(inputs: Int, outputs: Int, paddedBatch: Int, w: UnsafeMutablePointer<Float>, packedDy: UnsafeMutablePointer<Float>,
-         dxT: UnsafeMutablePointer<Float>, workers: Int, pool: WorkerPool) {
-        self.inputs = inputs; self.outputs = outputs; self.paddedBatch = paddedBatch
-        self.w = w; self.packedDy = packedDy; self.dxT = dxT; self.pool = pool
-        // Whole row tiles, a few items per worker (see WorkerPool.gemm).
-        parts = min((inputs + Gemm.mr - 1) / Gemm.mr, 4 * workers)
-    }
-    func run(_ item: Int, _ worker: Int) {
-        let tiles = (inputs + Gemm.mr - 1) / Gemm.mr
-        let r0 = item * tiles / parts * Gemm.mr, r1 = min((item + 1) * tiles / parts * Gemm.mr, inputs)
-        Gemm.multiply(m: r1 - r0, n: paddedBatch, k: outputs, a: .rowMajor(w + r0 * outputs, cols: outputs),
-                      b: .rowMajor(packedDy, cols: paddedBatch), c: dxT + r0 * paddedBatch, ldc: paddedBatch,
-                      accumulate: false, packedB: packedDy, scratch: pool.scratch(worker))
     }
 }
 

@@ -279,15 +279,6 @@ public final class Network {
         owned.append(UnsafeMutableRawPointer(labels))
         shapes = [input] + plan.map(\.1)
         sizes = shapes.map(\.count)
-        // A conv followed by a max-pool never stores its output or that output's gradient.
-        let fusedOutputs = Set(plan.indices.filter { i in
-            guard i + 1 < plan.count, case .conv = plan[i].0, case let .pool(p) = plan[i + 1].0 else { return false }
-            return p.isMax
-        }.map { $0 + 1 })
-        acts = sizes.enumerated().map { fusedOutputs.contains($0.offset) ? floats(0) : floats($0.element * capacity) }
-        grads = sizes.enumerated().map {
-            $0.offset == 0 ? acts[0] : fusedOutputs.contains($0.offset) ? floats(0) : floats($0.element * capacity)
-        }
         for (index, (stage, _)) in plan.enumerated() {
             switch stage {
             case .conv(var c):
@@ -322,6 +313,15 @@ public final class Network {
             default:
                 stages.append(stage)
             }
+        }
+        // A conv with a fused max-pool never stores its output or that output's gradient.
+        let fusedOutputs = Set(stages.indices.filter { i in
+            if case let .conv(c) = stages[i] { return c.fusedPool != nil }
+            return false
+        }.map { $0 + 1 })
+        acts = sizes.enumerated().map { fusedOutputs.contains($0.offset) ? floats(0) : floats($0.element * capacity) }
+        grads = sizes.enumerated().map {
+            $0.offset == 0 ? acts[0] : fusedOutputs.contains($0.offset) ? floats(0) : floats($0.element * capacity)
         }
         self.owned = owned
         bufferBytes = bytes
@@ -374,18 +374,7 @@ public final class Network {
 
     /// Multiply-adds x 2 of one training step per sample: forward, weight gradients and the
     /// input gradients that are needed (none for the first layer).
-    public var trainingFlopsPerSample: Double {
-        var total = 0.0
-        for (idx, stage) in stages.enumerated() {
-            let passes = idx == 0 ? 2.0 : 3.0
-            switch stage {
-            case let .conv(c): total += passes * 2 * Double(c.window.positions * c.window.patch * c.cout)
-            case let .dense(d): total += passes * 2 * Double(d.inputs * d.outputs)
-            default: break
-            }
-        }
-        return total
-    }
+    public var trainingFlopsPerSample: Double { stageFlopsPerSample.reduce(0) { $0 + $1.0 + $1.1 } }
 
     // MARK: Forward
 
@@ -472,9 +461,8 @@ public final class Network {
                     let np = Self.paddedBatch(n)
                     let pack = PackBJob(k: d.outputs, n: n, b: .transposed(dy, cols: d.outputs), into: packedDy)
                     pool.run(items: pack.blocks, pack)
-                    let job = DenseInputGradJob(inputs: d.inputs, outputs: d.outputs, paddedBatch: np, w: W + d.weight,
-                                                packedDy: packedDy, dxT: dxT, workers: pool.count, pool: pool)
-                    pool.run(items: job.parts, job)
+                    pool.gemm(GemmJob(m: d.inputs, n: np, k: d.outputs, a: .rowMajor(W + d.weight, cols: d.outputs),
+                                      b: .rowMajor(packedDy, cols: np), c: dxT, ldc: np, packedB: packedDy))
                     pool.run(items: n, TransposeOutJob(inputs: d.inputs, paddedBatch: np, dxT: dxT, dx: dx))
                 }
             case let .dropout(d):

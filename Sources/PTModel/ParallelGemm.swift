@@ -11,6 +11,8 @@ struct GemmJob {
     var accumulate = false
     var bias: UnsafePointer<Float>? = nil
     var relu = false
+    /// B packed whole by `Gemm.packB`; the split then goes along M so every part uses all of it.
+    var packedB: UnsafePointer<Float>? = nil
 }
 
 /// Column sums of a row-major [rows, cols] matrix (a bias gradient), run beside a GEMM.
@@ -23,7 +25,7 @@ struct ColumnSumJob {
 extension WorkerPool {
     func gemm(_ j: GemmJob, alongside sums: ColumnSumJob? = nil) {
         let mt = (j.m + Gemm.mr - 1) / Gemm.mr, nt = (j.n + Gemm.nr - 1) / Gemm.nr
-        let splitM = mt >= nt
+        let splitM = mt >= nt || j.packedB != nil
         let tiles = splitM ? mt : nt
         // A few items per worker, taken from a shared counter: a worker the hypervisor or another
         // process delays holds up less of the region. Tile-aligned, so the bits do not change.
@@ -57,7 +59,7 @@ struct SplitGemm: ParallelJob {
             let r0 = t0 * Gemm.mr, r1 = min(t1 * Gemm.mr, j.m)
             Gemm.multiply(m: r1 - r0, n: j.n, k: j.k, a: j.a.offset(row: r0, col: 0), b: j.b,
                           c: j.c + r0 * j.ldc, ldc: j.ldc,
-                          accumulate: j.accumulate, bias: j.bias, relu: j.relu, scratch: scratch)
+                          accumulate: j.accumulate, bias: j.bias, relu: j.relu, packedB: j.packedB, scratch: scratch)
         } else {
             let c0 = t0 * Gemm.nr, c1 = min(t1 * Gemm.nr, j.n)
             Gemm.multiply(m: j.m, n: c1 - c0, k: j.k, a: j.a, b: j.b.offset(row: 0, col: c0),

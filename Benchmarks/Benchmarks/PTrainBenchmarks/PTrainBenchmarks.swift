@@ -74,19 +74,11 @@ let benchmarks: @Sendable () -> Void = {
 
     // The all-reduce of a step: the reference network's conv gradients (74,560 floats) in 32 shard
     // buffers, summed in shard order by parameter slices on 2 workers (33 x 298 KB = 9.8 MB moved).
-    struct Reduce: ParallelJob {
-        static let chunk = 1 << 12
-        var src, out: UnsafeMutablePointer<Float>
-        var shards, total: Int
-        func run(_ c: Int, _ worker: Int) {
-            let lo = c * Self.chunk
-            Elementwise.sumInOrder(src + lo, count: shards, stride: total, length: min(Self.chunk, total - lo), into: out + lo)
-        }
-    }
     let convParams = 74_560
-    let reduce = Reduce(src: buffer(32 * convParams, 10), out: buffer(convParams, 11), shards: 32, total: convParams)
+    let reduce = ShardReduceJob(shards: buffer(32 * convParams, 10), count: 32, stride: convParams,
+                                out: buffer(convParams, 11), total: convParams)
     Benchmark("all-reduce, 32 shards x 74,560 floats, 2 threads, 9.8 MB moved an iteration") { benchmark in
-        for _ in benchmark.scaledIterations { pool.run(items: (convParams + Reduce.chunk - 1) / Reduce.chunk, reduce) }
+        for _ in benchmark.scaledIterations { pool.run(items: reduce.chunks, reduce) }
     }
 
     Benchmark("FMA peak, 1 core, 384 MFLOP an iteration") { benchmark in
