@@ -169,3 +169,62 @@ struct TransposeOutJob: ParallelJob {
         for i in 0..<inputs { out[i] = dxT[i * paddedBatch + s] }
     }
 }
+
+/// A dense layer's backward pass fused with the Adam step of its weights, by ranges of W's rows
+/// (tile-aligned, so the GEMMs' bits are those of the unfused pass). For each block of `rows`
+/// rows of W: dXᵀ's rows (reading those W rows), dW's rows, then Adam on exactly those rows of
+/// W, g, m and v, while W and g are still in cache. dXᵀ row i needs only W row i, so updating
+/// a row right after its dXᵀ is computed never feeds a new weight into an old gradient.
+struct DenseUpdateJob: ParallelJob {
+    static let rows = 32
+    var inputs, outputs, batch: Int
+    var x: UnsafeMutablePointer<Float>             // [batch, inputs]
+    var dy, packedDy: UnsafeMutablePointer<Float>  // dY [batch, outputs], and packed as dW's B
+    var packedDyT, dxT: UnsafeMutablePointer<Float>?  // dYᵀ packed as dXᵀ's B, dXᵀ [inputs, paddedBatch]; nil: no input gradient
+    var paddedBatch: Int
+    var w, g, m, v: UnsafeMutablePointer<Float>    // this layer's weights in the flat buffers
+    var adam: AdamStep
+    var finite: UnsafeMutablePointer<Bool>         // one flag per worker, and-ed
+    var parts: Int
+    var sums: ColumnSumJob                         // the bias gradient, items parts..<parts + sumChunks
+    var sumChunks: Int
+    unowned(unsafe) var pool: WorkerPool
+
+    func run(_ item: Int, _ worker: Int) {
+        if item >= parts { sums.run(chunk: item - parts, of: sumChunks); return }
+        let tiles = (inputs + Gemm.mr - 1) / Gemm.mr
+        let lo = item * tiles / parts * Gemm.mr, hi = min((item + 1) * tiles / parts * Gemm.mr, inputs)
+        let scratch = pool.scratch(worker)
+        var ok = true
+        var r0 = lo
+        while r0 < hi {
+            let r = min(Self.rows, hi - r0)
+            if let packedDyT, let dxT {
+                Gemm.multiply(m: r, n: paddedBatch, k: outputs, a: .rowMajor(w + r0 * outputs, cols: outputs),
+                              b: .rowMajor(packedDyT, cols: paddedBatch), c: dxT + r0 * paddedBatch, ldc: paddedBatch,
+                              accumulate: false, packedB: packedDyT, scratch: scratch)
+            }
+            Gemm.multiply(m: r, n: outputs, k: batch, a: MatrixView.transposed(x, cols: inputs).offset(row: r0, col: 0),
+                          b: .rowMajor(dy, cols: outputs), c: g + r0 * outputs, ldc: outputs,
+                          accumulate: false, packedB: packedDy, scratch: scratch)
+            let at = r0 * outputs
+            ok = AdamUpdate.apply(adam, w: w + at, g: g + at, m: m + at, v: v + at, count: r * outputs) && ok
+            r0 += r
+        }
+        if !ok { finite[worker] = false }
+    }
+}
+
+/// Adam over the parameters the dense layers did not update in their backward pass (conv
+/// parameters and biases), as slices listed once at build time; a flag per worker for
+/// non-finite gradients.
+struct AdamRangesJob: ParallelJob {
+    var adam: AdamStep
+    var w, g, m, v: UnsafeMutablePointer<Float>
+    var starts, counts: UnsafeMutablePointer<Int>
+    var finite: UnsafeMutablePointer<Bool>
+    func run(_ item: Int, _ worker: Int) {
+        let lo = starts[item]
+        if !AdamUpdate.apply(adam, w: w + lo, g: g + lo, m: m + lo, v: v + lo, count: counts[item]) { finite[worker] = false }
+    }
+}

@@ -75,6 +75,9 @@ struct DenseStage {
     // batch dimension padded to whole register tiles (so every tile is stored in place).
     var packedDy: UnsafeMutablePointer<Float>?
     var inputGradT: UnsafeMutablePointer<Float>?
+    // dY packed as the weight gradient's B, for the backward pass fused with Adam (dW is then
+    // computed a few rows at a time, and B would otherwise be packed again for each).
+    var packedDyRows: UnsafeMutablePointer<Float>!
 }
 
 struct DropoutStage {
@@ -125,6 +128,12 @@ public final class Network {
     var sizes: [Int] = []      // per-sample floats of each activation
     var shapes: [Shape] = []   // per-sample shape of each activation (dense: 1 x 1 x units)
     private var owned: [UnsafeMutableRawPointer] = []
+    /// Slices (start, count) of the parameters Adam updates after the backward pass: all but the
+    /// dense weights, which their own backward pass updates (`backward(count:adam:)`).
+    private let adamStarts, adamCounts: UnsafeMutablePointer<Int>
+    private let adamSlices: Int
+    /// One flag per worker: false when a gradient it handed to Adam was not finite.
+    private let finiteFlags: UnsafeMutablePointer<Bool>
 
     /// When `profiling`, each stage's forward and backward time accumulates here (nanoseconds,
     /// `[2 * stage]` forward, `[2 * stage + 1]` backward) for `ptrain bench --profile`.
@@ -134,8 +143,9 @@ public final class Network {
     @inline(__always) func charge(_ slot: Int, since start: UInt64) {
         if profiling { stageNanos[slot] &+= DispatchTime.now().uptimeNanoseconds &- start }
     }
-    /// The last slot is the conv-gradient reduction.
-    public func resetProfile() { stageNanos = Array(repeating: 0, count: 2 * stages.count + 1) }
+    /// The last two slots: the conv-gradient reduction, and Adam over the parameters that the
+    /// dense layers' backward passes do not update themselves.
+    public func resetProfile() { stageNanos = Array(repeating: 0, count: 2 * stages.count + 2) }
     /// A short name per stage for profile tables: "conv 3x3 1->64 +relu", "maxpool 2", "fc 6272->1024".
     public var stageNames: [String] {
         stages.map { s in
@@ -262,10 +272,32 @@ public final class Network {
         pool = WorkerPool(threads: threads, scratchFloats: Gemm.scratchFloats + colFloats + convOutFloats)
         scratchLayout = ConvScratch(col: Gemm.scratchFloats, output: Gemm.scratchFloats + colFloats)
         self.convParams = convParams
+        // Adam's slices outside the dense weights, at most `AdamRangesJob`-sized chunks each.
+        let denseWeights = Set(tensors.filter { if case .denseWeight = $0.kind { return true }; return false }.map(\.offset))
+        var slices: [(Int, Int)] = []
+        for t in tensors where !denseWeights.contains(t.offset) {
+            var lo = t.offset
+            while lo < t.offset + t.count {
+                let n = min(Self.adamChunk, t.offset + t.count - lo)
+                if let last = slices.last, last.0 + last.1 == lo, last.1 + n <= Self.adamChunk {
+                    slices[slices.count - 1].1 += n  // contiguous with the previous slice
+                } else {
+                    slices.append((lo, n))
+                }
+                lo += n
+            }
+        }
+        adamSlices = slices.count
+        adamStarts = .allocate(capacity: max(slices.count, 1))
+        adamCounts = .allocate(capacity: max(slices.count, 1))
+        for (i, sl) in slices.enumerated() { adamStarts[i] = sl.0; adamCounts[i] = sl.1 }
+        finiteFlags = .allocate(capacity: pool.count)
+        finiteFlags.initialize(repeating: true, count: pool.count)
 
         // Buffers.
         var bytes = 0
-        var owned: [UnsafeMutableRawPointer] = []
+        var owned: [UnsafeMutableRawPointer] = [UnsafeMutableRawPointer(adamStarts), UnsafeMutableRawPointer(adamCounts),
+                                                UnsafeMutableRawPointer(finiteFlags)]
         func floats(_ n: Int) -> UnsafeMutablePointer<Float> {
             let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
             p.initialize(repeating: 0, count: max(n, 1))
@@ -305,6 +337,7 @@ public final class Network {
                 d.scales = floats(d.units * capacity)
                 stages.append(.dropout(d))
             case .dense(var d):
+                d.packedDyRows = floats(Gemm.packedBFloats(k: capacity, n: d.outputs))
                 if index > 0 {
                     d.packedDy = floats(Gemm.packedBFloats(k: d.outputs, n: capacity))
                     d.inputGradT = floats(d.inputs * Self.paddedBatch(capacity))
@@ -423,8 +456,29 @@ public final class Network {
 
     // MARK: Backward
 
+    /// Parameters per slice of an Adam job item.
+    static let adamChunk = 1 << 14
+
     /// Fills `gradients` with d(mean loss)/d(parameters) for the last forward pass.
-    public func backward(count n: Int) {
+    public func backward(count n: Int) { backward(count: n, fusedAdam: nil) }
+
+    /// Fills `gradients` as `backward(count:)` does and takes one Adam step on every parameter,
+    /// with the same bits as `backward(count:)` followed by Adam over the flat buffers. A dense
+    /// layer's weights are updated inside its backward pass, a block of rows as soon as their
+    /// gradient is known, while the rows are in cache: fc1's 25.7 MB of weights is then read from
+    /// memory once instead of twice, and its gradient is not read back. Returns false when a
+    /// gradient was not finite (the update has been applied all the same).
+    public func backward(count n: Int, adam: AdamStep) -> Bool {
+        finiteFlags.update(repeating: true, count: pool.count)
+        backward(count: n, fusedAdam: adam)
+        let start = clock()
+        pool.run(items: adamSlices, AdamRangesJob(adam: adam, w: weights, g: gradients, m: moment1, v: moment2,
+                                                  starts: adamStarts, counts: adamCounts, finite: finiteFlags))
+        charge(2 * stages.count + 1, since: start)
+        return !(0..<pool.count).contains { !finiteFlags[$0] }
+    }
+
+    private func backward(count n: Int, fusedAdam: AdamStep?) {
         let W = weights, G = gradients
         for idx in stages.indices.reversed() {
             let x = acts[idx], y = acts[idx + 1], dy = grads[idx + 1], dx = grads[idx]
@@ -451,6 +505,10 @@ public final class Network {
                 pool.run(items: n, PoolJob(p: p, x: dx, y: dy, backward: true))
             case let .dense(d):
                 if d.relu { pool.run(items: n, ReluMaskJob(dy: dy, y: y, size: outSize)) }
+                if let adam = fusedAdam {
+                    denseBackwardWithAdam(d, count: n, x: x, dy: dy, dx: needInput ? dx : nil, adam: adam)
+                    break
+                }
                 pool.gemm(GemmJob(m: d.inputs, n: d.outputs, k: n, a: .transposed(x, cols: d.inputs),
                                   b: .rowMajor(dy, cols: d.outputs), c: G + d.weight, ldc: d.outputs),
                           alongside: ColumnSumJob(m: dy, rows: n, cols: d.outputs, out: G + d.bias))
@@ -472,6 +530,33 @@ public final class Network {
         let start = clock()
         reduceConvGradients(count: n)
         charge(2 * stages.count, since: start)
+    }
+
+    /// A dense layer's backward pass with the Adam step of its weights (see `DenseUpdateJob`);
+    /// its bias is left to the Adam pass over the remaining parameters.
+    private func denseBackwardWithAdam(_ d: DenseStage, count n: Int, x: UnsafeMutablePointer<Float>,
+                                       dy: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>?, adam: AdamStep) {
+        let np = Self.paddedBatch(n)
+        let packRows = PackBJob(k: n, n: d.outputs, b: .rowMajor(dy, cols: d.outputs), into: d.packedDyRows)
+        pool.run(items: packRows.blocks, packRows)
+        var packedDyT: UnsafeMutablePointer<Float>?
+        if dx != nil, let packedDy = d.packedDy {
+            let pack = PackBJob(k: d.outputs, n: n, b: .transposed(dy, cols: d.outputs), into: packedDy)
+            pool.run(items: pack.blocks, pack)
+            packedDyT = packedDy
+        }
+        let tiles = (d.inputs + Gemm.mr - 1) / Gemm.mr
+        let parts = min(tiles, 4 * pool.count)
+        let sums = ColumnSumJob(m: dy, rows: n, cols: d.outputs, out: gradients + d.bias)
+        let sumChunks = sums.chunks(workers: pool.count)
+        pool.run(items: parts + sumChunks, DenseUpdateJob(
+            inputs: d.inputs, outputs: d.outputs, batch: n, x: x, dy: dy, packedDy: d.packedDyRows,
+            packedDyT: packedDyT, dxT: packedDyT == nil ? nil : d.inputGradT, paddedBatch: np,
+            w: weights + d.weight, g: gradients + d.weight, m: moment1 + d.weight, v: moment2 + d.weight,
+            adam: adam, finite: finiteFlags, parts: parts, sums: sums, sumChunks: sumChunks, pool: pool))
+        if let dx, let dxT = d.inputGradT, packedDyT != nil {
+            pool.run(items: n, TransposeOutJob(inputs: d.inputs, paddedBatch: np, dxT: dxT, dx: dx))
+        }
     }
 
     /// The all-reduce of the conv gradients: each worker sums a slice of the parameters over the

@@ -20,6 +20,14 @@ struct ColumnSumJob {
     var m: UnsafePointer<Float>
     var rows, cols: Int
     var out: UnsafeMutablePointer<Float>
+    /// How many chunks to cut the columns into for `count` workers.
+    func chunks(workers count: Int) -> Int { min((cols + 15) / 16, count) }
+    /// Chunks of whole 16-column groups, so each column's sum takes the same (SIMD or not) path.
+    func run(chunk c: Int, of chunks: Int) {
+        let groups = (cols + 15) / 16
+        let lo = min(c * groups / chunks * 16, cols), hi = min((c + 1) * groups / chunks * 16, cols)
+        Elementwise.columnSums(m, rows: rows, ld: cols, cols: lo..<hi, into: out)
+    }
 }
 
 extension WorkerPool {
@@ -30,7 +38,7 @@ extension WorkerPool {
         // A few items per worker, taken from a shared counter: a worker the hypervisor or another
         // process delays holds up less of the region. Tile-aligned, so the bits do not change.
         let parts = min(tiles, 4 * count)
-        let sumChunks = sums.map { min(($0.cols + 15) / 16, count) } ?? 0
+        let sumChunks = sums.map { $0.chunks(workers: count) } ?? 0
         run(items: parts + sumChunks, SplitGemm(job: j, sums: sums, splitM: splitM, tiles: tiles, parts: parts,
                                                  sumChunks: sumChunks, pool: self))
     }
@@ -47,10 +55,7 @@ struct SplitGemm: ParallelJob {
     func run(_ item: Int, _ worker: Int) {
         let j = job
         if item >= parts, let s = sums {
-            // Chunks of 16 columns, so each column's sum takes the same (SIMD or not) path.
-            let c = item - parts, groups = (s.cols + 15) / 16
-            let lo = min(c * groups / sumChunks * 16, s.cols), hi = min((c + 1) * groups / sumChunks * 16, s.cols)
-            Elementwise.columnSums(s.m, rows: s.rows, ld: s.cols, cols: lo..<hi, into: s.out)
+            s.run(chunk: item - parts, of: sumChunks)
             return
         }
         let t0 = item * tiles / parts, t1 = (item + 1) * tiles / parts

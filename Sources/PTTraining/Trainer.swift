@@ -1,5 +1,5 @@
 // The training loop: seeded per-epoch shuffling, one forward/backward over the whole batch on the
-// worker pool, then one Adam step split across the workers by parameter slices.
+// worker pool, and one Adam step (taken by the backward pass, see `Network.backward(count:adam:)`).
 import Foundation
 import PTKernels
 import PTModel
@@ -32,12 +32,11 @@ public final class Trainer {
     /// Optimizer steps taken so far.
     public private(set) var step = 0
     private var order: [Int32]
-    private var chunkFinite: [Bool] = []
     /// False when the last step's gradients held a NaN or an infinity.
     public private(set) var gradientsFinite = true
     private var orderEpoch = -1
-    /// With `network.profiling`: time spent in the loss and in the Adam pass (nanoseconds).
-    public var lossNanos: UInt64 = 0, adamNanos: UInt64 = 0
+    /// With `network.profiling`: time spent in the loss (nanoseconds).
+    public var lossNanos: UInt64 = 0
 
     public var stepsPerEpoch: Int { data.count / config.batch }
 
@@ -101,17 +100,9 @@ public final class Trainer {
         let t0 = net.profiling ? DispatchTime.now().uptimeNanoseconds : 0
         let loss = net.lossAndGradient(count: b)
         if net.profiling { lossNanos &+= DispatchTime.now().uptimeNanoseconds &- t0 }
-        net.backward(count: b)
-        let t1 = net.profiling ? DispatchTime.now().uptimeNanoseconds : 0
+        // The backward pass takes the Adam step too (dense weights inside it, while in cache).
         let adam = AdamStep(lr: config.lr, beta1: config.beta1, beta2: config.beta2, epsilon: config.epsilon, t: step)
-        let total = net.parameterCount, chunks = (total + AdamJob.chunk - 1) / AdamJob.chunk
-        if chunkFinite.count != chunks { chunkFinite = Array(repeating: true, count: chunks) }
-        chunkFinite.withUnsafeMutableBufferPointer { finite in
-            net.pool.run(items: chunks, AdamJob(step: adam, w: net.weights, g: net.gradients, m: net.moment1,
-                                                v: net.moment2, total: total, finite: finite.baseAddress!))
-        }
-        gradientsFinite = !chunkFinite.contains(false)
-        if net.profiling { adamNanos &+= DispatchTime.now().uptimeNanoseconds &- t1 }
+        gradientsFinite = net.backward(count: b, adam: adam)
         return loss
     }
 
@@ -140,18 +131,5 @@ public final class Trainer {
         }
         return Evaluation(loss: lossSum / Double(max(set.count, 1)), accuracy: Double(correct) / Double(max(set.count, 1)),
                           correct: correct, count: set.count)
-    }
-}
-
-/// Adam over parameter slices of `chunk` floats; records whether each slice's gradients were finite.
-struct AdamJob: ParallelJob {
-    static let chunk = 1 << 14
-    var step: AdamStep
-    var w, g, m, v: UnsafeMutablePointer<Float>
-    var total: Int
-    var finite: UnsafeMutablePointer<Bool>
-    func run(_ c: Int, _ worker: Int) {
-        let lo = c * Self.chunk, n = min(Self.chunk, total - lo)
-        finite[c] = AdamUpdate.apply(step, w: w + lo, g: g + lo, m: m + lo, v: v + lo, count: n)
     }
 }

@@ -157,3 +157,53 @@ func forwardAndBackwardAreIndependentOfThreads(_ threads: Int) throws {
     let one = try run(1), other = try run(threads)
     #expect(one.count == other.count && !one.indices.contains { one[$0] != other[$0] })
 }
+
+/// The training step's backward pass takes the Adam step itself (dense weights a block of rows at
+/// a time, inside their backward pass): it must give exactly the bits of `backward` followed by
+/// Adam over the flat buffers, at any thread count. The sizes are awkward on purpose: dense
+/// inputs that are not whole 8-row tiles (3·3·5 = 45 and 37) and outputs that are not whole
+/// 32-column panels, more rows than one block of the fused job, and a dense first layer.
+@Test(arguments: ["conv(5,3) relu maxpool(2) fc(37) relu dropout(0.5) fc(10)",
+                  "fc(70) relu fc(33) relu fc(10)"], [1, 2, 3])
+func backwardWithAdamEqualsBackwardThenAdam(_ text: String, _ threads: Int) throws {
+    let spec = try ModelSpec(parsing: text)
+    let input = Shape(h: 7, w: 7, c: 2), batch = 11, classes = 10
+    func step(_ net: Network, _ t: Int) {
+        var r = SplitMix64(seed: UInt64(t))
+        for i in 0..<(batch * input.count) { net.input[i] = Float(r.nextUnit() * 2 - 1) }
+        for s in 0..<batch { net.labels[s] = Int32((s * 7 + t) % classes) }
+        net.forward(count: batch, training: true, step: t, seed: 3)
+        _ = net.lossAndGradient(count: batch)
+    }
+    let fused = try Network(spec: spec, input: input, classes: classes, capacity: batch, threads: threads, seed: 8)
+    let plain = try Network(spec: spec, input: input, classes: classes, capacity: batch, threads: 1, seed: 8)
+    let count = plain.parameterCount
+    for t in 1...3 {
+        let adam = AdamStep(lr: 1e-2, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, t: t)
+        step(fused, t)
+        #expect(fused.backward(count: batch, adam: adam))
+        step(plain, t)
+        plain.backward(count: batch)
+        #expect(AdamUpdate.apply(adam, w: plain.weights, g: plain.gradients, m: plain.moment1, v: plain.moment2, count: count))
+        for (name, a, b) in [("weights", fused.weights, plain.weights), ("gradients", fused.gradients, plain.gradients),
+                             ("moment1", fused.moment1, plain.moment1), ("moment2", fused.moment2, plain.moment2)] {
+            let first = (0..<count).first { a[$0].bitPattern != b[$0].bitPattern }
+            #expect(first == nil, "step \(t): \(name) differ first at \(first ?? -1)")
+        }
+    }
+    // The step moved the weights (a fused pass that skipped Adam would also "match" a no-op).
+    let fresh = try Network(spec: spec, input: input, classes: classes, capacity: batch, threads: 1, seed: 8)
+    #expect((0..<count).contains { fresh.weights[$0] != fused.weights[$0] })
+}
+
+/// A non-finite gradient is reported by the fused step (and the named tensor found by the trainer).
+@Test func backwardWithAdamReportsNonFiniteGradients() throws {
+    let spec = try ModelSpec(parsing: "fc(40) relu fc(10)")
+    let input = Shape(h: 4, w: 4, c: 1)
+    let net = try Network(spec: spec, input: input, classes: 10, capacity: 4, threads: 2, seed: 1)
+    for i in 0..<(4 * input.count) { net.input[i] = i == 5 ? .infinity : 0.5 }
+    for s in 0..<4 { net.labels[s] = Int32(s) }
+    net.forward(count: 4, training: true, step: 1, seed: 1)
+    _ = net.lossAndGradient(count: 4)
+    #expect(!net.backward(count: 4, adam: AdamStep(lr: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, t: 1)))
+}
