@@ -37,9 +37,17 @@ public enum Im2col {
         while ch < c { dst[ch] = src[ch]; ch += 1 }
     }
 
+    /// Floats that `forward` may read past the end of `x` and write past the end of the patches
+    /// (buffers passed to it are allocated with this much slack).
+    public static let slack = 16
+
     public static func forward(_ g: Window, x: UnsafePointer<Float>, col: UnsafeMutablePointer<Float>) {
+        // A kernel row shorter than a vector (conv1: 3 floats) is copied as one 16-float vector, in
+        // increasing address order, so the part past the row is overwritten by the rows after it
+        // and the last one spills into `slack`; a copy loop for 3 floats costs more than that.
         let c = g.channels, k = g.kernel
         let rowFloats = k * c  // one kernel row of a patch: k pixels of c channels, contiguous in NHWC
+        let short = rowFloats < 16
         var dst = col
         for oh in 0..<g.outH {
             for ow in 0..<g.outW {
@@ -50,7 +58,8 @@ public enum Im2col {
                     if ih < 0 || ih >= g.inH {
                         for i in 0..<rowFloats { dst[i] = 0 }
                     } else if inside {
-                        copyChannels(from: x + (ih * g.inW + iw0) * c, to: dst, count: rowFloats)
+                        let src = x + (ih * g.inW + iw0) * c
+                        if short { storeV(loadV(src), dst) } else { copyChannels(from: src, to: dst, count: rowFloats) }
                     } else {
                         for kw in 0..<k {
                             let iw = iw0 + kw

@@ -247,7 +247,7 @@ public final class Network {
         // Each worker holds one sample's im2col (and then its gradient): convolutions run a sample
         // at a time so that it never leaves the worker's cache.
         let colFloats = plan.reduce(0) { most, p in
-            if case let .conv(c) = p.0, c.viaCol { return max(most, c.window.positions * c.window.patch) }
+            if case let .conv(c) = p.0, c.viaCol { return max(most, c.window.positions * c.window.patch + Im2col.slack) }
             return most
         }
         // ... and one sample's conv output (then its gradient) when a max-pool is fused after it.
@@ -298,9 +298,10 @@ public final class Network {
         var bytes = 0
         var owned: [UnsafeMutableRawPointer] = [UnsafeMutableRawPointer(adamStarts), UnsafeMutableRawPointer(adamCounts),
                                                 UnsafeMutableRawPointer(finiteFlags)]
+        // Every buffer has `Im2col.slack` floats to spare: im2col may read that far past a conv's input.
         func floats(_ n: Int) -> UnsafeMutablePointer<Float> {
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
-            p.initialize(repeating: 0, count: max(n, 1))
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: n + Im2col.slack)
+            p.initialize(repeating: 0, count: n + Im2col.slack)
             owned.append(UnsafeMutableRawPointer(p)); bytes += 4 * n
             return p
         }

@@ -97,9 +97,10 @@ func im2colConvMatchesDirectConv(_ p: (Int, Int, Int, Int, Int, Bool)) {
     let g = Window(inH: h, inW: w, channels: c, kernel: k, stride: s, same: same)
     var r = Rand(s: UInt64(h * w * c + k))
     let x = r.array(g.inputSize), wt = r.array(g.patch * cout), bias = r.array(cout)
-    var col = [Float](repeating: .nan, count: g.positions * g.patch)
+    let xs = x + [Float](repeating: 0, count: Im2col.slack)  // im2col may read (not use) past x
+    var col = [Float](repeating: .nan, count: g.positions * g.patch + Im2col.slack)
     var y = [Float](repeating: .nan, count: g.positions * cout)
-    x.withUnsafeBufferPointer { xp in col.withUnsafeMutableBufferPointer { cp in
+    xs.withUnsafeBufferPointer { xp in col.withUnsafeMutableBufferPointer { cp in
         Im2col.forward(g, x: xp.baseAddress!, col: cp.baseAddress!)
     } }
     col.withUnsafeBufferPointer { cp in wt.withUnsafeBufferPointer { wp in bias.withUnsafeBufferPointer { bp in
@@ -112,6 +113,36 @@ func im2colConvMatchesDirectConv(_ p: (Int, Int, Int, Int, Int, Bool)) {
     close(y, Reference.conv(g, x: x, w: wt, bias: bias, cout: cout), terms: g.patch)
 }
 
+/// im2col against its definition, for kernel rows shorter than a vector (copied as overlapping
+/// 16-float vectors) and longer ones; nothing past the slack is touched.
+@Test(arguments: [(28, 28, 1, 3, 1, true), (7, 6, 3, 3, 2, true), (9, 8, 2, 5, 2, false), (6, 5, 4, 3, 3, false),
+                  (5, 7, 8, 3, 1, true), (4, 4, 3, 1, 1, true)])
+func im2colMatchesItsDefinition(_ p: (Int, Int, Int, Int, Int, Bool)) {
+    let (h, w, c, k, s, same) = p
+    let g = Window(inH: h, inW: w, channels: c, kernel: k, stride: s, same: same)
+    var r = Rand(s: UInt64(h + w + c))
+    let canary: Float = -12345
+    let x = r.array(g.inputSize) + [Float](repeating: canary, count: Im2col.slack + 8)
+    var col = [Float](repeating: .nan, count: g.positions * g.patch + Im2col.slack + 8)
+    x.withUnsafeBufferPointer { xp in col.withUnsafeMutableBufferPointer { Im2col.forward(g, x: xp.baseAddress!, col: $0.baseAddress!) } }
+    var expected: [Float] = []
+    for oh in 0..<g.outH {
+        for ow in 0..<g.outW {
+            for kh in 0..<k {
+                for kw in 0..<k {
+                    let ih = oh * s - g.padTop + kh, iw = ow * s - g.padLeft + kw
+                    for ch in 0..<c {
+                        expected.append(ih >= 0 && ih < h && iw >= 0 && iw < w ? x[(ih * w + iw) * c + ch] : 0)
+                    }
+                }
+            }
+        }
+    }
+    #expect(Array(col[0..<expected.count]) == expected)
+    let untouched = col[(expected.count + Im2col.slack)...].allSatisfy { $0.isNaN }
+    #expect(untouched)
+}
+
 /// col2im is the adjoint of im2col: <im2col(x), d> == <x, col2im(d)>.
 @Test(arguments: [(5, 5, 2, 3, 1, true), (8, 7, 3, 3, 2, true), (9, 9, 1, 4, 3, false)])
 func col2imIsAdjointOfIm2col(_ p: (Int, Int, Int, Int, Int, Bool)) {
@@ -119,8 +150,10 @@ func col2imIsAdjointOfIm2col(_ p: (Int, Int, Int, Int, Int, Bool)) {
     let g = Window(inH: h, inW: w, channels: c, kernel: k, stride: s, same: same)
     var r = Rand(s: 5)
     let x = r.array(g.inputSize), d = r.array(g.positions * g.patch)
-    var col = [Float](repeating: 0, count: d.count), dx = [Float](repeating: .nan, count: x.count)
-    x.withUnsafeBufferPointer { xp in col.withUnsafeMutableBufferPointer { Im2col.forward(g, x: xp.baseAddress!, col: $0.baseAddress!) } }
+    let xs = x + [Float](repeating: 0, count: Im2col.slack)
+    var col = [Float](repeating: 0, count: d.count + Im2col.slack), dx = [Float](repeating: .nan, count: x.count)
+    xs.withUnsafeBufferPointer { xp in col.withUnsafeMutableBufferPointer { Im2col.forward(g, x: xp.baseAddress!, col: $0.baseAddress!) } }
+    col.removeLast(Im2col.slack)
     d.withUnsafeBufferPointer { dp in dx.withUnsafeMutableBufferPointer { Im2col.backward(g, dcol: dp.baseAddress!, dx: $0.baseAddress!) } }
     let lhs = zip(col, d).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
     let rhs = zip(x, dx).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
