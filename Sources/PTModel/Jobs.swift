@@ -60,8 +60,37 @@ struct PackBJob: ParallelJob {
 
 /// Offsets into a worker's scratch (after the GEMM packing area).
 struct ConvScratch {
-    var col: Int     // one sample's im2col, then its gradient
-    var output: Int  // one sample's conv output, then its gradient, when a max-pool is fused
+    var col: Int       // one sample's im2col, then its gradient (Winograd: its transformed input V, then dV)
+    var output: Int    // one sample's conv output, then its gradient, when a max-pool is fused
+    var winograd: Int  // Winograd: a sample's transformed outputs M (then dM), and after them the shard's dU
+}
+
+/// U = G g Gᵀ of a Winograd conv's weights, a slice of the (cin, cout) pairs per item.
+struct WinogradWeightsJob: ParallelJob {
+    var w: UnsafeMutablePointer<Float>
+    var pairs: Int
+    var u: UnsafeMutablePointer<Float>
+    var chunks: Int
+    func run(_ item: Int, _ worker: Int) {
+        let vectors = pairs / 16
+        Winograd.transformWeights(w, pairs: pairs, range: (item * vectors / chunks * 16)..<((item + 1) * vectors / chunks * 16), into: u)
+    }
+}
+
+/// Packs U_ξ (the forward's B) and U_ξᵀ (the input gradient's B) of a Winograd conv, one ξ per item.
+struct PackWinogradJob: ParallelJob {
+    var c: ConvStage
+    func run(_ xi: Int, _ worker: Int) {
+        let cin = c.window.channels, u = c.u! + xi * cin * c.cout
+        for block in 0..<Gemm.packedBBlocks(k: cin, n: c.cout) {
+            Gemm.packB(k: cin, n: c.cout, b: .rowMajor(u, cols: c.cout), block: block, into: c.packedW + xi * c.packedStride)
+        }
+        if let wt = c.packedWt {
+            for block in 0..<Gemm.packedBBlocks(k: c.cout, n: cin) {
+                Gemm.packB(k: c.cout, n: cin, b: .transposed(u, cols: c.cout), block: block, into: wt + xi * c.packedStrideT)
+            }
+        }
+    }
 }
 
 /// One sample of a convolution: im2col into the worker's scratch (the input itself for a 1x1
@@ -72,17 +101,37 @@ struct ConvForwardJob: ParallelJob {
     var cout: Int
     var x, y, w, bias: UnsafeMutablePointer<Float>   // w: the weights packed by PackWeightsJob
     var relu, viaCol: Bool
+    var winograd: ConvStage?   // set for a Winograd conv (then w is unused)
     var fusedPool: PoolStage?
     var scratch: ConvScratch
     unowned(unsafe) var pool: WorkerPool
     func run(_ s: Int, _ worker: Int) {
         let area = pool.scratch(worker)
+        if let c = winograd {
+            // V = Bᵀ d B, then M_ξ = V_ξ · U_ξ for the 16 positions ξ, then y = Aᵀ M A + bias.
+            let t = Winograd.tiles(g), cin = g.channels
+            let v = area + scratch.col, m = area + scratch.winograd
+            Winograd.transformInput(g, x: x + s * g.inputSize, into: v)
+            for xi in 0..<16 {
+                let packed = c.packedW + xi * c.packedStride
+                Gemm.multiply(m: t, n: cout, k: cin, a: .rowMajor(v + xi * t * cin, cols: cin), b: .rowMajor(packed, cols: cout),
+                              c: m + xi * t * cout, ldc: cout, accumulate: false, packedB: packed, scratch: area)
+            }
+            let out = fusedPool == nil ? y + s * g.positions * cout : area + scratch.output
+            Winograd.transformOutput(g, cout: cout, m: m, bias: bias, relu: relu, into: out)
+            poolAfter(out, s)
+            return
+        }
         let col = viaCol ? area + scratch.col : x + s * g.inputSize
         if viaCol { Im2col.forward(g, x: x + s * g.inputSize, col: col) }
         let out = fusedPool == nil ? y + s * g.positions * cout : area + scratch.output
         // w is the packed weights: the B view is not read.
         Gemm.multiply(m: g.positions, n: cout, k: g.patch, a: .rowMajor(col, cols: g.patch), b: .rowMajor(w, cols: cout),
                       c: out, ldc: cout, accumulate: false, bias: bias, relu: relu, packedB: w, scratch: area)
+        poolAfter(out, s)
+    }
+
+    @inline(__always) func poolAfter(_ out: UnsafeMutablePointer<Float>, _ s: Int) {
         if let p = fusedPool {
             let size = p.window.positions * p.window.channels
             MaxPool.forward(p.window, x: out, y: y + s * size, argmax: p.argmax! + s * size)
@@ -101,6 +150,7 @@ struct ConvBackwardJob: ParallelJob {
     var relu, viaCol: Bool
     var x, y, dy: UnsafeMutablePointer<Float>   // with a fused pool, dy is the pool's output gradient
     var dx, wt: UnsafeMutablePointer<Float>?
+    var winograd: ConvStage?   // set for a Winograd conv (then wt is its packed U_ξᵀ, 16 blocks)
     var fusedPool: PoolStage?
     var pooled: UnsafeMutablePointer<Float>     // the fused pool's output (for its ReLU mask)
     var scratch: ConvScratch
@@ -113,7 +163,9 @@ struct ConvBackwardJob: ParallelJob {
         let P = g.positions, K = g.patch
         let area = pool.scratch(worker)
         let gws = gw + shard * shardStride, gbs = gb + shard * shardStride
-        gws.update(repeating: 0, count: K * cout)
+        // A Winograd conv sums the shard's weight gradient as dU (transformed), then transforms it once.
+        let du = area + scratch.winograd + 16 * Winograd.tiles(g) * cout
+        if winograd != nil { du.update(repeating: 0, count: 16 * g.channels * cout) } else { gws.update(repeating: 0, count: K * cout) }
         gbs.update(repeating: 0, count: cout)
         for s in (shard * samples / shards)..<((shard + 1) * samples / shards) {
             let dys: UnsafeMutablePointer<Float>
@@ -125,6 +177,11 @@ struct ConvBackwardJob: ParallelJob {
             } else {
                 dys = dy + s * P * cout
                 if relu { Elementwise.reluBackward(dy: dys, y: y + s * P * cout, count: P * cout) }
+            }
+            if let c = winograd {
+                backwardWinograd(c, s, dys, du, area)
+                Elementwise.columnSums(dys, rows: P, ld: cout, cols: 0..<cout, into: gbs, accumulate: true)
+                continue
             }
             let col = viaCol ? area + scratch.col : x + s * g.inputSize
             if viaCol { Im2col.forward(g, x: x + s * g.inputSize, col: col) }
@@ -139,6 +196,28 @@ struct ConvBackwardJob: ParallelJob {
                 if viaCol { Im2col.backward(g, dcol: dcol, dx: dx + s * g.inputSize) }
             }
         }
+        if winograd != nil { Winograd.weightGradient(du, pairs: g.channels * cout, into: gws) }
+    }
+
+    /// One sample of a Winograd conv: dM = A dy Aᵀ, dU_ξ += V_ξᵀ dM_ξ (V recomputed from x), and
+    /// when the input gradient is needed, dV_ξ = dM_ξ U_ξᵀ (over V) and dx = Σ B dV Bᵀ.
+    func backwardWinograd(_ c: ConvStage, _ s: Int, _ dys: UnsafeMutablePointer<Float>,
+                          _ du: UnsafeMutablePointer<Float>, _ area: UnsafeMutablePointer<Float>) {
+        let t = Winograd.tiles(g), cin = g.channels
+        let v = area + scratch.col, dm = area + scratch.winograd
+        Winograd.transformInput(g, x: x + s * g.inputSize, into: v)
+        Winograd.transformOutputGradient(g, cout: cout, dy: dys, into: dm)
+        for xi in 0..<16 {
+            Gemm.multiply(m: cin, n: cout, k: t, a: .transposed(v + xi * t * cin, cols: cin), b: .rowMajor(dm + xi * t * cout, cols: cout),
+                          c: du + xi * cin * cout, ldc: cout, accumulate: true, scratch: area)
+        }
+        guard let dx, let wt else { return }
+        for xi in 0..<16 {
+            let packed = wt + xi * c.packedStrideT
+            Gemm.multiply(m: t, n: cin, k: cout, a: .rowMajor(dm + xi * t * cout, cols: cout), b: .rowMajor(packed, cols: cin),
+                          c: v + xi * t * cin, ldc: cin, accumulate: false, packedB: packed, scratch: area)
+        }
+        Winograd.inputGradient(g, dv: v, into: dx + s * g.inputSize)
     }
 }
 

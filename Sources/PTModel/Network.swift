@@ -54,6 +54,12 @@ struct ConvStage {
     // the input gradient's B (not for the first layer, which needs no input gradient).
     var packedW: UnsafeMutablePointer<Float>!
     var packedWt: UnsafeMutablePointer<Float>?
+    /// A 3x3 stride-1 conv with whole-vector channel counts runs as Winograd F(2x2, 3x3): then
+    /// its weights are transformed once a step into `u` ([16][cin][cout]) and packed per position
+    /// ξ as the GEMMs' B (`packedW`, 16 blocks of `packedStride`) and Bᵀ (`packedWt`).
+    var winograd = false
+    var u: UnsafeMutablePointer<Float>?
+    var packedStride = 0, packedStrideT = 0
     /// A max-pool right after this conv runs inside the conv's per-sample jobs: the conv's output
     /// and its gradient live only in the worker's scratch, and the pool applies the ReLU mask.
     var fusedPool: PoolStage?
@@ -150,18 +156,27 @@ public final class Network {
     public var stageNames: [String] {
         stages.map { s in
             switch s {
-            case let .conv(c): return "conv \(c.window.kernel)x\(c.window.kernel) \(c.window.channels)->\(c.cout)\(c.relu ? " +relu" : "")"
+            case let .conv(c): return "conv \(c.window.kernel)x\(c.window.kernel) \(c.window.channels)->\(c.cout)\(c.relu ? " +relu" : "")\(c.winograd ? " winograd" : "")"
             case let .pool(p): return "\(p.isMax ? "max" : "avg")pool \(p.window.kernel)\(p.fused ? " (in conv)" : "")"
             case let .dense(d): return "fc \(d.inputs)->\(d.outputs)\(d.relu ? " +relu" : "")"
             case let .dropout(d): return "dropout \(d.keep)"
             }
         }
     }
-    /// Multiply-adds x 2 of each stage for one sample: (forward, backward).
-    public var stageFlopsPerSample: [(Double, Double)] {
+    /// Multiply-adds x 2 that each stage executes for one sample: (forward, backward). A Winograd
+    /// conv does 16 multiply-adds per 2x2 tile and channel pair where a direct one does 36.
+    public var stageFlopsPerSample: [(Double, Double)] { flopsPerSample(asDirect: false) }
+
+    /// The same counted as the model's arithmetic: every conv as a direct convolution, which is
+    /// how FLOPs of a network are usually quoted (127.1 MFLOP a training sample for the reference).
+    public var modelStageFlopsPerSample: [(Double, Double)] { flopsPerSample(asDirect: true) }
+
+    private func flopsPerSample(asDirect: Bool) -> [(Double, Double)] {
         stages.enumerated().map { idx, s in
             let passes = idx == 0 ? 1.0 : 2.0
             switch s {
+            case let .conv(c) where c.winograd && !asDirect:
+                let f = 2 * Double(16 * Winograd.tiles(c.window) * c.window.channels * c.cout); return (f, passes * f)
             case let .conv(c): let f = 2 * Double(c.window.positions * c.window.patch * c.cout); return (f, passes * f)
             case let .dense(d): let f = 2 * Double(d.inputs * d.outputs); return (f, passes * f)
             default: return (0, 0)
@@ -247,8 +262,15 @@ public final class Network {
         // Each worker holds one sample's im2col (and then its gradient): convolutions run a sample
         // at a time so that it never leaves the worker's cache.
         let colFloats = plan.reduce(0) { most, p in
-            if case let .conv(c) = p.0, c.viaCol { return max(most, c.window.positions * c.window.patch + Im2col.slack) }
-            return most
+            guard case let .conv(c) = p.0 else { return most }
+            if Winograd.applies(c.window, cout: c.cout) { return max(most, 16 * Winograd.tiles(c.window) * c.window.channels) }
+            return c.viaCol ? max(most, c.window.positions * c.window.patch + Im2col.slack) : most
+        }
+        // Winograd convs also hold a sample's transformed outputs (then their gradient) and the
+        // shard's weight gradient in the transformed domain.
+        let winoFloats = plan.reduce(0) { most, p in
+            guard case let .conv(c) = p.0, Winograd.applies(c.window, cout: c.cout) else { return most }
+            return max(most, 16 * Winograd.tiles(c.window) * c.cout + 16 * c.window.channels * c.cout)
         }
         // ... and one sample's conv output (then its gradient) when a max-pool is fused after it.
         let convOutFloats = plan.reduce(0) { most, p in
@@ -261,7 +283,7 @@ public final class Network {
             return most
         }
         let shardSlots = convParams > 0 ? Self.shardCount(batch: capacity) : 0
-        let estimate = 4 * (4 * offset + perSample * capacity + threads * (Gemm.scratchFloats + colFloats + convOutFloats) + shardSlots * convParams)
+        let estimate = 4 * (4 * offset + perSample * capacity + threads * (Gemm.scratchFloats + colFloats + convOutFloats + winoFloats) + shardSlots * convParams)
         let available = Self.availableMemory()
         if available > 0 && estimate > available {
             throw ShapeError(message: String(format: "a batch of %d with this model needs about %.1f GiB but only %.1f GiB of memory is available; use a smaller --batch or model",
@@ -269,8 +291,9 @@ public final class Network {
         }
         self.tensors = tensors
         parameterCount = offset
-        pool = WorkerPool(threads: threads, scratchFloats: Gemm.scratchFloats + colFloats + convOutFloats)
-        scratchLayout = ConvScratch(col: Gemm.scratchFloats, output: Gemm.scratchFloats + colFloats)
+        pool = WorkerPool(threads: threads, scratchFloats: Gemm.scratchFloats + colFloats + convOutFloats + winoFloats)
+        scratchLayout = ConvScratch(col: Gemm.scratchFloats, output: Gemm.scratchFloats + colFloats,
+                                    winograd: Gemm.scratchFloats + colFloats + convOutFloats)
         self.convParams = convParams
         // Adam's slices outside the dense weights, at most `AdamRangesJob`-sized chunks each.
         let denseWeights = Set(tensors.filter { if case .denseWeight = $0.kind { return true }; return false }.map(\.offset))
@@ -316,8 +339,17 @@ public final class Network {
             switch stage {
             case .conv(var c):
                 let g = c.window
-                c.packedW = floats(Gemm.packedBFloats(k: g.patch, n: c.cout))
-                if index > 0 { c.packedWt = floats(Gemm.packedBFloats(k: c.cout, n: g.patch)) }
+                if Winograd.applies(g, cout: c.cout) {
+                    c.winograd = true
+                    c.u = floats(16 * g.channels * c.cout)
+                    c.packedStride = Gemm.packedBFloats(k: g.channels, n: c.cout)
+                    c.packedStrideT = Gemm.packedBFloats(k: c.cout, n: g.channels)
+                    c.packedW = floats(16 * c.packedStride)
+                    if index > 0 { c.packedWt = floats(16 * c.packedStrideT) }
+                } else {
+                    c.packedW = floats(Gemm.packedBFloats(k: g.patch, n: c.cout))
+                    if index > 0 { c.packedWt = floats(Gemm.packedBFloats(k: c.cout, n: g.patch)) }
+                }
                 stages.append(.conv(c))
             case .pool(var p):
                 if p.isMax {
@@ -408,7 +440,10 @@ public final class Network {
 
     /// Multiply-adds x 2 of one training step per sample: forward, weight gradients and the
     /// input gradients that are needed (none for the first layer).
-    public var trainingFlopsPerSample: Double { stageFlopsPerSample.reduce(0) { $0 + $1.0 + $1.1 } }
+    /// Counted as the model's arithmetic (`modelStageFlopsPerSample`); `executedFlopsPerSample`
+    /// is what the FMA units actually do.
+    public var trainingFlopsPerSample: Double { modelStageFlopsPerSample.reduce(0) { $0 + $1.0 + $1.1 } }
+    public var executedFlopsPerSample: Double { stageFlopsPerSample.reduce(0) { $0 + $1.0 + $1.1 } }
 
     // MARK: Forward
 
@@ -424,10 +459,17 @@ public final class Network {
             switch stage {
             case let .conv(c):
                 // A sample at a time: its im2col is built in the worker's scratch and used from cache.
-                let pack = PackBJob(k: c.window.patch, n: c.cout, b: .rowMajor(W + c.weight, cols: c.cout), into: c.packedW)
-                pool.run(items: pack.blocks, pack)
+                if c.winograd {
+                    let pairs = c.window.channels * c.cout
+                    let transform = WinogradWeightsJob(w: W + c.weight, pairs: pairs, u: c.u!, chunks: min(pairs / 16, 4 * pool.count))
+                    pool.run(items: transform.chunks, transform)
+                    pool.run(items: 16, PackWinogradJob(c: c))
+                } else {
+                    let pack = PackBJob(k: c.window.patch, n: c.cout, b: .rowMajor(W + c.weight, cols: c.cout), into: c.packedW)
+                    pool.run(items: pack.blocks, pack)
+                }
                 pool.run(items: n, ConvForwardJob(g: c.window, cout: c.cout, x: x, y: c.fusedPool == nil ? y : acts[idx + 2],
-                                                  w: c.packedW, bias: W + c.bias, relu: c.relu, viaCol: c.viaCol,
+                                                  w: c.packedW, bias: W + c.bias, relu: c.relu, viaCol: c.viaCol, winograd: c.winograd ? c : nil,
                                                   fusedPool: c.fusedPool, scratch: scratchLayout, pool: pool))
             case let .pool(p):
                 if p.fused { break }
@@ -490,7 +532,7 @@ public final class Network {
             switch stages[idx] {
             case let .conv(c):
                 let wt = needInput ? c.packedWt : nil
-                if let wt {
+                if let wt, !c.winograd {  // (a Winograd conv packed its Uᵀ in the forward pass)
                     let pack = PackBJob(k: c.cout, n: c.window.patch, b: .transposed(W + c.weight, cols: c.cout), into: wt)
                     pool.run(items: pack.blocks, pack)
                 }
@@ -498,6 +540,7 @@ public final class Network {
                 pool.run(items: shards, ConvBackwardJob(
                     g: c.window, cout: c.cout, relu: c.relu && c.fusedPool == nil, viaCol: c.viaCol,
                     x: x, y: y, dy: c.fusedPool == nil ? dy : grads[idx + 2], dx: wt == nil ? nil : dx, wt: wt,
+                    winograd: c.winograd ? c : nil,
                     fusedPool: c.fusedPool, pooled: acts[idx + 2 < acts.count ? idx + 2 : idx + 1],
                     scratch: scratchLayout, samples: n, shards: shards,
                     gw: shardGradients + c.weight, gb: shardGradients + c.bias, shardStride: convParams, pool: pool))

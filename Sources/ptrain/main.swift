@@ -370,7 +370,9 @@ struct Bench: ParsableCommand {
         let peak = PTTraining.Bench.peakGFLOPS(cores: 1)
         print(String(format: "FMA peak: %.1f GFLOP/s per core (measured), %d cores; batch %d, %d timed steps after %d warm-up",
                      peak, cores, batch, steps, warmup))
-        print("threads  step ms(med)  samples/s  speedup  efficiency  GFLOP/s  % peak")
+        // GFLOP/s and % peak count the model's arithmetic (convs as direct ones: 127.1 MFLOP a
+        // reference sample); FMA % is what the FMA units did (a Winograd conv does 4/9 of that).
+        print("threads  step ms(med)  samples/s  speedup  efficiency  GFLOP/s  % peak   FMA %")
         let rows: [BenchRow]
         do {
             rows = try PTTraining.Bench.run(spec: spec, threads: counts, batch: batch, steps: steps, warmup: warmup,

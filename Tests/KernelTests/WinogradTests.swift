@@ -1,0 +1,119 @@
+// Winograd F(2x2, 3x3) against direct Float64 convolution: forward, input gradient and weight
+// gradient, on sizes with edge tiles that hang over the output (odd heights and widths), SAME and
+// VALID. The transforms are exact in real arithmetic, so only Float rounding separates them.
+import Testing
+import PTKernels
+
+/// One sample through Winograd: the transforms here, the 16 GEMMs by `Gemm.multiply`.
+struct WinogradConv {
+    let g: Window
+    let cout: Int
+    var t: Int { Winograd.tiles(g) }
+    var cin: Int { g.channels }
+
+    func u(_ w: [Float]) -> [Float] {
+        var u = [Float](repeating: .nan, count: 16 * cin * cout)
+        w.withUnsafeBufferPointer { wp in u.withUnsafeMutableBufferPointer {
+            Winograd.transformWeights(wp.baseAddress!, pairs: cin * cout, range: 0..<(cin * cout), into: $0.baseAddress!)
+        } }
+        return u
+    }
+
+    func v(_ x: [Float]) -> [Float] {
+        var v = [Float](repeating: .nan, count: 16 * t * cin)
+        x.withUnsafeBufferPointer { xp in v.withUnsafeMutableBufferPointer { Winograd.transformInput(g, x: xp.baseAddress!, into: $0.baseAddress!) } }
+        return v
+    }
+
+    func forward(x: [Float], w: [Float], bias: [Float]) -> [Float] {
+        let u = u(w), v = v(x)
+        var m = [Float](repeating: .nan, count: 16 * t * cout), y = [Float](repeating: .nan, count: g.positions * cout)
+        u.withUnsafeBufferPointer { up in v.withUnsafeBufferPointer { vp in m.withUnsafeMutableBufferPointer { mp in
+            for xi in 0..<16 {
+                Gemm.multiply(m: t, n: cout, k: cin, a: MatrixView(vp.baseAddress! + xi * t * cin, rowStride: cin, colStride: 1),
+                              b: MatrixView(up.baseAddress! + xi * cin * cout, rowStride: cout, colStride: 1),
+                              c: mp.baseAddress! + xi * t * cout, ldc: cout, accumulate: false, scratch: scratch)
+            }
+        } } }
+        m.withUnsafeBufferPointer { mp in bias.withUnsafeBufferPointer { bp in y.withUnsafeMutableBufferPointer {
+            Winograd.transformOutput(g, cout: cout, m: mp.baseAddress!, bias: bp.baseAddress!, relu: false, into: $0.baseAddress!)
+        } } }
+        return y
+    }
+
+    /// (dx, dw) for output gradient dy.
+    func backward(x: [Float], w: [Float], dy: [Float]) -> ([Float], [Float]) {
+        let u = u(w), v = v(x)
+        var dm = [Float](repeating: .nan, count: 16 * t * cout), du = [Float](repeating: 0, count: 16 * cin * cout)
+        var dv = [Float](repeating: .nan, count: 16 * t * cin)
+        var dx = [Float](repeating: .nan, count: g.inputSize), dw = [Float](repeating: .nan, count: 9 * cin * cout)
+        dy.withUnsafeBufferPointer { dyp in dm.withUnsafeMutableBufferPointer {
+            Winograd.transformOutputGradient(g, cout: cout, dy: dyp.baseAddress!, into: $0.baseAddress!)
+        } }
+        dm.withUnsafeBufferPointer { mp in v.withUnsafeBufferPointer { vp in u.withUnsafeBufferPointer { up in
+            du.withUnsafeMutableBufferPointer { dup in dv.withUnsafeMutableBufferPointer { dvp in
+                for xi in 0..<16 {
+                    Gemm.multiply(m: cin, n: cout, k: t, a: MatrixView(vp.baseAddress! + xi * t * cin, rowStride: 1, colStride: cin),
+                                  b: MatrixView(mp.baseAddress! + xi * t * cout, rowStride: cout, colStride: 1),
+                                  c: dup.baseAddress! + xi * cin * cout, ldc: cout, accumulate: true, scratch: scratch)
+                    Gemm.multiply(m: t, n: cin, k: cout, a: MatrixView(mp.baseAddress! + xi * t * cout, rowStride: cout, colStride: 1),
+                                  b: MatrixView(up.baseAddress! + xi * cin * cout, rowStride: 1, colStride: cout),
+                                  c: dvp.baseAddress! + xi * t * cin, ldc: cin, accumulate: false, scratch: scratch)
+                }
+            } }
+        } } }
+        dv.withUnsafeBufferPointer { dvp in dx.withUnsafeMutableBufferPointer { Winograd.inputGradient(g, dv: dvp.baseAddress!, into: $0.baseAddress!) } }
+        du.withUnsafeBufferPointer { dup in dw.withUnsafeMutableBufferPointer { Winograd.weightGradient(dup.baseAddress!, pairs: cin * cout, into: $0.baseAddress!) } }
+        return (dx, dw)
+    }
+}
+
+let winogradShapes = [(7, 6, 16, 16, true), (14, 14, 32, 48, true), (6, 5, 16, 32, false), (5, 9, 32, 16, false), (3, 3, 16, 16, true)]
+
+@Test(arguments: winogradShapes)
+func winogradForwardMatchesDirectConv(_ p: (Int, Int, Int, Int, Bool)) {
+    let (h, w, cin, cout, same) = p
+    let g = Window(inH: h, inW: w, channels: cin, kernel: 3, stride: 1, same: same)
+    #expect(Winograd.applies(g, cout: cout))
+    var r = Rand(s: UInt64(h * w + cin))
+    let x = r.array(g.inputSize), wt = r.array(9 * cin * cout), bias = r.array(cout)
+    let y = WinogradConv(g: g, cout: cout).forward(x: x, w: wt, bias: bias)
+    close(y, Reference.conv(g, x: x, w: wt, bias: bias, cout: cout), terms: g.patch)
+}
+
+@Test(arguments: winogradShapes)
+func winogradGradientsMatchDirectConv(_ p: (Int, Int, Int, Int, Bool)) {
+    let (h, w, cin, cout, same) = p
+    let g = Window(inH: h, inW: w, channels: cin, kernel: 3, stride: 1, same: same)
+    var r = Rand(s: UInt64(h + w * cin))
+    let x = r.array(g.inputSize), wt = r.array(9 * cin * cout), dy = r.array(g.positions * cout)
+    let (dx, dw) = WinogradConv(g: g, cout: cout).backward(x: x, w: wt, dy: dy)
+    // Direct: dx[i] = Σ dy · w over the outputs that read i; dw = Σ x · dy over positions.
+    var wantDx = [Double](repeating: 0, count: g.inputSize), wantDw = [Double](repeating: 0, count: 9 * cin * cout)
+    for oh in 0..<g.outH {
+        for ow in 0..<g.outW {
+            for kh in 0..<3 {
+                for kw in 0..<3 {
+                    let ih = oh - g.padTop + kh, iw = ow - g.padLeft + kw
+                    guard ih >= 0, ih < h, iw >= 0, iw < w else { continue }
+                    for c in 0..<cin {
+                        for o in 0..<cout {
+                            let d = Double(dy[(oh * g.outW + ow) * cout + o])
+                            wantDx[(ih * w + iw) * cin + c] += d * Double(wt[((kh * 3 + kw) * cin + c) * cout + o])
+                            wantDw[((kh * 3 + kw) * cin + c) * cout + o] += d * Double(x[(ih * w + iw) * cin + c])
+                        }
+                    }
+                }
+            }
+        }
+    }
+    close(dx, wantDx, terms: 9 * cout)
+    close(dw, wantDw, terms: g.positions)
+}
+
+@Test func winogradAppliesOnlyTo3x3Stride1WholeVectors() {
+    #expect(!Winograd.applies(Window(inH: 8, inW: 8, channels: 16, kernel: 3, stride: 2, same: true), cout: 16))
+    #expect(!Winograd.applies(Window(inH: 8, inW: 8, channels: 16, kernel: 5, stride: 1, same: true), cout: 16))
+    #expect(!Winograd.applies(Window(inH: 8, inW: 8, channels: 1, kernel: 3, stride: 1, same: true), cout: 64))
+    #expect(!Winograd.applies(Window(inH: 8, inW: 8, channels: 16, kernel: 3, stride: 1, same: true), cout: 10))
+}
