@@ -56,9 +56,9 @@ func gemmKernelDirectA(_ kc: Int, _ a: UnsafePointer<Float>, _ lda: Int, _ b: Un
 '''
 
 
-def kernel(rows, width):
+def kernel(rows, width, name="gemmKernel"):
     out = ["@inline(__always)",
-           "func gemmKernel(_ kc: Int, _ a: UnsafePointer<Float>, aRow: Int, aK: Int, _ b: UnsafePointer<Float>, bK: Int,",
+           f"func {name}(_ kc: Int, _ a: UnsafePointer<Float>, aRow: Int, aK: Int, _ b: UnsafePointer<Float>, bK: Int,",
            "                _ c: UnsafeMutablePointer<Float>, _ ldc: Int, load: Bool,",
            "                bias: UnsafePointer<Float>?, relu: Bool) {",
            "    typealias V = GemmVector",
@@ -80,7 +80,23 @@ def kernel(rows, width):
     return "\n".join(out)
 
 
+def partial(mr, width):
+    """Kernels for a last row tile with fewer than MR rows (from a zero-padded packed A panel), and
+    the switch that picks one: a 2-row tail of M = 50 then costs 2/8 of a full tile, not all of it."""
+    out = [kernel(r, width, f"gemmKernelRows{r}") for r in range(1, mr)]
+    out += ["", "/// A packed A panel's first `rows` rows (1 ..< MR) only.", "@inline(never)",
+            "func gemmKernelPackedRows(_ rows: Int, _ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,",
+            "                          _ c: UnsafeMutablePointer<Float>, _ ldc: Int, load: Bool, bias: UnsafePointer<Float>?, relu: Bool) {",
+            "    switch rows {"]
+    out += [f"    case {r}: gemmKernelRows{r}(kc, a, aRow: 1, aK: gemmMR, b, bK: gemmNR, c, ldc, load: load, bias: bias, relu: relu)"
+            for r in range(1, mr - 1)]
+    out += [f"    default: gemmKernelRows{mr - 1}(kc, a, aRow: 1, aK: gemmMR, b, bK: gemmNR, c, ldc, load: load, bias: bias, relu: relu)",
+            "    }", "}"]
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
-    text = HEAD + kernel(6, 8) + "\n#else\n" + kernel(8, 16) + "\n" + TAIL
+    text = (HEAD + kernel(6, 8) + "\n" + partial(6, 8) + "\n#else\n" + kernel(8, 16) + "\n" + partial(8, 16) + "\n"
+            + TAIL)
     with open("Sources/PTKernels/GemmMicroKernel.swift", "w") as f:
         f.write(text)

@@ -164,6 +164,10 @@ public enum Gemm {
                             let ap = a.base + i0 * a.rowStride + pc
                             if aInPlace {
                                 gemmKernelDirectA(kcb, ap, a.rowStride, pb, target, ldt, load: load, bias: tileBias, relu: tileRelu)
+                            } else if rows < mr {
+                                // A last, partial row tile (M = 50: 2 rows; a Winograd GEMM's 49: 1)
+                                // computes only its rows, not a zero-padded full tile.
+                                gemmKernelPackedRows(rows, kcb, pa, pb, target, ldt, load: load, bias: tileBias, relu: tileRelu)
                             } else {
                                 gemmKernelPacked(kcb, pa, pb, target, ldt, load: load, bias: tileBias, relu: tileRelu)
                             }
