@@ -102,11 +102,20 @@ struct ConvForwardJob: ParallelJob {
     var x, y, w, bias: UnsafeMutablePointer<Float>   // w: the weights packed by PackWeightsJob
     var relu, viaCol: Bool
     var winograd: ConvStage?   // set for a Winograd conv (then w is unused)
+    var singleChannel: Bool    // direct (then w is the weights as stored)
     var fusedPool: PoolStage?
     var scratch: ConvScratch
     unowned(unsafe) var pool: WorkerPool
     func run(_ s: Int, _ worker: Int) {
         let area = pool.scratch(worker)
+        if singleChannel {
+            let xp = area + scratch.col
+            SingleChannelConv.pad(g, x: x + s * g.inputSize, into: xp)
+            let out = fusedPool == nil ? y + s * g.positions * cout : area + scratch.output
+            SingleChannelConv.forward(g, cout: cout, xp: xp, w: w, bias: bias, relu: relu, y: out)
+            poolAfter(out, s)
+            return
+        }
         if let c = winograd {
             // V = Bᵀ d B, then M_ξ = V_ξ · U_ξ for the 16 positions ξ, then y = Aᵀ M A + bias.
             let t = Winograd.tiles(g), cin = g.channels
@@ -151,6 +160,7 @@ struct ConvBackwardJob: ParallelJob {
     var x, y, dy: UnsafeMutablePointer<Float>   // with a fused pool, dy is the pool's output gradient
     var dx, wt: UnsafeMutablePointer<Float>?
     var winograd: ConvStage?   // set for a Winograd conv (then wt is its packed U_ξᵀ, 16 blocks)
+    var singleChannel: Bool    // direct, weight gradient only (a first layer)
     var fusedPool: PoolStage?
     var pooled: UnsafeMutablePointer<Float>     // the fused pool's output (for its ReLU mask)
     var scratch: ConvScratch
@@ -177,6 +187,13 @@ struct ConvBackwardJob: ParallelJob {
             } else {
                 dys = dy + s * P * cout
                 if relu { Elementwise.reluBackward(dy: dys, y: y + s * P * cout, count: P * cout) }
+            }
+            if singleChannel {
+                let xp = area + scratch.col
+                SingleChannelConv.pad(g, x: x + s * g.inputSize, into: xp)
+                SingleChannelConv.weightGradient(g, cout: cout, xp: xp, dy: dys, dw: gws)
+                Elementwise.columnSums(dys, rows: P, ld: cout, cols: 0..<cout, into: gbs, accumulate: true)
+                continue
             }
             if let c = winograd {
                 backwardWinograd(c, s, dys, du, area)

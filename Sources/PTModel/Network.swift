@@ -59,6 +59,9 @@ struct ConvStage {
     /// ξ as the GEMMs' B (`packedW`, 16 blocks of `packedStride`) and Bᵀ (`packedWt`).
     var winograd = false
     var u: UnsafeMutablePointer<Float>?
+    /// A first-layer 3x3 conv of a one-channel image runs direct (`SingleChannelConv`), from the
+    /// input zero-padded into the worker's scratch: no im2col, no packed weights.
+    var singleChannel = false
     var packedStride = 0, packedStrideT = 0
     /// A max-pool right after this conv runs inside the conv's per-sample jobs: the conv's output
     /// and its gradient live only in the worker's scratch, and the pool applies the ReLU mask.
@@ -264,6 +267,7 @@ public final class Network {
         let colFloats = plan.reduce(0) { most, p in
             guard case let .conv(c) = p.0 else { return most }
             if Winograd.applies(c.window, cout: c.cout) { return max(most, 16 * Winograd.tiles(c.window) * c.window.channels) }
+            if SingleChannelConv.applies(c.window, cout: c.cout) { return max(most, SingleChannelConv.paddedFloats(c.window)) }
             return c.viaCol ? max(most, c.window.positions * c.window.patch + Im2col.slack) : most
         }
         // Winograd convs also hold a sample's transformed outputs (then their gradient) and the
@@ -339,7 +343,9 @@ public final class Network {
             switch stage {
             case .conv(var c):
                 let g = c.window
-                if Winograd.applies(g, cout: c.cout) {
+                if index == 0 && SingleChannelConv.applies(g, cout: c.cout) {
+                    c.singleChannel = true  // (the first layer: no input gradient to compute)
+                } else if Winograd.applies(g, cout: c.cout) {
                     c.winograd = true
                     c.u = floats(16 * g.channels * c.cout)
                     c.packedStride = Gemm.packedBFloats(k: g.channels, n: c.cout)
@@ -464,12 +470,13 @@ public final class Network {
                     let transform = WinogradWeightsJob(w: W + c.weight, pairs: pairs, u: c.u!, chunks: min(pairs / 16, 4 * pool.count))
                     pool.run(items: transform.chunks, transform)
                     pool.run(items: 16, PackWinogradJob(c: c))
-                } else {
+                } else if !c.singleChannel {
                     let pack = PackBJob(k: c.window.patch, n: c.cout, b: .rowMajor(W + c.weight, cols: c.cout), into: c.packedW)
                     pool.run(items: pack.blocks, pack)
                 }
                 pool.run(items: n, ConvForwardJob(g: c.window, cout: c.cout, x: x, y: c.fusedPool == nil ? y : acts[idx + 2],
-                                                  w: c.packedW, bias: W + c.bias, relu: c.relu, viaCol: c.viaCol, winograd: c.winograd ? c : nil,
+                                                  w: c.singleChannel ? W + c.weight : c.packedW, bias: W + c.bias, relu: c.relu,
+                                                  viaCol: c.viaCol, winograd: c.winograd ? c : nil, singleChannel: c.singleChannel,
                                                   fusedPool: c.fusedPool, scratch: scratchLayout, pool: pool))
             case let .pool(p):
                 if p.fused { break }
@@ -540,7 +547,7 @@ public final class Network {
                 pool.run(items: shards, ConvBackwardJob(
                     g: c.window, cout: c.cout, relu: c.relu && c.fusedPool == nil, viaCol: c.viaCol,
                     x: x, y: y, dy: c.fusedPool == nil ? dy : grads[idx + 2], dx: wt == nil ? nil : dx, wt: wt,
-                    winograd: c.winograd ? c : nil,
+                    winograd: c.winograd ? c : nil, singleChannel: c.singleChannel,
                     fusedPool: c.fusedPool, pooled: acts[idx + 2 < acts.count ? idx + 2 : idx + 1],
                     scratch: scratchLayout, samples: n, shards: shards,
                     gw: shardGradients + c.weight, gb: shardGradients + c.bias, shardStride: convParams, pool: pool))

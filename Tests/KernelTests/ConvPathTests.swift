@@ -1,6 +1,8 @@
-// Winograd F(2x2, 3x3) against direct Float64 convolution: forward, input gradient and weight
-// gradient, on sizes with edge tiles that hang over the output (odd heights and widths), SAME and
-// VALID. The transforms are exact in real arithmetic, so only Float rounding separates them.
+// The convolution paths other than im2col + GEMM. Winograd F(2x2, 3x3) against direct Float64
+// convolution: forward, input gradient and weight gradient, on sizes with edge tiles that hang
+// over the output (odd heights and widths), SAME and VALID (the transforms are exact in real
+// arithmetic, so only Float rounding separates them). The direct one-input-channel conv against
+// im2col + GEMM, bit for bit.
 import Testing
 import PTKernels
 
@@ -116,4 +118,47 @@ func winogradGradientsMatchDirectConv(_ p: (Int, Int, Int, Int, Bool)) {
     #expect(!Winograd.applies(Window(inH: 8, inW: 8, channels: 16, kernel: 5, stride: 1, same: true), cout: 16))
     #expect(!Winograd.applies(Window(inH: 8, inW: 8, channels: 1, kernel: 3, stride: 1, same: true), cout: 64))
     #expect(!Winograd.applies(Window(inH: 8, inW: 8, channels: 16, kernel: 3, stride: 1, same: true), cout: 10))
+}
+
+/// The direct one-input-channel conv gives im2col + GEMM's bits: forward (bias, ReLU) and the
+/// weight gradient continuing a running sum, on odd sizes, SAME and VALID, strides 1 and 2.
+@Test(arguments: [(28, 28, 64, 1, true), (7, 6, 16, 1, true), (9, 8, 32, 2, true), (6, 7, 16, 1, false), (8, 9, 48, 2, false)])
+func singleChannelConvHasIm2colGemmBits(_ p: (Int, Int, Int, Int, Bool)) {
+    let (h, w, cout, stride, same) = p
+    let g = Window(inH: h, inW: w, channels: 1, kernel: 3, stride: stride, same: same)
+    #expect(SingleChannelConv.applies(g, cout: cout))
+    var r = Rand(s: UInt64(h * w + cout))
+    let x = r.array(g.inputSize) + [Float](repeating: 0, count: Im2col.slack)
+    let wt = r.array(9 * cout), bias = r.array(cout), dy = r.array(g.positions * cout), start = r.array(9 * cout)
+    var col = [Float](repeating: 0, count: g.positions * 9 + Im2col.slack)
+    var xp = [Float](repeating: .nan, count: SingleChannelConv.paddedFloats(g))
+    var yGemm = [Float](repeating: .nan, count: g.positions * cout), yDirect = yGemm
+    var dwGemm = start, dwDirect = start
+    x.withUnsafeBufferPointer { xb in
+        col.withUnsafeMutableBufferPointer { Im2col.forward(g, x: xb.baseAddress!, col: $0.baseAddress!) }
+        xp.withUnsafeMutableBufferPointer { SingleChannelConv.pad(g, x: xb.baseAddress!, into: $0.baseAddress!) }
+    }
+    col.withUnsafeBufferPointer { cb in wt.withUnsafeBufferPointer { wb in bias.withUnsafeBufferPointer { bb in dy.withUnsafeBufferPointer { db in
+        yGemm.withUnsafeMutableBufferPointer {
+            Gemm.multiply(m: g.positions, n: cout, k: 9, a: MatrixView(cb.baseAddress!, rowStride: 9, colStride: 1),
+                          b: MatrixView(wb.baseAddress!, rowStride: cout, colStride: 1), c: $0.baseAddress!, ldc: cout,
+                          accumulate: false, bias: bb.baseAddress!, relu: true, scratch: scratch)
+        }
+        dwGemm.withUnsafeMutableBufferPointer {
+            Gemm.multiply(m: 9, n: cout, k: g.positions, a: MatrixView(cb.baseAddress!, rowStride: 1, colStride: 9),
+                          b: MatrixView(db.baseAddress!, rowStride: cout, colStride: 1), c: $0.baseAddress!, ldc: cout,
+                          accumulate: true, scratch: scratch)
+        }
+    } } } }
+    xp.withUnsafeBufferPointer { xb in wt.withUnsafeBufferPointer { wb in bias.withUnsafeBufferPointer { bb in dy.withUnsafeBufferPointer { db in
+        yDirect.withUnsafeMutableBufferPointer {
+            SingleChannelConv.forward(g, cout: cout, xp: xb.baseAddress!, w: wb.baseAddress!, bias: bb.baseAddress!, relu: true, y: $0.baseAddress!)
+        }
+        dwDirect.withUnsafeMutableBufferPointer {
+            SingleChannelConv.weightGradient(g, cout: cout, xp: xb.baseAddress!, dy: db.baseAddress!, dw: $0.baseAddress!)
+        }
+    } } } }
+    #expect(yDirect.map(\.bitPattern) == yGemm.map(\.bitPattern))
+    #expect(dwDirect.map(\.bitPattern) == dwGemm.map(\.bitPattern))
+    close(yDirect, Reference.conv(g, x: Array(x.prefix(g.inputSize)), w: wt, bias: bias, cout: cout).map { max($0, 0) }, terms: 9)
 }
