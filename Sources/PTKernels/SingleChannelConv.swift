@@ -30,24 +30,62 @@ public enum SingleChannelConv {
     typealias V = SIMD16<Float>
 
     /// y[p][co] = ReLU?(Σ_taps xp · w + bias); w is [3][3][1][cout], y is [outH, outW, cout].
+    /// Eight pixels of a row at a time share each weight load and give the FMA units eight
+    /// independent sums (one pixel's 9 taps are a chain of dependent FMAs).
     public static func forward(_ g: Window, cout: Int, xp: UnsafePointer<Float>, w: UnsafePointer<Float>,
                                bias: UnsafePointer<Float>, relu: Bool, y: UnsafeMutablePointer<Float>) {
         let cols = paddedCols(g), s = g.stride
         let zero = V()
+        @inline(__always) func finish(_ acc: V, _ b: V, _ p: UnsafeMutablePointer<Float>) {
+            var v = acc + b
+            if relu { v.replace(with: zero, where: v .< zero) }
+            storeV(v, p)
+        }
         for oh in 0..<g.outH {
-            for ow in 0..<g.outW {
-                let base = xp + oh * s * cols + ow * s
-                let out = y + (oh * g.outW + ow) * cout
-                for co in stride(from: 0, to: cout, by: 16) {
+            let row = xp + oh * s * cols
+            for co in stride(from: 0, to: cout, by: 16) {
+                let b = loadV(bias + co)
+                var ow = 0
+                while ow + 8 <= g.outW {
+                    var a0 = V(), a1 = V(), a2 = V(), a3 = V(), a4 = V(), a5 = V(), a6 = V(), a7 = V()
+                    for kh in 0..<3 {
+                        for kw in 0..<3 {
+                            let wv = loadV(w + (kh * 3 + kw) * cout + co)
+                            let t = row + kh * cols + ow * s + kw
+                            a0 = a0.addingProduct(V(repeating: t[0]), wv); a1 = a1.addingProduct(V(repeating: t[s]), wv)
+                            a2 = a2.addingProduct(V(repeating: t[2 * s]), wv); a3 = a3.addingProduct(V(repeating: t[3 * s]), wv)
+                            a4 = a4.addingProduct(V(repeating: t[4 * s]), wv); a5 = a5.addingProduct(V(repeating: t[5 * s]), wv)
+                            a6 = a6.addingProduct(V(repeating: t[6 * s]), wv); a7 = a7.addingProduct(V(repeating: t[7 * s]), wv)
+                        }
+                    }
+                    let out = y + (oh * g.outW + ow) * cout + co
+                    finish(a0, b, out); finish(a1, b, out + cout); finish(a2, b, out + 2 * cout); finish(a3, b, out + 3 * cout)
+                    finish(a4, b, out + 4 * cout); finish(a5, b, out + 5 * cout); finish(a6, b, out + 6 * cout); finish(a7, b, out + 7 * cout)
+                    ow += 8
+                }
+                while ow + 4 <= g.outW {
+                    var a0 = V(), a1 = V(), a2 = V(), a3 = V()
+                    for kh in 0..<3 {
+                        for kw in 0..<3 {
+                            let wv = loadV(w + (kh * 3 + kw) * cout + co)
+                            let t = row + kh * cols + ow * s + kw
+                            a0 = a0.addingProduct(V(repeating: t[0]), wv); a1 = a1.addingProduct(V(repeating: t[s]), wv)
+                            a2 = a2.addingProduct(V(repeating: t[2 * s]), wv); a3 = a3.addingProduct(V(repeating: t[3 * s]), wv)
+                        }
+                    }
+                    let out = y + (oh * g.outW + ow) * cout + co
+                    finish(a0, b, out); finish(a1, b, out + cout); finish(a2, b, out + 2 * cout); finish(a3, b, out + 3 * cout)
+                    ow += 4
+                }
+                while ow < g.outW {
                     var acc = V()
                     for kh in 0..<3 {
                         for kw in 0..<3 {
-                            acc = acc.addingProduct(V(repeating: base[kh * cols + kw]), loadV(w + (kh * 3 + kw) * cout + co))
+                            acc = acc.addingProduct(V(repeating: row[kh * cols + ow * s + kw]), loadV(w + (kh * 3 + kw) * cout + co))
                         }
                     }
-                    acc += loadV(bias + co)
-                    if relu { acc.replace(with: zero, where: acc .< zero) }
-                    storeV(acc, out + co)
+                    finish(acc, b, y + (oh * g.outW + ow) * cout + co)
+                    ow += 1
                 }
             }
         }
