@@ -63,6 +63,7 @@ struct ConvScratch {
     var col: Int       // one sample's im2col, then its gradient (Winograd: its transformed input V, then dV)
     var output: Int    // one sample's conv output, then its gradient, when a max-pool is fused
     var winograd: Int  // Winograd: a sample's transformed outputs M (then dM), and after them the shard's dU
+    var denseRows: Int // a dense layer's backward pass: a block of its weight gradient's rows
 }
 
 /// U = G g Gᵀ of a Winograd conv's weights, a slice of the (cin, cout) pairs per item.
@@ -268,9 +269,11 @@ struct TransposeOutJob: ParallelJob {
 
 /// A dense layer's backward pass fused with the Adam step of its weights, by ranges of W's rows
 /// (tile-aligned, so the GEMMs' bits are those of the unfused pass). For each block of `rows`
-/// rows of W: dXᵀ's rows (reading those W rows), dW's rows, then Adam on exactly those rows of
-/// W, g, m and v, while W and g are still in cache. dXᵀ row i needs only W row i, so updating
-/// a row right after its dXᵀ is computed never feeds a new weight into an old gradient.
+/// rows of W: dXᵀ's rows (reading those W rows), dW's rows into the worker's scratch, then Adam
+/// on exactly those rows of W, m and v, while W and the gradient rows are in cache. The gradient
+/// never goes to memory (writing fc1's 25.7 MB would also read it first, for ownership). dXᵀ row
+/// i needs only W row i, so updating a row right after its dXᵀ never feeds a new weight into an
+/// old gradient.
 struct DenseUpdateJob: ParallelJob {
     static let rows = 32
     var inputs, outputs, batch: Int
@@ -278,12 +281,13 @@ struct DenseUpdateJob: ParallelJob {
     var dy, packedDy: UnsafeMutablePointer<Float>  // dY [batch, outputs], and packed as dW's B
     var packedDyT, dxT: UnsafeMutablePointer<Float>?  // dYᵀ packed as dXᵀ's B, dXᵀ [inputs, paddedBatch]; nil: no input gradient
     var paddedBatch: Int
-    var w, g, m, v: UnsafeMutablePointer<Float>    // this layer's weights in the flat buffers
+    var w, m, v: UnsafeMutablePointer<Float>       // this layer's weights and moments in the flat buffers
     var adam: AdamStep
     var finite: UnsafeMutablePointer<Bool>         // one flag per worker, and-ed
     var parts: Int
     var sums: ColumnSumJob                         // the bias gradient, items parts..<parts + sumChunks
     var sumChunks: Int
+    var rows: Int                                  // where a block of dW's rows goes in the worker's scratch
     unowned(unsafe) var pool: WorkerPool
 
     func run(_ item: Int, _ worker: Int) {
@@ -301,10 +305,10 @@ struct DenseUpdateJob: ParallelJob {
                               accumulate: false, packedB: packedDyT, scratch: scratch)
             }
             Gemm.multiply(m: r, n: outputs, k: batch, a: MatrixView.transposed(x, cols: inputs).offset(row: r0, col: 0),
-                          b: .rowMajor(dy, cols: outputs), c: g + r0 * outputs, ldc: outputs,
+                          b: .rowMajor(dy, cols: outputs), c: scratch + rows, ldc: outputs,
                           accumulate: false, packedB: packedDy, scratch: scratch)
             let at = r0 * outputs
-            ok = AdamUpdate.apply(adam, w: w + at, g: g + at, m: m + at, v: v + at, count: r * outputs) && ok
+            ok = AdamUpdate.apply(adam, w: w + at, g: scratch + rows, m: m + at, v: v + at, count: r * outputs) && ok
             r0 += r
         }
         if !ok { finite[worker] = false }

@@ -87,6 +87,7 @@ struct DenseStage {
     // dY packed as the weight gradient's B, for the backward pass fused with Adam (dW is then
     // computed a few rows at a time, and B would otherwise be packed again for each).
     var packedDyRows: UnsafeMutablePointer<Float>!
+    var finiteSlot = 0  // its weights' slot in Network.finiteFlags
 }
 
 struct DropoutStage {
@@ -141,8 +142,14 @@ public final class Network {
     /// dense weights, which their own backward pass updates (`backward(count:adam:)`).
     private let adamStarts, adamCounts: UnsafeMutablePointer<Int>
     private let adamSlices: Int
-    /// One flag per worker: false when a gradient it handed to Adam was not finite.
+    /// Flags, one per worker, false when a gradient it handed to Adam was not finite: slot 0 for
+    /// the Adam pass over conv parameters and biases, slot 1 + j for dense layer j's weights
+    /// (whose gradient `backward(count:adam:)` does not store). `[slot * workers + worker]`.
     private let finiteFlags: UnsafeMutablePointer<Bool>
+    private let finiteSlots: Int
+    /// Whether the last backward pass was `backward(count:adam:)`, which leaves the dense weights'
+    /// gradients unstored.
+    private var lastBackwardFused = false
 
     /// When `profiling`, each stage's forward and backward time accumulates here (nanoseconds,
     /// `[2 * stage]` forward, `[2 * stage + 1]` backward) for `ptrain bench --profile`.
@@ -286,8 +293,15 @@ public final class Network {
             if case let .conv(c) = p.0 { return max(most, c.bias + c.cout) }
             return most
         }
+        // A dense layer's backward pass holds a block of its weight gradient's rows in the same
+        // place (the conv regions are idle then).
+        let denseRowFloats = plan.reduce(0) { most, p in
+            if case let .dense(d) = p.0 { return max(most, DenseUpdateJob.rows * d.outputs) }
+            return most
+        }
+        let scratchFloats = Gemm.scratchFloats + max(colFloats + convOutFloats + winoFloats, denseRowFloats)
         let shardSlots = convParams > 0 ? Self.shardCount(batch: capacity) : 0
-        let estimate = 4 * (4 * offset + perSample * capacity + threads * (Gemm.scratchFloats + colFloats + convOutFloats + winoFloats) + shardSlots * convParams)
+        let estimate = 4 * (4 * offset + perSample * capacity + threads * scratchFloats + shardSlots * convParams)
         let available = Self.availableMemory()
         if available > 0 && estimate > available {
             throw ShapeError(message: String(format: "a batch of %d with this model needs about %.1f GiB but only %.1f GiB of memory is available; use a smaller --batch or model",
@@ -295,9 +309,9 @@ public final class Network {
         }
         self.tensors = tensors
         parameterCount = offset
-        pool = WorkerPool(threads: threads, scratchFloats: Gemm.scratchFloats + colFloats + convOutFloats + winoFloats)
+        pool = WorkerPool(threads: threads, scratchFloats: scratchFloats)
         scratchLayout = ConvScratch(col: Gemm.scratchFloats, output: Gemm.scratchFloats + colFloats,
-                                    winograd: Gemm.scratchFloats + colFloats + convOutFloats)
+                                    winograd: Gemm.scratchFloats + colFloats + convOutFloats, denseRows: Gemm.scratchFloats)
         self.convParams = convParams
         // Adam's slices outside the dense weights, at most `AdamRangesJob`-sized chunks each.
         let denseWeights = Set(tensors.filter { if case .denseWeight = $0.kind { return true }; return false }.map(\.offset))
@@ -318,8 +332,9 @@ public final class Network {
         adamStarts = .allocate(capacity: max(slices.count, 1))
         adamCounts = .allocate(capacity: max(slices.count, 1))
         for (i, sl) in slices.enumerated() { adamStarts[i] = sl.0; adamCounts[i] = sl.1 }
-        finiteFlags = .allocate(capacity: pool.count)
-        finiteFlags.initialize(repeating: true, count: pool.count)
+        finiteSlots = 1 + plan.reduce(0) { n, p in if case .dense = p.0 { return n + 1 }; return n }
+        finiteFlags = .allocate(capacity: finiteSlots * pool.count)
+        finiteFlags.initialize(repeating: true, count: finiteSlots * pool.count)
 
         // Buffers.
         var bytes = 0
@@ -376,6 +391,7 @@ public final class Network {
                 d.scales = floats(d.units * capacity)
                 stages.append(.dropout(d))
             case .dense(var d):
+                d.finiteSlot = 1 + stages.reduce(0) { n, s in if case .dense = s { return n + 1 }; return n }
                 d.packedDyRows = floats(Gemm.packedBFloats(k: capacity, n: d.outputs))
                 if index > 0 {
                     d.packedDy = floats(Gemm.packedBFloats(k: d.outputs, n: capacity))
@@ -510,22 +526,44 @@ public final class Network {
     static let adamChunk = 1 << 14
 
     /// Fills `gradients` with d(mean loss)/d(parameters) for the last forward pass.
-    public func backward(count n: Int) { backward(count: n, fusedAdam: nil) }
+    public func backward(count n: Int) {
+        lastBackwardFused = false
+        backward(count: n, fusedAdam: nil)
+    }
 
-    /// Fills `gradients` as `backward(count:)` does and takes one Adam step on every parameter,
-    /// with the same bits as `backward(count:)` followed by Adam over the flat buffers. A dense
-    /// layer's weights are updated inside its backward pass, a block of rows as soon as their
-    /// gradient is known, while the rows are in cache: fc1's 25.7 MB of weights is then read from
-    /// memory once instead of twice, and its gradient is not read back. Returns false when a
-    /// gradient was not finite (the update has been applied all the same).
+    /// Computes the gradients as `backward(count:)` does and takes one Adam step on every
+    /// parameter, with the same bits as `backward(count:)` followed by Adam over the flat buffers.
+    /// A dense layer's weights are updated inside its backward pass, a block of rows as soon as
+    /// their gradient is known, from a block of gradient rows in the worker's scratch: fc1's 25.7 MB
+    /// of weights is read from memory once instead of twice, and its gradient never goes to
+    /// memory. So `gradients` holds every gradient except the dense weights'. Returns false when a
+    /// gradient was not finite (the update has been applied all the same; `nonFiniteGradient`
+    /// names the first such tensor).
     public func backward(count n: Int, adam: AdamStep) -> Bool {
-        finiteFlags.update(repeating: true, count: pool.count)
+        finiteFlags.update(repeating: true, count: finiteSlots * pool.count)
+        lastBackwardFused = true
         backward(count: n, fusedAdam: adam)
         let start = clock()
         pool.run(items: adamSlices, AdamRangesJob(adam: adam, w: weights, g: gradients, m: moment1, v: moment2,
                                                   starts: adamStarts, counts: adamCounts, finite: finiteFlags))
         charge(2 * stages.count + 1, since: start)
-        return !(0..<pool.count).contains { !finiteFlags[$0] }
+        return !(0..<(finiteSlots * pool.count)).contains { !finiteFlags[$0] }
+    }
+
+    /// The name of the first parameter tensor whose last gradient was not finite, if any.
+    public func nonFiniteGradient() -> String? {
+        var denseSlot = 0
+        for t in tensors {
+            if case .denseWeight = t.kind {
+                denseSlot += 1
+                if lastBackwardFused {
+                    if (0..<pool.count).contains(where: { !finiteFlags[denseSlot * pool.count + $0] }) { return t.name }
+                    continue
+                }
+            }
+            if (0..<t.count).contains(where: { !gradients[t.offset + $0].isFinite }) { return t.name }
+        }
+        return nil
     }
 
     private func backward(count n: Int, fusedAdam: AdamStep?) {
@@ -603,8 +641,9 @@ public final class Network {
         pool.run(items: parts + sumChunks, DenseUpdateJob(
             inputs: d.inputs, outputs: d.outputs, batch: n, x: x, dy: dy, packedDy: d.packedDyRows,
             packedDyT: packedDyT, dxT: packedDyT == nil ? nil : d.inputGradT, paddedBatch: np,
-            w: weights + d.weight, g: gradients + d.weight, m: moment1 + d.weight, v: moment2 + d.weight,
-            adam: adam, finite: finiteFlags, parts: parts, sums: sums, sumChunks: sumChunks, pool: pool))
+            w: weights + d.weight, m: moment1 + d.weight, v: moment2 + d.weight,
+            adam: adam, finite: finiteFlags + d.finiteSlot * pool.count, parts: parts, sums: sums, sumChunks: sumChunks,
+            rows: scratchLayout.denseRows, pool: pool))
         if let dx, let dxT = d.inputGradT, packedDyT != nil {
             pool.run(items: n, TransposeOutJob(inputs: d.inputs, paddedBatch: np, dxT: dxT, dx: dx))
         }

@@ -63,10 +63,7 @@ public final class Trainer {
     }
 
     /// The name of the first parameter tensor whose gradient is not finite, if any.
-    public func nonFiniteGradient() -> String? {
-        let g = network.gradients
-        return network.tensors.first { t in (0..<t.count).contains { !g[t.offset + $0].isFinite } }?.name
-    }
+    public func nonFiniteGradient() -> String? { network.nonFiniteGradient() }
 
     /// The dataset index of position `i` in the batch of step `t` (0-based): epoch e uses a
     /// permutation seeded by (seed, e), and a partial batch at an epoch's end is skipped.
