@@ -176,9 +176,11 @@ struct ConvBackwardJob: ParallelJob {
         let gws = gw + shard * shardStride, gbs = gb + shard * shardStride
         // A Winograd conv sums the shard's weight gradient as dU (transformed), then transforms it once.
         let du = area + scratch.winograd + 16 * Winograd.tiles(g) * cout
-        if winograd != nil { du.update(repeating: 0, count: 16 * g.channels * cout) } else { gws.update(repeating: 0, count: K * cout) }
+        // The shard's first sample starts the weight gradient's sums (no clearing pass; the same bits).
+        let first = shard * samples / shards, end = (shard + 1) * samples / shards
+        if singleChannel || first == end { gws.update(repeating: 0, count: K * cout) }
         gbs.update(repeating: 0, count: cout)
-        for s in (shard * samples / shards)..<((shard + 1) * samples / shards) {
+        for s in first..<end {
             let dys: UnsafeMutablePointer<Float>
             if let p = fusedPool {
                 let size = p.window.positions * p.window.channels
@@ -197,14 +199,14 @@ struct ConvBackwardJob: ParallelJob {
                 continue
             }
             if let c = winograd {
-                backwardWinograd(c, s, dys, du, area)
+                backwardWinograd(c, s, dys, du, accumulate: s > first, area)
                 Elementwise.columnSums(dys, rows: P, ld: cout, cols: 0..<cout, into: gbs, accumulate: true)
                 continue
             }
             let col = viaCol ? area + scratch.col : x + s * g.inputSize
             if viaCol { Im2col.forward(g, x: x + s * g.inputSize, col: col) }
             Gemm.multiply(m: K, n: cout, k: P, a: .transposed(col, cols: K), b: .rowMajor(dys, cols: cout),
-                          c: gws, ldc: cout, accumulate: true, scratch: area)
+                          c: gws, ldc: cout, accumulate: s > first, scratch: area)
             Elementwise.columnSums(dys, rows: P, ld: cout, cols: 0..<cout, into: gbs, accumulate: true)
             if let dx, let wt {
                 // The im2col is no longer needed: its gradient goes over it.
@@ -214,20 +216,20 @@ struct ConvBackwardJob: ParallelJob {
                 if viaCol { Im2col.backward(g, dcol: dcol, dx: dx + s * g.inputSize) }
             }
         }
-        if winograd != nil { Winograd.weightGradient(du, pairs: g.channels * cout, into: gws) }
+        if winograd != nil && first < end { Winograd.weightGradient(du, pairs: g.channels * cout, into: gws) }
     }
 
     /// One sample of a Winograd conv: dM = A dy Aᵀ, dU_ξ += V_ξᵀ dM_ξ (V recomputed from x), and
     /// when the input gradient is needed, dV_ξ = dM_ξ U_ξᵀ (over V) and dx = Σ B dV Bᵀ.
     func backwardWinograd(_ c: ConvStage, _ s: Int, _ dys: UnsafeMutablePointer<Float>,
-                          _ du: UnsafeMutablePointer<Float>, _ area: UnsafeMutablePointer<Float>) {
+                          _ du: UnsafeMutablePointer<Float>, accumulate: Bool, _ area: UnsafeMutablePointer<Float>) {
         let t = Winograd.tiles(g), cin = g.channels
         let v = area + scratch.col, dm = area + scratch.winograd
         Winograd.transformInput(g, x: x + s * g.inputSize, into: v)
         Winograd.transformOutputGradient(g, cout: cout, dy: dys, into: dm)
         for xi in 0..<16 {
             Gemm.multiply(m: cin, n: cout, k: t, a: .transposed(v + xi * t * cin, cols: cin), b: .rowMajor(dm + xi * t * cout, cols: cout),
-                          c: du + xi * cin * cout, ldc: cout, accumulate: true, scratch: area)
+                          c: du + xi * cin * cout, ldc: cout, accumulate: accumulate, scratch: area)
         }
         guard let dx, let wt else { return }
         for xi in 0..<16 {
