@@ -259,13 +259,19 @@ public struct ShardReduceJob: ParallelJob {
     }
 }
 
-/// dx[s, :] = column s of dXᵀ.
+/// dx[s, :] = column s of dXᵀ, for a block of `rows` inputs per item: the block's rows of dXᵀ
+/// (rows x paddedBatch floats) stay in L1 while every sample's 64-byte run of dx is written.
 struct TransposeOutJob: ParallelJob {
-    var inputs, paddedBatch: Int
+    static let rows = 64
+    var inputs, paddedBatch, samples: Int
     var dxT, dx: UnsafeMutablePointer<Float>
-    func run(_ s: Int, _ worker: Int) {
-        let out = dx + s * inputs
-        for i in 0..<inputs { out[i] = dxT[i * paddedBatch + s] }
+    var items: Int { (inputs + Self.rows - 1) / Self.rows }
+    func run(_ item: Int, _ worker: Int) {
+        let lo = item * Self.rows, hi = min(lo + Self.rows, inputs)
+        for s in 0..<samples {
+            let out = dx + s * inputs
+            for i in lo..<hi { out[i] = dxT[i * paddedBatch + s] }
+        }
     }
 }
 

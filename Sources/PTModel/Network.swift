@@ -610,7 +610,8 @@ public final class Network {
                     pool.run(items: pack.blocks, pack)
                     pool.gemm(GemmJob(m: d.inputs, n: np, k: d.outputs, a: .rowMajor(W + d.weight, cols: d.outputs),
                                       b: .rowMajor(packedDy, cols: np), c: dxT, ldc: np, packedB: packedDy))
-                    pool.run(items: n, TransposeOutJob(inputs: d.inputs, paddedBatch: np, dxT: dxT, dx: dx))
+                    let transpose = TransposeOutJob(inputs: d.inputs, paddedBatch: np, samples: n, dxT: dxT, dx: dx)
+                    pool.run(items: transpose.items, transpose)
                 }
             case let .dropout(d):
                 pool.run(items: n, DropoutJob(d: d, x: dx, y: dy, mode: .backward, seed: 0, step: 0))
@@ -645,7 +646,8 @@ public final class Network {
             adam: adam, finite: finiteFlags + d.finiteSlot * pool.count, parts: parts, sums: sums, sumChunks: sumChunks,
             rows: scratchLayout.denseRows, pool: pool))
         if let dx, let dxT = d.inputGradT, packedDyT != nil {
-            pool.run(items: n, TransposeOutJob(inputs: d.inputs, paddedBatch: np, dxT: dxT, dx: dx))
+            let transpose = TransposeOutJob(inputs: d.inputs, paddedBatch: np, samples: n, dxT: dxT, dx: dx)
+            pool.run(items: transpose.items, transpose)
         }
     }
 
