@@ -20,9 +20,10 @@ let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(metrics: [.wallClock, .throughput, .mallocCountTotal],
                                            maxDuration: .seconds(3), maxIterations: 1000)
 
-    // (name, M, N, K, A transposed, accumulate): the GEMMs of a step at batch 50. Convolutions run
-    // a sample at a time (im2col in cache): forward, weight gradient (A = im2colᵀ, accumulated
-    // into the shard's buffer) and input gradient of conv2; fc1 forward and weight gradient.
+    // (name, M, N, K, A transposed, accumulate): conv2's GEMMs on the im2col path (a sample at a
+    // time: forward, weight gradient with A = im2colᵀ accumulated into the shard's buffer, input
+    // gradient) — the path of convs that Winograd does not take; the step runs conv2 by Winograd
+    // (benchmarked below) — and fc1's forward and weight gradient at batch 50.
     let shapes = [("conv2 forward, one sample", 196, 128, 576, false, false),
                   ("conv2 dW, one sample", 576, 128, 196, true, true),
                   ("conv2 dX, one sample", 196, 576, 128, false, false),
@@ -129,7 +130,7 @@ let benchmarks: @Sendable () -> Void = {
         config.threads = threads
         let trainer = try! Trainer(config: config, data: data)
         for _ in 0..<3 { trainer.trainStep() }  // first steps allocate the workers' scratch
-        Benchmark("training step, reference network, batch 50, \(threads) threads, 6.36 GFLOP an iteration") { benchmark in
+        Benchmark("training step, reference network, batch 50, \(threads) threads, 6.36 GFLOP (convs counted as direct) an iteration") { benchmark in
             for _ in benchmark.scaledIterations { blackHole(trainer.trainStep()) }
         }
     }
