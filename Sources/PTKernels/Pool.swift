@@ -6,6 +6,10 @@ public enum MaxPool {
     /// (the first one on ties).
     public static func forward(_ g: Window, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
                                argmax: UnsafeMutablePointer<Int32>) {
+        if g.kernel == 2 {
+            forward2x2(g, x: x, y: y, argmax: argmax)
+            return
+        }
         let c = g.channels
         let lanes = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
         for oh in 0..<g.outH {
@@ -64,6 +68,45 @@ public enum MaxPool {
 }
 
 extension MaxPool {
+    /// The 2x2 window as a tournament: (0 vs 1) and (2 vs 3), then the two winners, each with a
+    /// strict '>' so a tie keeps the earlier element: the first maximum in the general loop's
+    /// order, as there (only a NaN in a window can make them differ; training stops on a NaN
+    /// loss anyway). Independent compare-selects: a chain of them on one running maximum came out
+    /// of the compiler as scalar mask shuffles, 2.5x slower than the general loop; this is 2x faster.
+    static func forward2x2(_ g: Window, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+                           argmax: UnsafeMutablePointer<Int32>) {
+        let c = g.channels, right = c, down = g.inW * c
+        let lanes = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+        for oh in 0..<g.outH {
+            for ow in 0..<g.outW {
+                let o = (oh * g.outW + ow) * c
+                let first = (oh * g.stride * g.inW + ow * g.stride) * c
+                var ch = 0
+                while ch + 16 <= c {
+                    let i0 = first + ch
+                    let v0 = loadV(x + i0), v1 = loadV(x + i0 + right), v2 = loadV(x + i0 + down), v3 = loadV(x + i0 + down + right)
+                    let a0 = lanes &+ Int32(truncatingIfNeeded: i0)
+                    let g01 = v1 .> v0, g23 = v3 .> v2
+                    let b01 = v0.replacing(with: v1, where: g01), b23 = v2.replacing(with: v3, where: g23)
+                    let a01 = a0.replacing(with: a0 &+ Int32(truncatingIfNeeded: right), where: g01)
+                    let a23 = (a0 &+ Int32(truncatingIfNeeded: down)).replacing(with: a0 &+ Int32(truncatingIfNeeded: down + right), where: g23)
+                    let g = b23 .> b01
+                    storeV(b01.replacing(with: b23, where: g), y + o + ch)
+                    UnsafeMutableRawPointer(argmax + o + ch).storeBytes(of: a01.replacing(with: a23, where: g), as: SIMD16<Int32>.self)
+                    ch += 16
+                }
+                while ch < c {
+                    let i0 = first + ch
+                    let i01 = x[i0 + right] > x[i0] ? i0 + right : i0
+                    let i23 = x[i0 + down + right] > x[i0 + down] ? i0 + down + right : i0 + down
+                    let i = x[i23] > x[i01] ? i23 : i01
+                    y[o + ch] = x[i]; argmax[o + ch] = Int32(i)
+                    ch += 1
+                }
+            }
+        }
+    }
+
     /// When the windows tile the input exactly (stride = size, no remainder), every input is in
     /// one window: write each once, its window's gradient where it was the argmax and 0 elsewhere,
     /// 16 channels at a time. No clearing pass and no scatter. `+ 0` keeps the scatter's bits:

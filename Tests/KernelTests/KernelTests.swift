@@ -371,3 +371,35 @@ func tiledMaxPoolBackwardMatchesTheScatter(_ c: Int) {
         #expect(slow[tiled.inputSize...].allSatisfy { $0 == 0 })
     }
 }
+
+/// Max-pool argmax on ties is the window's first maximum (row by row), on every path: 2x2 windows
+/// (SIMD and scalar channels), 3x3, overlapping strides; -0 and +0 tie too.
+@Test(arguments: [(4, 4, 16, 2, 2), (6, 6, 21, 2, 2), (5, 5, 3, 2, 1), (7, 7, 17, 3, 2)])
+func maxPoolTiesKeepTheFirstMaximum(_ p: (Int, Int, Int, Int, Int)) {
+    let (h, w, c, size, stride) = p
+    let g = Window(inH: h, inW: w, channels: c, kernel: size, stride: stride, same: false)
+    // Values from a small set, so most windows hold ties; every other zero is negative.
+    let x = (0..<g.inputSize).map { i -> Float in
+        let v = Float((i * 7 + i / 5) % 3)
+        return v == 0 && i % 2 == 1 ? -0.0 : v
+    }
+    var y = [Float](repeating: .nan, count: g.positions * c), arg = [Int32](repeating: -1, count: y.count)
+    x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in arg.withUnsafeMutableBufferPointer { ap in
+        MaxPool.forward(g, x: xp.baseAddress!, y: yp.baseAddress!, argmax: ap.baseAddress!)
+    } } }
+    for oh in 0..<g.outH {
+        for ow in 0..<g.outW {
+            for ch in 0..<c {
+                var best = -Float.infinity, first = -1
+                for kh in 0..<size {
+                    for kw in 0..<size {
+                        let i = ((oh * stride + kh) * w + ow * stride + kw) * c + ch
+                        if first < 0 || x[i] > best { best = x[i]; first = i }
+                    }
+                }
+                let o = (oh * g.outW + ow) * c + ch
+                #expect(arg[o] == Int32(first) && y[o].bitPattern == best.bitPattern, "output \(o)")
+            }
+        }
+    }
+}
