@@ -90,9 +90,9 @@ extension MaxPool {
                     let b01 = v0.replacing(with: v1, where: g01), b23 = v2.replacing(with: v3, where: g23)
                     let a01 = a0.replacing(with: a0 &+ Int32(truncatingIfNeeded: right), where: g01)
                     let a23 = (a0 &+ Int32(truncatingIfNeeded: down)).replacing(with: a0 &+ Int32(truncatingIfNeeded: down + right), where: g23)
-                    let g = b23 .> b01
-                    storeV(b01.replacing(with: b23, where: g), y + o + ch)
-                    UnsafeMutableRawPointer(argmax + o + ch).storeBytes(of: a01.replacing(with: a23, where: g), as: SIMD16<Int32>.self)
+                    let later = b23 .> b01
+                    storeV(b01.replacing(with: b23, where: later), y + o + ch)
+                    UnsafeMutableRawPointer(argmax + o + ch).storeBytes(of: a01.replacing(with: a23, where: later), as: SIMD16<Int32>.self)
                     ch += 16
                 }
                 while ch < c {
