@@ -58,8 +58,9 @@ struct PackBJob: ParallelJob {
     func run(_ block: Int, _ worker: Int) { Gemm.packB(k: k, n: n, b: b, block: block, into: into) }
 }
 
-/// Offsets into a worker's scratch (after the GEMM packing area).
-struct ConvScratch {
+/// Offsets into a worker's scratch (after the GEMM packing area). The conv regions and the dense
+/// region overlap: conv and dense stages never run at once.
+struct ScratchLayout {
     var col: Int       // one sample's im2col, then its gradient (Winograd: its transformed input V, then dV)
     var output: Int    // one sample's conv output, then its gradient, when a max-pool is fused
     var winograd: Int  // Winograd: a sample's transformed outputs M (then dM), and after them the shard's dU
@@ -95,17 +96,18 @@ struct PackWinogradJob: ParallelJob {
 }
 
 /// One sample of a convolution: im2col into the worker's scratch (the input itself for a 1x1
-/// stride-1 conv), one GEMM with bias and ReLU, and, when a max-pool follows, the pool (then
-/// `y` is the pool's output and the conv's output stays in scratch).
+/// stride-1 conv) and one GEMM with bias and ReLU — or Winograd, or the direct one-channel conv —
+/// and, when a max-pool follows, the pool (then `y` is the pool's output and the conv's output
+/// stays in scratch).
 struct ConvForwardJob: ParallelJob {
     var g: Window
     var cout: Int
-    var x, y, w, bias: UnsafeMutablePointer<Float>   // w: the weights packed by PackWeightsJob
+    var x, y, w, bias: UnsafeMutablePointer<Float>   // w: the weights packed by PackBJob
     var relu, viaCol: Bool
     var winograd: ConvStage?   // set for a Winograd conv (then w is unused)
     var singleChannel: Bool    // direct (then w is the weights as stored)
     var fusedPool: PoolStage?
-    var scratch: ConvScratch
+    var scratch: ScratchLayout
     unowned(unsafe) var pool: WorkerPool
     func run(_ s: Int, _ worker: Int) {
         let area = pool.scratch(worker)
@@ -152,8 +154,9 @@ struct ConvForwardJob: ParallelJob {
 /// One shard of the batch through a convolution's backward pass, a sample at a time in sample
 /// order: the fused max-pool's backward (into scratch) or the ReLU mask, im2col again (cheaper
 /// than keeping the batch's), the shard's weight and bias gradients accumulated into its own
-/// buffers, and the input gradient (dcol = dy · Wᵀ, wt being Wᵀ packed, then col2im). Which worker runs
-/// a shard changes nothing: its sums run in sample order.
+/// buffers, and the input gradient (dcol = dy · Wᵀ, wt being Wᵀ packed, then col2im); or the
+/// same through Winograd's transforms (`backwardWinograd`), or the direct one-channel conv's
+/// weight gradient. Which worker runs a shard changes nothing: its sums run in sample order.
 struct ConvBackwardJob: ParallelJob {
     var g: Window
     var cout: Int
@@ -164,7 +167,7 @@ struct ConvBackwardJob: ParallelJob {
     var singleChannel: Bool    // direct, weight gradient only (a first layer)
     var fusedPool: PoolStage?
     var pooled: UnsafeMutablePointer<Float>     // the fused pool's output (for its ReLU mask)
-    var scratch: ConvScratch
+    var scratch: ScratchLayout
     var samples, shards: Int
     var gw, gb: UnsafeMutablePointer<Float>   // shard 0's weight and bias gradient; shard i is i * shardStride on
     var shardStride: Int

@@ -126,7 +126,7 @@ public final class Network {
     /// per shard of the batch for their gradients, summed in shard order at the end of backward.
     public let convParams: Int
     /// Where a worker's scratch holds a sample's im2col and conv output (after the GEMM packing area).
-    let scratchLayout: ConvScratch
+    let scratchLayout: ScratchLayout
     let shardGradients: UnsafeMutablePointer<Float>
     /// A batch rounded up to whole GEMM register tiles (the padded dimension of dXᵀ).
     static func paddedBatch(_ n: Int) -> Int { (n + Gemm.nr - 1) / Gemm.nr * Gemm.nr }
@@ -310,7 +310,7 @@ public final class Network {
         self.tensors = tensors
         parameterCount = offset
         pool = WorkerPool(threads: threads, scratchFloats: scratchFloats)
-        scratchLayout = ConvScratch(col: Gemm.scratchFloats, output: Gemm.scratchFloats + colFloats,
+        scratchLayout = ScratchLayout(col: Gemm.scratchFloats, output: Gemm.scratchFloats + colFloats,
                                     winograd: Gemm.scratchFloats + colFloats + convOutFloats, denseRows: Gemm.scratchFloats)
         self.convParams = convParams
         // Adam's slices outside the dense weights, at most `AdamRangesJob`-sized chunks each.
