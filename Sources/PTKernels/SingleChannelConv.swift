@@ -46,7 +46,10 @@ public enum SingleChannelConv {
             for co in stride(from: 0, to: cout, by: 16) {
                 let b = loadV(bias + co)
                 var ow = 0
-                while ow + 8 <= g.outW {
+                while ow < g.outW && g.outW >= 8 {
+                    // The last block of a row ends at the row's end and may redo a few pixels of the
+                    // one before it: each pixel's sums are the same wherever it is computed.
+                    ow = min(ow, g.outW - 8)
                     var a0 = V(), a1 = V(), a2 = V(), a3 = V(), a4 = V(), a5 = V(), a6 = V(), a7 = V()
                     for kh in 0..<3 {
                         for kw in 0..<3 {
@@ -63,20 +66,7 @@ public enum SingleChannelConv {
                     finish(a4, b, out + 4 * cout); finish(a5, b, out + 5 * cout); finish(a6, b, out + 6 * cout); finish(a7, b, out + 7 * cout)
                     ow += 8
                 }
-                while ow + 4 <= g.outW {
-                    var a0 = V(), a1 = V(), a2 = V(), a3 = V()
-                    for kh in 0..<3 {
-                        for kw in 0..<3 {
-                            let wv = loadV(w + (kh * 3 + kw) * cout + co)
-                            let t = row + kh * cols + ow * s + kw
-                            a0 = a0.addingProduct(V(repeating: t[0]), wv); a1 = a1.addingProduct(V(repeating: t[s]), wv)
-                            a2 = a2.addingProduct(V(repeating: t[2 * s]), wv); a3 = a3.addingProduct(V(repeating: t[3 * s]), wv)
-                        }
-                    }
-                    let out = y + (oh * g.outW + ow) * cout + co
-                    finish(a0, b, out); finish(a1, b, out + cout); finish(a2, b, out + 2 * cout); finish(a3, b, out + 3 * cout)
-                    ow += 4
-                }
+                // Rows narrower than a block: a pixel at a time.
                 while ow < g.outW {
                     var acc = V()
                     for kh in 0..<3 {

@@ -122,7 +122,8 @@ func winogradGradientsMatchDirectConv(_ p: (Int, Int, Int, Int, Bool)) {
 
 /// The direct one-input-channel conv gives im2col + GEMM's bits: forward (bias, ReLU) and the
 /// weight gradient continuing a running sum, on odd sizes, SAME and VALID, strides 1 and 2.
-@Test(arguments: [(28, 28, 64, 1, true), (7, 6, 16, 1, true), (9, 8, 32, 2, true), (6, 7, 16, 1, false), (8, 9, 48, 2, false)])
+@Test(arguments: [(28, 28, 64, 1, true), (7, 6, 16, 1, true), (9, 8, 32, 2, true), (6, 7, 16, 1, false), (8, 9, 48, 2, false),
+                  (5, 9, 16, 1, true), (4, 10, 32, 1, false), (3, 17, 16, 2, true)])
 func singleChannelConvHasIm2colGemmBits(_ p: (Int, Int, Int, Int, Bool)) {
     let (h, w, cout, stride, same) = p
     let g = Window(inH: h, inW: w, channels: 1, kernel: 3, stride: stride, same: same)
