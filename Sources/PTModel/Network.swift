@@ -230,8 +230,12 @@ public final class Network {
                 convIndex += 1
                 let w = addTensor("conv\(convIndex).weight", [k, k, shape.c, out], .convWeight(kernel: k, inputs: shape.c, outputs: out))
                 let b = addTensor("conv\(convIndex).bias", [out], .bias)
-                plan.append((.conv(ConvStage(window: g, cout: out, relu: followedByRelu, weight: w, bias: b, viaCol: !(k == 1 && stride == 1))),
-                             Shape(h: g.outH, w: g.outW, c: out)))
+                var c = ConvStage(window: g, cout: out, relu: followedByRelu, weight: w, bias: b, viaCol: !(k == 1 && stride == 1))
+                // Which path it takes, decided here once (the buffers below are sized from it).
+                // The direct one-channel conv computes no input gradient, so only a first layer takes it.
+                c.singleChannel = plan.isEmpty && SingleChannelConv.applies(g, cout: out)
+                c.winograd = !c.singleChannel && Winograd.applies(g, cout: out)
+                plan.append((.conv(c), Shape(h: g.outH, w: g.outW, c: out)))
                 shape = Shape(h: g.outH, w: g.outW, c: out)
             case let .maxPool(size, stride), let .avgPool(size, stride):
                 let g = Window(inH: shape.h, inW: shape.w, channels: shape.c, kernel: size, stride: stride, same: false)
@@ -273,14 +277,14 @@ public final class Network {
         // at a time so that it never leaves the worker's cache.
         let colFloats = plan.reduce(0) { most, p in
             guard case let .conv(c) = p.0 else { return most }
-            if Winograd.applies(c.window, cout: c.cout) { return max(most, 16 * Winograd.tiles(c.window) * c.window.channels) }
-            if SingleChannelConv.applies(c.window, cout: c.cout) { return max(most, SingleChannelConv.paddedFloats(c.window)) }
+            if c.winograd { return max(most, 16 * Winograd.tiles(c.window) * c.window.channels) }
+            if c.singleChannel { return max(most, SingleChannelConv.paddedFloats(c.window)) }
             return c.viaCol ? max(most, c.window.positions * c.window.patch + Im2col.slack) : most
         }
         // Winograd convs also hold a sample's transformed outputs (then their gradient) and the
         // shard's weight gradient in the transformed domain.
         let winoFloats = plan.reduce(0) { most, p in
-            guard case let .conv(c) = p.0, Winograd.applies(c.window, cout: c.cout) else { return most }
+            guard case let .conv(c) = p.0, c.winograd else { return most }
             return max(most, 16 * Winograd.tiles(c.window) * c.cout + 16 * c.window.channels * c.cout)
         }
         // ... and one sample's conv output (then its gradient) when a max-pool is fused after it.
@@ -358,10 +362,9 @@ public final class Network {
             switch stage {
             case .conv(var c):
                 let g = c.window
-                if index == 0 && SingleChannelConv.applies(g, cout: c.cout) {
-                    c.singleChannel = true  // (the first layer: no input gradient to compute)
-                } else if Winograd.applies(g, cout: c.cout) {
-                    c.winograd = true
+                if c.singleChannel {
+                    // The weights are read as stored: nothing to pack.
+                } else if c.winograd {
                     c.u = floats(16 * g.channels * c.cout)
                     c.packedStride = Gemm.packedBFloats(k: g.channels, n: c.cout)
                     c.packedStrideT = Gemm.packedBFloats(k: c.cout, n: g.channels)

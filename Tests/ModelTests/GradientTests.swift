@@ -93,6 +93,8 @@ let gradientSpecs = [
     // with its max-pool fused, and with edge tiles hanging over a 7x6 output.
     "conv(16,3) relu conv(16,3,pad=valid) relu maxpool(2) fc(5)",
     "conv(16,3) relu conv(16,3) fc(5)",
+    // A one-channel 3x3 conv that is not the first layer takes the im2col path (it needs dx).
+    "conv(1,1) relu conv(16,3) relu fc(5)",
 ]
 
 @Test(arguments: gradientSpecs)
