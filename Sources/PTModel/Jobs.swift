@@ -278,13 +278,13 @@ struct TransposeOutJob: ParallelJob {
     }
 }
 
-/// A dense layer's backward pass fused with the Adam step of its weights, by ranges of W's rows
-/// (tile-aligned, so the GEMMs' bits are those of the unfused pass). For each block of `rows`
-/// rows of W: dXᵀ's rows (reading those W rows), dW's rows into the worker's scratch, then Adam
-/// on exactly those rows of W, m and v, while W and the gradient rows are in cache. The gradient
-/// never goes to memory (writing fc1's 25.7 MB would also read it first, for ownership). dXᵀ row
-/// i needs only W row i, so updating a row right after its dXᵀ never feeds a new weight into an
-/// old gradient.
+/// A dense layer's backward pass, by ranges of W's rows (tile-aligned, so every output element
+/// is summed as one GEMM over the whole layer would sum it). For each block of `rows` rows of W:
+/// dXᵀ's rows (reading those W rows), then dW's rows — into `g` when `adam` is nil; otherwise into
+/// the worker's scratch and straight into Adam on exactly those rows of W, m and v, while W and
+/// the gradient rows are in cache (the gradient never goes to memory: writing fc1's 25.7 MB would
+/// also read it first, for ownership). dXᵀ row i needs only W row i, so updating a row right after
+/// its dXᵀ never feeds a new weight into an old gradient.
 struct DenseUpdateJob: ParallelJob {
     static let rows = 32
     var inputs, outputs, batch: Int
@@ -292,8 +292,8 @@ struct DenseUpdateJob: ParallelJob {
     var dy, packedDy: UnsafeMutablePointer<Float>  // dY [batch, outputs], and packed as dW's B
     var packedDyT, dxT: UnsafeMutablePointer<Float>?  // dYᵀ packed as dXᵀ's B, dXᵀ [inputs, paddedBatch]; nil: no input gradient
     var paddedBatch: Int
-    var w, m, v: UnsafeMutablePointer<Float>       // this layer's weights and moments in the flat buffers
-    var adam: AdamStep
+    var w, g, m, v: UnsafeMutablePointer<Float>    // this layer's weights, gradient and moments in the flat buffers
+    var adam: AdamStep?
     var finite: UnsafeMutablePointer<Bool>         // one flag per worker, and-ed
     var parts: Int
     var sums: ColumnSumJob                         // the bias gradient, items parts..<parts + sumChunks
@@ -315,11 +315,14 @@ struct DenseUpdateJob: ParallelJob {
                               b: .rowMajor(packedDyT, cols: paddedBatch), c: dxT + r0 * paddedBatch, ldc: paddedBatch,
                               accumulate: false, packedB: packedDyT, scratch: scratch)
             }
-            Gemm.multiply(m: r, n: outputs, k: batch, a: MatrixView.transposed(x, cols: inputs).offset(row: r0, col: 0),
-                          b: .rowMajor(dy, cols: outputs), c: scratch + rows, ldc: outputs,
-                          accumulate: false, packedB: packedDy, scratch: scratch)
             let at = r0 * outputs
-            ok = AdamUpdate.apply(adam, w: w + at, g: scratch + rows, m: m + at, v: v + at, count: r * outputs) && ok
+            let gradient = adam == nil ? g + at : scratch + rows
+            Gemm.multiply(m: r, n: outputs, k: batch, a: MatrixView.transposed(x, cols: inputs).offset(row: r0, col: 0),
+                          b: .rowMajor(dy, cols: outputs), c: gradient, ldc: outputs,
+                          accumulate: false, packedB: packedDy, scratch: scratch)
+            if let adam {
+                ok = AdamUpdate.apply(adam, w: w + at, g: gradient, m: m + at, v: v + at, count: r * outputs) && ok
+            }
             r0 += r
         }
         if !ok { finite[worker] = false }

@@ -84,8 +84,8 @@ struct DenseStage {
     // batch dimension padded to whole register tiles (so every tile is stored in place).
     var packedDy: UnsafeMutablePointer<Float>?
     var inputGradT: UnsafeMutablePointer<Float>?
-    // dY packed as the weight gradient's B, for the backward pass fused with Adam (dW is then
-    // computed a few rows at a time, and B would otherwise be packed again for each).
+    // dY packed as the weight gradient's B (dW is computed a few rows at a time, and B would
+    // otherwise be packed again for each).
     var packedDyRows: UnsafeMutablePointer<Float>!
     var finiteSlot = 0  // its weights' slot in Network.finiteFlags
 }
@@ -570,7 +570,7 @@ public final class Network {
     }
 
     private func backward(count n: Int, fusedAdam: AdamStep?) {
-        let W = weights, G = gradients
+        let W = weights
         for idx in stages.indices.reversed() {
             let x = acts[idx], y = acts[idx + 1], dy = grads[idx + 1], dx = grads[idx]
             let outSize = sizes[idx + 1]
@@ -597,25 +597,7 @@ public final class Network {
                 pool.run(items: n, PoolJob(p: p, x: dx, y: dy, backward: true))
             case let .dense(d):
                 if d.relu { pool.run(items: n, ReluMaskJob(dy: dy, y: y, size: outSize)) }
-                if let adam = fusedAdam {
-                    denseBackwardWithAdam(d, count: n, x: x, dy: dy, dx: needInput ? dx : nil, adam: adam)
-                    break
-                }
-                pool.gemm(GemmJob(m: d.inputs, n: d.outputs, k: n, a: .transposed(x, cols: d.inputs),
-                                  b: .rowMajor(dy, cols: d.outputs), c: G + d.weight, ldc: d.outputs),
-                          alongside: ColumnSumJob(m: dy, rows: n, cols: d.outputs, out: G + d.bias))
-                if needInput, let packedDy = d.packedDy, let dxT = d.inputGradT {
-                    // dXᵀ = W · dYᵀ: W (the big operand) is read in place, row by row, and dYᵀ is
-                    // packed once (it is small). The batch dimension is padded to whole register
-                    // tiles so that every tile is stored in place; then dXᵀ is transposed into dx.
-                    let np = Self.paddedBatch(n)
-                    let pack = PackBJob(k: d.outputs, n: n, b: .transposed(dy, cols: d.outputs), into: packedDy)
-                    pool.run(items: pack.blocks, pack)
-                    pool.gemm(GemmJob(m: d.inputs, n: np, k: d.outputs, a: .rowMajor(W + d.weight, cols: d.outputs),
-                                      b: .rowMajor(packedDy, cols: np), c: dxT, ldc: np, packedB: packedDy))
-                    let transpose = TransposeOutJob(inputs: d.inputs, paddedBatch: np, samples: n, dxT: dxT, dx: dx)
-                    pool.run(items: transpose.items, transpose)
-                }
+                denseBackward(d, count: n, x: x, dy: dy, dx: needInput ? dx : nil, adam: fusedAdam)
             case let .dropout(d):
                 pool.run(items: n, DropoutJob(d: d, x: dx, y: dy, mode: .backward, seed: 0, step: 0))
             }
@@ -625,10 +607,10 @@ public final class Network {
         charge(2 * stages.count, since: start)
     }
 
-    /// A dense layer's backward pass with the Adam step of its weights (see `DenseUpdateJob`);
-    /// its bias is left to the Adam pass over the remaining parameters.
-    private func denseBackwardWithAdam(_ d: DenseStage, count n: Int, x: UnsafeMutablePointer<Float>,
-                                       dy: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>?, adam: AdamStep) {
+    /// A dense layer's backward pass (see `DenseUpdateJob`), with the Adam step of its weights
+    /// when `adam` is given (its bias is left to the Adam pass over the remaining parameters).
+    private func denseBackward(_ d: DenseStage, count n: Int, x: UnsafeMutablePointer<Float>,
+                               dy: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>?, adam: AdamStep?) {
         let np = Self.paddedBatch(n)
         let packRows = PackBJob(k: n, n: d.outputs, b: .rowMajor(dy, cols: d.outputs), into: d.packedDyRows)
         pool.run(items: packRows.blocks, packRows)
@@ -645,7 +627,7 @@ public final class Network {
         pool.run(items: parts + sumChunks, DenseUpdateJob(
             inputs: d.inputs, outputs: d.outputs, batch: n, x: x, dy: dy, packedDy: d.packedDyRows,
             packedDyT: packedDyT, dxT: packedDyT == nil ? nil : d.inputGradT, paddedBatch: np,
-            w: weights + d.weight, m: moment1 + d.weight, v: moment2 + d.weight,
+            w: weights + d.weight, g: gradients + d.weight, m: moment1 + d.weight, v: moment2 + d.weight,
             adam: adam, finite: finiteFlags + d.finiteSlot * pool.count, parts: parts, sums: sums, sumChunks: sumChunks,
             rows: scratchLayout.denseRows, pool: pool))
         if let dx, let dxT = d.inputGradT, packedDyT != nil {

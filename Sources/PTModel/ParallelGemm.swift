@@ -11,11 +11,10 @@ struct GemmJob {
     var accumulate = false
     var bias: UnsafePointer<Float>? = nil
     var relu = false
-    /// B packed whole by `Gemm.packB`; the split then goes along M so every part uses all of it.
-    var packedB: UnsafePointer<Float>? = nil
 }
 
-/// Column sums of a row-major [rows, cols] matrix (a bias gradient), run beside a GEMM.
+/// Column sums of a row-major [rows, cols] matrix (a bias gradient), run beside a dense layer's
+/// backward pass (`DenseUpdateJob`).
 struct ColumnSumJob {
     var m: UnsafePointer<Float>
     var rows, cols: Int
@@ -31,40 +30,33 @@ struct ColumnSumJob {
 }
 
 extension WorkerPool {
-    func gemm(_ j: GemmJob, alongside sums: ColumnSumJob? = nil) {
+    func gemm(_ j: GemmJob) {
         let mt = (j.m + Gemm.mr - 1) / Gemm.mr, nt = (j.n + Gemm.nr - 1) / Gemm.nr
-        let splitM = mt >= nt || j.packedB != nil
+        let splitM = mt >= nt
         let tiles = splitM ? mt : nt
         // A few items per worker, taken from a shared counter: a worker the hypervisor or another
         // process delays holds up less of the region. Tile-aligned, so the bits do not change.
         let parts = min(tiles, 4 * count)
-        let sumChunks = sums.map { $0.chunks(workers: count) } ?? 0
-        run(items: parts + sumChunks, SplitGemm(job: j, sums: sums, splitM: splitM, tiles: tiles, parts: parts,
-                                                 sumChunks: sumChunks, pool: self))
+        run(items: parts, SplitGemm(job: j, splitM: splitM, tiles: tiles, parts: parts, pool: self))
     }
 }
 
-/// One GEMM (and optionally a column sum) cut into `parts` tile ranges plus `sumChunks` column chunks.
+/// One GEMM cut into `parts` tile ranges.
 struct SplitGemm: ParallelJob {
     var job: GemmJob
-    var sums: ColumnSumJob?
     var splitM: Bool
-    var tiles, parts, sumChunks: Int
+    var tiles, parts: Int
     unowned(unsafe) var pool: WorkerPool
 
     func run(_ item: Int, _ worker: Int) {
         let j = job
-        if item >= parts, let s = sums {
-            s.run(chunk: item - parts, of: sumChunks)
-            return
-        }
         let t0 = item * tiles / parts, t1 = (item + 1) * tiles / parts
         let scratch = pool.scratch(worker)
         if splitM {
             let r0 = t0 * Gemm.mr, r1 = min(t1 * Gemm.mr, j.m)
             Gemm.multiply(m: r1 - r0, n: j.n, k: j.k, a: j.a.offset(row: r0, col: 0), b: j.b,
                           c: j.c + r0 * j.ldc, ldc: j.ldc,
-                          accumulate: j.accumulate, bias: j.bias, relu: j.relu, packedB: j.packedB, scratch: scratch)
+                          accumulate: j.accumulate, bias: j.bias, relu: j.relu, scratch: scratch)
         } else {
             let c0 = t0 * Gemm.nr, c1 = min(t1 * Gemm.nr, j.n)
             Gemm.multiply(m: j.m, n: c1 - c0, k: j.k, a: j.a, b: j.b.offset(row: 0, col: c0),
