@@ -21,6 +21,12 @@ let avx512: Bool = {
 let fast: [SwiftSetting] = [
     .unsafeFlags(["-Xcc", "-march=\(march)", "-Xcc", "-fno-math-errno", "-enforce-exclusivity=unchecked"]),
 ] + (avx512 ? [] : [.define("PTRAIN_SIMD8")])
+// The numeric modules are optimised in debug builds too: `swift run ptrain` and `swift test`
+// build the debug configuration, where -Onone runs the kernels ~1000x slower (SIMD types are
+// generic structs that only the optimiser turns into vector instructions). Whole-module mode lets
+// a kernel's @inline(__always) helpers in other files inline, as in release builds. The CLI,
+// data and checkpoint code (PTTraining, ptrain) stay at -Onone there, so they can be debugged.
+let optimizedInDebug: [SwiftSetting] = fast + [.unsafeFlags(["-O"], .when(configuration: .debug))]
 
 let package = Package(
     name: "ptrain",
@@ -37,12 +43,12 @@ let package = Package(
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG", providers: [.apt(["libpng-dev"])]),
         // SIMD loops on raw buffers: no allocation, no threads, no knowledge of layers.
-        .target(name: "PTKernels", swiftSettings: fast),
+        .target(name: "PTKernels", swiftSettings: optimizedInDebug),
         // Worker pool, NUMA placement, barriers.
         .target(name: "CThreadSetup"),
-        .target(name: "PTRuntime", dependencies: ["CThreadSetup"], swiftSettings: fast),
+        .target(name: "PTRuntime", dependencies: ["CThreadSetup"], swiftSettings: optimizedInDebug),
         // Spec parsing, layers, forward/backward over a worker pool.
-        .target(name: "PTModel", dependencies: ["PTKernels", "PTRuntime"], swiftSettings: fast),
+        .target(name: "PTModel", dependencies: ["PTKernels", "PTRuntime"], swiftSettings: optimizedInDebug),
         // Data, optimizer, the training loop, metrics.
         .target(name: "PTTraining", dependencies: ["PTModel", "CZlib", "CPNG"], swiftSettings: fast),
         .executableTarget(

@@ -115,12 +115,19 @@ public struct Dataset: Sendable {
 
     public enum Split: String { case train, test = "t10k" }
 
+    /// What to do when `directory` is missing: the default one comes from a Debian package that
+    /// the repository's setup script installs.
+    public static func missingHint(_ directory: String) -> String {
+        directory == defaultDirectory
+            ? " (it comes from Debian's dataset-fashion-mnist: run scripts/setup in the ptrain checkout to install it, or pass --data DIR)"
+            : ""
+    }
+
     /// Loads `DIR/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`.
     public static func load(directory: String, split: Split) throws -> Dataset {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDir) else {
-            let hint = directory == defaultDirectory ? " (install it with: sudo apt-get install dataset-fashion-mnist, or pass --data DIR)" : ""
-            throw DataError(directory, "data directory does not exist\(hint)")
+            throw DataError(directory, "data directory does not exist\(missingHint(directory))")
         }
         guard isDir.boolValue else { throw DataError(directory, "is not a directory") }
         func find(_ stem: String) throws -> String {

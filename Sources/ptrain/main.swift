@@ -163,6 +163,7 @@ struct Train: ParsableCommand {
         let writer = try metrics.map { try MetricsWriter(path: $0) }
         let interactive = ProgressReporter.stderrIsTerminal
         let net = trainer.network
+        debugBuildNotice()
         print("ptrain: \(net.spec.text)")
         print("ptrain: \(net.parameterCount) parameters, \(train.count) training / \(test.count) test images, batch \(config.batch), \(totalSteps) steps, \(config.threads) threads")
         if let why = Numa.shared.unavailableReason { print("ptrain: NUMA placement off (\(why)); using plain allocation") }
@@ -367,6 +368,7 @@ struct Bench: ParsableCommand {
     func run() throws {
         let counts = threads.split(separator: ",").map { Int($0)! }
         let cores = Numa.shared.cpuCount
+        debugBuildNotice()
         let peak = PTTraining.Bench.peakGFLOPS(cores: 1)
         print(String(format: "FMA peak: %.1f GFLOP/s per core (measured), %d cores; batch %d, %d timed steps after %d warm-up",
                      peak, cores, batch, steps, warmup))
@@ -397,6 +399,14 @@ struct Plot: ParsableCommand {
         try AtomicFile.write(svg, data: Data(text.utf8))
         print("wrote \(svg)")
     }
+}
+
+/// A debug build optimises the numeric modules (Package.swift) but not the CLI, data loading and
+/// checkpoint code: it trains at about two thirds of the release build's speed. Said once, at start.
+func debugBuildNotice() {
+    #if DEBUG
+    print("ptrain: debug build: the kernels are optimised, data loading and checkpoints are not (about 2/3 of release speed); swift run -c release ptrain ... runs the release build")
+    #endif
 }
 
 func fail(_ message: String, code: Int32) -> Never {

@@ -84,6 +84,9 @@ func badImageFilesAreRefused(_ c: (String, [UInt8], String)) {
     let dir = tempDir()
     #expect { _ = try Dataset.load(directory: dir + "/nope", split: .train) } throws: { "\($0)".contains("does not exist") }
     #expect { _ = try Dataset.load(directory: Dataset.defaultDirectory + "-missing", split: .train) } throws: { "\($0)".contains("does not exist") }
+    // The default directory, when missing, names the command that installs it.
+    #expect(Dataset.missingHint(Dataset.defaultDirectory).contains("scripts/setup"))
+    #expect(Dataset.missingHint("/elsewhere").isEmpty)
     #expect { _ = try Dataset.load(directory: dir, split: .train) } throws: { "\($0)".contains("missing train-images-idx3-ubyte") }
     // Counts that differ.
     write(idxBytes(dims: [3, 2, 2], data: [UInt8](repeating: 0, count: 12)), "\(dir)/train-images-idx3-ubyte")
