@@ -36,6 +36,12 @@ let package = Package(
         // For the fuzzing and benchmark packages beside this one (Fuzz/, Benchmarks/).
         .library(name: "PTrainKit", targets: ["PTTraining", "PTModel", "PTKernels", "PTRuntime"]),
     ],
+    // `swift build --traits MPI` builds ptrain for `mpirun` (Open MPI: libopenmpi-dev). Without the
+    // trait nothing needs mpi.h or links libmpi, and a run is one process.
+    traits: [
+        .trait(name: "MPI", description: "Run several processes under mpirun (Open MPI), the same bits at any ranks x threads."),
+        .default(enabledTraits: []),
+    ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
@@ -44,9 +50,11 @@ let package = Package(
         .systemLibrary(name: "CPNG", path: "Sources/CPNG", providers: [.apt(["libpng-dev"])]),
         // SIMD loops on raw buffers: no allocation, no threads, no knowledge of layers.
         .target(name: "PTKernels", swiftSettings: optimizedInDebug),
-        // Worker pool, NUMA placement, barriers.
+        // Worker pool, NUMA placement, barriers; the processes of an mpirun job.
         .target(name: "CThreadSetup"),
-        .target(name: "PTRuntime", dependencies: ["CThreadSetup"], swiftSettings: optimizedInDebug),
+        .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+        .target(name: "PTRuntime", dependencies: ["CThreadSetup", .target(name: "CMPI", condition: .when(traits: ["MPI"]))],
+                swiftSettings: optimizedInDebug),
         // Spec parsing, layers, forward/backward over a worker pool.
         .target(name: "PTModel", dependencies: ["PTKernels", "PTRuntime"], swiftSettings: optimizedInDebug),
         // Data, optimizer, the training loop, metrics.
@@ -58,7 +66,7 @@ let package = Package(
         .testTarget(name: "KernelTests", dependencies: ["PTKernels"], swiftSettings: fast),
         .testTarget(name: "ModelTests", dependencies: ["PTModel"], swiftSettings: fast),
         .testTarget(name: "TrainingTests", dependencies: ["PTTraining", "CZlib", "CPNG"], swiftSettings: fast),
-        .testTarget(name: "CLITests", dependencies: ["ptrain", "PTTraining", "CZlib", "CPNG"]),
+        .testTarget(name: "CLITests", dependencies: ["ptrain", "PTTraining", "PTModel", "CZlib", "CPNG"]),
     ],
     swiftLanguageModes: [.v5]
 )

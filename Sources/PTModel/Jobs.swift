@@ -295,6 +295,7 @@ struct DenseUpdateJob: ParallelJob {
     var w, g, m, v: UnsafeMutablePointer<Float>    // this layer's weights, gradient and moments in the flat buffers
     var adam: AdamStep?
     var finite: UnsafeMutablePointer<Bool>         // one flag per worker, and-ed
+    var tiles: Range<Int>                          // the tiles of Gemm.mr rows of W this process updates (under mpirun, its share)
     var parts: Int
     var sums: ColumnSumJob                         // the bias gradient, items parts..<parts + sumChunks
     var sumChunks: Int
@@ -303,8 +304,8 @@ struct DenseUpdateJob: ParallelJob {
 
     func run(_ item: Int, _ worker: Int) {
         if item >= parts { sums.run(chunk: item - parts, of: sumChunks); return }
-        let tiles = (inputs + Gemm.mr - 1) / Gemm.mr
-        let lo = item * tiles / parts * Gemm.mr, hi = min((item + 1) * tiles / parts * Gemm.mr, inputs)
+        let t0 = tiles.lowerBound, tn = tiles.count
+        let lo = (t0 + item * tn / parts) * Gemm.mr, hi = min((t0 + (item + 1) * tn / parts) * Gemm.mr, inputs)
         let scratch = pool.scratch(worker)
         var ok = true
         var r0 = lo

@@ -110,6 +110,10 @@ public final class Network {
     /// The largest batch the buffers hold.
     public let capacity: Int
     public let pool: WorkerPool
+    /// The processes the batch is split across (one, unless under mpirun): each runs the stages
+    /// before the first dense layer on its whole shards of the batch, and everything from the
+    /// first dense layer on over the whole batch, so every rank holds the same weights.
+    public let group: ProcessGroup
     public let tensors: [ParameterTensor]
     public let parameterCount: Int
 
@@ -133,6 +137,20 @@ public final class Network {
     /// The batch is cut into this many shards for the conv weight gradients: fixed by the batch
     /// alone, never by the thread count, so the reduction's order is too.
     public static func shardCount(batch: Int) -> Int { min(batch, 32) }
+    /// The shards of a batch of `n` that `rank` computes: consecutive, whole shards.
+    public func shards(batch n: Int, rank: Int) -> Range<Int> {
+        ProcessGroup.share(Self.shardCount(batch: n), part: rank, of: group.size)
+    }
+    /// The samples of those shards.
+    public func samples(batch n: Int, rank: Int) -> Range<Int> {
+        let s = shards(batch: n, rank: rank), count = Self.shardCount(batch: n)
+        return (s.lowerBound * n / count)..<(s.upperBound * n / count)
+    }
+    /// The first dense stage: the stages before it run on this rank's samples only; its input
+    /// is gathered from every rank.
+    var firstDense: Int {
+        stages.firstIndex { if case .dense = $0 { return true }; return false } ?? stages.count
+    }
     var acts: [UnsafeMutablePointer<Float>] = []
     var grads: [UnsafeMutablePointer<Float>] = []
     var sizes: [Int] = []      // per-sample floats of each activation
@@ -147,6 +165,8 @@ public final class Network {
     /// (whose gradient `backward(count:adam:)` does not store). `[slot * workers + worker]`.
     private let finiteFlags: UnsafeMutablePointer<Bool>
     private let finiteSlots: Int
+    /// Under mpirun: 1 per slot where this rank saw a non-finite gradient, then the ranks' maximum.
+    private let finiteVotes: UnsafeMutablePointer<Int32>
     /// Whether the last backward pass was `backward(count:adam:)`, which leaves the dense weights'
     /// gradients unstored.
     private var lastBackwardFused = false
@@ -197,8 +217,10 @@ public final class Network {
     /// Bytes the buffers of a model of this spec would take at this capacity (for up-front refusal).
     public private(set) var bufferBytes = 0
 
-    public init(spec: ModelSpec, input: Shape, classes: Int, capacity: Int, threads: Int, seed: UInt64) throws {
+    public init(spec: ModelSpec, input: Shape, classes: Int, capacity: Int, threads: Int, seed: UInt64,
+                group: ProcessGroup = .single) throws {
         self.spec = spec
+        self.group = group
         self.inputShape = input
         self.classes = classes
         self.capacity = capacity
@@ -339,11 +361,13 @@ public final class Network {
         finiteSlots = 1 + plan.reduce(0) { n, p in if case .dense = p.0 { return n + 1 }; return n }
         finiteFlags = .allocate(capacity: finiteSlots * pool.count)
         finiteFlags.initialize(repeating: true, count: finiteSlots * pool.count)
+        finiteVotes = .allocate(capacity: finiteSlots)
+        finiteVotes.initialize(repeating: 0, count: finiteSlots)
 
         // Buffers.
         var bytes = 0
         var owned: [UnsafeMutableRawPointer] = [UnsafeMutableRawPointer(adamStarts), UnsafeMutableRawPointer(adamCounts),
-                                                UnsafeMutableRawPointer(finiteFlags)]
+                                                UnsafeMutableRawPointer(finiteFlags), UnsafeMutableRawPointer(finiteVotes)]
         // Every buffer has `Im2col.slack` floats to spare: im2col may read that far past a conv's input.
         func floats(_ n: Int) -> UnsafeMutablePointer<Float> {
             let p = UnsafeMutablePointer<Float>.allocate(capacity: n + Im2col.slack)
@@ -477,10 +501,17 @@ public final class Network {
     public func forward(count n: Int, training: Bool, step: Int = 0, seed: UInt64 = 0) {
         precondition(n >= 1 && n <= capacity)
         let W = weights
+        let split = firstDense, mine = samples(batch: n, rank: group.rank)
         for (idx, stage) in stages.enumerated() {
             let x = acts[idx], y = acts[idx + 1]
             let start = clock()
             defer { charge(2 * idx, since: start) }
+            // Per-sample stages run on this rank's samples; from the first dense layer on, on all.
+            let range = idx < split ? mine : 0..<n
+            if idx == split && split > 0 && group.size > 1 {
+                let size = sizes[idx]
+                group.allgather(x) { r in let p = samples(batch: n, rank: r); return (p.lowerBound * size)..<(p.upperBound * size) }
+            }
             switch stage {
             case let .conv(c):
                 // A sample at a time: its im2col is built in the worker's scratch and used from cache.
@@ -493,19 +524,25 @@ public final class Network {
                     let pack = PackBJob(k: c.window.patch, n: c.cout, b: .rowMajor(W + c.weight, cols: c.cout), into: c.packedW)
                     pool.run(items: pack.blocks, pack)
                 }
-                pool.run(items: n, ConvForwardJob(g: c.window, cout: c.cout, x: x, y: c.fusedPool == nil ? y : acts[idx + 2],
+                pool.run(range: range, ConvForwardJob(g: c.window, cout: c.cout, x: x, y: c.fusedPool == nil ? y : acts[idx + 2],
                                                   w: c.singleChannel ? W + c.weight : c.packedW, bias: W + c.bias, relu: c.relu,
                                                   viaCol: c.viaCol, winograd: c.winograd ? c : nil, singleChannel: c.singleChannel,
                                                   fusedPool: c.fusedPool, scratch: scratchLayout, pool: pool))
             case let .pool(p):
                 if p.fused { break }
-                pool.run(items: n, PoolJob(p: p, x: x, y: y, backward: false))
+                pool.run(range: range, PoolJob(p: p, x: x, y: y, backward: false))
             case let .dense(d):
-                pool.gemm(GemmJob(m: n, n: d.outputs, k: d.inputs, a: .rowMajor(x, cols: d.inputs),
-                                  b: .rowMajor(W + d.weight, cols: d.outputs), c: y, ldc: d.outputs,
-                                  bias: W + d.bias, relu: d.relu))
+                // The first dense layer runs on this rank's samples (each output row is the same
+                // chain of sums at any split of the batch), and the ranks exchange its output rows.
+                let rows = idx == split ? mine : 0..<n
+                if !rows.isEmpty { pool.gemm(GemmJob(m: rows.count, n: d.outputs, k: d.inputs, a: .rowMajor(x + rows.lowerBound * d.inputs, cols: d.inputs),
+                                  b: .rowMajor(W + d.weight, cols: d.outputs), c: y + rows.lowerBound * d.outputs, ldc: d.outputs,
+                                  bias: W + d.bias, relu: d.relu)) }
+                if idx == split && group.size > 1 {
+                    group.allgather(y) { r in let p = samples(batch: n, rank: r); return (p.lowerBound * d.outputs)..<(p.upperBound * d.outputs) }
+                }
             case let .dropout(d):
-                pool.run(items: n, DropoutJob(d: d, x: x, y: y, mode: training ? .train : .evaluate, seed: seed, step: step))
+                pool.run(range: range, DropoutJob(d: d, x: x, y: y, mode: training ? .train : .evaluate, seed: seed, step: step))
             }
         }
     }
@@ -550,6 +587,14 @@ public final class Network {
         pool.run(items: adamSlices, AdamRangesJob(adam: adam, w: weights, g: gradients, m: moment1, v: moment2,
                                                   starts: adamStarts, counts: adamCounts, finite: finiteFlags))
         charge(2 * stages.count + 1, since: start)
+        if group.size > 1 {
+            // A rank saw only its rows of each dense layer's gradient: the ranks vote, slot by slot.
+            for slot in 0..<finiteSlots {
+                finiteVotes[slot] = (0..<pool.count).contains { !finiteFlags[slot * pool.count + $0] } ? 1 : 0
+            }
+            group.maximum(finiteVotes, count: finiteSlots)
+            for slot in 0..<finiteSlots where finiteVotes[slot] != 0 { finiteFlags[slot * pool.count] = false }
+        }
         return !(0..<(finiteSlots * pool.count)).contains { !finiteFlags[$0] }
     }
 
@@ -571,7 +616,9 @@ public final class Network {
 
     private func backward(count n: Int, fusedAdam: AdamStep?) {
         let W = weights
+        let split = firstDense, mine = samples(batch: n, rank: group.rank)
         for idx in stages.indices.reversed() {
+            let range = idx < split ? mine : 0..<n
             let x = acts[idx], y = acts[idx + 1], dy = grads[idx + 1], dx = grads[idx]
             let outSize = sizes[idx + 1]
             let needInput = idx > 0
@@ -585,7 +632,7 @@ public final class Network {
                     pool.run(items: pack.blocks, pack)
                 }
                 let shards = Self.shardCount(batch: n)
-                pool.run(items: shards, ConvBackwardJob(
+                pool.run(range: self.shards(batch: n, rank: group.rank), ConvBackwardJob(
                     g: c.window, cout: c.cout, relu: c.relu && c.fusedPool == nil, viaCol: c.viaCol,
                     x: x, y: y, dy: c.fusedPool == nil ? dy : grads[idx + 2], dx: wt == nil ? nil : dx, wt: wt,
                     winograd: c.winograd ? c : nil, singleChannel: c.singleChannel,
@@ -594,12 +641,12 @@ public final class Network {
                     gw: shardGradients + c.weight, gb: shardGradients + c.bias, shardStride: convParams, pool: pool))
             case let .pool(p):
                 if p.fused { break }
-                pool.run(items: n, PoolJob(p: p, x: dx, y: dy, backward: true))
+                pool.run(range: range, PoolJob(p: p, x: dx, y: dy, backward: true))
             case let .dense(d):
-                if d.relu { pool.run(items: n, ReluMaskJob(dy: dy, y: y, size: outSize)) }
+                if d.relu { pool.run(range: range, ReluMaskJob(dy: dy, y: y, size: outSize)) }
                 denseBackward(d, count: n, x: x, dy: dy, dx: needInput ? dx : nil, adam: fusedAdam)
             case let .dropout(d):
-                pool.run(items: n, DropoutJob(d: d, x: dx, y: dy, mode: .backward, seed: 0, step: 0))
+                pool.run(range: range, DropoutJob(d: d, x: dx, y: dy, mode: .backward, seed: 0, step: 0))
             }
         }
         let start = clock()
@@ -620,28 +667,65 @@ public final class Network {
             pool.run(items: pack.blocks, pack)
             packedDyT = packedDy
         }
-        let tiles = (d.inputs + Gemm.mr - 1) / Gemm.mr
-        let parts = min(tiles, 4 * pool.count)
+        // Under mpirun each rank updates its share of W's rows (and keeps their Adam moments), then
+        // the ranks exchange the updated rows and dXᵀ's: each row is the same chain of sums
+        // whichever rank computes it. Without Adam (gradient checks) every rank computes all.
+        let split = adam != nil && group.size > 1
+        let rowTiles = ownedTiles(d, rank: split ? group.rank : 0, of: split ? group.size : 1)
+        let parts = min(rowTiles.count, 4 * pool.count)
         let sums = ColumnSumJob(m: dy, rows: n, cols: d.outputs, out: gradients + d.bias)
         let sumChunks = sums.chunks(workers: pool.count)
         pool.run(items: parts + sumChunks, DenseUpdateJob(
             inputs: d.inputs, outputs: d.outputs, batch: n, x: x, dy: dy, packedDy: d.packedDyRows,
             packedDyT: packedDyT, dxT: packedDyT == nil ? nil : d.inputGradT, paddedBatch: np,
             w: weights + d.weight, g: gradients + d.weight, m: moment1 + d.weight, v: moment2 + d.weight,
-            adam: adam, finite: finiteFlags + d.finiteSlot * pool.count, parts: parts, sums: sums, sumChunks: sumChunks,
-            rows: scratchLayout.denseRows, pool: pool))
+            adam: adam, finite: finiteFlags + d.finiteSlot * pool.count, tiles: rowTiles, parts: parts, sums: sums,
+            sumChunks: sumChunks, rows: scratchLayout.denseRows, pool: pool))
+        if split {
+            gatherRows(d, weights + d.weight, width: d.outputs)
+            if packedDyT != nil, let dxT = d.inputGradT { gatherRows(d, dxT, width: np) }
+        }
         if let dx, let dxT = d.inputGradT, packedDyT != nil {
             let transpose = TransposeOutJob(inputs: d.inputs, paddedBatch: np, samples: n, dxT: dxT, dx: dx)
             pool.run(items: transpose.items, transpose)
         }
     }
 
+    /// The rows of a dense layer's W (in tiles of Gemm.mr rows) that part `rank` of `parts` updates.
+    func ownedTiles(_ d: DenseStage, rank: Int, of parts: Int) -> Range<Int> {
+        ProcessGroup.share((d.inputs + Gemm.mr - 1) / Gemm.mr, part: rank, of: parts)
+    }
+
+    /// Every rank receives the other ranks' rows of a [d.inputs, width] matrix split as `ownedTiles`.
+    private func gatherRows(_ d: DenseStage, _ matrix: UnsafeMutablePointer<Float>, width: Int) {
+        group.allgather(matrix) { r in
+            let t = ownedTiles(d, rank: r, of: group.size)
+            return (min(t.lowerBound * Gemm.mr, d.inputs) * width)..<(min(t.upperBound * Gemm.mr, d.inputs) * width)
+        }
+    }
+
+    /// Under mpirun a rank keeps the Adam moments of only its rows of each dense layer's W: this
+    /// gives every rank all of them (before a checkpoint is written). Every rank must call it.
+    public func gatherMoments() {
+        if group.size == 1 { return }
+        for case let .dense(d) in stages {
+            gatherRows(d, moment1 + d.weight, width: d.outputs)
+            gatherRows(d, moment2 + d.weight, width: d.outputs)
+        }
+    }
+
     /// The all-reduce of the conv gradients: each worker sums a slice of the parameters over the
     /// shards in shard order 0, 1, 2, ... into `gradients` (elementwise, so the slicing across
-    /// workers cannot change a bit). A multi-process run would combine processes after this,
-    /// in rank order, before Adam.
+    /// workers cannot change a bit). Under mpirun every rank first gathers the other ranks' shard
+    /// buffers, so each sums all the shards in the same order as one process does.
     func reduceConvGradients(count n: Int) {
         if convParams == 0 { return }
+        if group.size > 1 {
+            let stride = convParams
+            group.allgather(shardGradients) { r in
+                let s = shards(batch: n, rank: r); return (s.lowerBound * stride)..<(s.upperBound * stride)
+            }
+        }
         let job = ShardReduceJob(shards: shardGradients, count: Self.shardCount(batch: n), stride: convParams,
                                  out: gradients, total: convParams)
         pool.run(items: job.chunks, job)

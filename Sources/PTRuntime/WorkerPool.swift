@@ -128,6 +128,11 @@ public final class WorkerPool: @unchecked Sendable {
         }
     }
 
+    /// Runs job.run(item, worker) for every item in `range` (a process's part of a batch under mpirun).
+    public func run<Job: ParallelJob>(range: Range<Int>, _ job: Job) {
+        run(items: range.count, Shifted(job: job, first: range.lowerBound))
+    }
+
     /// Wakes the workers for one region, works on it too, and waits for all of them.
     private func region(_ items: Int) {
         itemCount = items
@@ -204,4 +209,11 @@ private final class WorkerStart {
     let worker: Int
     let cpu: Int?
     init(pool: WorkerPool, worker: Int, cpu: Int?) { self.pool = pool; self.worker = worker; self.cpu = cpu }
+}
+
+/// A job whose items start at `first` instead of 0.
+private struct Shifted<Job: ParallelJob>: ParallelJob {
+    var job: Job
+    var first: Int
+    func run(_ item: Int, _ worker: Int) { job.run(first + item, worker) }
 }

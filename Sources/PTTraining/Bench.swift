@@ -6,6 +6,8 @@ import PTModel
 import PTRuntime
 
 public struct BenchRow: Sendable {
+    /// Processes (mpirun ranks) and worker threads in each.
+    public var ranks: Int
     public var threads: Int
     public var medianStepSec: Double
     public var samplesPerSec: Double
@@ -17,6 +19,11 @@ public struct BenchRow: Sendable {
     public var percentOfPeak: Double
     /// The arithmetic the FMA units did (a Winograd conv does 4/9 of a direct one's) against the peak.
     public var executedPercentOfPeak: Double
+    /// Under mpirun: the median step's time in collectives (waiting for the slowest rank
+    /// included), the rest of it, and the bytes this rank received per step.
+    public var medianCommSec: Double
+    public var medianComputeSec: Double
+    public var bytesPerStep: Double
 }
 
 public enum Bench {
@@ -42,7 +49,7 @@ public enum Bench {
     }
 
     public static func run(spec: String, threads: [Int], batch: Int, steps: Int, warmup: Int,
-                           peakPerCore: Double, cores: Int, profile: Bool = false,
+                           peakPerCore: Double, cores: Int, profile: Bool = false, group: ProcessGroup = .single,
                            log: (String) -> Void) throws -> [BenchRow] {
         let data = synthetic(count: max(batch * (steps + warmup), batch), rows: 28, cols: 28, seed: 1)
         var rows: [BenchRow] = []
@@ -50,27 +57,35 @@ public enum Bench {
         for t in threads {
             var c = TrainConfig()
             c.spec = spec; c.threads = t; c.batch = batch
-            let trainer = try Trainer(config: c, data: data)
+            let trainer = try Trainer(config: c, data: data, group: group)
             for _ in 0..<warmup { trainer.trainStep() }
-            var times: [Double] = []
+            var times: [Double] = [], comm: [Double] = [], compute: [Double] = []
+            let bytes0 = group.bytesReceived
             for _ in 0..<steps {
-                let start = DispatchTime.now().uptimeNanoseconds
+                let start = DispatchTime.now().uptimeNanoseconds, comm0 = group.nanos
                 trainer.trainStep()
-                times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+                let sec = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, commSec = Double(group.nanos - comm0) / 1e9
+                times.append(sec); comm.append(commSec); compute.append(sec - commSec)
             }
-            times.sort()
+            times.sort(); comm.sort(); compute.sort()
             let median = times[times.count / 2]
             let sps = Double(batch) / median
             if base == nil { base = (sps, t) }
             let speedup = sps / base!.sps
             let threadRatio = Double(t) / Double(base!.threads)
             let gflops = trainer.network.trainingFlopsPerSample * sps / 1e9
-            let peak = peakPerCore * Double(min(t, cores))
-            let row = BenchRow(threads: t, medianStepSec: median, samplesPerSec: sps, speedup: speedup,
+            let peak = peakPerCore * Double(min(t, cores) * group.size)
+            let row = BenchRow(ranks: group.size, threads: t, medianStepSec: median, samplesPerSec: sps, speedup: speedup,
                                efficiency: speedup / threadRatio, gflops: gflops, percentOfPeak: 100 * gflops / peak,
-                               executedPercentOfPeak: 100 * trainer.network.executedFlopsPerSample * sps / 1e9 / peak)
-            log(String(format: "%7d  %10.1f  %9.0f  %7.2f  %9.0f%%  %7.1f  %6.1f%%  %6.1f%%", t, median * 1000, sps, speedup,
-                       row.efficiency * 100, gflops, row.percentOfPeak, row.executedPercentOfPeak))
+                               executedPercentOfPeak: 100 * trainer.network.executedFlopsPerSample * sps / 1e9 / peak,
+                               medianCommSec: comm[comm.count / 2], medianComputeSec: compute[compute.count / 2],
+                               bytesPerStep: Double(group.bytesReceived - bytes0) / Double(steps))
+            var line = String(format: "%7d  %10.1f  %9.0f  %7.2f  %9.0f%%  %7.1f  %6.1f%%  %6.1f%%", t, median * 1000, sps, speedup,
+                              row.efficiency * 100, gflops, row.percentOfPeak, row.executedPercentOfPeak)
+            if group.size > 1 {
+                line += String(format: "  %10.1f  %7.1f  %7.2f", row.medianComputeSec * 1000, row.medianCommSec * 1000, row.bytesPerStep / 1e6)
+            }
+            log(line)
             rows.append(row)
             if profile { profileSteps(trainer, steps: steps, log: log) }
         }
@@ -112,9 +127,9 @@ public enum Bench {
 
     public static func json(_ rows: [BenchRow], batch: Int, peakPerCore: Double) -> String {
         "[\n" + rows.map { r in
-            String(format: "  {\"threads\": %d, \"batch\": %d, \"median_step_ms\": %.3f, \"samples_per_sec\": %.1f, \"speedup\": %.3f, \"efficiency\": %.3f, \"gflops\": %.2f, \"percent_of_peak\": %.2f, \"executed_percent_of_peak\": %.2f, \"peak_gflops_per_core\": %.1f}",
-                   r.threads, batch, r.medianStepSec * 1000, r.samplesPerSec, r.speedup, r.efficiency, r.gflops, r.percentOfPeak,
-                   r.executedPercentOfPeak, peakPerCore)
+            String(format: "  {\"ranks\": %d, \"threads\": %d, \"batch\": %d, \"median_step_ms\": %.3f, \"samples_per_sec\": %.1f, \"speedup\": %.3f, \"efficiency\": %.3f, \"gflops\": %.2f, \"percent_of_peak\": %.2f, \"executed_percent_of_peak\": %.2f, \"peak_gflops_per_core\": %.1f, \"median_compute_ms\": %.3f, \"median_comm_ms\": %.3f, \"bytes_received_per_step\": %.0f}",
+                   r.ranks, r.threads, batch, r.medianStepSec * 1000, r.samplesPerSec, r.speedup, r.efficiency, r.gflops, r.percentOfPeak,
+                   r.executedPercentOfPeak, peakPerCore, r.medianComputeSec * 1000, r.medianCommSec * 1000, r.bytesPerStep)
         }.joined(separator: ",\n") + "\n]\n"
     }
 

@@ -40,7 +40,8 @@ public final class Trainer {
 
     public var stepsPerEpoch: Int { data.count / config.batch }
 
-    public init(config: TrainConfig, data: Dataset, evalCapacity: Int = 0) throws {
+    /// `group`: the processes the batch is split across (see `Network.group`).
+    public init(config: TrainConfig, data: Dataset, evalCapacity: Int = 0, group: ProcessGroup = .single) throws {
         guard config.batch >= 1 else { throw ShapeError(message: "--batch must be at least 1") }
         guard config.batch <= data.count else {
             throw ShapeError(message: "--batch \(config.batch) is larger than the training set (\(data.count) images)")
@@ -49,7 +50,8 @@ public final class Trainer {
         self.config = config
         self.data = data
         network = try Network(spec: spec, input: Shape(h: data.rows, w: data.cols, c: 1), classes: Dataset.classes,
-                              capacity: max(config.batch, evalCapacity), threads: config.threads, seed: config.seed)
+                              capacity: max(config.batch, evalCapacity), threads: config.threads, seed: config.seed,
+                              group: group)
         order = (0..<Int32(data.count)).map { $0 }
     }
 

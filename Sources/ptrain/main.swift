@@ -136,7 +136,9 @@ struct Train: ParsableCommand {
             config.beta2 = beta2 ?? 0.999
             config.epsilon = eps ?? 1e-8
         }
-        if let checkpoint { try checkWritable(checkpoint) }
+        // Under mpirun rank 0 alone writes files; every rank reads the data (and --resume).
+        let rank0 = ProcessGroup.launched.rank == 0
+        if let checkpoint, rank0 { try checkWritable(checkpoint) }
 
         let train = try Dataset.load(directory: data, split: .train)
         let test = try Dataset.load(directory: data, split: .test)
@@ -151,8 +153,9 @@ struct Train: ParsableCommand {
                 throw UsageError(description: "the checkpoint was trained on \(r.trainCount) images of \(r.input) but \(data) has \(train.count) of \(train.rows)x\(train.cols)x1")
             }
         }
+        let group = try ProcessGroup.world()
         let trainer: Trainer
-        do { trainer = try Trainer(config: config, data: train) } catch let e as ShapeError {
+        do { trainer = try Trainer(config: config, data: train, group: group) } catch let e as ShapeError {
             throw UsageError(description: "\(e.message) (input \(train.rows)x\(train.cols)x1)")
         }
         if let r = resumed {
@@ -160,12 +163,12 @@ struct Train: ParsableCommand {
             trainer.restore(step: r.state.step)
         }
         let totalSteps = epochs.map { $0 * trainer.stepsPerEpoch } ?? steps ?? 3000
-        let writer = try metrics.map { try MetricsWriter(path: $0) }
-        let interactive = ProgressReporter.stderrIsTerminal
+        let writer = rank0 ? try metrics.map { try MetricsWriter(path: $0) } : nil
+        let interactive = rank0 && ProgressReporter.stderrIsTerminal
         let net = trainer.network
         debugBuildNotice()
         print("ptrain: \(net.spec.text)")
-        print("ptrain: \(net.parameterCount) parameters, \(train.count) training / \(test.count) test images, batch \(config.batch), \(totalSteps) steps, \(config.threads) threads")
+        print("ptrain: \(net.parameterCount) parameters, \(train.count) training / \(test.count) test images, batch \(config.batch), \(totalSteps) steps, \(group.size > 1 ? "\(group.size) ranks x " : "")\(config.threads) threads")
         if let why = Numa.shared.unavailableReason { print("ptrain: NUMA placement off (\(why)); using plain allocation") }
         if oversubscribed {
             print("ptrain: --threads \(threads!) but this process may use \(cpus) CPUs: running \(cpus) workers (the results do not depend on the thread count)")
@@ -173,6 +176,8 @@ struct Train: ParsableCommand {
         if let resume { print("ptrain: resumed from \(resume) at step \(trainer.step)") }
         func save(announce: Bool) throws {
             guard let checkpoint else { return }
+            net.gatherMoments()  // every rank takes part; rank 0 writes
+            guard rank0 else { return }
             try Checkpoint.save(net, state: trainer.checkpointState, to: checkpoint)
             if announce { print("ptrain: saved checkpoint at step \(trainer.step) to \(checkpoint)") }
         }
@@ -190,12 +195,16 @@ struct Train: ParsableCommand {
                 throw DataError("training", "loss became \(loss) at step \(step)\(layer)\(kept); lower --lr or check the data")
             }
             progress.stepDone(step: step, epoch: (step - 1) / trainer.stepsPerEpoch, loss: loss)
-            if let signal = Interrupts.received {
+            // Every rank stops after the same step: the one after which any rank had a signal.
+            let signal = group.maximum(Interrupts.received ?? 0)
+            if signal != 0 {
                 progress.clearLine()
                 let name = signal == SIGINT ? "interrupt" : "SIGTERM"
                 if checkpoint != nil { try save(announce: true) } else { print("ptrain: no --checkpoint given; nothing saved") }
                 print("ptrain: stopped by \(name) after step \(step)")
                 fflush(stdout)
+                group.barrier()  // no rank exits (and has mpirun end the job) before rank 0 has saved
+                group.finish()
                 Foundation.exit(128 + signal)
             }
             if let saveEvery, step % saveEvery == 0, step != totalSteps { try save(announce: false) }
@@ -210,6 +219,8 @@ struct Train: ParsableCommand {
         let done = trainer.step - firstStep
         print(String(format: "done: %d steps in %.1f s, %.0f samples/s, test accuracy %.2f%%, test loss %.4f",
                      done, wall, Double(done * config.batch) / max(wall, 1e-9), final.accuracy * 100, final.loss))
+        fflush(stdout)
+        group.finish()
     }
 }
 
@@ -227,14 +238,14 @@ func checkWritable(_ path: String) throws {
 }
 
 /// Loads a checkpoint's model (not its optimizer state) for eval and predict.
-func loadModel(_ path: String) throws -> (Network, CheckpointState) {
+func loadModel(_ path: String, group: ProcessGroup = .single) throws -> (Network, CheckpointState) {
     let (state, tensors) = try Checkpoint.load(path)
     let spec: ModelSpec
     do { spec = try ModelSpec(parsing: state.spec) } catch { throw DataError(path, "checkpoint spec does not parse: \(error)") }
     let net: Network
     do {
         net = try Network(spec: spec, input: state.input, classes: state.classes, capacity: 100,
-                          threads: Numa.shared.cpuCount, seed: 0)
+                          threads: Numa.shared.cpuCount, seed: 0, group: group)
     } catch let e as ShapeError { throw DataError(path, "checkpoint spec: \(e.message)") }
     try Checkpoint.restore(net, from: tensors, path: path, optimizer: false)
     return (net, state)
@@ -252,7 +263,7 @@ struct Eval: ParsableCommand {
     var data = Dataset.defaultDirectory
 
     func run() throws {
-        let (net, state) = try loadModel(checkpoint)
+        let (net, state) = try loadModel(checkpoint, group: try ProcessGroup.world())
         let test = try Dataset.load(directory: data, split: .test)
         guard state.input == Shape(h: test.rows, w: test.cols, c: 1) else {
             throw DataError(data, "images are \(test.rows)x\(test.cols) but the checkpoint's model takes \(state.input)")
@@ -269,6 +280,8 @@ struct Eval: ParsableCommand {
             let label = names[i].padding(toLength: width, withPad: " ", startingAt: 0)
             print("\(label)  " + row.map { String(format: "%5d", $0) }.joined() + "   \(i)")
         }
+        fflush(stdout)
+        net.group.finish()
     }
 }
 
@@ -374,14 +387,26 @@ struct Bench: ParsableCommand {
                      peak, cores, batch, steps, warmup))
         // GFLOP/s and % peak count the model's arithmetic (convs as direct ones: 127.1 MFLOP a
         // reference sample); FMA % is what the FMA units did (a Winograd conv does 4/9 of that).
-        print("threads  step ms(med)  samples/s  speedup  efficiency  GFLOP/s  % peak   FMA %")
+        let group = try ProcessGroup.world()
+        if group.size > 1 {
+            // Threads are per rank; batch and samples/s are the whole job's; comm ms is rank 0's time in
+            // collectives (waiting for the slowest rank included), MB recv what rank 0 received a step.
+            print("\(group.size) ranks; threads are per rank, batch and samples/s the whole job's")
+            print("threads  step ms(med)  samples/s  speedup  efficiency  GFLOP/s  % peak   FMA %  compute ms  comm ms  MB recv")
+        } else {
+            print("threads  step ms(med)  samples/s  speedup  efficiency  GFLOP/s  % peak   FMA %")
+        }
         let rows: [BenchRow]
         do {
             rows = try PTTraining.Bench.run(spec: spec, threads: counts, batch: batch, steps: steps, warmup: warmup,
-                                            peakPerCore: peak, cores: cores, profile: profile) { print($0); fflush(stdout) }
+                                            peakPerCore: peak, cores: cores, profile: profile, group: group) { print($0); fflush(stdout) }
         } catch let e as ShapeError { throw UsageError(description: e.message) }
-        if let json { try AtomicFile.write(json, data: Data(PTTraining.Bench.json(rows, batch: batch, peakPerCore: peak).utf8)) }
-        if let svg { try AtomicFile.write(svg, data: Data(PTTraining.Bench.svg(rows).utf8)) }
+        if group.rank == 0 {
+            if let json { try AtomicFile.write(json, data: Data(PTTraining.Bench.json(rows, batch: batch, peakPerCore: peak).utf8)) }
+            if let svg { try AtomicFile.write(svg, data: Data(PTTraining.Bench.svg(rows).utf8)) }
+        }
+        fflush(stdout)
+        group.finish()
     }
 }
 
@@ -410,9 +435,13 @@ func debugBuildNotice() {
 }
 
 func fail(_ message: String, code: Int32) -> Never {
-    FileHandle.standardError.write(Data("ptrain: error: \(message)\n".utf8))
+    // Under mpirun every rank meets the same bad input: rank 0 alone says so.
+    if ProcessGroup.launched.rank == 0 { FileHandle.standardError.write(Data("ptrain: error: \(message)\n".utf8)) }
     exit(code)
 }
+
+// Under mpirun every rank runs this program; rank 0 alone prints (and writes metrics and checkpoints).
+if ProcessGroup.launched.rank > 0 { _ = freopen("/dev/null", "w", stdout) }
 
 // A write past RLIMIT_FSIZE should fail with EFBIG (reported, old checkpoint kept), not kill us.
 signal(SIGXFSZ, SIG_IGN)
@@ -426,6 +455,8 @@ do {
     fail(e.description, code: 1)
 } catch let e as ShapeError {
     fail(e.message, code: 2)
+} catch let e as LaunchError {
+    fail(e.description, code: 2)
 } catch {
     let code = PTrain.exitCode(for: error)
     if code == .success { PTrain.exit(withError: error) }  // --help, --version

@@ -16,19 +16,23 @@ let binary: String = {
     return dir.appendingPathComponent("ptrain").path
 }()
 
-func ptrain(_ args: [String]) throws -> Result {
+func ptrain(_ args: [String]) throws -> Result { try launch(binary, args) }
+
+/// Runs `executable` to its end (killed after `seconds`, which is recorded as a test issue).
+func launch(_ executable: String, _ args: [String], environment: [String: String] = [:], seconds: Double = 300) throws -> Result {
     let dir = NSTemporaryDirectory() + "ptrain-cli-\(UUID().uuidString)"
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     let outPath = dir + "/out", errPath = dir + "/err"
     _ = FileManager.default.createFile(atPath: outPath, contents: nil)
     _ = FileManager.default.createFile(atPath: errPath, contents: nil)
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: binary)
+    p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = args
+    if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
     p.standardOutput = FileHandle(forWritingAtPath: outPath)
     p.standardError = FileHandle(forWritingAtPath: errPath)
     try p.run()
-    waitOrKill(p, seconds: 300)
+    waitOrKill(p, seconds: seconds)
     return Result(status: p.terminationStatus, reason: p.terminationReason,
                   out: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
                   err: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "")

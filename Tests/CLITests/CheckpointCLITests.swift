@@ -45,10 +45,10 @@ func waitOrKill(_ p: Process, seconds: Double = 60) {
     p.waitUntilExit()
 }
 
-/// Starts ptrain and returns once its stdout shows `marker`.
-func startAndWait(_ args: [String], for marker: String, dir: String) throws -> Process {
+/// Starts ptrain (or `executable`, e.g. mpirun) and returns once its stdout shows `marker`.
+func startAndWait(_ args: [String], for marker: String, dir: String, executable: String = binary) throws -> Process {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: binary)
+    p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = args
     _ = FileManager.default.createFile(atPath: dir + "/live.out", contents: nil)
     p.standardOutput = FileHandle(forWritingAtPath: dir + "/live.out")
