@@ -1,6 +1,12 @@
 // Elementwise and reduction loops on flat buffers.
 
 public enum Elementwise {
+    /// A rows x cols block from one row-major matrix to another (row strides in floats).
+    public static func copy(rows: Int, cols: Int, from src: UnsafePointer<Float>, fromStride: Int,
+                            to dst: UnsafeMutablePointer<Float>, toStride: Int) {
+        for i in 0..<rows { (dst + i * toStride).update(from: src + i * fromStride, count: cols) }
+    }
+
     /// dy[i] = 0 where the ReLU output y[i] was clamped.
     public static func reluBackward(dy: UnsafeMutablePointer<Float>, y: UnsafePointer<Float>, count: Int) {
         var i = 0
@@ -30,6 +36,25 @@ public enum Elementwise {
             for i in 0..<rows { acc += m[i * ld + j] }
             out[j] = acc
             j += 1
+        }
+    }
+
+    /// out[i] = out[i] + src[i] + src[stride + i] + ..., `count` terms in that order: a sum that
+    /// `sumInOrder` (or another process) began goes on exactly where it stopped.
+    public static func addInOrder(_ src: UnsafePointer<Float>, count: Int, stride: Int, length: Int,
+                                  into out: UnsafeMutablePointer<Float>) {
+        var i = 0
+        while i + 16 <= length {
+            var acc = loadV(out + i)
+            for s in 0..<count { acc += loadV(src + s * stride + i) }
+            storeV(acc, out + i)
+            i += 16
+        }
+        while i < length {
+            var acc = out[i]
+            for s in 0..<count { acc += src[s * stride + i] }
+            out[i] = acc
+            i += 1
         }
     }
 

@@ -252,13 +252,21 @@ public struct ShardReduceJob: ParallelJob {
     var count, stride: Int
     var out: UnsafeMutablePointer<Float>
     var total: Int
-    public init(shards: UnsafeMutablePointer<Float>, count: Int, stride: Int, out: UnsafeMutablePointer<Float>, total: Int) {
+    /// Whether `out` holds the sum of the shards before these (another rank's), to go on from.
+    var continues = false
+    public init(shards: UnsafeMutablePointer<Float>, count: Int, stride: Int, out: UnsafeMutablePointer<Float>, total: Int,
+                continues: Bool = false) {
         self.shards = shards; self.count = count; self.stride = stride; self.out = out; self.total = total
+        self.continues = continues
     }
     public var chunks: Int { (total + Self.chunk - 1) / Self.chunk }
     public func run(_ c: Int, _ worker: Int) {
-        let lo = c * Self.chunk
-        Elementwise.sumInOrder(shards + lo, count: count, stride: stride, length: min(Self.chunk, total - lo), into: out + lo)
+        let lo = c * Self.chunk, length = min(Self.chunk, total - lo)
+        if continues {
+            Elementwise.addInOrder(shards + lo, count: count, stride: stride, length: length, into: out + lo)
+        } else {
+            Elementwise.sumInOrder(shards + lo, count: count, stride: stride, length: length, into: out + lo)
+        }
     }
 }
 

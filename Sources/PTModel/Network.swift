@@ -88,6 +88,8 @@ struct DenseStage {
     // otherwise be packed again for each).
     var packedDyRows: UnsafeMutablePointer<Float>!
     var finiteSlot = 0  // its weights' slot in Network.finiteFlags
+    /// Under mpirun: the partial sums of the forward chain, [capacity x outputs] by column blocks.
+    var chainBuffer: UnsafeMutablePointer<Float>?
 }
 
 struct DropoutStage {
@@ -420,6 +422,7 @@ public final class Network {
             case .dense(var d):
                 d.finiteSlot = 1 + stages.reduce(0) { n, s in if case .dense = s { return n + 1 }; return n }
                 d.packedDyRows = floats(Gemm.packedBFloats(k: capacity, n: d.outputs))
+                if group.size > 1 { d.chainBuffer = floats(capacity * d.outputs) }
                 if index > 0 {
                     d.packedDy = floats(Gemm.packedBFloats(k: d.outputs, n: capacity))
                     d.inputGradT = floats(d.inputs * Self.paddedBatch(capacity))
@@ -532,14 +535,12 @@ public final class Network {
                 if p.fused { break }
                 pool.run(range: range, PoolJob(p: p, x: x, y: y, backward: false))
             case let .dense(d):
-                // The first dense layer runs on this rank's samples (each output row is the same
-                // chain of sums at any split of the batch), and the ranks exchange its output rows.
-                let rows = idx == split ? mine : 0..<n
-                if !rows.isEmpty { pool.gemm(GemmJob(m: rows.count, n: d.outputs, k: d.inputs, a: .rowMajor(x + rows.lowerBound * d.inputs, cols: d.inputs),
-                                  b: .rowMajor(W + d.weight, cols: d.outputs), c: y + rows.lowerBound * d.outputs, ldc: d.outputs,
-                                  bias: W + d.bias, relu: d.relu)) }
-                if idx == split && group.size > 1 {
-                    group.allgather(y) { r in let p = samples(batch: n, rank: r); return (p.lowerBound * d.outputs)..<(p.upperBound * d.outputs) }
+                if group.size > 1 {
+                    chainedDenseForward(d, count: n, x: x, y: y)
+                } else {
+                    pool.gemm(GemmJob(m: n, n: d.outputs, k: d.inputs, a: .rowMajor(x, cols: d.inputs),
+                                      b: .rowMajor(W + d.weight, cols: d.outputs), c: y, ldc: d.outputs,
+                                      bias: W + d.bias, relu: d.relu))
                 }
             case let .dropout(d):
                 pool.run(range: range, DropoutJob(d: d, x: x, y: y, mode: training ? .train : .evaluate, seed: seed, step: step))
@@ -667,11 +668,10 @@ public final class Network {
             pool.run(items: pack.blocks, pack)
             packedDyT = packedDy
         }
-        // Under mpirun each rank updates its share of W's rows (and keeps their Adam moments), then
-        // the ranks exchange the updated rows and dXᵀ's: each row is the same chain of sums
-        // whichever rank computes it. Without Adam (gradient checks) every rank computes all.
-        let split = adam != nil && group.size > 1
-        let rowTiles = ownedTiles(d, rank: split ? group.rank : 0, of: split ? group.size : 1)
+        // Under mpirun each rank owns a share of W's rows: it alone computes their dXᵀ and dW rows
+        // and takes their Adam step (keeping their moments), and the ranks exchange dXᵀ's rows.
+        // Each row is the same chain of sums whichever rank computes it.
+        let rowTiles = ownedTiles(d, rank: group.rank, of: group.size)
         let parts = min(rowTiles.count, 4 * pool.count)
         let sums = ColumnSumJob(m: dy, rows: n, cols: d.outputs, out: gradients + d.bias)
         let sumChunks = sums.chunks(workers: pool.count)
@@ -681,9 +681,9 @@ public final class Network {
             w: weights + d.weight, g: gradients + d.weight, m: moment1 + d.weight, v: moment2 + d.weight,
             adam: adam, finite: finiteFlags + d.finiteSlot * pool.count, tiles: rowTiles, parts: parts, sums: sums,
             sumChunks: sumChunks, rows: scratchLayout.denseRows, pool: pool))
-        if split {
-            gatherRows(d, weights + d.weight, width: d.outputs)
+        if group.size > 1 {
             if packedDyT != nil, let dxT = d.inputGradT { gatherRows(d, dxT, width: np) }
+            if adam == nil { gatherRows(d, gradients + d.weight, width: d.outputs) }
         }
         if let dx, let dxT = d.inputGradT, packedDyT != nil {
             let transpose = TransposeOutJob(inputs: d.inputs, paddedBatch: np, samples: n, dxT: dxT, dx: dx)
@@ -704,28 +704,93 @@ public final class Network {
         }
     }
 
-    /// Under mpirun a rank keeps the Adam moments of only its rows of each dense layer's W: this
-    /// gives every rank all of them (before a checkpoint is written). Every rank must call it.
-    public func gatherMoments() {
+    /// Under mpirun a rank keeps only its rows of each dense layer's W and their Adam moments
+    /// current: this gives every rank all of them (before a checkpoint is written). Every rank
+    /// must call it.
+    public func gatherDenseState() {
         if group.size == 1 { return }
         for case let .dense(d) in stages {
-            gatherRows(d, moment1 + d.weight, width: d.outputs)
-            gatherRows(d, moment2 + d.weight, width: d.outputs)
+            for buffer in [weights, moment1, moment2] { gatherRows(d, buffer + d.weight, width: d.outputs) }
         }
+    }
+
+    /// The conv gradients' sum over the shards under mpirun, in the order one process sums them:
+    /// the first rank with shards sums its own, in order; each next rank receives that partial sum
+    /// and adds its shards to it, in order; the last broadcasts the total. A rank receives 0.3 MB
+    /// (the reference network's conv parameters) twice instead of every shard's 298 KB. Blocks of
+    /// parameters pipeline the chain.
+    private func chainedConvReduce(count n: Int) {
+        let ranks = (0..<group.size).filter { !shards(batch: n, rank: $0).isEmpty }
+        let me = group.rank, at = ranks.firstIndex(of: me)
+        let blocks = 8
+        func params(_ b: Int) -> Range<Int> { (b * convParams / blocks)..<((b + 1) * convParams / blocks) }
+        if let at {
+            let mine = shards(batch: n, rank: me)
+            if at > 0 {
+                for b in 0..<blocks { _ = group.receive(gradients + params(b).lowerBound, count: params(b).count, from: ranks[at - 1], tag: 100 + b) }
+            }
+            for b in 0..<blocks {
+                let p = params(b)
+                if at > 0 { group.wait(b) }
+                let job = ShardReduceJob(shards: shardGradients + mine.lowerBound * convParams + p.lowerBound, count: mine.count,
+                                         stride: convParams, out: gradients + p.lowerBound, total: p.count, continues: at > 0)
+                pool.run(items: job.chunks, job)
+                if at < ranks.count - 1 { group.send(gradients + p.lowerBound, count: p.count, to: ranks[at + 1], tag: 100 + b) }
+            }
+            group.waitAll()
+        }
+        group.broadcast(gradients, count: convParams, root: ranks.last!)
+    }
+
+    /// Column blocks of a dense layer's output that the forward chain passes from rank to rank,
+    /// each a whole number of register tiles. More blocks shorten the chain's start and end
+    /// (R ranks take (blocks + R - 1) / blocks of one rank's share), but a narrower GEMM re-reads
+    /// its A operand more often: measured at 2 ranks on fc1, 8 blocks made each rank's GEMMs 1.8x
+    /// slower than 1, and 2 blocks gave the shortest chain (docs/DISTRIBUTED.md).
+    static func chainBlocks(outputs: Int, ranks: Int) -> Int { min(max(2, ranks), (outputs + Gemm.nr - 1) / Gemm.nr) }
+
+    /// A dense layer's forward pass when each rank owns a share of W's rows: y = x·W + b as one
+    /// chain of sums over W's rows, as one process computes it, passed along the ranks. Rank 0
+    /// sums its rows for a block of output columns and sends the partial sums to rank 1, which
+    /// continues them over its rows (a GEMM that loads C goes on exactly where the sums stopped),
+    /// and so on; the last rank adds the bias and ReLU, and broadcasts y. Blocks of columns
+    /// pipeline the chain: rank 1 works on block 0 while rank 0 works on block 1.
+    private func chainedDenseForward(_ d: DenseStage, count n: Int, x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>) {
+        let r = group.rank, last = group.size - 1
+        let t = ownedTiles(d, rank: r, of: group.size)
+        let k0 = min(t.lowerBound * Gemm.mr, d.inputs), k1 = min(t.upperBound * Gemm.mr, d.inputs)
+        let blocks = Self.chainBlocks(outputs: d.outputs, ranks: group.size), tiles = (d.outputs + Gemm.nr - 1) / Gemm.nr
+        func columns(_ j: Int) -> Range<Int> { min(j * tiles / blocks * Gemm.nr, d.outputs)..<min((j + 1) * tiles / blocks * Gemm.nr, d.outputs) }
+        let link = d.chainBuffer!  // block j at n * columns(j).lowerBound, n x width floats
+        if r > 0 {
+            for j in 0..<blocks { _ = group.receive(link + n * columns(j).lowerBound, count: n * columns(j).count, from: r - 1, tag: j) }
+        }
+        for j in 0..<blocks {
+            let c = columns(j), part = link + n * c.lowerBound
+            if r > 0 {
+                group.wait(j)
+                Elementwise.copy(rows: n, cols: c.count, from: part, fromStride: c.count, to: y + c.lowerBound, toStride: d.outputs)
+            }
+            pool.gemm(GemmJob(m: n, n: c.count, k: k1 - k0, a: .rowMajor(x + k0, cols: d.inputs),
+                              b: .rowMajor(weights + d.weight + k0 * d.outputs + c.lowerBound, cols: d.outputs),
+                              c: y + c.lowerBound, ldc: d.outputs, accumulate: r > 0,
+                              bias: r == last ? weights + d.bias + c.lowerBound : nil, relu: r == last && d.relu))
+            if r < last {
+                Elementwise.copy(rows: n, cols: c.count, from: y + c.lowerBound, fromStride: d.outputs, to: part, toStride: c.count)
+                group.send(part, count: n * c.count, to: r + 1, tag: j)
+            }
+        }
+        group.waitAll()
+        group.broadcast(y, count: n * d.outputs, root: last)
     }
 
     /// The all-reduce of the conv gradients: each worker sums a slice of the parameters over the
     /// shards in shard order 0, 1, 2, ... into `gradients` (elementwise, so the slicing across
-    /// workers cannot change a bit). Under mpirun every rank first gathers the other ranks' shard
-    /// buffers, so each sums all the shards in the same order as one process does.
+    /// workers cannot change a bit). Under mpirun the sum is passed along the ranks in rank order
+    /// (`chainedConvReduce`).
     func reduceConvGradients(count n: Int) {
         if convParams == 0 { return }
-        if group.size > 1 {
-            let stride = convParams
-            group.allgather(shardGradients) { r in
-                let s = shards(batch: n, rank: r); return (s.lowerBound * stride)..<(s.upperBound * stride)
-            }
-        }
+        if group.size > 1 { chainedConvReduce(count: n); return }
         let job = ShardReduceJob(shards: shardGradients, count: Self.shardCount(batch: n), stride: convParams,
                                  out: gradients, total: convParams)
         pool.run(items: job.chunks, job)

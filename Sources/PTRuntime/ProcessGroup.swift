@@ -25,6 +25,12 @@ public final class ProcessGroup: @unchecked Sendable {
     /// MPI's per-rank counts and displacements, allocated once (a step allocates nothing).
     private let counts, displs: UnsafeMutablePointer<Int32>
     private let usesMPI: Bool
+    #if MPI
+    /// Outstanding nonblocking sends and receives (a step has a few dozen at most).
+    private let requests: UnsafeMutablePointer<MPI_Request?>
+    private var pending = 0
+    static let maxRequests = 256
+    #endif
 
     private init(rank: Int, size: Int, usesMPI: Bool) {
         self.rank = rank
@@ -34,6 +40,10 @@ public final class ProcessGroup: @unchecked Sendable {
         displs = .allocate(capacity: size)
         counts.initialize(repeating: 0, count: size)
         displs.initialize(repeating: 0, count: size)
+        #if MPI
+        requests = .allocate(capacity: Self.maxRequests)
+        requests.initialize(repeating: nil, count: Self.maxRequests)
+        #endif
     }
 
     /// One process, no MPI.
@@ -131,6 +141,58 @@ public final class ProcessGroup: @unchecked Sendable {
         let t0 = now()
         MPI_Allreduce(ptmpi_in_place(), values, Int32(count), ptmpi_int(), ptmpi_max(), ptmpi_comm_world())
         bytesReceived += 4 * count * (size - 1)
+        nanos &+= now() &- t0
+        #endif
+    }
+
+    /// Starts sending `count` floats to rank `to`; they must stay untouched until `waitAll`.
+    public func send(_ p: UnsafeMutablePointer<Float>, count: Int, to: Int, tag: Int) {
+        #if MPI
+        precondition(pending < Self.maxRequests)
+        MPI_Isend(p, Int32(count), ptmpi_float(), Int32(to), Int32(tag), ptmpi_comm_world(), requests + pending)
+        pending += 1
+        #endif
+    }
+
+    /// Starts receiving `count` floats from rank `from`; returns the ticket that `wait` takes.
+    public func receive(_ p: UnsafeMutablePointer<Float>, count: Int, from: Int, tag: Int) -> Int {
+        #if MPI
+        precondition(pending < Self.maxRequests)
+        MPI_Irecv(p, Int32(count), ptmpi_float(), Int32(from), Int32(tag), ptmpi_comm_world(), requests + pending)
+        pending += 1
+        bytesReceived += 4 * count
+        return pending - 1
+        #else
+        return 0
+        #endif
+    }
+
+    /// Waits for the send or receive `ticket`.
+    public func wait(_ ticket: Int) {
+        #if MPI
+        let t0 = now()
+        MPI_Wait(requests + ticket, ptmpi_status_ignore())
+        nanos &+= now() &- t0
+        #endif
+    }
+
+    /// Waits for every outstanding send and receive; tickets start again from 0.
+    public func waitAll() {
+        #if MPI
+        let t0 = now()
+        MPI_Waitall(Int32(pending), requests, ptmpi_statuses_ignore())
+        pending = 0
+        nanos &+= now() &- t0
+        #endif
+    }
+
+    /// Rank `root`'s `count` floats to every rank.
+    public func broadcast(_ p: UnsafeMutablePointer<Float>, count: Int, root: Int) {
+        if size == 1 { return }
+        #if MPI
+        let t0 = now()
+        MPI_Bcast(p, Int32(count), ptmpi_float(), Int32(root), ptmpi_comm_world())
+        if rank != root { bytesReceived += 4 * count }
         nanos &+= now() &- t0
         #endif
     }

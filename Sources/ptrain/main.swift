@@ -176,7 +176,7 @@ struct Train: ParsableCommand {
         if let resume { print("ptrain: resumed from \(resume) at step \(trainer.step)") }
         func save(announce: Bool) throws {
             guard let checkpoint else { return }
-            net.gatherMoments()  // every rank takes part; rank 0 writes
+            net.gatherDenseState()  // every rank takes part; rank 0 writes
             guard rank0 else { return }
             try Checkpoint.save(net, state: trainer.checkpointState, to: checkpoint)
             if announce { print("ptrain: saved checkpoint at step \(trainer.step) to \(checkpoint)") }

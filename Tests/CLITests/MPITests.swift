@@ -176,6 +176,19 @@ let mpiRuns = [
         }
     }
 
+    /// Batch 2 over 3 ranks: a rank with no shard, no sample and (fc 3 inputs: one row tile) no rows.
+    @Test func moreRanksThanShardsStillGivesTheSingleProcessBits() throws {
+        let data = try fashionSubset(), dir = try runDir()
+        let common = ["--data", data, "--spec", "conv(4,3) relu maxpool(2) avgpool(7) fc(3) relu fc(10)", "--batch", "2",
+                      "--steps", "5", "--log-every", "1", "--eval-every", "0"]
+        let single = try ptrain(common + ["--threads", "1", "--metrics", dir + "/one.jsonl", "--checkpoint", dir + "/one.st"])
+        try #require(single.status == 0, "\(single.err)")
+        let r = try mpi(3, common + ["--threads", "1", "--metrics", dir + "/three.jsonl", "--checkpoint", dir + "/three.st"])
+        #expect(r.status == 0, "\(r.err)")
+        #expect(contents(dir + "/three.st") == contents(dir + "/one.st"))
+        #expect(try lossRecords(dir + "/three.jsonl") == lossRecords(dir + "/one.jsonl"))
+    }
+
     @Test func resumeAtOtherRankCountsContinuesBitForBit() throws {
         let data = try fashionSubset(), dir = try runDir()
         let common = ["--data", data, "--spec", ModelSpec.reference, "--log-every", "1", "--eval-every", "0"]

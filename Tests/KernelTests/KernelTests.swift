@@ -286,6 +286,29 @@ func sumInOrderAddsShardsInOrder(_ shards: Int) {
     }
 }
 
+/// A sum over shards begun by one process and continued by the next (`addInOrder`, as the
+/// ranks of an mpirun job pass it on) has the bits of the whole sum, at every split point.
+@Test(arguments: [1, 2, 5, 32])
+func addInOrderContinuesASumExactly(_ shards: Int) {
+    var r = Rand(s: 77 + UInt64(shards))
+    let (length, stride) = (41, 45)
+    var src = r.array(shards * stride)
+    src[3] = -0.0  // a sum that starts at -0 must keep it
+    var whole = [Float](repeating: .nan, count: length)
+    src.withUnsafeBufferPointer { sp in whole.withUnsafeMutableBufferPointer { op in
+        Elementwise.sumInOrder(sp.baseAddress!, count: shards, stride: stride, length: length, into: op.baseAddress!)
+    } }
+    for cut in 1...shards {
+        var out = [Float](repeating: .nan, count: length)
+        src.withUnsafeBufferPointer { sp in out.withUnsafeMutableBufferPointer { op in
+            Elementwise.sumInOrder(sp.baseAddress!, count: cut, stride: stride, length: length, into: op.baseAddress!)
+            Elementwise.addInOrder(sp.baseAddress! + cut * stride, count: shards - cut, stride: stride, length: length,
+                                   into: op.baseAddress!)
+        } }
+        #expect(out.map(\.bitPattern) == whole.map(\.bitPattern), "cut at \(cut)")
+    }
+}
+
 /// B packed once (block by block, in any order) gives the bits of B packed inside the call, for
 /// shapes that span several KC x NC blocks and for the small-M panel path.
 @Test(arguments: [(37, 600, 300), (5, 70, 9), (130, 33, 513)])
