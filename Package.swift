@@ -64,7 +64,7 @@ let package = Package(
             dependencies: ["PTTraining", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: fast),
         .testTarget(name: "KernelTests", dependencies: ["PTKernels"], swiftSettings: fast),
-        .testTarget(name: "ModelTests", dependencies: ["PTModel"], swiftSettings: fast),
+        .testTarget(name: "ModelTests", dependencies: ["PTModel", "PTRuntime", "PTKernels"], swiftSettings: fast),
         .testTarget(name: "TrainingTests", dependencies: ["PTTraining", "CZlib", "CPNG"], swiftSettings: fast),
         .testTarget(name: "CLITests", dependencies: ["ptrain", "PTTraining", "PTModel", "CZlib", "CPNG"]),
     ],

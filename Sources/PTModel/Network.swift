@@ -178,6 +178,10 @@ public final class Network {
     public var profiling = false
     public private(set) var stageNanos: [UInt64] = []
     @inline(__always) func clock() -> UInt64 { profiling ? DispatchTime.now().uptimeNanoseconds : 0 }
+    /// Names the regions that follow for a recording pool (`ptrain bench --model-cores`).
+    @inline(__always) func label(_ text: @autoclosure () -> String) {
+        if let recorder = pool.recorder { recorder.label = text() }
+    }
     @inline(__always) func charge(_ slot: Int, since start: UInt64) {
         if profiling { stageNanos[slot] &+= DispatchTime.now().uptimeNanoseconds &- start }
     }
@@ -509,6 +513,7 @@ public final class Network {
             let x = acts[idx], y = acts[idx + 1]
             let start = clock()
             defer { charge(2 * idx, since: start) }
+            label(stageNames[idx] + " fwd")
             // Per-sample stages run on this rank's samples; from the first dense layer on, on all.
             let range = idx < split ? mine : 0..<n
             if idx == split && split > 0 && group.size > 1 {
@@ -520,7 +525,7 @@ public final class Network {
                 // A sample at a time: its im2col is built in the worker's scratch and used from cache.
                 if c.winograd {
                     let pairs = c.window.channels * c.cout
-                    let transform = WinogradWeightsJob(w: W + c.weight, pairs: pairs, u: c.u!, chunks: min(pairs / 16, 4 * pool.count))
+                    let transform = WinogradWeightsJob(w: W + c.weight, pairs: pairs, u: c.u!, chunks: min(pairs / 16, 4 * pool.splitCount))
                     pool.run(items: transform.chunks, transform)
                     pool.run(items: 16, PackWinogradJob(c: c))
                 } else if !c.singleChannel {
@@ -585,6 +590,7 @@ public final class Network {
         lastBackwardFused = true
         backward(count: n, fusedAdam: adam)
         let start = clock()
+        label("adam (rest)")
         pool.run(items: adamSlices, AdamRangesJob(adam: adam, w: weights, g: gradients, m: moment1, v: moment2,
                                                   starts: adamStarts, counts: adamCounts, finite: finiteFlags))
         charge(2 * stages.count + 1, since: start)
@@ -625,6 +631,7 @@ public final class Network {
             let needInput = idx > 0
             let start = clock()
             defer { charge(2 * idx + 1, since: start) }
+            label(stageNames[idx] + " bwd")
             switch stages[idx] {
             case let .conv(c):
                 let wt = needInput ? c.packedWt : nil
@@ -651,6 +658,7 @@ public final class Network {
             }
         }
         let start = clock()
+        label("conv grad all-reduce")
         reduceConvGradients(count: n)
         charge(2 * stages.count, since: start)
     }
@@ -672,9 +680,9 @@ public final class Network {
         // and takes their Adam step (keeping their moments), and the ranks exchange dXᵀ's rows.
         // Each row is the same chain of sums whichever rank computes it.
         let rowTiles = ownedTiles(d, rank: group.rank, of: group.size)
-        let parts = min(rowTiles.count, 4 * pool.count)
+        let parts = min(rowTiles.count, 4 * pool.splitCount)
         let sums = ColumnSumJob(m: dy, rows: n, cols: d.outputs, out: gradients + d.bias)
-        let sumChunks = sums.chunks(workers: pool.count)
+        let sumChunks = sums.chunks(workers: pool.splitCount)
         pool.run(items: parts + sumChunks, DenseUpdateJob(
             inputs: d.inputs, outputs: d.outputs, batch: n, x: x, dy: dy, packedDy: d.packedDyRows,
             packedDyT: packedDyT, dxT: packedDyT == nil ? nil : d.inputGradT, paddedBatch: np,

@@ -32,11 +32,15 @@ struct ColumnSumJob {
 extension WorkerPool {
     func gemm(_ j: GemmJob) {
         let mt = (j.m + Gemm.mr - 1) / Gemm.mr, nt = (j.n + Gemm.nr - 1) / Gemm.nr
-        let splitM = mt >= nt
+        // Split along the dimension whose split re-reads the smaller operand: every part of an
+        // M split reads (and packs) all of B (K x N), every part of an N split all of A (M x K).
+        // fc1's forward at batch 256 (M 256, N 1024) split by M read W's 25.7 MB once a part
+        // (found by `ptrain bench --model-cores`).
+        let splitM = j.n < j.m
         let tiles = splitM ? mt : nt
         // A few items per worker, taken from a shared counter: a worker the hypervisor or another
         // process delays holds up less of the region. Tile-aligned, so the bits do not change.
-        let parts = min(tiles, 4 * count)
+        let parts = min(tiles, 4 * splitCount)
         run(items: parts, SplitGemm(job: j, splitM: splitM, tiles: tiles, parts: parts, pool: self))
     }
 }

@@ -14,6 +14,14 @@ import CThreadSetup
 /// One parallel region's work as a value: `run(item, worker)` is called once for every item.
 public protocol ParallelJob {
     func run(_ item: Int, _ worker: Int)
+    /// Bytes that `items` of its items read and write in memory, each operand counted once (what
+    /// streams from memory however many workers share it): the scaling model's bandwidth floor.
+    func bytesMoved(items: Int) -> Int
+}
+
+extension ParallelJob {
+    /// Work whose operands stay in cache.
+    public func bytesMoved(items: Int) -> Int { 0 }
 }
 
 public final class WorkerPool: @unchecked Sendable {
@@ -33,6 +41,13 @@ public final class WorkerPool: @unchecked Sendable {
     private var jobType: (any ParallelJob.Type)?
     private var stopping = false
     private let spinLimit: Int
+    /// When set on a one-worker pool, every region's items are timed one by one (`ptrain bench
+    /// --model-cores`; never during training).
+    public var recorder: RegionRecorder?
+    /// How many workers regions are cut into items for: `count`, except while a recorder stands
+    /// in for a pool of another size (`ptrain bench --model-cores`). Never changes a bit: items
+    /// are cut at tile boundaries.
+    public var splitCount: Int
 
     private var mutex = pthread_mutex_t()
     private var wake = pthread_cond_t()
@@ -47,6 +62,7 @@ public final class WorkerPool: @unchecked Sendable {
     public init(threads: Int, scratchFloats: Int, pin: Bool = true) {
         precondition(threads >= 1)
         count = threads
+        splitCount = threads
         self.scratchFloats = scratchFloats
         scratch = .allocate(capacity: threads)
         scratch.initialize(repeating: nil, count: threads)
@@ -115,12 +131,15 @@ public final class WorkerPool: @unchecked Sendable {
     public func run<Job: ParallelJob>(items: Int, _ job: Job) {
         if items <= 0 { return }
         pt_flush_denormals()
+        if let recorder, count == 1 { recorder.record(items: items, job); return }
         if count == 1 || items == 1 {
             for i in 0..<items { job.run(i, 0) }
             return
         }
         withUnsafePointer(to: job) { pointer in
-            jobValue = UnsafeRawPointer(pointer)
+            // A job with no stored properties may be handed a null address, which the optional
+            // would read as "no job"; it is never read through, so any address serves.
+            jobValue = MemoryLayout<Job>.size == 0 ? UnsafeRawPointer(bitPattern: MemoryLayout<Job>.alignment) : UnsafeRawPointer(pointer)
             jobType = Job.self
             region(items)
             jobValue = nil
@@ -216,4 +235,5 @@ private struct Shifted<Job: ParallelJob>: ParallelJob {
     var job: Job
     var first: Int
     func run(_ item: Int, _ worker: Int) { job.run(first + item, worker) }
+    func bytesMoved(items: Int) -> Int { job.bytesMoved(items: items) }
 }

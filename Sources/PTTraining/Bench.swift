@@ -135,28 +135,33 @@ public enum Bench {
 
     /// Speedup against threads with the ideal line.
     public static func svg(_ rows: [BenchRow]) -> String {
+        svg(points: rows.map { ($0.threads, $0.speedup) }, title: "ptrain speedup vs threads", axis: "threads")
+    }
+
+    /// Speedup against a count (threads, or the model's cores) with the ideal line.
+    public static func svg(points: [(count: Int, speedup: Double)], title: String, axis: String) -> String {
         let w = 520.0, h = 360.0, l = 60.0, b = 50.0, top = 30.0, r = 20.0
-        let maxT = Double(rows.map(\.threads).max() ?? 1)
-        let maxS = max(maxT, rows.map(\.speedup).max() ?? 1)
+        let maxT = Double(points.map(\.count).max() ?? 1)
+        let maxS = max(maxT, points.map(\.speedup).max() ?? 1)
         func x(_ t: Double) -> Double { l + t / maxT * (w - l - r) }
         func y(_ s: Double) -> Double { h - b - s / maxS * (h - b - top) }
         var out = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(w))\" height=\"\(Int(h))\" font-family=\"sans-serif\" font-size=\"12\">\n"
         out += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-        out += "<text x=\"\(w / 2)\" y=\"18\" text-anchor=\"middle\">ptrain speedup vs threads</text>\n"
+        out += "<text x=\"\(w / 2)\" y=\"18\" text-anchor=\"middle\">\(title)</text>\n"
         out += "<line x1=\"\(x(0))\" y1=\"\(y(0))\" x2=\"\(x(maxT))\" y2=\"\(y(maxT))\" stroke=\"#aaa\" stroke-dasharray=\"4 3\"/>\n"
         out += "<text x=\"\(x(maxT) - 4)\" y=\"\(y(maxT) + 14)\" text-anchor=\"end\" fill=\"#888\">ideal</text>\n"
         out += "<rect x=\"\(l)\" y=\"\(top)\" width=\"\(w - l - r)\" height=\"\(h - b - top)\" fill=\"none\" stroke=\"#888\"/>\n"
-        let pts = rows.map { String(format: "%.1f,%.1f", x(Double($0.threads)), y($0.speedup)) }.joined(separator: " ")
+        let pts = points.map { String(format: "%.1f,%.1f", x(Double($0.count)), y($0.speedup)) }.joined(separator: " ")
         out += "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"\(pts)\"/>\n"
-        for row in rows {
-            out += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#1f77b4\"/>\n", x(Double(row.threads)), y(row.speedup))
-            out += "<text x=\"\(x(Double(row.threads)))\" y=\"\(h - b + 16)\" text-anchor=\"middle\">\(row.threads)</text>\n"
+        for p in points {
+            out += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#1f77b4\"/>\n", x(Double(p.count)), y(p.speedup))
+            out += "<text x=\"\(x(Double(p.count)))\" y=\"\(h - b + 16)\" text-anchor=\"middle\">\(p.count)</text>\n"
         }
         for i in 0...4 {
             let s = maxS * Double(i) / 4
             out += "<text x=\"\(l - 6)\" y=\"\(y(s) + 4)\" text-anchor=\"end\">\(String(format: "%.3g", s))</text>\n"
         }
-        out += "<text x=\"\(w / 2)\" y=\"\(h - 12)\" text-anchor=\"middle\">threads</text>\n"
+        out += "<text x=\"\(w / 2)\" y=\"\(h - 12)\" text-anchor=\"middle\">\(axis)</text>\n"
         out += "<text x=\"16\" y=\"\(h / 2)\" transform=\"rotate(-90 16 \(h / 2))\" text-anchor=\"middle\">speedup</text>\n</svg>\n"
         return out
     }

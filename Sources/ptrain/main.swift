@@ -366,6 +366,10 @@ struct Bench: ParsableCommand {
     var svg: String?
     @Flag(help: "After each row, time every stage's forward and backward pass, the loss and Adam.")
     var profile = false
+    @Option(help: "Instead of the thread sweep: predict these core counts from a step recorded at one worker, item by item (checked against 2 workers in the same run).")
+    var modelCores: String?
+    @Option(help: "With --model-cores: the target machine's memory bandwidth in GB/s (default 200: a current 8-channel DDR5 server socket sustains about that).")
+    var bandwidth = 200.0
 
     func validate() throws {
         let parts = threads.split(separator: ",", omittingEmptySubsequences: false)
@@ -376,9 +380,17 @@ struct Bench: ParsableCommand {
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1, not \(steps)") }
         guard warmup >= 0 else { throw ValidationError("--warmup must be 0 or more, not \(warmup)") }
         do { _ = try ModelSpec(parsing: spec) } catch let e as SpecError { throw ValidationError("--spec: \(e)") }
+        if let modelCores {
+            let parts = modelCores.split(separator: ",", omittingEmptySubsequences: false)
+            guard !parts.isEmpty, parts.allSatisfy({ Int($0).map { (1...1024).contains($0) } ?? false }) else {
+                throw ValidationError("--model-cores must be a comma-separated list of counts from 1 to 1024, not '\(modelCores)'")
+            }
+        }
+        guard bandwidth.isFinite && bandwidth > 0 else { throw ValidationError("--bandwidth must be a number of GB/s above 0, not \(bandwidth)") }
     }
 
     func run() throws {
+        if let modelCores { return try runModel(cores: modelCores.split(separator: ",").map { Int($0)! }) }
         let counts = threads.split(separator: ",").map { Int($0)! }
         let cores = Numa.shared.cpuCount
         debugBuildNotice()
@@ -407,6 +419,27 @@ struct Bench: ParsableCommand {
         }
         fflush(stdout)
         group.finish()
+    }
+}
+
+extension Bench {
+    /// `--model-cores`: the scaling model's table (one process; the model is of one machine's cores).
+    func runModel(cores: [Int]) throws {
+        debugBuildNotice()
+        print("batch \(batch), \(steps) recorded steps after \(warmup) warm-up; every row is a prediction")
+        let result: (rows: [ModelRow], validation: ModelValidation)
+        do {
+            result = try PTTraining.Bench.model(spec: spec, batch: batch, cores: cores, steps: steps, warmup: warmup,
+                                                bandwidth: bandwidth) { print($0); fflush(stdout) }
+        } catch let e as ShapeError { throw UsageError(description: e.message) }
+        if let json {
+            try AtomicFile.write(json, data: Data(PTTraining.Bench.modelJSON(result.rows, validation: result.validation,
+                                                                            batch: batch, bandwidth: bandwidth).utf8))
+        }
+        if let svg {
+            let points = result.rows.map { (count: $0.cores, speedup: $0.speedup) }
+            try AtomicFile.write(svg, data: Data(PTTraining.Bench.svg(points: points, title: "ptrain predicted speedup (model)", axis: "cores").utf8))
+        }
     }
 }
 

@@ -146,3 +146,25 @@ func tinyData() throws -> String {
     let losses = { (out: String) in out.split(separator: "\n").filter { $0.hasPrefix("step ") }.map { $0.split(separator: " ")[5] } }
     #expect(!losses(one.out).isEmpty && losses(many.out) == losses(one.out))
 }
+
+/// `bench --model-cores`: the validation line, one row per core count, and the JSON fields.
+@Test func benchModelCoresPredictsAndValidates() throws {
+    let dir = NSTemporaryDirectory() + "ptrain-model-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    let r = try ptrain(["bench", "--model-cores", "4,16", "--batch", "8", "--steps", "3", "--warmup", "1",
+                        "--spec", "conv(8,3) relu maxpool(2) fc(32) relu fc(10)", "--json", dir + "/m.json", "--svg", dir + "/m.svg"])
+    #expect(r.status == 0, "\(r.err)")
+    #expect(r.out.contains("validation: 2 workers predicted") && r.out.contains("measured") && r.out.contains("error"))
+    #expect(r.out.contains("memory bandwidth 200 GB/s"))
+    let rows = try JSONSerialization.jsonObject(with: try #require(FileManager.default.contents(atPath: dir + "/m.json"))) as! [[String: Any]]
+    #expect(rows.map { $0["cores"] as! Int } == [4, 16])
+    for row in rows {
+        for key in ["predicted_step_ms", "predicted_samples_per_sec", "speedup", "efficiency", "validation_error_percent"] {
+            #expect(row[key] is NSNumber, "\(key): \(row)")
+        }
+        #expect((row["limiting_region"] as? String)?.isEmpty == false)
+    }
+    #expect(try String(contentsOfFile: dir + "/m.svg", encoding: .utf8).contains("cores"))
+    expectCleanError(try ptrain(["bench", "--model-cores", "4,0"]), code: 2, mentions: ["--model-cores"])
+    expectCleanError(try ptrain(["bench", "--model-cores", "4", "--bandwidth", "0"]), code: 2, mentions: ["--bandwidth"])
+}

@@ -1,0 +1,115 @@
+// `ptrain bench --model-cores 4,8,16,32,64`: a step recorded at one worker, item by item, replayed
+// for P workers (ScalingModel), and checked against a step measured at 2 workers in the same run.
+import Foundation
+import PTModel
+import PTRuntime
+
+public struct ModelRow: Sendable {
+    public var cores: Int
+    public var predictedStepSec: Double
+    public var predictedSamplesPerSec: Double
+    public var speedup: Double
+    public var efficiency: Double
+    public var limitingRegion: String
+}
+
+public struct ModelValidation: Sendable {
+    public var predictedStepSec: Double
+    public var measuredStepSec: Double
+    public var errorPercent: Double { 100 * (predictedStepSec - measuredStepSec) / measuredStepSec }
+}
+
+/// A region with nothing to do: what starting and finishing one costs.
+private struct EmptyJob: ParallelJob {
+    func run(_ item: Int, _ worker: Int) {}
+}
+
+extension Bench {
+    /// A region's start and finish on `pool` (nanoseconds, the median of 5 batches of 500 regions).
+    public static func regionCost(_ pool: WorkerPool) -> Double {
+        var batches: [Double] = []
+        for _ in 0..<5 {
+            let t0 = RegionRecorder.now()
+            for _ in 0..<500 { pool.run(items: pool.count, EmptyJob()) }
+            batches.append(Double(RegionRecorder.now() - t0) / 500)
+        }
+        return batches.sorted()[2]
+    }
+
+    /// For each of `cores` (and 1 and 2), records `steps` steps at one worker with the regions cut
+    /// into the items a pool of that many workers would take, and predicts its step; the 2-worker
+    /// prediction is checked against steps timed at 2 workers before and after the recordings.
+    public static func model(spec: String, batch: Int, cores: [Int], steps: Int, warmup: Int, bandwidth: Double,
+                             log: (String) -> Void) throws -> (rows: [ModelRow], validation: ModelValidation) {
+        let data = synthetic(count: max(batch * (steps + warmup), batch), rows: 28, cols: 28, seed: 1)
+        var c = TrainConfig()
+        c.spec = spec; c.batch = batch; c.threads = 1
+        let one = try Trainer(config: c, data: data)
+        c.threads = 2
+        let two = try Trainer(config: c, data: data)
+        for _ in 0..<warmup { two.trainStep() }
+        let target = ScalingModel.Target(bandwidth: bandwidth * 1e9, regionCost2: regionCost(two.network.pool))
+        var measured: [Double] = []
+        func timeTwo() {
+            for _ in 0..<steps {
+                let t0 = RegionRecorder.now()
+                two.trainStep()
+                measured.append(Double(RegionRecorder.now() - t0) / 1e9)
+            }
+        }
+        timeTwo()
+        let recorder = RegionRecorder()
+        let pool = one.network.pool
+        pool.recorder = recorder
+        defer { pool.recorder = nil; pool.splitCount = pool.count }
+        let counts = [1, 2] + cores
+        var predicted = [[ScalingModel.Prediction]](repeating: [], count: counts.count)
+        // Round robin over the core counts, so that every prediction sees the same machine.
+        for s in 0..<(warmup + steps) {
+            var oneWorker: [Double]?  // counts[0] is 1: this round's regions cut for one worker
+            for (i, p) in counts.enumerated() {
+                pool.splitCount = p
+                recorder.clear()
+                let r0 = RegionRecorder.now()
+                one.trainStep()
+                let wall = RegionRecorder.now() - r0
+                if i == 0 { oneWorker = ScalingModel.work(recorder.regions, items: recorder.itemNanos) }
+                if s >= warmup {
+                    predicted[i].append(ScalingModel.predict(recorder.regions, items: recorder.itemNanos, wall: wall, workers: p,
+                                                             target: target, oneWorker: oneWorker))
+                }
+            }
+        }
+        timeTwo()
+        let regions = recorder.regions.count, items = recorder.itemNanos.count
+        func median(_ i: Int) -> ScalingModel.Prediction { predicted[i].sorted { $0.stepNanos < $1.stepNanos }[steps / 2] }
+        let base = median(0).stepNanos
+        let validation = ModelValidation(predictedStepSec: median(1).stepNanos / 1e9, measuredStepSec: measured.sorted()[measured.count / 2])
+        log(String(format: "model: a step recorded at 1 worker item by item (%d regions, %d items cut for %d workers); memory bandwidth %.0f GB/s (--bandwidth); a region's start and finish %.2f us at 2 workers, taken as that x (P - 1)",
+                   regions, items, counts.last!, bandwidth, target.regionCost2 / 1e3))
+        log(String(format: "validation: 2 workers predicted %.2f ms, measured %.2f ms in this run (error %+.1f%%)",
+                   validation.predictedStepSec * 1e3, validation.measuredStepSec * 1e3, validation.errorPercent))
+        log("cores  step ms  samples/s  speedup  efficiency  limiting region (time lost against a perfect split)")
+        var rows: [ModelRow] = []
+        for (i, p) in counts.enumerated() where i >= 2 {
+            let m = median(i)
+            let row = ModelRow(cores: p, predictedStepSec: m.stepNanos / 1e9, predictedSamplesPerSec: Double(batch) / (m.stepNanos / 1e9),
+                               speedup: base / m.stepNanos, efficiency: base / m.stepNanos / Double(p), limitingRegion: m.limiting)
+            log(String(format: "%5d  %7.2f  %9.0f  %7.2f  %9.0f%%  ", p, row.predictedStepSec * 1e3, row.predictedSamplesPerSec,
+                       row.speedup, row.efficiency * 100) + String(format: "%@ (%.2f ms)", m.limiting, m.limitingLossNanos / 1e6))
+            rows.append(row)
+        }
+        return (rows, validation)
+    }
+
+    public static func modelJSON(_ rows: [ModelRow], validation: ModelValidation, batch: Int, bandwidth: Double) -> String {
+        func quoted(_ s: String) -> String {
+            "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        }
+        return "[\n" + rows.map { r in
+            String(format: "  {\"cores\": %d, \"batch\": %d, \"predicted_step_ms\": %.3f, \"predicted_samples_per_sec\": %.1f, \"speedup\": %.3f, \"efficiency\": %.3f, \"limiting_region\": %@, \"bandwidth_gb_s\": %.1f, \"validation_predicted_2_ms\": %.3f, \"validation_measured_2_ms\": %.3f, \"validation_error_percent\": %.2f}",
+                   r.cores, batch, r.predictedStepSec * 1e3, r.predictedSamplesPerSec, r.speedup, r.efficiency, quoted(r.limitingRegion),
+                   bandwidth, validation.predictedStepSec * 1e3, validation.measuredStepSec * 1e3, validation.errorPercent)
+        }.joined(separator: ",\n") + "\n]\n"
+    }
+}
