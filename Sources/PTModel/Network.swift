@@ -113,8 +113,9 @@ public final class Network {
     public let capacity: Int
     public let pool: WorkerPool
     /// The processes the batch is split across (one, unless under mpirun): each runs the stages
-    /// before the first dense layer on its whole shards of the batch, and everything from the
-    /// first dense layer on over the whole batch, so every rank holds the same weights.
+    /// before the first dense layer on its whole shards of the batch, and owns a share of each
+    /// dense layer's rows; sums that cross ranks are passed along them in rank order
+    /// (docs/DISTRIBUTED.md).
     public let group: ProcessGroup
     public let tensors: [ParameterTensor]
     public let parameterCount: Int

@@ -432,6 +432,7 @@ extension Bench {
             result = try PTTraining.Bench.model(spec: spec, batch: batch, cores: cores, steps: steps, warmup: warmup,
                                                 bandwidth: bandwidth) { print($0); fflush(stdout) }
         } catch let e as ShapeError { throw UsageError(description: e.message) }
+        guard ProcessGroup.launched.rank == 0 else { return }  // (under mpirun every rank models alone)
         if let json {
             try AtomicFile.write(json, data: Data(PTTraining.Bench.modelJSON(result.rows, validation: result.validation,
                                                                             batch: batch, bandwidth: bandwidth).utf8))
