@@ -433,8 +433,6 @@ public final class Network {
                     d.inputGradT = floats(d.inputs * Self.paddedBatch(capacity))
                 }
                 stages.append(.dense(d))
-            default:
-                stages.append(stage)
             }
         }
         // A conv with a fused max-pool never stores its output or that output's gradient.
