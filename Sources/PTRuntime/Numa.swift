@@ -17,8 +17,31 @@ public final class Numa: @unchecked Sendable {
     private typealias Free = @convention(c) (UnsafeMutableRawPointer?, Int) -> Void
     private let allocOnNode: AllocOnNode?
     private let free: Free?
+    /// A stand-in machine (`init(nodes:)`) records which node each allocation asked for.
+    private let recording: Bool
+    private var requests: [(floats: Int, node: Int)] = []
+    private var requestsLock = pthread_mutex_t()
+
+    /// A stand-in for a machine with these nodes and CPUs, for tests of placement: it pins nothing
+    /// itself, allocates plain (page-aligned) memory and records the node each allocation asked for.
+    public init(nodes: [[Int]]) {
+        precondition(!nodes.isEmpty && nodes.allSatisfy { !$0.isEmpty })
+        nodeCPUs = nodes
+        unavailableReason = nil
+        allocOnNode = nil; free = nil
+        recording = true
+        pthread_mutex_init(&requestsLock, nil)
+    }
+
+    /// With `init(nodes:)`: every allocation's size and node so far, in the order they were asked for.
+    public var allocations: [(floats: Int, node: Int)] {
+        pthread_mutex_lock(&requestsLock)
+        defer { pthread_mutex_unlock(&requestsLock) }
+        return requests
+    }
 
     private init() {
+        recording = false
         // The CPUs this process may use (a container or taskset may allow fewer than are online).
         var allowed = [Int32](repeating: 0, count: 4096)
         let n = Int(pt_allowed_cpus(&allowed, Int32(allowed.count)))
@@ -66,6 +89,11 @@ public final class Numa: @unchecked Sendable {
     /// Page-aligned zeroed memory on `node`; the caller's first touch places pages when libnuma is off.
     public func allocate(floats: Int, node: Int) -> UnsafeMutablePointer<Float> {
         let bytes = max(floats, 1) * MemoryLayout<Float>.stride
+        if recording {
+            pthread_mutex_lock(&requestsLock)
+            requests.append((floats, node))
+            pthread_mutex_unlock(&requestsLock)
+        }
         if let allocOnNode, let p = allocOnNode(bytes, Int32(node)) {
             return p.bindMemory(to: Float.self, capacity: floats)
         }

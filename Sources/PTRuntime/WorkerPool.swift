@@ -59,14 +59,17 @@ public final class WorkerPool: @unchecked Sendable {
     private let scratch: UnsafeMutablePointer<UnsafeMutablePointer<Float>?>
     public let scratchFloats: Int
 
-    public init(threads: Int, scratchFloats: Int, pin: Bool = true) {
+    /// The machine's topology: `Numa.shared`, or a stand-in (`Numa(nodes:)`) in tests.
+    public let numa: Numa
+
+    public init(threads: Int, scratchFloats: Int, pin: Bool = true, numa: Numa = .shared) {
         precondition(threads >= 1)
         count = threads
+        self.numa = numa
         splitCount = threads
         self.scratchFloats = scratchFloats
         scratch = .allocate(capacity: threads)
         scratch.initialize(repeating: nil, count: threads)
-        let numa = Numa.shared
         nodes = (0..<threads).map { numa.cpu(forWorker: $0).node }
         // Oversubscribed: a spinning thread steals the core from the one doing the work.
         spinLimit = threads > numa.cpuCount ? 50 : 20_000
@@ -98,14 +101,14 @@ public final class WorkerPool: @unchecked Sendable {
         pthread_cond_broadcast(&wake)
         pthread_mutex_unlock(&mutex)
         for t in threads { pthread_join(t, nil) }
-        for w in 0..<count { if let p = scratch[w] { Numa.shared.deallocate(p, floats: scratchFloats) } }
+        for w in 0..<count { if let p = scratch[w] { numa.deallocate(p, floats: scratchFloats) } }
         scratch.deallocate()
     }
 
     /// The calling worker's scratch buffer (valid inside a `run` body for that worker).
     @inline(__always) public func scratch(_ worker: Int) -> UnsafeMutablePointer<Float> {
         if let p = scratch[worker] { return p }
-        let p = Numa.shared.allocate(floats: scratchFloats, node: nodes[worker])
+        let p = numa.allocate(floats: scratchFloats, node: nodes[worker])
         p.update(repeating: 0, count: scratchFloats)  // first touch by the owner
         scratch[worker] = p
         return p
