@@ -204,9 +204,5 @@ public final class ProcessGroup: @unchecked Sendable {
         #endif
     }
 
-    private func now() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
-    }
+    private func now() -> UInt64 { RegionRecorder.now() }
 }

@@ -55,6 +55,7 @@ public final class RegionRecorder {
         return s
     }
 
+    /// The monotonic clock in nanoseconds (also what `ProcessGroup` times its collectives with).
     public static func now() -> UInt64 {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
