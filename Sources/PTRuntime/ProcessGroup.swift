@@ -24,7 +24,6 @@ public final class ProcessGroup: @unchecked Sendable {
     public private(set) var nanos: UInt64 = 0
     /// MPI's per-rank counts and displacements, allocated once (a step allocates nothing).
     private let counts, displs: UnsafeMutablePointer<Int32>
-    private let usesMPI: Bool
     #if MPI
     /// Outstanding nonblocking sends and receives (a step has a few dozen at most).
     private let requests: UnsafeMutablePointer<MPI_Request?>
@@ -32,10 +31,10 @@ public final class ProcessGroup: @unchecked Sendable {
     static let maxRequests = 256
     #endif
 
-    private init(rank: Int, size: Int, usesMPI: Bool) {
+    /// A group of more than one is MPI_COMM_WORLD; a group of one calls no MPI function.
+    private init(rank: Int, size: Int) {
         self.rank = rank
         self.size = size
-        self.usesMPI = usesMPI
         counts = .allocate(capacity: size)
         displs = .allocate(capacity: size)
         counts.initialize(repeating: 0, count: size)
@@ -47,7 +46,7 @@ public final class ProcessGroup: @unchecked Sendable {
     }
 
     /// One process, no MPI.
-    public static let single = ProcessGroup(rank: 0, size: 1, usesMPI: false)
+    public static let single = ProcessGroup(rank: 0, size: 1)
 
     /// The rank and world size a launcher gave this process in its environment (Open MPI's
     /// mpirun, or a PMI-based launcher such as Slurm's srun), read before MPI is started:
@@ -82,7 +81,7 @@ public final class ProcessGroup: @unchecked Sendable {
             var r: Int32 = 0, n: Int32 = 0
             MPI_Comm_rank(ptmpi_comm_world(), &r)
             MPI_Comm_size(ptmpi_comm_world(), &n)
-            group = ProcessGroup(rank: Int(r), size: Int(n), usesMPI: true)
+            group = ProcessGroup(rank: Int(r), size: Int(n))
             #else
             throw LaunchError(description: "started as one of \(size) ranks, but this ptrain was built without MPI: build it with 'swift build -c release --traits MPI' (needs libopenmpi-dev; scripts/setup --mpi installs it)")
             #endif
@@ -94,7 +93,7 @@ public final class ProcessGroup: @unchecked Sendable {
     /// Ends MPI (every rank calls it once, after its last collective). Nothing for one process.
     public func finish() {
         #if MPI
-        if usesMPI { MPI_Finalize() }
+        if size > 1 { MPI_Finalize() }
         #endif
     }
 
@@ -122,15 +121,8 @@ public final class ProcessGroup: @unchecked Sendable {
 
     /// The largest of every rank's `value` (every rank gets it). The value itself for one process.
     public func maximum(_ value: Int32) -> Int32 {
-        if size == 1 { return value }
         var result = value
-        #if MPI
-        let t0 = now()
-        var v = value
-        MPI_Allreduce(&v, &result, 1, ptmpi_int(), ptmpi_max(), ptmpi_comm_world())
-        bytesReceived += 4 * (size - 1)
-        nanos &+= now() &- t0
-        #endif
+        withUnsafeMutablePointer(to: &result) { maximum($0, count: 1) }
         return result
     }
 
@@ -200,7 +192,7 @@ public final class ProcessGroup: @unchecked Sendable {
     /// Waits until every rank has reached this point.
     public func barrier() {
         #if MPI
-        if usesMPI { MPI_Barrier(ptmpi_comm_world()) }
+        if size > 1 { MPI_Barrier(ptmpi_comm_world()) }
         #endif
     }
 
