@@ -43,34 +43,30 @@ public enum Elementwise {
     /// `sumInOrder` (or another process) began goes on exactly where it stopped.
     public static func addInOrder(_ src: UnsafePointer<Float>, count: Int, stride: Int, length: Int,
                                   into out: UnsafeMutablePointer<Float>) {
-        var i = 0
-        while i + 16 <= length {
-            var acc = loadV(out + i)
-            for s in 0..<count { acc += loadV(src + s * stride + i) }
-            storeV(acc, out + i)
-            i += 16
-        }
-        while i < length {
-            var acc = out[i]
-            for s in 0..<count { acc += src[s * stride + i] }
-            out[i] = acc
-            i += 1
-        }
+        chain(from: out, src, count: count, stride: stride, length: length, into: out)
     }
 
     /// out[i] = src[i] + src[stride + i] + src[2 stride + i] + ..., `count` terms in that order.
     public static func sumInOrder(_ src: UnsafePointer<Float>, count: Int, stride: Int, length: Int,
                                   into out: UnsafeMutablePointer<Float>) {
+        chain(from: src, src + stride, count: max(count, 1) - 1, stride: stride, length: length, into: out)
+    }
+
+    /// out[i] = first[i] + src[i] + src[stride + i] + ..., `count` terms after `first`, in order;
+    /// SIMD lanes and the scalar tail do the same IEEE additions.
+    @inline(__always)
+    static func chain(from first: UnsafePointer<Float>, _ src: UnsafePointer<Float>, count: Int, stride: Int, length: Int,
+                      into out: UnsafeMutablePointer<Float>) {
         var i = 0
         while i + 16 <= length {
-            var acc = loadV(src + i)
-            for s in 1..<max(count, 1) { acc += loadV(src + s * stride + i) }
+            var acc = loadV(first + i)
+            for s in 0..<count { acc += loadV(src + s * stride + i) }
             storeV(acc, out + i)
             i += 16
         }
         while i < length {
-            var acc = src[i]
-            for s in 1..<max(count, 1) { acc += src[s * stride + i] }
+            var acc = first[i]
+            for s in 0..<count { acc += src[s * stride + i] }
             out[i] = acc
             i += 1
         }
