@@ -52,6 +52,11 @@ public enum Gemm {
     /// Floats of scratch one thread needs for `multiply`.
     public static let scratchFloats = mc * kc + kc * nc + mr * nr + nr
 
+    /// A B of at most this many rows and columns packs into one KC x NC block, whose columns
+    /// from a multiple of NR on are themselves a packed B: `packed + col * k` (a GEMM on a block
+    /// of a conv's output channels).
+    public static let packedBlockRows = kc, packedBlockColumns = nc
+
     /// Floats of a whole [k, n] B packed by `packB`.
     public static func packedBFloats(k: Int, n: Int) -> Int { k * ((n + nr - 1) / nr * nr) }
     /// The KC x NC blocks `packB` fills one at a time (so several threads can share the work).
@@ -59,12 +64,20 @@ public enum Gemm {
 
     /// Packs block `block` of a [k, n] B into `dst` in the layout `multiply(packedB:)` reads: a
     /// weight matrix used by many small GEMMs (a conv, a sample at a time) is packed once a step.
-    public static func packB(k: Int, n: Int, b: MatrixView, block: Int, into dst: UnsafeMutablePointer<Float>) {
+    /// `panels`: only those NR-column panels of the block (several threads can share a block).
+    public static func packB(k: Int, n: Int, b: MatrixView, block: Int, panels: Range<Int>? = nil, into dst: UnsafeMutablePointer<Float>) {
         let pcBlocks = (k + kc - 1) / kc
         let jc = block / pcBlocks * nc, pc = block % pcBlocks * kc
         let ncb = min(nc, n - jc), kcb = min(kc, k - pc)
-        packPanelsB(kcb, ncb, b.offset(row: pc, col: jc), dst + packedBOffset(jc: jc, pc: pc, k: k, ncb: ncb))
+        let p = panels ?? 0..<((ncb + nr - 1) / nr)
+        let c0 = p.lowerBound * nr, c1 = min(p.upperBound * nr, ncb)
+        if c0 >= c1 { return }
+        // A block's panels lie one after another, kcb x NR floats each.
+        packPanelsB(kcb, c1 - c0, b.offset(row: pc, col: jc + c0), dst + packedBOffset(jc: jc, pc: pc, k: k, ncb: ncb) + c0 * kcb)
     }
+
+    /// The NR-column panels of the widest block `packB` fills.
+    public static func packedBPanels(n: Int) -> Int { (min(nc, n) + nr - 1) / nr }
 
     /// Where block (jc, pc) starts: blocks of earlier column ranges are whole NC-wide (NC is a
     /// multiple of NR), and a block's width is rounded up to whole NR-column panels.
@@ -229,6 +242,15 @@ public enum Gemm {
                 var src = b.base + j
                 for _ in 0..<kc {
                     storeG(loadG(src), d); storeG(loadG(src + nr / 2), d + nr / 2)
+                    src += b.rowStride; d += nr
+                }
+            } else if b.colStride == 1 {
+                // A partial panel of a row-major operand, row by row (fc2's 10 columns: column by
+                // column wrote 32 scattered floats a row, and packing cost more than the GEMM).
+                var src = b.base + j
+                for _ in 0..<kc {
+                    for q in 0..<valid { d[q] = src[q] }
+                    for q in valid..<nr { d[q] = 0 }
                     src += b.rowStride; d += nr
                 }
             } else {

@@ -3,16 +3,17 @@
 
 public enum MaxPool {
     /// Writes y and, for the backward pass, the index into x of each output's maximum
-    /// (the first one on ties).
+    /// (the first one on ties). `rows` (default all): only those output rows.
     public static func forward(_ g: Window, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
-                               argmax: UnsafeMutablePointer<Int32>) {
+                               argmax: UnsafeMutablePointer<Int32>, rows: Range<Int>? = nil) {
+        let rows = rows ?? 0..<g.outH
         if g.kernel == 2 {
-            forward2x2(g, x: x, y: y, argmax: argmax)
+            forward2x2(g, x: x, y: y, argmax: argmax, rows: rows)
             return
         }
         let c = g.channels
         let lanes = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
-        for oh in 0..<g.outH {
+        for oh in rows {
             for ow in 0..<g.outW {
                 let o = (oh * g.outW + ow) * c
                 let first = ((oh * g.stride) * g.inW + ow * g.stride) * c
@@ -74,10 +75,10 @@ extension MaxPool {
     /// loss anyway). Independent compare-selects: a chain of them on one running maximum came out
     /// of the compiler as scalar mask shuffles, 2.5x slower than the general loop; this is 2x faster.
     static func forward2x2(_ g: Window, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
-                           argmax: UnsafeMutablePointer<Int32>) {
+                           argmax: UnsafeMutablePointer<Int32>, rows: Range<Int>) {
         let c = g.channels, right = c, down = g.inW * c
         let lanes = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
-        for oh in 0..<g.outH {
+        for oh in rows {
             for ow in 0..<g.outW {
                 let o = (oh * g.outW + ow) * c
                 let first = (oh * g.stride * g.inW + ow * g.stride) * c

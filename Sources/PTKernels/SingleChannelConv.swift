@@ -32,8 +32,9 @@ public enum SingleChannelConv {
     /// y[p][co] = ReLU?(Σ_taps xp · w + bias); w is [3][3][1][cout], y is [outH, outW, cout].
     /// Eight pixels of a row at a time share each weight load and give the FMA units eight
     /// independent sums (one pixel's 9 taps are a chain of dependent FMAs).
+    /// `rows` (default all): only those output rows.
     public static func forward(_ g: Window, cout: Int, xp: UnsafePointer<Float>, w: UnsafePointer<Float>,
-                               bias: UnsafePointer<Float>, relu: Bool, y: UnsafeMutablePointer<Float>) {
+                               bias: UnsafePointer<Float>, relu: Bool, rows: Range<Int>? = nil, y: UnsafeMutablePointer<Float>) {
         let cols = paddedCols(g), s = g.stride
         let zero = V()
         @inline(__always) func finish(_ acc: V, _ b: V, _ p: UnsafeMutablePointer<Float>) {
@@ -41,7 +42,7 @@ public enum SingleChannelConv {
             if relu { v.replace(with: zero, where: v .< zero) }
             storeV(v, p)
         }
-        for oh in 0..<g.outH {
+        for oh in rows ?? 0..<g.outH {
             let row = xp + oh * s * cols
             for co in stride(from: 0, to: cout, by: 16) {
                 let b = loadV(bias + co)

@@ -29,12 +29,15 @@ public enum Winograd {
     @inline(__always) static func a(_ y0: V, _ y1: V) -> (V, V, V, V) { (y0, y0 + y1, y0 - y1, -y1) }
 
     /// V = Bᵀ d B for every tile. Input pixels outside the image (padding, or under the overhang
-    /// of an edge tile) read as zero.
-    public static func transformInput(_ g: Window, x: UnsafePointer<Float>, into v: UnsafeMutablePointer<Float>) {
+    /// of an edge tile) read as zero. `channels` (whole vectors) and `tiles` (default all) limit
+    /// it to those columns and rows of V: a part of a sample's work (each is its own transform).
+    public static func transformInput(_ g: Window, x: UnsafePointer<Float>, channels: Range<Int>? = nil,
+                                      tiles range: Range<Int>? = nil, into v: UnsafeMutablePointer<Float>) {
         let c = g.channels, tilesW = (g.outW + 1) / 2, t = tiles(g), plane = t * c
-        for tile in 0..<t {
+        let r = channels ?? 0..<c
+        for tile in range ?? 0..<t {
             let y0 = (tile / tilesW) * 2 - g.padTop, x0 = (tile % tilesW) * 2 - g.padLeft
-            for ch in stride(from: 0, to: c, by: 16) {
+            for ch in stride(from: r.lowerBound, to: r.upperBound, by: 16) {
                 @inline(__always) func d(_ i: Int, _ j: Int) -> V {
                     let yy = y0 + i, xx = x0 + j
                     return yy >= 0 && yy < g.inH && xx >= 0 && xx < g.inW ? loadV(x + (yy * g.inW + xx) * c + ch) : V()
@@ -53,12 +56,13 @@ public enum Winograd {
         }
     }
 
-    /// y = Aᵀ M A (+ bias, then ReLU) for every tile; y is [outH, outW, cout].
+    /// y = Aᵀ M A (+ bias, then ReLU) for every tile; y is [outH, outW, cout]. `tiles` (default
+    /// all): only those tiles' outputs.
     public static func transformOutput(_ g: Window, cout: Int, m: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-                                       relu: Bool, into y: UnsafeMutablePointer<Float>) {
+                                       relu: Bool, tiles range: Range<Int>? = nil, into y: UnsafeMutablePointer<Float>) {
         let tilesW = (g.outW + 1) / 2, t = tiles(g), plane = t * cout
         let zero = V()
-        for tile in 0..<t {
+        for tile in range ?? 0..<t {
             let oy = (tile / tilesW) * 2, ox = (tile % tilesW) * 2
             for ch in stride(from: 0, to: cout, by: 16) {
                 let p = m + tile * cout + ch
@@ -100,13 +104,20 @@ public enum Winograd {
     }
 
     /// dx = Σ_tiles B dV Bᵀ (the transpose of `transformInput`), added tile by tile in tile order
-    /// into dx, which is cleared first; pixels outside the image are dropped.
-    public static func inputGradient(_ g: Window, dv: UnsafePointer<Float>, into dx: UnsafeMutablePointer<Float>) {
+    /// into dx, which is cleared first; pixels outside the image are dropped. `channels` (whole
+    /// vectors; default all): only those channels of dx.
+    public static func inputGradient(_ g: Window, dv: UnsafePointer<Float>, channels: Range<Int>? = nil,
+                                     into dx: UnsafeMutablePointer<Float>) {
         let c = g.channels, tilesW = (g.outW + 1) / 2, t = tiles(g), plane = t * c
-        dx.update(repeating: 0, count: g.inputSize)
+        let r = channels ?? 0..<c
+        if r.count == c {
+            dx.update(repeating: 0, count: g.inputSize)
+        } else {
+            for pixel in 0..<(g.inH * g.inW) { (dx + pixel * c + r.lowerBound).update(repeating: 0, count: r.count) }
+        }
         for tile in 0..<t {
             let y0 = (tile / tilesW) * 2 - g.padTop, x0 = (tile % tilesW) * 2 - g.padLeft
-            for ch in stride(from: 0, to: c, by: 16) {
+            for ch in stride(from: r.lowerBound, to: r.upperBound, by: 16) {
                 let p = dv + tile * c + ch
                 @inline(__always) func vv(_ i: Int, _ j: Int) -> V { loadV(p + (4 * i + j) * plane) }
                 let k0 = b(vv(0, 0), vv(1, 0), vv(2, 0), vv(3, 0)), k1 = b(vv(0, 1), vv(1, 1), vv(2, 1), vv(3, 1))
@@ -146,13 +157,16 @@ public enum Winograd {
         }
     }
 
-    /// dg = Gᵀ dU G (the transpose of `transformWeights`): dw is [3][3][cin][cout], du is [16][cin][cout].
-    public static func weightGradient(_ du: UnsafePointer<Float>, pairs: Int, into dw: UnsafeMutablePointer<Float>) {
+    /// dg = Gᵀ dU G (the transpose of `transformWeights`): dw is [3][3][cin][cout], du is
+    /// [16][cin][cout]; for the (cin, cout) pairs in `range` (whole vectors; default all).
+    public static func weightGradient(_ du: UnsafePointer<Float>, pairs: Int, range: Range<Int>? = nil,
+                                      into dw: UnsafeMutablePointer<Float>) {
         let half = V(repeating: 0.5)
         @inline(__always) func gt(_ u0: V, _ u1: V, _ u2: V, _ u3: V) -> (V, V, V) {
             (u0 + u1 * half + u2 * half, u1 * half - u2 * half, u1 * half + u2 * half + u3)
         }
-        for q in stride(from: 0, to: pairs, by: 16) {
+        let r = range ?? 0..<pairs
+        for q in stride(from: r.lowerBound, to: r.upperBound, by: 16) {
             @inline(__always) func dv(_ i: Int, _ j: Int) -> V { loadV(du + (4 * i + j) * pairs + q) }
             // Columns j of Gᵀ dU (3 rows each), then row a of that times G.
             let k0 = gt(dv(0, 0), dv(1, 0), dv(2, 0), dv(3, 0)), k1 = gt(dv(0, 1), dv(1, 1), dv(2, 1), dv(3, 1))

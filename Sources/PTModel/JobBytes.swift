@@ -29,7 +29,11 @@ extension DropoutJob {
 }
 
 extension PackBJob {
-    func bytesMoved(items: Int) -> Int { f * 2 * k * n * items / max(blocks, 1) }
+    func bytesMoved(items: Int) -> Int { f * 2 * k * n * items / max(self.items, 1) }
+}
+
+extension PackTwoJob {
+    func bytesMoved(items: Int) -> Int { first.bytesMoved(items: first.items) + second.bytesMoved(items: second.items) }
 }
 
 extension WinogradWeightsJob {
@@ -45,7 +49,7 @@ extension ConvForwardJob {
     func bytesMoved(items: Int) -> Int {
         let out: Int
         if let p = fusedPool { out = 2 * p.window.positions * p.window.channels } else { out = g.positions * cout }
-        return items * f * (g.inputSize + out)
+        return items * f * (g.inputSize + out) / parts.count
     }
 }
 
@@ -56,7 +60,8 @@ extension ConvBackwardJob {
         let perSample: Int
         if let p = fusedPool { perSample = 3 * p.window.positions * p.window.channels } else { perSample = 2 * g.positions * cout }
         let samplesPerShard = (samples + shards - 1) / max(shards, 1)
-        return f * (items * samplesPerShard * (g.inputSize * (dx == nil ? 1 : 2) + perSample) + items * (g.patch + 1) * cout)
+        let shardsRun = (items + parts.count - 1) / parts.count
+        return f * (shardsRun * samplesPerShard * (g.inputSize * (dx == nil ? 1 : 2) + perSample) + shardsRun * (g.patch + 1) * cout)
     }
 }
 

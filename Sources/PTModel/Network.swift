@@ -126,6 +126,8 @@ public final class Network {
     public var input: UnsafeMutablePointer<Float> { acts[0] }
     /// Labels of the batch, filled by the caller before `lossAndGradient`.
     public let labels: UnsafeMutablePointer<Int32>
+    /// Each sample's loss of the last `lossAndGradient`.
+    let sampleLosses: UnsafeMutablePointer<Float>
     public var logits: UnsafeMutablePointer<Float> { acts[stages.count] }
 
     var stages: [Stage] = []
@@ -154,6 +156,24 @@ public final class Network {
     var firstDense: Int {
         stages.firstIndex { if case .dense = $0 { return true }; return false } ?? stages.count
     }
+    /// How each conv's pass is cut (`ConvParts`), per batch size and worker count: decided on
+    /// first use, so a step allocates nothing.
+    private struct ConvPartsKey: Hashable { var stage, batch, workers: Int; var backward: Bool }
+    private var convPartsCache: [ConvPartsKey: ConvParts] = [:]
+    func convParts(_ idx: Int, _ c: ConvStage, batch n: Int, backward: Bool) -> ConvParts {
+        let key = ConvPartsKey(stage: idx, batch: n, workers: pool.splitCount, backward: backward)
+        if let parts = convPartsCache[key] { return parts }
+        let sizes: [Int]
+        if backward {
+            let count = Self.shardCount(batch: n)
+            sizes = shards(batch: n, rank: group.rank).map { ($0 + 1) * n / count - $0 * n / count }
+        } else {
+            sizes = Array(repeating: 1, count: samples(batch: n, rank: group.rank).count)
+        }
+        let parts = ConvParts.choose(ConvParts.limit(c, backward: backward), sizes: sizes, workers: pool.splitCount)
+        convPartsCache[key] = parts
+        return parts
+    }
     var acts: [UnsafeMutablePointer<Float>] = []
     var grads: [UnsafeMutablePointer<Float>] = []
     var sizes: [Int] = []      // per-sample floats of each activation
@@ -180,7 +200,7 @@ public final class Network {
     public private(set) var stageNanos: [UInt64] = []
     @inline(__always) func clock() -> UInt64 { profiling ? DispatchTime.now().uptimeNanoseconds : 0 }
     /// Names the regions that follow for a recording pool (`ptrain bench --model-cores`).
-    @inline(__always) func label(_ text: @autoclosure () -> String) {
+    @inline(__always) public func label(_ text: @autoclosure () -> String) {
         if let recorder = pool.recorder { recorder.label = text() }
     }
     @inline(__always) func charge(_ slot: Int, since start: UInt64) {
@@ -190,7 +210,9 @@ public final class Network {
     /// dense layers' backward passes do not update themselves.
     public func resetProfile() { stageNanos = Array(repeating: 0, count: 2 * stages.count + 2) }
     /// A short name per stage for profile tables: "conv 3x3 1->64 +relu", "maxpool 2", "fc 6272->1024".
-    public var stageNames: [String] {
+    /// (Built once: a recording labels every region with one, and building it each time would
+    /// count as the step's serial part.)
+    public private(set) lazy var stageNames: [String] = {
         stages.map { s in
             switch s {
             case let .conv(c): return "conv \(c.window.kernel)x\(c.window.kernel) \(c.window.channels)->\(c.cout)\(c.relu ? " +relu" : "")\(c.winograd ? " winograd" : "")"
@@ -199,7 +221,8 @@ public final class Network {
             case let .dropout(d): return "dropout \(d.keep)"
             }
         }
-    }
+    }()
+    private lazy var regionLabels: [(forward: String, backward: String)] = stageNames.map { ($0 + " fwd", $0 + " bwd") }
     /// Multiply-adds x 2 that each stage executes for one sample: (forward, backward). A Winograd
     /// conv does 16 multiply-adds per 2x2 tile and channel pair where a direct one does 36.
     public var stageFlopsPerSample: [(Double, Double)] { flopsPerSample(asDirect: false) }
@@ -224,8 +247,9 @@ public final class Network {
     /// Bytes the buffers of a model of this spec would take at this capacity (for up-front refusal).
     public private(set) var bufferBytes = 0
 
+    /// `numa`: the machine's topology (a stand-in in tests of placement).
     public init(spec: ModelSpec, input: Shape, classes: Int, capacity: Int, threads: Int, seed: UInt64,
-                group: ProcessGroup = .single) throws {
+                group: ProcessGroup = .single, numa: Numa = .shared) throws {
         self.spec = spec
         self.group = group
         self.inputShape = input
@@ -342,7 +366,7 @@ public final class Network {
         }
         self.tensors = tensors
         parameterCount = offset
-        pool = WorkerPool(threads: threads, scratchFloats: scratchFloats)
+        pool = WorkerPool(threads: threads, scratchFloats: scratchFloats, numa: numa)
         scratchLayout = ScratchLayout(col: Gemm.scratchFloats, output: Gemm.scratchFloats + colFloats,
                                     winograd: Gemm.scratchFloats + colFloats + convOutFloats, denseRows: Gemm.scratchFloats)
         self.convParams = convParams
@@ -375,18 +399,58 @@ public final class Network {
         var bytes = 0
         var owned: [UnsafeMutableRawPointer] = [UnsafeMutableRawPointer(adamStarts), UnsafeMutableRawPointer(adamCounts),
                                                 UnsafeMutableRawPointer(finiteFlags), UnsafeMutableRawPointer(finiteVotes)]
-        // Every buffer has `Im2col.slack` floats to spare: im2col may read that far past a conv's input.
-        func floats(_ n: Int) -> UnsafeMutablePointer<Float> {
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: n + Im2col.slack)
-            p.initialize(repeating: 0, count: n + Im2col.slack)
-            owned.append(UnsafeMutableRawPointer(p)); bytes += 4 * n
-            return p
+        // Every buffer has `Im2col.slack` floats to spare: im2col may read that far past a conv's
+        // input. On several nodes, `perNode` (float ranges and nodes) places parts of it by owner
+        // before it is first touched (docs/SCALING.md, "NUMA"); the rest comes from node 0.
+        let pool = self.pool, group = self.group
+        // (Floats and Int32s alike are 4 bytes: ranges are in elements.)
+        func zeroed(_ n: Int, perNode: [(Range<Int>, Int)]) -> UnsafeMutableRawPointer {
+            let raw = UnsafeMutableRawPointer.allocate(byteCount: 4 * (n + Im2col.slack), alignment: 4096)
+            for (range, node) in perNode { numa.place(raw + 4 * range.lowerBound, bytes: 4 * range.count, node: node) }
+            raw.initializeMemory(as: UInt32.self, repeating: 0, count: n + Im2col.slack)
+            owned.append(raw); bytes += 4 * n
+            return raw
         }
-        weights = floats(offset); gradients = floats(offset); moment1 = floats(offset); moment2 = floats(offset)
-        shardGradients = floats(shardSlots * convParams)
+        func floats(_ n: Int, perNode: [(Range<Int>, Int)] = []) -> UnsafeMutablePointer<Float> {
+            zeroed(n, perNode: perNode).bindMemory(to: Float.self, capacity: n + Im2col.slack)
+        }
+        /// `count` things of `size` floats from `base`, dealt to nodes as the pool deals a region's items.
+        func byNode(_ count: Int, size: Int, from base: Int = 0) -> [(Range<Int>, Int)] {
+            let nodes = pool.rangeNodes
+            return pool.nodeRanges(count).enumerated().map { k, r in ((base + r.lowerBound * size)..<(base + r.upperBound * size), nodes[k]) }
+        }
+        // A dense layer's rows: the backward + Adam deals its row blocks by node (this rank's rows).
+        func denseRows(_ d: DenseStage, width: Int, from base: Int) -> [(Range<Int>, Int)] {
+            let tiles = ProcessGroup.share((d.inputs + Gemm.mr - 1) / Gemm.mr, part: group.rank, of: group.size)
+            let parts = min(tiles.count, 4 * pool.count), nodes = pool.rangeNodes
+            return pool.nodeRanges(parts).enumerated().map { k, items in
+                let t0 = tiles.lowerBound + items.lowerBound * tiles.count / max(parts, 1)
+                let t1 = tiles.lowerBound + items.upperBound * tiles.count / max(parts, 1)
+                return ((base + min(t0 * Gemm.mr, d.inputs) * width)..<(base + min(t1 * Gemm.mr, d.inputs) * width), nodes[k])
+            }
+        }
+        let denseWeightRows = plan.flatMap { stage, _ -> [(Range<Int>, Int)] in
+            guard case let .dense(d) = stage else { return [] }
+            return denseRows(d, width: d.outputs, from: d.weight)
+        }
+        weights = floats(offset, perNode: denseWeightRows); gradients = floats(offset, perNode: denseWeightRows)
+        moment1 = floats(offset, perNode: denseWeightRows); moment2 = floats(offset, perNode: denseWeightRows)
+        let myShards = ProcessGroup.share(shardSlots, part: group.rank, of: group.size)
+        shardGradients = floats(shardSlots * convParams, perNode: byNode(myShards.count, size: convParams, from: myShards.lowerBound * convParams))
+        // The conv stack's activations, gradients and argmaxes by sample: its regions deal samples
+        // (shards) by node. This rank's samples, as `samples(batch:rank:)` cuts them.
+        let convStages = plan.firstIndex { if case .dense = $0.0 { return true }; return false } ?? plan.count
+        let shardsHere = Self.shardCount(batch: capacity)
+        let mySamples = (myShards.lowerBound * capacity / shardsHere)..<(myShards.upperBound * capacity / shardsHere)
+        func bySample(_ i: Int, _ size: Int) -> [(Range<Int>, Int)] {
+            i <= convStages ? byNode(mySamples.count, size: size, from: mySamples.lowerBound * size) : []
+        }
         labels = .allocate(capacity: capacity)
         labels.initialize(repeating: 0, count: capacity)
         owned.append(UnsafeMutableRawPointer(labels))
+        sampleLosses = .allocate(capacity: capacity)
+        sampleLosses.initialize(repeating: 0, count: capacity)
+        owned.append(UnsafeMutableRawPointer(sampleLosses))
         shapes = [input] + plan.map(\.1)
         sizes = shapes.map(\.count)
         for (index, (stage, _)) in plan.enumerated() {
@@ -408,11 +472,8 @@ public final class Network {
                 stages.append(.conv(c))
             case .pool(var p):
                 if p.isMax {
-                    let n = p.window.positions * p.window.channels * capacity
-                    let a = UnsafeMutablePointer<Int32>.allocate(capacity: n)
-                    a.initialize(repeating: 0, count: n)
-                    owned.append(UnsafeMutableRawPointer(a)); bytes += 4 * n
-                    p.argmax = a
+                    let size = p.window.positions * p.window.channels
+                    p.argmax = zeroed(size * capacity, perNode: bySample(index, size)).bindMemory(to: Int32.self, capacity: size * capacity)
                     if case var .conv(c)? = stages.last {
                         p.masksRelu = c.relu
                         p.fused = true
@@ -430,7 +491,7 @@ public final class Network {
                 if group.size > 1 { d.chainBuffer = floats(capacity * d.outputs) }
                 if index > 0 {
                     d.packedDy = floats(Gemm.packedBFloats(k: d.outputs, n: capacity))
-                    d.inputGradT = floats(d.inputs * Self.paddedBatch(capacity))
+                    d.inputGradT = floats(d.inputs * Self.paddedBatch(capacity), perNode: denseRows(d, width: Self.paddedBatch(capacity), from: 0))
                 }
                 stages.append(.dense(d))
             }
@@ -440,9 +501,9 @@ public final class Network {
             if case let .conv(c) = stages[i] { return c.fusedPool != nil }
             return false
         }.map { $0 + 1 })
-        acts = sizes.enumerated().map { fusedOutputs.contains($0.offset) ? floats(0) : floats($0.element * capacity) }
-        grads = sizes.enumerated().map {
-            $0.offset == 0 ? acts[0] : fusedOutputs.contains($0.offset) ? floats(0) : floats($0.element * capacity)
+        acts = sizes.enumerated().map { i, size in fusedOutputs.contains(i) ? floats(0) : floats(size * capacity, perNode: bySample(i, size)) }
+        grads = sizes.enumerated().map { i, size in
+            i == 0 ? acts[0] : fusedOutputs.contains(i) ? floats(0) : floats(size * capacity, perNode: bySample(i, size))
         }
         self.owned = owned
         bufferBytes = bytes
@@ -512,7 +573,7 @@ public final class Network {
             let x = acts[idx], y = acts[idx + 1]
             let start = clock()
             defer { charge(2 * idx, since: start) }
-            label(stageNames[idx] + " fwd")
+            label(regionLabels[idx].forward)
             // Per-sample stages run on this rank's samples; from the first dense layer on, on all.
             let range = idx < split ? mine : 0..<n
             if idx == split && split > 0 && group.size > 1 {
@@ -528,13 +589,16 @@ public final class Network {
                     pool.run(items: transform.chunks, transform)
                     pool.run(items: 16, PackWinogradJob(c: c))
                 } else if !c.singleChannel {
-                    let pack = PackBJob(k: c.window.patch, n: c.cout, b: .rowMajor(W + c.weight, cols: c.cout), into: c.packedW)
-                    pool.run(items: pack.blocks, pack)
+                    let pack = PackBJob(k: c.window.patch, n: c.cout, b: .rowMajor(W + c.weight, cols: c.cout), into: c.packedW,
+                                        workers: pool.splitCount)
+                    pool.run(items: pack.items, pack)
                 }
-                pool.run(range: range, ConvForwardJob(g: c.window, cout: c.cout, x: x, y: c.fusedPool == nil ? y : acts[idx + 2],
-                                                  w: c.singleChannel ? W + c.weight : c.packedW, bias: W + c.bias, relu: c.relu,
-                                                  viaCol: c.viaCol, winograd: c.winograd ? c : nil, singleChannel: c.singleChannel,
-                                                  fusedPool: c.fusedPool, scratch: scratchLayout, pool: pool))
+                let parts = convParts(idx, c, batch: n, backward: false)
+                pool.run(range: (range.lowerBound * parts.count)..<(range.upperBound * parts.count), ConvForwardJob(
+                    g: c.window, cout: c.cout, x: x, y: c.fusedPool == nil ? y : acts[idx + 2],
+                    w: c.singleChannel ? W + c.weight : c.packedW, bias: W + c.bias, relu: c.relu,
+                    viaCol: c.viaCol, winograd: c.winograd ? c : nil, singleChannel: c.singleChannel,
+                    fusedPool: c.fusedPool, scratch: scratchLayout, parts: parts, pool: pool))
             case let .pool(p):
                 if p.fused { break }
                 pool.run(range: range, PoolJob(p: p, x: x, y: y, backward: false))
@@ -554,14 +618,14 @@ public final class Network {
 
     /// Softmax cross-entropy of the first `count` logits against `labels`; writes the gradient of
     /// the batch-mean loss into the logits' gradient buffer and returns that mean.
+    /// Each sample's loss and gradient on the pool; the losses are summed in sample order.
     public func lossAndGradient(count n: Int) -> Float {
         let out = stages.count
+        label("loss")
+        pool.run(items: n, LossJob(logits: acts[out], dlogits: grads[out], labels: labels, classes: classes,
+                                   scale: 1 / Float(n), losses: sampleLosses))
         var sum: Float = 0
-        for s in 0..<n {
-            sum += SoftmaxCrossEntropy.forwardBackward(
-                logits: acts[out] + s * classes, classes: classes, label: Int(labels[s]),
-                gradScale: 1 / Float(n), dlogits: grads[out] + s * classes)
-        }
+        for s in 0..<n { sum += sampleLosses[s] }
         return sum / Float(n)
     }
 
@@ -630,30 +694,33 @@ public final class Network {
             let needInput = idx > 0
             let start = clock()
             defer { charge(2 * idx + 1, since: start) }
-            label(stageNames[idx] + " bwd")
+            label(regionLabels[idx].backward)
             switch stages[idx] {
             case let .conv(c):
                 let wt = needInput ? c.packedWt : nil
                 if let wt, !c.winograd {  // (a Winograd conv packed its Uᵀ in the forward pass)
-                    let pack = PackBJob(k: c.cout, n: c.window.patch, b: .transposed(W + c.weight, cols: c.cout), into: wt)
-                    pool.run(items: pack.blocks, pack)
+                    let pack = PackBJob(k: c.cout, n: c.window.patch, b: .transposed(W + c.weight, cols: c.cout), into: wt,
+                                        workers: pool.splitCount)
+                    pool.run(items: pack.items, pack)
                 }
-                let shards = Self.shardCount(batch: n)
-                pool.run(range: self.shards(batch: n, rank: group.rank), ConvBackwardJob(
+                let shards = Self.shardCount(batch: n), mine = self.shards(batch: n, rank: group.rank)
+                let parts = convParts(idx, c, batch: n, backward: true)
+                pool.run(range: (mine.lowerBound * parts.count)..<(mine.upperBound * parts.count), ConvBackwardJob(
                     g: c.window, cout: c.cout, relu: c.relu && c.fusedPool == nil, viaCol: c.viaCol,
                     x: x, y: y, dy: c.fusedPool == nil ? dy : grads[idx + 2], dx: wt == nil ? nil : dx, wt: wt,
                     winograd: c.winograd ? c : nil, singleChannel: c.singleChannel,
                     fusedPool: c.fusedPool, pooled: acts[idx + 2 < acts.count ? idx + 2 : idx + 1],
                     scratch: scratchLayout, samples: n, shards: shards,
-                    gw: shardGradients + c.weight, gb: shardGradients + c.bias, shardStride: convParams, pool: pool))
+                    gw: shardGradients + c.weight, gb: shardGradients + c.bias, shardStride: convParams, parts: parts, pool: pool))
             case let .pool(p):
                 if p.fused { break }
                 pool.run(range: range, PoolJob(p: p, x: dx, y: dy, backward: true))
             case let .dense(d):
-                if d.relu { pool.run(range: range, ReluMaskJob(dy: dy, y: y, size: outSize)) }
+                if d.relu && !reluMaskedByDropout(after: idx) { pool.run(range: range, ReluMaskJob(dy: dy, y: y, size: outSize)) }
                 denseBackward(d, count: n, x: x, dy: dy, dx: needInput ? dx : nil, adam: fusedAdam)
             case let .dropout(d):
-                pool.run(range: range, DropoutJob(d: d, x: dx, y: dy, mode: .backward, seed: 0, step: 0))
+                pool.run(range: range, DropoutJob(d: d, x: dx, y: dy, mode: .backward, seed: 0, step: 0,
+                                                  reluOutput: reluMaskedByDropout(after: idx - 1) ? x : nil))
             }
         }
         let start = clock()
@@ -662,18 +729,27 @@ public final class Network {
         charge(2 * stages.count, since: start)
     }
 
+    /// Whether stage `idx` is a dense layer with a ReLU followed by dropout, whose backward pass
+    /// applies the ReLU's mask too (one pass over the gradient instead of two).
+    func reluMaskedByDropout(after idx: Int) -> Bool {
+        guard idx >= 0, idx + 1 < stages.count, case let .dense(d) = stages[idx], d.relu, case .dropout = stages[idx + 1] else { return false }
+        return true
+    }
+
     /// A dense layer's backward pass (see `DenseUpdateJob`), with the Adam step of its weights
     /// when `adam` is given (its bias is left to the Adam pass over the remaining parameters).
     private func denseBackward(_ d: DenseStage, count n: Int, x: UnsafeMutablePointer<Float>,
                                dy: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>?, adam: AdamStep?) {
         let np = Self.paddedBatch(n)
-        let packRows = PackBJob(k: n, n: d.outputs, b: .rowMajor(dy, cols: d.outputs), into: d.packedDyRows)
-        pool.run(items: packRows.blocks, packRows)
+        let packRows = PackBJob(k: n, n: d.outputs, b: .rowMajor(dy, cols: d.outputs), into: d.packedDyRows, workers: pool.splitCount)
         var packedDyT: UnsafeMutablePointer<Float>?
         if dx != nil, let packedDy = d.packedDy {
-            let pack = PackBJob(k: d.outputs, n: n, b: .transposed(dy, cols: d.outputs), into: packedDy)
-            pool.run(items: pack.blocks, pack)
+            let pack = PackBJob(k: d.outputs, n: n, b: .transposed(dy, cols: d.outputs), into: packedDy, workers: pool.splitCount)
+            let both = PackTwoJob(first: packRows, second: pack)
+            pool.run(items: both.items, both)
             packedDyT = packedDy
+        } else {
+            pool.run(items: packRows.items, packRows)
         }
         // Under mpirun each rank owns a share of W's rows: it alone computes their dXᵀ and dW rows
         // and takes their Adam step (keeping their moments), and the ranks exchange dXᵀ's rows.
@@ -682,12 +758,20 @@ public final class Network {
         let parts = min(rowTiles.count, 4 * pool.splitCount)
         let sums = ColumnSumJob(m: dy, rows: n, cols: d.outputs, out: gradients + d.bias)
         let sumChunks = sums.chunks(workers: pool.splitCount)
-        pool.run(items: parts + sumChunks, DenseUpdateJob(
+        let update = DenseUpdateJob(
             inputs: d.inputs, outputs: d.outputs, batch: n, x: x, dy: dy, packedDy: d.packedDyRows,
             packedDyT: packedDyT, dxT: packedDyT == nil ? nil : d.inputGradT, paddedBatch: np,
             w: weights + d.weight, g: gradients + d.weight, m: moment1 + d.weight, v: moment2 + d.weight,
             adam: adam, finite: finiteFlags + d.finiteSlot * pool.count, tiles: rowTiles, parts: parts, sums: sums,
-            sumChunks: sumChunks, rows: scratchLayout.denseRows, pool: pool))
+            sumChunks: sumChunks, rows: scratchLayout.denseRows, pool: pool)
+        if pool.rangeNodes.count > 1 {
+            // On several nodes the row blocks alone are dealt by node, so that each node's workers
+            // take the rows placed on it (Network.init); the bias sums follow as their own region.
+            pool.run(items: parts, update)
+            pool.run(range: parts..<(parts + sumChunks), update)
+        } else {
+            pool.run(items: parts + sumChunks, update)
+        }
         if group.size > 1 {
             if packedDyT != nil, let dxT = d.inputGradT { gatherRows(d, dxT, width: np) }
             if adam == nil { gatherRows(d, gradients + d.weight, width: d.outputs) }

@@ -1,5 +1,6 @@
-// Splits one GEMM across a worker pool by whole register tiles of M or N (whichever has more),
-// never by K, so every output element keeps the single summation order Gemm gives it.
+// Splits one GEMM across a worker pool by whole register tiles of M or N (and both when one has
+// fewer tiles than there are workers), never by K, so every output element keeps the single
+// summation order Gemm gives it.
 import PTKernels
 import PTRuntime
 
@@ -37,11 +38,28 @@ extension WorkerPool {
         // fc1's forward at batch 256 (M 256, N 1024) split by M read W's 25.7 MB once a part
         // (found by `ptrain bench --model-cores`).
         let splitM = j.n < j.m
-        let tiles = splitM ? mt : nt
+        let tiles = splitM ? mt : nt, across = splitM ? nt : mt
         // A few items per worker, taken from a shared counter: a worker the hypervisor or another
         // process delays holds up less of the region. Tile-aligned, so the bits do not change.
-        let parts = min(tiles, 4 * splitCount)
-        run(items: parts, SplitGemm(job: j, splitM: splitM, tiles: tiles, parts: parts, pool: self))
+        var parts = min(tiles, 4 * splitCount)
+        // Each part of an M split packs all of B (K x N rounded up to whole NR panels): keep its
+        // rows' multiply-adds at least 8 times that (fc2's forward, N = 10, has 32 row tiles at
+        // batch 256, and cut 32 ways it spent more time packing B than multiplying).
+        if splitM {
+            let packed = (j.n + Gemm.nr - 1) / Gemm.nr * Gemm.nr
+            let minTiles = (8 * packed + j.n * Gemm.mr - 1) / (j.n * Gemm.mr)
+            parts = max(1, min(parts, tiles / max(minTiles, 1)))
+        } else if tiles >= 2 * splitCount {
+            // Each part of an N split streams all of A: two column tiles a part at least, while
+            // that still gives every worker a part (fc1's forward at batch 50 on 16 workers).
+            parts = min(parts, tiles / 2)
+        }
+        // Fewer tiles than workers (fc1's forward has 32 column tiles): cut the other dimension
+        // too, just enough to give every worker an item. The pieces of one tile range are
+        // consecutive items, so they run at the same time and read their slice of the shared
+        // operand together (from the last-level cache, not once each from memory).
+        let cuts = tiles < splitCount ? min(across, (splitCount + tiles - 1) / tiles) : 1
+        run(items: parts * cuts, SplitGemm(job: j, splitM: splitM, tiles: tiles, parts: parts, across: across, cuts: cuts, pool: self))
     }
 }
 
@@ -50,22 +68,20 @@ struct SplitGemm: ParallelJob {
     var job: GemmJob
     var splitM: Bool
     var tiles, parts: Int
+    /// Tiles along the other dimension, cut into `cuts` ranges (1: not cut).
+    var across = 1, cuts = 1
     unowned(unsafe) var pool: WorkerPool
 
     func run(_ item: Int, _ worker: Int) {
         let j = job
-        let t0 = item * tiles / parts, t1 = (item + 1) * tiles / parts
-        let scratch = pool.scratch(worker)
-        if splitM {
-            let r0 = t0 * Gemm.mr, r1 = min(t1 * Gemm.mr, j.m)
-            Gemm.multiply(m: r1 - r0, n: j.n, k: j.k, a: j.a.offset(row: r0, col: 0), b: j.b,
-                          c: j.c + r0 * j.ldc, ldc: j.ldc,
-                          accumulate: j.accumulate, bias: j.bias, relu: j.relu, scratch: scratch)
-        } else {
-            let c0 = t0 * Gemm.nr, c1 = min(t1 * Gemm.nr, j.n)
-            Gemm.multiply(m: j.m, n: c1 - c0, k: j.k, a: j.a, b: j.b.offset(row: 0, col: c0),
-                          c: j.c + c0, ldc: j.ldc,
-                          accumulate: j.accumulate, bias: j.bias.map { $0 + c0 }, relu: j.relu, scratch: scratch)
-        }
+        let part = item / cuts, cut = item % cuts
+        let t0 = part * tiles / parts, t1 = (part + 1) * tiles / parts
+        let u0 = cut * across / cuts, u1 = (cut + 1) * across / cuts
+        let (rows, cols) = splitM ? ((t0, t1), (u0, u1)) : ((u0, u1), (t0, t1))
+        let r0 = rows.0 * Gemm.mr, r1 = min(rows.1 * Gemm.mr, j.m)
+        let c0 = cols.0 * Gemm.nr, c1 = min(cols.1 * Gemm.nr, j.n)
+        Gemm.multiply(m: r1 - r0, n: c1 - c0, k: j.k, a: j.a.offset(row: r0, col: 0), b: j.b.offset(row: 0, col: c0),
+                      c: j.c + r0 * j.ldc + c0, ldc: j.ldc,
+                      accumulate: j.accumulate, bias: j.bias.map { $0 + c0 }, relu: j.relu, scratch: pool.scratch(worker))
     }
 }

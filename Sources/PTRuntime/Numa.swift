@@ -15,11 +15,14 @@ public final class Numa: @unchecked Sendable {
 
     private typealias AllocOnNode = @convention(c) (Int, Int32) -> UnsafeMutableRawPointer?
     private typealias Free = @convention(c) (UnsafeMutableRawPointer?, Int) -> Void
+    private typealias ToNode = @convention(c) (UnsafeMutableRawPointer?, Int, Int32) -> Void
     private let allocOnNode: AllocOnNode?
     private let free: Free?
+    private var toNode: ToNode?
     /// A stand-in machine (`init(nodes:)`) records which node each allocation asked for.
     private let recording: Bool
     private var requests: [(floats: Int, node: Int)] = []
+    private var placed: [(start: UnsafeRawPointer, bytes: Int, node: Int)] = []
     private var requestsLock = pthread_mutex_t()
 
     /// A stand-in for a machine with these nodes and CPUs, for tests of placement: it pins nothing
@@ -31,6 +34,13 @@ public final class Numa: @unchecked Sendable {
         allocOnNode = nil; free = nil
         recording = true
         pthread_mutex_init(&requestsLock, nil)
+    }
+
+    /// With `init(nodes:)`: every `place` so far (address, bytes, node), in the order asked for.
+    public var placements: [(start: UnsafeRawPointer, bytes: Int, node: Int)] {
+        pthread_mutex_lock(&requestsLock)
+        defer { pthread_mutex_unlock(&requestsLock) }
+        return placed
     }
 
     /// With `init(nodes:)`: every allocation's size and node so far, in the order they were asked for.
@@ -76,6 +86,7 @@ public final class Numa: @unchecked Sendable {
         nodeCPUs = nodes.isEmpty ? [cpus] : nodes
         unavailableReason = nil
         allocOnNode = alloc; free = fr
+        toNode = sym("numa_tonode_memory", ToNode.self)
     }
 
     public var cpuCount: Int { nodeCPUs.reduce(0) { $0 + $1.count } }
@@ -100,6 +111,21 @@ public final class Numa: @unchecked Sendable {
         var raw: UnsafeMutableRawPointer?
         guard posix_memalign(&raw, 4096, bytes) == 0, let raw else { fatalError("out of memory allocating \(bytes) bytes") }
         return raw.bindMemory(to: Float.self, capacity: floats)
+    }
+
+    /// Asks for the pages of `bytes` bytes from `start` to come from `node` when they are first
+    /// touched (the whole pages inside the range; a page it shares with a neighbour stays where
+    /// the neighbour's first touch puts it). Memory not yet touched only. Nothing on one node.
+    public func place(_ start: UnsafeMutableRawPointer, bytes: Int, node: Int) {
+        if bytes <= 0 || nodeCPUs.count < 2 { return }
+        if recording {
+            pthread_mutex_lock(&requestsLock)
+            placed.append((UnsafeRawPointer(start), bytes, node))
+            pthread_mutex_unlock(&requestsLock)
+            return
+        }
+        let page = 4096, first = (Int(bitPattern: start) + page - 1) / page * page, end = (Int(bitPattern: start) + bytes) / page * page
+        if end > first, let toNode { toNode(UnsafeMutableRawPointer(bitPattern: first), end - first, Int32(node)) }
     }
 
     public func deallocate(_ p: UnsafeMutablePointer<Float>, floats: Int) {

@@ -35,6 +35,8 @@ public enum ScalingModel {
         /// one-worker time, and that loss.
         public var limiting: String
         public var limitingLossNanos: Double
+        /// Every region's loss against a perfect split (nanoseconds), largest first.
+        public var losses: [(region: String, nanos: Double)]
     }
 
     /// Each region's total item time: what it costs on one worker.
@@ -64,7 +66,8 @@ public enum ScalingModel {
         let serial = max(Double(wall) - inRegions, 0)
         total += serial
         loss["serial part (loss, batch copy, between regions)"] = serial - serial / Double(workers)
-        let worst = loss.max { $0.value < $1.value } ?? (key: "-", value: 0)
-        return Prediction(workers: workers, stepNanos: total, limiting: worst.key, limitingLossNanos: worst.value)
+        let sorted = loss.map { (region: $0.key, nanos: $0.value) }.sorted { $0.nanos > $1.nanos }
+        let worst = sorted.first ?? (region: "-", nanos: 0)
+        return Prediction(workers: workers, stepNanos: total, limiting: worst.region, limitingLossNanos: worst.nanos, losses: sorted)
     }
 }

@@ -3,6 +3,11 @@
 // exactly once. Which worker runs an item is left to timing, so callers make each item's
 // arithmetic independent of that (it writes only its own outputs).
 //
+// On several NUMA nodes a region's items are dealt by node: node k's workers take the k-th share
+// of the items (in proportion to its workers, `nodeRanges`) first, then help the other nodes. A
+// caller that places each share's buffers on its node (`Network` does) gets local memory for
+// nearly all of them; the arithmetic is the same whoever runs an item.
+//
 // Waiting: a worker spins briefly for the next region, then sleeps on a condition variable, so
 // a pool with more threads than cores degrades gracefully instead of burning the cores.
 #if canImport(Glibc)
@@ -31,6 +36,12 @@ public final class WorkerPool: @unchecked Sendable {
 
     private let generation = Atomic<Int>(0)
     private let nextItem = Atomic<Int>(0)
+    /// With workers on several nodes: one queue of the region's items per node, and the index of
+    /// each worker's node among them.
+    private let queues: [NodeQueue]
+    private let queueOfWorker: [Int]
+    /// The first worker of each node the pool uses, and then `count`.
+    private let nodeFirstWorker: [Int]
     private let running = Atomic<Int>(0)
     private var itemCount = 0
     // The running region: either a closure (convenient, but Swift's withoutActuallyEscaping costs
@@ -71,6 +82,12 @@ public final class WorkerPool: @unchecked Sendable {
         scratch = .allocate(capacity: threads)
         scratch.initialize(repeating: nil, count: threads)
         nodes = (0..<threads).map { numa.cpu(forWorker: $0).node }
+        // Workers are laid out node by node, so each node's workers are consecutive.
+        var firsts = [0]
+        for w in 1..<max(threads, 1) where nodes[w] != nodes[w - 1] { firsts.append(w) }
+        nodeFirstWorker = firsts + [threads]
+        queues = firsts.count > 1 ? firsts.map { _ in NodeQueue() } : []
+        queueOfWorker = (0..<threads).map { w in firsts.lastIndex { $0 <= w }! }
         // Oversubscribed: a spinning thread steals the core from the one doing the work.
         spinLimit = threads > numa.cpuCount ? 50 : 20_000
         pthread_mutex_init(&mutex, nil)
@@ -155,10 +172,26 @@ public final class WorkerPool: @unchecked Sendable {
         run(items: range.count, Shifted(job: job, first: range.lowerBound))
     }
 
+    /// The share of a region's `items` that the workers of each node the pool uses take first,
+    /// in node order: in proportion to its workers. One range, all items, on one node.
+    public func nodeRanges(_ items: Int) -> [Range<Int>] {
+        (0..<(nodeFirstWorker.count - 1)).map { k in
+            (items * nodeFirstWorker[k] / count)..<(items * nodeFirstWorker[k + 1] / count)
+        }
+    }
+
+    /// The node (as numbered by the machine) of each range of `nodeRanges`.
+    public var rangeNodes: [Int] { nodeFirstWorker.dropLast().map { nodes[$0] } }
+
     /// Wakes the workers for one region, works on it too, and waits for all of them.
     private func region(_ items: Int) {
         itemCount = items
         nextItem.store(0, ordering: .relaxed)
+        for (k, q) in queues.enumerated() {
+            let r = items * nodeFirstWorker[k] / count, e = items * nodeFirstWorker[k + 1] / count
+            q.end = e
+            q.next.store(r, ordering: .relaxed)
+        }
         running.store(count - 1, ordering: .relaxed)
         pthread_mutex_lock(&mutex)
         generation.add(1, ordering: .releasing)
@@ -191,10 +224,23 @@ public final class WorkerPool: @unchecked Sendable {
 
     private func workOn<Job: ParallelJob>(_: Job.Type, _ value: UnsafeRawPointer, _ worker: Int) {
         let job = value.assumingMemoryBound(to: Job.self)
-        while true {
-            let i = nextItem.wrappingAdd(1, ordering: .relaxed).oldValue
-            if i >= itemCount { break }
-            job.pointee.run(i, worker)
+        if queues.isEmpty {
+            while true {
+                let i = nextItem.wrappingAdd(1, ordering: .relaxed).oldValue
+                if i >= itemCount { break }
+                job.pointee.run(i, worker)
+            }
+            return
+        }
+        // Its own node's share first, then the next nodes' (whatever is left of them).
+        let home = queueOfWorker[worker]
+        for d in 0..<queues.count {
+            let q = queues[(home + d) % queues.count]
+            while true {
+                let i = q.next.wrappingAdd(1, ordering: .relaxed).oldValue
+                if i >= q.end { break }
+                job.pointee.run(i, worker)
+            }
         }
     }
 
@@ -224,6 +270,13 @@ public final class WorkerPool: @unchecked Sendable {
     private static func pinCurrentThread(cpu: Int) {
         _ = pt_pin_current_thread(Int32(cpu))  // best effort: a refused pin only costs locality
     }
+}
+
+/// A node's share of a region's items: the next to take, and its end (set before the region
+/// starts, published by the generation counter).
+private final class NodeQueue {
+    let next = Atomic<Int>(0)
+    var end = 0
 }
 
 private final class WorkerStart {

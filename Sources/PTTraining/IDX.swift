@@ -157,9 +157,12 @@ public struct Dataset: Sendable {
     @inline(__always)
     public func copySample(_ i: Int, to dst: UnsafeMutablePointer<Float>) {
         let size = rows * cols
-        pixels.withUnsafeBufferPointer { p in
-            let src = p.baseAddress! + i * size
-            for j in 0..<size { dst[j] = Float(src[j]) * (1 / 255) }
-        }
+        pixels.withUnsafeBufferPointer { p in Self.scale(p.baseAddress! + i * size, count: size, to: dst) }
+    }
+
+    /// Pixel bytes to floats in [0, 1].
+    @inline(__always)
+    static func scale(_ src: UnsafePointer<UInt8>, count: Int, to dst: UnsafeMutablePointer<Float>) {
+        for j in 0..<count { dst[j] = Float(src[j]) * (1 / 255) }
     }
 }

@@ -89,10 +89,14 @@ public final class Trainer {
         let epoch = step / stepsPerEpoch, first = (step % stepsPerEpoch) * b
         prepareOrder(epoch: epoch)
         let net = network
-        for s in 0..<b {
-            let idx = Int(order[first + s])
-            data.copySample(idx, to: net.input + s * size)
-            net.labels[s] = Int32(data.labels[idx])
+        net.label("batch")
+        order.withUnsafeBufferPointer { order in
+            data.pixels.withUnsafeBufferPointer { pixels in
+                data.labels.withUnsafeBufferPointer { labels in
+                    net.pool.run(items: b, BatchJob(order: order.baseAddress! + first, pixels: pixels.baseAddress!, labels: labels.baseAddress!,
+                                                    size: size, input: net.input, inputLabels: net.labels))
+                }
+            }
         }
         step += 1
         net.forward(count: b, training: true, step: step, seed: config.seed)
@@ -103,6 +107,22 @@ public final class Trainer {
         let adam = AdamStep(lr: config.lr, beta1: config.beta1, beta2: config.beta2, epsilon: config.epsilon, t: step)
         gradientsFinite = net.backward(count: b, adam: adam)
         return loss
+    }
+
+    /// A batch's images (scaled to [0, 1], as `Dataset.copySample`) and labels into the network's
+    /// input, a sample per item.
+    struct BatchJob: ParallelJob {
+        var order: UnsafePointer<Int32>
+        var pixels, labels: UnsafePointer<UInt8>
+        var size: Int
+        var input: UnsafeMutablePointer<Float>
+        var inputLabels: UnsafeMutablePointer<Int32>
+        func run(_ s: Int, _ worker: Int) {
+            let i = Int(order[s])
+            Dataset.scale(pixels + i * size, count: size, to: input + s * size)
+            inputLabels[s] = Int32(labels[i])
+        }
+        func bytesMoved(items: Int) -> Int { items * (size * 5 + 5) }
     }
 
     /// Mean loss and accuracy over a whole dataset (no dropout), in chunks of the buffers' capacity.

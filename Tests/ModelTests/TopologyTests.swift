@@ -15,3 +15,25 @@ import PTRuntime
     #expect(machine.allocations.map(\.node) == [1, 0, 1, 0])
     #expect(machine.allocations.allSatisfy { $0.floats == 64 })
 }
+
+/// A region's items are dealt by node in proportion to each node's workers; every item runs once.
+@Test func aRegionsItemsAreDealtByNodeAndEachRunsOnce() {
+    let two = WorkerPool(threads: 3, scratchFloats: 16, pin: false, numa: Numa(nodes: [[0, 1], [2]]))
+    #expect(two.rangeNodes == [0, 1])
+    #expect(two.nodeRanges(9) == [0..<6, 6..<9])
+    #expect(two.nodeRanges(1) == [0..<0, 0..<1])
+    let one = WorkerPool(threads: 2, scratchFloats: 16, pin: false, numa: Numa(nodes: [[0, 1]]))
+    #expect(one.nodeRanges(9) == [0..<9])
+    let runs = UnsafeMutablePointer<Int>.allocate(capacity: 1000)
+    defer { runs.deallocate() }
+    for items in [1, 2, 3, 7, 1000] {
+        runs.initialize(repeating: 0, count: 1000)
+        two.run(items: items, CountJob(runs: runs))
+        #expect((0..<items).allSatisfy { runs[$0] == 1 })
+    }
+}
+
+struct CountJob: ParallelJob {
+    var runs: UnsafeMutablePointer<Int>
+    func run(_ item: Int, _ worker: Int) { runs[item] += 1 }
+}
