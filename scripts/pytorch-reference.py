@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Writes the PyTorch reference that PyTorchReferenceTests compares ptrain with.
+
+A small network that takes every conv path ptrain has: a one-channel conv (ptrain's direct
+kernel), a 16 -> 16 channel 3x3 stride-1 conv (Winograd) and a stride-2 VALID conv (im2col), a max
+and an average pool, and two dense layers. In float64: its weights, one input batch and labels,
+the logits, the mean cross-entropy loss, every gradient, and the weights after 1 and after 3 Adam
+steps on that batch, all stored as float32 in ptrain's layouts (conv [kh][kw][cin][cout], dense
+[in][out] with inputs flattened in (h, w, c) order) in a safetensors file.
+
+    python3 scripts/pytorch-reference.py [OUT]    (default Tests/TrainingTests/pytorch-reference.safetensors)
+"""
+import json, struct, sys
+import torch
+
+SPEC = "conv(16,3) relu maxpool(2) conv(16,3) relu conv(16,3,stride=2,pad=valid) relu avgpool(2) fc(16) relu fc(10)"
+N, H, W, C, CLASSES = 6, 12, 12, 1, 10
+# Adam's epsilon is larger than training's 1e-8 on purpose: a third of conv2's gradients here are
+# below 1e-7 (channels that the ReLU and pool leave almost dead), and with eps 1e-8 Adam's first
+# step moves such a weight by up to lr times g / (|g| + eps), so float32 rounding of a near-zero
+# gradient becomes a difference of lr / 4. With eps 1e-4 the step is smooth in g and the weights
+# after Adam can be compared as tightly as the gradients. The update formula is the same code.
+LR, BETAS, EPS = 1e-3, (0.9, 0.999), 1e-4
+
+torch.manual_seed(20261202)
+torch.set_default_dtype(torch.float64)
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 16, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.conv3 = torch.nn.Conv2d(16, 16, 3, stride=2, padding=0)
+        self.fc1 = torch.nn.Linear(16, 16)
+        self.fc2 = torch.nn.Linear(16, 10)
+
+    def forward(self, x):  # x: NHWC, as ptrain holds it
+        x = x.permute(0, 3, 1, 2)
+        x = torch.nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = torch.relu(self.conv2(x))
+        x = torch.nn.functional.avg_pool2d(torch.relu(self.conv3(x)), 2)
+        x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)  # ptrain flattens (h, w, c)
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+net = Net()
+with torch.no_grad():  # He-scaled weights and small biases, so every ReLU sees both signs
+    for m in [net.conv1, net.conv2, net.conv3, net.fc1, net.fc2]:
+        fan_in = m.weight[0].numel()
+        m.weight.normal_(0, (2 / fan_in) ** 0.5)
+        m.bias.uniform_(-0.1, 0.1)
+x = torch.rand(N, H, W, C)
+labels = torch.arange(N) % CLASSES
+
+names = ["conv1", "conv2", "conv3", "fc1", "fc2"]
+
+
+def ptrain_layout(name, p, bias):
+    if bias:
+        return p
+    return p.permute(2, 3, 1, 0) if name.startswith("conv") else p.t()
+
+
+def params(prefix, get):
+    out = {}
+    for n in names:
+        m = getattr(net, n)
+        out[f"{prefix}{n}.weight"] = ptrain_layout(n, get(m.weight), False)
+        out[f"{prefix}{n}.bias"] = get(m.bias)
+    return out
+
+
+tensors = {"input": x, "labels": labels.to(torch.float64)}
+tensors.update(params("weights.", lambda p: p.detach().clone()))
+logits = net(x)
+loss = torch.nn.functional.cross_entropy(logits, labels)
+loss.backward()
+tensors["logits"] = logits.detach()
+tensors["loss"] = loss.detach().reshape(1)
+tensors.update(params("grad.", lambda p: p.grad.detach().clone()))
+opt = torch.optim.Adam(net.parameters(), lr=LR, betas=BETAS, eps=EPS)
+for step in range(1, 4):
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(net(x), labels).backward()
+    opt.step()
+    if step in (1, 3):
+        tensors.update(params(f"step{step}.", lambda p: p.detach().clone()))
+
+out = sys.argv[1] if len(sys.argv) > 1 else "Tests/TrainingTests/pytorch-reference.safetensors"
+header, blobs, offset = {"__metadata__": {"spec": SPEC, "input": f"{H}x{W}x{C}", "classes": str(CLASSES),
+                                          "lr": repr(LR), "beta1": repr(BETAS[0]), "beta2": repr(BETAS[1]),
+                                          "epsilon": repr(EPS), "torch": torch.__version__}}, [], 0
+for name, t in tensors.items():
+    data = t.to(torch.float32).contiguous().numpy().tobytes()
+    header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+    blobs.append(data)
+    offset += len(data)
+h = json.dumps(header, separators=(",", ":")).encode()
+h += b" " * (-len(h) % 8)
+with open(out, "wb") as f:
+    f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+print(f"wrote {out}: {len(tensors)} tensors, loss {loss.item():.6f}")
