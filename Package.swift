@@ -18,19 +18,23 @@ let avx512: Bool = {
     default: return false
     }
 }()
-let fast: [SwiftSetting] = [
-    .unsafeFlags(["-Xcc", "-march=\(march)", "-Xcc", "-fno-math-errno", "-enforce-exclusivity=unchecked"]),
+// Unsafe flags, each on the targets that need it (a package that uses them can be depended on by
+// path or by branch/revision, not by version; README says how):
+// - `-march` (kernels, and the model's elementwise loops): the FMA units and wide vectors;
+// - `-fno-math-errno` (kernels): Adam's vector square root, which otherwise keeps an errno call;
+// - `-O` in debug builds (kernels, model, pool): `swift run ptrain` and `swift test` build the
+//   debug configuration, where -Onone runs the kernels ~1000x slower (SIMD types are generic
+//   structs that only the optimiser turns into vector instructions). The CLI, data and checkpoint
+//   code (PTTraining, ptrain) stay at -Onone there, so they can be debugged.
+let vectorCode: [SwiftSetting] = [
+    .unsafeFlags(["-Xcc", "-march=\(march)", "-Xcc", "-fno-math-errno"]),
+    .unsafeFlags(["-O"], .when(configuration: .debug)),
 ] + (avx512 ? [] : [.define("PTRAIN_SIMD8")])
-// The numeric modules are optimised in debug builds too: `swift run ptrain` and `swift test`
-// build the debug configuration, where -Onone runs the kernels ~1000x slower (SIMD types are
-// generic structs that only the optimiser turns into vector instructions). Whole-module mode lets
-// a kernel's @inline(__always) helpers in other files inline, as in release builds. The CLI,
-// data and checkpoint code (PTTraining, ptrain) stay at -Onone there, so they can be debugged.
-let optimizedInDebug: [SwiftSetting] = fast + [.unsafeFlags(["-O"], .when(configuration: .debug))]
+let optimizedInDebug: [SwiftSetting] = [.unsafeFlags(["-O"], .when(configuration: .debug))]
 
 let package = Package(
     name: "ptrain",
-    platforms: [.macOS(.v15)],
+    // Linux only (thread affinity, libnuma, /proc): no Apple platform is promised.
     products: [
         .executable(name: "ptrain", targets: ["ptrain"]),
         // For the fuzzing and benchmark packages beside this one (Fuzz/, Benchmarks/).
@@ -49,25 +53,24 @@ let package = Package(
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG", providers: [.apt(["libpng-dev"])]),
         // SIMD loops on raw buffers: no allocation, no threads, no knowledge of layers.
-        .target(name: "PTKernels", swiftSettings: optimizedInDebug),
+        .target(name: "PTKernels", swiftSettings: vectorCode),
         // Worker pool, NUMA placement, barriers; the processes of an mpirun job.
         .target(name: "CThreadSetup"),
         .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
         .target(name: "PTRuntime", dependencies: ["CThreadSetup", .target(name: "CMPI", condition: .when(traits: ["MPI"]))],
                 swiftSettings: optimizedInDebug),
         // Spec parsing, layers, forward/backward over a worker pool.
-        .target(name: "PTModel", dependencies: ["PTKernels", "PTRuntime"], swiftSettings: optimizedInDebug),
+        .target(name: "PTModel", dependencies: ["PTKernels", "PTRuntime"], swiftSettings: vectorCode),
         // Data, optimizer, the training loop, metrics.
-        .target(name: "PTTraining", dependencies: ["PTModel", "CZlib", "CPNG"], swiftSettings: fast),
+        .target(name: "PTTraining", dependencies: ["PTModel", "CZlib", "CPNG"]),
         .executableTarget(
             name: "ptrain",
-            dependencies: ["PTTraining", .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            swiftSettings: fast),
-        .testTarget(name: "KernelTests", dependencies: ["PTKernels"], swiftSettings: fast),
-        .testTarget(name: "ModelTests", dependencies: ["PTModel", "PTRuntime", "PTKernels"], swiftSettings: fast),
+            dependencies: ["PTTraining", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .testTarget(name: "KernelTests", dependencies: ["PTKernels"]),
+        .testTarget(name: "ModelTests", dependencies: ["PTModel", "PTRuntime", "PTKernels"]),
         .testTarget(name: "TrainingTests", dependencies: ["PTTraining", "PTModel", "PTKernels", "CZlib", "CPNG"],
-                    exclude: ["pytorch-reference.safetensors"], swiftSettings: fast),
+                    exclude: ["pytorch-reference.safetensors"]),
         .testTarget(name: "CLITests", dependencies: ["ptrain", "PTTraining", "PTModel", "CZlib", "CPNG"]),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v6]
 )

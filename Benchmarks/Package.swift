@@ -22,5 +22,5 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-Xcc", "-march=native"])],
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v6]
 )

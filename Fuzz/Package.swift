@@ -8,5 +8,5 @@ let package = Package(
     targets: [.target(name: "FuzzSupport")] + ["FuzzIDX", "FuzzSafetensors", "FuzzSpec"].map {
         .executableTarget(name: $0, dependencies: ["FuzzSupport", .product(name: "PTrainKit", package: "ptrain")])
     },
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v6]
 )

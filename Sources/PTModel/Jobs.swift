@@ -3,7 +3,7 @@
 import PTKernels
 import PTRuntime
 
-struct PoolJob: ParallelJob {
+struct PoolJob: ParallelJob, @unchecked Sendable {  // an item writes its sample's output (and argmax)
     var p: PoolStage
     var x, y: UnsafeMutablePointer<Float>   // forward: x -> y; backward: y is dy, x is dx
     var backward: Bool
@@ -20,7 +20,7 @@ struct PoolJob: ParallelJob {
 }
 
 /// A sample's softmax cross-entropy and the gradient of the batch-mean loss (`scale` = 1 / batch).
-struct LossJob: ParallelJob {
+struct LossJob: ParallelJob, @unchecked Sendable {  // an item writes its sample's loss and logit gradient
     var logits, dlogits: UnsafeMutablePointer<Float>
     var labels: UnsafeMutablePointer<Int32>
     var classes: Int
@@ -33,7 +33,7 @@ struct LossJob: ParallelJob {
 }
 
 /// dy = 0 where the ReLU output y was clamped, one sample of `size` floats per item.
-struct ReluMaskJob: ParallelJob {
+struct ReluMaskJob: ParallelJob, @unchecked Sendable {  // an item writes its sample's gradient
     var dy, y: UnsafeMutablePointer<Float>
     var size: Int
     func run(_ s: Int, _ worker: Int) {
@@ -41,7 +41,7 @@ struct ReluMaskJob: ParallelJob {
     }
 }
 
-struct DropoutJob: ParallelJob {
+struct DropoutJob: ParallelJob, @unchecked Sendable {  // an item writes its sample's output and mask
     var d: DropoutStage
     var x, y: UnsafeMutablePointer<Float>   // forward: y = x * mask; backward: x is dx, y is dy
     var mode: Mode
@@ -71,7 +71,7 @@ struct DropoutJob: ParallelJob {
 /// Packs a GEMM's B operand for `Gemm.multiply(packedB:)`, a slice of a KC x NC block's panels per
 /// item: conv weights once a step for every sample's GEMM, a dense layer's dY and dYᵀ for its
 /// gradients. `slices` cuts each block for `workers` (a copy: a few items each).
-struct PackBJob: ParallelJob {
+struct PackBJob: ParallelJob, @unchecked Sendable {  // an item writes its panels of the packed copy
     var k, n: Int
     var b: MatrixView
     var into: UnsafeMutablePointer<Float>
@@ -90,7 +90,7 @@ struct PackBJob: ParallelJob {
 }
 
 /// Two packs as one region (a dense layer's dY and dYᵀ): one start and finish instead of two.
-struct PackTwoJob: ParallelJob {
+struct PackTwoJob: ParallelJob, @unchecked Sendable {  // as its two PackBJobs, which write different buffers
     var first, second: PackBJob
     var items: Int { first.items + second.items }
     func run(_ item: Int, _ worker: Int) {
@@ -108,7 +108,7 @@ struct ScratchLayout {
 }
 
 /// U = G g Gᵀ of a Winograd conv's weights, a slice of the (cin, cout) pairs per item.
-struct WinogradWeightsJob: ParallelJob {
+struct WinogradWeightsJob: ParallelJob, @unchecked Sendable {  // an item writes its (cin, cout) pairs of U
     var w: UnsafeMutablePointer<Float>
     var pairs: Int
     var u: UnsafeMutablePointer<Float>
@@ -120,7 +120,7 @@ struct WinogradWeightsJob: ParallelJob {
 }
 
 /// Packs U_ξ (the forward's B) and U_ξᵀ (the input gradient's B) of a Winograd conv, one ξ per item.
-struct PackWinogradJob: ParallelJob {
+struct PackWinogradJob: ParallelJob, @unchecked Sendable {  // an item writes its position ξ's packed U and Uᵀ
     var c: ConvStage
     func run(_ xi: Int, _ worker: Int) {
         let cin = c.window.channels, u = c.u! + xi * cin * c.cout
@@ -201,7 +201,7 @@ struct ConvParts: Hashable {
 /// worker's scratch (the input itself for a 1x1 stride-1 conv) and one GEMM with bias and ReLU —
 /// or Winograd, or the direct one-channel conv — and, when a max-pool follows, the pool (then `y`
 /// is the pool's output and the conv's output stays in scratch). Item i is sample i / parts.count.
-struct ConvForwardJob: ParallelJob {
+struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its sample's (part's) output, and its worker's scratch
     var g: Window
     var cout: Int
     var x, y, w, bias: UnsafeMutablePointer<Float>   // w: the weights packed by PackBJob
@@ -270,7 +270,7 @@ struct ConvForwardJob: ParallelJob {
 /// weight gradient. Which worker runs a shard changes nothing: its sums run in sample order.
 /// A Winograd conv's shard may be cut into `parts` (blocks of input channels, `ConvParts`): item i
 /// is shard i / parts.count.
-struct ConvBackwardJob: ParallelJob {
+struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes its shard's (part's) gradients and samples' dx, and its worker's scratch
     var g: Window
     var cout: Int
     var relu, viaCol: Bool
@@ -375,7 +375,7 @@ struct ConvBackwardJob: ParallelJob {
 
 /// out[i] = shard 0 + shard 1 + ... in that order, for a slice of the parameters per item.
 /// Public for the all-reduce benchmark in Benchmarks/.
-public struct ShardReduceJob: ParallelJob {
+public struct ShardReduceJob: ParallelJob, @unchecked Sendable {  // an item writes its slice of the sum
     static let chunk = 1 << 12
     var shards: UnsafeMutablePointer<Float>
     var count, stride: Int
@@ -401,7 +401,7 @@ public struct ShardReduceJob: ParallelJob {
 
 /// dx[s, :] = column s of dXᵀ, for a block of `rows` inputs per item: the block's rows of dXᵀ
 /// (rows x paddedBatch floats) stay in L1 while every sample's 64-byte run of dx is written.
-struct TransposeOutJob: ParallelJob {
+struct TransposeOutJob: ParallelJob, @unchecked Sendable {  // an item writes its block of dx's columns
     static let rows = 64
     var inputs, paddedBatch, samples: Int
     var dxT, dx: UnsafeMutablePointer<Float>
@@ -422,7 +422,7 @@ struct TransposeOutJob: ParallelJob {
 /// the gradient rows are in cache (the gradient never goes to memory: writing fc1's 25.7 MB would
 /// also read it first, for ownership). dXᵀ row i needs only W row i, so updating a row right after
 /// its dXᵀ never feeds a new weight into an old gradient.
-struct DenseUpdateJob: ParallelJob {
+struct DenseUpdateJob: ParallelJob, @unchecked Sendable {  // an item writes its rows of W, m, v and dXᵀ (or its bias columns), and its worker's flag
     static let rows = 32
     var inputs, outputs, batch: Int
     var x: UnsafeMutablePointer<Float>             // [batch, inputs]
@@ -470,7 +470,7 @@ struct DenseUpdateJob: ParallelJob {
 /// Adam over the parameters the dense layers did not update in their backward pass (conv
 /// parameters and biases), as slices listed once at build time; a flag per worker for
 /// non-finite gradients.
-struct AdamRangesJob: ParallelJob {
+struct AdamRangesJob: ParallelJob, @unchecked Sendable {  // an item writes its slice of the parameters and moments, and its worker's flag
     var adam: AdamStep
     var w, g, m, v: UnsafeMutablePointer<Float>
     var starts, counts: UnsafeMutablePointer<Int>

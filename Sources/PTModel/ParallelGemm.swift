@@ -64,7 +64,7 @@ extension WorkerPool {
 }
 
 /// One GEMM cut into `parts` tile ranges.
-struct SplitGemm: ParallelJob {
+struct SplitGemm: ParallelJob, @unchecked Sendable {  // an item writes its tile range of C; reads A and B
     var job: GemmJob
     var splitM: Bool
     var tiles, parts: Int

@@ -61,7 +61,8 @@ public final class ProcessGroup: @unchecked Sendable {
         return size > 1 && (0..<size).contains(rank) ? (rank, size) : (0, 1)
     }
 
-    private static var started: ProcessGroup?
+    // Set once, by `world()`, which only the main thread calls (MPI was started on that thread).
+    nonisolated(unsafe) private static var started: ProcessGroup?
 
     /// The run's processes, starting MPI on first use when a launcher started more than one rank.
     /// Main thread only.

@@ -16,8 +16,11 @@ import Glibc
 import Synchronization
 import CThreadSetup
 
-/// One parallel region's work as a value: `run(item, worker)` is called once for every item.
-public protocol ParallelJob {
+/// One parallel region's work as a value: `run(item, worker)` is called once for every item, on
+/// any of the pool's threads, so a job is `Sendable`. Jobs hold raw pointers into the network's
+/// buffers, which Swift cannot check: each job states with `@unchecked Sendable` and a line why
+/// that its items write disjoint parts of them (and only read what no item of the region writes).
+public protocol ParallelJob: Sendable {
     func run(_ item: Int, _ worker: Int)
     /// Bytes that `items` of its items read and write in memory, each operand counted once (what
     /// streams from memory however many workers share it): the scaling model's bandwidth floor.

@@ -67,7 +67,7 @@ public final class ProgressReporter {
                 let eta = Double(totalSteps - step) * elapsed / Double(done)
                 print(String(format: "step %d/%d epoch %d loss %.4f (mean %.4f) %.0f samples/s eta %@",
                              step, totalSteps, epoch + 1, loss, mean, intervalRate, Self.duration(eta)))
-                fflush(stdout)
+                fflush(nil)
             }
             metrics?.write(["step": Double(step), "epoch": Double(epoch + 1), "loss": Double(loss),
                             "mean_loss": mean, "samples_per_sec": intervalRate, "elapsed_sec": elapsed,
@@ -80,7 +80,7 @@ public final class ProgressReporter {
         clearLine()
         print(String(format: "eval step %d: test loss %.4f, test accuracy %.2f%% (%d/%d)",
                      step, e.loss, e.accuracy * 100, e.correct, e.count))
-        fflush(stdout)
+        fflush(nil)
         metrics?.write(["step": Double(step), "test_loss": e.loss, "test_accuracy": e.accuracy])
     }
 

@@ -111,7 +111,7 @@ public final class Trainer {
 
     /// A batch's images (scaled to [0, 1], as `Dataset.copySample`) and labels into the network's
     /// input, a sample per item.
-    struct BatchJob: ParallelJob {
+    struct BatchJob: ParallelJob, @unchecked Sendable {  // a sample's input and label per item; reads the data set
         var order: UnsafePointer<Int32>
         var pixels, labels: UnsafePointer<UInt8>
         var size: Int

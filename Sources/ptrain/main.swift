@@ -202,7 +202,7 @@ struct Train: ParsableCommand {
                 let name = signal == SIGINT ? "interrupt" : "SIGTERM"
                 if checkpoint != nil { try save(announce: true) } else { print("ptrain: no --checkpoint given; nothing saved") }
                 print("ptrain: stopped by \(name) after step \(step)")
-                fflush(stdout)
+                fflush(nil)
                 group.barrier()  // no rank exits (and has mpirun end the job) before rank 0 has saved
                 group.finish()
                 Foundation.exit(128 + signal)
@@ -219,7 +219,7 @@ struct Train: ParsableCommand {
         let done = trainer.step - firstStep
         print(String(format: "done: %d steps in %.1f s, %.0f samples/s, test accuracy %.2f%%, test loss %.4f",
                      done, wall, Double(done * config.batch) / max(wall, 1e-9), final.accuracy * 100, final.loss))
-        fflush(stdout)
+        fflush(nil)
         group.finish()
     }
 }
@@ -280,7 +280,7 @@ struct Eval: ParsableCommand {
             let label = names[i].padding(toLength: width, withPad: " ", startingAt: 0)
             print("\(label)  " + row.map { String(format: "%5d", $0) }.joined() + "   \(i)")
         }
-        fflush(stdout)
+        fflush(nil)
         net.group.finish()
     }
 }
@@ -411,13 +411,13 @@ struct Bench: ParsableCommand {
         let rows: [BenchRow]
         do {
             rows = try PTTraining.Bench.run(spec: spec, threads: counts, batch: batch, steps: steps, warmup: warmup,
-                                            peakPerCore: peak, cores: cores, profile: profile, group: group) { print($0); fflush(stdout) }
+                                            peakPerCore: peak, cores: cores, profile: profile, group: group) { print($0); fflush(nil) }
         } catch let e as ShapeError { throw UsageError(description: e.message) }
         if group.rank == 0 {
             if let json { try AtomicFile.write(json, data: Data(PTTraining.Bench.json(rows, batch: batch, peakPerCore: peak).utf8)) }
             if let svg { try AtomicFile.write(svg, data: Data(PTTraining.Bench.svg(rows).utf8)) }
         }
-        fflush(stdout)
+        fflush(nil)
         group.finish()
     }
 }
@@ -430,7 +430,7 @@ extension Bench {
         let result: (rows: [ModelRow], validation: ModelValidation)
         do {
             result = try PTTraining.Bench.model(spec: spec, batch: batch, cores: cores, steps: steps, warmup: warmup,
-                                                bandwidth: bandwidth) { print($0); fflush(stdout) }
+                                                bandwidth: bandwidth) { print($0); fflush(nil) }
         } catch let e as ShapeError { throw UsageError(description: e.message) }
         guard ProcessGroup.launched.rank == 0 else { return }  // (under mpirun every rank models alone)
         if let json {
@@ -475,7 +475,7 @@ func fail(_ message: String, code: Int32) -> Never {
 }
 
 // Under mpirun every rank runs this program; rank 0 alone prints (and writes metrics and checkpoints).
-if ProcessGroup.launched.rank > 0 { _ = freopen("/dev/null", "w", stdout) }
+if ProcessGroup.launched.rank > 0 { _ = dup2(open("/dev/null", O_WRONLY), STDOUT_FILENO) }
 
 // A write past RLIMIT_FSIZE should fail with EFBIG (reported, old checkpoint kept), not kill us.
 signal(SIGXFSZ, SIG_IGN)

@@ -168,3 +168,17 @@ func tinyData() throws -> String {
     expectCleanError(try ptrain(["bench", "--model-cores", "4,0"]), code: 2, mentions: ["--model-cores"])
     expectCleanError(try ptrain(["bench", "--model-cores", "4", "--bandwidth", "0"]), code: 2, mentions: ["--bandwidth"])
 }
+
+/// The library product from another package (Tests/ConsumerPackage, depending on this one by path):
+/// it builds in Swift 6 mode and trains a small network.
+@Test func anotherPackageBuildsOnTheLibraryAndTrains() throws {
+    let tests = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    let package = tests.appendingPathComponent("ConsumerPackage").path
+    let scratch = tests.deletingLastPathComponent().appendingPathComponent(".build-consumer").path
+    let build = try launch("/usr/bin/env", ["swift", "build", "-c", "release", "--package-path", package, "--scratch-path", scratch],
+                           seconds: 1200)
+    try #require(build.status == 0, "swift build of the consumer package failed:\n\(build.out)\n\(build.err)")
+    let run = try launch(scratch + "/release/Consumer", [])
+    #expect(run.status == 0, "\(run.out)\(run.err)")
+    #expect(run.out.hasPrefix("loss "))
+}

@@ -33,7 +33,7 @@ import PTRuntime
     }
 }
 
-struct CountJob: ParallelJob {
+struct CountJob: ParallelJob, @unchecked Sendable {  // an item writes its own slot
     var runs: UnsafeMutablePointer<Int>
     func run(_ item: Int, _ worker: Int) { runs[item] += 1 }
 }

@@ -86,7 +86,7 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     let pool = WorkerPool(threads: 2, scratchFloats: 16)
-    struct Touch: ParallelJob {
+    struct Touch: ParallelJob, @unchecked Sendable {  // an item writes its own slot
         var sink: UnsafeMutablePointer<Float>
         func run(_ item: Int, _ worker: Int) { sink[item] += 1 }
     }
