@@ -66,7 +66,9 @@ let package = Package(
         .executableTarget(
             name: "ptrain",
             dependencies: ["PTTraining", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
-        .testTarget(name: "KernelTests", dependencies: ["PTKernels"]),
+        // Naive twins of the kernels for the tests: built beside them, not in the PTrainKit product.
+        .target(name: "PTTestSupport", dependencies: ["PTKernels"], path: "Tests/Support"),
+        .testTarget(name: "KernelTests", dependencies: ["PTKernels", "PTTestSupport"]),
         .testTarget(name: "ModelTests", dependencies: ["PTModel", "PTRuntime", "PTKernels"]),
         .testTarget(name: "TrainingTests", dependencies: ["PTTraining", "PTModel", "PTKernels", "CZlib", "CPNG"],
                     exclude: ["pytorch-reference.safetensors"]),

@@ -1,6 +1,6 @@
 // Splits one GEMM across a worker pool by whole register tiles of M or N (and both when one has
 // fewer tiles than there are workers), never by K, so every output element keeps the single
-// summation order Gemm gives it.
+// summation order Gemm gives it; and packs a GEMM's B operand on the pool.
 import PTKernels
 import PTRuntime
 
@@ -83,5 +83,35 @@ struct SplitGemm: ParallelJob, @unchecked Sendable {  // an item writes its tile
         Gemm.multiply(m: r1 - r0, n: c1 - c0, k: j.k, a: j.a.offset(row: r0, col: 0), b: j.b.offset(row: 0, col: c0),
                       c: j.c + r0 * j.ldc + c0, ldc: j.ldc,
                       accumulate: j.accumulate, bias: j.bias.map { $0 + c0 }, relu: j.relu, scratch: pool.scratch(worker))
+    }
+}
+
+/// Packs a GEMM's B operand for `Gemm.multiply(packedB:)`, a slice of a KC x NC block's panels per
+/// item: conv weights once a step for every sample's GEMM, a dense layer's dY and dYᵀ for its
+/// gradients. `slices` cuts each block for `workers` (a copy: a few items each).
+struct PackBJob: ParallelJob, @unchecked Sendable {  // an item writes its panels of the packed copy
+    var k, n: Int
+    var b: MatrixView
+    var into: UnsafeMutablePointer<Float>
+    var slices = 1
+    init(k: Int, n: Int, b: MatrixView, into: UnsafeMutablePointer<Float>, workers: Int = 1) {
+        self.k = k; self.n = n; self.b = b; self.into = into
+        let blocks = Gemm.packedBBlocks(k: k, n: n)
+        slices = min(Gemm.packedBPanels(n: n), max(1, (2 * workers + blocks - 1) / blocks))
+    }
+    var blocks: Int { Gemm.packedBBlocks(k: k, n: n) }
+    var items: Int { blocks * slices }
+    func run(_ item: Int, _ worker: Int) {
+        let block = item / slices, slice = item % slices, panels = Gemm.packedBPanels(n: n)
+        Gemm.packB(k: k, n: n, b: b, block: block, panels: (slice * panels / slices)..<((slice + 1) * panels / slices), into: into)
+    }
+}
+
+/// Two packs as one region (a dense layer's dY and dYᵀ): one start and finish instead of two.
+struct PackTwoJob: ParallelJob, @unchecked Sendable {  // as its two PackBJobs, which write different buffers
+    var first, second: PackBJob
+    var items: Int { first.items + second.items }
+    func run(_ item: Int, _ worker: Int) {
+        if item < first.items { first.run(item, worker) } else { second.run(item - first.items, worker) }
     }
 }

@@ -47,10 +47,8 @@ public final class WorkerPool: @unchecked Sendable {
     private let nodeFirstWorker: [Int]
     private let running = Atomic<Int>(0)
     private var itemCount = 0
-    // The running region: either a closure (convenient, but Swift's withoutActuallyEscaping costs
-    // one heap allocation a call) or a ParallelJob value on the caller's stack (no allocation:
-    // the path every training step takes).
-    private var job: ((Int, Int) -> Void)?
+    // The running region: a ParallelJob value on the caller's stack, read through a pointer. (A
+    // closure would cost a heap allocation a region: withoutActuallyEscaping allocates.)
     private var jobValue: UnsafeRawPointer?
     private var jobType: (any ParallelJob.Type)?
     private var stopping = false
@@ -134,26 +132,11 @@ public final class WorkerPool: @unchecked Sendable {
         return p
     }
 
-    /// Runs body(item, worker) for every item in [0, items), in parallel; returns when all are done.
-    /// Allocates once a call (withoutActuallyEscaping); hot paths use `run(items:_:)` with a ParallelJob.
-    public func run(items: Int, _ body: (_ item: Int, _ worker: Int) -> Void) {
-        if items <= 0 { return }
-        pt_flush_denormals()  // the caller is worker 0, whichever thread it is
-        if count == 1 || items == 1 {
-            for i in 0..<items { body(i, 0) }
-            return
-        }
-        withoutActuallyEscaping(body) { body in
-            job = body
-            region(items)
-            job = nil
-        }
-    }
-
-    /// Runs job.run(item, worker) for every item in [0, items), in parallel, without allocating.
+    /// Runs job.run(item, worker) for every item in [0, items), in parallel, without allocating;
+    /// returns when all are done.
     public func run<Job: ParallelJob>(items: Int, _ job: Job) {
         if items <= 0 { return }
-        pt_flush_denormals()
+        pt_flush_denormals()  // the caller is worker 0, whichever thread it is
         if let recorder, count == 1 { recorder.record(items: items, job); return }
         if count == 1 || items == 1 {
             for i in 0..<items { job.run(i, 0) }
@@ -213,16 +196,7 @@ public final class WorkerPool: @unchecked Sendable {
     }
 
     private func work(_ worker: Int) {
-        if let type = jobType, let value = jobValue {
-            workOn(type, value, worker)
-            return
-        }
-        let body = job!
-        while true {
-            let i = nextItem.wrappingAdd(1, ordering: .relaxed).oldValue
-            if i >= itemCount { break }
-            body(i, worker)
-        }
+        if let type = jobType, let value = jobValue { workOn(type, value, worker) }
     }
 
     private func workOn<Job: ParallelJob>(_: Job.Type, _ value: UnsafeRawPointer, _ worker: Int) {

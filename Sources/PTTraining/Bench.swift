@@ -26,6 +26,12 @@ public struct BenchRow: Sendable {
     public var bytesPerStep: Double
 }
 
+/// Each item keeps one core's FMA units busy.
+private struct FMAPeakJob: ParallelJob {
+    var iterations: Int
+    func run(_ item: Int, _ worker: Int) { _ = FMAPeak.spin(iterations: iterations, seed: Float(item)) }
+}
+
 public enum Bench {
     /// Measured FMA peak (GFLOP/s) of `cores` cores running at once.
     public static func peakGFLOPS(cores: Int) -> Double {
@@ -34,7 +40,7 @@ public enum Bench {
         var best = 0.0
         for _ in 0..<3 {
             let start = DispatchTime.now().uptimeNanoseconds
-            pool.run(items: cores) { i, _ in _ = FMAPeak.spin(iterations: iterations, seed: Float(i)) }
+            pool.run(items: cores, FMAPeakJob(iterations: iterations))
             let sec = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
             best = max(best, FMAPeak.flops(iterations: iterations) * Double(cores) / sec / 1e9)
         }

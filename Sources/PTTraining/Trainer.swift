@@ -9,7 +9,6 @@ public struct TrainConfig: Sendable {
     public var spec = ModelSpec.reference
     public var threads = 1
     public var batch = 50
-    public var steps = 3000
     public var lr = 1e-4
     public var beta1 = 0.9
     public var beta2 = 0.999

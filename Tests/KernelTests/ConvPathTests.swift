@@ -5,6 +5,7 @@
 // im2col + GEMM, bit for bit.
 import Testing
 import PTKernels
+import PTTestSupport
 
 /// One sample through Winograd: the transforms here, the 16 GEMMs by `Gemm.multiply`.
 struct WinogradConv {

@@ -1,6 +1,7 @@
 // Each fast kernel against its naive Float64 twin, on odd sizes as well as friendly ones.
 import Testing
 import PTKernels
+import PTTestSupport
 
 struct Rand {
     var s: UInt64

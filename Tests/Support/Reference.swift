@@ -1,5 +1,7 @@
-// Naive Float64 twins of the fast kernels, for tests only: obviously right, never fast.
+// Naive Float64 twins of the fast kernels, for tests only (a target of its own: not in the library
+// product): obviously right, never fast.
 import Foundation
+import PTKernels
 
 public enum Reference {
     /// C = A·B (+ bias, ReLU) in Float64; A is [m, k], B is [k, n], row-major.

@@ -1,0 +1,71 @@
+// A dense layer's backward regions: its rows of dXᵀ, dW and Adam, and dx from dXᵀ.
+import PTKernels
+import PTRuntime
+
+/// dx[s, :] = column s of dXᵀ, for a block of `rows` inputs per item: the block's rows of dXᵀ
+/// (rows x paddedBatch floats) stay in L1 while every sample's 64-byte run of dx is written.
+struct TransposeOutJob: ParallelJob, @unchecked Sendable {  // an item writes its block of dx's columns
+    static let rows = 64
+    var inputs, paddedBatch, samples: Int
+    var dxT, dx: UnsafeMutablePointer<Float>
+    var items: Int { (inputs + Self.rows - 1) / Self.rows }
+    func run(_ item: Int, _ worker: Int) {
+        let lo = item * Self.rows, hi = min(lo + Self.rows, inputs)
+        for s in 0..<samples {
+            let out = dx + s * inputs
+            for i in lo..<hi { out[i] = dxT[i * paddedBatch + s] }
+        }
+    }
+}
+
+/// A dense layer's backward pass, by ranges of W's rows (tile-aligned, so every output element
+/// is summed as one GEMM over the whole layer would sum it). For each block of `rows` rows of W:
+/// dXᵀ's rows (reading those W rows), then dW's rows — into `g` when `adam` is nil; otherwise into
+/// the worker's scratch and straight into Adam on exactly those rows of W, m and v, while W and
+/// the gradient rows are in cache (the gradient never goes to memory: writing fc1's 25.7 MB would
+/// also read it first, for ownership). dXᵀ row i needs only W row i, so updating a row right after
+/// its dXᵀ never feeds a new weight into an old gradient.
+struct DenseUpdateJob: ParallelJob, @unchecked Sendable {  // an item writes its rows of W, m, v and dXᵀ (or its bias columns), and its worker's flag
+    static let rows = 32
+    var inputs, outputs, batch: Int
+    var x: UnsafeMutablePointer<Float>             // [batch, inputs]
+    var dy, packedDy: UnsafeMutablePointer<Float>  // dY [batch, outputs], and packed as dW's B
+    var packedDyT, dxT: UnsafeMutablePointer<Float>?  // dYᵀ packed as dXᵀ's B, dXᵀ [inputs, paddedBatch]; nil: no input gradient
+    var paddedBatch: Int
+    var w, g, m, v: UnsafeMutablePointer<Float>    // this layer's weights, gradient and moments in the flat buffers
+    var adam: AdamStep?
+    var finite: UnsafeMutablePointer<Bool>         // one flag per worker, and-ed
+    var tiles: Range<Int>                          // the tiles of Gemm.mr rows of W this process updates (under mpirun, its share)
+    var parts: Int
+    var sums: ColumnSumJob                         // the bias gradient, items parts..<parts + sumChunks
+    var sumChunks: Int
+    var rows: Int                                  // where a block of dW's rows goes in the worker's scratch
+    unowned(unsafe) var pool: WorkerPool
+
+    func run(_ item: Int, _ worker: Int) {
+        if item >= parts { sums.run(chunk: item - parts, of: sumChunks); return }
+        let t0 = tiles.lowerBound, tn = tiles.count
+        let lo = (t0 + item * tn / parts) * Gemm.mr, hi = min((t0 + (item + 1) * tn / parts) * Gemm.mr, inputs)
+        let scratch = pool.scratch(worker)
+        var ok = true
+        var r0 = lo
+        while r0 < hi {
+            let r = min(Self.rows, hi - r0)
+            if let packedDyT, let dxT {
+                Gemm.multiply(m: r, n: paddedBatch, k: outputs, a: .rowMajor(w + r0 * outputs, cols: outputs),
+                              b: .rowMajor(packedDyT, cols: paddedBatch), c: dxT + r0 * paddedBatch, ldc: paddedBatch,
+                              accumulate: false, packedB: packedDyT, scratch: scratch)
+            }
+            let at = r0 * outputs
+            let gradient = adam == nil ? g + at : scratch + rows
+            Gemm.multiply(m: r, n: outputs, k: batch, a: MatrixView.transposed(x, cols: inputs).offset(row: r0, col: 0),
+                          b: .rowMajor(dy, cols: outputs), c: gradient, ldc: outputs,
+                          accumulate: false, packedB: packedDy, scratch: scratch)
+            if let adam {
+                ok = AdamUpdate.apply(adam, w: w + at, g: gradient, m: m + at, v: v + at, count: r * outputs) && ok
+            }
+            r0 += r
+        }
+        if !ok { finite[worker] = false }
+    }
+}

@@ -1,0 +1,56 @@
+// A network's starting weights: He-normal before a ReLU, Glorot-uniform elsewhere, zero biases;
+// and the seeded generator they (and the data's shuffling) come from.
+import Foundation
+import PTKernels
+import PTRuntime
+
+extension Network {
+    /// He-normal weights for layers followed by ReLU, Glorot-uniform for the others; zero biases.
+    public func initialize(seed: UInt64) {
+        var rng = SplitMix64(seed: seed)
+        for s in stages {
+            switch s {
+            case let .conv(c):
+                let fanIn = c.window.patch, count = fanIn * c.cout
+                fill(c.weight, count, fanIn: fanIn, fanOut: c.window.kernel * c.window.kernel * c.cout, relu: c.relu, &rng)
+            case let .dense(d):
+                fill(d.weight, d.inputs * d.outputs, fanIn: d.inputs, fanOut: d.outputs, relu: d.relu, &rng)
+            default: break
+            }
+        }
+        for t in tensors where t.name.hasSuffix(".bias") { weights.advanced(by: t.offset).update(repeating: 0, count: t.count) }
+        moment1.update(repeating: 0, count: parameterCount)
+        moment2.update(repeating: 0, count: parameterCount)
+    }
+
+    private func fill(_ at: Int, _ count: Int, fanIn: Int, fanOut: Int, relu: Bool, _ rng: inout SplitMix64) {
+        let w = weights + at
+        if relu {
+            let std = (2.0 / Double(fanIn)).squareRoot()
+            for i in 0..<count { w[i] = Float(rng.nextNormal() * std) }
+        } else {
+            let limit = (6.0 / Double(fanIn + fanOut)).squareRoot()
+            for i in 0..<count { w[i] = Float((rng.nextUnit() * 2 - 1) * limit) }
+        }
+    }
+}
+
+/// SplitMix64: a small seeded generator for initialisation and shuffling.
+public struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1) with 53 random bits.
+    public mutating func nextUnit() -> Double { Double(next() >> 11) * 0x1p-53 }
+    /// Standard normal by Box-Muller.
+    public mutating func nextNormal() -> Double {
+        let u1 = 1 - nextUnit(), u2 = nextUnit()
+        return (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
+    }
+}

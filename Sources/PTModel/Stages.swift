@@ -1,0 +1,96 @@
+// The values a network is made of: shapes, parameter tensors, and each stage's geometry and
+// buffers, decided once when the network is built.
+import Foundation
+import PTKernels
+import PTRuntime
+
+public struct Shape: Equatable, Sendable, CustomStringConvertible {
+    public var h, w, c: Int
+    public init(h: Int, w: Int, c: Int) { self.h = h; self.w = w; self.c = c }
+    public var count: Int { h * w * c }
+    public var description: String { "\(h)x\(w)x\(c)" }
+}
+
+public struct ShapeError: Error, CustomStringConvertible {
+    public var message: String
+    public init(message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// One named parameter tensor inside the flat parameter buffer.
+public struct ParameterTensor: Sendable {
+    public enum Kind: Sendable {
+        /// Stored [K, K, Cin, Cout].
+        case convWeight(kernel: Int, inputs: Int, outputs: Int)
+        /// Stored [in, out]; `input` is the per-sample shape flattened in (h, w, c) order.
+        case denseWeight(input: Shape, outputs: Int)
+        case bias
+    }
+    public var name: String
+    public var offset: Int
+    public var count: Int
+    /// Shape in ptrain's own layout ([K, K, Cin, Cout], [in, out] or [out]).
+    public var shape: [Int]
+    public var kind: Kind
+}
+
+struct ConvStage {
+    var window: Window
+    var cout: Int
+    var relu: Bool
+    var weight: Int, bias: Int
+    var viaCol: Bool  // false for a 1x1 stride-1 conv: the input is its own im2col
+    // The weights packed once a step for the per-sample GEMMs: W as the forward's B, and Wᵀ as
+    // the input gradient's B (not for the first layer, which needs no input gradient).
+    var packedW: UnsafeMutablePointer<Float>!
+    var packedWt: UnsafeMutablePointer<Float>?
+    /// A 3x3 stride-1 conv with whole-vector channel counts runs as Winograd F(2x2, 3x3): then
+    /// its weights are transformed once a step into `u` ([16][cin][cout]) and packed per position
+    /// ξ as the GEMMs' B (`packedW`, 16 blocks of `packedStride`) and Bᵀ (`packedWt`).
+    var winograd = false
+    var u: UnsafeMutablePointer<Float>?
+    /// A first-layer 3x3 conv of a one-channel image runs direct (`SingleChannelConv`), from the
+    /// input zero-padded into the worker's scratch: no im2col, no packed weights.
+    var singleChannel = false
+    var packedStride = 0, packedStrideT = 0
+    /// A max-pool right after this conv runs inside the conv's per-sample jobs: the conv's output
+    /// and its gradient live only in the worker's scratch, and the pool applies the ReLU mask.
+    var fusedPool: PoolStage?
+}
+
+struct PoolStage {
+    var window: Window
+    var isMax: Bool
+    var argmax: UnsafeMutablePointer<Int32>?
+    var masksRelu = false  // fused after a conv with ReLU: its backward applies the ReLU mask
+    var fused = false      // run by the conv before it (see ConvStage.fusedPool)
+}
+
+struct DenseStage {
+    var inputs, outputs: Int
+    var relu: Bool
+    var weight: Int, bias: Int
+    // For the input gradient as dXᵀ = W · dYᵀ: dYᵀ packed as the GEMM's B, and dXᵀ with its
+    // batch dimension padded to whole register tiles (so every tile is stored in place).
+    var packedDy: UnsafeMutablePointer<Float>?
+    var inputGradT: UnsafeMutablePointer<Float>?
+    // dY packed as the weight gradient's B (dW is computed a few rows at a time, and B would
+    // otherwise be packed again for each).
+    var packedDyRows: UnsafeMutablePointer<Float>!
+    var finiteSlot = 0  // its weights' slot in Network.finiteFlags
+    /// Under mpirun: the partial sums of the forward chain, [capacity x outputs] by column blocks.
+    var chainBuffer: UnsafeMutablePointer<Float>?
+}
+
+struct DropoutStage {
+    var keep: Float
+    var units: Int
+    var scales: UnsafeMutablePointer<Float>!  // allocated with the other buffers
+}
+
+enum Stage {
+    case conv(ConvStage)
+    case pool(PoolStage)
+    case dense(DenseStage)
+    case dropout(DropoutStage)
+}

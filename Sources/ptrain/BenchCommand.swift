@@ -1,0 +1,105 @@
+// `ptrain bench`: steps timed at several thread counts, or the many-core model (--model-cores).
+import ArgumentParser
+import Foundation
+import PTModel
+import PTRuntime
+import PTTraining
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Time training steps at several thread counts (medians), against the measured FMA peak.",
+        discussion: "Uses synthetic 28x28 images: a step's time does not depend on pixel values. Speedup and efficiency are against the first thread count given.")
+
+    @Option(help: "Comma-separated thread counts.")
+    var threads = "1,2"
+    @Option(help: "Samples per mini-batch.")
+    var batch = 50
+    @Option(help: "Timed steps per thread count (the median is reported).")
+    var steps = 20
+    @Option(help: "Untimed steps first.")
+    var warmup = 3
+    @Option(help: "Model spec.")
+    var spec = ModelSpec.reference
+    @Option(help: "Write the rows as a JSON array to FILE.")
+    var json: String?
+    @Option(help: "Draw speedup against threads (with the ideal line) to FILE.")
+    var svg: String?
+    @Flag(help: "After each row, time every stage's forward and backward pass, the loss and Adam.")
+    var profile = false
+    @Option(help: "Instead of the thread sweep: predict these core counts from a step recorded at one worker, item by item (checked against 2 workers in the same run).")
+    var modelCores: String?
+    @Option(help: "With --model-cores: the target machine's memory bandwidth in GB/s (default 200: a current 8-channel DDR5 server socket sustains about that).")
+    var bandwidth = 200.0
+
+    func validate() throws {
+        let parts = threads.split(separator: ",", omittingEmptySubsequences: false)
+        guard !parts.isEmpty, parts.allSatisfy({ Int($0).map { (1...1024).contains($0) } ?? false }) else {
+            throw ValidationError("--threads must be a comma-separated list of counts from 1 to 1024, not '\(threads)'")
+        }
+        guard batch >= 1 else { throw ValidationError("--batch must be at least 1, not \(batch)") }
+        guard steps >= 1 else { throw ValidationError("--steps must be at least 1, not \(steps)") }
+        guard warmup >= 0 else { throw ValidationError("--warmup must be 0 or more, not \(warmup)") }
+        do { _ = try ModelSpec(parsing: spec) } catch let e as SpecError { throw ValidationError("--spec: \(e)") }
+        if let modelCores {
+            let parts = modelCores.split(separator: ",", omittingEmptySubsequences: false)
+            guard !parts.isEmpty, parts.allSatisfy({ Int($0).map { (1...1024).contains($0) } ?? false }) else {
+                throw ValidationError("--model-cores must be a comma-separated list of counts from 1 to 1024, not '\(modelCores)'")
+            }
+        }
+        guard bandwidth.isFinite && bandwidth > 0 else { throw ValidationError("--bandwidth must be a number of GB/s above 0, not \(bandwidth)") }
+    }
+
+    func run() throws {
+        if let modelCores { return try runModel(cores: modelCores.split(separator: ",").map { Int($0)! }) }
+        let counts = threads.split(separator: ",").map { Int($0)! }
+        let cores = Numa.shared.cpuCount
+        debugBuildNotice()
+        let peak = PTTraining.Bench.peakGFLOPS(cores: 1)
+        print(String(format: "FMA peak: %.1f GFLOP/s per core (measured), %d cores; batch %d, %d timed steps after %d warm-up",
+                     peak, cores, batch, steps, warmup))
+        // GFLOP/s and % peak count the model's arithmetic (convs as direct ones: 127.1 MFLOP a
+        // reference sample); FMA % is what the FMA units did (a Winograd conv does 4/9 of that).
+        let group = try ProcessGroup.world()
+        if group.size > 1 {
+            // Threads are per rank; batch and samples/s are the whole job's; comm ms is rank 0's time in
+            // collectives (waiting for the slowest rank included), MB recv what rank 0 received a step.
+            print("\(group.size) ranks; threads are per rank, batch and samples/s the whole job's")
+            print("threads  step ms(med)  samples/s  speedup  efficiency  GFLOP/s  % peak   FMA %  compute ms  comm ms  MB recv")
+        } else {
+            print("threads  step ms(med)  samples/s  speedup  efficiency  GFLOP/s  % peak   FMA %")
+        }
+        let rows: [BenchRow]
+        do {
+            rows = try PTTraining.Bench.run(spec: spec, threads: counts, batch: batch, steps: steps, warmup: warmup,
+                                            peakPerCore: peak, cores: cores, profile: profile, group: group) { print($0); fflush(nil) }
+        } catch let e as ShapeError { throw UsageError(description: e.message) }
+        if group.rank == 0 {
+            if let json { try AtomicFile.write(json, data: Data(PTTraining.Bench.json(rows, batch: batch, peakPerCore: peak).utf8)) }
+            if let svg { try AtomicFile.write(svg, data: Data(PTTraining.Bench.svg(rows).utf8)) }
+        }
+        fflush(nil)
+        group.finish()
+    }
+}
+
+extension Bench {
+    /// `--model-cores`: the scaling model's table (one process; the model is of one machine's cores).
+    func runModel(cores: [Int]) throws {
+        debugBuildNotice()
+        print("batch \(batch), \(steps) recorded steps after \(warmup) warm-up; every row is a prediction")
+        let result: (rows: [ModelRow], validation: ModelValidation)
+        do {
+            result = try PTTraining.Bench.model(spec: spec, batch: batch, cores: cores, steps: steps, warmup: warmup,
+                                                bandwidth: bandwidth) { print($0); fflush(nil) }
+        } catch let e as ShapeError { throw UsageError(description: e.message) }
+        guard ProcessGroup.launched.rank == 0 else { return }  // (under mpirun every rank models alone)
+        if let json {
+            try AtomicFile.write(json, data: Data(PTTraining.Bench.modelJSON(result.rows, validation: result.validation,
+                                                                            batch: batch, bandwidth: bandwidth).utf8))
+        }
+        if let svg {
+            let points = result.rows.map { (count: $0.cores, speedup: $0.speedup) }
+            try AtomicFile.write(svg, data: Data(PTTraining.Bench.svg(points: points, title: "ptrain predicted speedup (model)", axis: "cores").utf8))
+        }
+    }
+}

@@ -1,0 +1,37 @@
+// What the subcommands share about files: a checkpoint's model, class names, a writable path.
+import ArgumentParser
+import Foundation
+import PTModel
+import PTRuntime
+import PTTraining
+
+/// Refuses an output path whose directory cannot take the file, before any work is done.
+func checkWritable(_ path: String) throws {
+    let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
+        throw UsageError(description: "\(path): directory \(dir) does not exist")
+    }
+    guard access(dir, W_OK) == 0 else { throw UsageError(description: "\(path): directory \(dir) is not writable") }
+    if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
+        throw UsageError(description: "\(path) is a directory")
+    }
+}
+
+/// Loads a checkpoint's model (not its optimizer state) for eval and predict.
+func loadModel(_ path: String, group: ProcessGroup = .single) throws -> (Network, CheckpointState) {
+    let (state, tensors) = try Checkpoint.load(path)
+    let spec: ModelSpec
+    do { spec = try ModelSpec(parsing: state.spec) } catch { throw DataError(path, "checkpoint spec does not parse: \(error)") }
+    let net: Network
+    do {
+        net = try Network(spec: spec, input: state.input, classes: state.classes, capacity: 100,
+                          threads: Numa.shared.cpuCount, seed: 0, group: group)
+    } catch let e as ShapeError { throw DataError(path, "checkpoint spec: \(e.message)") }
+    try Checkpoint.restore(net, from: tensors, path: path, optimizer: false)
+    return (net, state)
+}
+
+func classNames(_ classes: Int, data: String) -> [String] {
+    classes == 10 && data == Dataset.defaultDirectory ? Dataset.fashionNames : (0..<classes).map { "class \($0)" }
+}

@@ -1,0 +1,66 @@
+// `ptrain predict`: a checkpoint's top classes for image files.
+import ArgumentParser
+import Foundation
+import PTModel
+import PTRuntime
+import PTTraining
+
+struct Predict: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Classify PGM/PNG images (or test-set images) with a checkpoint: top-3 classes.")
+    @Option(help: "A checkpoint written by --checkpoint.")
+    var checkpoint: String
+    @Option(help: "Predict test-set image i instead of files.")
+    var index: Int?
+    @Option(help: "Directory with MNIST-format IDX files (for --index and class names).")
+    var data = Dataset.defaultDirectory
+    @Argument(help: "Grayscale or RGB PNG/PGM images of the model's input size.")
+    var images: [String] = []
+
+    func validate() throws {
+        if index == nil && images.isEmpty { throw ValidationError("give image files or --index i") }
+        if index != nil && !images.isEmpty { throw ValidationError("--index and image files conflict; give one") }
+        if let index, index < 0 { throw ValidationError("--index must be 0 or more, not \(index)") }
+    }
+
+    func run() throws {
+        let (net, state) = try loadModel(checkpoint)
+        let size = state.input.count
+        var inputs: [(String, [Float])] = []
+        if let index {
+            let test = try Dataset.load(directory: data, split: .test)
+            guard index < test.count else { throw UsageError(description: "--index \(index) is past the \(test.count) test images") }
+            var x = [Float](repeating: 0, count: size)
+            test.copySample(index, to: &x)
+            inputs.append(("test[\(index)] (label \(test.labels[index]))", x))
+        } else {
+            for path in images {
+                let img = try GrayImage.read(path)
+                guard img.width == state.input.w, img.height == state.input.h else {
+                    throw DataError(path, "image is \(img.width)x\(img.height) but the model takes \(state.input.w)x\(state.input.h)")
+                }
+                inputs.append((path, img.pixels.map { Float($0) * (1 / 255) }))
+            }
+        }
+        let names = classNames(state.classes, data: data)
+        var start = 0
+        while start < inputs.count {
+            let n = min(net.capacity, inputs.count - start)
+            for s in 0..<n { for j in 0..<size { net.input[s * size + j] = inputs[start + s].1[j] } }
+            net.forward(count: n, training: false)
+            for s in 0..<n {
+                let probs = softmax(net.logits + s * state.classes, state.classes)
+                let top = probs.enumerated().sorted { $0.element > $1.element }.prefix(3)
+                print(inputs[start + s].0 + ": " + top.map { names[$0.offset] + String(format: " %.6f", $0.element) }.joined(separator: ", "))
+            }
+            start += n
+        }
+    }
+
+    func softmax(_ logits: UnsafeMutablePointer<Float>, _ n: Int) -> [Double] {
+        let l = (0..<n).map { Double(logits[$0]) }
+        let m = l.max()!
+        let e = l.map { Foundation.exp($0 - m) }
+        let sum = e.reduce(0, +)
+        return e.map { $0 / sum }
+    }
+}

@@ -1,0 +1,205 @@
+// `ptrain` / `ptrain train`: train a model, with progress, evaluations, checkpoints and interrupts.
+import ArgumentParser
+import Foundation
+import PTModel
+import PTRuntime
+import PTTraining
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a model (the default command).", discussion: specHelp)
+
+    static let specHelp = """
+        MODEL SPEC (--spec), layers separated by spaces, commas or '->':
+          conv(OUT,K[,STRIDE][,pad=same|valid])  KxK conv + bias; stride 1, SAME
+          relu                                   after a conv or fc
+          maxpool(SIZE[,STRIDE])                 max pooling; stride = SIZE
+          avgpool(SIZE[,STRIDE])                 average pooling; stride = SIZE
+          fc(OUT)                                fully connected + bias
+          dropout(KEEP)                          keep probability in (0, 1]
+        Order: [[conv relu]* pool?]* [fc relu dropout?]* fc(CLASSES).
+        The default is the reference network:
+          conv(64,3) relu maxpool(2) conv(128,3) relu maxpool(2)
+          fc(1024) relu dropout(0.5) fc(10)
+        """
+
+    @Option(help: "Directory with MNIST-format IDX files (train-*/t10k-*, .gz or raw).")
+    var data = Dataset.defaultDirectory
+    @Option(help: "Model spec (see below; default: the reference network).")
+    var spec: String?
+    @Option(help: "Worker threads, 1...1024 (default: the machine's cores).")
+    var threads: Int?
+    @Option(help: "Samples per mini-batch (default 50).")
+    var batch: Int?
+    @Option(help: "Train until this step (default 3000; with --resume, the total, not the extra).")
+    var steps: Int?
+    @Option(help: "Train for this many whole epochs instead of --steps.")
+    var epochs: Int?
+    @Option(help: "Adam learning rate (default 1e-4).")
+    var lr: Double?
+    @Option(help: "Adam beta1 (default 0.9).")
+    var beta1: Double?
+    @Option(help: "Adam beta2 (default 0.999).")
+    var beta2: Double?
+    @Option(help: "Adam epsilon (default 1e-8).")
+    var eps: Double?
+    @Option(help: "Seed for initialisation, shuffling and dropout (default 1).")
+    var seed: UInt64?
+    @Option(help: "Evaluate on the test set every N steps (0: only at the end).")
+    var evalEvery = 0
+    @Option(help: "Print a line and a metrics record every N steps.")
+    var logEvery = 100
+    @Option(help: "Write JSON Lines metrics to FILE.")
+    var metrics: String?
+    @Option(help: "Save a safetensors checkpoint to PATH at the end, every --save-every steps and on Ctrl-C.")
+    var checkpoint: String?
+    @Option(help: "Save the checkpoint every N steps (needs --checkpoint).")
+    var saveEvery: Int?
+    @Option(help: "Continue exactly from the checkpoint at PATH (its spec, seed, batch and Adam settings).")
+    var resume: String?
+
+    func validate() throws {
+        if let threads, !(1...1024).contains(threads) {
+            throw ValidationError("--threads must be from 1 to 1024, not \(threads)")
+        }
+        if let batch, batch < 1 { throw ValidationError("--batch must be at least 1, not \(batch)") }
+        if let steps, steps < 1 { throw ValidationError("--steps must be at least 1, not \(steps)") }
+        if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1, not \(epochs)") }
+        if steps != nil && epochs != nil { throw ValidationError("--steps and --epochs conflict; give one") }
+        if let lr, !(lr.isFinite && lr > 0) { throw ValidationError("--lr must be a finite number above 0, not \(lr)") }
+        if let beta1, !(beta1 >= 0 && beta1 < 1) { throw ValidationError("--beta1 must be in [0, 1), not \(beta1)") }
+        if let beta2, !(beta2 >= 0 && beta2 < 1) { throw ValidationError("--beta2 must be in [0, 1), not \(beta2)") }
+        if let eps, !(eps.isFinite && eps > 0) { throw ValidationError("--eps must be a finite number above 0, not \(eps)") }
+        guard evalEvery >= 0 else { throw ValidationError("--eval-every must be 0 or more, not \(evalEvery)") }
+        guard logEvery >= 1 else { throw ValidationError("--log-every must be at least 1, not \(logEvery)") }
+        if let saveEvery {
+            guard saveEvery >= 1 else { throw ValidationError("--save-every must be at least 1, not \(saveEvery)") }
+            guard checkpoint != nil else { throw ValidationError("--save-every needs --checkpoint PATH") }
+        }
+        if let spec { do { _ = try ModelSpec(parsing: spec) } catch let e as SpecError { throw ValidationError("--spec: \(e)") } }
+    }
+
+    func run() throws {
+        // Resuming: the checkpoint fixes everything that shapes the run; a flag that disagrees is an error.
+        var resumed: (state: CheckpointState, tensors: [String: SafetensorsTensor])?
+        if let resume { resumed = try Checkpoint.load(resume) }
+        var config = TrainConfig()
+        // More workers than CPUs only makes them wait for each other's time slices (measured: about
+        // half the samples/s at 16 workers on 2 CPUs), and the result is the same bits at any
+        // thread count, so run one worker per CPU. `ptrain bench` runs exactly what it is asked.
+        let cpus = Numa.shared.cpuCount
+        config.threads = min(threads ?? cpus, cpus)
+        let oversubscribed = (threads ?? 0) > cpus
+        if let r = resumed?.state {
+            func agree<T: Equatable>(_ flag: String, _ given: T?, _ saved: T) throws -> T {
+                if let given, given != saved {
+                    throw UsageError(description: "\(flag) \(given) conflicts with the checkpoint's \(saved) (\(resume!)); drop the flag to resume")
+                }
+                return saved
+            }
+            if let spec, try ModelSpec(parsing: spec).layers != ModelSpec(parsing: r.spec).layers {
+                throw UsageError(description: "--spec differs from the checkpoint's '\(r.spec)' (\(resume!)); drop the flag to resume")
+            }
+            config.spec = r.spec
+            config.batch = try agree("--batch", batch, r.batch)
+            config.seed = try agree("--seed", seed, r.seed)
+            config.lr = try agree("--lr", lr, r.lr)
+            config.beta1 = try agree("--beta1", beta1, r.beta1)
+            config.beta2 = try agree("--beta2", beta2, r.beta2)
+            config.epsilon = try agree("--eps", eps, r.epsilon)
+        } else {
+            config.spec = spec ?? ModelSpec.reference
+            config.batch = batch ?? 50
+            config.seed = seed ?? 1
+            config.lr = lr ?? 1e-4
+            config.beta1 = beta1 ?? 0.9
+            config.beta2 = beta2 ?? 0.999
+            config.epsilon = eps ?? 1e-8
+        }
+        // Under mpirun rank 0 alone writes files; every rank reads the data (and --resume).
+        let rank0 = ProcessGroup.launched.rank == 0
+        if let checkpoint, rank0 { try checkWritable(checkpoint) }
+
+        let train = try Dataset.load(directory: data, split: .train)
+        let test = try Dataset.load(directory: data, split: .test)
+        guard test.rows == train.rows, test.cols == train.cols else {
+            throw DataError(data, "test images are \(test.rows)x\(test.cols) but training images are \(train.rows)x\(train.cols)")
+        }
+        if config.batch > train.count {
+            throw UsageError(description: "--batch \(config.batch) is larger than the training set (\(train.count) images in \(data))")
+        }
+        if let r = resumed?.state {
+            guard r.input == Shape(h: train.rows, w: train.cols, c: 1), r.trainCount == train.count else {
+                throw UsageError(description: "the checkpoint was trained on \(r.trainCount) images of \(r.input) but \(data) has \(train.count) of \(train.rows)x\(train.cols)x1")
+            }
+        }
+        let group = try ProcessGroup.world()
+        let trainer: Trainer
+        do { trainer = try Trainer(config: config, data: train, group: group) } catch let e as ShapeError {
+            throw UsageError(description: "\(e.message) (input \(train.rows)x\(train.cols)x1)")
+        }
+        if let r = resumed {
+            try Checkpoint.restore(trainer.network, from: r.tensors, path: resume!, optimizer: true)
+            trainer.restore(step: r.state.step)
+        }
+        let totalSteps = epochs.map { $0 * trainer.stepsPerEpoch } ?? steps ?? 3000
+        let writer = rank0 ? try metrics.map { try MetricsWriter(path: $0) } : nil
+        let interactive = rank0 && ProgressReporter.stderrIsTerminal
+        let net = trainer.network
+        debugBuildNotice()
+        print("ptrain: \(net.spec.text)")
+        print("ptrain: \(net.parameterCount) parameters, \(train.count) training / \(test.count) test images, batch \(config.batch), \(totalSteps) steps, \(group.size > 1 ? "\(group.size) ranks x " : "")\(config.threads) threads")
+        if let why = Numa.shared.unavailableReason { print("ptrain: NUMA placement off (\(why)); using plain allocation") }
+        if oversubscribed {
+            print("ptrain: --threads \(threads!) but this process may use \(cpus) CPUs: running \(cpus) workers (the results do not depend on the thread count)")
+        }
+        if let resume { print("ptrain: resumed from \(resume) at step \(trainer.step)") }
+        func save(announce: Bool) throws {
+            guard let checkpoint else { return }
+            net.gatherDenseState()  // every rank takes part; rank 0 writes
+            guard rank0 else { return }
+            try Checkpoint.save(net, state: trainer.checkpointState, to: checkpoint)
+            if announce { print("ptrain: saved checkpoint at step \(trainer.step) to \(checkpoint)") }
+        }
+        let progress = ProgressReporter(totalSteps: totalSteps, startStep: trainer.step, batch: config.batch,
+                                        interactive: interactive, logEvery: logEvery, metrics: writer)
+        Interrupts.install()
+        let start = Date(), firstStep = trainer.step
+        while trainer.step < totalSteps {
+            let loss = trainer.trainStep()
+            let step = trainer.step
+            guard loss.isFinite, trainer.gradientsFinite else {
+                progress.clearLine()
+                let layer = trainer.nonFiniteGradient().map { ", first non-finite gradient in \($0)" } ?? ""
+                let kept = checkpoint.map { "; the last checkpoint in \($0) is untouched" } ?? ""
+                throw DataError("training", "loss became \(loss) at step \(step)\(layer)\(kept); lower --lr or check the data")
+            }
+            progress.stepDone(step: step, epoch: (step - 1) / trainer.stepsPerEpoch, loss: loss)
+            // Every rank stops after the same step: the one after which any rank had a signal.
+            let signal = group.maximum(Interrupts.received ?? 0)
+            if signal != 0 {
+                progress.clearLine()
+                let name = signal == SIGINT ? "interrupt" : "SIGTERM"
+                if checkpoint != nil { try save(announce: true) } else { print("ptrain: no --checkpoint given; nothing saved") }
+                print("ptrain: stopped by \(name) after step \(step)")
+                fflush(nil)
+                group.barrier()  // no rank exits (and has mpirun end the job) before rank 0 has saved
+                group.finish()
+                Foundation.exit(128 + signal)
+            }
+            if let saveEvery, step % saveEvery == 0, step != totalSteps { try save(announce: false) }
+            if evalEvery > 0 && step % evalEvery == 0 && step != totalSteps {
+                progress.evaluation(step: step, trainer.evaluate(test))
+            }
+        }
+        let wall = Date().timeIntervalSince(start)
+        try save(announce: true)
+        let final = trainer.evaluate(test)
+        progress.evaluation(step: trainer.step, final)
+        let done = trainer.step - firstStep
+        print(String(format: "done: %d steps in %.1f s, %.0f samples/s, test accuracy %.2f%%, test loss %.4f",
+                     done, wall, Double(done * config.batch) / max(wall, 1e-9), final.accuracy * 100, final.loss))
+        fflush(nil)
+        group.finish()
+    }
+}
