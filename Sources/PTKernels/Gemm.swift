@@ -3,10 +3,11 @@
 // with leading dimension ldc. Blocked as in BLIS: B is packed into 32-column panels of KC rows,
 // A into MR-row panels, and an MR x NR register tile does the FMAs (GemmMicroKernel.swift).
 //
-// Determinism: K is always cut at the same KC boundaries and every element is summed in k order
-// by a single accumulator lane, whatever M/N sub-block a caller hands in. Edge tiles are
-// zero-padded, never summed by another code path. So any split of M or N across threads gives
-// the same bits.
+// Determinism: K is always cut at the same KC boundaries and every element is one chain of FMAs
+// in k order in a single accumulator lane, whatever M/N sub-block a caller hands in. A partial
+// row tile runs a kernel of its own row count (GemmMicroKernel's gemmKernelRows1...), and a
+// partial column tile runs the full kernel on zero-padded B panels, but each element's chain is
+// the same FMAs in the same order. So any split of M or N across threads gives the same bits.
 
 @inline(__always) func loadV(_ p: UnsafePointer<Float>) -> SIMD16<Float> {
     UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
@@ -42,6 +43,19 @@ public struct MatrixView {
     }
 }
 
+/// A GEMM's B operand: a strided view (packed by each call as it goes), or a whole B already
+/// packed by `Gemm.packB` (a weight matrix that many small GEMMs share: packed once a step).
+public enum BOperand {
+    case view(MatrixView)
+    case packed(UnsafePointer<Float>)
+    /// A row-major matrix with `cols` columns.
+    public static func rowMajor(_ p: UnsafeMutablePointer<Float>, cols: Int) -> BOperand { .view(.rowMajor(p, cols: cols)) }
+    /// The transpose of a row-major matrix with `cols` columns.
+    public static func transposed(_ p: UnsafeMutablePointer<Float>, cols: Int) -> BOperand { .view(.transposed(p, cols: cols)) }
+    /// Panels written by `Gemm.packB` (of this same B).
+    public static func packed(_ p: UnsafeMutablePointer<Float>) -> BOperand { .packed(UnsafePointer(p)) }
+}
+
 public enum Gemm {
     /// The register tile (see GemmMicroKernel.swift): 8 x 32 on AVX-512 builds, 6 x 16 on AVX2.
     public static let mr = gemmMR, nr = gemmNR
@@ -62,7 +76,7 @@ public enum Gemm {
     /// The KC x NC blocks `packB` fills one at a time (so several threads can share the work).
     public static func packedBBlocks(k: Int, n: Int) -> Int { ((n + nc - 1) / nc) * ((k + kc - 1) / kc) }
 
-    /// Packs block `block` of a [k, n] B into `dst` in the layout `multiply(packedB:)` reads: a
+    /// Packs block `block` of a [k, n] B into `dst` in the layout `multiply` reads as `.packed`: a
     /// weight matrix used by many small GEMMs (a conv, a sample at a time) is packed once a step.
     /// `panels`: only those NR-column panels of the block (several threads can share a block).
     public static func packB(k: Int, n: Int, b: MatrixView, block: Int, panels: Range<Int>? = nil, into dst: UnsafeMutablePointer<Float>) {
@@ -85,13 +99,17 @@ public enum Gemm {
         jc * k + pc * ((ncb + nr - 1) / nr * nr)
     }
 
-    /// `scratch` must hold `scratchFloats` floats and belong to the calling thread. With `packedB`
-    /// (from `packB` of this same B), B is not packed again and `b` is not read.
-    public static func multiply(m: Int, n: Int, k: Int, a: MatrixView, b: MatrixView,
+    /// `scratch` must hold `scratchFloats` floats and belong to the calling thread.
+    public static func multiply(m: Int, n: Int, k: Int, a: MatrixView, b operand: BOperand,
                                 c: UnsafeMutablePointer<Float>, ldc: Int,
                                 accumulate: Bool, bias: UnsafePointer<Float>? = nil, relu: Bool = false,
-                                packedB: UnsafePointer<Float>? = nil, scratch: UnsafeMutablePointer<Float>) {
+                                scratch: UnsafeMutablePointer<Float>) {
         if m <= 0 || n <= 0 { return }
+        let b: MatrixView, packedB: UnsafePointer<Float>?
+        switch operand {
+        case let .view(view): b = view; packedB = nil
+        case let .packed(p): b = MatrixView(p, rowStride: 0, colStride: 0); packedB = p  // the view is not read
+        }
         if k == 0 {
             for i in 0..<m {
                 for j in 0..<n {

@@ -140,8 +140,8 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
             for xi in 0..<16 {
                 let packed = c.packedW + xi * c.packedStride
                 Gemm.multiply(m: tiles.count, n: cout, k: cin, a: .rowMajor(v + (xi * t + tiles.lowerBound) * cin, cols: cin),
-                              b: .rowMajor(packed, cols: cout), c: m + (xi * t + tiles.lowerBound) * cout, ldc: cout,
-                              accumulate: false, packedB: packed, scratch: area)
+                              b: .packed(packed), c: m + (xi * t + tiles.lowerBound) * cout, ldc: cout,
+                              accumulate: false, scratch: area)
             }
             let out = fusedPool == nil ? y + s * g.positions * cout : area + scratch.output
             Winograd.transformOutput(g, cout: cout, m: m, bias: bias, relu: relu, tiles: tiles, into: out)
@@ -151,9 +151,8 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
         let col = viaCol ? area + scratch.col : x + s * g.inputSize
         if viaCol { Im2col.forward(g, x: x + s * g.inputSize, col: col) }
         let out = fusedPool == nil ? y + s * g.positions * cout : area + scratch.output
-        // w is the packed weights: the B view is not read.
-        Gemm.multiply(m: g.positions, n: cout, k: g.patch, a: .rowMajor(col, cols: g.patch), b: .rowMajor(w, cols: cout),
-                      c: out, ldc: cout, accumulate: false, bias: bias, relu: relu, packedB: w, scratch: area)
+        Gemm.multiply(m: g.positions, n: cout, k: g.patch, a: .rowMajor(col, cols: g.patch), b: .packed(w),
+                      c: out, ldc: cout, accumulate: false, bias: bias, relu: relu, scratch: area)
         poolAfter(out, s, rows)
     }
 
@@ -242,8 +241,8 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
             if let dx, let wt {
                 // The im2col is no longer needed: its gradient goes over it.
                 let dcol = viaCol ? col : dx + s * P * K
-                Gemm.multiply(m: P, n: K, k: cout, a: .rowMajor(dys, cols: cout), b: .rowMajor(wt, cols: K),
-                              c: dcol, ldc: K, accumulate: false, packedB: wt, scratch: area)
+                Gemm.multiply(m: P, n: K, k: cout, a: .rowMajor(dys, cols: cout), b: .packed(wt),
+                              c: dcol, ldc: K, accumulate: false, scratch: area)
                 if viaCol { Im2col.backward(g, dcol: dcol, dx: dx + s * g.inputSize) }
             }
         }
@@ -271,8 +270,8 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
         guard let dx, let wt else { return }
         for xi in 0..<16 {
             let packed = wt + xi * c.packedStrideT + c0 * cout
-            Gemm.multiply(m: t, n: ci.count, k: cout, a: .rowMajor(dm + xi * t * cout, cols: cout), b: .rowMajor(packed, cols: cin),
-                          c: v + xi * t * cin + c0, ldc: cin, accumulate: false, packedB: packed, scratch: area)
+            Gemm.multiply(m: t, n: ci.count, k: cout, a: .rowMajor(dm + xi * t * cout, cols: cout), b: .packed(packed),
+                          c: v + xi * t * cin + c0, ldc: cin, accumulate: false, scratch: area)
         }
         Winograd.inputGradient(g, dv: v, channels: ci, into: dx + s * g.inputSize)
     }

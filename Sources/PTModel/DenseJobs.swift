@@ -53,14 +53,14 @@ struct DenseUpdateJob: ParallelJob, @unchecked Sendable {  // an item writes its
             let r = min(Self.rows, hi - r0)
             if let packedDyT, let dxT {
                 Gemm.multiply(m: r, n: paddedBatch, k: outputs, a: .rowMajor(w + r0 * outputs, cols: outputs),
-                              b: .rowMajor(packedDyT, cols: paddedBatch), c: dxT + r0 * paddedBatch, ldc: paddedBatch,
-                              accumulate: false, packedB: packedDyT, scratch: scratch)
+                              b: .packed(packedDyT), c: dxT + r0 * paddedBatch, ldc: paddedBatch,
+                              accumulate: false, scratch: scratch)
             }
             let at = r0 * outputs
             let gradient = adam == nil ? g + at : scratch + rows
             Gemm.multiply(m: r, n: outputs, k: batch, a: MatrixView.transposed(x, cols: inputs).offset(row: r0, col: 0),
-                          b: .rowMajor(dy, cols: outputs), c: gradient, ldc: outputs,
-                          accumulate: false, packedB: packedDy, scratch: scratch)
+                          b: .packed(packedDy), c: gradient, ldc: outputs,
+                          accumulate: false, scratch: scratch)
             if let adam {
                 ok = AdamUpdate.apply(adam, w: w + at, g: gradient, m: m + at, v: v + at, count: r * outputs) && ok
             }

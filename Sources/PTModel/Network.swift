@@ -247,7 +247,7 @@ public final class Network {
         let estimate = 4 * (4 * offset + perSample * capacity + threads * scratchFloats + shardSlots * convParams)
         let available = Self.availableMemory()
         if available > 0 && estimate > available {
-            throw ShapeError(message: String(format: "a batch of %d with this model needs about %.1f GiB but only %.1f GiB of memory is available; use a smaller --batch or model",
+            throw ShapeError(message: String(format: "a batch of %d with this model needs about %.1f GiB but only %.1f GiB of memory is available; a smaller batch or model needs less",
                                              capacity, Double(estimate) / 1_073_741_824, Double(available) / 1_073_741_824))
         }
         self.tensors = tensors

@@ -80,13 +80,13 @@ struct SplitGemm: ParallelJob, @unchecked Sendable {  // an item writes its tile
         let (rows, cols) = splitM ? ((t0, t1), (u0, u1)) : ((u0, u1), (t0, t1))
         let r0 = rows.0 * Gemm.mr, r1 = min(rows.1 * Gemm.mr, j.m)
         let c0 = cols.0 * Gemm.nr, c1 = min(cols.1 * Gemm.nr, j.n)
-        Gemm.multiply(m: r1 - r0, n: c1 - c0, k: j.k, a: j.a.offset(row: r0, col: 0), b: j.b.offset(row: 0, col: c0),
+        Gemm.multiply(m: r1 - r0, n: c1 - c0, k: j.k, a: j.a.offset(row: r0, col: 0), b: .view(j.b.offset(row: 0, col: c0)),
                       c: j.c + r0 * j.ldc + c0, ldc: j.ldc,
                       accumulate: j.accumulate, bias: j.bias.map { $0 + c0 }, relu: j.relu, scratch: pool.scratch(worker))
     }
 }
 
-/// Packs a GEMM's B operand for `Gemm.multiply(packedB:)`, a slice of a KC x NC block's panels per
+/// Packs a GEMM's B operand for `Gemm.multiply(b: .packed)`, a slice of a KC x NC block's panels per
 /// item: conv weights once a step for every sample's GEMM, a dense layer's dY and dYᵀ for its
 /// gradients. `slices` cuts each block for `workers` (a copy: a few items each).
 struct PackBJob: ParallelJob, @unchecked Sendable {  // an item writes its panels of the packed copy

@@ -119,7 +119,7 @@ public struct Dataset: Sendable {
     /// the repository's setup script installs.
     public static func missingHint(_ directory: String) -> String {
         directory == defaultDirectory
-            ? " (it comes from Debian's dataset-fashion-mnist: run scripts/setup in the ptrain checkout to install it, or pass --data DIR)"
+            ? " (it comes from Debian's dataset-fashion-mnist: run scripts/setup in the ptrain checkout to install it, or use another MNIST-format directory)"
             : ""
     }
 

@@ -17,6 +17,18 @@ public struct TrainConfig: Sendable {
     public init() {}
 }
 
+/// Training stopped because the loss or a gradient stopped being a finite number.
+public struct TrainingDiverged: Error, CustomStringConvertible {
+    public var step: Int
+    public var loss: Float
+    /// The first parameter tensor whose gradient was not finite, if one was.
+    public var tensor: String?
+    public init(step: Int, loss: Float, tensor: String?) { self.step = step; self.loss = loss; self.tensor = tensor }
+    public var description: String {
+        "training diverged: the loss became \(loss) at step \(step)" + (tensor.map { ", first non-finite gradient in \($0)" } ?? "")
+    }
+}
+
 public struct Evaluation: Sendable {
     public var loss: Double
     public var accuracy: Double
@@ -41,9 +53,9 @@ public final class Trainer {
 
     /// `group`: the processes the batch is split across (see `Network.group`).
     public init(config: TrainConfig, data: Dataset, evalCapacity: Int = 0, group: ProcessGroup = .single) throws {
-        guard config.batch >= 1 else { throw ShapeError(message: "--batch must be at least 1") }
+        guard config.batch >= 1 else { throw ShapeError(message: "a batch must hold at least 1 sample, not \(config.batch)") }
         guard config.batch <= data.count else {
-            throw ShapeError(message: "--batch \(config.batch) is larger than the training set (\(data.count) images)")
+            throw ShapeError(message: "a batch of \(config.batch) is larger than the training set (\(data.count) images)")
         }
         let spec = try ModelSpec(parsing: config.spec)
         self.config = config

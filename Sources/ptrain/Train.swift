@@ -170,9 +170,9 @@ struct Train: ParsableCommand {
             let step = trainer.step
             guard loss.isFinite, trainer.gradientsFinite else {
                 progress.clearLine()
-                let layer = trainer.nonFiniteGradient().map { ", first non-finite gradient in \($0)" } ?? ""
+                let diverged = TrainingDiverged(step: step, loss: loss, tensor: trainer.nonFiniteGradient())
                 let kept = checkpoint.map { "; the last checkpoint in \($0) is untouched" } ?? ""
-                throw DataError("training", "loss became \(loss) at step \(step)\(layer)\(kept); lower --lr or check the data")
+                throw RunFailure(description: "\(diverged)\(kept); lower --lr or check the data")
             }
             progress.stepDone(step: step, epoch: (step - 1) / trainer.stepsPerEpoch, loss: loss)
             // Every rank stops after the same step: the one after which any rank had a signal.

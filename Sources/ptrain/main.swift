@@ -25,6 +25,11 @@ struct UsageError: Error, CustomStringConvertible {
     var description: String
 }
 
+/// A run that started and could not go on (exit 1), said in the command line's words.
+struct RunFailure: Error, CustomStringConvertible {
+    var description: String
+}
+
 /// A debug build optimises the numeric modules (Package.swift) but not the CLI, data loading and
 /// checkpoint code: it trains at about two thirds of the release build's speed. Said once, at start.
 func debugBuildNotice() {
@@ -51,6 +56,8 @@ do {
 } catch let e as UsageError {
     fail(e.description, code: 2)
 } catch let e as DataError {
+    fail(e.description, code: 1)
+} catch let e as RunFailure {
     fail(e.description, code: 1)
 } catch let e as ShapeError {
     fail(e.message, code: 2)

@@ -34,7 +34,7 @@ struct WinogradConv {
         u.withUnsafeBufferPointer { up in v.withUnsafeBufferPointer { vp in m.withUnsafeMutableBufferPointer { mp in
             for xi in 0..<16 {
                 Gemm.multiply(m: t, n: cout, k: cin, a: MatrixView(vp.baseAddress! + xi * t * cin, rowStride: cin, colStride: 1),
-                              b: MatrixView(up.baseAddress! + xi * cin * cout, rowStride: cout, colStride: 1),
+                              b: .view(MatrixView(up.baseAddress! + xi * cin * cout, rowStride: cout, colStride: 1)),
                               c: mp.baseAddress! + xi * t * cout, ldc: cout, accumulate: false, scratch: scratch)
             }
         } } }
@@ -57,10 +57,10 @@ struct WinogradConv {
             du.withUnsafeMutableBufferPointer { dup in dv.withUnsafeMutableBufferPointer { dvp in
                 for xi in 0..<16 {
                     Gemm.multiply(m: cin, n: cout, k: t, a: MatrixView(vp.baseAddress! + xi * t * cin, rowStride: 1, colStride: cin),
-                                  b: MatrixView(mp.baseAddress! + xi * t * cout, rowStride: cout, colStride: 1),
+                                  b: .view(MatrixView(mp.baseAddress! + xi * t * cout, rowStride: cout, colStride: 1)),
                                   c: dup.baseAddress! + xi * cin * cout, ldc: cout, accumulate: true, scratch: scratch)
                     Gemm.multiply(m: t, n: cin, k: cout, a: MatrixView(mp.baseAddress! + xi * t * cout, rowStride: cout, colStride: 1),
-                                  b: MatrixView(up.baseAddress! + xi * cin * cout, rowStride: 1, colStride: cout),
+                                  b: .view(MatrixView(up.baseAddress! + xi * cin * cout, rowStride: 1, colStride: cout)),
                                   c: dvp.baseAddress! + xi * t * cin, ldc: cin, accumulate: false, scratch: scratch)
                 }
             } }
@@ -143,12 +143,12 @@ func singleChannelConvHasIm2colGemmBits(_ p: (Int, Int, Int, Int, Bool)) {
     col.withUnsafeBufferPointer { cb in wt.withUnsafeBufferPointer { wb in bias.withUnsafeBufferPointer { bb in dy.withUnsafeBufferPointer { db in
         yGemm.withUnsafeMutableBufferPointer {
             Gemm.multiply(m: g.positions, n: cout, k: 9, a: MatrixView(cb.baseAddress!, rowStride: 9, colStride: 1),
-                          b: MatrixView(wb.baseAddress!, rowStride: cout, colStride: 1), c: $0.baseAddress!, ldc: cout,
+                          b: .view(MatrixView(wb.baseAddress!, rowStride: cout, colStride: 1)), c: $0.baseAddress!, ldc: cout,
                           accumulate: false, bias: bb.baseAddress!, relu: true, scratch: scratch)
         }
         dwGemm.withUnsafeMutableBufferPointer {
             Gemm.multiply(m: 9, n: cout, k: g.positions, a: MatrixView(cb.baseAddress!, rowStride: 1, colStride: 9),
-                          b: MatrixView(db.baseAddress!, rowStride: cout, colStride: 1), c: $0.baseAddress!, ldc: cout,
+                          b: .view(MatrixView(db.baseAddress!, rowStride: cout, colStride: 1)), c: $0.baseAddress!, ldc: cout,
                           accumulate: true, scratch: scratch)
         }
     } } } }

@@ -40,7 +40,7 @@ func gemmMatchesReference(_ shape: (Int, Int, Int)) {
         a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in bias.withUnsafeBufferPointer { biasp in
             c.withUnsafeMutableBufferPointer { cp in
                 Gemm.multiply(m: m, n: n, k: k, a: MatrixView(ap.baseAddress!, rowStride: k, colStride: 1),
-                              b: MatrixView(bp.baseAddress!, rowStride: n, colStride: 1), c: cp.baseAddress!, ldc: n,
+                              b: .view(MatrixView(bp.baseAddress!, rowStride: n, colStride: 1)), c: cp.baseAddress!, ldc: n,
                               accumulate: false, bias: biasp.baseAddress!, relu: relu, scratch: scratch)
             }
         } } }
@@ -56,7 +56,7 @@ func gemmMatchesReference(_ shape: (Int, Int, Int)) {
     var c = c0
     at.withUnsafeBufferPointer { ap in bt.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
         Gemm.multiply(m: m, n: n, k: k, a: MatrixView(ap.baseAddress!, rowStride: 1, colStride: m),
-                      b: MatrixView(bp.baseAddress!, rowStride: 1, colStride: k), c: cp.baseAddress!, ldc: n,
+                      b: .view(MatrixView(bp.baseAddress!, rowStride: 1, colStride: k)), c: cp.baseAddress!, ldc: n,
                       accumulate: true, scratch: scratch)
     } } }
     var a = [Float](repeating: 0, count: m * k), b = [Float](repeating: 0, count: k * n)
@@ -78,15 +78,15 @@ func gemmSubBlocksAreBitIdentical(_ c: (Int, Int)) {
         let av = MatrixView(ap.baseAddress!, rowStride: k, colStride: 1)
         let bv = MatrixView(bp.baseAddress!, rowStride: n, colStride: 1)
         whole.withUnsafeMutableBufferPointer { cp in
-            Gemm.multiply(m: m, n: n, k: k, a: av, b: bv, c: cp.baseAddress!, ldc: n, accumulate: false, scratch: scratch)
+            Gemm.multiply(m: m, n: n, k: k, a: av, b: .view(bv), c: cp.baseAddress!, ldc: n, accumulate: false, scratch: scratch)
         }
         split.withUnsafeMutableBufferPointer { cp in
             // Rows [0, cut) and [cut, m); then columns of the second block cut again.
-            Gemm.multiply(m: cut, n: n, k: k, a: av, b: bv, c: cp.baseAddress!, ldc: n, accumulate: false, scratch: scratch)
+            Gemm.multiply(m: cut, n: n, k: k, a: av, b: .view(bv), c: cp.baseAddress!, ldc: n, accumulate: false, scratch: scratch)
             let c2 = cp.baseAddress! + cut * n
-            Gemm.multiply(m: m - cut, n: cut * 3, k: k, a: av.offset(row: cut, col: 0), b: bv, c: c2, ldc: n,
+            Gemm.multiply(m: m - cut, n: cut * 3, k: k, a: av.offset(row: cut, col: 0), b: .view(bv), c: c2, ldc: n,
                           accumulate: false, scratch: scratch)
-            Gemm.multiply(m: m - cut, n: n - cut * 3, k: k, a: av.offset(row: cut, col: 0), b: bv.offset(row: 0, col: cut * 3),
+            Gemm.multiply(m: m - cut, n: n - cut * 3, k: k, a: av.offset(row: cut, col: 0), b: .view(bv.offset(row: 0, col: cut * 3)),
                           c: c2 + cut * 3, ldc: n, accumulate: false, scratch: scratch)
         }
     } }
@@ -109,7 +109,7 @@ func im2colConvMatchesDirectConv(_ p: (Int, Int, Int, Int, Int, Bool)) {
     col.withUnsafeBufferPointer { cp in wt.withUnsafeBufferPointer { wp in bias.withUnsafeBufferPointer { bp in
         y.withUnsafeMutableBufferPointer { yp in
             Gemm.multiply(m: g.positions, n: cout, k: g.patch, a: MatrixView(cp.baseAddress!, rowStride: g.patch, colStride: 1),
-                          b: MatrixView(wp.baseAddress!, rowStride: cout, colStride: 1), c: yp.baseAddress!, ldc: cout,
+                          b: .view(MatrixView(wp.baseAddress!, rowStride: cout, colStride: 1)), c: yp.baseAddress!, ldc: cout,
                           accumulate: false, bias: bp.baseAddress!, scratch: scratch)
         }
     } } }
@@ -325,12 +325,12 @@ func prepackedBGivesTheSameBits(_ shape: (Int, Int, Int)) {
         let bv = MatrixView(bp.baseAddress!, rowStride: n, colStride: 1)
         for block in (0..<Gemm.packedBBlocks(k: k, n: n)).reversed() { Gemm.packB(k: k, n: n, b: bv, block: block, into: packed) }
         plain.withUnsafeMutableBufferPointer { cp in
-            Gemm.multiply(m: m, n: n, k: k, a: av, b: bv, c: cp.baseAddress!, ldc: n, accumulate: false,
+            Gemm.multiply(m: m, n: n, k: k, a: av, b: .view(bv), c: cp.baseAddress!, ldc: n, accumulate: false,
                           bias: biasp.baseAddress!, relu: true, scratch: scratch)
         }
         prepacked.withUnsafeMutableBufferPointer { cp in
-            Gemm.multiply(m: m, n: n, k: k, a: av, b: bv, c: cp.baseAddress!, ldc: n, accumulate: false,
-                          bias: biasp.baseAddress!, relu: true, packedB: packed, scratch: scratch)
+            Gemm.multiply(m: m, n: n, k: k, a: av, b: .packed(packed), c: cp.baseAddress!, ldc: n, accumulate: false,
+                          bias: biasp.baseAddress!, relu: true, scratch: scratch)
         }
     } } }
     #expect(prepacked.map(\.bitPattern) == plain.map(\.bitPattern))

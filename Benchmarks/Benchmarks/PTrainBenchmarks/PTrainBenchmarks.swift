@@ -61,8 +61,8 @@ let benchmarks: @Sendable () -> Void = {
             for _ in benchmark.scaledIterations {
                 Winograd.transformInput(g, x: x, into: v)
                 for xi in 0..<16 {
-                    Gemm.multiply(m: t, n: cout, k: 64, a: .rowMajor(v + xi * t * 64, cols: 64), b: .rowMajor(packed, cols: cout),
-                                  c: m + xi * t * cout, ldc: cout, accumulate: false, packedB: packed + xi * stride, scratch: scratch)
+                    Gemm.multiply(m: t, n: cout, k: 64, a: .rowMajor(v + xi * t * 64, cols: 64), b: .packed(packed + xi * stride),
+                                  c: m + xi * t * cout, ldc: cout, accumulate: false, scratch: scratch)
                 }
                 Winograd.transformOutput(g, cout: cout, m: m, bias: bias, relu: true, into: y)
             }
@@ -79,8 +79,8 @@ let benchmarks: @Sendable () -> Void = {
         }
         Benchmark("GEMM fc1 dXT M=\(m) N=\(n) (50 used) K=\(k), 642 MFLOP of the batch an iteration") { benchmark in
             for _ in benchmark.scaledIterations {
-                Gemm.multiply(m: m, n: n, k: k, a: .rowMajor(w, cols: k), b: .rowMajor(dyT, cols: n), c: c, ldc: n,
-                              accumulate: false, packedB: packed, scratch: scratch)
+                Gemm.multiply(m: m, n: n, k: k, a: .rowMajor(w, cols: k), b: .packed(packed), c: c, ldc: n,
+                              accumulate: false, scratch: scratch)
             }
         }
     }
