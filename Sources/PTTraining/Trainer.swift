@@ -5,7 +5,11 @@ import PTKernels
 import PTModel
 import PTRuntime
 
+/// A training run's settings. Their defaults here are the only ones: the command line's flags
+/// fall back to them, and its help text prints them.
 public struct TrainConfig: Sendable {
+    /// Steps a run trains for when neither steps nor epochs are given.
+    public static let defaultSteps = 3000
     public var spec = ModelSpec.reference
     public var threads = 1
     public var batch = 50

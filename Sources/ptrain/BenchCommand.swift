@@ -13,7 +13,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Comma-separated thread counts.")
     var threads = "1,2"
     @Option(help: "Samples per mini-batch.")
-    var batch = 50
+    var batch = TrainConfig().batch
     @Option(help: "Timed steps per thread count (the median is reported).")
     var steps = 20
     @Option(help: "Untimed steps first.")

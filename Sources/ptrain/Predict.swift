@@ -1,6 +1,7 @@
 // `ptrain predict`: a checkpoint's top classes for image files.
 import ArgumentParser
 import Foundation
+import PTKernels
 import PTModel
 import PTRuntime
 import PTTraining
@@ -42,25 +43,18 @@ struct Predict: ParsableCommand {
             }
         }
         let names = classNames(state.classes, data: data)
+        var probs = [Float](repeating: 0, count: state.classes)
         var start = 0
         while start < inputs.count {
             let n = min(net.capacity, inputs.count - start)
             for s in 0..<n { for j in 0..<size { net.input[s * size + j] = inputs[start + s].1[j] } }
             net.forward(count: n, training: false)
             for s in 0..<n {
-                let probs = softmax(net.logits + s * state.classes, state.classes)
+                SoftmaxCrossEntropy.probabilities(logits: net.logits + s * state.classes, classes: state.classes, into: &probs)
                 let top = probs.enumerated().sorted { $0.element > $1.element }.prefix(3)
                 print(inputs[start + s].0 + ": " + top.map { names[$0.offset] + String(format: " %.6f", $0.element) }.joined(separator: ", "))
             }
             start += n
         }
-    }
-
-    func softmax(_ logits: UnsafeMutablePointer<Float>, _ n: Int) -> [Double] {
-        let l = (0..<n).map { Double(logits[$0]) }
-        let m = l.max()!
-        let e = l.map { Foundation.exp($0 - m) }
-        let sum = e.reduce(0, +)
-        return e.map { $0 / sum }
     }
 }

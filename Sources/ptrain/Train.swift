@@ -29,21 +29,21 @@ struct Train: ParsableCommand {
     var spec: String?
     @Option(help: "Worker threads, 1...1024 (default: the machine's cores).")
     var threads: Int?
-    @Option(help: "Samples per mini-batch (default 50).")
+    @Option(help: "Samples per mini-batch (default \(TrainConfig().batch)).")
     var batch: Int?
-    @Option(help: "Train until this step (default 3000; with --resume, the total, not the extra).")
+    @Option(help: "Train until this step (default \(TrainConfig.defaultSteps); with --resume, the total, not the extra).")
     var steps: Int?
     @Option(help: "Train for this many whole epochs instead of --steps.")
     var epochs: Int?
-    @Option(help: "Adam learning rate (default 1e-4).")
+    @Option(help: "Adam learning rate (default \(TrainConfig().lr)).")
     var lr: Double?
-    @Option(help: "Adam beta1 (default 0.9).")
+    @Option(help: "Adam beta1 (default \(TrainConfig().beta1)).")
     var beta1: Double?
-    @Option(help: "Adam beta2 (default 0.999).")
+    @Option(help: "Adam beta2 (default \(TrainConfig().beta2)).")
     var beta2: Double?
-    @Option(help: "Adam epsilon (default 1e-8).")
+    @Option(help: "Adam epsilon (default \(TrainConfig().epsilon)).")
     var eps: Double?
-    @Option(help: "Seed for initialisation, shuffling and dropout (default 1).")
+    @Option(help: "Seed for initialisation, shuffling and dropout (default \(TrainConfig().seed)).")
     var seed: UInt64?
     @Option(help: "Evaluate on the test set every N steps (0: only at the end).")
     var evalEvery = 0
@@ -108,13 +108,14 @@ struct Train: ParsableCommand {
             config.beta2 = try agree("--beta2", beta2, r.beta2)
             config.epsilon = try agree("--eps", eps, r.epsilon)
         } else {
-            config.spec = spec ?? ModelSpec.reference
-            config.batch = batch ?? 50
-            config.seed = seed ?? 1
-            config.lr = lr ?? 1e-4
-            config.beta1 = beta1 ?? 0.9
-            config.beta2 = beta2 ?? 0.999
-            config.epsilon = eps ?? 1e-8
+            // Each flag not given keeps TrainConfig's default.
+            if let spec { config.spec = spec }
+            if let batch { config.batch = batch }
+            if let seed { config.seed = seed }
+            if let lr { config.lr = lr }
+            if let beta1 { config.beta1 = beta1 }
+            if let beta2 { config.beta2 = beta2 }
+            if let eps { config.epsilon = eps }
         }
         // Under mpirun rank 0 alone writes files; every rank reads the data (and --resume).
         let rank0 = ProcessGroup.launched.rank == 0
@@ -142,7 +143,7 @@ struct Train: ParsableCommand {
             try Checkpoint.restore(trainer.network, from: r.tensors, path: resume!, optimizer: true)
             trainer.restore(step: r.state.step)
         }
-        let totalSteps = epochs.map { $0 * trainer.stepsPerEpoch } ?? steps ?? 3000
+        let totalSteps = epochs.map { $0 * trainer.stepsPerEpoch } ?? steps ?? TrainConfig.defaultSteps
         let writer = rank0 ? try metrics.map { try MetricsWriter(path: $0) } : nil
         let interactive = rank0 && ProgressReporter.stderrIsTerminal
         let net = trainer.network
