@@ -46,6 +46,8 @@ public struct ModelSpec: Equatable, Sendable {
 
     public static let reference =
         "conv(64,3) relu maxpool(2) conv(128,3) relu maxpool(2) fc(1024) relu dropout(0.5) fc(10)"
+    /// The reference network, parsed (a constant the tests parse too: it cannot fail).
+    public static let referenceModel = try! ModelSpec(parsing: reference)
 
     public var text: String { layers.map(\.text).joined(separator: " ") }
 

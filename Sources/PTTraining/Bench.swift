@@ -54,7 +54,7 @@ public enum Bench {
         return Dataset(count: count, rows: rows, cols: cols, pixels: pixels, labels: labels)
     }
 
-    public static func run(spec: String, threads: [Int], batch: Int, steps: Int, warmup: Int,
+    public static func run(spec: ModelSpec, threads: [Int], batch: Int, steps: Int, warmup: Int,
                            peakPerCore: Double, cores: Int, profile: Bool = false, group: ProcessGroup = .single,
                            log: (String) -> Void) throws -> [BenchRow] {
         let data = synthetic(count: max(batch * (steps + warmup), batch), rows: 28, cols: 28, seed: 1)

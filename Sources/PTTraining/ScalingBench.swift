@@ -41,7 +41,7 @@ extension Bench {
     /// For each of `cores` (and 1 and 2), records `steps` steps at one worker with the regions cut
     /// into the items a pool of that many workers would take, and predicts its step; the 2-worker
     /// prediction is checked against steps timed at 2 workers before and after the recordings.
-    public static func model(spec: String, batch: Int, cores: [Int], steps: Int, warmup: Int, bandwidth: Double,
+    public static func model(spec: ModelSpec, batch: Int, cores: [Int], steps: Int, warmup: Int, bandwidth: Double,
                              log: (String) -> Void) throws -> (rows: [ModelRow], validation: ModelValidation) {
         let data = synthetic(count: max(batch * (steps + warmup), batch), rows: 28, cols: 28, seed: 1)
         var c = TrainConfig()

@@ -10,7 +10,7 @@ import PTRuntime
 public struct TrainConfig: Sendable {
     /// Steps a run trains for when neither steps nor epochs are given.
     public static let defaultSteps = 3000
-    public var spec = ModelSpec.reference
+    public var spec = ModelSpec.referenceModel
     public var threads = 1
     public var batch = 50
     public var lr = 1e-4
@@ -61,7 +61,7 @@ public final class Trainer {
         guard config.batch <= data.count else {
             throw ShapeError(message: "a batch of \(config.batch) is larger than the training set (\(data.count) images)")
         }
-        let spec = try ModelSpec(parsing: config.spec)
+        let spec = config.spec
         self.config = config
         self.data = data
         network = try Network(spec: spec, input: Shape(h: data.rows, w: data.cols, c: 1), classes: Dataset.classes,

@@ -18,8 +18,8 @@ struct Bench: ParsableCommand {
     var steps = 20
     @Option(help: "Untimed steps first.")
     var warmup = 3
-    @Option(help: "Model spec.")
-    var spec = ModelSpec.reference
+    @Option(help: "Model spec (default: the reference network).", transform: { try ModelSpec(parsing: $0) })
+    var spec = ModelSpec.referenceModel
     @Option(help: "Write the rows as a JSON array to FILE.")
     var json: String?
     @Option(help: "Draw speedup against threads (with the ideal line) to FILE.")
@@ -39,7 +39,6 @@ struct Bench: ParsableCommand {
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1, not \(batch)") }
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1, not \(steps)") }
         guard warmup >= 0 else { throw ValidationError("--warmup must be 0 or more, not \(warmup)") }
-        do { _ = try ModelSpec(parsing: spec) } catch let e as SpecError { throw ValidationError("--spec: \(e)") }
         if let modelCores {
             let parts = modelCores.split(separator: ",", omittingEmptySubsequences: false)
             guard !parts.isEmpty, parts.allSatisfy({ Int($0).map { (1...1024).contains($0) } ?? false }) else {

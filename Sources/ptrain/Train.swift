@@ -25,8 +25,8 @@ struct Train: ParsableCommand {
 
     @Option(help: "Directory with MNIST-format IDX files (train-*/t10k-*, .gz or raw).")
     var data = Dataset.defaultDirectory
-    @Option(help: "Model spec (see below; default: the reference network).")
-    var spec: String?
+    @Option(help: "Model spec (see below; default: the reference network).", transform: { try ModelSpec(parsing: $0) })
+    var spec: ModelSpec?
     @Option(help: "Worker threads, 1...1024 (default: the machine's cores).")
     var threads: Int?
     @Option(help: "Samples per mini-batch (default \(TrainConfig().batch)).")
@@ -76,7 +76,6 @@ struct Train: ParsableCommand {
             guard saveEvery >= 1 else { throw ValidationError("--save-every must be at least 1, not \(saveEvery)") }
             guard checkpoint != nil else { throw ValidationError("--save-every needs --checkpoint PATH") }
         }
-        if let spec { do { _ = try ModelSpec(parsing: spec) } catch let e as SpecError { throw ValidationError("--spec: \(e)") } }
     }
 
     func run() throws {
@@ -97,10 +96,12 @@ struct Train: ParsableCommand {
                 }
                 return saved
             }
-            if let spec, try ModelSpec(parsing: spec).layers != ModelSpec(parsing: r.spec).layers {
+            let saved: ModelSpec
+            do { saved = try ModelSpec(parsing: r.spec) } catch { throw DataError(resume!, "checkpoint spec does not parse: \(error)") }
+            if let spec, spec.layers != saved.layers {
                 throw UsageError(description: "--spec differs from the checkpoint's '\(r.spec)' (\(resume!)); drop the flag to resume")
             }
-            config.spec = r.spec
+            config.spec = saved
             config.batch = try agree("--batch", batch, r.batch)
             config.seed = try agree("--seed", seed, r.seed)
             config.lr = try agree("--lr", lr, r.lr)

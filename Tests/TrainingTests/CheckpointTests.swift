@@ -37,7 +37,7 @@ func resumeIsExactAcrossThreadCounts(_ threads: (Int, Int)) throws {
     let data = try fashionSlice(800)
     let dir = tempDir()
     var c = TrainConfig()
-    c.spec = smallSpec; c.batch = 40; c.seed = 9; c.lr = 1e-3; c.threads = threads.0
+    c.spec = try ModelSpec(parsing: smallSpec); c.batch = 40; c.seed = 9; c.lr = 1e-3; c.threads = threads.0
     // 2N steps in one go (N = 12 crosses an epoch boundary: 800 / 40 = 20 steps an epoch).
     let whole = try Trainer(config: c, data: data)
     for _ in 0..<24 { whole.trainStep() }

@@ -11,7 +11,7 @@ func fashionSlice(_ n: Int) throws -> Dataset {
 
 func train(_ data: Dataset, spec: String, threads: Int, batch: Int, steps: Int) throws -> (weights: [UInt32], losses: [UInt32]) {
     var c = TrainConfig()
-    c.spec = spec; c.threads = threads; c.batch = batch; c.seed = 123; c.lr = 1e-3
+    c.spec = try ModelSpec(parsing: spec); c.threads = threads; c.batch = batch; c.seed = 123; c.lr = 1e-3
     let t = try Trainer(config: c, data: data)
     let losses = (0..<steps).map { _ in t.trainStep().bitPattern }
     let w = t.network.weights
@@ -61,7 +61,7 @@ let smallSpec = "conv(8,3) relu maxpool(2) conv(16,3) relu avgpool(2) fc(64) rel
 @Test func evaluationCountsEveryImage() throws {
     let data = try fashionSlice(230)
     var c = TrainConfig()
-    c.spec = smallSpec; c.threads = 2; c.batch = 50
+    c.spec = try ModelSpec(parsing: smallSpec); c.threads = 2; c.batch = 50
     let t = try Trainer(config: c, data: data)
     let e = t.evaluate(data)  // 230 = 4 full chunks + 30
     #expect(e.count == 230 && e.correct >= 0 && e.correct <= 230 && e.loss.isFinite)
