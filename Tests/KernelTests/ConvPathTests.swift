@@ -27,25 +27,7 @@ func winogradGradientsMatchDirectConv(_ p: (Int, Int, Int, Int, Bool)) {
     var r = Rand(s: UInt64(h + w * cin))
     let x = r.array(g.inputSize), wt = r.array(9 * cin * cout), dy = r.array(g.positions * cout)
     let (dx, dw) = WinogradConv(g: g, cout: cout).backward(x: x, w: wt, dy: dy)
-    // Direct: dx[i] = Σ dy · w over the outputs that read i; dw = Σ x · dy over positions.
-    var wantDx = [Double](repeating: 0, count: g.inputSize), wantDw = [Double](repeating: 0, count: 9 * cin * cout)
-    for oh in 0..<g.outH {
-        for ow in 0..<g.outW {
-            for kh in 0..<3 {
-                for kw in 0..<3 {
-                    let ih = oh - g.padTop + kh, iw = ow - g.padLeft + kw
-                    guard ih >= 0, ih < h, iw >= 0, iw < w else { continue }
-                    for c in 0..<cin {
-                        for o in 0..<cout {
-                            let d = Double(dy[(oh * g.outW + ow) * cout + o])
-                            wantDx[(ih * w + iw) * cin + c] += d * Double(wt[((kh * 3 + kw) * cin + c) * cout + o])
-                            wantDw[((kh * 3 + kw) * cin + c) * cout + o] += d * Double(x[(ih * w + iw) * cin + c])
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let (wantDx, wantDw) = Reference.convGradients(g, x: x, w: wt, dy: dy, cout: cout)
     close(dx, wantDx, terms: 9 * cout)
     close(dw, wantDw, terms: g.positions)
 }

@@ -19,20 +19,25 @@ public enum Reference {
         return c
     }
 
-    /// Direct convolution of one NHWC sample with weights [K, K, Cin, Cout] and bias [Cout].
+    /// Direct convolution of one NHWC sample with weights [K, K, Cin, Cout] and bias [Cout]: each
+    /// output is its bias plus the products over (kh, kw, c) in that order.
     public static func conv(_ g: Window, x: [Float], w: [Float], bias: [Float], cout: Int) -> [Double] {
+        conv(g, x: x.map(Double.init), w: w.map(Double.init)[...], bias: bias.map(Double.init)[...], cout: cout)
+    }
+
+    public static func conv(_ g: Window, x: [Double], w: ArraySlice<Double>, bias: ArraySlice<Double>, cout: Int) -> [Double] {
+        let w0 = w.startIndex, b0 = bias.startIndex
         var y = [Double](repeating: 0, count: g.positions * cout)
         for oh in 0..<g.outH {
             for ow in 0..<g.outW {
                 for o in 0..<cout {
-                    var s = Double(bias[o])
+                    var s = bias[b0 + o]
                     for kh in 0..<g.kernel {
                         for kw in 0..<g.kernel {
                             let ih = oh * g.stride - g.padTop + kh, iw = ow * g.stride - g.padLeft + kw
                             guard ih >= 0, ih < g.inH, iw >= 0, iw < g.inW else { continue }
                             for c in 0..<g.channels {
-                                s += Double(x[(ih * g.inW + iw) * g.channels + c])
-                                    * Double(w[((kh * g.kernel + kw) * g.channels + c) * cout + o])
+                                s += x[(ih * g.inW + iw) * g.channels + c] * w[w0 + ((kh * g.kernel + kw) * g.channels + c) * cout + o]
                             }
                         }
                     }
@@ -43,7 +48,36 @@ public enum Reference {
         return y
     }
 
+    /// The direct convolution's gradients for output gradient dy: dx (each input's products with
+    /// the weights over the outputs that read it) and dw (each weight's products over positions).
+    public static func convGradients(_ g: Window, x: [Float], w: [Float], dy: [Float], cout: Int) -> (dx: [Double], dw: [Double]) {
+        var dx = [Double](repeating: 0, count: g.inputSize), dw = [Double](repeating: 0, count: g.patch * cout)
+        for oh in 0..<g.outH {
+            for ow in 0..<g.outW {
+                for kh in 0..<g.kernel {
+                    for kw in 0..<g.kernel {
+                        let ih = oh * g.stride - g.padTop + kh, iw = ow * g.stride - g.padLeft + kw
+                        guard ih >= 0, ih < g.inH, iw >= 0, iw < g.inW else { continue }
+                        for c in 0..<g.channels {
+                            for o in 0..<cout {
+                                let d = Double(dy[(oh * g.outW + ow) * cout + o]), wi = ((kh * g.kernel + kw) * g.channels + c) * cout + o
+                                dx[(ih * g.inW + iw) * g.channels + c] += d * Double(w[wi])
+                                dw[wi] += d * Double(x[(ih * g.inW + iw) * g.channels + c])
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return (dx, dw)
+    }
+
+    /// Max or average over each VALID window.
     public static func pool(_ g: Window, x: [Float], max isMax: Bool) -> [Double] {
+        pool(g, x: x.map(Double.init), max: isMax)
+    }
+
+    public static func pool(_ g: Window, x: [Double], max isMax: Bool) -> [Double] {
         var y = [Double](repeating: 0, count: g.positions * g.channels)
         for oh in 0..<g.outH {
             for ow in 0..<g.outW {
@@ -51,7 +85,7 @@ public enum Reference {
                     var best = -Double.infinity, sum = 0.0
                     for kh in 0..<g.kernel {
                         for kw in 0..<g.kernel {
-                            let v = Double(x[((oh * g.stride + kh) * g.inW + ow * g.stride + kw) * g.channels + c])
+                            let v = x[((oh * g.stride + kh) * g.inW + ow * g.stride + kw) * g.channels + c]
                             best = max(best, v); sum += v
                         }
                     }
