@@ -102,21 +102,36 @@ public final class Network {
     /// gradients unstored.
     var lastBackwardFused = false
 
-    /// When `profiling`, each stage's forward and backward time accumulates here (nanoseconds,
-    /// `[2 * stage]` forward, `[2 * stage + 1]` backward) for `ptrain bench --profile`.
+    /// Where a step's time went, when `profiling` (`ptrain bench --profile`): nanoseconds summed
+    /// over the steps since `resetProfile`.
+    public struct Profile: Sendable {
+        /// Each stage's forward and backward pass.
+        public var forward, backward: [UInt64]
+        /// The sum of the shards' conv gradients, and Adam over what the dense layers' backward
+        /// passes do not update themselves.
+        public var reduce: UInt64 = 0, adam: UInt64 = 0
+        init(stages: Int) { forward = Array(repeating: 0, count: stages); backward = forward }
+    }
     public var profiling = false
-    public private(set) var stageNanos: [UInt64] = []
+    public private(set) var profile = Profile(stages: 0)
     @inline(__always) func clock() -> UInt64 { profiling ? DispatchTime.now().uptimeNanoseconds : 0 }
     /// Names the regions that follow for a recording pool (`ptrain bench --model-cores`).
     @inline(__always) public func label(_ text: @autoclosure () -> String) {
         if let recorder = pool.recorder { recorder.label = text() }
     }
-    @inline(__always) func charge(_ slot: Int, since start: UInt64) {
-        if profiling { stageNanos[slot] &+= DispatchTime.now().uptimeNanoseconds &- start }
+    /// A slot of `Profile` (an enum rather than a key path: a key path with an index allocates).
+    enum ProfileSlot { case forward(Int), backward(Int), reduce, adam }
+    @inline(__always) func charge(_ slot: ProfileSlot, since start: UInt64) {
+        guard profiling else { return }
+        let t = DispatchTime.now().uptimeNanoseconds &- start
+        switch slot {
+        case let .forward(i): profile.forward[i] &+= t
+        case let .backward(i): profile.backward[i] &+= t
+        case .reduce: profile.reduce &+= t
+        case .adam: profile.adam &+= t
+        }
     }
-    /// The last two slots: the conv-gradient reduction, and Adam over the parameters that the
-    /// dense layers' backward passes do not update themselves.
-    public func resetProfile() { stageNanos = Array(repeating: 0, count: 2 * stages.count + 2) }
+    public func resetProfile() { profile = Profile(stages: stages.count) }
     /// A short name per stage for profile tables: "conv 3x3 1->64 +relu", "maxpool 2", "fc 6272->1024".
     /// (Built once: a recording labels every region with one, and building it each time would
     /// count as the step's serial part.)

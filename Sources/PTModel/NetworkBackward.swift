@@ -30,7 +30,7 @@ extension Network {
         label("adam (rest)")
         pool.run(items: adamSlices, AdamRangesJob(adam: adam, w: weights, g: gradients, m: moment1, v: moment2,
                                                   starts: adamStarts, counts: adamCounts, finite: finiteFlags))
-        charge(2 * stages.count + 1, since: start)
+        charge(.adam, since: start)
         if group.size > 1 {
             // A rank saw only its rows of each dense layer's gradient: the ranks vote, slot by slot.
             for slot in 0..<finiteSlots {
@@ -67,7 +67,7 @@ extension Network {
             let outSize = sizes[idx + 1]
             let needInput = idx > 0
             let start = clock()
-            defer { charge(2 * idx + 1, since: start) }
+            defer { charge(.backward(idx), since: start) }
             label(regionLabels[idx].backward)
             switch stages[idx] {
             case let .conv(c):
@@ -100,7 +100,7 @@ extension Network {
         let start = clock()
         label("conv grad all-reduce")
         reduceConvGradients(count: n)
-        charge(2 * stages.count, since: start)
+        charge(.reduce, since: start)
     }
 
     /// Whether stage `idx` is a dense layer with a ReLU followed by dropout, whose backward pass

@@ -13,7 +13,7 @@ extension Network {
         for (idx, stage) in stages.enumerated() {
             let x = acts[idx], y = acts[idx + 1]
             let start = clock()
-            defer { charge(2 * idx, since: start) }
+            defer { charge(.forward(idx), since: start) }
             label(regionLabels[idx].forward)
             // Per-sample stages run on this rank's samples; from the first dense layer on, on all.
             let range = idx < split ? mine : 0..<n

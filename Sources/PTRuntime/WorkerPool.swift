@@ -45,6 +45,9 @@ public final class WorkerPool: @unchecked Sendable {
     private let queueOfWorker: [Int]
     /// The first worker of each node the pool uses, and then `count`.
     private let nodeFirstWorker: [Int]
+    /// The node (as numbered by the machine) of each range of `nodeRanges`. (Stored: a step asks
+    /// for it, and must not allocate.)
+    public let rangeNodes: [Int]
     private let running = Atomic<Int>(0)
     private var itemCount = 0
     // The running region: a ParallelJob value on the caller's stack, read through a pointer. (A
@@ -82,11 +85,13 @@ public final class WorkerPool: @unchecked Sendable {
         self.scratchFloats = scratchFloats
         scratch = .allocate(capacity: threads)
         scratch.initialize(repeating: nil, count: threads)
-        nodes = (0..<threads).map { numa.cpu(forWorker: $0).node }
+        let nodes = (0..<threads).map { numa.cpu(forWorker: $0).node }
+        self.nodes = nodes
         // Workers are laid out node by node, so each node's workers are consecutive.
         var firsts = [0]
         for w in 1..<max(threads, 1) where nodes[w] != nodes[w - 1] { firsts.append(w) }
         nodeFirstWorker = firsts + [threads]
+        rangeNodes = firsts.map { nodes[$0] }
         queues = firsts.count > 1 ? firsts.map { _ in NodeQueue() } : []
         queueOfWorker = (0..<threads).map { w in firsts.lastIndex { $0 <= w }! }
         // Oversubscribed: a spinning thread steals the core from the one doing the work.
@@ -166,8 +171,6 @@ public final class WorkerPool: @unchecked Sendable {
         }
     }
 
-    /// The node (as numbered by the machine) of each range of `nodeRanges`.
-    public var rangeNodes: [Int] { nodeFirstWorker.dropLast().map { nodes[$0] } }
 
     /// Wakes the workers for one region, works on it too, and waits for all of them.
     private func region(_ items: Int) {

@@ -116,15 +116,15 @@ public enum Bench {
         log(pad("stage") + "  fwd ms  GFLOP/s   bwd ms  GFLOP/s   (executed arithmetic)")
         var accounted = 0.0
         for (i, name) in names.enumerated() {
-            let f = ms(net.stageNanos[2 * i]), bw = ms(net.stageNanos[2 * i + 1])
+            let f = ms(net.profile.forward[i]), bw = ms(net.profile.backward[i])
             accounted += f + bw
             log(pad(name) + String(format: " %7.2f %@  %7.2f %@", f, rate(flops[i].0, f), bw, rate(flops[i].1, bw)))
         }
-        let reduce = ms(net.stageNanos[2 * names.count])
+        let reduce = ms(net.profile.reduce)
         let reduceGBs = reduce > 0 ? Double(net.reduceBytes(batch: trainer.config.batch)) / reduce / 1e6 : 0
         log(pad("conv grad all-reduce") + String(format: " %7.2f  %6.1f GB/s (%d shards)", reduce, reduceGBs,
                                                      Network.shardCount(batch: trainer.config.batch)))
-        let loss = ms(trainer.lossNanos), adam = ms(net.stageNanos[2 * names.count + 1])
+        let loss = ms(trainer.lossNanos), adam = ms(net.profile.adam)
         accounted += reduce + loss + adam
         log(pad("loss") + String(format: " %7.2f", loss))
         log(pad("adam (rest)") + String(format: " %7.2f   (fc weights: in their bwd)", adam))
