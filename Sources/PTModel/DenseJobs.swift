@@ -42,10 +42,17 @@ struct DenseUpdateJob: ParallelJob, @unchecked Sendable {  // an item writes its
     var rows: Int                                  // where a block of dW's rows goes in the worker's scratch
     unowned(unsafe) var pool: WorkerPool
 
+    /// The rows of W that items `items` (of `parts` over `tiles`) update: the job's items and
+    /// `Network`'s placement of those rows by node both read it from here.
+    static func rows(_ items: Range<Int>, of parts: Int, tiles: Range<Int>, inputs: Int) -> Range<Int> {
+        let tn = tiles.count, p = max(parts, 1)
+        return min((tiles.lowerBound + items.lowerBound * tn / p) * Gemm.mr, inputs)..<min((tiles.lowerBound + items.upperBound * tn / p) * Gemm.mr, inputs)
+    }
+
     func run(_ item: Int, _ worker: Int) {
         if item >= parts { sums.run(chunk: item - parts, of: sumChunks); return }
-        let t0 = tiles.lowerBound, tn = tiles.count
-        let lo = (t0 + item * tn / parts) * Gemm.mr, hi = min((t0 + (item + 1) * tn / parts) * Gemm.mr, inputs)
+        let block = Self.rows(item..<(item + 1), of: parts, tiles: tiles, inputs: inputs)
+        let lo = block.lowerBound, hi = block.upperBound
         let scratch = pool.scratch(worker)
         var ok = true
         var r0 = lo

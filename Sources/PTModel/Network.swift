@@ -324,9 +324,8 @@ public final class Network {
             let tiles = ProcessGroup.share((d.inputs + Gemm.mr - 1) / Gemm.mr, part: group.rank, of: group.size)
             let parts = min(tiles.count, 4 * pool.count), nodes = pool.rangeNodes
             return pool.nodeRanges(parts).enumerated().map { k, items in
-                let t0 = tiles.lowerBound + items.lowerBound * tiles.count / max(parts, 1)
-                let t1 = tiles.lowerBound + items.upperBound * tiles.count / max(parts, 1)
-                return ((base + min(t0 * Gemm.mr, d.inputs) * width)..<(base + min(t1 * Gemm.mr, d.inputs) * width), nodes[k])
+                let rows = DenseUpdateJob.rows(items, of: parts, tiles: tiles, inputs: d.inputs)
+                return ((base + rows.lowerBound * width)..<(base + rows.upperBound * width), nodes[k])
             }
         }
         let denseWeightRows = plan.flatMap { stage, _ -> [(Range<Int>, Int)] in

@@ -166,9 +166,12 @@ public final class WorkerPool: @unchecked Sendable {
     /// The share of a region's `items` that the workers of each node the pool uses take first,
     /// in node order: in proportion to its workers. One range, all items, on one node.
     public func nodeRanges(_ items: Int) -> [Range<Int>] {
-        (0..<(nodeFirstWorker.count - 1)).map { k in
-            (items * nodeFirstWorker[k] / count)..<(items * nodeFirstWorker[k + 1] / count)
-        }
+        (0..<(nodeFirstWorker.count - 1)).map { nodeShare(items, $0) }
+    }
+
+    /// Node k's share of `items`: one definition for the dealing and for callers placing memory.
+    @inline(__always) private func nodeShare(_ items: Int, _ k: Int) -> Range<Int> {
+        (items * nodeFirstWorker[k] / count)..<(items * nodeFirstWorker[k + 1] / count)
     }
 
 
@@ -177,9 +180,9 @@ public final class WorkerPool: @unchecked Sendable {
         itemCount = items
         nextItem.store(0, ordering: .relaxed)
         for (k, q) in queues.enumerated() {
-            let r = items * nodeFirstWorker[k] / count, e = items * nodeFirstWorker[k + 1] / count
-            q.end = e
-            q.next.store(r, ordering: .relaxed)
+            let share = nodeShare(items, k)
+            q.end = share.upperBound
+            q.next.store(share.lowerBound, ordering: .relaxed)
         }
         running.store(count - 1, ordering: .relaxed)
         pthread_mutex_lock(&mutex)
