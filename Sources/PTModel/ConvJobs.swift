@@ -67,14 +67,14 @@ struct ConvParts: Hashable {
     static func limit(_ c: ConvStage, backward: Bool) -> (parts: ConvParts, cost: Double) {
         let g = c.window
         if !backward {
-            guard c.winograd || c.singleChannel else { return (.one, 0) }
+            guard c.path == .winograd || c.path == .singleChannel else { return (.one, 0) }
             if let p = c.fusedPool, !(p.window.kernel == 2 && p.window.stride == 2) { return (.one, 0) }
             // Recorded at batch 50 cut for 16 workers (4 parts): the one-channel conv did 23% more
             // work; the Winograd conv 60% more (each part of its GEMMs reads all of the packed U).
-            return (ConvParts(count: (g.outH + 1) / 2, unit: 2, extent: g.outH), c.winograd ? 0.3 : 0.12)
+            return (ConvParts(count: (g.outH + 1) / 2, unit: 2, extent: g.outH), c.path == .winograd ? 0.3 : 0.12)
         }
         // The cut GEMM reads its panels of the packed Uᵀ at an offset: one KC x NC block only.
-        guard c.winograd, c.cout <= Gemm.packedBlockRows, g.channels <= Gemm.packedBlockColumns,
+        guard c.path == .winograd, c.cout <= Gemm.packedBlockRows, g.channels <= Gemm.packedBlockColumns,
               g.channels % Gemm.nr == 0 else { return (.one, 0) }
         return (ConvParts(count: g.channels / Gemm.nr, unit: Gemm.nr, extent: g.channels), 0.25)
     }
@@ -102,35 +102,31 @@ struct ConvParts: Hashable {
     }
 }
 
-/// One sample of a convolution (or a block of its output rows, `parts`): im2col into the
-/// worker's scratch (the input itself for a 1x1 stride-1 conv) and one GEMM with bias and ReLU —
-/// or Winograd, or the direct one-channel conv — and, when a max-pool follows, the pool (then `y`
-/// is the pool's output and the conv's output stays in scratch). Item i is sample i / parts.count.
+/// One sample of a convolution (or a block of its output rows, `parts`) by the conv's path:
+/// im2col into the worker's scratch (the input itself on the pointwise path) and one GEMM with
+/// bias and ReLU, or Winograd, or the direct one-channel conv; and, when a max-pool follows, the
+/// pool (then `y` is the pool's output and the conv's output stays in scratch). Item i is sample
+/// i / parts.count.
 struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its sample's (part's) output, and its worker's scratch
-    var g: Window
-    var cout: Int
-    var x, y, w, bias: UnsafeMutablePointer<Float>   // w: the weights packed by PackBJob
-    var relu, viaCol: Bool
-    var winograd: ConvStage?   // set for a Winograd conv (then w is unused)
-    var singleChannel: Bool    // direct (then w is the weights as stored)
-    var fusedPool: PoolStage?
+    var c: ConvStage
+    var x, y: UnsafeMutablePointer<Float>
+    var weights: UnsafeMutablePointer<Float>   // the flat parameters: the conv's bias, and its weights as stored
     var scratch: ScratchLayout
     var parts = ConvParts.one
     unowned(unsafe) var pool: WorkerPool
     func run(_ item: Int, _ worker: Int) {
+        let g = c.window, cout = c.cout, bias = weights + c.bias
         let s = item / parts.count
         // This part's output rows (whole pairs unless the last row is odd).
         let rows = parts.count == 1 ? 0..<g.outH : parts.block(item % parts.count)
         let area = pool.scratch(worker)
-        if singleChannel {
+        let out = c.fusedPool == nil ? y + s * g.positions * cout : area + scratch.output
+        switch c.path {
+        case .singleChannel:
             let xp = area + scratch.col
             SingleChannelConv.pad(g, x: x + s * g.inputSize, into: xp)
-            let out = fusedPool == nil ? y + s * g.positions * cout : area + scratch.output
-            SingleChannelConv.forward(g, cout: cout, xp: xp, w: w, bias: bias, relu: relu, rows: rows, y: out)
-            poolAfter(out, s, rows)
-            return
-        }
-        if let c = winograd {
+            SingleChannelConv.forward(g, cout: cout, xp: xp, w: weights + c.weight, bias: bias, relu: c.relu, rows: rows, y: out)
+        case .winograd:
             // V = Bᵀ d B, then M_ξ = V_ξ · U_ξ for the 16 positions ξ, then y = Aᵀ M A + bias; a
             // part computes its rows of tiles of V, M and y.
             let t = Winograd.tiles(g), cin = g.channels, tilesW = (g.outW + 1) / 2
@@ -143,24 +139,21 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
                               b: .packed(packed), c: m + (xi * t + tiles.lowerBound) * cout, ldc: cout,
                               accumulate: false, scratch: area)
             }
-            let out = fusedPool == nil ? y + s * g.positions * cout : area + scratch.output
-            Winograd.transformOutput(g, cout: cout, m: m, bias: bias, relu: relu, tiles: tiles, into: out)
-            poolAfter(out, s, rows)
-            return
+            Winograd.transformOutput(g, cout: cout, m: m, bias: bias, relu: c.relu, tiles: tiles, into: out)
+        case .im2col, .pointwise:
+            let col = c.path == .im2col ? area + scratch.col : x + s * g.inputSize
+            if c.path == .im2col { Im2col.forward(g, x: x + s * g.inputSize, col: col) }
+            Gemm.multiply(m: g.positions, n: cout, k: g.patch, a: .rowMajor(col, cols: g.patch), b: .packed(c.packedW),
+                          c: out, ldc: cout, accumulate: false, bias: bias, relu: c.relu, scratch: area)
         }
-        let col = viaCol ? area + scratch.col : x + s * g.inputSize
-        if viaCol { Im2col.forward(g, x: x + s * g.inputSize, col: col) }
-        let out = fusedPool == nil ? y + s * g.positions * cout : area + scratch.output
-        Gemm.multiply(m: g.positions, n: cout, k: g.patch, a: .rowMajor(col, cols: g.patch), b: .packed(w),
-                      c: out, ldc: cout, accumulate: false, bias: bias, relu: relu, scratch: area)
         poolAfter(out, s, rows)
     }
 
     /// The fused pool over the conv's output `rows` (a part's: whole 2x2 windows, `ConvParts`).
     @inline(__always) func poolAfter(_ out: UnsafeMutablePointer<Float>, _ s: Int, _ rows: Range<Int>) {
-        if let p = fusedPool {
+        if let p = c.fusedPool {
             let size = p.window.positions * p.window.channels
-            let pooled = rows.count == g.outH ? nil : (rows.lowerBound / 2)..<min(rows.upperBound / 2, p.window.outH)
+            let pooled = rows.count == c.window.outH ? nil : (rows.lowerBound / 2)..<min(rows.upperBound / 2, p.window.outH)
             MaxPool.forward(p.window, x: out, y: y + s * size, argmax: p.argmax! + s * size, rows: pooled)
         }
     }
@@ -171,25 +164,21 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
 /// than keeping the batch's), the shard's weight and bias gradients accumulated into its own
 /// buffers, and the input gradient (dcol = dy · Wᵀ, wt being Wᵀ packed, then col2im); or the
 /// same through Winograd's transforms (`backwardWinograd`), or the direct one-channel conv's
-/// weight gradient. Which worker runs a shard changes nothing: its sums run in sample order.
+/// weight gradient (that path has no input gradient). Which worker runs a shard changes nothing: its sums run in sample order.
 /// A Winograd conv's shard may be cut into `parts` (blocks of input channels, `ConvParts`): item i
 /// is shard i / parts.count.
 struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes its shard's (part's) gradients and samples' dx, and its worker's scratch
-    var g: Window
-    var cout: Int
-    var relu, viaCol: Bool
-    var x, y, dy: UnsafeMutablePointer<Float>   // with a fused pool, dy is the pool's output gradient
-    var dx, wt: UnsafeMutablePointer<Float>?
-    var winograd: ConvStage?   // set for a Winograd conv (then wt is its packed U_ξᵀ, 16 blocks)
-    var singleChannel: Bool    // direct, weight gradient only (a first layer)
-    var fusedPool: PoolStage?
-    var pooled: UnsafeMutablePointer<Float>     // the fused pool's output (for its ReLU mask)
+    var c: ConvStage
+    var x, y, dy: UnsafeMutablePointer<Float>   // with a fused pool, y and dy are the pool's output and its gradient
+    var dx, wt: UnsafeMutablePointer<Float>?    // wt: Wᵀ packed (Winograd: its packed U_ξᵀ, 16 blocks)
     var scratch: ScratchLayout
     var samples, shards: Int
     var gw, gb: UnsafeMutablePointer<Float>   // shard 0's weight and bias gradient; shard i is i * shardStride on
     var shardStride: Int
     var parts = ConvParts.one
     unowned(unsafe) var pool: WorkerPool
+    var g: Window { c.window }
+    var cout: Int { c.cout }
 
     func run(_ item: Int, _ worker: Int) {
         let shard = item / parts.count, part = item % parts.count
@@ -204,49 +193,49 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
             if part == 0 { gws.update(repeating: 0, count: K * cout); gbs.update(repeating: 0, count: cout) }
             return
         }
-        if singleChannel { gws.update(repeating: 0, count: K * cout) }
+        if c.path == .singleChannel { gws.update(repeating: 0, count: K * cout) }
         // Part 0 sums the bias gradient.
         let biasColumns = part == 0 ? 0..<cout : 0..<0
         gbs.update(repeating: 0, count: biasColumns.count)
         for s in first..<end {
             let dys: UnsafeMutablePointer<Float>
-            if let p = fusedPool {
+            if let p = c.fusedPool {
                 let size = p.window.positions * p.window.channels
                 dys = area + scratch.output
                 // A Winograd conv's part needs every output channel's gradient (its input
                 // channels' sums run over all of them).
                 MaxPool.backward(p.window, dy: dy + s * size, argmax: p.argmax! + s * size, dx: dys,
-                                 reluOutput: p.masksRelu ? UnsafePointer(pooled + s * size) : nil)
+                                 reluOutput: p.masksRelu ? UnsafePointer(y + s * size) : nil)
             } else {
                 dys = dy + s * P * cout
-                if relu { Elementwise.reluBackward(dy: dys, y: y + s * P * cout, count: P * cout) }
+                if c.relu { Elementwise.reluBackward(dy: dys, y: y + s * P * cout, count: P * cout) }
             }
-            if singleChannel {
+            switch c.path {
+            case .singleChannel:
                 let xp = area + scratch.col
                 SingleChannelConv.pad(g, x: x + s * g.inputSize, into: xp)
                 SingleChannelConv.weightGradient(g, cout: cout, xp: xp, dy: dys, dw: gws)
                 Elementwise.columnSums(dys, rows: P, ld: cout, cols: biasColumns, into: gbs, accumulate: true)
-                continue
-            }
-            if let c = winograd {
-                backwardWinograd(c, s, dys, du, accumulate: s > first, area, parts.count == 1 ? 0..<g.channels : parts.block(part))
+            case .winograd:
+                backwardWinograd(s, dys, du, accumulate: s > first, area, parts.count == 1 ? 0..<g.channels : parts.block(part))
                 Elementwise.columnSums(dys, rows: P, ld: cout, cols: biasColumns, into: gbs, accumulate: true)
-                continue
-            }
-            let col = viaCol ? area + scratch.col : x + s * g.inputSize
-            if viaCol { Im2col.forward(g, x: x + s * g.inputSize, col: col) }
-            Gemm.multiply(m: K, n: cout, k: P, a: .transposed(col, cols: K), b: .rowMajor(dys, cols: cout),
-                          c: gws, ldc: cout, accumulate: s > first, scratch: area)
-            Elementwise.columnSums(dys, rows: P, ld: cout, cols: 0..<cout, into: gbs, accumulate: true)
-            if let dx, let wt {
-                // The im2col is no longer needed: its gradient goes over it.
-                let dcol = viaCol ? col : dx + s * P * K
-                Gemm.multiply(m: P, n: K, k: cout, a: .rowMajor(dys, cols: cout), b: .packed(wt),
-                              c: dcol, ldc: K, accumulate: false, scratch: area)
-                if viaCol { Im2col.backward(g, dcol: dcol, dx: dx + s * g.inputSize) }
+            case .im2col, .pointwise:
+                let viaCol = c.path == .im2col
+                let col = viaCol ? area + scratch.col : x + s * g.inputSize
+                if viaCol { Im2col.forward(g, x: x + s * g.inputSize, col: col) }
+                Gemm.multiply(m: K, n: cout, k: P, a: .transposed(col, cols: K), b: .rowMajor(dys, cols: cout),
+                              c: gws, ldc: cout, accumulate: s > first, scratch: area)
+                Elementwise.columnSums(dys, rows: P, ld: cout, cols: 0..<cout, into: gbs, accumulate: true)
+                if let dx, let wt {
+                    // The im2col is no longer needed: its gradient goes over it.
+                    let dcol = viaCol ? col : dx + s * P * K
+                    Gemm.multiply(m: P, n: K, k: cout, a: .rowMajor(dys, cols: cout), b: .packed(wt),
+                                  c: dcol, ldc: K, accumulate: false, scratch: area)
+                    if viaCol { Im2col.backward(g, dcol: dcol, dx: dx + s * g.inputSize) }
+                }
             }
         }
-        if winograd != nil {
+        if c.path == .winograd {
             let ci = parts.count == 1 ? 0..<g.channels : parts.block(part)
             Winograd.weightGradient(du, pairs: g.channels * cout, range: (ci.lowerBound * cout)..<(ci.upperBound * cout), into: gws)
         }
@@ -255,7 +244,7 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
     /// One sample of a Winograd conv, for the input channels `ci`: dM = A dy Aᵀ, dU_ξ += V_ξᵀ dM_ξ
     /// (V recomputed from x; ci's rows of dU), and when the input gradient is needed,
     /// dV_ξ = dM_ξ U_ξᵀ (ci's columns, over V; its panels of the packed U_ξᵀ) and dx = Σ B dV Bᵀ.
-    func backwardWinograd(_ c: ConvStage, _ s: Int, _ dys: UnsafeMutablePointer<Float>,
+    func backwardWinograd(_ s: Int, _ dys: UnsafeMutablePointer<Float>,
                           _ du: UnsafeMutablePointer<Float>, accumulate: Bool, _ area: UnsafeMutablePointer<Float>,
                           _ ci: Range<Int>) {
         let t = Winograd.tiles(g), cin = g.channels, c0 = ci.lowerBound

@@ -47,8 +47,8 @@ extension PackWinogradJob {
 extension ConvForwardJob {
     /// A sample's input and what it stores: the conv's output, or the fused pool's output and argmax.
     func bytesMoved(items: Int) -> Int {
-        let out: Int
-        if let p = fusedPool { out = 2 * p.window.positions * p.window.channels } else { out = g.positions * cout }
+        let g = c.window, out: Int
+        if let p = c.fusedPool { out = 2 * p.window.positions * p.window.channels } else { out = g.positions * c.cout }
         return items * f * (g.inputSize + out) / parts.count
     }
 }
@@ -58,7 +58,7 @@ extension ConvBackwardJob {
     /// gradient; per shard its weight-gradient buffer.
     func bytesMoved(items: Int) -> Int {
         let perSample: Int
-        if let p = fusedPool { perSample = 3 * p.window.positions * p.window.channels } else { perSample = 2 * g.positions * cout }
+        if let p = c.fusedPool { perSample = 3 * p.window.positions * p.window.channels } else { perSample = 2 * g.positions * cout }
         let samplesPerShard = (samples + shards - 1) / max(shards, 1)
         let shardsRun = (items + parts.count - 1) / parts.count
         return f * (shardsRun * samplesPerShard * (g.inputSize * (dx == nil ? 1 : 2) + perSample) + shardsRun * (g.patch + 1) * cout)

@@ -63,8 +63,7 @@ extension Network {
         let split = firstDense, mine = samples(batch: n, rank: group.rank)
         for idx in stages.indices.reversed() {
             let range = idx < split ? mine : 0..<n
-            let x = acts[idx], y = acts[idx + 1], dy = grads[idx + 1], dx = grads[idx]
-            let outSize = sizes[idx + 1]
+            let x = io[idx].x, y = io[idx].y, dy = io[idx].dy, dx = io[idx].dx
             let needInput = idx > 0
             let start = clock()
             defer { charge(.backward(idx), since: start) }
@@ -72,7 +71,7 @@ extension Network {
             switch stages[idx] {
             case let .conv(c):
                 let wt = needInput ? c.packedWt : nil
-                if let wt, !c.winograd {  // (a Winograd conv packed its Uᵀ in the forward pass)
+                if let wt, c.path != .winograd {  // (a Winograd conv packed its Uᵀ in the forward pass)
                     let pack = PackBJob(k: c.cout, n: c.window.patch, b: .transposed(W + c.weight, cols: c.cout), into: wt,
                                         workers: pool.splitCount)
                     pool.run(items: pack.items, pack)
@@ -80,17 +79,13 @@ extension Network {
                 let shards = Self.shardCount(batch: n), mine = self.shards(batch: n, rank: group.rank)
                 let parts = convParts(idx, c, batch: n, backward: true)
                 pool.run(range: (mine.lowerBound * parts.count)..<(mine.upperBound * parts.count), ConvBackwardJob(
-                    g: c.window, cout: c.cout, relu: c.relu && c.fusedPool == nil, viaCol: c.viaCol,
-                    x: x, y: y, dy: c.fusedPool == nil ? dy : grads[idx + 2], dx: wt == nil ? nil : dx, wt: wt,
-                    winograd: c.winograd ? c : nil, singleChannel: c.singleChannel,
-                    fusedPool: c.fusedPool, pooled: acts[idx + 2 < acts.count ? idx + 2 : idx + 1],
-                    scratch: scratchLayout, samples: n, shards: shards,
+                    c: c, x: x, y: y, dy: dy, dx: wt == nil ? nil : dx, wt: wt, scratch: scratchLayout, samples: n, shards: shards,
                     gw: shardGradients + c.weight, gb: shardGradients + c.bias, shardStride: convParams, parts: parts, pool: pool))
             case let .pool(p):
                 if p.fused { break }
                 pool.run(range: range, PoolJob(p: p, x: dx, y: dy, backward: true))
             case let .dense(d):
-                if d.relu && !reluMaskedByDropout(after: idx) { pool.run(range: range, ReluMaskJob(dy: dy, y: y, size: outSize)) }
+                if d.relu && !reluMaskedByDropout(after: idx) { pool.run(range: range, ReluMaskJob(dy: dy, y: y, size: d.outputs)) }
                 denseBackward(d, count: n, x: x, dy: dy, dx: needInput ? dx : nil, adam: fusedAdam)
             case let .dropout(d):
                 pool.run(range: range, DropoutJob(d: d, x: dx, y: dy, mode: .backward, seed: 0, step: 0,

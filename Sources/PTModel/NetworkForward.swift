@@ -11,7 +11,7 @@ extension Network {
         let W = weights
         let split = firstDense, mine = samples(batch: n, rank: group.rank)
         for (idx, stage) in stages.enumerated() {
-            let x = acts[idx], y = acts[idx + 1]
+            let x = io[idx].x, y = io[idx].y
             let start = clock()
             defer { charge(.forward(idx), since: start) }
             label(regionLabels[idx].forward)
@@ -24,22 +24,22 @@ extension Network {
             switch stage {
             case let .conv(c):
                 // A sample at a time: its im2col is built in the worker's scratch and used from cache.
-                if c.winograd {
+                switch c.path {
+                case .winograd:
                     let pairs = c.window.channels * c.cout
                     let transform = WinogradWeightsJob(w: W + c.weight, pairs: pairs, u: c.u!, chunks: min(pairs / 16, 4 * pool.splitCount))
                     pool.run(items: transform.chunks, transform)
                     pool.run(items: 16, PackWinogradJob(c: c))
-                } else if !c.singleChannel {
+                case .im2col, .pointwise:
                     let pack = PackBJob(k: c.window.patch, n: c.cout, b: .rowMajor(W + c.weight, cols: c.cout), into: c.packedW,
                                         workers: pool.splitCount)
                     pool.run(items: pack.items, pack)
+                case .singleChannel:
+                    break  // reads the weights as stored
                 }
                 let parts = convParts(idx, c, batch: n, backward: false)
                 pool.run(range: (range.lowerBound * parts.count)..<(range.upperBound * parts.count), ConvForwardJob(
-                    g: c.window, cout: c.cout, x: x, y: c.fusedPool == nil ? y : acts[idx + 2],
-                    w: c.singleChannel ? W + c.weight : c.packedW, bias: W + c.bias, relu: c.relu,
-                    viaCol: c.viaCol, winograd: c.winograd ? c : nil, singleChannel: c.singleChannel,
-                    fusedPool: c.fusedPool, scratch: scratchLayout, parts: parts, pool: pool))
+                    c: c, x: x, y: y, weights: W, scratch: scratchLayout, parts: parts, pool: pool))
             case let .pool(p):
                 if p.fused { break }
                 pool.run(range: range, PoolJob(p: p, x: x, y: y, backward: false))

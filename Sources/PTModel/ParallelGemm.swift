@@ -93,13 +93,14 @@ struct PackBJob: ParallelJob, @unchecked Sendable {  // an item writes its panel
     var k, n: Int
     var b: MatrixView
     var into: UnsafeMutablePointer<Float>
-    var slices = 1
+    /// KC x NC blocks of the packed copy, and the slices of panels each is cut into (items for
+    /// about two per worker).
+    var blocks: Int, slices: Int
     init(k: Int, n: Int, b: MatrixView, into: UnsafeMutablePointer<Float>, workers: Int = 1) {
         self.k = k; self.n = n; self.b = b; self.into = into
-        let blocks = Gemm.packedBBlocks(k: k, n: n)
+        blocks = Gemm.packedBBlocks(k: k, n: n)
         slices = min(Gemm.packedBPanels(n: n), max(1, (2 * workers + blocks - 1) / blocks))
     }
-    var blocks: Int { Gemm.packedBBlocks(k: k, n: n) }
     var items: Int { blocks * slices }
     func run(_ item: Int, _ worker: Int) {
         let block = item / slices, slice = item % slices, panels = Gemm.packedBPanels(n: n)

@@ -39,19 +39,16 @@ struct ConvStage {
     var cout: Int
     var relu: Bool
     var weight: Int, bias: Int
-    var viaCol: Bool  // false for a 1x1 stride-1 conv: the input is its own im2col
+    var path: ConvPath
     // The weights packed once a step for the per-sample GEMMs: W as the forward's B, and Wᵀ as
-    // the input gradient's B (not for the first layer, which needs no input gradient).
+    // the input gradient's B (not for the first layer, which needs no input gradient). None on
+    // the one-channel path, which reads the weights as stored.
     var packedW: UnsafeMutablePointer<Float>!
     var packedWt: UnsafeMutablePointer<Float>?
-    /// A 3x3 stride-1 conv with whole-vector channel counts runs as Winograd F(2x2, 3x3): then
-    /// its weights are transformed once a step into `u` ([16][cin][cout]) and packed per position
-    /// ξ as the GEMMs' B (`packedW`, 16 blocks of `packedStride`) and Bᵀ (`packedWt`).
-    var winograd = false
+    /// On the Winograd path the weights are transformed once a step into `u` ([16][cin][cout])
+    /// and packed per position ξ as the GEMMs' B (`packedW`, 16 blocks of `packedStride`) and
+    /// Bᵀ (`packedWt`, 16 blocks of `packedStrideT`).
     var u: UnsafeMutablePointer<Float>?
-    /// A first-layer 3x3 conv of a one-channel image runs direct (`SingleChannelConv`), from the
-    /// input zero-padded into the worker's scratch: no im2col, no packed weights.
-    var singleChannel = false
     var packedStride = 0, packedStrideT = 0
     /// A max-pool right after this conv runs inside the conv's per-sample jobs: the conv's output
     /// and its gradient live only in the worker's scratch, and the pool applies the ReLU mask.

@@ -147,23 +147,29 @@ public final class Trainer {
 
     /// `record(label, predicted)` is called for every image, in order.
     public static func evaluate(_ net: Network, _ set: Dataset, record: (Int, Int) -> Void = { _, _ in }) -> Evaluation {
-        let size = set.rows * set.cols
         var lossSum = 0.0, correct = 0
+        forEachPrediction(net, set) { i, logits in
+            let label = Int(set.labels[i])
+            let r = SoftmaxCrossEntropy.loss(logits: logits, classes: net.classes, label: label)
+            lossSum += Double(r.loss)
+            if r.argmax == label { correct += 1 }
+            record(label, r.argmax)
+        }
+        return Evaluation(loss: lossSum / Double(max(set.count, 1)), accuracy: Double(correct) / Double(max(set.count, 1)),
+                          correct: correct, count: set.count)
+    }
+
+    /// Runs every image of `set` through `net` (no dropout) in chunks of the buffers' capacity;
+    /// `body(i, logits)` sees image i's logits, in order.
+    public static func forEachPrediction(_ net: Network, _ set: Dataset, _ body: (Int, UnsafeMutablePointer<Float>) -> Void) {
+        let size = set.rows * set.cols
         var start = 0
         while start < set.count {
             let n = min(net.capacity, set.count - start)
             for s in 0..<n { set.copySample(start + s, to: net.input + s * size) }
             net.forward(count: n, training: false)
-            for s in 0..<n {
-                let label = Int(set.labels[start + s])
-                let r = SoftmaxCrossEntropy.loss(logits: net.logits + s * net.classes, classes: net.classes, label: label)
-                lossSum += Double(r.loss)
-                if r.argmax == label { correct += 1 }
-                record(label, r.argmax)
-            }
+            for s in 0..<n { body(start + s, net.logits + s * net.classes) }
             start += n
         }
-        return Evaluation(loss: lossSum / Double(max(set.count, 1)), accuracy: Double(correct) / Double(max(set.count, 1)),
-                          correct: correct, count: set.count)
     }
 }

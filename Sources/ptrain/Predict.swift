@@ -25,36 +25,32 @@ struct Predict: ParsableCommand {
 
     func run() throws {
         let (net, state) = try loadModel(checkpoint)
-        let size = state.input.count
-        var inputs: [(String, [Float])] = []
+        // The images to classify as a data set (labels unused), and a name for each.
+        var names: [String] = [], pixels: [UInt8] = []
         if let index {
             let test = try Dataset.load(directory: data, split: .test)
             guard index < test.count else { throw UsageError(description: "--index \(index) is past the \(test.count) test images") }
-            var x = [Float](repeating: 0, count: size)
-            test.copySample(index, to: &x)
-            inputs.append(("test[\(index)] (label \(test.labels[index]))", x))
+            let size = test.rows * test.cols
+            names.append("test[\(index)] (label \(test.labels[index]))")
+            pixels = Array(test.pixels[(index * size)..<((index + 1) * size)])
         } else {
             for path in images {
                 let img = try GrayImage.read(path)
                 guard img.width == state.input.w, img.height == state.input.h else {
                     throw DataError(path, "image is \(img.width)x\(img.height) but the model takes \(state.input.w)x\(state.input.h)")
                 }
-                inputs.append((path, img.pixels.map { Float($0) * (1 / 255) }))
+                names.append(path)
+                pixels += img.pixels
             }
         }
-        let names = classNames(state.classes, data: data)
+        let set = Dataset(count: names.count, rows: state.input.h, cols: state.input.w, pixels: pixels,
+                          labels: [UInt8](repeating: 0, count: names.count))
+        let classes = classNames(state.classes, data: data)
         var probs = [Float](repeating: 0, count: state.classes)
-        var start = 0
-        while start < inputs.count {
-            let n = min(net.capacity, inputs.count - start)
-            for s in 0..<n { for j in 0..<size { net.input[s * size + j] = inputs[start + s].1[j] } }
-            net.forward(count: n, training: false)
-            for s in 0..<n {
-                SoftmaxCrossEntropy.probabilities(logits: net.logits + s * state.classes, classes: state.classes, into: &probs)
-                let top = probs.enumerated().sorted { $0.element > $1.element }.prefix(3)
-                print(inputs[start + s].0 + ": " + top.map { names[$0.offset] + String(format: " %.6f", $0.element) }.joined(separator: ", "))
-            }
-            start += n
+        Trainer.forEachPrediction(net, set) { i, logits in
+            SoftmaxCrossEntropy.probabilities(logits: logits, classes: state.classes, into: &probs)
+            let top = probs.enumerated().sorted { $0.element > $1.element }.prefix(3)
+            print(names[i] + ": " + top.map { classes[$0.offset] + String(format: " %.6f", $0.element) }.joined(separator: ", "))
         }
     }
 }

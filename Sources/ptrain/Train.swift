@@ -156,51 +156,37 @@ struct Train: ParsableCommand {
             print("ptrain: --threads \(threads!) but this process may use \(cpus) CPUs: running \(cpus) workers (the results do not depend on the thread count)")
         }
         if let resume { print("ptrain: resumed from \(resume) at step \(trainer.step)") }
-        func save(announce: Bool) throws {
-            guard let checkpoint else { return }
-            net.gatherDenseState()  // every rank takes part; rank 0 writes
-            guard rank0 else { return }
-            try Checkpoint.save(net, state: trainer.checkpointState, to: checkpoint)
-            if announce { print("ptrain: saved checkpoint at step \(trainer.step) to \(checkpoint)") }
-        }
         let progress = ProgressReporter(totalSteps: totalSteps, startStep: trainer.step, batch: config.batch,
                                         interactive: interactive, logEvery: logEvery, metrics: writer)
         Interrupts.install()
-        let start = Date(), firstStep = trainer.step
-        while trainer.step < totalSteps {
-            let loss = trainer.trainStep()
-            let step = trainer.step
-            guard loss.isFinite, trainer.gradientsFinite else {
-                progress.clearLine()
-                let diverged = TrainingDiverged(step: step, loss: loss, tensor: trainer.nonFiniteGradient())
-                let kept = checkpoint.map { "; the last checkpoint in \($0) is untouched" } ?? ""
-                throw RunFailure(description: "\(diverged)\(kept); lower --lr or check the data")
+        let settings = RunSettings(steps: totalSteps, checkpoint: checkpoint, saveEvery: saveEvery, evalEvery: evalEvery)
+        let end: RunEnd
+        do {
+            end = try trainer.run(settings, test: test, stopRequested: { Interrupts.received ?? 0 }) { event in
+                switch event {
+                case let .step(step, epoch, loss): progress.stepDone(step: step, epoch: epoch, loss: loss)
+                case let .saved(step, path, periodic):
+                    if !periodic { progress.clearLine(); print("ptrain: saved checkpoint at step \(step) to \(path)") }
+                case let .evaluated(step, e): progress.evaluation(step: step, e)
+                }
             }
-            progress.stepDone(step: step, epoch: (step - 1) / trainer.stepsPerEpoch, loss: loss)
-            // Every rank stops after the same step: the one after which any rank had a signal.
-            let signal = group.maximum(Interrupts.received ?? 0)
-            if signal != 0 {
-                progress.clearLine()
-                let name = signal == SIGINT ? "interrupt" : "SIGTERM"
-                if checkpoint != nil { try save(announce: true) } else { print("ptrain: no --checkpoint given; nothing saved") }
-                print("ptrain: stopped by \(name) after step \(step)")
-                fflush(nil)
-                group.barrier()  // no rank exits (and has mpirun end the job) before rank 0 has saved
-                group.finish()
-                Foundation.exit(128 + signal)
-            }
-            if let saveEvery, step % saveEvery == 0, step != totalSteps { try save(announce: false) }
-            if evalEvery > 0 && step % evalEvery == 0 && step != totalSteps {
-                progress.evaluation(step: step, trainer.evaluate(test))
-            }
+        } catch let diverged as TrainingDiverged {
+            progress.clearLine()
+            let kept = checkpoint.map { "; the last checkpoint in \($0) is untouched" } ?? ""
+            throw RunFailure(description: "\(diverged)\(kept); lower --lr or check the data")
         }
-        let wall = Date().timeIntervalSince(start)
-        try save(announce: true)
-        let final = trainer.evaluate(test)
-        progress.evaluation(step: trainer.step, final)
-        let done = trainer.step - firstStep
-        print(String(format: "done: %d steps in %.1f s, %.0f samples/s, test accuracy %.2f%%, test loss %.4f",
-                     done, wall, Double(done * config.batch) / max(wall, 1e-9), final.accuracy * 100, final.loss))
+        switch end {
+        case let .stopped(signal, step):
+            progress.clearLine()
+            if checkpoint == nil { print("ptrain: no --checkpoint given; nothing saved") }
+            print("ptrain: stopped by \(signal == SIGINT ? "interrupt" : "SIGTERM") after step \(step)")
+            fflush(nil)
+            group.finish()
+            Foundation.exit(128 + signal)
+        case let .finished(done, wall, final):
+            print(String(format: "done: %d steps in %.1f s, %.0f samples/s, test accuracy %.2f%%, test loss %.4f",
+                         done, wall, Double(done * config.batch) / max(wall, 1e-9), final.accuracy * 100, final.loss))
+        }
         fflush(nil)
         group.finish()
     }

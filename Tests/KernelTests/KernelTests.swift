@@ -163,22 +163,6 @@ func col2imIsAdjointOfIm2col(_ p: (Int, Int, Int, Int, Int, Bool)) {
     #expect(abs(lhs - rhs) <= 1e-5 * max(1, abs(lhs)))
 }
 
-@Test(arguments: [(4, 4, 3, 2, 2), (7, 7, 5, 2, 2), (9, 8, 2, 3, 2), (5, 5, 1, 3, 1), (6, 5, 37, 2, 2), (4, 4, 16, 3, 1)])
-func poolsMatchReference(_ p: (Int, Int, Int, Int, Int)) {
-    let (h, w, c, size, stride) = p
-    let g = Window(inH: h, inW: w, channels: c, kernel: size, stride: stride, same: false)
-    var r = Rand(s: 11)
-    let x = r.array(g.inputSize)
-    var y = [Float](repeating: .nan, count: g.positions * c), arg = [Int32](repeating: -1, count: y.count)
-    x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in arg.withUnsafeMutableBufferPointer { ap in
-        MaxPool.forward(g, x: xp.baseAddress!, y: yp.baseAddress!, argmax: ap.baseAddress!)
-    } } }
-    close(y, Reference.pool(g, x: x, max: true), terms: 1)
-    for (o, a) in arg.enumerated() { #expect(x[Int(a)] == y[o]) }
-    x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { AvgPool.forward(g, x: xp.baseAddress!, y: $0.baseAddress!) } }
-    close(y, Reference.pool(g, x: x, max: false), terms: size * size)
-}
-
 @Test func softmaxCrossEntropyIsStableAndExact() {
     // Hand-computed: logits (1, 2, 3), label 2: loss = log(e^1 + e^2 + e^3) - 3 = 0.40760596.
     var d = [Float](repeating: 0, count: 3)
@@ -336,21 +320,6 @@ func prepackedBGivesTheSameBits(_ shape: (Int, Int, Int)) {
     #expect(prepacked.map(\.bitPattern) == plain.map(\.bitPattern))
 }
 
-/// Average-pool backward is the adjoint of its forward: <pool(x), d> = <x, poolᵀ(d)>, on channel
-/// counts that take the SIMD path, its tail, and both.
-@Test(arguments: [3, 16, 37])
-func avgPoolBackwardIsTheAdjoint(_ c: Int) {
-    let g = Window(inH: 7, inW: 6, channels: c, kernel: 3, stride: 2, same: false)
-    var r = Rand(s: UInt64(c))
-    let x = r.array(g.inputSize), d = r.array(g.positions * c)
-    var y = [Float](repeating: .nan, count: d.count), dx = [Float](repeating: .nan, count: x.count)
-    x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { AvgPool.forward(g, x: xp.baseAddress!, y: $0.baseAddress!) } }
-    d.withUnsafeBufferPointer { dp in dx.withUnsafeMutableBufferPointer { AvgPool.backward(g, dy: dp.baseAddress!, dx: $0.baseAddress!) } }
-    let lhs = zip(y, d).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
-    let rhs = zip(x, dx).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
-    #expect(abs(lhs - rhs) <= 1e-5 * max(1, abs(lhs)))
-}
-
 /// The ReLU mask zeroes dy exactly where y is not positive (NaN and -0 included), vector and tail.
 @Test func reluBackwardMasksWhereTheOutputWasClamped() {
     var r = Rand(s: 5)
@@ -362,68 +331,4 @@ func avgPoolBackwardIsTheAdjoint(_ c: Int) {
         Elementwise.reluBackward(dy: $0.baseAddress!, y: yp.baseAddress!, count: 37)
     } }
     for i in 0..<37 { #expect(dy[i].bitPattern == (y[i] > 0 ? dy0[i] : 0).bitPattern, "index \(i)") }
-}
-
-/// Max-pool backward when windows tile the input (written once per element) gives the bits of
-/// the general clear-and-scatter path, with and without the ReLU mask, on SIMD and tail channels.
-@Test(arguments: [3, 16, 37])
-func tiledMaxPoolBackwardMatchesTheScatter(_ c: Int) {
-    let tiled = Window(inH: 6, inW: 4, channels: c, kernel: 2, stride: 2, same: false)
-    // The same windows over an input one row taller: not tiled, so the general path runs.
-    let general = Window(inH: 7, inW: 4, channels: c, kernel: 2, stride: 2, same: false)
-    var r = Rand(s: UInt64(c) &* 31)
-    var x = r.array(general.inputSize)
-    x[5] = -0.0
-    var d = r.array(tiled.positions * c)
-    d[0] = -0.0; d[d.count - 1] = -0.0  // a -0 gradient lands as +0 in the scatter
-    for masked in [false, true] {
-        var y = [Float](repeating: 0, count: d.count), arg = [Int32](repeating: 0, count: d.count)
-        var fast = [Float](repeating: .nan, count: tiled.inputSize), slow = [Float](repeating: .nan, count: general.inputSize)
-        x.withUnsafeBufferPointer { xp in d.withUnsafeBufferPointer { dp in y.withUnsafeMutableBufferPointer { yp in
-            arg.withUnsafeMutableBufferPointer { ap in
-                MaxPool.forward(tiled, x: xp.baseAddress!, y: yp.baseAddress!, argmax: ap.baseAddress!)
-                let mask = masked ? UnsafePointer(yp.baseAddress!) : nil
-                fast.withUnsafeMutableBufferPointer {
-                    MaxPool.backward(tiled, dy: dp.baseAddress!, argmax: ap.baseAddress!, dx: $0.baseAddress!, reluOutput: mask)
-                }
-                slow.withUnsafeMutableBufferPointer {
-                    MaxPool.backward(general, dy: dp.baseAddress!, argmax: ap.baseAddress!, dx: $0.baseAddress!, reluOutput: mask)
-                }
-            }
-        } } }
-        #expect(fast.map(\.bitPattern) == slow.prefix(tiled.inputSize).map(\.bitPattern), "masked: \(masked)")
-        #expect(slow[tiled.inputSize...].allSatisfy { $0 == 0 })
-    }
-}
-
-/// Max-pool argmax on ties is the window's first maximum (row by row), on every path: 2x2 windows
-/// (SIMD and scalar channels), 3x3, overlapping strides; -0 and +0 tie too.
-@Test(arguments: [(4, 4, 16, 2, 2), (6, 6, 21, 2, 2), (5, 5, 3, 2, 1), (7, 7, 17, 3, 2)])
-func maxPoolTiesKeepTheFirstMaximum(_ p: (Int, Int, Int, Int, Int)) {
-    let (h, w, c, size, stride) = p
-    let g = Window(inH: h, inW: w, channels: c, kernel: size, stride: stride, same: false)
-    // Values from a small set, so most windows hold ties; every other zero is negative.
-    let x = (0..<g.inputSize).map { i -> Float in
-        let v = Float((i * 7 + i / 5) % 3)
-        return v == 0 && i % 2 == 1 ? -0.0 : v
-    }
-    var y = [Float](repeating: .nan, count: g.positions * c), arg = [Int32](repeating: -1, count: y.count)
-    x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in arg.withUnsafeMutableBufferPointer { ap in
-        MaxPool.forward(g, x: xp.baseAddress!, y: yp.baseAddress!, argmax: ap.baseAddress!)
-    } } }
-    for oh in 0..<g.outH {
-        for ow in 0..<g.outW {
-            for ch in 0..<c {
-                var best = -Float.infinity, first = -1
-                for kh in 0..<size {
-                    for kw in 0..<size {
-                        let i = ((oh * stride + kh) * w + ow * stride + kw) * c + ch
-                        if first < 0 || x[i] > best { best = x[i]; first = i }
-                    }
-                }
-                let o = (oh * g.outW + ow) * c + ch
-                #expect(arg[o] == Int32(first) && y[o].bitPattern == best.bitPattern, "output \(o)")
-            }
-        }
-    }
 }

@@ -77,6 +77,27 @@ public enum Reference {
         pool(g, x: x.map(Double.init), max: isMax)
     }
 
+    /// Each max-pool output's input index: the window's first maximum, row by row (a later equal
+    /// value, -0 after +0 included, does not replace it).
+    public static func maxPoolArgmax(_ g: Window, x: [Float]) -> [Int32] {
+        var arg = [Int32](repeating: -1, count: g.positions * g.channels)
+        for oh in 0..<g.outH {
+            for ow in 0..<g.outW {
+                for c in 0..<g.channels {
+                    var best = -Float.infinity, first = -1
+                    for kh in 0..<g.kernel {
+                        for kw in 0..<g.kernel {
+                            let i = ((oh * g.stride + kh) * g.inW + ow * g.stride + kw) * g.channels + c
+                            if first < 0 || x[i] > best { best = x[i]; first = i }
+                        }
+                    }
+                    arg[(oh * g.outW + ow) * g.channels + c] = Int32(first)
+                }
+            }
+        }
+        return arg
+    }
+
     public static func pool(_ g: Window, x: [Double], max isMax: Bool) -> [Double] {
         var y = [Double](repeating: 0, count: g.positions * g.channels)
         for oh in 0..<g.outH {

@@ -1,0 +1,54 @@
+// The plan a spec becomes, read without building a network: each conv's path, which pools run
+// inside their conv, where the parameters go, and the memory a batch needs.
+import Testing
+import PTModel
+
+@Test func theReferencePlanTakesTheOneChannelAndWinogradPathsWithBothPoolsFused() throws {
+    let plan = try NetworkPlan(spec: .referenceModel, input: Shape(h: 28, w: 28, c: 1), classes: 10)
+    #expect(plan.convPaths == [.singleChannel, .winograd])
+    #expect(plan.fusedPools == [true, true])
+    #expect(plan.shapes == [Shape(h: 28, w: 28, c: 1), Shape(h: 28, w: 28, c: 64), Shape(h: 14, w: 14, c: 64),
+                            Shape(h: 14, w: 14, c: 128), Shape(h: 7, w: 7, c: 128), Shape(h: 1, w: 1, c: 1024),
+                            Shape(h: 1, w: 1, c: 1024), Shape(h: 1, w: 1, c: 10)])
+    #expect(plan.tensors.map(\.name) == ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
+                                         "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"])
+    // 640 + 73,856 + 6,423,552 + 10,250: the tutorial's 3,274,634 with 64/128/1024 units.
+    #expect(plan.parameterCount == 3 * 3 * 64 + 64 + 3 * 3 * 64 * 128 + 128 + 6272 * 1024 + 1024 + 1024 * 10 + 10)
+    #expect(plan.convParams == 3 * 3 * 64 + 64 + 3 * 3 * 64 * 128 + 128)
+    // Tensors tile the flat buffer in order.
+    #expect(zip(plan.tensors, plan.tensors.dropFirst()).allSatisfy { $0.offset + $0.count == $1.offset })
+}
+
+/// The path follows the geometry: a one-channel first layer runs direct only when it is first and
+/// 3x3; channel counts that are not whole vectors, or a stride, take im2col; 1x1 stride 1 reads
+/// its input in place; an average pool, or a max-pool after another pool, is not fused.
+@Test func eachConvPathIsChosenFromItsGeometryAndPlace() throws {
+    let spec = try ModelSpec(parsing: "conv(16,3) relu conv(16,3) relu avgpool(2) conv(16,1) conv(24,3,stride=2) maxpool(2) maxpool(1) conv(16,5) relu fc(10)")
+    let plan = try NetworkPlan(spec: spec, input: Shape(h: 32, w: 32, c: 1), classes: 10)
+    #expect(plan.convPaths == [.singleChannel, .winograd, .pointwise, .im2col, .im2col])
+    #expect(plan.fusedPools == [true, false])
+    let rgb = try NetworkPlan(spec: .referenceModel, input: Shape(h: 28, w: 28, c: 3), classes: 10)
+    #expect(rgb.convPaths == [.im2col, .winograd])
+    let noOneChannel = try ModelSpec(parsing: "conv(8,3) relu conv(16,3) relu fc(10)")
+    #expect(try NetworkPlan(spec: noOneChannel, input: Shape(h: 8, w: 8, c: 1), classes: 10).convPaths == [.im2col, .im2col])
+}
+
+/// The estimate grows by the activations (and their gradients, argmaxes and dropout scales) per
+/// sample and by the scratch per worker, and counts the parameters four times.
+@Test func theMemoryEstimateCountsParametersActivationsAndScratch() throws {
+    let plan = try NetworkPlan(spec: .referenceModel, input: Shape(h: 28, w: 28, c: 1), classes: 10)
+    let one = plan.memoryEstimate(capacity: 32, threads: 1)
+    let perSample = plan.shapes.reduce(0) { $0 + 2 * $1.count } + 14 * 14 * 64 + 7 * 7 * 128 + 1024
+    #expect(plan.memoryEstimate(capacity: 64, threads: 1) - one == 4 * 32 * perSample)
+    #expect(plan.memoryEstimate(capacity: 32, threads: 3) - one > 0)
+    #expect(plan.memoryEstimate(capacity: 32, threads: 3) - one == 2 * (plan.memoryEstimate(capacity: 32, threads: 2) - one))
+    #expect(one > 4 * 4 * plan.parameterCount)
+}
+
+@Test func aPlanThatDoesNotFitItsInputNamesTheColumn() throws {
+    let spec = try ModelSpec(parsing: "conv(4,3) relu maxpool(2) maxpool(2) maxpool(2) maxpool(2) maxpool(2) fc(10)")
+    #expect { try NetworkPlan(spec: spec, input: Shape(h: 28, w: 28, c: 1), classes: 10) } throws: { error in
+        guard let e = error as? ShapeError else { return false }
+        return e.message.contains("column 60") && e.message.contains("1x1x4")
+    }
+}
