@@ -5,7 +5,7 @@ import PackageDescription
 let package = Package(
     name: "ptrain-fuzz",
     dependencies: [.package(name: "ptrain", path: "..")],
-    targets: [.target(name: "FuzzSupport")] + ["FuzzIDX", "FuzzSafetensors", "FuzzSpec"].map {
+    targets: [.target(name: "FuzzSupport")] + ["FuzzIDX", "FuzzImages", "FuzzSafetensors", "FuzzSpec"].map {
         .executableTarget(name: $0, dependencies: ["FuzzSupport", .product(name: "PTrainKit", package: "ptrain")])
     },
     swiftLanguageModes: [.v6]

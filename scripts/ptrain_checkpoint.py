@@ -4,11 +4,14 @@
   ptrain_checkpoint.py tensors CKPT                    name, shape and CRC-32 of every tensor (numpy only)
   ptrain_checkpoint.py predict CKPT --data DIR --index I [I ...]
                                                        class probabilities from a numpy forward pass
+                                                       (test images of MNIST-format IDX or CIFAR-10 data)
   ptrain_checkpoint.py eval CKPT [--data DIR]          test accuracy of the equivalent torch.nn model (needs torch)
 
 The format (docs/CHECKPOINTS.md): safetensors, float32, PyTorch layouts -- convN.weight
 [out, in, kh, kw], fcN.weight [out, in] with in flattened as (c, h, w) -- and the model spec in
 the metadata. Padding follows TensorFlow's SAME: extra padding goes at the bottom/right.
+Inputs are pixels / 255, then (x - mean) / std per channel with the checkpoint's input_mean and
+input_std (format version 2; version 1 checkpoints have neither and use pixels / 255).
 """
 import argparse, gzip, json, os, re, struct, sys, zlib
 import numpy as np
@@ -76,7 +79,7 @@ def layer_plan(meta):
 
 
 def numpy_forward(tensors, meta, x):
-    """x: [N, 1, H, W] float64 in [0, 1]; returns logits [N, classes]."""
+    """x: [N, C, H, W] float64, normalised (see `model_input`); returns logits [N, classes]."""
     for kind, p in layer_plan(meta):
         if kind == "conv":
             w, b = tensors[p["name"] + ".weight"].astype(np.float64), tensors[p["name"] + ".bias"].astype(np.float64)
@@ -106,6 +109,31 @@ def numpy_forward(tensors, meta, x):
             if p["relu"]:
                 x = np.maximum(x, 0)
     return x
+
+
+def model_input(images, meta):
+    """uint8 images [N, H, W] or [N, H, W, C] -> float32 [N, C, H, W] as ptrain feeds them."""
+    x = images.astype(np.float32) * np.float32(1 / 255)
+    if x.ndim == 3:
+        x = x[..., None]
+    if "input_mean" in meta:
+        mean = np.array([float(v) for v in meta["input_mean"].split(",")], dtype=np.float32)
+        std = np.array([float(v) for v in meta["input_std"].split(",")], dtype=np.float32)
+        x = (x - mean) / std
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def load_test(directory):
+    """The test split's images (uint8, [N, H, W] or [N, H, W, C]) and labels."""
+    for base in (directory, os.path.join(directory, "cifar-10-batches-bin")):
+        path = os.path.join(base, "test_batch.bin")
+        if os.path.exists(path):
+            rec = np.fromfile(path, dtype=np.uint8).reshape(-1, 3073)
+            return rec[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), rec[:, 0]
+    for stem in ("t10k-images-idx3-ubyte", "t10k-images-idx4-ubyte"):
+        if any(os.path.exists(os.path.join(directory, stem + ext)) for ext in ("", ".gz")):
+            return load_idx(directory, stem), load_idx(directory, "t10k-labels-idx1-ubyte")
+    sys.exit(f"{directory}: no MNIST-format or CIFAR-10 test files (image folders: use ptrain predict)")
 
 
 def load_idx(directory, stem):
@@ -172,22 +200,20 @@ def main():
             t = tensors[name]
             print(name, ",".join(map(str, t.shape)), format(zlib.crc32(t.astype("<f4").tobytes()), "08x"))
     elif a.command == "predict":
-        images = load_idx(a.data, "t10k-images-idx3-ubyte")
-        x = images[a.index].astype(np.float32) * np.float32(1 / 255)
-        logits = numpy_forward(tensors, meta, x[:, None, :, :].astype(np.float64))
+        images, _ = load_test(a.data)
+        logits = numpy_forward(tensors, meta, model_input(images[a.index], meta).astype(np.float64))
         p = np.exp(logits - logits.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
         for i, row in zip(a.index, p):
             print(i, " ".join(f"{v:.8f}" for v in row))
     else:
         import torch
-        images = load_idx(a.data, "t10k-images-idx3-ubyte")
-        labels = load_idx(a.data, "t10k-labels-idx1-ubyte")
+        images, labels = load_test(a.data)
         model = torch_model(tensors, meta)
         correct = 0
         with torch.no_grad():
             for s in range(0, len(images), 500):
-                x = torch.from_numpy(images[s:s + 500].astype(np.float32) * np.float32(1 / 255))[:, None]
+                x = torch.from_numpy(model_input(images[s:s + 500], meta))
                 correct += int((model(x).argmax(1).numpy() == labels[s:s + 500]).sum())
         print(f"torch test accuracy {100 * correct / len(images):.2f}% ({correct}/{len(images)})")
 

@@ -5,7 +5,9 @@ A small network that takes every conv path ptrain has: a one-channel conv (ptrai
 kernel), a 16 -> 16 channel 3x3 stride-1 conv (Winograd) and a stride-2 VALID conv (im2col), a max
 and an average pool, and two dense layers. In float64: its weights, one input batch and labels,
 the logits, the mean cross-entropy loss, every gradient, and the weights after 1 and after 3 Adam
-steps on that batch, all stored as float32 in ptrain's layouts (conv [kh][kw][cin][cout], dense
+steps on that batch -- and, from the same start, after 1 and 3 steps of AdamW (weight decay, with
+StepLR halving the rate each step) and of SGD (momentum and weight decay, with CosineAnnealingLR
+over 3 steps), torch.optim's and torch.optim.lr_scheduler's own -- all stored as float32 in ptrain's layouts (conv [kh][kw][cin][cout], dense
 [in][out] with inputs flattened in (h, w, c) order) in a safetensors file.
 
     python3 scripts/pytorch-reference.py [OUT]    (default Tests/TrainingTests/pytorch-reference.safetensors)
@@ -21,6 +23,7 @@ N, H, W, C, CLASSES = 6, 12, 12, 1, 10
 # gradient becomes a difference of lr / 4. With eps 1e-4 the step is smooth in g and the weights
 # after Adam can be compared as tightly as the gradients. The update formula is the same code.
 LR, BETAS, EPS = 1e-3, (0.9, 0.999), 1e-4
+ADAMW_DECAY, SGD_LR, SGD_MOMENTUM, SGD_DECAY = 0.05, 0.05, 0.9, 0.01
 
 torch.manual_seed(20261202)
 torch.set_default_dtype(torch.float64)
@@ -79,18 +82,33 @@ loss.backward()
 tensors["logits"] = logits.detach()
 tensors["loss"] = loss.detach().reshape(1)
 tensors.update(params("grad.", lambda p: p.grad.detach().clone()))
-opt = torch.optim.Adam(net.parameters(), lr=LR, betas=BETAS, eps=EPS)
-for step in range(1, 4):
-    opt.zero_grad()
-    torch.nn.functional.cross_entropy(net(x), labels).backward()
-    opt.step()
-    if step in (1, 3):
-        tensors.update(params(f"step{step}.", lambda p: p.detach().clone()))
+start = {k: v.clone() for k, v in net.state_dict().items()}
+runs = [
+    ("", lambda: torch.optim.Adam(net.parameters(), lr=LR, betas=BETAS, eps=EPS), None),
+    ("adamw_", lambda: torch.optim.AdamW(net.parameters(), lr=LR, betas=BETAS, eps=EPS, weight_decay=ADAMW_DECAY),
+     lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)),
+    ("sgd_", lambda: torch.optim.SGD(net.parameters(), lr=SGD_LR, momentum=SGD_MOMENTUM, weight_decay=SGD_DECAY),
+     lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=3)),
+]
+for prefix, make, schedule in runs:
+    net.load_state_dict(start)
+    opt = make()
+    sched = schedule(opt) if schedule else None
+    for step in range(1, 4):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), labels).backward()
+        opt.step()
+        if sched:
+            sched.step()
+        if step in (1, 3):
+            tensors.update(params(f"{prefix}step{step}.", lambda p: p.detach().clone()))
 
 out = sys.argv[1] if len(sys.argv) > 1 else "Tests/TrainingTests/pytorch-reference.safetensors"
 header, blobs, offset = {"__metadata__": {"spec": SPEC, "input": f"{H}x{W}x{C}", "classes": str(CLASSES),
                                           "lr": repr(LR), "beta1": repr(BETAS[0]), "beta2": repr(BETAS[1]),
-                                          "epsilon": repr(EPS), "torch": torch.__version__}}, [], 0
+                                          "epsilon": repr(EPS), "adamw_decay": repr(ADAMW_DECAY), "sgd_lr": repr(SGD_LR),
+                                          "sgd_momentum": repr(SGD_MOMENTUM), "sgd_decay": repr(SGD_DECAY),
+                                          "torch": torch.__version__}}, [], 0
 for name, t in tensors.items():
     data = t.to(torch.float32).contiguous().numpy().tobytes()
     header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}

@@ -1,7 +1,9 @@
 // Adam with bias correction, written as PyTorch does:
 //   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
 //   w -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-// Elementwise, so any split of the parameters across threads gives the same bits.
+// with weight decay as torch.optim.Adam adds it (g += wd w first) or as AdamW applies it
+// (w *= 1 - lr wd first, `decoupled`). Elementwise, so any split of the parameters across
+// threads gives the same bits.
 import Foundation
 
 public struct AdamStep: Sendable {
@@ -9,12 +11,19 @@ public struct AdamStep: Sendable {
     public var invSqrtCorrection2: Float  // 1 / sqrt(1 - b2^t)
     public var beta1, beta2, epsilon: Float
     public var oneMinusBeta1, oneMinusBeta2: Float  // from Double: Float(1) - Float(0.999) is off by 5e-5
+    /// Adam's L2 weight decay (added to the gradient), or with `decoupled` AdamW's: then `keep`
+    /// = 1 - lr wd multiplies the weights before the update.
+    public var weightDecay: Float = 0, keep: Float = 1
+    public var decoupled = false
 
-    public init(lr: Double, beta1: Double, beta2: Double, epsilon: Double, t: Int) {
+    /// `lr`: this step's rate (after any schedule); `t`: the step, from 1.
+    public init(lr: Double, beta1: Double, beta2: Double, epsilon: Double, t: Int, weightDecay: Double = 0, decoupled: Bool = false) {
         stepSize = Float(lr / (1 - pow(beta1, Double(t))))
         invSqrtCorrection2 = Float(1 / (1 - pow(beta2, Double(t))).squareRoot())
         self.beta1 = Float(beta1); self.beta2 = Float(beta2); self.epsilon = Float(epsilon)
         oneMinusBeta1 = Float(1 - beta1); oneMinusBeta2 = Float(1 - beta2)
+        self.decoupled = decoupled
+        if decoupled { keep = Float(1 - lr * weightDecay) } else { self.weightDecay = Float(weightDecay) }
     }
 }
 
@@ -25,33 +34,46 @@ public enum AdamUpdate {
     @discardableResult
     public static func apply(_ s: AdamStep, w: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>,
                              m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, count: Int) -> Bool {
-        typealias V = SIMD16<Float>
+        if s.decoupled { return run(s, w, g, m, v, count, l2: false, decoupled: true) }
+        if s.weightDecay != 0 { return run(s, w, g, m, v, count, l2: true, decoupled: false) }
+        return run(s, w, g, m, v, count, l2: false, decoupled: false)
+    }
+
+    /// `l2` and `decoupled` are constants at each call site, so each variant is its own loop (the
+    /// plain one is the loop Adam always had).
+    @inline(__always)
+    static func run(_ s: AdamStep, _ w: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ m: UnsafeMutablePointer<Float>,
+                    _ v: UnsafeMutablePointer<Float>, _ count: Int, l2: Bool, decoupled: Bool) -> Bool {
+        typealias V = Lanes.V
+        let wd = V(repeating: s.weightDecay), keep = V(repeating: s.keep)
         let b1 = V(repeating: s.beta1), b2 = V(repeating: s.beta2)
         let c1 = V(repeating: s.oneMinusBeta1), c2 = V(repeating: s.oneMinusBeta2)
         let step = V(repeating: s.stepSize), inv = V(repeating: s.invSqrtCorrection2), eps = V(repeating: s.epsilon)
-        let exponent = SIMD16<UInt32>(repeating: 0x7F80_0000)
-        var nonFinite = SIMD16<UInt32>()  // an all-ones exponent marks NaN or infinity
-        @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
-        @inline(__always) func store(_ x: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: x, as: V.self) }
+        var nonFinite = SIMD16<UInt32>()
         var i = 0
         while i + 16 <= count {
-            let gi = load(g + i)
-            let bits = unsafeBitCast(gi, to: SIMD16<UInt32>.self) & exponent
-            nonFinite |= SIMD16<UInt32>().replacing(with: 1, where: bits .== exponent)
-            let mi = b1 * load(m + i) + c1 * gi
-            let vi = b2 * load(v + i) + c2 * (gi * gi)
-            store(mi, m + i); store(vi, v + i)
-            store(load(w + i) - step * mi / (vi.squareRoot() * inv + eps), w + i)
+            var gi = Lanes.load(g + i)
+            nonFinite |= Lanes.nonFinite(gi)
+            var wi = Lanes.load(w + i)
+            if l2 { gi = gi + wd * wi }
+            if decoupled { wi = wi * keep }
+            let mi = b1 * Lanes.load(m + i) + c1 * gi
+            let vi = b2 * Lanes.load(v + i) + c2 * (gi * gi)
+            Lanes.store(mi, m + i); Lanes.store(vi, v + i)
+            Lanes.store(wi - step * mi / (vi.squareRoot() * inv + eps), w + i)
             i += 16
         }
         var tail: UInt32 = nonFinite.wrappedSum()
         while i < count {
-            let gi = g[i]
-            tail |= ~gi.bitPattern & 0x7F80_0000 == 0 ? 1 : 0
+            var gi = g[i]
+            tail |= Lanes.nonFinite(gi)
+            var wi = w[i]
+            if l2 { gi = gi + s.weightDecay * wi }
+            if decoupled { wi = wi * s.keep }
             let mi = s.beta1 * m[i] + s.oneMinusBeta1 * gi
             let vi = s.beta2 * v[i] + s.oneMinusBeta2 * (gi * gi)
             m[i] = mi; v[i] = vi
-            w[i] -= s.stepSize * mi / (vi.squareRoot() * s.invSqrtCorrection2 + s.epsilon)
+            w[i] = wi - s.stepSize * mi / (vi.squareRoot() * s.invSqrtCorrection2 + s.epsilon)
             i += 1
         }
         return tail == 0

@@ -20,8 +20,8 @@ struct TransposeOutJob: ParallelJob, @unchecked Sendable {  // an item writes it
 
 /// A dense layer's backward pass, by ranges of W's rows (tile-aligned, so every output element
 /// is summed as one GEMM over the whole layer would sum it). For each block of `rows` rows of W:
-/// dXᵀ's rows (reading those W rows), then dW's rows — into `g` when `adam` is nil; otherwise into
-/// the worker's scratch and straight into Adam on exactly those rows of W, m and v, while W and
+/// dXᵀ's rows (reading those W rows), then dW's rows — into `g` when `optimizer` is nil; otherwise into
+/// the worker's scratch and straight into the optimizer on exactly those rows of W, m and v, while W and
 /// the gradient rows are in cache (the gradient never goes to memory: writing fc1's 25.7 MB would
 /// also read it first, for ownership). dXᵀ row i needs only W row i, so updating a row right after
 /// its dXᵀ never feeds a new weight into an old gradient.
@@ -33,7 +33,7 @@ struct DenseUpdateJob: ParallelJob, @unchecked Sendable {  // an item writes its
     var packedDyT, dxT: UnsafeMutablePointer<Float>?  // dYᵀ packed as dXᵀ's B, dXᵀ [inputs, paddedBatch]; nil: no input gradient
     var paddedBatch: Int
     var w, g, m, v: UnsafeMutablePointer<Float>    // this layer's weights, gradient and moments in the flat buffers
-    var adam: AdamStep?
+    var optimizer: OptimizerStep?
     var finite: UnsafeMutablePointer<Bool>         // one flag per worker, and-ed
     var tiles: Range<Int>                          // the tiles of Gemm.mr rows of W this process updates (under mpirun, its share)
     var parts: Int
@@ -64,12 +64,12 @@ struct DenseUpdateJob: ParallelJob, @unchecked Sendable {  // an item writes its
                               accumulate: false, scratch: scratch)
             }
             let at = r0 * outputs
-            let gradient = adam == nil ? g + at : scratch + rows
+            let gradient = optimizer == nil ? g + at : scratch + rows
             Gemm.multiply(m: r, n: outputs, k: batch, a: MatrixView.transposed(x, cols: inputs).offset(row: r0, col: 0),
                           b: .packed(packedDy), c: gradient, ldc: outputs,
                           accumulate: false, scratch: scratch)
-            if let adam {
-                ok = AdamUpdate.apply(adam, w: w + at, g: gradient, m: m + at, v: v + at, count: r * outputs) && ok
+            if let optimizer {
+                ok = OptimizerUpdate.apply(optimizer, w: w + at, g: gradient, m: m + at, v: v + at, count: r * outputs) && ok
             }
             r0 += r
         }

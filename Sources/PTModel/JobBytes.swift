@@ -77,12 +77,12 @@ extension DenseUpdateJob {
     /// W's rows (and with Adam their moments) read and written, dXᵀ's rows, and x and dY once.
     func bytesMoved(items: Int) -> Int {
         let rows = min(tiles.count * Gemm.mr, inputs)
-        let perRow = outputs * (adam == nil ? 2 : 6) + (dxT == nil ? 0 : paddedBatch)
+        let perRow = outputs * (optimizer == nil ? 2 : 6) + (dxT == nil ? 0 : paddedBatch)
         return f * (rows * perRow + batch * (inputs + outputs))
     }
 }
 
-extension AdamRangesJob {
+extension OptimizerRangesJob {
     /// w, g, m, v read; w, m, v written.
     func bytesMoved(items: Int) -> Int { f * 7 * (0..<items).reduce(0) { $0 + counts[$1] } }
 }

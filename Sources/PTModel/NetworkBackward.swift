@@ -11,7 +11,7 @@ extension Network {
     /// Fills `gradients` with d(mean loss)/d(parameters) for the last forward pass.
     public func backward(count n: Int) {
         lastBackwardFused = false
-        backward(count: n, fusedAdam: nil)
+        backward(count: n, fused: nil)
     }
 
     /// Computes the gradients as `backward(count:)` does and takes one Adam step on every
@@ -22,13 +22,17 @@ extension Network {
     /// memory. So `gradients` holds every gradient except the dense weights'. Returns false when a
     /// gradient was not finite (the update has been applied all the same; `nonFiniteGradient`
     /// names the first such tensor).
-    public func backward(count n: Int, adam: AdamStep) -> Bool {
+    public func backward(count n: Int, adam: AdamStep) -> Bool { backward(count: n, optimizer: .adam(adam)) }
+
+    /// `backward(count:adam:)` with any optimizer (`OptimizerStep`): Adam, AdamW or SGD, the
+    /// dense weights updated inside their backward pass as Adam's are.
+    public func backward(count n: Int, optimizer: OptimizerStep) -> Bool {
         finiteFlags.update(repeating: true, count: finiteSlots * pool.count)
         lastBackwardFused = true
-        backward(count: n, fusedAdam: adam)
+        backward(count: n, fused: optimizer)
         let start = clock()
         label("adam (rest)")
-        pool.run(items: adamSlices, AdamRangesJob(adam: adam, w: weights, g: gradients, m: moment1, v: moment2,
+        pool.run(items: adamSlices, OptimizerRangesJob(step: optimizer, w: weights, g: gradients, m: moment1, v: moment2,
                                                   starts: adamStarts, counts: adamCounts, finite: finiteFlags))
         charge(.adam, since: start)
         if group.size > 1 {
@@ -58,7 +62,7 @@ extension Network {
         return nil
     }
 
-    private func backward(count n: Int, fusedAdam: AdamStep?) {
+    private func backward(count n: Int, fused: OptimizerStep?) {
         let W = weights
         let split = firstDense, mine = samples(batch: n, rank: group.rank)
         for idx in stages.indices.reversed() {
@@ -86,7 +90,7 @@ extension Network {
                 pool.run(range: range, PoolJob(p: p, x: dx, y: dy, backward: true))
             case let .dense(d):
                 if d.relu && !reluMaskedByDropout(after: idx) { pool.run(range: range, ReluMaskJob(dy: dy, y: y, size: d.outputs)) }
-                denseBackward(d, count: n, x: x, dy: dy, dx: needInput ? dx : nil, adam: fusedAdam)
+                denseBackward(d, count: n, x: x, dy: dy, dx: needInput ? dx : nil, optimizer: fused)
             case let .dropout(d):
                 pool.run(range: range, DropoutJob(d: d, x: dx, y: dy, mode: .backward, seed: 0, step: 0,
                                                   reluOutput: reluMaskedByDropout(after: idx - 1) ? x : nil))
@@ -106,9 +110,9 @@ extension Network {
     }
 
     /// A dense layer's backward pass (see `DenseUpdateJob`), with the Adam step of its weights
-    /// when `adam` is given (its bias is left to the Adam pass over the remaining parameters).
+    /// when `optimizer` is given (its bias is left to the pass over the remaining parameters).
     private func denseBackward(_ d: DenseStage, count n: Int, x: UnsafeMutablePointer<Float>,
-                               dy: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>?, adam: AdamStep?) {
+                               dy: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>?, optimizer: OptimizerStep?) {
         let np = Self.paddedBatch(n)
         let packRows = PackBJob(k: n, n: d.outputs, b: .rowMajor(dy, cols: d.outputs), into: d.packedDyRows, workers: pool.splitCount)
         var packedDyT: UnsafeMutablePointer<Float>?
@@ -131,7 +135,7 @@ extension Network {
             inputs: d.inputs, outputs: d.outputs, batch: n, x: x, dy: dy, packedDy: d.packedDyRows,
             packedDyT: packedDyT, dxT: packedDyT == nil ? nil : d.inputGradT, paddedBatch: np,
             w: weights + d.weight, g: gradients + d.weight, m: moment1 + d.weight, v: moment2 + d.weight,
-            adam: adam, finite: finiteFlags + d.finiteSlot * pool.count, tiles: rowTiles, parts: parts, sums: sums,
+            optimizer: optimizer, finite: finiteFlags + d.finiteSlot * pool.count, tiles: rowTiles, parts: parts, sums: sums,
             sumChunks: sumChunks, rows: scratchLayout.denseRows, pool: pool)
         if pool.rangeNodes.count > 1 {
             // On several nodes the row blocks alone are dealt by node, so that each node's workers
@@ -143,7 +147,7 @@ extension Network {
         }
         if group.size > 1 {
             if packedDyT != nil, let dxT = d.inputGradT { gatherRows(d, dxT, width: np) }
-            if adam == nil { gatherRows(d, gradients + d.weight, width: d.outputs) }
+            if optimizer == nil { gatherRows(d, gradients + d.weight, width: d.outputs) }
         }
         if let dx, let dxT = d.inputGradT, packedDyT != nil {
             let transpose = TransposeOutJob(inputs: d.inputs, paddedBatch: np, samples: n, dxT: dxT, dx: dx)

@@ -50,8 +50,9 @@ public enum Bench {
     public static func synthetic(count: Int, rows: Int, cols: Int, seed: UInt64) -> Dataset {
         var rng = SplitMix64(seed: seed)
         let pixels = (0..<(count * rows * cols)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-        let labels = (0..<count).map { _ in UInt8(rng.next() % UInt64(Dataset.classes)) }
-        return Dataset(count: count, rows: rows, cols: cols, pixels: pixels, labels: labels)
+        let labels = (0..<count).map { _ in Int32(rng.next() % UInt64(Dataset.standardClasses)) }
+        return Dataset(count: count, shape: Shape(h: rows, w: cols, c: 1), pixels: pixels, labels: labels,
+                       classNames: (0..<Dataset.standardClasses).map { "class \($0)" })
     }
 
     public static func run(spec: ModelSpec, threads: [Int], batch: Int, steps: Int, warmup: Int,

@@ -3,33 +3,52 @@
 //
 //   convN.weight [out, in, kh, kw]   convN.bias [out]
 //   fcN.weight   [out, in]           fcN.bias   [out]   (in: the input flattened as (c, h, w))
-//   adam.m.<name>, adam.v.<name>     Adam's moments, same names and layouts
-// The metadata holds the format version, spec, input shape, classes, step, seed, batch, the
-// training-set size (with seed, step and batch it fixes the data position) and Adam's settings.
+//   adam.m.<name>, adam.v.<name>     the optimizer's moments, same names and layouts
+// The metadata holds the format version, spec, input shape, classes and their names, the input
+// normalisation (per-channel mean and std), step, seed, batch, the training-set size (with seed,
+// step and batch it fixes the data position), the optimizer's settings, the learning-rate schedule
+// and warmup, and the augmentation. The optimizer's buffers are adam.m.* (SGD: its momentum) and
+// adam.v.* (zeros for SGD).
 import Foundation
 import PTModel
 
 public struct CheckpointState: Equatable, Sendable {
     public var spec: String
     public var input: Shape
-    public var classes: Int
+    public var classNames: [String]
+    public var classes: Int { classNames.count }
+    /// What the model's inputs were normalised with.
+    public var normalization: Normalization
     public var step: Int
     public var seed: UInt64
     public var batch: Int
     public var trainCount: Int
     public var lr, beta1, beta2, epsilon: Double
+    public var optimizer: OptimizerKind
+    public var weightDecay, momentum: Double
+    public var schedule: LRSchedule
+    public var warmup: Int
+    public var augmentation: Augmentation
 
-    public init(spec: String, input: Shape, classes: Int, step: Int, seed: UInt64, batch: Int, trainCount: Int,
-                lr: Double, beta1: Double, beta2: Double, epsilon: Double) {
-        self.spec = spec; self.input = input; self.classes = classes; self.step = step; self.seed = seed
+    public init(spec: String, input: Shape, classNames: [String], normalization: Normalization, step: Int, seed: UInt64,
+                batch: Int, trainCount: Int, lr: Double, beta1: Double, beta2: Double, epsilon: Double,
+                optimizer: OptimizerKind = .adam, weightDecay: Double = 0, momentum: Double = 0.9,
+                schedule: LRSchedule = .constant, warmup: Int = 0, augmentation: Augmentation = .none) {
+        self.spec = spec; self.input = input; self.classNames = classNames; self.normalization = normalization
+        self.step = step; self.seed = seed
         self.batch = batch; self.trainCount = trainCount
         self.lr = lr; self.beta1 = beta1; self.beta2 = beta2; self.epsilon = epsilon
+        self.optimizer = optimizer; self.weightDecay = weightDecay; self.momentum = momentum
+        self.schedule = schedule; self.warmup = warmup; self.augmentation = augmentation
     }
 }
 
 public enum Checkpoint {
     public static let format = "ptrain-checkpoint"
-    public static let version = "1"
+    public static let version = "2"
+    /// Versions this ptrain reads: 1 had no class names (they read as "class 0", ...) and no
+    /// normalisation (inputs were pixels / 255).
+    public static let readable = ["1", "2"]
 
     /// The tensor in PyTorch's layout.
     public static func torchLayout(_ t: ParameterTensor, _ src: UnsafePointer<Float>) -> (shape: [Int], values: [Float]) {
@@ -79,8 +98,12 @@ public enum Checkpoint {
         let metadata: [(String, String)] = [
             ("format", format), ("format_version", version), ("spec", s.spec),
             ("input_shape", "\(s.input.h),\(s.input.w),\(s.input.c)"), ("classes", "\(s.classes)"),
+            ("class_names", String(decoding: try JSONEncoder().encode(s.classNames), as: UTF8.self)),
+            ("input_mean", s.normalization.text.mean), ("input_std", s.normalization.text.std),
             ("step", "\(s.step)"), ("seed", "\(s.seed)"), ("batch", "\(s.batch)"), ("train_count", "\(s.trainCount)"),
-            ("optimizer", "adam"), ("lr", "\(s.lr)"), ("beta1", "\(s.beta1)"), ("beta2", "\(s.beta2)"), ("eps", "\(s.epsilon)"),
+            ("optimizer", s.optimizer.rawValue), ("lr", "\(s.lr)"), ("beta1", "\(s.beta1)"), ("beta2", "\(s.beta2)"), ("eps", "\(s.epsilon)"),
+            ("weight_decay", "\(s.weightDecay)"), ("momentum", "\(s.momentum)"), ("lr_schedule", s.schedule.description),
+            ("warmup", "\(s.warmup)"), ("augment", s.augmentation.description),
             ("flatten", "chw"),
         ]
         try Safetensors.write(path, tensors: tensors, metadata: metadata)
@@ -98,18 +121,51 @@ public enum Checkpoint {
             return v
         }
         guard m["format"] == format else { throw DataError(path, "not a ptrain checkpoint (metadata format is \(m["format"].map { "'\($0)'" } ?? "missing"))") }
-        guard m["format_version"] == version else {
-            throw DataError(path, "checkpoint format version \(m["format_version"] ?? "?") is not supported (this ptrain reads \(version))")
+        guard let v = m["format_version"], readable.contains(v) else {
+            throw DataError(path, "checkpoint format version \(m["format_version"] ?? "?") is not supported (this ptrain reads \(readable.joined(separator: " and ")))")
         }
         let dims = try field("input_shape").split(separator: ",").compactMap { Int($0) }
         guard dims.count == 3, dims.allSatisfy({ $0 > 0 && $0 <= 4096 }) else { throw DataError(path, "checkpoint input_shape is invalid") }
+        let classes = try number("classes", Int.self)
+        guard classes >= 1 && classes <= 1 << 20 else { throw DataError(path, "checkpoint metadata has an invalid classes") }
+        var names = (0..<classes).map { "class \($0)" }, normalization = Normalization.identity(channels: dims[2])
+        var optimizer = OptimizerKind.adam, weightDecay = 0.0, momentum = 0.9, schedule = LRSchedule.constant, warmup = 0
+        var augmentation = Augmentation.none
+        if v != "1" {
+            guard let kind = OptimizerKind(rawValue: try field("optimizer")) else {
+                throw DataError(path, "checkpoint optimizer '\(m["optimizer"]!)' is not one of \(OptimizerKind.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            optimizer = kind
+            weightDecay = try number("weight_decay", Double.self); momentum = try number("momentum", Double.self)
+            warmup = try number("warmup", Int.self)
+            guard weightDecay.isFinite, weightDecay >= 0, momentum.isFinite, momentum >= 0, momentum < 1, warmup >= 0 else {
+                throw DataError(path, "checkpoint weight_decay, momentum or warmup is out of range")
+            }
+            switch LRSchedule.parse(try field("lr_schedule"), totalSteps: 1) {
+            case let .success(s): schedule = s
+            case let .failure(e): throw DataError(path, "checkpoint lr_schedule: \(e)")
+            }
+            switch Augmentation.parse([try field("augment")]) {
+            case let .success(a): augmentation = a
+            case let .failure(e): throw DataError(path, "checkpoint augment: \(e)")
+            }
+            guard let decoded = try? JSONDecoder().decode([String].self, from: Data(try field("class_names").utf8)), decoded.count == classes else {
+                throw DataError(path, "checkpoint class_names is not a JSON list of \(classes) names")
+            }
+            guard let n = Normalization(mean: try field("input_mean"), std: try field("input_std")), n.channels == dims[2] else {
+                throw DataError(path, "checkpoint input_mean/input_std are not \(dims[2]) finite numbers each (std above 0)")
+            }
+            names = decoded; normalization = n
+        }
         let state = CheckpointState(
-            spec: try field("spec"), input: Shape(h: dims[0], w: dims[1], c: dims[2]),
-            classes: try number("classes", Int.self), step: try number("step", Int.self), seed: try number("seed", UInt64.self),
+            spec: try field("spec"), input: Shape(h: dims[0], w: dims[1], c: dims[2]), classNames: names,
+            normalization: normalization, step: try number("step", Int.self), seed: try number("seed", UInt64.self),
             batch: try number("batch", Int.self), trainCount: try number("train_count", Int.self),
             lr: try number("lr", Double.self), beta1: try number("beta1", Double.self),
-            beta2: try number("beta2", Double.self), epsilon: try number("eps", Double.self))
-        guard state.step >= 0, state.batch >= 1, state.classes >= 1, state.trainCount >= 1 else {
+            beta2: try number("beta2", Double.self), epsilon: try number("eps", Double.self),
+            optimizer: optimizer, weightDecay: weightDecay, momentum: momentum, schedule: schedule, warmup: warmup,
+            augmentation: augmentation)
+        guard state.step >= 0, state.batch >= 1, state.trainCount >= 1 else {
             throw DataError(path, "checkpoint metadata has an invalid step, batch, classes or train_count")
         }
         return (state, tensors)

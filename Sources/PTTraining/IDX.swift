@@ -1,15 +1,10 @@
-// MNIST-format IDX files (idx3 unsigned-byte images, idx1 unsigned-byte labels), gzip or raw.
+// MNIST-format IDX files (idx3 unsigned-byte images, or rank-4 [N, H, W, C] ones; idx1
+// unsigned-byte labels), gzip or raw.
 // Headers are validated against the decompressed length before anything is used: magic, rank,
 // dimensions, exact data length (no truncation, no trailing bytes).
 import CZlib
 import Foundation
-
-public struct DataError: Error, CustomStringConvertible {
-    public var path: String
-    public var message: String
-    public init(_ path: String, _ message: String) { self.path = path; self.message = message }
-    public var description: String { "\(path): \(message)" }
-}
+import PTModel
 
 public enum IDX {
     /// Largest decompressed file accepted: far above any MNIST-style set, far below this machine.
@@ -21,7 +16,7 @@ public enum IDX {
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw DataError(path, "no such file")
         }
-        if isDir.boolValue { throw DataError(path, "is a directory, expected an IDX file") }
+        if isDir.boolValue { throw DataError(path, "is a directory, expected a data file") }
         guard let f = gzopen(path, "rb") else {
             throw DataError(path, "cannot open: \(String(cString: strerror(errno)))")
         }
@@ -37,7 +32,7 @@ public enum IDX {
             }
             if n == 0 { break }
             out.append(contentsOf: chunk[0..<Int(n)])
-            if out.count > maxBytes { throw DataError(path, "larger than \(maxBytes) bytes decompressed; not an MNIST-style file") }
+            if out.count > maxBytes { throw DataError(path, "larger than \(maxBytes) bytes decompressed; too large for a data file") }
         }
         // zlib reports a gzip stream cut short as a clean end of file; ask it explicitly.
         var code: Int32 = 0
@@ -73,96 +68,34 @@ public enum IDX {
         return dims
     }
 
-    public static func images(_ path: String) throws -> (count: Int, rows: Int, cols: Int, pixels: [UInt8]) {
+    public static func images(_ path: String) throws -> (count: Int, shape: Shape, pixels: [UInt8]) {
         try images(bytes: readBytes(path), path: path)
     }
 
-    /// Parses the decompressed bytes of an idx3 file; `path` only names it in errors.
-    public static func images(bytes b: [UInt8], path: String) throws -> (count: Int, rows: Int, cols: Int, pixels: [UInt8]) {
+    /// Parses the decompressed bytes of an image file: rank 3 `[N, H, W]` (grey, as MNIST) or
+    /// rank 4 `[N, H, W, C]` (C bytes a pixel, interleaved); `path` only names it in errors.
+    public static func images(bytes b: [UInt8], path: String) throws -> (count: Int, shape: Shape, pixels: [UInt8]) {
+        let rank = b.count >= 4 && b[0] == 0 && b[1] == 0 && b[3] == 4 ? 4 : 3
+        if rank == 4 {
+            let d = try header(b, path, rank: 4, what: "images (rank 4)", limits: [100_000_000, 4096, 4096, 4])
+            guard d[3] == 1 || d[3] == 3 else { throw DataError(path, "images have \(d[3]) channels; ptrain reads 1 (grey) or 3 (RGB)") }
+            return (d[0], Shape(h: d[1], w: d[2], c: d[3]), Array(b[20...]))
+        }
         let d = try header(b, path, rank: 3, what: "images (idx3)", limits: [100_000_000, 4096, 4096])
-        return (d[0], d[1], d[2], Array(b[16...]))
+        return (d[0], Shape(h: d[1], w: d[2], c: 1), Array(b[16...]))
     }
 
-    public static func labels(_ path: String, classes: Int) throws -> [UInt8] {
+    public static func labels(_ path: String, classes: Int) throws -> [Int32] {
         try labels(bytes: readBytes(path), path: path, classes: classes)
     }
 
     /// Parses the decompressed bytes of an idx1 file; `path` only names it in errors.
-    public static func labels(bytes b: [UInt8], path: String, classes: Int) throws -> [UInt8] {
+    public static func labels(bytes b: [UInt8], path: String, classes: Int) throws -> [Int32] {
         _ = try header(b, path, rank: 1, what: "labels (idx1)", limits: [100_000_000])
-        let labels = Array(b[8...])
+        let labels = b[8...].map { Int32($0) }
         if let i = labels.firstIndex(where: { Int($0) >= classes }) {
             throw DataError(path, "label \(labels[i]) at index \(i) is outside the \(classes) classes 0...\(classes - 1)")
         }
         return labels
-    }
-}
-
-/// Images kept as bytes (converted to [0, 1] floats per batch) with their labels.
-public struct Dataset: Sendable {
-    public static let classes = 10
-    public static let defaultDirectory = "/usr/share/datasets/fashion-mnist"
-    public static let fashionNames = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-
-    public var count, rows, cols: Int
-    public var pixels: [UInt8]
-    public var labels: [UInt8]
-
-    public init(count: Int, rows: Int, cols: Int, pixels: [UInt8], labels: [UInt8]) {
-        self.count = count; self.rows = rows; self.cols = cols; self.pixels = pixels; self.labels = labels
-    }
-
-    public enum Split: String { case train, test = "t10k" }
-
-    /// What to do when `directory` is missing: the default one comes from a Debian package that
-    /// the repository's setup script installs.
-    public static func missingHint(_ directory: String) -> String {
-        directory == defaultDirectory
-            ? " (it comes from Debian's dataset-fashion-mnist: run scripts/setup in the ptrain checkout to install it, or use another MNIST-format directory)"
-            : ""
-    }
-
-    /// Loads `DIR/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`.
-    public static func load(directory: String, split: Split) throws -> Dataset {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDir) else {
-            throw DataError(directory, "data directory does not exist\(missingHint(directory))")
-        }
-        guard isDir.boolValue else { throw DataError(directory, "is not a directory") }
-        func find(_ stem: String) throws -> String {
-            for name in [stem, stem + ".gz"] {
-                let p = (directory as NSString).appendingPathComponent(name)
-                if FileManager.default.fileExists(atPath: p) { return p }
-            }
-            throw DataError(directory, "missing \(stem) (or \(stem).gz)")
-        }
-        let imagePath = try find("\(split.rawValue)-images-idx3-ubyte")
-        let labelPath = try find("\(split.rawValue)-labels-idx1-ubyte")
-        let img = try IDX.images(imagePath)
-        let lab = try IDX.labels(labelPath, classes: classes)
-        guard lab.count == img.count else {
-            throw DataError(labelPath, "\(lab.count) labels but \(imagePath) has \(img.count) images")
-        }
-        return Dataset(count: img.count, rows: img.rows, cols: img.cols, pixels: img.pixels, labels: lab)
-    }
-
-    /// The first `n` samples.
-    public func prefix(_ n: Int) -> Dataset {
-        let n = min(n, count)
-        return Dataset(count: n, rows: rows, cols: cols, pixels: Array(pixels[0..<(n * rows * cols)]), labels: Array(labels[0..<n]))
-    }
-
-    /// Writes sample `i` scaled to [0, 1] into `dst` (rows * cols floats).
-    @inline(__always)
-    public func copySample(_ i: Int, to dst: UnsafeMutablePointer<Float>) {
-        let size = rows * cols
-        pixels.withUnsafeBufferPointer { p in Self.scale(p.baseAddress! + i * size, count: size, to: dst) }
-    }
-
-    /// Pixel bytes to floats in [0, 1].
-    @inline(__always)
-    static func scale(_ src: UnsafePointer<UInt8>, count: Int, to dst: UnsafeMutablePointer<Float>) {
-        for j in 0..<count { dst[j] = Float(src[j]) * (1 / 255) }
     }
 }

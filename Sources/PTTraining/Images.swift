@@ -1,56 +1,131 @@
-// Grayscale images for `ptrain predict`: PGM (P2/P5, 8 or 16 bit) parsed here, PNG decoded by
-// libpng's simplified API (any PNG; colour is converted to gray by libpng).
+// Image files for image-folder data sets and `ptrain predict`: PGM (P2/P5, 8 or 16 bit, grey)
+// parsed here, PNG decoded by libpng's simplified API (any PNG, converted by libpng to grey or
+// RGB as asked).
 import CPNG
 import Foundation
 
-public struct GrayImage {
-    public var width, height: Int
+/// A decoded image: `channels` bytes a pixel (1: grey, 3: RGB), rows top to bottom.
+public struct ImageFile {
+    public var width, height, channels: Int
     public var pixels: [UInt8]
 
-    public static func read(_ path: String) throws -> GrayImage {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            var isDir: ObjCBool = false
-            if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
-                throw DataError(path, "is a directory, expected an image")
-            }
-            throw DataError(path, FileManager.default.fileExists(atPath: path) ? "cannot read" : "no such file")
+    /// What a file holds without decoding it: its size and whether it is in colour (PNG only;
+    /// a PGM is grey). Throws a `DataError` naming the file when it is not a PNG or PGM image.
+    public static func probe(_ path: String) throws -> (width: Int, height: Int, colour: Bool) {
+        let bytes = try head(path)
+        if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47]) {
+            var image = try beginPNG(path)
+            defer { png_image_free(&image) }
+            return (Int(image.width), Int(image.height), image.format & UInt32(PNG_FORMAT_FLAG_COLOR) != 0)
         }
-        let bytes = [UInt8](data)
-        if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47]) { return try png(path) }
+        let img = try read(path, channels: 1)
+        return (img.width, img.height, false)
+    }
+
+    /// Reads a PNG or PGM file as `channels` (1 or 3) bytes a pixel: colour becomes grey and grey
+    /// becomes RGB as libpng converts them (a PGM's grey is copied to all three).
+    public static func read(_ path: String, channels: Int = 1) throws -> ImageFile {
+        precondition(channels == 1 || channels == 3)
+        let bytes = try head(path, all: true)
+        if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47]) { return try png(path, channels: channels) }
         if bytes.count >= 2, bytes[0] == UInt8(ascii: "P"), bytes[1] == UInt8(ascii: "5") || bytes[1] == UInt8(ascii: "2") {
-            return try pgm(bytes, path)
+            var img = try pgm(bytes, path)
+            if channels == 3 {
+                img.pixels = img.pixels.flatMap { [$0, $0, $0] }
+                img.channels = 3
+            }
+            return img
         }
         throw DataError(path, "not a PNG or PGM image")
     }
 
-    static func png(_ path: String) throws -> GrayImage {
+    /// The file's bytes (the first few unless `all`), with errors that name what is wrong.
+    static func head(_ path: String, all: Bool = false) throws -> [UInt8] {
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            var isDir: ObjCBool = false
+            if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
+                throw DataError(path, "is a directory, expected an image")
+            }
+            throw DataError(path, FileManager.default.fileExists(atPath: path) ? "cannot read (permission denied?)" : "no such file")
+        }
+        defer { try? handle.close() }
+        let data: Data?
+        do { data = all ? try handle.readToEnd() : try handle.read(upToCount: 8) } catch {
+            throw DataError(path, "cannot read: \(error.localizedDescription)")
+        }
+        guard let data, !data.isEmpty else { throw DataError(path, "empty file, expected an image") }
+        return [UInt8](data)
+    }
+
+    static func pngMessage(_ image: png_image) -> String {
+        withUnsafeBytes(of: image.message) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    }
+
+    /// A PNG's header read, size checked; the caller frees it.
+    static func beginPNG(_ path: String) throws -> png_image {
         var image = png_image()
         image.version = UInt32(PNG_IMAGE_VERSION)
-        func message() -> String {
-            withUnsafeBytes(of: image.message) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        }
         guard png_image_begin_read_from_file(&image, path) != 0 else {
-            let m = message()
+            let m = pngMessage(image)
             png_image_free(&image)
             throw DataError(path, "cannot decode PNG: \(m)")
         }
-        image.format = UInt32(PNG_FORMAT_GRAY)
         let w = Int(image.width), h = Int(image.height)
         guard w > 0, h > 0, w <= 16384, h <= 16384 else {
             png_image_free(&image)
             throw DataError(path, "PNG size \(w)x\(h) is out of range")
         }
-        var pixels = [UInt8](repeating: 0, count: w * h)
-        let ok = pixels.withUnsafeMutableBytes { png_image_finish_read(&image, nil, $0.baseAddress, Int32(w), nil) }
+        return image
+    }
+
+    static func png(_ path: String, channels: Int) throws -> ImageFile {
+        var image = try beginPNG(path)
+        let w = Int(image.width), h = Int(image.height)
+        var pixels = [UInt8](repeating: 0, count: w * h * channels)
+        try decodePNG(&image, path, into: &pixels)
+        return ImageFile(width: w, height: h, channels: channels, pixels: pixels)
+    }
+
+    /// Finishes reading a begun PNG into `pixels` (width x height x channels bytes; the
+    /// channel count picks the format) and frees it.
+    static func decodePNG(_ image: inout png_image, _ path: String, into pixels: UnsafeMutableRawBufferPointer, channels: Int) throws {
+        image.format = channels == 3 ? UInt32(PNG_FORMAT_RGB) : UInt32(PNG_FORMAT_GRAY)
+        let ok = png_image_finish_read(&image, nil, pixels.baseAddress, Int32(Int(image.width) * channels), nil)
         guard ok != 0 else {
-            let m = message()
+            let m = pngMessage(image)
             png_image_free(&image)
             throw DataError(path, "cannot decode PNG: \(m)")
         }
-        return GrayImage(width: w, height: h, pixels: pixels)
     }
 
-    static func pgm(_ b: [UInt8], _ path: String) throws -> GrayImage {
+    static func decodePNG(_ image: inout png_image, _ path: String, into pixels: inout [UInt8]) throws {
+        let channels = pixels.count / (Int(image.width) * Int(image.height))
+        try pixels.withUnsafeMutableBytes { try decodePNG(&image, path, into: $0, channels: channels) }
+    }
+
+    /// Decodes the image at `path` (of `width` x `height`, checked) as `channels` bytes a pixel
+    /// straight into `pixels`, which holds exactly that many bytes: an image folder's loader
+    /// fills its one buffer this way, with no copy per image.
+    public static func decode(_ path: String, width: Int, height: Int, channels: Int,
+                              into pixels: UnsafeMutableRawBufferPointer) throws {
+        let bytes = try head(path)
+        if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47]) {
+            var image = try beginPNG(path)
+            guard Int(image.width) == width, Int(image.height) == height else {
+                png_image_free(&image)
+                throw DataError(path, "image is \(image.width)x\(image.height) but the others are \(width)x\(height)")
+            }
+            try decodePNG(&image, path, into: pixels, channels: channels)
+            return
+        }
+        let img = try read(path, channels: channels)
+        guard img.width == width, img.height == height else {
+            throw DataError(path, "image is \(img.width)x\(img.height) but the others are \(width)x\(height)")
+        }
+        img.pixels.withUnsafeBytes { pixels.copyMemory(from: $0) }
+    }
+
+    static func pgm(_ b: [UInt8], _ path: String) throws -> ImageFile {
         var i = 2
         func token() throws -> Int {
             while i < b.count {
@@ -86,6 +161,6 @@ public struct GrayImage {
                 pixels[p] = scale(v)
             }
         }
-        return GrayImage(width: w, height: h, pixels: pixels)
+        return ImageFile(width: w, height: h, channels: 1, pixels: pixels)
     }
 }

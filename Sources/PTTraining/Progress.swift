@@ -46,7 +46,7 @@ public final class ProgressReporter {
 
     public static var stderrIsTerminal: Bool { isatty(2) != 0 }
 
-    public func stepDone(step: Int, epoch: Int, loss: Float) {
+    public func stepDone(step: Int, epoch: Int, loss: Float, lr: Double? = nil) {
         lossSum += Double(loss); lossCount += 1
         let now = Date()
         let elapsed = now.timeIntervalSince(start)
@@ -70,7 +70,7 @@ public final class ProgressReporter {
                 fflush(nil)
             }
             metrics?.write(["step": Double(step), "epoch": Double(epoch + 1), "loss": Double(loss),
-                            "mean_loss": mean, "samples_per_sec": intervalRate, "elapsed_sec": elapsed,
+                            "mean_loss": mean, "lr": lr ?? .nan, "samples_per_sec": intervalRate, "elapsed_sec": elapsed,
                             "rss_mb": Self.residentMegabytes()])
             lastTime = now; lastStep = step; lossSum = 0; lossCount = 0
         }

@@ -1,9 +1,20 @@
-// The training loop: seeded per-epoch shuffling, one forward/backward over the whole batch on the
-// worker pool, and one Adam step (taken by the backward pass, see `Network.backward(count:adam:)`).
+// The training step: seeded per-epoch shuffling, the batch assembled (and augmented) on the
+// worker pool, one forward/backward over the whole batch, and one optimizer step at the
+// scheduled rate (taken by the backward pass, see `Network.backward(count:optimizer:)`).
 import Foundation
 import PTKernels
 import PTModel
 import PTRuntime
+
+/// The optimizers a run can take.
+public enum OptimizerKind: String, Sendable, CaseIterable {
+    /// Adam, with `weightDecay` added to the gradient (L2) as torch.optim.Adam does.
+    case adam
+    /// AdamW: `weightDecay` decoupled, the weights shrunk by lr x weightDecay before each step.
+    case adamw
+    /// SGD with `momentum` (and L2 `weightDecay`), as torch.optim.SGD.
+    case sgd
+}
 
 /// A training run's settings. Their defaults here are the only ones: the command line's flags
 /// fall back to them, and its help text prints them.
@@ -17,7 +28,18 @@ public struct TrainConfig: Sendable {
     public var beta1 = 0.9
     public var beta2 = 0.999
     public var epsilon = 1e-8
+    public var optimizer = OptimizerKind.adam
+    public var weightDecay = 0.0
+    /// SGD's momentum (Adam's is beta1).
+    public var momentum = 0.9
+    public var schedule = LRSchedule.constant
+    /// Steps of linear warmup before the schedule.
+    public var warmup = 0
+    public var augmentation = Augmentation.none
     public var seed: UInt64 = 1
+    /// What inputs are normalised with: nil for the training set's per-channel mean and std
+    /// (`Normalization.of`); a resumed run passes its checkpoint's.
+    public var normalization: Normalization?
     public init() {}
 }
 
@@ -44,6 +66,9 @@ public final class Trainer {
     public let config: TrainConfig
     public let network: Network
     public let data: Dataset
+    /// Applied to every input, in training and in `evaluate` (and saved in checkpoints).
+    public let normalization: Normalization
+    private let inputTable: [Float]
     /// Optimizer steps taken so far.
     public private(set) var step = 0
     private var order: [Int32]
@@ -64,7 +89,12 @@ public final class Trainer {
         let spec = config.spec
         self.config = config
         self.data = data
-        network = try Network(spec: spec, input: Shape(h: data.rows, w: data.cols, c: 1), classes: Dataset.classes,
+        normalization = config.normalization ?? .of(data)
+        guard normalization.channels == data.shape.c else {
+            throw ShapeError(message: "the normalisation has \(normalization.channels) channels but the images have \(data.shape.c)")
+        }
+        inputTable = normalization.table
+        network = try Network(spec: spec, input: data.shape, classes: data.classes,
                               capacity: max(config.batch, evalCapacity), threads: config.threads, seed: config.seed,
                               group: group)
         order = (0..<Int32(data.count)).map { $0 }
@@ -74,9 +104,12 @@ public final class Trainer {
     public func restore(step: Int) { self.step = step }
 
     public var checkpointState: CheckpointState {
-        CheckpointState(spec: network.spec.text, input: network.inputShape, classes: network.classes, step: step,
+        CheckpointState(spec: network.spec.text, input: network.inputShape, classNames: data.classNames,
+                        normalization: normalization, step: step,
                         seed: config.seed, batch: config.batch, trainCount: data.count,
-                        lr: config.lr, beta1: config.beta1, beta2: config.beta2, epsilon: config.epsilon)
+                        lr: config.lr, beta1: config.beta1, beta2: config.beta2, epsilon: config.epsilon,
+                        optimizer: config.optimizer, weightDecay: config.weightDecay, momentum: config.momentum,
+                        schedule: config.schedule, warmup: config.warmup, augmentation: config.augmentation)
     }
 
     /// The name of the first parameter tensor whose gradient is not finite, if any.
@@ -100,7 +133,7 @@ public final class Trainer {
     /// One optimizer step; returns the batch's mean loss.
     @discardableResult
     public func trainStep() -> Float {
-        let b = config.batch, size = data.rows * data.cols
+        let b = config.batch
         let epoch = step / stepsPerEpoch, first = (step % stepsPerEpoch) * b
         prepareOrder(epoch: epoch)
         let net = network
@@ -108,8 +141,12 @@ public final class Trainer {
         order.withUnsafeBufferPointer { order in
             data.pixels.withUnsafeBufferPointer { pixels in
                 data.labels.withUnsafeBufferPointer { labels in
-                    net.pool.run(items: b, BatchJob(order: order.baseAddress! + first, pixels: pixels.baseAddress!, labels: labels.baseAddress!,
-                                                    size: size, input: net.input, inputLabels: net.labels))
+                    inputTable.withUnsafeBufferPointer { table in
+                        net.pool.run(items: b, BatchJob(order: order.baseAddress! + first, pixels: pixels.baseAddress!,
+                                                        labels: labels.baseAddress!, shape: data.shape, table: table.baseAddress!,
+                                                        augmentation: config.augmentation, seed: config.seed, epoch: epoch,
+                                                        input: net.input, inputLabels: net.labels))
+                    }
                 }
             }
         }
@@ -118,37 +155,62 @@ public final class Trainer {
         let t0 = net.profiling ? DispatchTime.now().uptimeNanoseconds : 0
         let loss = net.lossAndGradient(count: b)
         if net.profiling { lossNanos &+= DispatchTime.now().uptimeNanoseconds &- t0 }
-        // The backward pass takes the Adam step too (dense weights inside it, while in cache).
-        let adam = AdamStep(lr: config.lr, beta1: config.beta1, beta2: config.beta2, epsilon: config.epsilon, t: step)
-        gradientsFinite = net.backward(count: b, adam: adam)
+        // The backward pass takes the optimizer step too (dense weights inside it, while in cache).
+        gradientsFinite = net.backward(count: b, optimizer: optimizerStep(step))
         return loss
     }
 
-    /// A batch's images (scaled to [0, 1], as `Dataset.copySample`) and labels into the network's
-    /// input, a sample per item.
+    /// The learning rate of step `t` (from 1): the base rate through warmup and the schedule.
+    public func learningRate(step t: Int) -> Double {
+        config.lr * config.schedule.factor(step: t, warmup: config.warmup)
+    }
+
+    /// Step `t`'s optimizer settings.
+    func optimizerStep(_ t: Int) -> OptimizerStep {
+        let c = config, lr = learningRate(step: t)
+        switch c.optimizer {
+        case .adam: return .adam(AdamStep(lr: lr, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon, t: t, weightDecay: c.weightDecay))
+        case .adamw:
+            return .adam(AdamStep(lr: lr, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon, t: t, weightDecay: c.weightDecay, decoupled: true))
+        case .sgd: return .sgd(SGDStep(lr: lr, momentum: c.momentum, weightDecay: c.weightDecay))
+        }
+    }
+
+    /// A batch's images (through the normalisation's table, as `Dataset.copySample`, and the
+    /// augmentation) and labels into the network's input, a sample per item.
     struct BatchJob: ParallelJob, @unchecked Sendable {  // a sample's input and label per item; reads the data set
         var order: UnsafePointer<Int32>
-        var pixels, labels: UnsafePointer<UInt8>
-        var size: Int
+        var pixels: UnsafePointer<UInt8>
+        var labels: UnsafePointer<Int32>
+        var shape: Shape
+        var table: UnsafePointer<Float>
+        var augmentation: Augmentation
+        var seed: UInt64
+        var epoch: Int
         var input: UnsafeMutablePointer<Float>
         var inputLabels: UnsafeMutablePointer<Int32>
         func run(_ s: Int, _ worker: Int) {
-            let i = Int(order[s])
-            Dataset.scale(pixels + i * size, count: size, to: input + s * size)
-            inputLabels[s] = Int32(labels[i])
+            let i = Int(order[s]), size = shape.count
+            if augmentation.isNone {
+                Dataset.convert(pixels + i * size, count: size, channels: shape.c, table: table, to: input + s * size)
+            } else {
+                augmentation.apply(pixels + i * size, shape: shape, table: table, seed: seed, epoch: epoch, index: i, to: input + s * size)
+            }
+            inputLabels[s] = labels[i]
         }
-        func bytesMoved(items: Int) -> Int { items * (size * 5 + 5) }
+        func bytesMoved(items: Int) -> Int { items * (shape.count * 5 + 8) }
     }
 
     /// Mean loss and accuracy over a whole dataset (no dropout), in chunks of the buffers' capacity.
     public func evaluate(_ set: Dataset) -> Evaluation {
-        Self.evaluate(network, set)
+        Self.evaluate(network, set, normalization: normalization)
     }
 
     /// `record(label, predicted)` is called for every image, in order.
-    public static func evaluate(_ net: Network, _ set: Dataset, record: (Int, Int) -> Void = { _, _ in }) -> Evaluation {
+    public static func evaluate(_ net: Network, _ set: Dataset, normalization: Normalization,
+                                record: (Int, Int) -> Void = { _, _ in }) -> Evaluation {
         var lossSum = 0.0, correct = 0
-        forEachPrediction(net, set) { i, logits in
+        forEachPrediction(net, set, normalization: normalization) { i, logits in
             let label = Int(set.labels[i])
             let r = SoftmaxCrossEntropy.loss(logits: logits, classes: net.classes, label: label)
             lossSum += Double(r.loss)
@@ -161,15 +223,18 @@ public final class Trainer {
 
     /// Runs every image of `set` through `net` (no dropout) in chunks of the buffers' capacity;
     /// `body(i, logits)` sees image i's logits, in order.
-    public static func forEachPrediction(_ net: Network, _ set: Dataset, _ body: (Int, UnsafeMutablePointer<Float>) -> Void) {
-        let size = set.rows * set.cols
+    public static func forEachPrediction(_ net: Network, _ set: Dataset, normalization: Normalization,
+                                         _ body: (Int, UnsafeMutablePointer<Float>) -> Void) {
+        let size = set.sampleSize, table = normalization.table
         var start = 0
-        while start < set.count {
-            let n = min(net.capacity, set.count - start)
-            for s in 0..<n { set.copySample(start + s, to: net.input + s * size) }
-            net.forward(count: n, training: false)
-            for s in 0..<n { body(start + s, net.logits + s * net.classes) }
-            start += n
+        table.withUnsafeBufferPointer { table in
+            while start < set.count {
+                let n = min(net.capacity, set.count - start)
+                for s in 0..<n { set.copySample(start + s, to: net.input + s * size, table: table.baseAddress!) }
+                net.forward(count: n, training: false)
+                for s in 0..<n { body(start + s, net.logits + s * net.classes) }
+                start += n
+            }
         }
     }
 }

@@ -22,8 +22,8 @@ public struct RunSettings: Sendable {
 }
 
 public enum RunEvent {
-    /// A step is done; `epoch` counts from 0.
-    case step(step: Int, epoch: Int, loss: Float)
+    /// A step is done; `epoch` counts from 0; `lr` is the rate it took.
+    case step(step: Int, epoch: Int, loss: Float, lr: Double)
     /// A checkpoint was written (on rank 0); `periodic` for `saveEvery`'s, not the end's or a stop's.
     case saved(step: Int, path: String, periodic: Bool)
     case evaluated(step: Int, Evaluation)
@@ -57,7 +57,7 @@ extension Trainer {
             guard loss.isFinite, gradientsFinite else {
                 throw TrainingDiverged(step: step, loss: loss, tensor: nonFiniteGradient())
             }
-            report(.step(step: step, epoch: (step - 1) / stepsPerEpoch, loss: loss))
+            report(.step(step: step, epoch: (step - 1) / stepsPerEpoch, loss: loss, lr: learningRate(step: step)))
             let signal = group.maximum(stopRequested())
             if signal != 0 {
                 try save(periodic: false)

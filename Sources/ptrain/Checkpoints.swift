@@ -1,4 +1,4 @@
-// What the subcommands share about files: a checkpoint's model, class names, a writable path.
+// What the subcommands share about files: a checkpoint's model, the data, a writable path.
 import ArgumentParser
 import Foundation
 import PTModel
@@ -32,6 +32,13 @@ func loadModel(_ path: String, group: ProcessGroup = .single) throws -> (Network
     return (net, state)
 }
 
-func classNames(_ classes: Int, data: String) -> [String] {
-    classes == 10 && data == Dataset.defaultDirectory ? Dataset.fashionNames : (0..<classes).map { "class \($0)" }
+/// Loads a split of the data in `directory`, showing an image folder's progress on a terminal.
+/// `classNames` and `channels`: as `Dataset.load` takes them (the training set's or a checkpoint's).
+func loadData(_ directory: String, _ split: Dataset.Split, classNames: [String]? = nil, channels: Int? = nil) throws -> Dataset {
+    let terminal = ProgressReporter.stderrIsTerminal && ProcessGroup.launched.rank == 0
+    let set = try Dataset.load(directory: directory, split: split, classNames: classNames, channels: channels) { done, total in
+        if terminal { FileHandle.standardError.write(Data("\r\u{1B}[Kloading \(split.rawValue) images: \(done)/\(total)".utf8)) }
+    }
+    if terminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+    return set
 }

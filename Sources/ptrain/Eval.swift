@@ -9,20 +9,20 @@ struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Test loss, accuracy and confusion matrix of a checkpoint.")
     @Option(help: "A checkpoint written by --checkpoint.")
     var checkpoint: String
-    @Option(help: "Directory with MNIST-format IDX files.")
+    @Option(help: "Data directory (MNIST-format IDX, CIFAR-10 binary or an image folder; docs/DATA.md): its test split.")
     var data = Dataset.defaultDirectory
 
     func run() throws {
         let (net, state) = try loadModel(checkpoint, group: try ProcessGroup.world())
-        let test = try Dataset.load(directory: data, split: .test)
-        guard state.input == Shape(h: test.rows, w: test.cols, c: 1) else {
-            throw DataError(data, "images are \(test.rows)x\(test.cols) but the checkpoint's model takes \(state.input)")
+        let test = try loadData(data, .test, classNames: state.classNames, channels: state.input.c)
+        guard state.input == test.shape else {
+            throw DataError(data, "images are \(test.shape) but the checkpoint's model takes \(state.input)")
         }
         var confusion = [[Int]](repeating: [Int](repeating: 0, count: state.classes), count: state.classes)
-        let e = Trainer.evaluate(net, test) { label, predicted in confusion[label][predicted] += 1 }
+        let e = Trainer.evaluate(net, test, normalization: state.normalization) { label, predicted in confusion[label][predicted] += 1 }
         print("checkpoint: \(checkpoint) (step \(state.step))")
         print(String(format: "test loss %.4f, test accuracy %.2f%% (%d/%d)", e.loss, e.accuracy * 100, e.correct, e.count))
-        let names = classNames(state.classes, data: data)
+        let names = state.classNames
         let width = max(names.map(\.count).max() ?? 5, 6)
         print("confusion matrix (rows: true class, columns: predicted)")
         print(String(repeating: " ", count: width + 2) + (0..<state.classes).map { String(format: "%5d", $0) }.joined())

@@ -12,9 +12,9 @@ struct Predict: ParsableCommand {
     var checkpoint: String
     @Option(help: "Predict test-set image i instead of files.")
     var index: Int?
-    @Option(help: "Directory with MNIST-format IDX files (for --index and class names).")
+    @Option(help: "Data directory whose test split --index reads.")
     var data = Dataset.defaultDirectory
-    @Argument(help: "Grayscale or RGB PNG/PGM images of the model's input size.")
+    @Argument(help: "PNG or PGM images of the model's input size (read as grey or RGB, as the model takes).")
     var images: [String] = []
 
     func validate() throws {
@@ -28,14 +28,17 @@ struct Predict: ParsableCommand {
         // The images to classify as a data set (labels unused), and a name for each.
         var names: [String] = [], pixels: [UInt8] = []
         if let index {
-            let test = try Dataset.load(directory: data, split: .test)
+            let test = try loadData(data, .test, classNames: state.classNames, channels: state.input.c)
+            guard test.shape == state.input else {
+                throw DataError(data, "images are \(test.shape) but the checkpoint's model takes \(state.input)")
+            }
             guard index < test.count else { throw UsageError(description: "--index \(index) is past the \(test.count) test images") }
-            let size = test.rows * test.cols
-            names.append("test[\(index)] (label \(test.labels[index]))")
+            let size = test.sampleSize
+            names.append("test[\(index)] (label \(test.labels[index]), \(state.classNames[Int(test.labels[index])]))")
             pixels = Array(test.pixels[(index * size)..<((index + 1) * size)])
         } else {
             for path in images {
-                let img = try GrayImage.read(path)
+                let img = try ImageFile.read(path, channels: state.input.c)
                 guard img.width == state.input.w, img.height == state.input.h else {
                     throw DataError(path, "image is \(img.width)x\(img.height) but the model takes \(state.input.w)x\(state.input.h)")
                 }
@@ -43,11 +46,11 @@ struct Predict: ParsableCommand {
                 pixels += img.pixels
             }
         }
-        let set = Dataset(count: names.count, rows: state.input.h, cols: state.input.w, pixels: pixels,
-                          labels: [UInt8](repeating: 0, count: names.count))
-        let classes = classNames(state.classes, data: data)
+        let set = Dataset(count: names.count, shape: state.input, pixels: pixels,
+                          labels: [Int32](repeating: 0, count: names.count), classNames: state.classNames)
+        let classes = state.classNames
         var probs = [Float](repeating: 0, count: state.classes)
-        Trainer.forEachPrediction(net, set) { i, logits in
+        Trainer.forEachPrediction(net, set, normalization: state.normalization) { i, logits in
             SoftmaxCrossEntropy.probabilities(logits: logits, classes: state.classes, into: &probs)
             let top = probs.enumerated().sorted { $0.element > $1.element }.prefix(3)
             print(names[i] + ": " + top.map { classes[$0.offset] + String(format: " %.6f", $0.element) }.joined(separator: ", "))

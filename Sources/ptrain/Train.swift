@@ -23,8 +23,10 @@ struct Train: ParsableCommand {
           fc(1024) relu dropout(0.5) fc(10)
         """
 
-    @Option(help: "Directory with MNIST-format IDX files (train-*/t10k-*, .gz or raw).")
+    @Option(help: "Data directory: MNIST-format IDX files (train-*/t10k-*, .gz or raw), CIFAR-10 binary batches, or train/ and test/ image folders (docs/DATA.md).")
     var data = Dataset.defaultDirectory
+    @Flag(help: "Feed pixels as [0, 1] instead of normalising each channel by the training set's mean and std.")
+    var noNormalize = false
     @Option(help: "Model spec (see below; default: the reference network).", transform: { try ModelSpec(parsing: $0) })
     var spec: ModelSpec?
     @Option(help: "Worker threads, 1...1024 (default: the machine's cores).")
@@ -35,14 +37,29 @@ struct Train: ParsableCommand {
     var steps: Int?
     @Option(help: "Train for this many whole epochs instead of --steps.")
     var epochs: Int?
-    @Option(help: "Adam learning rate (default \(TrainConfig().lr)).")
+    @Option(help: "adam, adamw or sgd (default \(TrainConfig().optimizer.rawValue)).", transform: { text in
+        guard let kind = OptimizerKind(rawValue: text) else { throw ValidationError("--optimizer must be adam, adamw or sgd, not '\(text)'") }
+        return kind
+    })
+    var optimizer: OptimizerKind?
+    @Option(help: "Learning rate (default \(TrainConfig().lr)); the schedule scales it.")
     var lr: Double?
+    @Option(help: "constant, cosine (to 0 at the last step) or step:EVERY:FACTOR (default constant).")
+    var lrSchedule: String?
+    @Option(help: "Steps of linear warmup to --lr before the schedule (default 0).")
+    var warmup: Int?
+    @Option(help: "Weight decay: added to the gradient for adam and sgd, decoupled for adamw (default 0).")
+    var weightDecay: Double?
+    @Option(help: "SGD momentum (default \(TrainConfig().momentum)).")
+    var momentum: Double?
     @Option(help: "Adam beta1 (default \(TrainConfig().beta1)).")
     var beta1: Double?
     @Option(help: "Adam beta2 (default \(TrainConfig().beta2)).")
     var beta2: Double?
     @Option(help: "Adam epsilon (default \(TrainConfig().epsilon)).")
     var eps: Double?
+    @Option(help: "Augment training images: flip (horizontal), crop=N (random crop after N pixels of zero padding); repeat or comma-separate.")
+    var augment: [String] = []
     @Option(help: "Seed for initialisation, shuffling and dropout (default \(TrainConfig().seed)).")
     var seed: UInt64?
     @Option(help: "Evaluate on the test set every N steps (0: only at the end).")
@@ -55,7 +72,7 @@ struct Train: ParsableCommand {
     var checkpoint: String?
     @Option(help: "Save the checkpoint every N steps (needs --checkpoint).")
     var saveEvery: Int?
-    @Option(help: "Continue exactly from the checkpoint at PATH (its spec, seed, batch and Adam settings).")
+    @Option(help: "Continue exactly from the checkpoint at PATH (its spec, seed, batch, optimizer, schedule and augmentation).")
     var resume: String?
 
     func validate() throws {
@@ -70,6 +87,15 @@ struct Train: ParsableCommand {
         if let beta1, !(beta1 >= 0 && beta1 < 1) { throw ValidationError("--beta1 must be in [0, 1), not \(beta1)") }
         if let beta2, !(beta2 >= 0 && beta2 < 1) { throw ValidationError("--beta2 must be in [0, 1), not \(beta2)") }
         if let eps, !(eps.isFinite && eps > 0) { throw ValidationError("--eps must be a finite number above 0, not \(eps)") }
+        if let weightDecay, !(weightDecay.isFinite && weightDecay >= 0) {
+            throw ValidationError("--weight-decay must be a finite number of 0 or more, not \(weightDecay)")
+        }
+        if let momentum, !(momentum >= 0 && momentum < 1) { throw ValidationError("--momentum must be in [0, 1), not \(momentum)") }
+        if let warmup, warmup < 0 { throw ValidationError("--warmup must be 0 or more, not \(warmup)") }
+        if let lrSchedule, case let .failure(e) = LRSchedule.parse(lrSchedule, totalSteps: 1) {
+            throw ValidationError("--lr-schedule: \(e)")
+        }
+        if case let .failure(e) = Augmentation.parse(augment) { throw ValidationError("--augment: \(e)") }
         guard evalEvery >= 0 else { throw ValidationError("--eval-every must be 0 or more, not \(evalEvery)") }
         guard logEvery >= 1 else { throw ValidationError("--log-every must be at least 1, not \(logEvery)") }
         if let saveEvery {
@@ -108,6 +134,14 @@ struct Train: ParsableCommand {
             config.beta1 = try agree("--beta1", beta1, r.beta1)
             config.beta2 = try agree("--beta2", beta2, r.beta2)
             config.epsilon = try agree("--eps", eps, r.epsilon)
+            config.optimizer = try agree("--optimizer", optimizer, r.optimizer)
+            config.weightDecay = try agree("--weight-decay", weightDecay, r.weightDecay)
+            config.momentum = try agree("--momentum", momentum, r.momentum)
+            config.warmup = try agree("--warmup", warmup, r.warmup)
+            var steps = 1
+            if case let .cosine(n) = r.schedule { steps = n }  // "cosine" given again means the saved one
+            config.schedule = try agree("--lr-schedule", try lrSchedule.map { try LRSchedule.parse($0, totalSteps: steps).get() }, r.schedule)
+            config.augmentation = try agree("--augment", augment.isEmpty ? nil : try Augmentation.parse(augment).get(), r.augmentation)
         } else {
             // Each flag not given keeps TrainConfig's default.
             if let spec { config.spec = spec }
@@ -117,40 +151,57 @@ struct Train: ParsableCommand {
             if let beta1 { config.beta1 = beta1 }
             if let beta2 { config.beta2 = beta2 }
             if let eps { config.epsilon = eps }
+            if let optimizer { config.optimizer = optimizer }
+            if let weightDecay { config.weightDecay = weightDecay }
+            if let momentum { config.momentum = momentum }
+            if let warmup { config.warmup = warmup }
+            config.augmentation = try Augmentation.parse(augment).get()
         }
         // Under mpirun rank 0 alone writes files; every rank reads the data (and --resume).
         let rank0 = ProcessGroup.launched.rank == 0
         if let checkpoint, rank0 { try checkWritable(checkpoint) }
 
-        let train = try Dataset.load(directory: data, split: .train)
-        let test = try Dataset.load(directory: data, split: .test)
-        guard test.rows == train.rows, test.cols == train.cols else {
-            throw DataError(data, "test images are \(test.rows)x\(test.cols) but training images are \(train.rows)x\(train.cols)")
+        let train = try loadData(data, .train, classNames: resumed?.state.classNames, channels: resumed?.state.input.c)
+        let test = try loadData(data, .test, classNames: train.classNames, channels: train.shape.c)
+        guard test.shape == train.shape else {
+            throw DataError(data, "test images are \(test.shape) but training images are \(train.shape)")
         }
         if config.batch > train.count {
             throw UsageError(description: "--batch \(config.batch) is larger than the training set (\(train.count) images in \(data))")
         }
         if let r = resumed?.state {
-            guard r.input == Shape(h: train.rows, w: train.cols, c: 1), r.trainCount == train.count else {
-                throw UsageError(description: "the checkpoint was trained on \(r.trainCount) images of \(r.input) but \(data) has \(train.count) of \(train.rows)x\(train.cols)x1")
+            guard r.input == train.shape, r.trainCount == train.count else {
+                throw UsageError(description: "the checkpoint was trained on \(r.trainCount) images of \(r.input) but \(data) has \(train.count) of \(train.shape)")
             }
+            if noNormalize && r.normalization != .identity(channels: r.input.c) {
+                throw UsageError(description: "--no-normalize conflicts with the checkpoint's normalised inputs (\(resume!)); drop the flag to resume")
+            }
+            config.normalization = r.normalization
+        } else if noNormalize {
+            config.normalization = .identity(channels: train.shape.c)
         }
+        let totalSteps = epochs.map { $0 * (train.count / config.batch) } ?? steps ?? TrainConfig.defaultSteps
+        if resumed == nil, let lrSchedule { config.schedule = try LRSchedule.parse(lrSchedule, totalSteps: totalSteps).get() }
         let group = try ProcessGroup.world()
         let trainer: Trainer
         do { trainer = try Trainer(config: config, data: train, group: group) } catch let e as ShapeError {
-            throw UsageError(description: "\(e.message) (input \(train.rows)x\(train.cols)x1)")
+            throw UsageError(description: "\(e.message) (input \(train.shape), \(train.classes) classes)")
         }
         if let r = resumed {
             try Checkpoint.restore(trainer.network, from: r.tensors, path: resume!, optimizer: true)
             trainer.restore(step: r.state.step)
         }
-        let totalSteps = epochs.map { $0 * trainer.stepsPerEpoch } ?? steps ?? TrainConfig.defaultSteps
         let writer = rank0 ? try metrics.map { try MetricsWriter(path: $0) } : nil
         let interactive = rank0 && ProgressReporter.stderrIsTerminal
         let net = trainer.network
         debugBuildNotice()
         print("ptrain: \(net.spec.text)")
-        print("ptrain: \(net.parameterCount) parameters, \(train.count) training / \(test.count) test images, batch \(config.batch), \(totalSteps) steps, \(group.size > 1 ? "\(group.size) ranks x " : "")\(config.threads) threads")
+        let n = trainer.normalization
+        print("ptrain: \(data): \(train.count) training / \(test.count) test images of \(train.shape), \(train.classes) classes (\(try Dataset.layout(of: data).rawValue)); inputs " + (n == .identity(channels: n.channels) ? "as pixels / 255" : "normalised, mean " + n.mean.map { String(format: "%.3f", $0) }.joined(separator: "/") + " std " + n.std.map { String(format: "%.3f", $0) }.joined(separator: "/")))
+        print("ptrain: \(config.optimizer.rawValue) lr \(config.lr)" + (config.schedule == .constant ? "" : ", schedule \(config.schedule)")
+              + (config.warmup > 0 ? ", warmup \(config.warmup) steps" : "") + (config.weightDecay > 0 ? ", weight decay \(config.weightDecay)" : "")
+              + (config.optimizer == .sgd ? ", momentum \(config.momentum)" : "") + (config.augmentation.isNone ? "" : "; augment \(config.augmentation)"))
+        print("ptrain: \(net.parameterCount) parameters, batch \(config.batch), \(totalSteps) steps, \(group.size > 1 ? "\(group.size) ranks x " : "")\(config.threads) threads")
         if let why = Numa.shared.unavailableReason { print("ptrain: NUMA placement off (\(why)); using plain allocation") }
         if oversubscribed {
             print("ptrain: --threads \(threads!) but this process may use \(cpus) CPUs: running \(cpus) workers (the results do not depend on the thread count)")
@@ -164,7 +215,7 @@ struct Train: ParsableCommand {
         do {
             end = try trainer.run(settings, test: test, stopRequested: { Interrupts.received ?? 0 }) { event in
                 switch event {
-                case let .step(step, epoch, loss): progress.stepDone(step: step, epoch: epoch, loss: loss)
+                case let .step(step, epoch, loss, lr): progress.stepDone(step: step, epoch: epoch, loss: loss, lr: lr)
                 case let .saved(step, path, periodic):
                     if !periodic { progress.clearLine(); print("ptrain: saved checkpoint at step \(step) to \(path)") }
                 case let .evaluated(step, e): progress.evaluation(step: step, e)

@@ -39,7 +39,8 @@ let trainImages = "train-images-idx3-ubyte", trainLabels = "train-labels-idx1-ub
     (Damage.replace(trainImages, idx([300, 8, 8], [UInt8](repeating: 0, count: 300 * 64 - 1))), "truncated"),
     (Damage.replace(trainImages, idx([300, 8, 8], [UInt8](repeating: 0, count: 300 * 64 + 5))), "5 trailing bytes"),
     (Damage.replace(trainLabels, idx([299], [UInt8](repeating: 0, count: 299))), "299 labels but"),
-    (Damage.replace(trainLabels, idx([300], [UInt8](repeating: 0, count: 299) + [10])), "label 10 at index 299"),
+    // Training labels fix the classes (up to 10 makes 11); a test label beyond them is an error.
+    (Damage.replace("t10k-labels-idx1-ubyte", idx([100], [UInt8](repeating: 0, count: 99) + [10])), "label 10 at index 99 is outside the 10 classes"),
     (Damage.replace(trainImages, []), "empty file"),
     (Damage.gzipThenCorrupt(trainImages), "gzip"),
     (Damage.directory(trainLabels), "is a directory"),

@@ -119,10 +119,11 @@ func fashionSubset() throws -> String {
     for (split, n) in [(Dataset.Split.train, 600), (.test, 100)] {
         let d = try Dataset.load(directory: Dataset.defaultDirectory, split: split).prefix(n)
         func be(_ v: Int) -> [UInt8] { [UInt8(v >> 24), UInt8((v >> 16) & 255), UInt8((v >> 8) & 255), UInt8(v & 255)] }
-        let images = [0, 0, 8, 3] + be(n) + be(d.rows) + be(d.cols) + d.pixels
-        let labels = [0, 0, 8, 1] + be(n) + d.labels
-        _ = FileManager.default.createFile(atPath: "\(dir)/\(split.rawValue)-images-idx3-ubyte", contents: Data(images))
-        _ = FileManager.default.createFile(atPath: "\(dir)/\(split.rawValue)-labels-idx1-ubyte", contents: Data(labels))
+        let images = [0, 0, 8, 3] + be(n) + be(d.shape.h) + be(d.shape.w) + d.pixels
+        let labels = [0, 0, 8, 1] + be(n) + d.labels.map { UInt8($0) }
+        let prefix = split == .train ? "train" : "t10k"
+        _ = FileManager.default.createFile(atPath: "\(dir)/\(prefix)-images-idx3-ubyte", contents: Data(images))
+        _ = FileManager.default.createFile(atPath: "\(dir)/\(prefix)-labels-idx1-ubyte", contents: Data(labels))
     }
     return dir
 }

@@ -1,6 +1,7 @@
 import CZlib
 import Foundation
 import Testing
+import PTModel
 import PTTraining
 
 /// A fresh temporary directory for one test.
@@ -38,11 +39,15 @@ func readsRawAndGzipSets(_ gzip: Bool) throws {
     let dir = tempDir()
     writeSet(dir, split: "train", n: 25, gzip: gzip)
     let d = try Dataset.load(directory: dir, split: .train)
-    #expect(d.count == 25 && d.rows == 4 && d.cols == 3)
+    #expect(d.count == 25 && d.shape == Shape(h: 4, w: 3, c: 1))
     #expect(d.labels[13] == 3)
+    // Ten classes at least (labels 0...9 here), named by number outside the default directory.
+    #expect(d.classNames == (0..<10).map { "class \($0)" })
     var x = [Float](repeating: -1, count: 12)
-    d.copySample(2, to: &x)
-    #expect(abs(x[0] - 24 / 255) < 1e-7 && abs(x[11] - 35 / 255) < 1e-7)
+    let identity = Normalization.identity(channels: 1).table
+    identity.withUnsafeBufferPointer { d.copySample(2, to: &x, table: $0.baseAddress!) }
+    // Unnormalised inputs are exactly pixel * (1 / 255), as before normalisation existed.
+    #expect(x[0].bitPattern == (Float(24) * (1 / 255)).bitPattern && x[11].bitPattern == (Float(35) * (1 / 255)).bitPattern)
 }
 
 @Test(arguments: [
@@ -87,14 +92,21 @@ func badImageFilesAreRefused(_ c: (String, [UInt8], String)) {
     // The default directory, when missing, names the command that installs it.
     #expect(Dataset.missingHint(Dataset.defaultDirectory).contains("scripts/setup"))
     #expect(Dataset.missingHint("/elsewhere").isEmpty)
-    #expect { _ = try Dataset.load(directory: dir, split: .train) } throws: { "\($0)".contains("missing train-images-idx3-ubyte") }
+    #expect { _ = try Dataset.load(directory: dir, split: .train) } throws: { e in
+        ["holds no data", "train-images-idx3-ubyte", "data_batch_1.bin", "train/ and test/"].allSatisfy { "\(e)".contains($0) }
+    }
     // Counts that differ.
     write(idxBytes(dims: [3, 2, 2], data: [UInt8](repeating: 0, count: 12)), "\(dir)/train-images-idx3-ubyte")
     write(idxBytes(dims: [4], data: [0, 1, 2, 3]), "\(dir)/train-labels-idx1-ubyte")
     #expect { _ = try Dataset.load(directory: dir, split: .train) } throws: { "\($0)".contains("4 labels but") }
-    // A label outside the classes.
+    // A label outside the classes that classes.txt names; without it, labels up to 10 make 11 classes.
     write(idxBytes(dims: [3], data: [0, 10, 2]), "\(dir)/train-labels-idx1-ubyte")
-    #expect { _ = try Dataset.load(directory: dir, split: .train) } throws: { "\($0)".contains("label 10 at index 1") }
+    #expect(try Dataset.load(directory: dir, split: .train).classes == 11)
+    write(Array("cat\ndog\n\nbird\n".utf8), "\(dir)/classes.txt")
+    #expect { _ = try Dataset.load(directory: dir, split: .train) } throws: { "\($0)".contains("label 10 at index 1 is outside the 3 classes") }
+    write(idxBytes(dims: [3], data: [0, 1, 2]), "\(dir)/train-labels-idx1-ubyte")
+    #expect(try Dataset.load(directory: dir, split: .train).classNames == ["cat", "dog", "bird"])
+    try FileManager.default.removeItem(atPath: "\(dir)/classes.txt")
     // A directory where a file should be.
     try FileManager.default.removeItem(atPath: "\(dir)/train-labels-idx1-ubyte")
     try FileManager.default.createDirectory(atPath: "\(dir)/train-labels-idx1-ubyte", withIntermediateDirectories: false)

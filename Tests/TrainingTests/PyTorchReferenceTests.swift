@@ -1,6 +1,8 @@
 // ptrain against PyTorch on a network that takes every conv path (one-channel direct, Winograd,
 // im2col with stride 2 and VALID padding), max and average pooling and two dense layers: the
-// logits, the loss, every gradient, and the weights after 1 and 3 Adam steps, against a reference
+// logits, the loss, every gradient, and the weights after 1 and 3 steps of Adam, of AdamW with a
+// step-decay schedule and of SGD with momentum, weight decay and a cosine schedule (PyTorch's own
+// optimizers and schedulers), against a reference
 // PyTorch computed in float64 (scripts/pytorch-reference.py wrote pytorch-reference.safetensors;
 // the README says how to regenerate it). No PyTorch is needed to run this.
 import Foundation
@@ -56,12 +58,36 @@ func matchesPyTorchOnEveryConvPathPoolAndDenseLayer(threads: Int) throws {
 
     let (lr, b1, b2, eps) = try (Double(#require(meta["lr"]))!, Double(#require(meta["beta1"]))!,
                                  Double(#require(meta["beta2"]))!, Double(#require(meta["epsilon"]))!)
-    for step in 1...3 {
-        net.forward(count: n, training: true)
-        _ = net.lossAndGradient(count: n)
-        #expect(net.backward(count: n, adam: AdamStep(lr: lr, beta1: b1, beta2: b2, epsilon: eps, t: step)))
-        if step == 1 || step == 3 {
-            for t in net.tensors { within(net.weights + t.offset, try tensor("step\(step)." + t.name), "\(t.name) after \(step) Adam steps") }
+    func number(_ key: String) throws -> Double {
+        let text = try #require(meta[key], "\(key) missing from the reference's metadata")
+        return try #require(Double(text))
+    }
+    let (decay, sgdLR, momentum, sgdDecay) = try (number("adamw_decay"), number("sgd_lr"), number("sgd_momentum"), number("sgd_decay"))
+    // Each optimizer from the same start: the rate of step t from ptrain's schedules, which
+    // PyTorch's StepLR(1, 0.5) and CosineAnnealingLR(3) should match.
+    let halving = LRSchedule.step(every: 1, factor: 0.5), cosine = LRSchedule.cosine(steps: 3)
+    let runs: [(prefix: String, name: String, step: (Int) -> OptimizerStep)] = [
+        ("", "Adam", { .adam(AdamStep(lr: lr, beta1: b1, beta2: b2, epsilon: eps, t: $0)) }),
+        ("adamw_", "AdamW", { t in .adam(AdamStep(lr: lr * halving.factor(step: t, warmup: 0), beta1: b1, beta2: b2, epsilon: eps, t: t,
+                                                  weightDecay: decay, decoupled: true)) }),
+        ("sgd_", "SGD", { t in .sgd(SGDStep(lr: sgdLR * cosine.factor(step: t, warmup: 0), momentum: momentum, weightDecay: sgdDecay)) }),
+    ]
+    for run in runs {
+        for t in net.tensors {
+            let w = try tensor("weights." + t.name)
+            for i in 0..<t.count { net.weights[t.offset + i] = w.values[i] }
+        }
+        net.moment1.update(repeating: 0, count: net.parameterCount)
+        net.moment2.update(repeating: 0, count: net.parameterCount)
+        for step in 1...3 {
+            net.forward(count: n, training: true)
+            _ = net.lossAndGradient(count: n)
+            #expect(net.backward(count: n, optimizer: run.step(step)))
+            if step == 1 || step == 3 {
+                for t in net.tensors {
+                    within(net.weights + t.offset, try tensor("\(run.prefix)step\(step)." + t.name), "\(t.name) after \(step) \(run.name) steps")
+                }
+            }
         }
     }
 }

@@ -28,7 +28,7 @@ private func scratchDirectory() throws -> String {
     var steps: [Int] = [], saves: [(Int, Bool)] = [], evaluations: [Int] = []
     let end = try trainer.run(RunSettings(steps: 7, checkpoint: path, saveEvery: 3, evalEvery: 2), test: testSet, report: { event in
         switch event {
-        case let .step(step, epoch, loss):
+        case let .step(step, epoch, loss, _):
             steps.append(step)
             #expect(epoch == (step - 1) / 6 && loss.isFinite)
         case let .saved(step, p, periodic):
