@@ -102,3 +102,29 @@ func tinyCIFAR() throws -> String {
     try FileManager.default.removeItem(atPath: "\(root)/test/other")
     expectCleanError(try ptrain(["--data", root, "--spec", "fc(10)", "--steps", "1"]), code: 2, mentions: ["2 classes", "10 outputs"])
 }
+
+/// Through the command line: a run stopped inside its warmup and resumed ends with the file an
+/// unbroken run writes. The first part names the cosine's horizon (`cosine:20`), as the unbroken
+/// run's `cosine` over --steps 20 fixes it; the resume takes everything from the checkpoint.
+@Test func aScheduledRunResumedInsideItsWarmupWritesTheSameFile() throws {
+    let data = try tinyCIFAR(), dir = try runDir()
+    let common = ["--data", data, "--spec", "conv(4,3,stride=2) relu maxpool(2) fc(3)", "--batch", "20", "--lr", "0.05",
+                  "--optimizer", "adamw", "--weight-decay", "0.01", "--warmup", "10", "--augment", "flip", "--augment", "crop=3"]
+    let whole = try ptrain(common + ["--lr-schedule", "cosine", "--steps", "20", "--checkpoint", dir + "/whole.st", "--threads", "2"])
+    #expect(whole.status == 0, "\(whole.err)")
+    #expect(whole.out.contains("adamw lr 0.05, schedule cosine:20, warmup 10 steps, weight decay 0.01; augment flip,crop=3"), "\(whole.out)")
+    let part = try ptrain(common + ["--lr-schedule", "cosine:20", "--steps", "6", "--checkpoint", dir + "/part.st", "--threads", "1"])
+    #expect(part.status == 0, "\(part.err)")
+    let resumed = try ptrain(["--data", data, "--resume", dir + "/part.st", "--steps", "20", "--checkpoint", dir + "/part.st",
+                              "--threads", "2", "--lr-schedule", "cosine"])
+    #expect(resumed.status == 0, "\(resumed.err)")
+    #expect(contents(dir + "/part.st") == contents(dir + "/whole.st"))
+    // Flags that contradict the checkpoint are refused.
+    expectCleanError(try ptrain(["--data", data, "--resume", dir + "/whole.st", "--optimizer", "sgd"]), code: 2, mentions: ["--optimizer", "adamw"])
+    expectCleanError(try ptrain(["--data", data, "--resume", dir + "/whole.st", "--augment", "flip"]), code: 2, mentions: ["--augment"])
+    expectCleanError(try ptrain(["--data", data, "--resume", dir + "/whole.st", "--lr-schedule", "step:5:0.5"]), code: 2, mentions: ["--lr-schedule"])
+    for bad in [["--lr-schedule", "linear"], ["--augment", "rotate"], ["--optimizer", "lion"], ["--momentum", "1"], ["--warmup", "-1"],
+                ["--weight-decay", "nan"]] {
+        expectCleanError(try ptrain(["--data", data] + bad), code: 2, mentions: [bad[0]])
+    }
+}

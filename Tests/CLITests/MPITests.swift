@@ -142,6 +142,8 @@ struct MPIRun: Sendable, CustomTestStringConvertible {
     var name: String
     var spec: String
     var batch: Int
+    var data: @Sendable () throws -> String = fashionSubset
+    var flags: [String] = []
     var testDescription: String { name }
 }
 
@@ -150,14 +152,19 @@ let mpiRuns = [
     MPIRun(name: "small network", spec: "conv(8,3) relu maxpool(2) conv(16,3,2) relu avgpool(2) fc(32) relu dropout(0.5) fc(10)", batch: 37),
     // One-channel direct conv1, Winograd conv2, fc1 6272->1024.
     MPIRun(name: "reference network", spec: ModelSpec.reference, batch: 50),
+    // RGB CIFAR-format data (normalised), augmentation, SGD with momentum and decay, a cosine
+    // schedule inside its warmup: all keyed by step and sample, none by rank.
+    MPIRun(name: "RGB, augmented, SGD, cosine", spec: "conv(16,3) relu maxpool(2) conv(16,3) relu maxpool(2) fc(32) relu fc(3)",
+           batch: 20, data: tinyCIFAR, flags: ["--augment", "flip,crop=2", "--optimizer", "sgd", "--lr", "0.02", "--weight-decay", "1e-3",
+                                                "--lr-schedule", "cosine", "--warmup", "3"]),
 ]
 
 @Suite(.serialized) struct MPI {
     @Test(arguments: mpiRuns, Transport.allCases)
     func everyRanksAndThreadsGivesTheSingleProcessBits(_ run: MPIRun, _ transport: Transport) throws {
-        let data = try fashionSubset(), dir = try runDir()
+        let data = try run.data(), dir = try runDir()
         let common = ["--data", data, "--spec", run.spec, "--batch", "\(run.batch)", "--steps", "4", "--log-every", "1",
-                      "--eval-every", "2"]
+                      "--eval-every", "2"] + run.flags
         let single = try ptrain(common + ["--threads", "1", "--metrics", dir + "/one.jsonl", "--checkpoint", dir + "/one.st"])
         try #require(single.status == 0, "\(single.err)")
         let reference = try #require(contents(dir + "/one.st"))
