@@ -134,4 +134,19 @@ let benchmarks: @Sendable () -> Void = {
             for _ in benchmark.scaledIterations { blackHole(trainer.trainStep()) }
         }
     }
+
+    // Colour images with every per-step option on: augmentation, SGD with momentum and decay, a
+    // cosine schedule inside its warmup (0 mallocs a step as well).
+    var rgb = Bench.synthetic(count: 2000, rows: 32, cols: 96, seed: 2)
+    rgb.shape = Shape(h: 32, w: 32, c: 3)
+    var options = TrainConfig()
+    options.threads = 2
+    options.spec = try! ModelSpec(parsing: "conv(32,3) relu maxpool(2) conv(64,3) relu maxpool(2) fc(256) relu fc(10)")
+    options.augmentation = Augmentation(flip: true, crop: 4)
+    options.optimizer = .sgd; options.weightDecay = 5e-4; options.schedule = .cosine(steps: 100_000); options.warmup = 50_000
+    let colour = try! Trainer(config: options, data: rgb)
+    for _ in 0..<3 { colour.trainStep() }
+    Benchmark("training step, 32x32 RGB, augment flip,crop=4, sgd, cosine with warmup, batch 50, 2 threads") { benchmark in
+        for _ in benchmark.scaledIterations { blackHole(colour.trainStep()) }
+    }
 }
