@@ -104,7 +104,7 @@ extension Bench {
         let regions = recorder.regions.count, items = recorder.itemNanos.count
         let base = predicted[0].stepNanos
         let validation = ModelValidation(predictedStepSec: predicted[1].stepNanos / 1e9, measuredStepSec: measured.sorted()[measured.count / 2])
-        log(String(format: "model: a step recorded at 1 worker item by item (%d regions, %d items cut for %d workers); memory bandwidth %.0f GB/s (--bandwidth); a region's start and finish %.2f us at 2 workers, taken as that x (P - 1)",
+        log(String(format: "model: a step recorded at 1 worker item by item (%d regions, %d items cut for %d workers); memory bandwidth %.0f GB/s; a region's start and finish %.2f us at 2 workers, taken as that x (P - 1)",
                    regions, items, counts.last!, bandwidth, target.regionCost2 / 1e3))
         log(String(format: "validation: 2 workers predicted %.2f ms, measured %.2f ms in this run (error %+.1f%%)",
                    validation.predictedStepSec * 1e3, validation.measuredStepSec * 1e3, validation.errorPercent))

@@ -85,7 +85,7 @@ extension Bench {
     /// `--model-cores`: the scaling model's table (one process; the model is of one machine's cores).
     func runModel(cores: [Int]) throws {
         debugBuildNotice()
-        print("batch \(batch), \(steps) recorded steps after \(warmup) warm-up; every row is a prediction")
+        print("batch \(batch), \(steps) recorded steps after \(warmup) warm-up; every row is a prediction; the target's memory bandwidth \(bandwidth) GB/s (--bandwidth)")
         let result: (rows: [ModelRow], validation: ModelValidation)
         do {
             result = try PTTraining.Bench.model(spec: spec, batch: batch, cores: cores, steps: steps, warmup: warmup,
