@@ -22,6 +22,9 @@ public enum IDX {
         }
         defer { gzclose(f) }
         var out: [UInt8] = []
+        // Room for the whole file at once (a gzip file ends with its decompressed size mod 2^32),
+        // so that it is never copied while growing: memory stays at the decompressed size.
+        out.reserveCapacity(min(sizeHint(path), maxBytes))
         var chunk = [UInt8](repeating: 0, count: 1 << 20)
         while true {
             let n = chunk.withUnsafeMutableBytes { gzread(f, $0.baseAddress, UInt32($0.count)) }
@@ -41,6 +44,19 @@ public enum IDX {
         }
         if out.isEmpty { throw DataError(path, "empty file") }
         return out
+    }
+
+    /// The decompressed size a file announces: a gzip file's last four bytes (its size mod 2^32),
+    /// else the file's size. Only a hint: the bytes read decide.
+    static func sizeHint(_ path: String) -> Int {
+        guard let h = FileHandle(forReadingAtPath: path) else { return 0 }
+        defer { try? h.close() }
+        guard let magic = try? h.read(upToCount: 2), let end = try? h.seekToEnd() else { return 0 }
+        guard magic == Data([0x1F, 0x8B]) else { return Int(end) }
+        guard end >= 4, (try? h.seek(toOffset: end - 4)) != nil, let tail = try? h.read(upToCount: 4), tail.count == 4 else { return 0 }
+        let size = Int(tail[0]) | Int(tail[1]) << 8 | Int(tail[2]) << 16 | Int(tail[3]) << 24
+        // Deflate expands at most about 1032 times: a larger claim is a damaged trailer.
+        return min(size, Int(end) * 1032)
     }
 
     /// The dimensions, checked against `limits` (absurd sizes) and then against the data length.
@@ -73,16 +89,22 @@ public enum IDX {
     }
 
     /// Parses the decompressed bytes of an image file: rank 3 `[N, H, W]` (grey, as MNIST) or
-    /// rank 4 `[N, H, W, C]` (C bytes a pixel, interleaved); `path` only names it in errors.
-    public static func images(bytes b: [UInt8], path: String) throws -> (count: Int, shape: Shape, pixels: [UInt8]) {
+    /// rank 4 `[N, H, W, C]` (C bytes a pixel, interleaved); `path` only names it in errors. The
+    /// pixels are the bytes themselves with the header removed in place (no second copy).
+    public static func images(bytes: consuming [UInt8], path: String) throws -> (count: Int, shape: Shape, pixels: [UInt8]) {
+        var b = bytes
         let rank = b.count >= 4 && b[0] == 0 && b[1] == 0 && b[3] == 4 ? 4 : 3
+        let d: [Int], shape: Shape
         if rank == 4 {
-            let d = try header(b, path, rank: 4, what: "images (rank 4)", limits: [100_000_000, 4096, 4096, 4])
+            d = try header(b, path, rank: 4, what: "images (rank 4)", limits: [100_000_000, 4096, 4096, 4])
             guard d[3] == 1 || d[3] == 3 else { throw DataError(path, "images have \(d[3]) channels; ptrain reads 1 (grey) or 3 (RGB)") }
-            return (d[0], Shape(h: d[1], w: d[2], c: d[3]), Array(b[20...]))
+            shape = Shape(h: d[1], w: d[2], c: d[3])
+        } else {
+            d = try header(b, path, rank: 3, what: "images (idx3)", limits: [100_000_000, 4096, 4096])
+            shape = Shape(h: d[1], w: d[2], c: 1)
         }
-        let d = try header(b, path, rank: 3, what: "images (idx3)", limits: [100_000_000, 4096, 4096])
-        return (d[0], Shape(h: d[1], w: d[2], c: 1), Array(b[16...]))
+        b.removeSubrange(0..<(4 + 4 * rank))
+        return (d[0], shape, b)
     }
 
     public static func labels(_ path: String, classes: Int) throws -> [Int32] {
