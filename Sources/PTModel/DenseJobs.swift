@@ -42,6 +42,9 @@ struct DenseUpdateJob: ParallelJob, @unchecked Sendable {  // an item writes its
     var rows: Int                                  // where a block of dW's rows goes in the worker's scratch
     unowned(unsafe) var pool: WorkerPool
 
+    /// Items the row blocks of `tiles` are cut into for `workers`: about four a worker.
+    static func parts(tiles: Range<Int>, workers: Int) -> Int { min(tiles.count, 4 * workers) }
+
     /// The rows of W that items `items` (of `parts` over `tiles`) update: the job's items and
     /// `Network`'s placement of those rows by node both read it from here.
     static func rows(_ items: Range<Int>, of parts: Int, tiles: Range<Int>, inputs: Int) -> Range<Int> {

@@ -50,20 +50,20 @@ public final class Network {
     /// The batch is cut into this many shards for the conv weight gradients: fixed by the batch
     /// alone, never by the thread count, so the reduction's order is too.
     public static func shardCount(batch: Int) -> Int { min(batch, 32) }
-    /// The shards of a batch of `n` that `rank` computes: consecutive, whole shards.
-    public func shards(batch n: Int, rank: Int) -> Range<Int> {
-        ProcessGroup.share(Self.shardCount(batch: n), part: rank, of: group.size)
+    /// The shards of a batch of `n` that `rank` of `ranks` computes: consecutive, whole shards.
+    static func shards(batch n: Int, rank: Int, of ranks: Int) -> Range<Int> {
+        ProcessGroup.share(shardCount(batch: n), part: rank, of: ranks)
     }
     /// The samples of those shards.
-    public func samples(batch n: Int, rank: Int) -> Range<Int> {
-        let s = shards(batch: n, rank: rank), count = Self.shardCount(batch: n)
+    static func samples(batch n: Int, rank: Int, of ranks: Int) -> Range<Int> {
+        let s = shards(batch: n, rank: rank, of: ranks), count = shardCount(batch: n)
         return (s.lowerBound * n / count)..<(s.upperBound * n / count)
     }
+    public func shards(batch n: Int, rank: Int) -> Range<Int> { Self.shards(batch: n, rank: rank, of: group.size) }
+    public func samples(batch n: Int, rank: Int) -> Range<Int> { Self.samples(batch: n, rank: rank, of: group.size) }
     /// The first dense stage: the stages before it run on this rank's samples only; its input
     /// is gathered from every rank.
-    var firstDense: Int {
-        stages.firstIndex { if case .dense = $0 { return true }; return false } ?? stages.count
-    }
+    var firstDense: Int { stages.firstDense }
     /// How each conv's pass is cut (`ConvParts`), per batch size and worker count: decided on
     /// first use, so a step allocates nothing.
     private struct ConvPartsKey: Hashable { var stage, batch, workers: Int; var backward: Bool }
@@ -196,9 +196,8 @@ public final class Network {
         gradients = layout.floats(parameterCount, perNode: weightRows)
         moment1 = layout.floats(parameterCount, perNode: weightRows)
         moment2 = layout.floats(parameterCount, perNode: weightRows)
-        let shardSlots = convParams > 0 ? Self.shardCount(batch: capacity) : 0
-        let myShards = ProcessGroup.share(shardSlots, part: group.rank, of: group.size)
-        shardGradients = layout.floats(shardSlots * convParams,
+        let myShards = Self.shards(batch: capacity, rank: group.rank, of: group.size)
+        shardGradients = layout.floats(Self.shardCount(batch: capacity) * convParams,
                                        perNode: layout.byNode(myShards.count, size: convParams, from: myShards.lowerBound * convParams))
         stages = layout.allocate(plan.stages)
         // A conv with a fused max-pool never stores its output or that output's gradient.

@@ -127,8 +127,8 @@ extension Network {
         // Under mpirun each rank owns a share of W's rows: it alone computes their dXᵀ and dW rows
         // and takes their Adam step (keeping their moments), and the ranks exchange dXᵀ's rows.
         // Each row is the same chain of sums whichever rank computes it.
-        let rowTiles = ownedTiles(d, rank: group.rank, of: group.size)
-        let parts = min(rowTiles.count, 4 * pool.splitCount)
+        let rowTiles = d.ownedTiles(rank: group.rank, of: group.size)
+        let parts = DenseUpdateJob.parts(tiles: rowTiles, workers: pool.splitCount)
         let sums = ColumnSumJob(m: dy, rows: n, cols: d.outputs, out: gradients + d.bias)
         let sumChunks = sums.chunks(workers: pool.splitCount)
         let update = DenseUpdateJob(

@@ -22,10 +22,8 @@ final class BufferLayout {
 
     init(pool: WorkerPool, group: ProcessGroup, numa: Numa, capacity: Int, stages: [Stage]) {
         self.pool = pool; self.group = group; self.numa = numa; self.capacity = capacity
-        convStages = stages.firstIndex { if case .dense = $0 { return true }; return false } ?? stages.count
-        let shards = Network.shardCount(batch: capacity)
-        let mine = ProcessGroup.share(shards, part: group.rank, of: group.size)
-        mySamples = (mine.lowerBound * capacity / shards)..<(mine.upperBound * capacity / shards)
+        convStages = stages.firstDense
+        mySamples = Network.samples(batch: capacity, rank: group.rank, of: group.size)
     }
 
     /// `n` zeroed 4-byte elements (floats and Int32s alike: ranges are in elements), with
@@ -58,8 +56,8 @@ final class BufferLayout {
     /// A dense layer's rows (`width` floats each, from `base`): its backward pass with Adam deals
     /// this rank's row blocks by node.
     func denseRows(_ d: DenseStage, width: Int, from base: Int) -> [(Range<Int>, Int)] {
-        let tiles = ProcessGroup.share((d.inputs + Gemm.mr - 1) / Gemm.mr, part: group.rank, of: group.size)
-        let parts = min(tiles.count, 4 * pool.count), nodes = pool.rangeNodes
+        let tiles = d.ownedTiles(rank: group.rank, of: group.size)
+        let parts = DenseUpdateJob.parts(tiles: tiles, workers: pool.splitCount), nodes = pool.rangeNodes
         return pool.nodeRanges(parts).enumerated().map { k, items in
             let rows = DenseUpdateJob.rows(items, of: parts, tiles: tiles, inputs: d.inputs)
             return ((base + rows.lowerBound * width)..<(base + rows.upperBound * width), nodes[k])

@@ -6,15 +6,10 @@ import PTKernels
 import PTRuntime
 
 extension Network {
-    /// The rows of a dense layer's W (in tiles of Gemm.mr rows) that part `rank` of `parts` updates.
-    func ownedTiles(_ d: DenseStage, rank: Int, of parts: Int) -> Range<Int> {
-        ProcessGroup.share((d.inputs + Gemm.mr - 1) / Gemm.mr, part: rank, of: parts)
-    }
-
-    /// Every rank receives the other ranks' rows of a [d.inputs, width] matrix split as `ownedTiles`.
+    /// Every rank receives the other ranks' rows of a [d.inputs, width] matrix split as `DenseStage.ownedTiles`.
     func gatherRows(_ d: DenseStage, _ matrix: UnsafeMutablePointer<Float>, width: Int) {
         group.allgather(matrix) { r in
-            let t = ownedTiles(d, rank: r, of: group.size)
+            let t = d.ownedTiles(rank: r, of: group.size)
             return (min(t.lowerBound * Gemm.mr, d.inputs) * width)..<(min(t.upperBound * Gemm.mr, d.inputs) * width)
         }
     }
@@ -72,7 +67,7 @@ extension Network {
     /// pipeline the chain: rank 1 works on block 0 while rank 0 works on block 1.
     func chainedDenseForward(_ d: DenseStage, count n: Int, x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>) {
         let r = group.rank, last = group.size - 1
-        let t = ownedTiles(d, rank: r, of: group.size)
+        let t = d.ownedTiles(rank: r, of: group.size)
         let k0 = min(t.lowerBound * Gemm.mr, d.inputs), k1 = min(t.upperBound * Gemm.mr, d.inputs)
         let blocks = Self.chainBlocks(outputs: d.outputs, ranks: group.size), tiles = (d.outputs + Gemm.nr - 1) / Gemm.nr
         func columns(_ j: Int) -> Range<Int> { min(j * tiles / blocks * Gemm.nr, d.outputs)..<min((j + 1) * tiles / blocks * Gemm.nr, d.outputs) }

@@ -179,7 +179,6 @@ public struct NetworkPlan {
             default: return sum
             }
         }
-        let shardSlots = convParams > 0 ? Network.shardCount(batch: capacity) : 0
-        return 4 * (4 * parameterCount + perSample * capacity + threads * scratchFloats + shardSlots * convParams)
+        return 4 * (4 * parameterCount + perSample * capacity + threads * scratchFloats + Network.shardCount(batch: capacity) * convParams)
     }
 }

@@ -91,3 +91,17 @@ enum Stage {
     case dense(DenseStage)
     case dropout(DropoutStage)
 }
+
+extension [Stage] {
+    /// The index of the first dense stage (or the count): the stages before it are the conv
+    /// stack, which works a sample (or shard) at a time.
+    var firstDense: Int { firstIndex { if case .dense = $0 { return true }; return false } ?? count }
+}
+
+extension DenseStage {
+    /// The rows of W (in tiles of Gemm.mr rows) that part `rank` of `parts` updates: under
+    /// mpirun each rank's share of the layer.
+    func ownedTiles(rank: Int, of parts: Int) -> Range<Int> {
+        ProcessGroup.share((inputs + Gemm.mr - 1) / Gemm.mr, part: rank, of: parts)
+    }
+}

@@ -174,7 +174,6 @@ public final class WorkerPool: @unchecked Sendable {
         (items * nodeFirstWorker[k] / count)..<(items * nodeFirstWorker[k + 1] / count)
     }
 
-
     /// Wakes the workers for one region, works on it too, and waits for all of them.
     private func region(_ items: Int) {
         itemCount = items

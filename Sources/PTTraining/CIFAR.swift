@@ -70,7 +70,12 @@ public enum CIFAR {
                 names = try Dataset.namesFile(dir) ?? Self.names
             }
         }
+        // Room for every record at once (from the files' sizes), so the set is never copied while it grows.
+        let records = files.reduce(0) { n, f in
+            n + ((try? FileManager.default.attributesOfItem(atPath: f)[.size] as? Int) ?? 0) / recordBytes
+        }
         var labels: [Int32] = [], pixels: [UInt8] = []
+        labels.reserveCapacity(records); pixels.reserveCapacity(records * (recordBytes - 1))
         for file in files {
             let b = try batch(bytes: IDX.readBytes(file), path: file, classes: names!.count)
             labels += b.labels

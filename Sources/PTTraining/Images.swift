@@ -12,13 +12,12 @@ public struct ImageFile {
     /// What a file holds without decoding it: its size and whether it is in colour (PNG only;
     /// a PGM is grey). Throws a `DataError` naming the file when it is not a PNG or PGM image.
     public static func probe(_ path: String) throws -> (width: Int, height: Int, colour: Bool) {
-        let bytes = try head(path)
-        if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47]) {
+        if isPNG(try head(path)) {
             var image = try beginPNG(path)
             defer { png_image_free(&image) }
             return (Int(image.width), Int(image.height), image.format & UInt32(PNG_FORMAT_FLAG_COLOR) != 0)
         }
-        let img = try read(path, channels: 1)
+        let img = try pgm(try head(path, all: true), path, pixels: false)
         return (img.width, img.height, false)
     }
 
@@ -26,18 +25,17 @@ public struct ImageFile {
     /// becomes RGB as libpng converts them (a PGM's grey is copied to all three).
     public static func read(_ path: String, channels: Int = 1) throws -> ImageFile {
         precondition(channels == 1 || channels == 3)
-        let bytes = try head(path, all: true)
-        if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47]) { return try png(path, channels: channels) }
-        if bytes.count >= 2, bytes[0] == UInt8(ascii: "P"), bytes[1] == UInt8(ascii: "5") || bytes[1] == UInt8(ascii: "2") {
-            var img = try pgm(bytes, path)
-            if channels == 3 {
-                img.pixels = img.pixels.flatMap { [$0, $0, $0] }
-                img.channels = 3
-            }
-            return img
+        // libpng reads a PNG from the file itself; only a PGM is read here whole.
+        if isPNG(try head(path)) { return try png(path, channels: channels) }
+        var img = try pgm(try head(path, all: true), path)
+        if channels == 3 {
+            img.pixels = img.pixels.flatMap { [$0, $0, $0] }
+            img.channels = 3
         }
-        throw DataError(path, "not a PNG or PGM image")
+        return img
     }
+
+    static func isPNG(_ bytes: [UInt8]) -> Bool { bytes.starts(with: [0x89, 0x50, 0x4E, 0x47]) }
 
     /// The file's bytes (the first few unless `all`), with errors that name what is wrong.
     static func head(_ path: String, all: Bool = false) throws -> [UInt8] {
@@ -82,7 +80,7 @@ public struct ImageFile {
         var image = try beginPNG(path)
         let w = Int(image.width), h = Int(image.height)
         var pixels = [UInt8](repeating: 0, count: w * h * channels)
-        try decodePNG(&image, path, into: &pixels)
+        try pixels.withUnsafeMutableBytes { try decodePNG(&image, path, into: $0, channels: channels) }
         return ImageFile(width: w, height: h, channels: channels, pixels: pixels)
     }
 
@@ -98,18 +96,12 @@ public struct ImageFile {
         }
     }
 
-    static func decodePNG(_ image: inout png_image, _ path: String, into pixels: inout [UInt8]) throws {
-        let channels = pixels.count / (Int(image.width) * Int(image.height))
-        try pixels.withUnsafeMutableBytes { try decodePNG(&image, path, into: $0, channels: channels) }
-    }
-
     /// Decodes the image at `path` (of `width` x `height`, checked) as `channels` bytes a pixel
     /// straight into `pixels`, which holds exactly that many bytes: an image folder's loader
     /// fills its one buffer this way, with no copy per image.
     public static func decode(_ path: String, width: Int, height: Int, channels: Int,
                               into pixels: UnsafeMutableRawBufferPointer) throws {
-        let bytes = try head(path)
-        if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47]) {
+        if isPNG(try head(path)) {
             var image = try beginPNG(path)
             guard Int(image.width) == width, Int(image.height) == height else {
                 png_image_free(&image)
@@ -125,7 +117,12 @@ public struct ImageFile {
         img.pixels.withUnsafeBytes { pixels.copyMemory(from: $0) }
     }
 
-    static func pgm(_ b: [UInt8], _ path: String) throws -> ImageFile {
+    /// A PGM's header and, with `pixels`, its pixels scaled to bytes; anything else is refused as
+    /// not an image.
+    static func pgm(_ b: [UInt8], _ path: String, pixels wanted: Bool = true) throws -> ImageFile {
+        guard b.count >= 2, b[0] == UInt8(ascii: "P"), b[1] == UInt8(ascii: "5") || b[1] == UInt8(ascii: "2") else {
+            throw DataError(path, "not a PNG or PGM image")
+        }
         var i = 2
         func token() throws -> Int {
             while i < b.count {
@@ -143,6 +140,7 @@ public struct ImageFile {
         let w = try token(), h = try token(), maxval = try token()
         guard w > 0, h > 0, w <= 16384, h <= 16384 else { throw DataError(path, "PGM size \(w)x\(h) is out of range") }
         guard maxval > 0, maxval < 65536 else { throw DataError(path, "PGM maxval \(maxval) is out of range") }
+        if !wanted { return ImageFile(width: w, height: h, channels: 1, pixels: []) }
         var pixels = [UInt8](repeating: 0, count: w * h)
         func scale(_ v: Int) -> UInt8 { UInt8((v * 255 + maxval / 2) / maxval) }
         if b[1] == UInt8(ascii: "5") {

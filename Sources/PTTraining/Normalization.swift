@@ -58,12 +58,11 @@ public struct Normalization: Equatable, Sendable {
         (mean.map { "\($0)" }.joined(separator: ","), std.map { "\($0)" }.joined(separator: ","))
     }
 
+    /// `text`'s form read back; nil unless both hold the same number of finite values (std above 0).
     public init?(mean: String, std: String) {
-        let m = mean.split(separator: ",").compactMap { Float(String($0)) }
-        let s = std.split(separator: ",").compactMap { Float(String($0)) }
-        guard !m.isEmpty, m.count == s.count, m.count == mean.split(separator: ",").count,
-              s.count == std.split(separator: ",").count, m.allSatisfy(\.isFinite), s.allSatisfy({ $0.isFinite && $0 > 0 })
+        let m = mean.split(separator: ",").map { Float(String($0)) }, s = std.split(separator: ",").map { Float(String($0)) }
+        guard !m.isEmpty, m.count == s.count, m.allSatisfy({ $0?.isFinite == true }), s.allSatisfy({ ($0 ?? 0) > 0 && $0!.isFinite })
         else { return nil }
-        self.init(mean: m, std: s)
+        self.init(mean: m.map { $0! }, std: s.map { $0! })
     }
 }

@@ -43,6 +43,19 @@ public struct TrainConfig: Sendable {
     public init() {}
 }
 
+extension TrainConfig {
+    /// The settings a checkpoint was trained with, to continue it exactly (the thread count is
+    /// the caller's: it changes no bit). Throws the spec's `SpecError` if it does not parse.
+    public init(resuming s: CheckpointState) throws {
+        self.init()
+        spec = try ModelSpec(parsing: s.spec)
+        batch = s.batch; seed = s.seed; normalization = s.normalization
+        lr = s.lr; beta1 = s.beta1; beta2 = s.beta2; epsilon = s.epsilon
+        optimizer = s.optimizer; weightDecay = s.weightDecay; momentum = s.momentum
+        schedule = s.schedule; warmup = s.warmup; augmentation = s.augmentation
+    }
+}
+
 /// Training stopped because the loss or a gradient stopped being a finite number.
 public struct TrainingDiverged: Error, CustomStringConvertible {
     public var step: Int
@@ -68,10 +81,11 @@ public final class Trainer {
     public let data: Dataset
     /// Applied to every input, in training and in `evaluate` (and saved in checkpoints).
     public let normalization: Normalization
-    private let inputTable: [Float]
+    /// `normalization.table` and the epoch's sample order, held as raw buffers for the batch job.
+    private let inputTable: UnsafeMutableBufferPointer<Float>
     /// Optimizer steps taken so far.
     public private(set) var step = 0
-    private var order: [Int32]
+    private let order: UnsafeMutableBufferPointer<Int32>
     /// False when the last step's gradients held a NaN or an infinity.
     public private(set) var gradientsFinite = true
     private var orderEpoch = -1
@@ -93,11 +107,19 @@ public final class Trainer {
         guard normalization.channels == data.shape.c else {
             throw ShapeError(message: "the normalisation has \(normalization.channels) channels but the images have \(data.shape.c)")
         }
-        inputTable = normalization.table
         network = try Network(spec: spec, input: data.shape, classes: data.classes,
                               capacity: max(config.batch, evalCapacity), threads: config.threads, seed: config.seed,
                               group: group)
-        order = (0..<Int32(data.count)).map { $0 }
+        // (After the last throw: a failed init would not free them.)
+        inputTable = .allocate(capacity: 256 * normalization.channels)
+        _ = inputTable.initialize(from: normalization.table)
+        order = .allocate(capacity: data.count)
+        order.initialize(repeating: 0)
+    }
+
+    deinit {
+        inputTable.deallocate()
+        order.deallocate()
     }
 
     /// Continues from a checkpoint's step (its weights and moments restored by `Checkpoint.restore`).
@@ -138,16 +160,12 @@ public final class Trainer {
         prepareOrder(epoch: epoch)
         let net = network
         net.label("batch")
-        order.withUnsafeBufferPointer { order in
-            data.pixels.withUnsafeBufferPointer { pixels in
-                data.labels.withUnsafeBufferPointer { labels in
-                    inputTable.withUnsafeBufferPointer { table in
-                        net.pool.run(items: b, BatchJob(order: order.baseAddress! + first, pixels: pixels.baseAddress!,
-                                                        labels: labels.baseAddress!, shape: data.shape, table: table.baseAddress!,
-                                                        augmentation: config.augmentation, seed: config.seed, epoch: epoch,
-                                                        input: net.input, inputLabels: net.labels))
-                    }
-                }
+        data.pixels.withUnsafeBufferPointer { pixels in
+            data.labels.withUnsafeBufferPointer { labels in
+                net.pool.run(items: b, BatchJob(order: order.baseAddress! + first, pixels: pixels.baseAddress!,
+                                                labels: labels.baseAddress!, shape: data.shape, table: inputTable.baseAddress!,
+                                                augmentation: config.augmentation, seed: config.seed, epoch: epoch,
+                                                input: net.input, inputLabels: net.labels))
             }
         }
         step += 1

@@ -109,6 +109,9 @@ struct Train: ParsableCommand {
         var resumed: (state: CheckpointState, tensors: [String: SafetensorsTensor])?
         if let resume { resumed = try Checkpoint.load(resume) }
         var config = TrainConfig()
+        if let r = resumed?.state {
+            do { config = try TrainConfig(resuming: r) } catch { throw DataError(resume!, "checkpoint spec does not parse: \(error)") }
+        }
         // More workers than CPUs only makes them wait for each other's time slices (measured: about
         // half the samples/s at 16 workers on 2 CPUs), and the result is the same bits at any
         // thread count, so run one worker per CPU. `ptrain bench` runs exactly what it is asked.
@@ -116,32 +119,29 @@ struct Train: ParsableCommand {
         config.threads = min(threads ?? cpus, cpus)
         let oversubscribed = (threads ?? 0) > cpus
         if let r = resumed?.state {
-            func agree<T: Equatable>(_ flag: String, _ given: T?, _ saved: T) throws -> T {
+            // The checkpoint's settings stand; a flag may repeat one, not change it.
+            func agree<T: Equatable>(_ flag: String, _ given: T?, _ saved: T) throws {
                 if let given, given != saved {
                     throw UsageError(description: "\(flag) \(given) conflicts with the checkpoint's \(saved) (\(resume!)); drop the flag to resume")
                 }
-                return saved
             }
-            let saved: ModelSpec
-            do { saved = try ModelSpec(parsing: r.spec) } catch { throw DataError(resume!, "checkpoint spec does not parse: \(error)") }
-            if let spec, spec.layers != saved.layers {
+            if let spec, spec.layers != config.spec.layers {
                 throw UsageError(description: "--spec differs from the checkpoint's '\(r.spec)' (\(resume!)); drop the flag to resume")
             }
-            config.spec = saved
-            config.batch = try agree("--batch", batch, r.batch)
-            config.seed = try agree("--seed", seed, r.seed)
-            config.lr = try agree("--lr", lr, r.lr)
-            config.beta1 = try agree("--beta1", beta1, r.beta1)
-            config.beta2 = try agree("--beta2", beta2, r.beta2)
-            config.epsilon = try agree("--eps", eps, r.epsilon)
-            config.optimizer = try agree("--optimizer", optimizer, r.optimizer)
-            config.weightDecay = try agree("--weight-decay", weightDecay, r.weightDecay)
-            config.momentum = try agree("--momentum", momentum, r.momentum)
-            config.warmup = try agree("--warmup", warmup, r.warmup)
+            try agree("--batch", batch, r.batch)
+            try agree("--seed", seed, r.seed)
+            try agree("--lr", lr, r.lr)
+            try agree("--beta1", beta1, r.beta1)
+            try agree("--beta2", beta2, r.beta2)
+            try agree("--eps", eps, r.epsilon)
+            try agree("--optimizer", optimizer, r.optimizer)
+            try agree("--weight-decay", weightDecay, r.weightDecay)
+            try agree("--momentum", momentum, r.momentum)
+            try agree("--warmup", warmup, r.warmup)
             var steps = 1
             if case let .cosine(n) = r.schedule { steps = n }  // "cosine" given again means the saved one
-            config.schedule = try agree("--lr-schedule", try lrSchedule.map { try LRSchedule.parse($0, totalSteps: steps).get() }, r.schedule)
-            config.augmentation = try agree("--augment", augment.isEmpty ? nil : try Augmentation.parse(augment).get(), r.augmentation)
+            try agree("--lr-schedule", try lrSchedule.map { try LRSchedule.parse($0, totalSteps: steps).get() }, r.schedule)
+            try agree("--augment", augment.isEmpty ? nil : try Augmentation.parse(augment).get(), r.augmentation)
         } else {
             // Each flag not given keeps TrainConfig's default.
             if let spec { config.spec = spec }
@@ -176,7 +176,6 @@ struct Train: ParsableCommand {
             if noNormalize && r.normalization != .identity(channels: r.input.c) {
                 throw UsageError(description: "--no-normalize conflicts with the checkpoint's normalised inputs (\(resume!)); drop the flag to resume")
             }
-            config.normalization = r.normalization
         } else if noNormalize {
             config.normalization = .identity(channels: train.shape.c)
         }

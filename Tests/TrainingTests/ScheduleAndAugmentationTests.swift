@@ -107,10 +107,8 @@ func schedulesAndAugmentationResumeExactlyAndIgnoreThreads(_ k: Int) throws {
     let (state, tensors) = try Checkpoint.load(dir + "/part.st")
     #expect(state.step == 3 && state.optimizer == optimizer && state.schedule == schedule && state.warmup == warmup && state.augmentation == augment)
     // Resumed from what the checkpoint says, not from the configuration above.
-    var c = TrainConfig()
-    c.spec = try ModelSpec(parsing: state.spec); c.threads = 1; c.batch = state.batch; c.seed = state.seed; c.lr = state.lr
-    c.optimizer = state.optimizer; c.weightDecay = state.weightDecay; c.momentum = state.momentum
-    c.schedule = state.schedule; c.warmup = state.warmup; c.augmentation = state.augmentation; c.normalization = state.normalization
+    var c = try TrainConfig(resuming: state)
+    c.threads = 1
     let second = try Trainer(config: c, data: Bench.synthetic(count: 50, rows: 8, cols: 8, seed: 6))
     try Checkpoint.restore(second.network, from: tensors, path: dir + "/part.st", optimizer: true)
     second.restore(step: state.step)
