@@ -71,9 +71,9 @@ let package = Package(
         .target(name: "PTTestSupport", dependencies: ["PTKernels", "PTModel"], path: "Tests/Support"),
         .testTarget(name: "KernelTests", dependencies: ["PTKernels", "PTTestSupport"]),
         .testTarget(name: "ModelTests", dependencies: ["PTModel", "PTRuntime", "PTKernels", "PTTestSupport"]),
-        .testTarget(name: "TrainingTests", dependencies: ["PTTraining", "PTModel", "PTKernels", "CZlib", "CPNG"],
+        .testTarget(name: "TrainingTests", dependencies: ["PTTraining", "PTModel", "PTKernels", "PTTestSupport", "CZlib", "CPNG"],
                     exclude: ["pytorch-reference.safetensors"]),
-        .testTarget(name: "CLITests", dependencies: ["ptrain", "PTTraining", "PTModel", "CZlib", "CPNG"]),
+        .testTarget(name: "CLITests", dependencies: ["ptrain", "PTTraining", "PTModel", "PTTestSupport", "CZlib", "CPNG"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -2,6 +2,7 @@
 // file and the problem, no crash, and no output file created.
 import CZlib
 import Foundation
+import PTTestSupport
 import Testing
 import PTTraining
 
@@ -51,6 +52,7 @@ let trainImages = "train-images-idx3-ubyte", trainLabels = "train-labels-idx1-ub
 ])
 func badDataIsRefusedCleanly(_ c: (Damage, String)) throws {
     let data = try tinyData(), out = try runDir()
+    defer { Scratch.remove(data); Scratch.remove(out) }
     var named = ""
     switch c.0 {
     case let .replace(f, b):
@@ -97,6 +99,7 @@ func writeCheckpoint(_ path: String, header: [String: Any], data: [UInt8], rawHe
 
 @Test func badCheckpointsAreRefusedCleanly() throws {
     let data = try tinyData(), dir = try runDir()
+    defer { Scratch.remove(data); Scratch.remove(dir) }
     let good = dir + "/good.st"
     let made = try ptrain(["--data", data, "--spec", ckSpec, "--batch", "10", "--steps", "3", "--checkpoint", good])
     #expect(made.status == 0, "\(made.err)")

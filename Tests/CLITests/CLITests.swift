@@ -1,5 +1,6 @@
 // The ptrain binary run as a user runs it.
 import Foundation
+import PTTestSupport
 import Testing
 
 struct Result {
@@ -20,8 +21,8 @@ func ptrain(_ args: [String]) throws -> Result { try launch(binary, args) }
 
 /// Runs `executable` to its end (killed after `seconds`, which is recorded as a test issue).
 func launch(_ executable: String, _ args: [String], environment: [String: String] = [:], seconds: Double = 300) throws -> Result {
-    let dir = NSTemporaryDirectory() + "ptrain-cli-\(UUID().uuidString)"
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    let dir = Scratch.directory("cli")
+    defer { Scratch.remove(dir) }
     let outPath = dir + "/out", errPath = dir + "/err"
     _ = FileManager.default.createFile(atPath: outPath, contents: nil)
     _ = FileManager.default.createFile(atPath: errPath, contents: nil)
@@ -50,8 +51,7 @@ func expectCleanError(_ r: Result, code: Int32, mentions: [String], sourceLocati
 
 /// A tiny MNIST-format data directory: 8x8 images whose class is drawn as a brighter column.
 func tinyData() throws -> String {
-    let dir = NSTemporaryDirectory() + "ptrain-data-\(UUID().uuidString)"
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    let dir = Scratch.directory("data")
     func write(_ split: String, _ n: Int) {
         var img: [UInt8] = [0, 0, 8, 3, 0, 0, UInt8(n >> 8), UInt8(n & 255), 0, 0, 0, 8, 0, 0, 0, 8]
         var lab: [UInt8] = [0, 0, 8, 1, 0, 0, UInt8(n >> 8), UInt8(n & 255)]
@@ -91,6 +91,7 @@ func tinyData() throws -> String {
 @Test func dataAndShapeErrors() throws {
     expectCleanError(try ptrain(["--data", "/nonexistent/dir", "--steps", "1"]), code: 1, mentions: ["/nonexistent/dir", "does not exist"])
     let data = try tinyData()
+    defer { Scratch.remove(data) }
     // 8x8 input: a 5th 2x2 pool has nothing left.
     expectCleanError(try ptrain(["--data", data, "--spec", "conv(2,3) relu maxpool(2) maxpool(2) maxpool(2) maxpool(2) fc(10)"]),
                      code: 2, mentions: ["maxpool(2)", "1x1x2"])
@@ -103,8 +104,8 @@ func tinyData() throws -> String {
 
 @Test func trainsEndToEndWithFlatMemoryAndPlots() throws {
     let data = try tinyData()
-    let dir = NSTemporaryDirectory() + "ptrain-run-\(UUID().uuidString)"
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer { Scratch.remove(data) }
+    let dir = Scratch.directory("run")
     let r = try ptrain(["--data", data, "--spec", "conv(4,3) relu maxpool(2) fc(16) relu fc(10)", "--threads", "2",
                         "--batch", "10", "--steps", "1000", "--lr", "0.01", "--log-every", "10", "--eval-every", "500",
                         "--metrics", dir + "/m.jsonl"])
@@ -137,6 +138,7 @@ func tinyData() throws -> String {
 /// More threads than CPUs: one worker per CPU, said on one line, and the same losses as one thread.
 @Test func moreThreadsThanCPUsRunsOneWorkerPerCPU() throws {
     let data = try tinyData()
+    defer { Scratch.remove(data) }
     let args = ["--data", data, "--spec", "conv(4,3) relu maxpool(2) fc(16) relu fc(10)", "--batch", "10",
                 "--steps", "30", "--log-every", "10", "--eval-every", "0"]
     let many = try ptrain(args + ["--threads", "1024"])
@@ -149,8 +151,7 @@ func tinyData() throws -> String {
 
 /// `bench --model-cores`: the validation line, one row per core count, and the JSON fields.
 @Test func benchModelCoresPredictsAndValidates() throws {
-    let dir = NSTemporaryDirectory() + "ptrain-model-\(UUID().uuidString)"
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    let dir = Scratch.directory("model")
     let r = try ptrain(["bench", "--model-cores", "4,16", "--batch", "8", "--steps", "3", "--warmup", "1",
                         "--spec", "conv(8,3) relu maxpool(2) fc(32) relu fc(10)", "--json", dir + "/m.json", "--svg", dir + "/m.svg"])
     #expect(r.status == 0, "\(r.err)")

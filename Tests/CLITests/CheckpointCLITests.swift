@@ -2,22 +2,22 @@
 import CPNG
 import CZlib
 import Foundation
-import Testing
+import PTTestSupport
 import PTTraining
+import Testing
 
 let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 let ckSpec = "conv(4,3) relu maxpool(2) fc(16) relu dropout(0.5) fc(10)"
 
 func runDir() throws -> String {
-    let dir = NSTemporaryDirectory() + "ptrain-ck-\(UUID().uuidString)"
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    return dir
+    Scratch.directory("ck")
 }
 
 func contents(_ path: String) -> Data? { FileManager.default.contents(atPath: path) }
 
 @Test func resumeWithOtherThreadsGivesTheSameFile() throws {
     let data = try tinyData(), dir = try runDir()
+    defer { Scratch.remove(data); Scratch.remove(dir) }
     let common = ["--data", data, "--spec", ckSpec, "--batch", "10", "--lr", "0.01", "--seed", "4"]
     let whole = try ptrain(common + ["--steps", "70", "--threads", "2", "--checkpoint", dir + "/whole.st"])
     #expect(whole.status == 0, "\(whole.err)")
@@ -67,6 +67,7 @@ func startAndWait(_ args: [String], for marker: String, dir: String, executable:
 @Test(arguments: [(SIGINT, Int32(130)), (SIGTERM, Int32(143))])
 func interruptFinishesTheStepSavesAndExits(_ c: (Int32, Int32)) throws {
     let data = try tinyData(), dir = try runDir()
+    defer { Scratch.remove(data); Scratch.remove(dir) }
     let p = try startAndWait(["--data", data, "--spec", ckSpec, "--batch", "10", "--steps", "10000000", "--threads", "2",
                               "--log-every", "50", "--checkpoint", dir + "/ck.st"], for: "step 50/", dir: dir)
     kill(p.processIdentifier, c.0)
@@ -83,6 +84,7 @@ func interruptFinishesTheStepSavesAndExits(_ c: (Int32, Int32)) throws {
 
 @Test func killNineNeverLeavesAnUnreadableCheckpoint() throws {
     let data = try tinyData(), dir = try runDir()
+    defer { Scratch.remove(data); Scratch.remove(dir) }
     var seen = Set<Int>()
     for round in 0..<6 {
         let p = try startAndWait(["--data", data, "--spec", "conv(8,3) relu maxpool(2) fc(256) relu fc(10)", "--batch", "10",
@@ -101,6 +103,7 @@ func interruptFinishesTheStepSavesAndExits(_ c: (Int32, Int32)) throws {
 
 @Test func fullDiskKeepsThePreviousCheckpoint() throws {
     let data = try tinyData(), dir = try runDir()
+    defer { Scratch.remove(data); Scratch.remove(dir) }
     let spec = "conv(4,3) relu maxpool(2) fc(512) relu fc(10)"  // ~400 KB checkpoint
     let first = try ptrain(["--data", data, "--spec", spec, "--batch", "10", "--steps", "5", "--checkpoint", dir + "/ck.st"])
     #expect(first.status == 0, "\(first.err)")
@@ -133,6 +136,7 @@ func writePNG(_ path: String, width: Int, height: Int, rgb: [UInt8]) {
 
 @Test func evalAndPredictAgreeWithAPythonReader() throws {
     let data = try tinyData(), dir = try runDir()
+    defer { Scratch.remove(data); Scratch.remove(dir) }
     let ck = dir + "/ck.st"
     let train = try ptrain(["--data", data, "--spec", "conv(4,3) relu maxpool(2) conv(6,3,stride=2) relu fc(16) relu fc(10)",
                             "--batch", "10", "--steps", "60", "--lr", "0.01", "--checkpoint", ck])

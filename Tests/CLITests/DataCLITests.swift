@@ -2,6 +2,7 @@
 // names, use its normalisation, and the Python reader agrees; bad data is one clean line.
 import CPNG
 import Foundation
+import PTTestSupport
 import Testing
 
 /// A CIFAR-10-format directory: 200 training and 40 test records of three classes told apart by
@@ -25,6 +26,7 @@ func tinyCIFAR() throws -> String {
 
 @Test func cifarTrainsEvaluatesAndPredictsWithItsClassNames() throws {
     let data = try tinyCIFAR(), dir = try runDir(), ck = dir + "/ck.st"
+    defer { Scratch.remove(data); Scratch.remove(dir) }
     let train = try ptrain(["--data", data, "--spec", "conv(4,3,stride=2) relu maxpool(2) fc(3)", "--batch", "20",
                             "--steps", "40", "--lr", "0.01", "--checkpoint", ck])
     #expect(train.status == 0, "\(train.err)")
@@ -59,6 +61,7 @@ func tinyCIFAR() throws -> String {
 
 @Test func anImageFolderTrainsAndItsErrorsAreOneLine() throws {
     let root = try runDir(), dir = try runDir()
+    defer { Scratch.remove(root); Scratch.remove(dir) }
     for split in ["train", "test"] {
         for (c, name) in ["dark", "light"].enumerated() {
             try FileManager.default.createDirectory(atPath: "\(root)/\(split)/\(name)", withIntermediateDirectories: true)
@@ -108,6 +111,7 @@ func tinyCIFAR() throws -> String {
 /// run's `cosine` over --steps 20 fixes it; the resume takes everything from the checkpoint.
 @Test func aScheduledRunResumedInsideItsWarmupWritesTheSameFile() throws {
     let data = try tinyCIFAR(), dir = try runDir()
+    defer { Scratch.remove(data); Scratch.remove(dir) }
     let common = ["--data", data, "--spec", "conv(4,3,stride=2) relu maxpool(2) fc(3)", "--batch", "20", "--lr", "0.05",
                   "--optimizer", "adamw", "--weight-decay", "0.01", "--warmup", "10", "--augment", "flip", "--augment", "crop=3"]
     let whole = try ptrain(common + ["--lr-schedule", "cosine", "--steps", "20", "--checkpoint", dir + "/whole.st", "--threads", "2"])

@@ -3,9 +3,10 @@
 // package is built with the MPI trait (scripts/test does both builds); the default build checks
 // that it refuses to run as one of several ranks.
 import Foundation
-import Testing
 import PTModel
+import PTTestSupport
 import PTTraining
+import Testing
 
 /// The run a launcher started: Open MPI's variables, set by hand (no mpirun needed).
 @Test func theDefaultBuildRefusesToRunAsOneOfSeveralRanks() throws {
@@ -114,8 +115,7 @@ func isAlive(_ pid: pid_t) -> Bool {
 
 /// 600 training and 100 test images of Fashion-MNIST (28x28, for the reference network), as raw IDX.
 func fashionSubset() throws -> String {
-    let dir = NSTemporaryDirectory() + "ptrain-fashion-\(UUID().uuidString)"
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    let dir = Scratch.directory("fashion")
     for (split, n) in [(Dataset.Split.train, 600), (.test, 100)] {
         let d = try Dataset.load(directory: Dataset.defaultDirectory, split: split).prefix(n)
         func be(_ v: Int) -> [UInt8] { [UInt8(v >> 24), UInt8((v >> 16) & 255), UInt8((v >> 8) & 255), UInt8(v & 255)] }
@@ -163,6 +163,7 @@ let mpiRuns = [
     @Test(arguments: mpiRuns, Transport.allCases)
     func everyRanksAndThreadsGivesTheSingleProcessBits(_ run: MPIRun, _ transport: Transport) throws {
         let data = try run.data(), dir = try runDir()
+        defer { Scratch.remove(data); Scratch.remove(dir) }
         let common = ["--data", data, "--spec", run.spec, "--batch", "\(run.batch)", "--steps", "4", "--log-every", "1",
                       "--eval-every", "2"] + run.flags
         let single = try ptrain(common + ["--threads", "1", "--metrics", dir + "/one.jsonl", "--checkpoint", dir + "/one.st"])
@@ -180,6 +181,7 @@ let mpiRuns = [
                 #expect(try lossRecords("\(dir)/\(tag).jsonl") == losses, "\(tag): the logged losses differ")
                 // Rank 0 alone prints: one summary line, not one per rank.
                 #expect(r.out.components(separatedBy: "done: 4 steps").count == 2, "\(tag): \(r.out)")
+                try? FileManager.default.removeItem(atPath: "\(dir)/\(tag).st")  // 78 MB each for the reference network
             }
         }
     }
@@ -187,6 +189,7 @@ let mpiRuns = [
     /// Batch 2 over 3 ranks: a rank with no shard, no sample and (fc 3 inputs: one row tile) no rows.
     @Test func moreRanksThanShardsStillGivesTheSingleProcessBits() throws {
         let data = try fashionSubset(), dir = try runDir()
+        defer { Scratch.remove(data); Scratch.remove(dir) }
         let common = ["--data", data, "--spec", "conv(4,3) relu maxpool(2) avgpool(7) fc(3) relu fc(10)", "--batch", "2",
                       "--steps", "5", "--log-every", "1", "--eval-every", "0"]
         let single = try ptrain(common + ["--threads", "1", "--metrics", dir + "/one.jsonl", "--checkpoint", dir + "/one.st"])
@@ -199,6 +202,7 @@ let mpiRuns = [
 
     @Test func resumeAtOtherRankCountsContinuesBitForBit() throws {
         let data = try fashionSubset(), dir = try runDir()
+        defer { Scratch.remove(data); Scratch.remove(dir) }
         let common = ["--data", data, "--spec", ModelSpec.reference, "--log-every", "1", "--eval-every", "0"]
         let single = try ptrain(common + ["--threads", "1", "--steps", "6", "--checkpoint", dir + "/one.st"])
         try #require(single.status == 0, "\(single.err)")
@@ -219,6 +223,7 @@ let mpiRuns = [
 
     @Test func sigtermToMpirunStopsEveryRankAfterOneStepAndRank0Saves() throws {
         let data = try fashionSubset(), dir = try runDir()
+        defer { Scratch.remove(data); Scratch.remove(dir) }
         // mpirun kills the ranks 1 s after it passes SIGTERM on; the save can take longer on a
         // loaded machine (the other suites run beside this one), so give it what the README says.
         let job = try Job.start(["-q", "-np", "2", "--oversubscribe", "--bind-to", "none", "--mca", "odls_base_sigkill_timeout", "5",
@@ -248,6 +253,7 @@ let mpiRuns = [
 
     @Test func aRankThatDiesEndsTheJobAndTheLastCheckpointStays() throws {
         let data = try fashionSubset(), dir = try runDir()
+        defer { Scratch.remove(data); Scratch.remove(dir) }
         let job = try Job.start(["-q", "-np", "2", "--oversubscribe", "--bind-to", "none", binary, "--data", data, "--batch", "50",
                                  "--steps", "100000", "--threads", "1", "--log-every", "5", "--save-every", "10",
                                  "--checkpoint", dir + "/ck.st"], out: dir + "/live.out")
@@ -269,6 +275,7 @@ let mpiRuns = [
 
     @Test func badInputUnderMpirunSaysSoOnceWithTheSingleProcessCode() throws {
         let data = try fashionSubset(), dir = try runDir()
+        defer { Scratch.remove(data); Scratch.remove(dir) }
         expectCleanError(try mpi(2, ["--batch", "0"], seconds: 60), code: 2, mentions: ["--batch"])
         expectCleanError(try mpi(3, ["--data", "/nonexistent/dir"], seconds: 60), code: 1, mentions: ["/nonexistent/dir"])
         expectCleanError(try mpi(2, ["--data", data, "--spec", "fc(8) relu fc(3)"], seconds: 60), code: 2, mentions: ["10 classes"])
@@ -281,6 +288,7 @@ let mpiRuns = [
 
     @Test func benchAndEvalRunUnderMpirun() throws {
         let data = try fashionSubset(), dir = try runDir()
+        defer { Scratch.remove(data); Scratch.remove(dir) }
         let bench = try mpi(2, ["bench", "--threads", "1,2", "--batch", "32", "--steps", "2", "--warmup", "1", "--json", dir + "/b.json"])
         #expect(bench.status == 0, "\(bench.err)")
         #expect(bench.out.components(separatedBy: "comm ms").count == 2, "one table: \(bench.out)")

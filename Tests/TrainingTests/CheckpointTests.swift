@@ -1,4 +1,5 @@
 import Foundation
+import PTTestSupport
 import Testing
 import PTModel
 import PTTraining
@@ -36,6 +37,7 @@ func bits(_ p: UnsafeMutablePointer<Float>, _ n: Int) -> [UInt32] { (0..<n).map 
 func resumeIsExactAcrossThreadCounts(_ threads: (Int, Int)) throws {
     let data = try fashionSlice(800)
     let dir = tempDir()
+    defer { Scratch.remove(dir) }
     var c = TrainConfig()
     c.spec = try ModelSpec(parsing: smallSpec); c.batch = 40; c.seed = 9; c.lr = 1e-3; c.threads = threads.0
     // 2N steps in one go (N = 12 crosses an epoch boundary: 800 / 40 = 20 steps an epoch).
@@ -88,6 +90,7 @@ func malformedSafetensorsAreRefused(_ c: (String, [UInt8], String)) {
 
 @Test func checkpointOfAnotherModelIsRefused() throws {
     let dir = tempDir()
+    defer { Scratch.remove(dir) }
     let a = try Network(spec: ModelSpec(parsing: "conv(4,3) relu maxpool(2) fc(10)"), input: Shape(h: 8, w: 8, c: 1),
                         classes: 10, capacity: 1, threads: 1, seed: 1)
     let state = CheckpointState(spec: a.spec.text, input: a.inputShape, classNames: (0..<10).map { "c\($0)" },
@@ -114,6 +117,7 @@ func malformedSafetensorsAreRefused(_ c: (String, [UInt8], String)) {
 
 @Test func atomicWriteLeavesTheOldFileWhenItCannotWrite() throws {
     let dir = tempDir()
+    defer { Scratch.remove(dir) }
     try AtomicFile.write(dir + "/f", data: Data("old".utf8))
     #expect(throws: DataError.self) { try AtomicFile.write(dir + "/missing-dir/f", data: Data("x".utf8)) }
     // A directory where the target should be: rename fails, the temporary file is removed.

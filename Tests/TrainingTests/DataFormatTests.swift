@@ -2,6 +2,7 @@
 // and RGB PNG, PGM), their errors, and the normalisation computed from them.
 import CPNG
 import Foundation
+import PTTestSupport
 import Testing
 import PTModel
 import PTTraining
@@ -22,6 +23,7 @@ func makeDirectory(_ path: String) {
 
 @Test func rankFourIDXImagesKeepTheirChannels() throws {
     let dir = tempDir()
+    defer { Scratch.remove(dir) }
     let pixels: [UInt8] = (0..<90).map { (i: Int) -> UInt8 in UInt8(i * 7 % 256) }
     write(idxBytes(dims: [5, 2, 3, 3], data: pixels), "\(dir)/train-images-idx4-ubyte")
     write(idxBytes(dims: [5], data: [0, 1, 2, 1, 0]), "\(dir)/train-labels-idx1-ubyte")
@@ -40,6 +42,7 @@ func cifarRecord(_ r: Int, label: UInt8) -> [UInt8] {
 
 @Test func cifarBatchesReadAsInterleavedRGBInBatchOrder() throws {
     let root = tempDir(), dir = root + "/cifar-10-batches-bin"
+    defer { Scratch.remove(root) }
     makeDirectory(dir)
     write(cifarRecord(0, label: 3) + cifarRecord(1, label: 9) + cifarRecord(2, label: 0), "\(dir)/data_batch_1.bin")
     write(cifarRecord(3, label: 5) + cifarRecord(4, label: 5), "\(dir)/data_batch_2.bin")
@@ -64,6 +67,7 @@ func cifarRecord(_ r: Int, label: UInt8) -> [UInt8] {
 ])
 func badCIFARBatchesAreRefused(_ c: (String, [UInt8], String)) {
     let dir = tempDir()
+    defer { Scratch.remove(dir) }
     write(c.1, "\(dir)/data_batch_1.bin")
     write(cifarRecord(0, label: 1), "\(dir)/test_batch.bin")
     #expect { _ = try Dataset.load(directory: dir, split: .train) } throws: { e in
@@ -84,6 +88,7 @@ func writeFolder(_ root: String) {
 
 @Test func anImageFolderReadsClassesAndFilesInNameOrder() throws {
     let root = tempDir()
+    defer { Scratch.remove(root) }
     writeFolder(root)
     #expect(try Dataset.layout(of: root) == .imageFolder)
     // One RGB image makes the set RGB; grey images are read with r = g = b.
@@ -106,6 +111,7 @@ func writeFolder(_ root: String) {
                   "folder inside a class", "one class", "unknown test class", "stray file"])
 func badImageFoldersNameTheFileAndTheProblem(_ what: String) throws {
     let root = tempDir()
+    defer { Scratch.remove(root) }
     writeFolder(root)
     var split = Dataset.Split.train, path = "", message = ""
     switch what {
@@ -160,7 +166,8 @@ func badImageFoldersNameTheFileAndTheProblem(_ what: String) throws {
     let net = try Network(spec: ModelSpec(parsing: "fc(3)"), input: Shape(h: 1, w: 1, c: 2), classes: 3, capacity: 1, threads: 1, seed: 1)
     let state = CheckpointState(spec: net.spec.text, input: net.inputShape, classNames: ["\"quoted\"", "café", "a,b"],
                                 normalization: odd, step: 4, seed: 2, batch: 1, trainCount: 9, lr: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8)
-    let path = tempDir() + "/n.st"
+    let dir = tempDir(), path = dir + "/n.st"
+    defer { Scratch.remove(dir) }
     try Checkpoint.save(net, state: state, to: path)
     let back = try Checkpoint.load(path).state
     #expect(back == state)

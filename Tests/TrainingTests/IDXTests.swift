@@ -1,14 +1,13 @@
 import CZlib
 import Foundation
-import Testing
 import PTModel
+import PTTestSupport
 import PTTraining
+import Testing
 
 /// A fresh temporary directory for one test.
 func tempDir() -> String {
-    let d = NSTemporaryDirectory() + "ptrain-test-\(UUID().uuidString)"
-    try! FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-    return d
+    Scratch.directory("test")
 }
 
 func idxBytes(dims: [Int], data: [UInt8], magic: [UInt8]? = nil) -> [UInt8] {
@@ -37,6 +36,7 @@ func writeSet(_ dir: String, split: String, n: Int, gzip: Bool) {
 @Test(arguments: [false, true])
 func readsRawAndGzipSets(_ gzip: Bool) throws {
     let dir = tempDir()
+    defer { Scratch.remove(dir) }
     writeSet(dir, split: "train", n: 25, gzip: gzip)
     let d = try Dataset.load(directory: dir, split: .train)
     #expect(d.count == 25 && d.shape == Shape(h: 4, w: 3, c: 1))
@@ -63,6 +63,7 @@ func readsRawAndGzipSets(_ gzip: Bool) throws {
 ])
 func badImageFilesAreRefused(_ c: (String, [UInt8], String)) {
     let dir = tempDir()
+    defer { Scratch.remove(dir) }
     let path = "\(dir)/img"
     write(c.1, path)
     #expect { _ = try IDX.images(path) } throws: { e in
@@ -73,6 +74,7 @@ func badImageFilesAreRefused(_ c: (String, [UInt8], String)) {
 
 @Test func corruptGzipIsRefused() {
     let dir = tempDir()
+    defer { Scratch.remove(dir) }
     var gz = [UInt8]()
     write(idxBytes(dims: [50, 4, 4], data: (0..<800).map { UInt8($0 % 7) }), "\(dir)/ok.gz", gzip: true)
     gz = [UInt8](FileManager.default.contents(atPath: "\(dir)/ok.gz")!)
@@ -87,6 +89,7 @@ func badImageFilesAreRefused(_ c: (String, [UInt8], String)) {
 
 @Test func setLevelErrors() throws {
     let dir = tempDir()
+    defer { Scratch.remove(dir) }
     #expect { _ = try Dataset.load(directory: dir + "/nope", split: .train) } throws: { "\($0)".contains("does not exist") }
     #expect { _ = try Dataset.load(directory: Dataset.defaultDirectory + "-missing", split: .train) } throws: { "\($0)".contains("does not exist") }
     // The default directory, when missing, names the command that installs it.

@@ -1,6 +1,7 @@
 // Training from image folders: the same images train to the same bits whichever layout they
 // were read from, and colour reaches the model only on the RGB path.
 import Foundation
+import PTTestSupport
 import Testing
 import PTModel
 import PTTraining
@@ -23,7 +24,7 @@ private func weightBits(_ t: Trainer) -> [UInt32] {
 @Test func fashionMNISTWrittenAsAPNGFolderTrainsToTheIDXBits() throws {
     let idx = try Dataset.load(directory: Dataset.defaultDirectory, split: .test)
     let root = tempDir()
-    defer { try? FileManager.default.removeItem(atPath: root) }
+    defer { Scratch.remove(root) }
     for c in 0..<10 {
         makeDirectory("\(root)/train/c\(c)"); makeDirectory("\(root)/test/c\(c)")
     }
@@ -57,7 +58,7 @@ private func weightBits(_ t: Trainer) -> [UInt32] {
 /// Read as RGB the model learns it; read as grey it cannot do better than chance.
 @Test func aTaskOfColourAloneIsLearnedOnlyOnTheRGBPath() throws {
     let root = tempDir()
-    defer { try? FileManager.default.removeItem(atPath: root) }
+    defer { Scratch.remove(root) }
     // libpng's grey for every red (r, 0, 0) and green (0, g, 0).
     let probe = root + "/probe.png"
     writePNG(probe, width: 512, height: 1, channels: 3,

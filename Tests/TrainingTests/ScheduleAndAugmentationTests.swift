@@ -1,6 +1,7 @@
 // Learning-rate schedules, warmup and augmentation: their values, their text forms, and that a
 // run using them gives the same bits at any thread count and when stopped and resumed mid-warmup.
 import Foundation
+import PTTestSupport
 import Testing
 import PTModel
 import PTTraining
@@ -91,7 +92,7 @@ private let runs: [(OptimizerKind, LRSchedule, Int, Augmentation)] = [
 func schedulesAndAugmentationResumeExactlyAndIgnoreThreads(_ k: Int) throws {
     let (optimizer, schedule, warmup, augment) = runs[k]
     let dir = tempDir()
-    defer { try? FileManager.default.removeItem(atPath: dir) }
+    defer { Scratch.remove(dir) }
     let testSet = Bench.synthetic(count: 20, rows: 8, cols: 8, seed: 8)
     var files: [Data] = []
     for threads in [1, 2, 3] {

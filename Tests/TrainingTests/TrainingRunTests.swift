@@ -1,9 +1,10 @@
 // The training loop the command line runs (`Trainer.run`), driven without a process: when it
 // saves and evaluates, how it stops on request, and what it leaves when training diverges.
 import Foundation
-import Testing
 import PTModel
+import PTTestSupport
 import PTTraining
+import Testing
 
 private let runSpec = "conv(4,3) relu maxpool(2) fc(16) relu dropout(0.5) fc(10)"
 
@@ -16,14 +17,12 @@ private func runTrainer(threads: Int, lr: Double = 0.01) throws -> Trainer {
 private let testSet = Bench.synthetic(count: 30, rows: 8, cols: 8, seed: 4)
 
 private func scratchDirectory() throws -> String {
-    let dir = NSTemporaryDirectory() + "ptrain-run-\(UUID().uuidString)"
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    return dir
+    Scratch.directory("run")
 }
 
 @Test func checkpointsAndEvaluationsComeEveryNStepsAndAtTheEnd() throws {
     let dir = try scratchDirectory(), path = dir + "/ck.safetensors"
-    defer { try? FileManager.default.removeItem(atPath: dir) }
+    defer { Scratch.remove(dir) }
     let trainer = try runTrainer(threads: 2)
     var steps: [Int] = [], saves: [(Int, Bool)] = [], evaluations: [Int] = []
     let end = try trainer.run(RunSettings(steps: 7, checkpoint: path, saveEvery: 3, evalEvery: 2), test: testSet, report: { event in
@@ -53,7 +52,7 @@ private func scratchDirectory() throws -> String {
 @Test(arguments: [1, 2])
 func aStopSavesItsStepAndResumingFromItIsExact(threads: Int) throws {
     let dir = try scratchDirectory()
-    defer { try? FileManager.default.removeItem(atPath: dir) }
+    defer { Scratch.remove(dir) }
     let whole = try runTrainer(threads: threads)
     _ = try whole.run(RunSettings(steps: 6, checkpoint: dir + "/whole.st"), test: testSet)
 
@@ -78,7 +77,7 @@ func aStopSavesItsStepAndResumingFromItIsExact(threads: Int) throws {
 /// forward pass overflows: the run throws at that step and the checkpoint keeps the last good step.
 @Test func aDivergingRunThrowsAndKeepsTheLastGoodCheckpoint() throws {
     let dir = try scratchDirectory(), path = dir + "/ck.st"
-    defer { try? FileManager.default.removeItem(atPath: dir) }
+    defer { Scratch.remove(dir) }
     let trainer = try runTrainer(threads: 2, lr: 1e30)
     var saved: [Int] = []
     do {
