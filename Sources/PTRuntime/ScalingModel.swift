@@ -37,6 +37,11 @@ public enum ScalingModel {
         public var limitingLossNanos: Double
         /// Every region's loss against a perfect split (nanoseconds), largest first.
         public var losses: [(region: String, nanos: Double)]
+        /// The best this step could do on this target: every region's one-worker time split
+        /// perfectly (time / P), but no less than its bytes at the bandwidth, plus the pool's
+        /// start and finish; the serial part as recorded. No cut of the work can beat it; only
+        /// a cheaper region start, more bandwidth or less serial work moves it.
+        public var ceilingNanos: Double
     }
 
     /// Each region's total item time: what it costs on one worker.
@@ -50,7 +55,7 @@ public enum ScalingModel {
     /// more in all (a GEMM split by rows repacks B for each part), and that counts as loss too.
     public static func predict(_ regions: [RegionRecorder.Region], items: [UInt64], wall: UInt64,
                                workers: Int, target: Target, oneWorker: [Double]? = nil) -> Prediction {
-        var total = 0.0, inRegions = 0.0
+        var total = 0.0, inRegions = 0.0, ceiling = 0.0
         var loss: [String: Double] = [:]
         for (index, r) in regions.enumerated() {
             inRegions += Double(r.end &- r.start)
@@ -58,16 +63,22 @@ public enum ScalingModel {
             let work = Double(slice.reduce(0, &+))
             var t = Double(makespan(slice, workers: workers))
             t = max(t, Double(r.bytes) / target.bandwidth * 1e9)
-            if workers > 1 && r.items > 1 { t += target.regionCost2 * Double(workers - 1) }
+            let start = workers > 1 ? target.regionCost2 * Double(workers - 1) : 0
+            if r.items > 1 { t += start }
             total += t
             let base = oneWorker.map { $0.count == regions.count ? $0[index] : work } ?? work
+            // Split perfectly, or left on one worker (inline, no start) where that is faster.
+            ceiling += min(max(base / Double(workers), Double(r.bytes) / target.bandwidth * 1e9) + start,
+                           max(base, Double(r.bytes) / target.bandwidth * 1e9))
             loss["\(r.label) (\(r.job))", default: 0] += t - base / Double(workers)
         }
         let serial = max(Double(wall) - inRegions, 0)
         total += serial
+        ceiling += serial
         loss["serial part (loss, batch copy, between regions)"] = serial - serial / Double(workers)
         let sorted = loss.map { (region: $0.key, nanos: $0.value) }.sorted { $0.nanos > $1.nanos }
         let worst = sorted.first ?? (region: "-", nanos: 0)
-        return Prediction(workers: workers, stepNanos: total, limiting: worst.region, limitingLossNanos: worst.nanos, losses: sorted)
+        return Prediction(workers: workers, stepNanos: total, limiting: worst.region, limitingLossNanos: worst.nanos, losses: sorted,
+                          ceilingNanos: ceiling)
     }
 }

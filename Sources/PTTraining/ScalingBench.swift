@@ -10,6 +10,9 @@ public struct ModelRow: Sendable {
     public var predictedSamplesPerSec: Double
     public var speedup: Double
     public var efficiency: Double
+    /// The efficiency of the step's ceiling (`ScalingModel.Prediction.ceilingNanos`): what no
+    /// cut of the work can beat on this target.
+    public var ceilingEfficiency: Double
     public var limitingRegion: String
 }
 
@@ -108,14 +111,15 @@ extension Bench {
                    regions, items, counts.last!, bandwidth, target.regionCost2 / 1e3))
         log(String(format: "validation: 2 workers predicted %.2f ms, measured %.2f ms in this run (error %+.1f%%)",
                    validation.predictedStepSec * 1e3, validation.measuredStepSec * 1e3, validation.errorPercent))
-        log("cores  step ms  samples/s  speedup  efficiency  limiting region (time lost against a perfect split)")
+        log("cores  step ms  samples/s  speedup  efficiency  ceiling  limiting region (time lost against a perfect split)")
         var rows: [ModelRow] = []
         for (i, p) in counts.enumerated() where i >= 2 {
             let m = predicted[i]
             let row = ModelRow(cores: p, predictedStepSec: m.stepNanos / 1e9, predictedSamplesPerSec: Double(batch) / (m.stepNanos / 1e9),
-                               speedup: base / m.stepNanos, efficiency: base / m.stepNanos / Double(p), limitingRegion: m.limiting)
-            log(String(format: "%5d  %7.2f  %9.0f  %7.2f  %9.0f%%  ", p, row.predictedStepSec * 1e3, row.predictedSamplesPerSec,
-                       row.speedup, row.efficiency * 100) + String(format: "%@ (%.2f ms)", m.limiting, m.limitingLossNanos / 1e6))
+                               speedup: base / m.stepNanos, efficiency: base / m.stepNanos / Double(p),
+                               ceilingEfficiency: base / m.ceilingNanos / Double(p), limitingRegion: m.limiting)
+            log(String(format: "%5d  %7.2f  %9.0f  %7.2f  %9.0f%%  %6.0f%%  ", p, row.predictedStepSec * 1e3, row.predictedSamplesPerSec,
+                       row.speedup, row.efficiency * 100, row.ceilingEfficiency * 100) + String(format: "%@ (%.2f ms)", m.limiting, m.limitingLossNanos / 1e6))
             rows.append(row)
         }
         let widest = predicted[counts.count - 1]
@@ -129,8 +133,8 @@ extension Bench {
             "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
         }
         return "[\n" + rows.map { r in
-            String(format: "  {\"cores\": %d, \"batch\": %d, \"predicted_step_ms\": %.3f, \"predicted_samples_per_sec\": %.1f, \"speedup\": %.3f, \"efficiency\": %.3f, \"limiting_region\": %@, \"bandwidth_gb_s\": %.1f, \"validation_predicted_2_ms\": %.3f, \"validation_measured_2_ms\": %.3f, \"validation_error_percent\": %.2f}",
-                   r.cores, batch, r.predictedStepSec * 1e3, r.predictedSamplesPerSec, r.speedup, r.efficiency, quoted(r.limitingRegion),
+            String(format: "  {\"cores\": %d, \"batch\": %d, \"predicted_step_ms\": %.3f, \"predicted_samples_per_sec\": %.1f, \"speedup\": %.3f, \"efficiency\": %.3f, \"ceiling_efficiency\": %.3f, \"limiting_region\": %@, \"bandwidth_gb_s\": %.1f, \"validation_predicted_2_ms\": %.3f, \"validation_measured_2_ms\": %.3f, \"validation_error_percent\": %.2f}",
+                   r.cores, batch, r.predictedStepSec * 1e3, r.predictedSamplesPerSec, r.speedup, r.efficiency, r.ceilingEfficiency, quoted(r.limitingRegion),
                    bandwidth, validation.predictedStepSec * 1e3, validation.measuredStepSec * 1e3, validation.errorPercent)
         }.joined(separator: ",\n") + "\n]\n"
     }

@@ -160,7 +160,7 @@ func tinyData() throws -> String {
     let rows = try JSONSerialization.jsonObject(with: try #require(FileManager.default.contents(atPath: dir + "/m.json"))) as! [[String: Any]]
     #expect(rows.map { $0["cores"] as! Int } == [4, 16])
     for row in rows {
-        for key in ["predicted_step_ms", "predicted_samples_per_sec", "speedup", "efficiency", "validation_error_percent"] {
+        for key in ["predicted_step_ms", "predicted_samples_per_sec", "speedup", "efficiency", "ceiling_efficiency", "validation_error_percent"] {
             #expect(row[key] is NSNumber, "\(key): \(row)")
         }
         #expect((row["limiting_region"] as? String)?.isEmpty == false)

@@ -34,6 +34,14 @@ import PTKernels
     let limited = ScalingModel.predict(regions, items: items, wall: 1000, workers: 4, target: slow)
     #expect(limited.stepNanos == 100 + 30 + 1000 + 500)  // a + its start/finish at 4 workers, b's floor (one item: no region), serial
     #expect(limited.limiting == "b (K)")
+    // The ceiling splits each region's one-worker time perfectly: b's one item as 4 quarters
+    // (25 each) without a floor; with one, b stays at its 1000 ns floor, a is split evenly already.
+    #expect(four.ceilingNanos == 100 + 25 + 500)
+    #expect(limited.ceilingNanos == limited.stepNanos)
+    // A region cut unevenly is above its ceiling: [300, 50, 50] on 4 workers takes 300, split 100.
+    let uneven = [RegionRecorder.Region(label: "c", job: "J", start: 0, end: 400, firstItem: 0, items: 3, bytes: 0)]
+    let p = ScalingModel.predict(uneven, items: [300, 50, 50], wall: 400, workers: 4, target: free)
+    #expect(p.stepNanos == 300 && p.ceilingNanos == 100)
 }
 
 /// A job with no stored properties runs on a pool of several workers (its address may be null).
