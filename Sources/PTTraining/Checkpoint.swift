@@ -29,6 +29,9 @@ public struct CheckpointState: Equatable, Sendable {
     public var schedule: LRSchedule
     public var warmup: Int
     public var augmentation: Augmentation
+    /// False for a version-1 checkpoint, which stored no class names (`classNames` are then
+    /// "class 0", ...): whoever reads it with data takes the data's names instead.
+    public var namesStored = true
 
     public init(spec: String, input: Shape, classNames: [String], normalization: Normalization, step: Int, seed: UInt64,
                 batch: Int, trainCount: Int, lr: Double, beta1: Double, beta2: Double, epsilon: Double,
@@ -157,7 +160,7 @@ public enum Checkpoint {
             }
             names = decoded; normalization = n
         }
-        let state = CheckpointState(
+        var state = CheckpointState(
             spec: try field("spec"), input: Shape(h: dims[0], w: dims[1], c: dims[2]), classNames: names,
             normalization: normalization, step: try number("step", Int.self), seed: try number("seed", UInt64.self),
             batch: try number("batch", Int.self), trainCount: try number("train_count", Int.self),
@@ -165,6 +168,7 @@ public enum Checkpoint {
             beta2: try number("beta2", Double.self), epsilon: try number("eps", Double.self),
             optimizer: optimizer, weightDecay: weightDecay, momentum: momentum, schedule: schedule, warmup: warmup,
             augmentation: augmentation)
+        state.namesStored = v != "1"
         guard state.step >= 0, state.batch >= 1, state.trainCount >= 1 else {
             throw DataError(path, "checkpoint metadata has an invalid step, batch, classes or train_count")
         }

@@ -42,3 +42,14 @@ func loadData(_ directory: String, _ split: Dataset.Split, classNames: [String]?
     if terminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
     return set
 }
+
+/// A split of `directory` for a checkpoint's model: read with the checkpoint's class names, or,
+/// from a version-1 checkpoint (which stored none), with the data's own, as many as the model has.
+func loadData(_ directory: String, _ split: Dataset.Split, for state: CheckpointState) throws -> Dataset {
+    if state.namesStored { return try loadData(directory, split, classNames: state.classNames, channels: state.input.c) }
+    let set = try loadData(directory, split, channels: state.input.c)
+    guard set.classes == state.classes else {
+        throw DataError(directory, "has \(set.classes) classes but the checkpoint's model has \(state.classes)")
+    }
+    return set
+}

@@ -14,7 +14,7 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         let (net, state) = try loadModel(checkpoint, group: try ProcessGroup.world())
-        let test = try loadData(data, .test, classNames: state.classNames, channels: state.input.c)
+        let test = try loadData(data, .test, for: state)
         guard state.input == test.shape else {
             throw DataError(data, "images are \(test.shape) but the checkpoint's model takes \(state.input)")
         }
@@ -22,7 +22,7 @@ struct Eval: ParsableCommand {
         let e = Trainer.evaluate(net, test, normalization: state.normalization) { label, predicted in confusion[label][predicted] += 1 }
         print("checkpoint: \(checkpoint) (step \(state.step))")
         print(String(format: "test loss %.4f, test accuracy %.2f%% (%d/%d)", e.loss, e.accuracy * 100, e.correct, e.count))
-        let names = state.classNames
+        let names = test.classNames
         let width = max(names.map(\.count).max() ?? 5, 6)
         print("confusion matrix (rows: true class, columns: predicted)")
         print(String(repeating: " ", count: width + 2) + (0..<state.classes).map { String(format: "%5d", $0) }.joined())

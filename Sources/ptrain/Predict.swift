@@ -26,15 +26,16 @@ struct Predict: ParsableCommand {
     func run() throws {
         let (net, state) = try loadModel(checkpoint)
         // The images to classify as a data set (labels unused), and a name for each.
-        var names: [String] = [], pixels: [UInt8] = []
+        var names: [String] = [], pixels: [UInt8] = [], classes = state.classNames
         if let index {
-            let test = try loadData(data, .test, classNames: state.classNames, channels: state.input.c)
+            let test = try loadData(data, .test, for: state)
+            classes = test.classNames
             guard test.shape == state.input else {
                 throw DataError(data, "images are \(test.shape) but the checkpoint's model takes \(state.input)")
             }
             guard index < test.count else { throw UsageError(description: "--index \(index) is past the \(test.count) test images") }
             let size = test.sampleSize
-            names.append("test[\(index)] (label \(test.labels[index]), \(state.classNames[Int(test.labels[index])]))")
+            names.append("test[\(index)] (label \(test.labels[index]), \(classes[Int(test.labels[index])]))")
             pixels = Array(test.pixels[(index * size)..<((index + 1) * size)])
         } else {
             for path in images {
@@ -47,8 +48,7 @@ struct Predict: ParsableCommand {
             }
         }
         let set = Dataset(count: names.count, shape: state.input, pixels: pixels,
-                          labels: [Int32](repeating: 0, count: names.count), classNames: state.classNames)
-        let classes = state.classNames
+                          labels: [Int32](repeating: 0, count: names.count), classNames: classes)
         var probs = [Float](repeating: 0, count: state.classes)
         Trainer.forEachPrediction(net, set, normalization: state.normalization) { i, logits in
             SoftmaxCrossEntropy.probabilities(logits: logits, classes: state.classes, into: &probs)

@@ -161,7 +161,7 @@ struct Train: ParsableCommand {
         let rank0 = ProcessGroup.launched.rank == 0
         if let checkpoint, rank0 { try checkWritable(checkpoint) }
 
-        let train = try loadData(data, .train, classNames: resumed?.state.classNames, channels: resumed?.state.input.c)
+        let train = try resumed.map { try loadData(data, .train, for: $0.state) } ?? loadData(data, .train)
         let test = try loadData(data, .test, classNames: train.classNames, channels: train.shape.c)
         guard test.shape == train.shape else {
             throw DataError(data, "test images are \(test.shape) but training images are \(train.shape)")

@@ -200,6 +200,46 @@ func writePNG(_ path: String, width: Int, height: Int, rgb: [UInt8]) {
     expectCleanError(try ptrain(["eval", "--checkpoint", dir + "/seven.pgm", "--data", data]), code: 1, mentions: ["seven.pgm", "safetensors"])
 }
 
+/// A version-1 checkpoint (no class names, no normalisation, Adam only) still evaluates, predicts
+/// and resumes; it takes the data's class names, which must be as many as the model's outputs.
+@Test func aVersion1CheckpointTakesTheDatasClassNames() throws {
+    let data = try tinyData(), dir = try runDir(), ck = dir + "/v1.st"
+    defer { Scratch.remove(data); Scratch.remove(dir) }
+    let names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    let made = try ptrain(["--data", data, "--spec", ckSpec, "--batch", "10", "--steps", "20", "--no-normalize", "--checkpoint", ck])
+    try #require(made.status == 0, "\(made.err)")
+    // What version 1 wrote: the same tensors, and none of version 2's metadata.
+    var (header, payload) = try checkpointParts(ck)
+    var meta = header["__metadata__"] as! [String: String]
+    for key in ["class_names", "input_mean", "input_std", "optimizer", "weight_decay", "momentum", "lr_schedule", "warmup", "augment"] {
+        #expect(meta.removeValue(forKey: key) != nil, "\(key)")
+    }
+    meta["format_version"] = "1"
+    header["__metadata__"] = meta
+    try writeCheckpoint(ck, header: header, data: payload)
+    let before = try ptrain(["eval", "--checkpoint", ck, "--data", data])
+    #expect(before.status == 0, "\(before.err)")
+    #expect(before.out.contains("\nclass 7 "), "no classes.txt: the placeholders, \(before.out)")
+
+    _ = FileManager.default.createFile(atPath: data + "/classes.txt", contents: Data(names.joined(separator: "\n").utf8))
+    let eval = try ptrain(["eval", "--checkpoint", ck, "--data", data])
+    #expect(eval.status == 0, "\(eval.err)")
+    // The same model and data: the same result, under the data's names.
+    #expect(eval.out.split(separator: "\n")[1] == before.out.split(separator: "\n")[1])
+    for name in names { #expect(eval.out.contains("\n" + name + " "), "\(name): \(eval.out)") }
+    let label = try ptrain(["predict", "--checkpoint", ck, "--data", data, "--index", "3"])
+    #expect(label.status == 0, "\(label.err)")
+    #expect(label.out.hasPrefix("test[3] (label 1, one): "), "\(label.out)")  // tinyData's class of sample i is 7i mod 10
+    // Resumed, it stores the data's names (version 2 from then on).
+    let resumed = try ptrain(["--data", data, "--resume", ck, "--steps", "22", "--checkpoint", dir + "/v2.st"])
+    #expect(resumed.status == 0, "\(resumed.err)")
+    let (state, _) = try Checkpoint.load(dir + "/v2.st")
+    #expect(state.classNames == names && state.namesStored)
+    // Data with other classes than the model's outputs: one clean line.
+    _ = FileManager.default.createFile(atPath: data + "/classes.txt", contents: Data((names + ["ten"]).joined(separator: "\n").utf8))
+    expectCleanError(try ptrain(["eval", "--checkpoint", ck, "--data", data]), code: 1, mentions: [data, "11 classes", "10"])
+}
+
 func python(_ args: [String]) throws -> String {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
