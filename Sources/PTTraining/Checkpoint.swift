@@ -23,26 +23,18 @@ public struct CheckpointState: Equatable, Sendable {
     public var seed: UInt64
     public var batch: Int
     public var trainCount: Int
-    public var lr, beta1, beta2, epsilon: Double
-    public var optimizer: OptimizerKind
-    public var weightDecay, momentum: Double
-    public var schedule: LRSchedule
-    public var warmup: Int
+    public var optimizer: OptimizerSettings
     public var augmentation: Augmentation
     /// False for a version-1 checkpoint, which stored no class names (`classNames` are then
     /// "class 0", ...): whoever reads it with data takes the data's names instead.
     public var namesStored = true
 
     public init(spec: String, input: Shape, classNames: [String], normalization: Normalization, step: Int, seed: UInt64,
-                batch: Int, trainCount: Int, lr: Double, beta1: Double, beta2: Double, epsilon: Double,
-                optimizer: OptimizerKind = .adam, weightDecay: Double = 0, momentum: Double = 0.9,
-                schedule: LRSchedule = .constant, warmup: Int = 0, augmentation: Augmentation = .none) {
+                batch: Int, trainCount: Int, optimizer: OptimizerSettings, augmentation: Augmentation = .none) {
         self.spec = spec; self.input = input; self.classNames = classNames; self.normalization = normalization
         self.step = step; self.seed = seed
         self.batch = batch; self.trainCount = trainCount
-        self.lr = lr; self.beta1 = beta1; self.beta2 = beta2; self.epsilon = epsilon
-        self.optimizer = optimizer; self.weightDecay = weightDecay; self.momentum = momentum
-        self.schedule = schedule; self.warmup = warmup; self.augmentation = augmentation
+        self.optimizer = optimizer; self.augmentation = augmentation
     }
 }
 
@@ -97,16 +89,16 @@ public enum Checkpoint {
                 tensors.append(SafetensorsTensor(name: prefix + t.name, shape: shape, values: values))
             }
         }
-        let s = state
+        let s = state, o = state.optimizer
         let metadata: [(String, String)] = [
             ("format", format), ("format_version", version), ("spec", s.spec),
             ("input_shape", "\(s.input.h),\(s.input.w),\(s.input.c)"), ("classes", "\(s.classes)"),
             ("class_names", String(decoding: try JSONEncoder().encode(s.classNames), as: UTF8.self)),
             ("input_mean", s.normalization.text.mean), ("input_std", s.normalization.text.std),
             ("step", "\(s.step)"), ("seed", "\(s.seed)"), ("batch", "\(s.batch)"), ("train_count", "\(s.trainCount)"),
-            ("optimizer", s.optimizer.rawValue), ("lr", "\(s.lr)"), ("beta1", "\(s.beta1)"), ("beta2", "\(s.beta2)"), ("eps", "\(s.epsilon)"),
-            ("weight_decay", "\(s.weightDecay)"), ("momentum", "\(s.momentum)"), ("lr_schedule", s.schedule.description),
-            ("warmup", "\(s.warmup)"), ("augment", s.augmentation.description),
+            ("optimizer", o.kind.rawValue), ("lr", "\(o.lr)"), ("beta1", "\(o.beta1)"), ("beta2", "\(o.beta2)"), ("eps", "\(o.epsilon)"),
+            ("weight_decay", "\(o.weightDecay)"), ("momentum", "\(o.momentum)"), ("lr_schedule", o.schedule.description),
+            ("warmup", "\(o.warmup)"), ("augment", s.augmentation.description),
             ("flatten", "chw"),
         ]
         try Safetensors.write(path, tensors: tensors, metadata: metadata)
@@ -132,20 +124,24 @@ public enum Checkpoint {
         let classes = try number("classes", Int.self)
         guard classes >= 1 && classes <= 1 << 20 else { throw DataError(path, "checkpoint metadata has an invalid classes") }
         var names = (0..<classes).map { "class \($0)" }, normalization = Normalization.identity(channels: dims[2])
-        var optimizer = OptimizerKind.adam, weightDecay = 0.0, momentum = 0.9, schedule = LRSchedule.constant, warmup = 0
+        // Version 1 knew Adam at a constant rate only: the other settings' defaults.
+        var optimizer = OptimizerSettings()
+        optimizer.lr = try number("lr", Double.self); optimizer.epsilon = try number("eps", Double.self)
+        optimizer.beta1 = try number("beta1", Double.self); optimizer.beta2 = try number("beta2", Double.self)
         var augmentation = Augmentation.none
         if v != "1" {
             guard let kind = OptimizerKind(rawValue: try field("optimizer")) else {
                 throw DataError(path, "checkpoint optimizer '\(m["optimizer"]!)' is not one of \(OptimizerKind.allCases.map(\.rawValue).joined(separator: ", "))")
             }
-            optimizer = kind
-            weightDecay = try number("weight_decay", Double.self); momentum = try number("momentum", Double.self)
-            warmup = try number("warmup", Int.self)
-            guard weightDecay.isFinite, weightDecay >= 0, momentum.isFinite, momentum >= 0, momentum < 1, warmup >= 0 else {
+            optimizer.kind = kind
+            optimizer.weightDecay = try number("weight_decay", Double.self); optimizer.momentum = try number("momentum", Double.self)
+            optimizer.warmup = try number("warmup", Int.self)
+            guard optimizer.weightDecay.isFinite, optimizer.weightDecay >= 0, optimizer.momentum.isFinite, optimizer.momentum >= 0,
+                  optimizer.momentum < 1, optimizer.warmup >= 0 else {
                 throw DataError(path, "checkpoint weight_decay, momentum or warmup is out of range")
             }
             switch LRSchedule.parse(try field("lr_schedule"), totalSteps: 1) {
-            case let .success(s): schedule = s
+            case let .success(s): optimizer.schedule = s
             case let .failure(e): throw DataError(path, "checkpoint lr_schedule: \(e)")
             }
             switch Augmentation.parse([try field("augment")]) {
@@ -164,10 +160,7 @@ public enum Checkpoint {
             spec: try field("spec"), input: Shape(h: dims[0], w: dims[1], c: dims[2]), classNames: names,
             normalization: normalization, step: try number("step", Int.self), seed: try number("seed", UInt64.self),
             batch: try number("batch", Int.self), trainCount: try number("train_count", Int.self),
-            lr: try number("lr", Double.self), beta1: try number("beta1", Double.self),
-            beta2: try number("beta2", Double.self), epsilon: try number("eps", Double.self),
-            optimizer: optimizer, weightDecay: weightDecay, momentum: momentum, schedule: schedule, warmup: warmup,
-            augmentation: augmentation)
+            optimizer: optimizer, augmentation: augmentation)
         state.namesStored = v != "1"
         guard state.step >= 0, state.batch >= 1, state.trainCount >= 1 else {
             throw DataError(path, "checkpoint metadata has an invalid step, batch, classes or train_count")

@@ -6,16 +6,6 @@ import PTKernels
 import PTModel
 import PTRuntime
 
-/// The optimizers a run can take.
-public enum OptimizerKind: String, Sendable, CaseIterable {
-    /// Adam, with `weightDecay` added to the gradient (L2) as torch.optim.Adam does.
-    case adam
-    /// AdamW: `weightDecay` decoupled, the weights shrunk by lr x weightDecay before each step.
-    case adamw
-    /// SGD with `momentum` (and L2 `weightDecay`), as torch.optim.SGD.
-    case sgd
-}
-
 /// A training run's settings. Their defaults here are the only ones: the command line's flags
 /// fall back to them, and its help text prints them.
 public struct TrainConfig: Sendable {
@@ -24,17 +14,7 @@ public struct TrainConfig: Sendable {
     public var spec = ModelSpec.referenceModel
     public var threads = 1
     public var batch = 50
-    public var lr = 1e-4
-    public var beta1 = 0.9
-    public var beta2 = 0.999
-    public var epsilon = 1e-8
-    public var optimizer = OptimizerKind.adam
-    public var weightDecay = 0.0
-    /// SGD's momentum (Adam's is beta1).
-    public var momentum = 0.9
-    public var schedule = LRSchedule.constant
-    /// Steps of linear warmup before the schedule.
-    public var warmup = 0
+    public var optimizer = OptimizerSettings()
     public var augmentation = Augmentation.none
     public var seed: UInt64 = 1
     /// What inputs are normalised with: nil for the training set's per-channel mean and std
@@ -50,9 +30,7 @@ extension TrainConfig {
         self.init()
         spec = try ModelSpec(parsing: s.spec)
         batch = s.batch; seed = s.seed; normalization = s.normalization
-        lr = s.lr; beta1 = s.beta1; beta2 = s.beta2; epsilon = s.epsilon
-        optimizer = s.optimizer; weightDecay = s.weightDecay; momentum = s.momentum
-        schedule = s.schedule; warmup = s.warmup; augmentation = s.augmentation
+        optimizer = s.optimizer; augmentation = s.augmentation
     }
 }
 
@@ -129,9 +107,7 @@ public final class Trainer {
         CheckpointState(spec: network.spec.text, input: network.inputShape, classNames: data.classNames,
                         normalization: normalization, step: step,
                         seed: config.seed, batch: config.batch, trainCount: data.count,
-                        lr: config.lr, beta1: config.beta1, beta2: config.beta2, epsilon: config.epsilon,
-                        optimizer: config.optimizer, weightDecay: config.weightDecay, momentum: config.momentum,
-                        schedule: config.schedule, warmup: config.warmup, augmentation: config.augmentation)
+                        optimizer: config.optimizer, augmentation: config.augmentation)
     }
 
     /// The name of the first parameter tensor whose gradient is not finite, if any.
@@ -174,24 +150,8 @@ public final class Trainer {
         let loss = net.lossAndGradient(count: b)
         if net.profiling { lossNanos &+= DispatchTime.now().uptimeNanoseconds &- t0 }
         // The backward pass takes the optimizer step too (dense weights inside it, while in cache).
-        gradientsFinite = net.backward(count: b, optimizer: optimizerStep(step))
+        gradientsFinite = net.backward(count: b, optimizer: config.optimizer.update(step: step))
         return loss
-    }
-
-    /// The learning rate of step `t` (from 1): the base rate through warmup and the schedule.
-    public func learningRate(step t: Int) -> Double {
-        config.lr * config.schedule.factor(step: t, warmup: config.warmup)
-    }
-
-    /// Step `t`'s optimizer settings.
-    func optimizerStep(_ t: Int) -> OptimizerStep {
-        let c = config, lr = learningRate(step: t)
-        switch c.optimizer {
-        case .adam: return .adam(AdamStep(lr: lr, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon, t: t, weightDecay: c.weightDecay))
-        case .adamw:
-            return .adam(AdamStep(lr: lr, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon, t: t, weightDecay: c.weightDecay, decoupled: true))
-        case .sgd: return .sgd(SGDStep(lr: lr, momentum: c.momentum, weightDecay: c.weightDecay))
-        }
     }
 
     /// A batch's images (through the normalisation's table, as `Dataset.copySample`, and the

@@ -57,7 +57,7 @@ extension Trainer {
             guard loss.isFinite, gradientsFinite else {
                 throw TrainingDiverged(step: step, loss: loss, tensor: nonFiniteGradient())
             }
-            report(.step(step: step, epoch: (step - 1) / stepsPerEpoch, loss: loss, lr: learningRate(step: step)))
+            report(.step(step: step, epoch: (step - 1) / stepsPerEpoch, loss: loss, lr: config.optimizer.learningRate(step: step)))
             let signal = group.maximum(stopRequested())
             if signal != 0 {
                 try save(periodic: false)

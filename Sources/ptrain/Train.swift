@@ -37,12 +37,12 @@ struct Train: ParsableCommand {
     var steps: Int?
     @Option(help: "Train for this many whole epochs instead of --steps.")
     var epochs: Int?
-    @Option(help: "adam, adamw or sgd (default \(TrainConfig().optimizer.rawValue)).", transform: { text in
+    @Option(help: "adam, adamw or sgd (default \(TrainConfig().optimizer.kind.rawValue)).", transform: { text in
         guard let kind = OptimizerKind(rawValue: text) else { throw ValidationError("--optimizer must be adam, adamw or sgd, not '\(text)'") }
         return kind
     })
     var optimizer: OptimizerKind?
-    @Option(help: "Learning rate (default \(TrainConfig().lr)); the schedule scales it.")
+    @Option(help: "Learning rate (default \(TrainConfig().optimizer.lr)); the schedule scales it.")
     var lr: Double?
     @Option(help: "constant, cosine (to 0 at the last step) or step:EVERY:FACTOR (default constant).")
     var lrSchedule: String?
@@ -50,13 +50,13 @@ struct Train: ParsableCommand {
     var warmup: Int?
     @Option(help: "Weight decay: added to the gradient for adam and sgd, decoupled for adamw (default 0).")
     var weightDecay: Double?
-    @Option(help: "SGD momentum (default \(TrainConfig().momentum)).")
+    @Option(help: "SGD momentum (default \(TrainConfig().optimizer.momentum)).")
     var momentum: Double?
-    @Option(help: "Adam beta1 (default \(TrainConfig().beta1)).")
+    @Option(help: "Adam beta1 (default \(TrainConfig().optimizer.beta1)).")
     var beta1: Double?
-    @Option(help: "Adam beta2 (default \(TrainConfig().beta2)).")
+    @Option(help: "Adam beta2 (default \(TrainConfig().optimizer.beta2)).")
     var beta2: Double?
-    @Option(help: "Adam epsilon (default \(TrainConfig().epsilon)).")
+    @Option(help: "Adam epsilon (default \(TrainConfig().optimizer.epsilon)).")
     var eps: Double?
     @Option(help: "Augment training images: flip (horizontal), crop=N (random crop after N pixels of zero padding); repeat or comma-separate.")
     var augment: [String] = []
@@ -130,31 +130,31 @@ struct Train: ParsableCommand {
             }
             try agree("--batch", batch, r.batch)
             try agree("--seed", seed, r.seed)
-            try agree("--lr", lr, r.lr)
-            try agree("--beta1", beta1, r.beta1)
-            try agree("--beta2", beta2, r.beta2)
-            try agree("--eps", eps, r.epsilon)
-            try agree("--optimizer", optimizer, r.optimizer)
-            try agree("--weight-decay", weightDecay, r.weightDecay)
-            try agree("--momentum", momentum, r.momentum)
-            try agree("--warmup", warmup, r.warmup)
+            try agree("--lr", lr, r.optimizer.lr)
+            try agree("--beta1", beta1, r.optimizer.beta1)
+            try agree("--beta2", beta2, r.optimizer.beta2)
+            try agree("--eps", eps, r.optimizer.epsilon)
+            try agree("--optimizer", optimizer, r.optimizer.kind)
+            try agree("--weight-decay", weightDecay, r.optimizer.weightDecay)
+            try agree("--momentum", momentum, r.optimizer.momentum)
+            try agree("--warmup", warmup, r.optimizer.warmup)
             var steps = 1
-            if case let .cosine(n) = r.schedule { steps = n }  // "cosine" given again means the saved one
-            try agree("--lr-schedule", try lrSchedule.map { try LRSchedule.parse($0, totalSteps: steps).get() }, r.schedule)
+            if case let .cosine(n) = r.optimizer.schedule { steps = n }  // "cosine" given again means the saved one
+            try agree("--lr-schedule", try lrSchedule.map { try LRSchedule.parse($0, totalSteps: steps).get() }, r.optimizer.schedule)
             try agree("--augment", augment.isEmpty ? nil : try Augmentation.parse(augment).get(), r.augmentation)
         } else {
             // Each flag not given keeps TrainConfig's default.
             if let spec { config.spec = spec }
             if let batch { config.batch = batch }
             if let seed { config.seed = seed }
-            if let lr { config.lr = lr }
-            if let beta1 { config.beta1 = beta1 }
-            if let beta2 { config.beta2 = beta2 }
-            if let eps { config.epsilon = eps }
-            if let optimizer { config.optimizer = optimizer }
-            if let weightDecay { config.weightDecay = weightDecay }
-            if let momentum { config.momentum = momentum }
-            if let warmup { config.warmup = warmup }
+            if let lr { config.optimizer.lr = lr }
+            if let beta1 { config.optimizer.beta1 = beta1 }
+            if let beta2 { config.optimizer.beta2 = beta2 }
+            if let eps { config.optimizer.epsilon = eps }
+            if let optimizer { config.optimizer.kind = optimizer }
+            if let weightDecay { config.optimizer.weightDecay = weightDecay }
+            if let momentum { config.optimizer.momentum = momentum }
+            if let warmup { config.optimizer.warmup = warmup }
             config.augmentation = try Augmentation.parse(augment).get()
         }
         // Under mpirun rank 0 alone writes files; every rank reads the data (and --resume).
@@ -180,7 +180,7 @@ struct Train: ParsableCommand {
             config.normalization = .identity(channels: train.shape.c)
         }
         let totalSteps = epochs.map { $0 * (train.count / config.batch) } ?? steps ?? TrainConfig.defaultSteps
-        if resumed == nil, let lrSchedule { config.schedule = try LRSchedule.parse(lrSchedule, totalSteps: totalSteps).get() }
+        if resumed == nil, let lrSchedule { config.optimizer.schedule = try LRSchedule.parse(lrSchedule, totalSteps: totalSteps).get() }
         let group = try ProcessGroup.world()
         let trainer: Trainer
         do { trainer = try Trainer(config: config, data: train, group: group) } catch let e as ShapeError {
@@ -197,9 +197,7 @@ struct Train: ParsableCommand {
         print("ptrain: \(net.spec.text)")
         let n = trainer.normalization
         print("ptrain: \(data): \(train.count) training / \(test.count) test images of \(train.shape), \(train.classes) classes (\(try Dataset.layout(of: data).rawValue)); inputs " + (n == .identity(channels: n.channels) ? "as pixels / 255" : "normalised, mean " + n.mean.map { String(format: "%.3f", $0) }.joined(separator: "/") + " std " + n.std.map { String(format: "%.3f", $0) }.joined(separator: "/")))
-        print("ptrain: \(config.optimizer.rawValue) lr \(config.lr)" + (config.schedule == .constant ? "" : ", schedule \(config.schedule)")
-              + (config.warmup > 0 ? ", warmup \(config.warmup) steps" : "") + (config.weightDecay > 0 ? ", weight decay \(config.weightDecay)" : "")
-              + (config.optimizer == .sgd ? ", momentum \(config.momentum)" : "") + (config.augmentation.isNone ? "" : "; augment \(config.augmentation)"))
+        print("ptrain: \(config.optimizer)" + (config.augmentation.isNone ? "" : "; augment \(config.augmentation)"))
         print("ptrain: \(net.parameterCount) parameters, batch \(config.batch), \(totalSteps) steps, \(group.size > 1 ? "\(group.size) ranks x " : "")\(config.threads) threads")
         if let why = Numa.shared.unavailableReason { print("ptrain: NUMA placement off (\(why)); using plain allocation") }
         if oversubscribed {

@@ -39,7 +39,7 @@ func resumeIsExactAcrossThreadCounts(_ threads: (Int, Int)) throws {
     let dir = tempDir()
     defer { Scratch.remove(dir) }
     var c = TrainConfig()
-    c.spec = try ModelSpec(parsing: smallSpec); c.batch = 40; c.seed = 9; c.lr = 1e-3; c.threads = threads.0
+    c.spec = try ModelSpec(parsing: smallSpec); c.batch = 40; c.seed = 9; c.optimizer.lr = 1e-3; c.threads = threads.0
     // 2N steps in one go (N = 12 crosses an epoch boundary: 800 / 40 = 20 steps an epoch).
     let whole = try Trainer(config: c, data: data)
     for _ in 0..<24 { whole.trainStep() }
@@ -94,7 +94,8 @@ func malformedSafetensorsAreRefused(_ c: (String, [UInt8], String)) {
     let a = try Network(spec: ModelSpec(parsing: "conv(4,3) relu maxpool(2) fc(10)"), input: Shape(h: 8, w: 8, c: 1),
                         classes: 10, capacity: 1, threads: 1, seed: 1)
     let state = CheckpointState(spec: a.spec.text, input: a.inputShape, classNames: (0..<10).map { "c\($0)" },
-                                normalization: .identity(channels: 1), step: 0, seed: 1, batch: 1, trainCount: 1, lr: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8)
+                                normalization: .identity(channels: 1), step: 0, seed: 1, batch: 1, trainCount: 1,
+                                optimizer: OptimizerSettings())
     try Checkpoint.save(a, state: state, to: dir + "/a.st")
     let (_, tensors) = try Checkpoint.load(dir + "/a.st")
     let wider = try Network(spec: ModelSpec(parsing: "conv(5,3) relu maxpool(2) fc(10)"), input: Shape(h: 8, w: 8, c: 1),

@@ -165,7 +165,8 @@ func badImageFoldersNameTheFileAndTheProblem(_ what: String) throws {
     let odd = Normalization(mean: [0.28604063, 1e-7], std: [0.35302424, 0.333333343])
     let net = try Network(spec: ModelSpec(parsing: "fc(3)"), input: Shape(h: 1, w: 1, c: 2), classes: 3, capacity: 1, threads: 1, seed: 1)
     let state = CheckpointState(spec: net.spec.text, input: net.inputShape, classNames: ["\"quoted\"", "café", "a,b"],
-                                normalization: odd, step: 4, seed: 2, batch: 1, trainCount: 9, lr: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8)
+                                normalization: odd, step: 4, seed: 2, batch: 1, trainCount: 9,
+                                optimizer: OptimizerSettings())
     let dir = tempDir(), path = dir + "/n.st"
     defer { Scratch.remove(dir) }
     try Checkpoint.save(net, state: state, to: path)

@@ -11,7 +11,7 @@ func fashionSlice(_ n: Int) throws -> Dataset {
 
 func train(_ data: Dataset, spec: String, threads: Int, batch: Int, steps: Int) throws -> (weights: [UInt32], losses: [UInt32]) {
     var c = TrainConfig()
-    c.spec = try ModelSpec(parsing: spec); c.threads = threads; c.batch = batch; c.seed = 123; c.lr = 1e-3
+    c.spec = try ModelSpec(parsing: spec); c.threads = threads; c.batch = batch; c.seed = 123; c.optimizer.lr = 1e-3
     let t = try Trainer(config: c, data: data)
     let losses = (0..<steps).map { _ in t.trainStep().bitPattern }
     let w = t.network.weights

@@ -8,7 +8,7 @@ import PTTraining
 
 private func trainer(_ data: Dataset, spec: String, threads: Int, steps: Int) throws -> Trainer {
     var c = TrainConfig()
-    c.spec = try ModelSpec(parsing: spec); c.threads = threads; c.batch = 50; c.seed = 7; c.lr = 1e-3
+    c.spec = try ModelSpec(parsing: spec); c.threads = threads; c.batch = 50; c.seed = 7; c.optimizer.lr = 1e-3
     let t = try Trainer(config: c, data: data)
     for _ in 0..<steps { t.trainStep() }
     return t

@@ -74,8 +74,8 @@ import PTTraining
 private func configured(threads: Int, optimizer: OptimizerKind, schedule: LRSchedule, warmup: Int, augment: Augmentation) throws -> Trainer {
     var c = TrainConfig()
     c.spec = try ModelSpec(parsing: "conv(4,3) relu maxpool(2) fc(16) relu fc(10)")
-    c.threads = threads; c.batch = 10; c.seed = 11; c.lr = 0.01
-    c.optimizer = optimizer; c.weightDecay = 0.01; c.schedule = schedule; c.warmup = warmup; c.augmentation = augment
+    c.threads = threads; c.batch = 10; c.seed = 11; c.augmentation = augment
+    c.optimizer.kind = optimizer; c.optimizer.lr = 0.01; c.optimizer.weightDecay = 0.01; c.optimizer.schedule = schedule; c.optimizer.warmup = warmup
     return try Trainer(config: c, data: Bench.synthetic(count: 50, rows: 8, cols: 8, seed: 6))
 }
 
@@ -106,7 +106,8 @@ func schedulesAndAugmentationResumeExactlyAndIgnoreThreads(_ k: Int) throws {
     var asked = 0
     _ = try first.run(RunSettings(steps: 12, checkpoint: dir + "/part.st"), test: testSet, stopRequested: { asked += 1; return asked == 3 ? SIGTERM : 0 })
     let (state, tensors) = try Checkpoint.load(dir + "/part.st")
-    #expect(state.step == 3 && state.optimizer == optimizer && state.schedule == schedule && state.warmup == warmup && state.augmentation == augment)
+    #expect(state.step == 3 && state.optimizer == first.config.optimizer && state.augmentation == augment)
+    #expect(state.optimizer.kind == optimizer && state.optimizer.schedule == schedule && state.optimizer.warmup == warmup)
     // Resumed from what the checkpoint says, not from the configuration above.
     var c = try TrainConfig(resuming: state)
     c.threads = 1

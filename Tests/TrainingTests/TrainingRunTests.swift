@@ -10,7 +10,7 @@ private let runSpec = "conv(4,3) relu maxpool(2) fc(16) relu dropout(0.5) fc(10)
 
 private func runTrainer(threads: Int, lr: Double = 0.01) throws -> Trainer {
     var c = TrainConfig()
-    c.spec = try ModelSpec(parsing: runSpec); c.threads = threads; c.batch = 10; c.seed = 9; c.lr = lr
+    c.spec = try ModelSpec(parsing: runSpec); c.threads = threads; c.batch = 10; c.seed = 9; c.optimizer.lr = lr
     return try Trainer(config: c, data: Bench.synthetic(count: 60, rows: 8, cols: 8, seed: 3))
 }
 

@@ -143,7 +143,8 @@ let benchmarks: @Sendable () -> Void = {
     options.threads = 2
     options.spec = try! ModelSpec(parsing: "conv(32,3) relu maxpool(2) conv(64,3) relu maxpool(2) fc(256) relu fc(10)")
     options.augmentation = Augmentation(flip: true, crop: 4)
-    options.optimizer = .sgd; options.weightDecay = 5e-4; options.schedule = .cosine(steps: 100_000); options.warmup = 50_000
+    options.optimizer.kind = .sgd; options.optimizer.weightDecay = 5e-4; options.optimizer.schedule = .cosine(steps: 100_000)
+    options.optimizer.warmup = 50_000
     let colour = try! Trainer(config: options, data: rgb)
     for _ in 0..<3 { colour.trainStep() }
     Benchmark("training step, 32x32 RGB, augment flip,crop=4, sgd, cosine with warmup, batch 50, 2 threads") { benchmark in
