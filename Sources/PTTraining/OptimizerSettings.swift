@@ -29,7 +29,7 @@ public struct OptimizerSettings: Equatable, Sendable, CustomStringConvertible {
 
     public init() {}
 
-    /// "adam lr 0.0001", and each setting that is not its default's.
+    /// "adam lr 0.0001"; then the schedule, warmup and decay where set, and SGD's momentum.
     public var description: String {
         "\(kind.rawValue) lr \(lr)" + (schedule == .constant ? "" : ", schedule \(schedule)")
             + (warmup > 0 ? ", warmup \(warmup) steps" : "") + (weightDecay > 0 ? ", weight decay \(weightDecay)" : "")
