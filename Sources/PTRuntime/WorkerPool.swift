@@ -9,7 +9,10 @@
 // nearly all of them; the arithmetic is the same whoever runs an item.
 //
 // Waiting: a worker spins briefly for the next region, then sleeps on a condition variable, so
-// a pool with more threads than cores degrades gracefully instead of burning the cores.
+// a pool with more threads than cores degrades gracefully instead of burning the cores. The
+// mutex is taken only when someone sleeps: a region between spinning threads costs a counter
+// store and the cache-line transfers (0.2 us at 2 workers here, against 0.35 us when every start
+// and finish took the mutex).
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -49,6 +52,10 @@ public final class WorkerPool: @unchecked Sendable {
     /// for it, and must not allocate.)
     public let rangeNodes: [Int]
     private let running = Atomic<Int>(0)
+    /// Workers asleep on `wake`, and whether the caller is asleep on `done`: a region's start
+    /// and finish take the mutex only when someone sleeps (the spinning fast path takes none).
+    private let sleepers = Atomic<Int>(0)
+    private let callerAsleep = Atomic<Bool>(false)
     private var itemCount = 0
     // The running region: a ParallelJob value on the caller's stack, read through a pointer. (A
     // closure would cost a heap allocation a region: withoutActuallyEscaping allocates.)
@@ -184,17 +191,23 @@ public final class WorkerPool: @unchecked Sendable {
             q.next.store(share.lowerBound, ordering: .relaxed)
         }
         running.store(count - 1, ordering: .relaxed)
-        pthread_mutex_lock(&mutex)
-        generation.add(1, ordering: .releasing)
-        pthread_cond_broadcast(&wake)
-        pthread_mutex_unlock(&mutex)
+        // Sequentially consistent with a worker's "sleepers + 1, then read generation": either it
+        // sees the new generation, or this sees it asleep and wakes it under the mutex.
+        generation.add(1, ordering: .sequentiallyConsistent)
+        if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+            pthread_mutex_lock(&mutex)
+            pthread_cond_broadcast(&wake)
+            pthread_mutex_unlock(&mutex)
+        }
         work(0)
         var spins = 0
         while running.load(ordering: .acquiring) != 0 {
             spins += 1
             if spins > spinLimit {
                 pthread_mutex_lock(&mutex)
-                while running.load(ordering: .acquiring) != 0 { pthread_cond_wait(&done, &mutex) }
+                callerAsleep.store(true, ordering: .sequentiallyConsistent)
+                while running.load(ordering: .sequentiallyConsistent) != 0 { pthread_cond_wait(&done, &mutex) }
+                callerAsleep.store(false, ordering: .relaxed)
                 pthread_mutex_unlock(&mutex)
             }
         }
@@ -234,14 +247,17 @@ public final class WorkerPool: @unchecked Sendable {
                 spins += 1
                 if spins > spinLimit {
                     pthread_mutex_lock(&mutex)
-                    while generation.load(ordering: .acquiring) == seen { pthread_cond_wait(&wake, &mutex) }
+                    sleepers.add(1, ordering: .sequentiallyConsistent)
+                    while generation.load(ordering: .sequentiallyConsistent) == seen { pthread_cond_wait(&wake, &mutex) }
+                    sleepers.subtract(1, ordering: .relaxed)
                     pthread_mutex_unlock(&mutex)
                 }
             }
             seen = generation.load(ordering: .acquiring)
             if stopping { return }
             work(worker)
-            if running.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+            if running.wrappingSubtract(1, ordering: .sequentiallyConsistent).newValue == 0
+                && callerAsleep.load(ordering: .sequentiallyConsistent) {
                 pthread_mutex_lock(&mutex)
                 pthread_cond_signal(&done)
                 pthread_mutex_unlock(&mutex)
