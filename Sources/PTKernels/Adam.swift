@@ -49,33 +49,22 @@ public enum AdamUpdate {
         let b1 = V(repeating: s.beta1), b2 = V(repeating: s.beta2)
         let c1 = V(repeating: s.oneMinusBeta1), c2 = V(repeating: s.oneMinusBeta2)
         let step = V(repeating: s.stepSize), inv = V(repeating: s.invSqrtCorrection2), eps = V(repeating: s.epsilon)
-        var nonFinite = SIMD16<UInt32>()
-        var i = 0
-        while i + 16 <= count {
-            var gi = Lanes.load(g + i)
-            nonFinite |= Lanes.nonFinite(gi)
-            var wi = Lanes.load(w + i)
+        return Lanes.update(g, count: count, vector: { i, g in
+            var gi = g, wi = Lanes.load(w + i)
             if l2 { gi = gi + wd * wi }
             if decoupled { wi = wi * keep }
             let mi = b1 * Lanes.load(m + i) + c1 * gi
             let vi = b2 * Lanes.load(v + i) + c2 * (gi * gi)
             Lanes.store(mi, m + i); Lanes.store(vi, v + i)
             Lanes.store(wi - step * mi / (vi.squareRoot() * inv + eps), w + i)
-            i += 16
-        }
-        var tail: UInt32 = nonFinite.wrappedSum()
-        while i < count {
-            var gi = g[i]
-            tail |= Lanes.nonFinite(gi)
-            var wi = w[i]
+        }, scalar: { i, g in
+            var gi = g, wi = w[i]
             if l2 { gi = gi + s.weightDecay * wi }
             if decoupled { wi = wi * s.keep }
             let mi = s.beta1 * m[i] + s.oneMinusBeta1 * gi
             let vi = s.beta2 * v[i] + s.oneMinusBeta2 * (gi * gi)
             m[i] = mi; v[i] = vi
             w[i] = wi - s.stepSize * mi / (vi.squareRoot() * s.invSqrtCorrection2 + s.epsilon)
-            i += 1
-        }
-        return tail == 0
+        })
     }
 }

@@ -33,8 +33,9 @@ public enum OptimizerUpdate {
     }
 }
 
-/// What the optimizers' loops share: 16-wide unaligned loads and stores, and the test for a NaN or
-/// infinite gradient (an all-ones exponent), the same in a vector lane and in the scalar tail.
+/// What the optimizers' loops share: the walk over `count` parameters (16 lanes at a time, then a
+/// scalar tail), 16-wide unaligned loads and stores, and the test for a NaN or infinite gradient
+/// (an all-ones exponent), the same in a vector lane and in the scalar tail.
 enum Lanes {
     typealias V = SIMD16<Float>
     @inline(__always) static func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
@@ -46,6 +47,28 @@ enum Lanes {
         return SIMD16<UInt32>().replacing(with: 1, where: unsafeBitCast(g, to: SIMD16<UInt32>.self) & exponent .== exponent)
     }
     @inline(__always) static func nonFinite(_ g: Float) -> UInt32 { ~g.bitPattern & 0x7F80_0000 == 0 ? 1 : 0 }
+
+    /// Calls `vector(i, g[i..<i+16])` for each whole group of 16 gradients, then `scalar(i, g[i])`
+    /// for the rest; false when a gradient was NaN or infinite. The two bodies must run the same
+    /// IEEE operations in the same order, so that an element's bits do not depend on where it fell.
+    @inline(__always)
+    static func update(_ g: UnsafePointer<Float>, count: Int, vector: (Int, V) -> Void, scalar: (Int, Float) -> Void) -> Bool {
+        var nonFinite = SIMD16<UInt32>()
+        var i = 0
+        while i + 16 <= count {
+            let gi = load(g + i)
+            nonFinite |= Self.nonFinite(gi)
+            vector(i, gi)
+            i += 16
+        }
+        var tail: UInt32 = nonFinite.wrappedSum()
+        while i < count {
+            tail |= Self.nonFinite(g[i])
+            scalar(i, g[i])
+            i += 1
+        }
+        return tail == 0
+    }
 }
 
 public enum SGDUpdate {
@@ -66,11 +89,8 @@ public enum SGDUpdate {
                     _ count: Int, decay: Bool, momentum: Bool) -> Bool {
         typealias V = Lanes.V
         let lr = V(repeating: s.lr), mu = V(repeating: s.momentum), wd = V(repeating: s.weightDecay)
-        var nonFinite = SIMD16<UInt32>()
-        var i = 0
-        while i + 16 <= count {
-            var gi = Lanes.load(g + i)
-            nonFinite |= Lanes.nonFinite(gi)
+        return Lanes.update(g, count: count, vector: { i, g in
+            var gi = g
             let wi = Lanes.load(w + i)
             if decay { gi = gi + wd * wi }
             if momentum {
@@ -78,20 +98,14 @@ public enum SGDUpdate {
                 Lanes.store(gi, b + i)
             }
             Lanes.store(wi - lr * gi, w + i)
-            i += 16
-        }
-        var tail: UInt32 = nonFinite.wrappedSum()
-        while i < count {
-            var gi = g[i]
-            tail |= Lanes.nonFinite(gi)
+        }, scalar: { i, g in
+            var gi = g
             if decay { gi = gi + s.weightDecay * w[i] }
             if momentum {
                 gi = s.momentum * b[i] + gi
                 b[i] = gi
             }
             w[i] = w[i] - s.lr * gi
-            i += 1
-        }
-        return tail == 0
+        })
     }
 }

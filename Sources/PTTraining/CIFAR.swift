@@ -59,17 +59,7 @@ public enum CIFAR {
             guard FileManager.default.fileExists(atPath: path("test_batch.bin")) else { throw DataError(dir, "missing test_batch.bin") }
             files = [path("test_batch.bin")]
         }
-        var names = given
-        if names == nil {
-            let meta = path("batches.meta.txt")
-            if let text = try? String(contentsOfFile: meta, encoding: .utf8) {
-                let lines = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-                guard lines.count >= 2 else { throw DataError(meta, "names \(lines.count) classes; a classifier needs at least 2") }
-                names = lines
-            } else {
-                names = try Dataset.namesFile(dir) ?? Self.names
-            }
-        }
+        let names = try given ?? Dataset.names(file: path("batches.meta.txt")) ?? Dataset.namesFile(dir) ?? Self.names
         // Room for every record at once (from the files' sizes), so the set is never copied while it grows.
         let records = files.reduce(0) { n, f in
             n + ((try? FileManager.default.attributesOfItem(atPath: f)[.size] as? Int) ?? 0) / recordBytes
@@ -77,10 +67,10 @@ public enum CIFAR {
         var labels: [Int32] = [], pixels: [UInt8] = []
         labels.reserveCapacity(records); pixels.reserveCapacity(records * (recordBytes - 1))
         for file in files {
-            let b = try batch(bytes: IDX.readBytes(file), path: file, classes: names!.count)
+            let b = try batch(bytes: IDX.readBytes(file), path: file, classes: names.count)
             labels += b.labels
             pixels += b.pixels
         }
-        return Dataset(count: labels.count, shape: Shape(h: side, w: side, c: 3), pixels: pixels, labels: labels, classNames: names!)
+        return Dataset(count: labels.count, shape: Shape(h: side, w: side, c: 3), pixels: pixels, labels: labels, classNames: names)
     }
 }

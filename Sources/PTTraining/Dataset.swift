@@ -80,7 +80,11 @@ public struct Dataset: Sendable {
 
     /// Class names from `classes.txt` in `directory` (one a line), if there is one.
     static func namesFile(_ directory: String) throws -> [String]? {
-        let path = (directory as NSString).appendingPathComponent("classes.txt")
+        try names(file: (directory as NSString).appendingPathComponent("classes.txt"))
+    }
+
+    /// Class names from a text file of one a line (blank lines skipped), if it exists.
+    static func names(file path: String) throws -> [String]? {
         guard FileManager.default.fileExists(atPath: path) else { return nil }
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw DataError(path, "cannot read as UTF-8 text") }
         let names = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }

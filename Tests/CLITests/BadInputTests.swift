@@ -3,8 +3,8 @@
 import CZlib
 import Foundation
 import PTTestSupport
-import Testing
 import PTTraining
+import Testing
 
 func idx(_ dims: [Int], _ data: [UInt8], magic: [UInt8]? = nil) -> [UInt8] {
     var b = magic ?? [0, 0, 8, UInt8(dims.count)]

@@ -1,5 +1,4 @@
 // Checkpoints as a user meets them: resume, Ctrl-C, kill -9, a full disk, eval, predict, Python.
-import CPNG
 import CZlib
 import Foundation
 import PTTestSupport
@@ -126,14 +125,6 @@ func interruptFinishesTheStepSavesAndExits(_ c: (Int32, Int32)) throws {
     #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["ck.st", "err"])
 }
 
-func writePNG(_ path: String, width: Int, height: Int, rgb: [UInt8]) {
-    var image = png_image()
-    image.version = UInt32(PNG_IMAGE_VERSION)
-    image.width = UInt32(width); image.height = UInt32(height)
-    image.format = UInt32(PNG_FORMAT_RGB)
-    _ = rgb.withUnsafeBytes { png_image_write_to_file(&image, path, 0, $0.baseAddress, 0, nil) }
-}
-
 @Test func evalAndPredictAgreeWithAPythonReader() throws {
     let data = try tinyData(), dir = try runDir()
     defer { Scratch.remove(data); Scratch.remove(dir) }
@@ -185,7 +176,7 @@ func writePNG(_ path: String, width: Int, height: Int, rgb: [UInt8]) {
     let imgs = [UInt8](contents(data + "/t10k-images-idx3-ubyte")!)[16...].map { $0 }
     let px = Array(imgs[(7 * 64)..<(8 * 64)])
     _ = FileManager.default.createFile(atPath: dir + "/seven.pgm", contents: Data(Array("P5\n# test\n8 8\n255\n".utf8) + px))
-    writePNG(dir + "/seven.png", width: 8, height: 8, rgb: px.flatMap { [$0, $0, $0] })
+    writePNG(dir + "/seven.png", width: 8, height: 8, channels: 3, pixels: px.flatMap { [$0, $0, $0] })
     let byIndex = try ptrain(["predict", "--checkpoint", ck, "--data", data, "--index", "7"])
     let byFiles = try ptrain(["predict", "--checkpoint", ck, "--data", data, dir + "/seven.pgm", dir + "/seven.png"])
     #expect(byFiles.status == 0, "\(byFiles.err)")

@@ -1,6 +1,5 @@
 // The binary on CIFAR-10 files and image folders: train, eval and predict show the data's class
 // names, use its normalisation, and the Python reader agrees; bad data is one clean line.
-import CPNG
 import Foundation
 import PTTestSupport
 import Testing
@@ -53,7 +52,7 @@ func tinyCIFAR() throws -> String {
     let record = Array([UInt8](contents(data + "/test_batch.bin")!)[(5 * 3073 + 1)..<(6 * 3073)])
     var rgb: [UInt8] = []
     for p in 0..<1024 { rgb += [record[p], record[1024 + p], record[2048 + p]] }
-    writePNG(dir + "/five.png", width: 32, height: 32, rgb: rgb)
+    writePNG(dir + "/five.png", width: 32, height: 32, channels: 3, pixels: rgb)
     let file = try ptrain(["predict", "--checkpoint", ck, dir + "/five.png"])
     #expect(file.status == 0, "\(file.err)")
     #expect(file.out.split(separator: ":", maxSplits: 1)[1] == ours.out.split(separator: ":", maxSplits: 1)[1])

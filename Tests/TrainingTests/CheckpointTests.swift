@@ -1,8 +1,8 @@
 import Foundation
-import PTTestSupport
-import Testing
 import PTModel
+import PTTestSupport
 import PTTraining
+import Testing
 
 func bits(_ p: UnsafeMutablePointer<Float>, _ n: Int) -> [UInt32] { (0..<n).map { p[$0].bitPattern } }
 

@@ -1,21 +1,10 @@
 // Each data layout from files the tests write: rank-4 IDX, CIFAR-10 batches, image folders (grey
 // and RGB PNG, PGM), their errors, and the normalisation computed from them.
-import CPNG
 import Foundation
-import PTTestSupport
-import Testing
 import PTModel
+import PTTestSupport
 import PTTraining
-
-/// Writes a PNG of `channels` (1 or 3) bytes a pixel with libpng.
-func writePNG(_ path: String, width: Int, height: Int, channels: Int, pixels: [UInt8]) {
-    var image = png_image()
-    image.version = UInt32(PNG_IMAGE_VERSION)
-    image.width = UInt32(width); image.height = UInt32(height)
-    image.format = channels == 3 ? UInt32(PNG_FORMAT_RGB) : UInt32(PNG_FORMAT_GRAY)
-    let ok = pixels.withUnsafeBytes { png_image_write_to_file(&image, path, 0, $0.baseAddress, 0, nil) }
-    precondition(ok != 0, "writing \(path)")
-}
+import Testing
 
 func makeDirectory(_ path: String) {
     try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)

@@ -1,10 +1,10 @@
 // Training from image folders: the same images train to the same bits whichever layout they
 // were read from, and colour reaches the model only on the RGB path.
 import Foundation
-import PTTestSupport
-import Testing
 import PTModel
+import PTTestSupport
 import PTTraining
+import Testing
 
 private func trainer(_ data: Dataset, spec: String, threads: Int, steps: Int) throws -> Trainer {
     var c = TrainConfig()

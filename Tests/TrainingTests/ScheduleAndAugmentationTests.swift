@@ -1,10 +1,10 @@
 // Learning-rate schedules, warmup and augmentation: their values, their text forms, and that a
 // run using them gives the same bits at any thread count and when stopped and resumed mid-warmup.
 import Foundation
-import PTTestSupport
-import Testing
 import PTModel
+import PTTestSupport
 import PTTraining
+import Testing
 
 @Test func schedulesGiveTheirRatesStepByStep() throws {
     let eps = 1e-12
