@@ -68,7 +68,7 @@ let package = Package(
             dependencies: ["PTTraining", "PTModel", "PTRuntime", "PTKernels",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // Naive twins of the kernels for the tests: built beside them, not in the PTrainKit product.
-        .target(name: "PTTestSupport", dependencies: ["PTKernels", "PTModel", "CPNG"], path: "Tests/Support"),
+        .target(name: "PTTestSupport", dependencies: ["PTKernels", "PTModel", "CPNG", "CZlib"], path: "Tests/Support"),
         .testTarget(name: "KernelTests", dependencies: ["PTKernels", "PTTestSupport"]),
         .testTarget(name: "ModelTests", dependencies: ["PTModel", "PTRuntime", "PTKernels", "PTTestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["PTTraining", "PTModel", "PTKernels", "PTTestSupport", "CZlib", "CPNG"],

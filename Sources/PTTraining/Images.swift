@@ -13,9 +13,9 @@ public struct ImageFile {
     /// a PGM is grey). Throws a `DataError` naming the file when it is not a PNG or PGM image.
     public static func probe(_ path: String) throws -> (width: Int, height: Int, colour: Bool) {
         if isPNG(try head(path)) {
-            var image = try beginPNG(path)
-            defer { png_image_free(&image) }
-            return (Int(image.width), Int(image.height), image.format & UInt32(PNG_FORMAT_FLAG_COLOR) != 0)
+            return try withPNG(path) {
+                (Int($0.pointee.width), Int($0.pointee.height), $0.pointee.format & UInt32(PNG_FORMAT_FLAG_COLOR) != 0)
+            }
         }
         let img = try pgm(try head(path, all: true), path, pixels: false)
         return (img.width, img.height, false)
@@ -55,44 +55,58 @@ public struct ImageFile {
         return [UInt8](data)
     }
 
-    static func pngMessage(_ image: png_image) -> String {
-        withUnsafeBytes(of: image.message) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    /// Runs `body` on a PNG whose header has been read and whose size is checked. libpng's
+    /// simplified reader keeps the address of the `png_image` it was begun with: on a damaged file
+    /// its error handler writes the reason there and jumps back through it. A Swift value can
+    /// move (returned, copied into a caller's variable), after which libpng writes into a dead
+    /// stack slot and, finding no jump buffer there, aborts. So the struct lives on the heap,
+    /// at one address, from begin to free.
+    static func withPNG<T>(_ path: String, _ body: (UnsafeMutablePointer<png_image>) throws -> T) throws -> T {
+        let image = UnsafeMutablePointer<png_image>.allocate(capacity: 1)
+        image.initialize(to: png_image())
+        image.pointee.version = UInt32(PNG_IMAGE_VERSION)
+        defer {
+            png_image_free(image)  // a no-op after libpng freed it on an error
+            image.deallocate()
+        }
+        guard png_image_begin_read_from_file(image, path) != 0 else {
+            throw DataError(path, "cannot decode PNG: \(pngReason(image))")
+        }
+        let w = Int(image.pointee.width), h = Int(image.pointee.height)
+        guard w > 0, h > 0, w <= 16384, h <= 16384 else {
+            throw DataError(path, "PNG size \(w)x\(h) is out of range (at most 16384x16384)")
+        }
+        return try body(image)
     }
 
-    /// A PNG's header read, size checked; the caller frees it.
-    static func beginPNG(_ path: String) throws -> png_image {
-        var image = png_image()
-        image.version = UInt32(PNG_IMAGE_VERSION)
-        guard png_image_begin_read_from_file(&image, path) != 0 else {
-            let m = pngMessage(image)
-            png_image_free(&image)
-            throw DataError(path, "cannot decode PNG: \(m)")
+    /// libpng's reason for a failed read, in words. Its stdio reader says "Read Error" when the
+    /// file has fewer bytes than the PNG's structure promises: a cut-short file.
+    static func pngReason(_ image: UnsafeMutablePointer<png_image>) -> String {
+        let m = withUnsafeBytes(of: image.pointee.message) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        switch m {
+        case "Read Error": return "file ends early"
+        case "": return "libpng gave no reason"
+        default: return m
         }
-        let w = Int(image.width), h = Int(image.height)
-        guard w > 0, h > 0, w <= 16384, h <= 16384 else {
-            png_image_free(&image)
-            throw DataError(path, "PNG size \(w)x\(h) is out of range")
-        }
-        return image
     }
 
     static func png(_ path: String, channels: Int) throws -> ImageFile {
-        var image = try beginPNG(path)
-        let w = Int(image.width), h = Int(image.height)
-        var pixels = [UInt8](repeating: 0, count: w * h * channels)
-        try pixels.withUnsafeMutableBytes { try decodePNG(&image, path, into: $0, channels: channels) }
-        return ImageFile(width: w, height: h, channels: channels, pixels: pixels)
+        try withPNG(path) { image in
+            let w = Int(image.pointee.width), h = Int(image.pointee.height)
+            var pixels = [UInt8](repeating: 0, count: w * h * channels)
+            try pixels.withUnsafeMutableBytes { try finishPNG(image, path, into: $0, channels: channels) }
+            return ImageFile(width: w, height: h, channels: channels, pixels: pixels)
+        }
     }
 
     /// Finishes reading a begun PNG into `pixels` (width x height x channels bytes; the
-    /// channel count picks the format) and frees it.
-    static func decodePNG(_ image: inout png_image, _ path: String, into pixels: UnsafeMutableRawBufferPointer, channels: Int) throws {
-        image.format = channels == 3 ? UInt32(PNG_FORMAT_RGB) : UInt32(PNG_FORMAT_GRAY)
-        let ok = png_image_finish_read(&image, nil, pixels.baseAddress, Int32(Int(image.width) * channels), nil)
-        guard ok != 0 else {
-            let m = pngMessage(image)
-            png_image_free(&image)
-            throw DataError(path, "cannot decode PNG: \(m)")
+    /// channel count picks the format).
+    static func finishPNG(_ image: UnsafeMutablePointer<png_image>, _ path: String,
+                          into pixels: UnsafeMutableRawBufferPointer, channels: Int) throws {
+        image.pointee.format = channels == 3 ? UInt32(PNG_FORMAT_RGB) : UInt32(PNG_FORMAT_GRAY)
+        precondition(pixels.count == Int(image.pointee.width) * Int(image.pointee.height) * channels)
+        guard png_image_finish_read(image, nil, pixels.baseAddress, Int32(Int(image.pointee.width) * channels), nil) != 0 else {
+            throw DataError(path, "cannot decode PNG: \(pngReason(image))")
         }
     }
 
@@ -102,12 +116,12 @@ public struct ImageFile {
     public static func decode(_ path: String, width: Int, height: Int, channels: Int,
                               into pixels: UnsafeMutableRawBufferPointer) throws {
         if isPNG(try head(path)) {
-            var image = try beginPNG(path)
-            guard Int(image.width) == width, Int(image.height) == height else {
-                png_image_free(&image)
-                throw DataError(path, "image is \(image.width)x\(image.height) but the others are \(width)x\(height)")
+            try withPNG(path) { image in
+                guard Int(image.pointee.width) == width, Int(image.pointee.height) == height else {
+                    throw DataError(path, "image is \(image.pointee.width)x\(image.pointee.height) but the others are \(width)x\(height)")
+                }
+                try finishPNG(image, path, into: pixels, channels: channels)
             }
-            try decodePNG(&image, path, into: pixels, channels: channels)
             return
         }
         let img = try read(path, channels: channels)
@@ -146,7 +160,7 @@ public struct ImageFile {
         if b[1] == UInt8(ascii: "5") {
             i += 1  // the single whitespace after maxval
             let bpp = maxval < 256 ? 1 : 2
-            guard b.count - i >= w * h * bpp else { throw DataError(path, "PGM data is truncated") }
+            guard b.count - i >= w * h * bpp else { throw DataError(path, "file ends early: the PGM header promises \(w)x\(h) pixels") }
             for p in 0..<(w * h) {
                 let v = bpp == 1 ? Int(b[i + p]) : Int(b[i + 2 * p]) << 8 | Int(b[i + 2 * p + 1])
                 guard v <= maxval else { throw DataError(path, "PGM pixel \(v) exceeds maxval \(maxval)") }

@@ -1,5 +1,6 @@
 // CIFAR-10 batches, PNG/PGM files and image folders: a parse either succeeds with sizes that
-// match the input or throws; it never traps. The input is read three ways: as a CIFAR-10
+// match the input or throws a one-line error naming the file; it never traps. Files are decoded
+// through the paths `ptrain predict` and the folder loader use (ImageFile.read, Dataset.load). The input is read three ways: as a CIFAR-10
 // batch; as one image file (.png and .pgm, grey and RGB); and as a folder tree described by
 // its first bytes (train/ and test/ class folders whose files are slices of the rest).
 import Foundation
@@ -23,8 +24,14 @@ func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
         let file = root + "/one." + ext
         _ = fm.createFile(atPath: file, contents: Data(bytes))
         for channels in [1, 3] {
-            if let img = try? ImageFile.read(file, channels: channels) {
+            do {
+                let img = try ImageFile.read(file, channels: channels)
                 precondition(img.channels == channels && img.pixels.count == img.width * img.height * channels)
+            } catch {
+                // The error a user sees: one line naming the file, with a reason (a lost libpng
+                // message once left "cannot decode PNG: " and nothing after it).
+                let text = "\(error)"
+                precondition(error is DataError && text.hasPrefix(file + ": ") && !text.contains("\n") && !text.hasSuffix(": "), text)
             }
         }
         if let p = try? ImageFile.probe(file) { precondition(p.width > 0 && p.height > 0) }
