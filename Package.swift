@@ -52,8 +52,11 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG", providers: [.apt(["libpng-dev"])]),
+        // bf16 tile kernels (AMX, AVX512-BF16, portable): each path's instructions enabled per
+        // function, chosen at run time; optimised in debug builds too.
+        .target(name: "CBF16", cSettings: [.unsafeFlags(["-O2"])]),
         // SIMD loops on raw buffers: no allocation, no threads, no knowledge of layers.
-        .target(name: "PTKernels", swiftSettings: vectorCode),
+        .target(name: "PTKernels", dependencies: ["CBF16"], swiftSettings: vectorCode),
         // Worker pool, NUMA placement, barriers; the processes of an mpirun job.
         .target(name: "CThreadSetup"),
         .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),

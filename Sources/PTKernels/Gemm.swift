@@ -64,15 +64,18 @@ public enum Gemm {
     static let kc = 256, mc = 128 / gemmMR * gemmMR, nc = 512 / gemmNR * gemmNR
 
     /// Floats of scratch one thread needs for `multiply`.
-    public static let scratchFloats = mc * kc + kc * nc + mr * nr + nr
+    public static let scratchFloats = max(mc * kc + kc * nc + mr * nr + nr, GemmBF16.scratchFloats)
 
     /// A B of at most this many rows and columns packs into one KC x NC block, whose columns
     /// from a multiple of NR on are themselves a packed B: `packed + col * k` (a GEMM on a block
     /// of a conv's output channels).
     public static let packedBlockRows = kc, packedBlockColumns = nc
 
-    /// Floats of a whole [k, n] B packed by `packB`.
-    public static func packedBFloats(k: Int, n: Int) -> Int { k * ((n + nr - 1) / nr * nr) }
+    /// Floats of a whole [k, n] B packed by `packB`, in fp32 or in bf16 (`GemmBF16.packB`): a
+    /// buffer of this size holds either.
+    public static func packedBFloats(k: Int, n: Int) -> Int {
+        max(k * ((n + nr - 1) / nr * nr), GemmBF16.packedBFloats(k: k, n: n))
+    }
     /// The KC x NC blocks `packB` fills one at a time (so several threads can share the work).
     public static func packedBBlocks(k: Int, n: Int) -> Int { ((n + nc - 1) / nc) * ((k + kc - 1) / kc) }
 

@@ -144,7 +144,7 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
             let col = c.path == .im2col ? area + scratch.col : x + s * g.inputSize
             if c.path == .im2col { Im2col.forward(g, x: x + s * g.inputSize, col: col) }
             Gemm.multiply(m: g.positions, n: cout, k: g.patch, a: .rowMajor(col, cols: g.patch), b: .packed(c.packedW),
-                          c: out, ldc: cout, accumulate: false, bias: bias, relu: c.relu, scratch: area)
+                          c: out, ldc: cout, accumulate: false, bias: bias, relu: c.relu, scratch: area, precision: c.precision)
         }
         poolAfter(out, s, rows)
     }
@@ -224,13 +224,13 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
                 let col = viaCol ? area + scratch.col : x + s * g.inputSize
                 if viaCol { Im2col.forward(g, x: x + s * g.inputSize, col: col) }
                 Gemm.multiply(m: K, n: cout, k: P, a: .transposed(col, cols: K), b: .rowMajor(dys, cols: cout),
-                              c: gws, ldc: cout, accumulate: s > first, scratch: area)
+                              c: gws, ldc: cout, accumulate: s > first, scratch: area, precision: c.precision)
                 Elementwise.columnSums(dys, rows: P, ld: cout, cols: 0..<cout, into: gbs, accumulate: true)
                 if let dx, let wt {
                     // The im2col is no longer needed: its gradient goes over it.
                     let dcol = viaCol ? col : dx + s * P * K
                     Gemm.multiply(m: P, n: K, k: cout, a: .rowMajor(dys, cols: cout), b: .packed(wt),
-                                  c: dcol, ldc: K, accumulate: false, scratch: area)
+                                  c: dcol, ldc: K, accumulate: false, scratch: area, precision: c.precision)
                     if viaCol { Im2col.backward(g, dcol: dcol, dx: dx + s * g.inputSize) }
                 }
             }

@@ -40,6 +40,7 @@ struct DenseUpdateJob: ParallelJob, @unchecked Sendable {  // an item writes its
     var sums: ColumnSumJob                         // the bias gradient, items parts..<parts + sumChunks
     var sumChunks: Int
     var rows: Int                                  // where a block of dW's rows goes in the worker's scratch
+    var precision: Precision
     unowned(unsafe) var pool: WorkerPool
 
     /// Items the row blocks of `tiles` are cut into for `workers`: about four a worker.
@@ -64,13 +65,13 @@ struct DenseUpdateJob: ParallelJob, @unchecked Sendable {  // an item writes its
             if let packedDyT, let dxT {
                 Gemm.multiply(m: r, n: paddedBatch, k: outputs, a: .rowMajor(w + r0 * outputs, cols: outputs),
                               b: .packed(packedDyT), c: dxT + r0 * paddedBatch, ldc: paddedBatch,
-                              accumulate: false, scratch: scratch)
+                              accumulate: false, scratch: scratch, precision: precision)
             }
             let at = r0 * outputs
             let gradient = optimizer == nil ? g + at : scratch + rows
             Gemm.multiply(m: r, n: outputs, k: batch, a: MatrixView.transposed(x, cols: inputs).offset(row: r0, col: 0),
                           b: .packed(packedDy), c: gradient, ldc: outputs,
-                          accumulate: false, scratch: scratch)
+                          accumulate: false, scratch: scratch, precision: precision)
             if let optimizer {
                 ok = OptimizerUpdate.apply(optimizer, w: w + at, g: gradient, m: m + at, v: v + at, count: r * outputs) && ok
             }

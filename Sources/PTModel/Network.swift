@@ -15,6 +15,8 @@ import PTKernels
 import PTRuntime
 public final class Network {
     public let spec: ModelSpec
+    /// The arithmetic of convolutions and dense layers (fp32, or bf16 operands on a path).
+    public let precision: Precision
     public let inputShape: Shape
     public let classes: Int
     /// The largest batch the buffers hold.
@@ -37,6 +39,16 @@ public final class Network {
     /// Each sample's loss of the last `lossAndGradient`.
     let sampleLosses: UnsafeMutablePointer<Float>
     public var logits: UnsafeMutablePointer<Float> { acts[stages.count] }
+    /// Activation `i` (0: the input, i: stage i - 1's output, ReLU applied) of the last forward
+    /// pass, and its gradient after a backward pass (for the output of a conv or dense layer with
+    /// a ReLU: masked by it), `capacity` samples; nil for a conv's output that its fused max-pool
+    /// keeps in the workers' scratch. For tests and tools that check a pass stage by stage.
+    public func activation(_ i: Int) -> UnsafePointer<Float>? { sizes[i] > 0 && !scratchOnly(i) ? UnsafePointer(acts[i]) : nil }
+    public func activationGradient(_ i: Int) -> UnsafePointer<Float>? { i > 0 && !scratchOnly(i) ? UnsafePointer(grads[i]) : nil }
+    private func scratchOnly(_ i: Int) -> Bool {
+        if i > 0, case let .conv(c) = stages[i - 1] { return c.fusedPool != nil }
+        return false
+    }
 
     var stages: [Stage] = []
     /// Floats of conv parameters (a prefix of the flat buffers), and one buffer of that many
@@ -153,9 +165,11 @@ public final class Network {
 
 
     /// `numa`: the machine's topology (a stand-in in tests of placement).
+    /// `precision`: the arithmetic of the convolutions' and dense layers' multiply-adds.
     public init(spec: ModelSpec, input: Shape, classes: Int, capacity: Int, threads: Int, seed: UInt64,
-                group: ProcessGroup = .single, numa: Numa = .shared) throws {
-        let plan = try NetworkPlan(spec: spec, input: input, classes: classes)
+                precision: Precision = .fp32, group: ProcessGroup = .single, numa: Numa = .shared) throws {
+        let plan = try NetworkPlan(spec: spec, input: input, classes: classes, precision: precision)
+        self.precision = precision
         // Refuse up front what would not fit, rather than dying in the middle of allocation.
         let estimate = plan.memoryEstimate(capacity: capacity, threads: threads), available = Self.availableMemory()
         if available > 0 && estimate > available {

@@ -77,7 +77,7 @@ extension Network {
                 let wt = needInput ? c.packedWt : nil
                 if let wt, c.path != .winograd {  // (a Winograd conv packed its Uᵀ in the forward pass)
                     let pack = PackBJob(k: c.cout, n: c.window.patch, b: .transposed(W + c.weight, cols: c.cout), into: wt,
-                                        workers: pool.splitCount)
+                                        workers: pool.splitCount, precision: c.precision)
                     pool.run(items: pack.items, pack)
                 }
                 let shards = Self.shardCount(batch: n), mine = self.shards(batch: n, rank: group.rank)
@@ -114,10 +114,12 @@ extension Network {
     private func denseBackward(_ d: DenseStage, count n: Int, x: UnsafeMutablePointer<Float>,
                                dy: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>?, optimizer: OptimizerStep?) {
         let np = Self.paddedBatch(n)
-        let packRows = PackBJob(k: n, n: d.outputs, b: .rowMajor(dy, cols: d.outputs), into: d.packedDyRows, workers: pool.splitCount)
+        let packRows = PackBJob(k: n, n: d.outputs, b: .rowMajor(dy, cols: d.outputs), into: d.packedDyRows, workers: pool.splitCount,
+                                precision: d.precision)
         var packedDyT: UnsafeMutablePointer<Float>?
         if dx != nil, let packedDy = d.packedDy {
-            let pack = PackBJob(k: d.outputs, n: n, b: .transposed(dy, cols: d.outputs), into: packedDy, workers: pool.splitCount)
+            let pack = PackBJob(k: d.outputs, n: n, b: .transposed(dy, cols: d.outputs), into: packedDy, workers: pool.splitCount,
+                                precision: d.precision)
             let both = PackTwoJob(first: packRows, second: pack)
             pool.run(items: both.items, both)
             packedDyT = packedDy
@@ -136,7 +138,7 @@ extension Network {
             packedDyT: packedDyT, dxT: packedDyT == nil ? nil : d.inputGradT, paddedBatch: np,
             w: weights + d.weight, g: gradients + d.weight, m: moment1 + d.weight, v: moment2 + d.weight,
             optimizer: optimizer, finite: finiteFlags + d.finiteSlot * pool.count, tiles: rowTiles, parts: parts, sums: sums,
-            sumChunks: sumChunks, rows: scratchLayout.denseRows, pool: pool)
+            sumChunks: sumChunks, rows: scratchLayout.denseRows, precision: d.precision, pool: pool)
         if pool.rangeNodes.count > 1 {
             // On several nodes the row blocks alone are dealt by node, so that each node's workers
             // take the rows placed on it (Network.init); the bias sums follow as their own region.

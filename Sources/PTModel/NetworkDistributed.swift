@@ -84,7 +84,8 @@ extension Network {
             pool.gemm(GemmJob(m: n, n: c.count, k: k1 - k0, a: .rowMajor(x + k0, cols: d.inputs),
                               b: .rowMajor(weights + d.weight + k0 * d.outputs + c.lowerBound, cols: d.outputs),
                               c: y + c.lowerBound, ldc: d.outputs, accumulate: r > 0,
-                              bias: r == last ? weights + d.bias + c.lowerBound : nil, relu: r == last && d.relu))
+                              bias: r == last ? weights + d.bias + c.lowerBound : nil, relu: r == last && d.relu,
+                              precision: d.precision))
             if r < last {
                 Elementwise.copy(rows: n, cols: c.count, from: y + c.lowerBound, fromStride: d.outputs, to: part, toStride: c.count)
                 group.send(part, count: n * c.count, to: r + 1, tag: j)

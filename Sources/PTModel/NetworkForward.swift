@@ -32,7 +32,7 @@ extension Network {
                     pool.run(items: 16, PackWinogradJob(c: c))
                 case .im2col, .pointwise:
                     let pack = PackBJob(k: c.window.patch, n: c.cout, b: .rowMajor(W + c.weight, cols: c.cout), into: c.packedW,
-                                        workers: pool.splitCount)
+                                        workers: pool.splitCount, precision: c.precision)
                     pool.run(items: pack.items, pack)
                 case .singleChannel:
                     break  // reads the weights as stored
@@ -49,7 +49,7 @@ extension Network {
                 } else {
                     pool.gemm(GemmJob(m: n, n: d.outputs, k: d.inputs, a: .rowMajor(x, cols: d.inputs),
                                       b: .rowMajor(W + d.weight, cols: d.outputs), c: y, ldc: d.outputs,
-                                      bias: W + d.bias, relu: d.relu))
+                                      bias: W + d.bias, relu: d.relu, precision: d.precision))
                 }
             case let .dropout(d):
                 pool.run(range: range, DropoutJob(d: d, x: x, y: y, mode: training ? .train : .evaluate, seed: seed, step: step))

@@ -12,6 +12,7 @@ struct GemmJob {
     var accumulate = false
     var bias: UnsafePointer<Float>? = nil
     var relu = false
+    var precision = Precision.fp32
 }
 
 /// Column sums of a row-major [rows, cols] matrix (a bias gradient), run beside a dense layer's
@@ -82,29 +83,39 @@ struct SplitGemm: ParallelJob, @unchecked Sendable {  // an item writes its tile
         let c0 = cols.0 * Gemm.nr, c1 = min(cols.1 * Gemm.nr, j.n)
         Gemm.multiply(m: r1 - r0, n: c1 - c0, k: j.k, a: j.a.offset(row: r0, col: 0), b: .view(j.b.offset(row: 0, col: c0)),
                       c: j.c + r0 * j.ldc + c0, ldc: j.ldc,
-                      accumulate: j.accumulate, bias: j.bias.map { $0 + c0 }, relu: j.relu, scratch: pool.scratch(worker))
+                      accumulate: j.accumulate, bias: j.bias.map { $0 + c0 }, relu: j.relu, scratch: pool.scratch(worker),
+                      precision: j.precision)
     }
 }
 
 /// Packs a GEMM's B operand for `Gemm.multiply(b: .packed)`, a slice of a KC x NC block's panels per
 /// item: conv weights once a step for every sample's GEMM, a dense layer's dY and dYᵀ for its
-/// gradients. `slices` cuts each block for `workers` (a copy: a few items each).
+/// gradients. `slices` cuts each block for `workers` (a copy: a few items each). In bf16 the
+/// whole B is one block of 32-column panels (`GemmBF16.packB`).
 struct PackBJob: ParallelJob, @unchecked Sendable {  // an item writes its panels of the packed copy
     var k, n: Int
     var b: MatrixView
     var into: UnsafeMutablePointer<Float>
+    var precision: Precision
     /// KC x NC blocks of the packed copy, and the slices of panels each is cut into (items for
     /// about two per worker).
     var blocks: Int, slices: Int
-    init(k: Int, n: Int, b: MatrixView, into: UnsafeMutablePointer<Float>, workers: Int = 1) {
-        self.k = k; self.n = n; self.b = b; self.into = into
-        blocks = Gemm.packedBBlocks(k: k, n: n)
-        slices = min(Gemm.packedBPanels(n: n), max(1, (2 * workers + blocks - 1) / blocks))
+    init(k: Int, n: Int, b: MatrixView, into: UnsafeMutablePointer<Float>, workers: Int = 1, precision: Precision = .fp32) {
+        self.k = k; self.n = n; self.b = b; self.into = into; self.precision = precision
+        blocks = precision.isBF16 ? 1 : Gemm.packedBBlocks(k: k, n: n)
+        let panels = precision.isBF16 ? GemmBF16.packedBPanels(n: n) : Gemm.packedBPanels(n: n)
+        slices = min(panels, max(1, (2 * workers + blocks - 1) / blocks))
     }
+    var panels: Int { precision.isBF16 ? GemmBF16.packedBPanels(n: n) : Gemm.packedBPanels(n: n) }
     var items: Int { blocks * slices }
     func run(_ item: Int, _ worker: Int) {
-        let block = item / slices, slice = item % slices, panels = Gemm.packedBPanels(n: n)
-        Gemm.packB(k: k, n: n, b: b, block: block, panels: (slice * panels / slices)..<((slice + 1) * panels / slices), into: into)
+        let block = item / slices, slice = item % slices, panels = self.panels
+        let mine = (slice * panels / slices)..<((slice + 1) * panels / slices)
+        if precision.isBF16 {
+            GemmBF16.packB(k: k, n: n, b: b, panels: mine, into: into)
+        } else {
+            Gemm.packB(k: k, n: n, b: b, block: block, panels: mine, into: into)
+        }
     }
 }
 

@@ -40,6 +40,8 @@ struct ConvStage {
     var relu: Bool
     var weight: Int, bias: Int
     var path: ConvPath
+    /// fp32, or bf16 multiply-adds (its GEMMs; the one-channel path stays fp32).
+    var precision: Precision = .fp32
     // The weights packed once a step for the per-sample GEMMs: W as the forward's B, and Wᵀ as
     // the input gradient's B (not for the first layer, which needs no input gradient). None on
     // the one-channel path, which reads the weights as stored.
@@ -67,6 +69,7 @@ struct DenseStage {
     var inputs, outputs: Int
     var relu: Bool
     var weight: Int, bias: Int
+    var precision: Precision = .fp32
     // For the input gradient as dXᵀ = W · dYᵀ: dYᵀ packed as the GEMM's B, and dXᵀ with its
     // batch dimension padded to whole register tiles (so every tile is stored in place).
     var packedDy: UnsafeMutablePointer<Float>?
@@ -100,8 +103,15 @@ extension [Stage] {
 
 extension DenseStage {
     /// The rows of W (in tiles of Gemm.mr rows) that part `rank` of `parts` updates: under
-    /// mpirun each rank's share of the layer.
+    /// mpirun each rank's share of the layer. They are also the rank's share of the forward's K,
+    /// whose sums continue from rank to rank: in bf16 a share starts at a multiple of 32 rows (a
+    /// tile instruction's k-block), so the chain runs the same instructions as one process.
     func ownedTiles(rank: Int, of parts: Int) -> Range<Int> {
-        ProcessGroup.share((inputs + Gemm.mr - 1) / Gemm.mr, part: rank, of: parts)
+        let tiles = (inputs + Gemm.mr - 1) / Gemm.mr
+        guard precision.isBF16 else { return ProcessGroup.share(tiles, part: rank, of: parts) }
+        var unit = 32
+        while unit % Gemm.mr != 0 { unit += 32 }
+        let perUnit = unit / Gemm.mr, units = ProcessGroup.share((tiles + perUnit - 1) / perUnit, part: rank, of: parts)
+        return min(units.lowerBound * perUnit, tiles)..<min(units.upperBound * perUnit, tiles)
     }
 }

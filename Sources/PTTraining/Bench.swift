@@ -56,14 +56,14 @@ public enum Bench {
     }
 
     public static func run(spec: ModelSpec, threads: [Int], batch: Int, steps: Int, warmup: Int,
-                           peakPerCore: Double, cores: Int, profile: Bool = false, group: ProcessGroup = .single,
-                           log: (String) -> Void) throws -> [BenchRow] {
+                           peakPerCore: Double, cores: Int, profile: Bool = false, precision: Precision = .fp32,
+                           group: ProcessGroup = .single, log: (String) -> Void) throws -> [BenchRow] {
         let data = synthetic(count: max(batch * (steps + warmup), batch), rows: 28, cols: 28, seed: 1)
         var rows: [BenchRow] = []
         var base: (sps: Double, threads: Int)?  // the first row: speedups are against it
         for t in threads {
             var c = TrainConfig()
-            c.spec = spec; c.threads = t; c.batch = batch
+            c.spec = spec; c.threads = t; c.batch = batch; c.precision = precision
             let trainer = try Trainer(config: c, data: data, group: group)
             for _ in 0..<warmup { trainer.trainStep() }
             var times: [Double] = [], comm: [Double] = [], compute: [Double] = []

@@ -10,6 +10,7 @@
 // and warmup, and the augmentation. The optimizer's buffers are adam.m.* (SGD: its momentum) and
 // adam.v.* (zeros for SGD).
 import Foundation
+import PTKernels
 import PTModel
 
 public struct CheckpointState: Equatable, Sendable {
@@ -25,16 +26,19 @@ public struct CheckpointState: Equatable, Sendable {
     public var trainCount: Int
     public var optimizer: OptimizerSettings
     public var augmentation: Augmentation
+    /// What the run's multiply-adds ran in (fp32 for checkpoints that do not say).
+    public var precision = Precision.fp32
     /// False for a version-1 checkpoint, which stored no class names (`classNames` are then
     /// "class 0", ...): whoever reads it with data takes the data's names instead.
     public var namesStored = true
 
     public init(spec: String, input: Shape, classNames: [String], normalization: Normalization, step: Int, seed: UInt64,
-                batch: Int, trainCount: Int, optimizer: OptimizerSettings, augmentation: Augmentation = .none) {
+                batch: Int, trainCount: Int, optimizer: OptimizerSettings, augmentation: Augmentation = .none,
+                precision: Precision = .fp32) {
         self.spec = spec; self.input = input; self.classNames = classNames; self.normalization = normalization
         self.step = step; self.seed = seed
         self.batch = batch; self.trainCount = trainCount
-        self.optimizer = optimizer; self.augmentation = augmentation
+        self.optimizer = optimizer; self.augmentation = augmentation; self.precision = precision
     }
 }
 
@@ -99,6 +103,7 @@ public enum Checkpoint {
             ("optimizer", o.kind.rawValue), ("lr", "\(o.lr)"), ("beta1", "\(o.beta1)"), ("beta2", "\(o.beta2)"), ("eps", "\(o.epsilon)"),
             ("weight_decay", "\(o.weightDecay)"), ("momentum", "\(o.momentum)"), ("lr_schedule", o.schedule.description),
             ("warmup", "\(o.warmup)"), ("augment", s.augmentation.description),
+            ("precision", s.precision.checkpointFields.precision), ("bf16_path", s.precision.checkpointFields.path),
             ("flatten", "chw"),
         ]
         try Safetensors.write(path, tensors: tensors, metadata: metadata)
@@ -162,6 +167,12 @@ public enum Checkpoint {
             batch: try number("batch", Int.self), trainCount: try number("train_count", Int.self),
             optimizer: optimizer, augmentation: augmentation)
         state.namesStored = v != "1"
+        if let p = m["precision"] {
+            guard let precision = Precision(checkpointPrecision: p, path: m["bf16_path"] ?? "") else {
+                throw DataError(path, "checkpoint precision '\(p)' (bf16_path '\(m["bf16_path"] ?? "")') is not fp32 or bf16 on amx, avx512 or portable")
+            }
+            state.precision = precision
+        }
         guard state.step >= 0, state.batch >= 1, state.trainCount >= 1 else {
             throw DataError(path, "checkpoint metadata has an invalid step, batch, classes or train_count")
         }

@@ -1,5 +1,6 @@
 // `ptrain bench --model-cores 4,8,16,32,64`: a step recorded at one worker, item by item, replayed
 // for P workers (ScalingModel), and checked against a step measured at 2 workers in the same run.
+import PTKernels
 import Foundation
 import PTModel
 import PTRuntime
@@ -45,10 +46,10 @@ extension Bench {
     /// into the items a pool of that many workers would take, and predicts its step; the 2-worker
     /// prediction is checked against steps timed at 2 workers before and after the recordings.
     public static func model(spec: ModelSpec, batch: Int, cores: [Int], steps: Int, warmup: Int, bandwidth: Double,
-                             log: (String) -> Void) throws -> (rows: [ModelRow], validation: ModelValidation) {
+                             precision: Precision = .fp32, log: (String) -> Void) throws -> (rows: [ModelRow], validation: ModelValidation) {
         let data = synthetic(count: max(batch * (steps + warmup), batch), rows: 28, cols: 28, seed: 1)
         var c = TrainConfig()
-        c.spec = spec; c.batch = batch; c.threads = 1
+        c.spec = spec; c.batch = batch; c.threads = 1; c.precision = precision
         let one = try Trainer(config: c, data: data)
         c.threads = 2
         let two = try Trainer(config: c, data: data)

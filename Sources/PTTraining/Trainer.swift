@@ -17,6 +17,8 @@ public struct TrainConfig: Sendable {
     public var optimizer = OptimizerSettings()
     public var augmentation = Augmentation.none
     public var seed: UInt64 = 1
+    /// The arithmetic of convolutions and dense layers.
+    public var precision = Precision.fp32
     /// What inputs are normalised with: nil for the training set's per-channel mean and std
     /// (`Normalization.of`); a resumed run passes its checkpoint's.
     public var normalization: Normalization?
@@ -30,7 +32,7 @@ extension TrainConfig {
         self.init()
         spec = try ModelSpec(parsing: s.spec)
         batch = s.batch; seed = s.seed; normalization = s.normalization
-        optimizer = s.optimizer; augmentation = s.augmentation
+        optimizer = s.optimizer; augmentation = s.augmentation; precision = s.precision
     }
 }
 
@@ -87,7 +89,7 @@ public final class Trainer {
         }
         network = try Network(spec: spec, input: data.shape, classes: data.classes,
                               capacity: max(config.batch, evalCapacity), threads: config.threads, seed: config.seed,
-                              group: group)
+                              precision: config.precision, group: group)
         // (After the last throw: a failed init would not free them.)
         inputTable = .allocate(capacity: 256 * normalization.channels)
         _ = inputTable.initialize(from: normalization.table)
@@ -107,7 +109,7 @@ public final class Trainer {
         CheckpointState(spec: network.spec.text, input: network.inputShape, classNames: data.classNames,
                         normalization: normalization, step: step,
                         seed: config.seed, batch: config.batch, trainCount: data.count,
-                        optimizer: config.optimizer, augmentation: config.augmentation)
+                        optimizer: config.optimizer, augmentation: config.augmentation, precision: config.precision)
     }
 
     /// The name of the first parameter tensor whose gradient is not finite, if any.

@@ -24,6 +24,8 @@ struct Bench: ParsableCommand {
     var json: String?
     @Option(help: "Draw speedup against threads (with the ideal line) to FILE.")
     var svg: String?
+    @Option(help: "fp32 or bf16: the multiply-adds of convs and dense layers (bf16: on AMX, else AVX512-BF16, else emulated).")
+    var precision = "fp32"
     @Flag(help: "After each row, time every stage's forward and backward pass, the loss and Adam.")
     var profile = false
     @Option(help: "Instead of the thread sweep: predict these core counts from a step recorded at one worker, item by item (checked against 2 workers in the same run).")
@@ -52,7 +54,9 @@ struct Bench: ParsableCommand {
         if let modelCores { return try runModel(cores: modelCores.split(separator: ",").map { Int($0)! }) }
         let counts = threads.split(separator: ",").map { Int($0)! }
         let cores = Numa.shared.cpuCount
+        let precision = try precisionFlag(self.precision)
         debugBuildNotice()
+        print("ptrain: \(precision.startupLine)")
         let peak = PTTraining.Bench.peakGFLOPS(cores: 1)
         print(String(format: "FMA peak: %.1f GFLOP/s per core (measured), %d cores; batch %d, %d timed steps after %d warm-up",
                      peak, cores, batch, steps, warmup))
@@ -70,7 +74,8 @@ struct Bench: ParsableCommand {
         let rows: [BenchRow]
         do {
             rows = try PTTraining.Bench.run(spec: spec, threads: counts, batch: batch, steps: steps, warmup: warmup,
-                                            peakPerCore: peak, cores: cores, profile: profile, group: group) { print($0); fflush(nil) }
+                                            peakPerCore: peak, cores: cores, profile: profile, precision: precision,
+                                            group: group) { print($0); fflush(nil) }
         } catch let e as ShapeError { throw UsageError(description: e.message) }
         if group.rank == 0 {
             if let json { try AtomicFile.write(json, data: Data(PTTraining.Bench.json(rows, batch: batch, peakPerCore: peak).utf8)) }
@@ -84,12 +89,14 @@ struct Bench: ParsableCommand {
 extension Bench {
     /// `--model-cores`: the scaling model's table (one process; the model is of one machine's cores).
     func runModel(cores: [Int]) throws {
+        let precision = try precisionFlag(self.precision)
         debugBuildNotice()
+        print("ptrain: \(precision.startupLine)")
         print("batch \(batch), \(steps) recorded steps after \(warmup) warm-up; every row is a prediction; the target's memory bandwidth \(bandwidth) GB/s (--bandwidth)")
         let result: (rows: [ModelRow], validation: ModelValidation)
         do {
             result = try PTTraining.Bench.model(spec: spec, batch: batch, cores: cores, steps: steps, warmup: warmup,
-                                                bandwidth: bandwidth) { print($0); fflush(nil) }
+                                                bandwidth: bandwidth, precision: precision) { print($0); fflush(nil) }
         } catch let e as ShapeError { throw UsageError(description: e.message) }
         guard ProcessGroup.launched.rank == 0 else { return }  // (under mpirun every rank models alone)
         if let json {

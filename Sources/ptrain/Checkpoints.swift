@@ -1,6 +1,7 @@
 // What the subcommands share about files: a checkpoint's model, the data, a writable path.
 import ArgumentParser
 import Foundation
+import PTKernels
 import PTModel
 import PTRuntime
 import PTTraining
@@ -18,15 +19,25 @@ func checkWritable(_ path: String) throws {
     }
 }
 
-/// Loads a checkpoint's model (not its optimizer state) for eval and predict.
-func loadModel(_ path: String, group: ProcessGroup = .single) throws -> (Network, CheckpointState) {
+/// `--precision` of a command: parsed on this machine, a one-line usage error otherwise.
+func precisionFlag(_ text: String) throws -> Precision {
+    do { return try Precision.parse(text) } catch { throw UsageError(description: error.description) }
+}
+
+/// Loads a checkpoint's model (not its optimizer state) for eval and predict, in `precision` (nil:
+/// the checkpoint's own, on this machine's fastest bf16 path when it was trained on one this CPU
+/// lacks).
+func loadModel(_ path: String, precision text: String? = nil, group: ProcessGroup = .single) throws -> (Network, CheckpointState) {
     let (state, tensors) = try Checkpoint.load(path)
+    var precision = state.precision
+    if let text { precision = try precisionFlag(text) }
+    else if case let .bf16(p) = precision, !BF16Path.available.contains(p) { precision = try precisionFlag("bf16") }
     let spec: ModelSpec
     do { spec = try ModelSpec(parsing: state.spec) } catch { throw DataError(path, "checkpoint spec does not parse: \(error)") }
     let net: Network
     do {
         net = try Network(spec: spec, input: state.input, classes: state.classes, capacity: 100,
-                          threads: Numa.shared.cpuCount, seed: 0, group: group)
+                          threads: Numa.shared.cpuCount, seed: 0, precision: precision, group: group)
     } catch let e as ShapeError { throw DataError(path, "checkpoint spec: \(e.message)") }
     try Checkpoint.restore(net, from: tensors, path: path, optimizer: false)
     return (net, state)

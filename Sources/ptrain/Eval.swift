@@ -9,11 +9,13 @@ struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Test loss, accuracy and confusion matrix of a checkpoint.")
     @Option(help: "A checkpoint written by --checkpoint.")
     var checkpoint: String
+    @Option(help: "fp32 or bf16 multiply-adds in convs and dense layers (default: the checkpoint's).")
+    var precision: String?
     @Option(help: "Data directory (MNIST-format IDX, CIFAR-10 binary or an image folder; docs/DATA.md): its test split.")
     var data = Dataset.defaultDirectory
 
     func run() throws {
-        let (net, state) = try loadModel(checkpoint, group: try ProcessGroup.world())
+        let (net, state) = try loadModel(checkpoint, precision: precision, group: try ProcessGroup.world())
         let test = try loadData(data, .test, for: state)
         guard state.input == test.shape else {
             throw DataError(data, "images are \(test.shape) but the checkpoint's model takes \(state.input)")

@@ -10,6 +10,8 @@ struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Classify PGM/PNG images (or test-set images) with a checkpoint: top-3 classes.")
     @Option(help: "A checkpoint written by --checkpoint.")
     var checkpoint: String
+    @Option(help: "fp32 or bf16 multiply-adds in convs and dense layers (default: the checkpoint's).")
+    var precision: String?
     @Option(help: "Predict test-set image i instead of files.")
     var index: Int?
     @Option(help: "Data directory whose test split --index reads.")
@@ -24,7 +26,7 @@ struct Predict: ParsableCommand {
     }
 
     func run() throws {
-        let (net, state) = try loadModel(checkpoint)
+        let (net, state) = try loadModel(checkpoint, precision: precision)
         // The images to classify as a data set (labels unused), and a name for each.
         var names: [String] = [], pixels: [UInt8] = [], classes = state.classNames
         if let index {

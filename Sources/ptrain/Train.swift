@@ -1,6 +1,7 @@
 // `ptrain` / `ptrain train`: train a model, with progress, evaluations, checkpoints and interrupts.
 import ArgumentParser
 import Foundation
+import PTKernels
 import PTModel
 import PTRuntime
 import PTTraining
@@ -72,8 +73,12 @@ struct Train: ParsableCommand {
     var checkpoint: String?
     @Option(help: "Save the checkpoint every N steps (needs --checkpoint).")
     var saveEvery: Int?
-    @Option(help: "Continue exactly from the checkpoint at PATH (its spec, seed, batch, optimizer, schedule and augmentation).")
+    @Option(help: "Continue exactly from the checkpoint at PATH (its spec, seed, batch, optimizer, schedule, augmentation and precision).")
     var resume: String?
+    @Option(help: "fp32 or bf16: the multiply-adds of convs and dense layers (bf16: bf16 operands, fp32 sums, weights and optimizer; on AMX, else AVX512-BF16, else emulated). Default fp32.")
+    var precision: String?
+    @Flag(help: "With --resume: continue in the --precision given although the checkpoint was trained in another (the bits then differ from an unbroken run).")
+    var changePrecision = false
 
     func validate() throws {
         if let threads, !(1...1024).contains(threads) {
@@ -98,6 +103,9 @@ struct Train: ParsableCommand {
         if case let .failure(e) = Augmentation.parse(augment) { throw ValidationError("--augment: \(e)") }
         guard evalEvery >= 0 else { throw ValidationError("--eval-every must be 0 or more, not \(evalEvery)") }
         guard logEvery >= 1 else { throw ValidationError("--log-every must be at least 1, not \(logEvery)") }
+        if changePrecision && (resume == nil || precision == nil) {
+            throw ValidationError("--change-precision needs --resume PATH and --precision")
+        }
         if let saveEvery {
             guard saveEvery >= 1 else { throw ValidationError("--save-every must be at least 1, not \(saveEvery)") }
             guard checkpoint != nil else { throw ValidationError("--save-every needs --checkpoint PATH") }
@@ -142,6 +150,16 @@ struct Train: ParsableCommand {
             if case let .cosine(n) = r.optimizer.schedule { steps = n }  // "cosine" given again means the saved one
             try agree("--lr-schedule", try lrSchedule.map { try LRSchedule.parse($0, totalSteps: steps).get() }, r.optimizer.schedule)
             try agree("--augment", augment.isEmpty ? nil : try Augmentation.parse(augment).get(), r.augmentation)
+            // The precision and its bf16 path fix the bits: another one only when asked.
+            let wanted = try precision.map(precisionFlag)
+            if let wanted, wanted != r.precision {
+                guard changePrecision else {
+                    throw UsageError(description: "--precision \(wanted) conflicts with the checkpoint's \(r.precision) (\(resume!)); add --change-precision to continue in \(wanted) (the bits then differ from an unbroken run)")
+                }
+                config.precision = wanted
+            } else if case let .bf16(p) = r.precision, !BF16Path.available.contains(p) {
+                throw UsageError(description: "the checkpoint was trained in \(r.precision), which this CPU lacks (\(resume!)); give --precision bf16 or fp32 with --change-precision to continue on this machine")
+            }
         } else {
             // Each flag not given keeps TrainConfig's default.
             if let spec { config.spec = spec }
@@ -156,6 +174,7 @@ struct Train: ParsableCommand {
             if let momentum { config.optimizer.momentum = momentum }
             if let warmup { config.optimizer.warmup = warmup }
             config.augmentation = try Augmentation.parse(augment).get()
+            config.precision = try precision.map(precisionFlag) ?? .fp32
         }
         // Under mpirun rank 0 alone writes files; every rank reads the data (and --resume).
         let rank0 = ProcessGroup.launched.rank == 0
@@ -198,6 +217,10 @@ struct Train: ParsableCommand {
         let n = trainer.normalization
         print("ptrain: \(data): \(train.count) training / \(test.count) test images of \(train.shape), \(train.classes) classes (\(try Dataset.layout(of: data).rawValue)); inputs " + (n == .identity(channels: n.channels) ? "as pixels / 255" : "normalised, mean " + n.mean.map { String(format: "%.3f", $0) }.joined(separator: "/") + " std " + n.std.map { String(format: "%.3f", $0) }.joined(separator: "/")))
         print("ptrain: \(config.optimizer)" + (config.augmentation.isNone ? "" : "; augment \(config.augmentation)"))
+        print("ptrain: \(config.precision.startupLine)")
+        if let r = resumed?.state, r.precision != config.precision {
+            print("ptrain: the checkpoint was trained in \(r.precision); continuing in \(config.precision) (--change-precision): the bits differ from an unbroken run")
+        }
         print("ptrain: \(net.parameterCount) parameters, batch \(config.batch), \(totalSteps) steps, \(group.size > 1 ? "\(group.size) ranks x " : "")\(config.threads) threads")
         if let why = Numa.shared.unavailableReason { print("ptrain: NUMA placement off (\(why)); using plain allocation") }
         if oversubscribed {

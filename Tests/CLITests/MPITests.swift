@@ -157,6 +157,11 @@ let mpiRuns = [
     MPIRun(name: "RGB, augmented, SGD, cosine", spec: "conv(16,3) relu maxpool(2) conv(16,3) relu maxpool(2) fc(32) relu fc(3)",
            batch: 20, data: tinyCIFAR, flags: ["--augment", "flip,crop=2", "--optimizer", "sgd", "--lr", "0.02", "--weight-decay", "1e-3",
                                                 "--lr-schedule", "cosine", "--warmup", "3"]),
+    // bf16 on this CPU's fastest path: bf16 im2col convs and dense layers, the forward's sums
+    // passed between ranks at 32-row boundaries (fc1: 144 inputs over 3 ranks).
+    MPIRun(name: "small network, bf16", spec: "conv(8,3) relu maxpool(2) conv(16,3,2) relu avgpool(2) fc(32) relu dropout(0.5) fc(10)",
+           batch: 37, flags: ["--precision", "bf16"]),
+    MPIRun(name: "reference network, bf16", spec: ModelSpec.reference, batch: 50, flags: ["--precision", "bf16"]),
 ]
 
 @Suite(.serialized) struct MPI {

@@ -1,6 +1,7 @@
 // Training at any thread count gives the same bits: weights and every loss.
 import Foundation
 import Testing
+import PTKernels
 import PTModel
 import PTTraining
 
@@ -9,9 +10,11 @@ func fashionSlice(_ n: Int) throws -> Dataset {
     try Dataset.load(directory: Dataset.defaultDirectory, split: .train).prefix(n)
 }
 
-func train(_ data: Dataset, spec: String, threads: Int, batch: Int, steps: Int) throws -> (weights: [UInt32], losses: [UInt32]) {
+func train(_ data: Dataset, spec: String, threads: Int, batch: Int, steps: Int,
+           precision: Precision = .fp32) throws -> (weights: [UInt32], losses: [UInt32]) {
     var c = TrainConfig()
     c.spec = try ModelSpec(parsing: spec); c.threads = threads; c.batch = batch; c.seed = 123; c.optimizer.lr = 1e-3
+    c.precision = precision
     let t = try Trainer(config: c, data: data)
     let losses = (0..<steps).map { _ in t.trainStep().bitPattern }
     let w = t.network.weights

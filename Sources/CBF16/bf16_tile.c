@@ -1,0 +1,298 @@
+// The bf16 tile kernels (layouts in pt_bf16.h). Each path's instructions are enabled per function
+// (target attributes), so the file builds for any x86-64 and a path runs only where
+// pt_bf16_paths says the CPU and the OS have it.
+#include "pt_bf16.h"
+#include <cpuid.h>
+#include <immintrin.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+static unsigned long long xcr0(void) {
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((unsigned long long)hi << 32) | lo;
+}
+
+static int detect(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0;  // no OSXSAVE: no XCR0
+    unsigned long long os = xcr0();
+    if (__get_cpuid_max(0, 0) < 7) return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    int avx512f = (b >> 16) & 1, amxBF16 = (d >> 22) & 1, amxTile = (d >> 24) & 1;
+    unsigned a1, b1, c1, d1;
+    __cpuid_count(7, 1, a1, b1, c1, d1);
+    int avx512BF16 = (a1 >> 5) & 1;
+    int paths = 0;
+    // XCR0: SSE, AVX, opmask and both halves of the zmm state enabled by the OS.
+    if (avx512f && avx512BF16 && (os & 0xE6) == 0xE6) paths |= PT_BF16_AVX512;
+    // AMX: XTILECFG and XTILEDATA in XCR0, and Linux's permission for this process's tiles.
+    if (amxTile && amxBF16 && (os & (3ull << 17)) == (3ull << 17) && (os & 0xE6) == 0xE6 &&
+        syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0)
+        paths |= PT_BF16_AMX;
+    return paths;
+}
+
+int pt_bf16_paths(void) {
+    static int paths = -1;
+    if (paths < 0) paths = detect();  // racing first callers compute the same value
+    return paths;
+}
+
+// ReLU as the fp32 GEMM applies it: a negative value becomes 0 (-0 and NaN stay).
+__attribute__((target("avx512f")))
+static inline __m512 reluOf(__m512 v) {
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), v, _mm512_setzero_ps());
+}
+
+// ---- AMX: 2 x 2 tiles of 16 x 16 fp32 (tmm0-3), A in tmm4-5, B in tmm6-7 ----
+typedef struct { uint8_t palette, start; uint8_t reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; } TileConfig;
+static __thread int tilesConfigured;
+
+__attribute__((target("amx-tile,amx-bf16,avx512f")))
+static void epilogue512(float *c, long ldc, const float *bias, int relu) {
+    for (int r = 0; r < 32; r++) {
+        for (int h = 0; h < 2; h++) {
+            __m512 v = _mm512_loadu_ps(c + r * ldc + 16 * h);
+            if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + 16 * h));
+            if (relu) v = reluOf(v);
+            _mm512_storeu_ps(c + r * ldc + 16 * h, v);
+        }
+    }
+}
+
+__attribute__((target("amx-tile,amx-bf16,avx512f")))
+void pt_bf16_tile_amx(int blocks, const uint16_t *a, long lda, const uint16_t *b,
+                      float *c, long ldc, int load, const float *bias, int relu) {
+    if (!tilesConfigured) {
+        // Once per thread: 8 tiles of 16 rows x 64 bytes (palette 1). Linux keeps the thread's
+        // tile state across context switches.
+        TileConfig cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.palette = 1;
+        for (int t = 0; t < 8; t++) { cfg.colsb[t] = 64; cfg.rows[t] = 16; }
+        _tile_loadconfig(&cfg);
+        tilesConfigured = 1;
+    }
+    long sc = ldc * 4, sa = lda * 2;
+    if (load) {
+        _tile_loadd(0, c, sc); _tile_loadd(1, c + 16, sc);
+        _tile_loadd(2, c + 16 * ldc, sc); _tile_loadd(3, c + 16 * ldc + 16, sc);
+    } else {
+        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+    }
+    for (int kb = 0; kb < blocks; kb++) {
+        _tile_loadd(4, a + kb * 32, sa);
+        _tile_loadd(5, a + 16 * lda + kb * 32, sa);
+        _tile_loadd(6, b + kb * 1024, 64);
+        _tile_loadd(7, b + kb * 1024 + 512, 64);
+        _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, c, sc); _tile_stored(1, c + 16, sc);
+    _tile_stored(2, c + 16 * ldc, sc); _tile_stored(3, c + 16 * ldc + 16, sc);
+    if (bias || relu) epilogue512(c, ldc, bias, relu);
+}
+
+// ---- AVX512-BF16: 8 rows x 32 columns of accumulators at a time (16 zmm) ----
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+void pt_bf16_tile_avx512(int blocks, const uint16_t *a, long lda, const uint16_t *b,
+                         float *c, long ldc, int load, const float *bias, int relu) {
+    for (int strip = 0; strip < 32; strip += 8) {
+        __m512 acc[8][2];
+        for (int r = 0; r < 8; r++) {
+            for (int h = 0; h < 2; h++)
+                acc[r][h] = load ? _mm512_loadu_ps(c + (strip + r) * ldc + 16 * h) : _mm512_setzero_ps();
+        }
+        for (int kb = 0; kb < blocks; kb++) {
+            const uint16_t *bk = b + kb * 1024, *ak = a + strip * lda + kb * 32;
+            for (int p = 0; p < 16; p++) {
+                __m512bh b0 = (__m512bh)_mm512_loadu_si512(bk + p * 32);
+                __m512bh b1 = (__m512bh)_mm512_loadu_si512(bk + 512 + p * 32);
+                for (int r = 0; r < 8; r++) {
+                    int32_t pair;
+                    memcpy(&pair, ak + r * lda + 2 * p, 4);
+                    __m512bh av = (__m512bh)_mm512_set1_epi32(pair);
+                    acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
+                    acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
+                }
+            }
+        }
+        for (int r = 0; r < 8; r++) {
+            for (int h = 0; h < 2; h++) {
+                __m512 v = acc[r][h];
+                if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + 16 * h));
+                if (relu) v = reluOf(v);
+                _mm512_storeu_ps(c + (strip + r) * ldc + 16 * h, v);
+            }
+        }
+    }
+}
+
+// ---- Portable: VDPBF16PS's arithmetic in plain fp32 (a bf16 product is exact in fp32; the odd
+// element of a pair is added first, then the even one, each sum rounded) ----
+static inline float widen(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+void pt_bf16_tile_portable(int blocks, const uint16_t *a, long lda, const uint16_t *b,
+                           float *c, long ldc, int load, const float *bias, int relu) {
+    for (int r = 0; r < 32; r++) {
+        float acc[32];
+        for (int n = 0; n < 32; n++) acc[n] = load ? c[r * ldc + n] : 0.0f;
+        for (int kb = 0; kb < blocks; kb++) {
+            const uint16_t *bk = b + kb * 1024, *ak = a + r * lda + kb * 32;
+            for (int p = 0; p < 16; p++) {
+                float a0 = widen(ak[2 * p]), a1 = widen(ak[2 * p + 1]);
+                for (int n = 0; n < 32; n++) {
+                    const uint16_t *bp = bk + (n / 16) * 512 + p * 32 + (n % 16) * 2;
+                    float s = acc[n] + a1 * widen(bp[1]);
+                    acc[n] = s + a0 * widen(bp[0]);
+                }
+            }
+        }
+        for (int n = 0; n < 32; n++) {
+            float v = acc[n];
+            if (bias) v += bias[n];
+            if (relu && v < 0.0f) v = 0.0f;
+            c[r * ldc + n] = v;
+        }
+    }
+}
+
+static int hasAVX512BW(void) {
+    static int wide = -1;
+    if (wide < 0) wide = __builtin_cpu_supports("avx512bw");
+    return wide;
+}
+
+// ---- Packing a transposed A: 16 rows x 32 k at a time as a 16 x 16 transpose of bf16 pairs ----
+static inline uint16_t roundOne(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((bits >> 16) | 0x40);
+    return (uint16_t)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+__attribute__((target("avx512f,avx512bw")))
+static inline __m512i round512(__m512 v) {
+    __m512i b = _mm512_castps_si512(v);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7FFF)), lsb), 16);
+    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, _mm512_set1_epi32(0x7FFFFFFF)), _mm512_set1_epi32(0x7F800000));
+    return _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(0x40)));
+}
+
+// In place: row r of the 16 x 16 words becomes column r.
+__attribute__((target("avx512f,avx512bw")))
+static void transpose16(__m512i r[16]) {
+    __m512i t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i + 0], t[4 * i + 2]);
+        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i + 0], t[4 * i + 2]);
+        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    // u[4a + b] holds rows 4a..4a+3's words for columns {b, b+4, b+8, b+12}... in 128-bit lanes.
+    for (int i = 0; i < 4; i++) {
+        __m512i x0 = _mm512_shuffle_i32x4(u[i], u[4 + i], 0x88), x1 = _mm512_shuffle_i32x4(u[i], u[4 + i], 0xDD);
+        __m512i y0 = _mm512_shuffle_i32x4(u[8 + i], u[12 + i], 0x88), y1 = _mm512_shuffle_i32x4(u[8 + i], u[12 + i], 0xDD);
+        r[i] = _mm512_shuffle_i32x4(x0, y0, 0x88);
+        r[i + 8] = _mm512_shuffle_i32x4(x0, y0, 0xDD);
+        r[i + 4] = _mm512_shuffle_i32x4(x1, y1, 0x88);
+        r[i + 12] = _mm512_shuffle_i32x4(x1, y1, 0xDD);
+    }
+}
+
+__attribute__((target("avx512f,avx512bw")))
+static void packTransposed512(const float *src, long ld, int rows, int k, uint16_t *dst, long lda) {
+    int i0 = 0;
+    for (; i0 + 16 <= rows; i0 += 16) {
+        int p0 = 0;
+        for (; p0 + 32 <= k; p0 += 32) {
+            __m512i w[16];
+            for (int q = 0; q < 16; q++) {
+                __m512i lo = round512(_mm512_loadu_ps(src + (long)(p0 + 2 * q) * ld + i0));
+                __m512i hi = round512(_mm512_loadu_ps(src + (long)(p0 + 2 * q + 1) * ld + i0));
+                w[q] = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));  // word i: (k = p0+2q, p0+2q+1) of row i0+i
+            }
+            transpose16(w);
+            for (int i = 0; i < 16; i++) _mm512_storeu_si512(dst + (long)(i0 + i) * lda + p0, w[i]);
+        }
+        for (int i = i0; i < i0 + 16; i++) {
+            for (int p = p0; p < k; p++) dst[(long)i * lda + p] = roundOne(src[(long)p * ld + i]);
+        }
+    }
+    for (int i = i0; i < rows; i++) {
+        for (int p = 0; p < k; p++) dst[(long)i * lda + p] = roundOne(src[(long)p * ld + i]);
+    }
+}
+
+void pt_bf16_pack_transposed(const float *src, long ld, int rows, int k, uint16_t *dst, long lda) {
+    if (hasAVX512BW()) {
+        packTransposed512(src, ld, rows, k, dst, lda);
+    } else {
+        for (int i = 0; i < rows; i++) {
+            for (int p = 0; p < k; p++) dst[(long)i * lda + p] = roundOne(src[(long)p * ld + i]);
+        }
+    }
+    for (int i = 0; i < rows; i++) memset(dst + (long)i * lda + k, 0, (size_t)(lda - k) * 2);
+}
+
+
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+static void packRows512(const float *src, long ld, int rows, int k, uint16_t *dst, long lda) {
+    for (int i = 0; i < rows; i++) {
+        const float *s = src + (long)i * ld;
+        uint16_t *d = dst + (long)i * lda;
+        int p = 0;
+        for (; p + 16 <= k; p += 16) _mm256_storeu_si256((__m256i *)(d + p), _mm512_cvtepi32_epi16(round512(_mm512_loadu_ps(s + p))));
+        if (p < k) {
+            __mmask16 m = (__mmask16)((1u << (k - p)) - 1);
+            _mm256_mask_storeu_epi16(d + p, m, _mm512_cvtepi32_epi16(round512(_mm512_maskz_loadu_ps(m, s + p))));
+        }
+    }
+}
+
+void pt_bf16_pack_rows(const float *src, long ld, int rows, int k, uint16_t *dst, long lda) {
+    if (hasAVX512BW()) {
+        packRows512(src, ld, rows, k, dst, lda);
+    } else {
+        for (int i = 0; i < rows; i++) {
+            for (int p = 0; p < k; p++) dst[(long)i * lda + p] = roundOne(src[(long)i * ld + p]);
+        }
+    }
+    for (int i = 0; i < rows; i++) memset(dst + (long)i * lda + k, 0, (size_t)(lda - k) * 2);
+}
+
+__attribute__((target("avx512f,avx512bw")))
+static void packPairs512(const float *src, long ld, int k, int pairs, uint32_t *words, long qStride) {
+    for (int q = 0; q < pairs; q++) {
+        int k0 = 2 * q;
+        __m512i lo = k0 < k ? round512(_mm512_loadu_ps(src + (long)k0 * ld)) : _mm512_setzero_si512();
+        __m512i hi = k0 + 1 < k ? round512(_mm512_loadu_ps(src + (long)(k0 + 1) * ld)) : _mm512_setzero_si512();
+        _mm512_storeu_si512(words + (long)q * qStride, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+    }
+}
+
+void pt_bf16_pack_pairs16(const float *src, long ld, int k, int pairs, uint32_t *words, long qStride) {
+    if (hasAVX512BW()) { packPairs512(src, ld, k, pairs, words, qStride); return; }
+    for (int q = 0; q < pairs; q++) {
+        for (int n = 0; n < 16; n++) {
+            uint32_t lo = 2 * q < k ? roundOne(src[(long)(2 * q) * ld + n]) : 0;
+            uint32_t hi = 2 * q + 1 < k ? roundOne(src[(long)(2 * q + 1) * ld + n]) : 0;
+            words[(long)q * qStride + n] = lo | hi << 16;
+        }
+    }
+}

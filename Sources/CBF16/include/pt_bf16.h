@@ -1,0 +1,38 @@
+// bf16 matrix tiles with fp32 accumulation: AMX, AVX512-BF16 and a portable path, picked at run
+// time (pt_bf16_paths). Every kernel computes one 32x32 fp32 tile of C from packed bf16 operands:
+//   A: 32 rows, row r's k = 0, 1, 2, ... at a + r * lda (lda a multiple of 32, zero-padded);
+//   B: per block of 32 k, two 16-column halves, each 16 k-pairs x 16 columns x 2 bf16 (the VNNI
+//      layout AMX and VDPBF16PS read): value (k, n) of block kb at
+//      b + kb * 1024 + (n / 16) * 512 + (k % 32 / 2) * 32 + (n % 16) * 2 + k % 2.
+// C (=|+=) A · B over `blocks` blocks of 32 k, then + bias[n] and ReLU when asked. Each element
+// is summed in the same order in every tile (k blocks in order, the instruction's own order
+// inside one), so its bits depend on K and the path, never on where the tile sits.
+#ifndef PT_BF16_H
+#define PT_BF16_H
+#include <stdint.h>
+
+enum { PT_BF16_AMX = 1, PT_BF16_AVX512 = 2 };
+
+/// The paths this CPU and OS offer (PT_BF16_* bits). Asks Linux for the AMX tile state once.
+int pt_bf16_paths(void);
+
+void pt_bf16_tile_amx(int blocks, const uint16_t *a, long lda, const uint16_t *b,
+                      float *c, long ldc, int load, const float *bias, int relu);
+void pt_bf16_tile_avx512(int blocks, const uint16_t *a, long lda, const uint16_t *b,
+                         float *c, long ldc, int load, const float *bias, int relu);
+void pt_bf16_tile_portable(int blocks, const uint16_t *a, long lda, const uint16_t *b,
+                           float *c, long ldc, int load, const float *bias, int relu);
+#endif
+
+#ifndef PT_BF16_PACK
+#define PT_BF16_PACK
+/// dst[i * lda + p] = bf16(src[p * ld + i]) (round to nearest even) for i < rows, p < k, and zeros
+/// for p in [k, lda): a GEMM's A stored transposed (its rows along memory), packed as rows.
+void pt_bf16_pack_transposed(const float *src, long ld, int rows, int k, uint16_t *dst, long lda);
+/// dst[i * lda + p] = bf16(src[i * ld + p]) for i < rows, p < k, zeros for p in [k, lda): a
+/// row-major A packed as rows.
+void pt_bf16_pack_rows(const float *src, long ld, int rows, int k, uint16_t *dst, long lda);
+/// A row-major B's 16 columns as k-pair words: words[q * 16 + n] = bf16(src[2q][n]) |
+/// bf16(src[2q + 1][n]) << 16 for q < pairs, with rows from k on read as zeros.
+void pt_bf16_pack_pairs16(const float *src, long ld, int k, int pairs, uint32_t *words, long qStride);
+#endif

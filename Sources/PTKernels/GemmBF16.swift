@@ -1,0 +1,263 @@
+// C[M,N] (=|+=) A[M,K] · B[K,N], then optionally + bias[N] and ReLU, with bf16 operands and fp32
+// accumulation: Gemm.multiply's contract (strided fp32 views in, fp32 C out) under mixed precision.
+// A and B are rounded to bf16 (round-to-nearest-even) as they are packed; the products are exact
+// in fp32 and summed there by a 32x32 tile kernel (CBF16: AMX, AVX512-BF16 or portable).
+//
+// Blocking: B in KC x NC blocks of 32-column panels (each 32 k of a panel is 1024 bf16: two
+// 16-column halves in the VNNI pair layout), A in MC-row blocks of 32-row panels with K padded to
+// a multiple of 32 by zeros. Determinism: K is cut at multiples of KC counted from k = 0 and
+// padded only at its end, so every element's sum is the same sequence of tile instructions
+// whatever M/N sub-block or edge tile computes it: any split of M or N keeps the bits (on one
+// path; the paths' bits differ from each other and from fp32).
+import CBF16
+
+/// Where bf16 multiply-adds run: decided at run time from CPUID and the OS.
+public enum BF16Path: String, CaseIterable, Sendable, CustomStringConvertible {
+    /// AMX tiles (TDPBF16PS): Intel Sapphire Rapids and later.
+    case amx
+    /// AVX-512 VDPBF16PS: AMD Zen 4 and later, Intel Cooper Lake and later.
+    case avx512
+    /// The same arithmetic as VDPBF16PS in plain fp32: any x86-64, and slow.
+    case portable
+
+    /// The paths this machine runs, fastest first (portable is always there).
+    public static let available: [BF16Path] = {
+        let bits = Int(pt_bf16_paths())
+        return (bits & Int(PT_BF16_AMX) != 0 ? [.amx] : [])
+            + (bits & Int(PT_BF16_AVX512) != 0 ? [.avx512] : []) + [.portable]
+    }()
+    public static var best: BF16Path { available[0] }
+
+    public var description: String {
+        switch self {
+        case .amx: return "AMX"
+        case .avx512: return "AVX512-BF16"
+        case .portable: return "portable (bf16 emulated in fp32, slow)"
+        }
+    }
+}
+
+/// The arithmetic of convolutions and dense layers: fp32, or bf16 operands with fp32 sums on a path.
+public enum Precision: Hashable, Sendable, CustomStringConvertible {
+    case fp32
+    case bf16(BF16Path)
+    public var isBF16: Bool { if case .bf16 = self { return true }; return false }
+    public var description: String {
+        switch self {
+        case .fp32: return "fp32"
+        case let .bf16(path): return "bf16 on \(path)"
+        }
+    }
+}
+
+public enum BF16 {
+    /// fp32 → bf16, round to nearest even (a NaN stays a NaN). The result is in each lane's low 16 bits.
+    @inline(__always) public static func round(_ v: SIMD16<Float>) -> SIMD16<UInt32> {
+        let bits = unsafeBitCast(v, to: SIMD16<UInt32>.self)
+        let rounded = (bits &+ 0x7FFF &+ ((bits &>> 16) & 1)) &>> 16
+        return rounded.replacing(with: (bits &>> 16) | 0x40, where: (bits & 0x7FFF_FFFF) .> 0x7F80_0000)
+    }
+    @inline(__always) public static func round(_ x: Float) -> UInt16 {
+        let bits = x.bitPattern
+        if bits & 0x7FFF_FFFF > 0x7F80_0000 { return UInt16(bits >> 16) | 0x40 }
+        return UInt16((bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
+    }
+    @inline(__always) public static func widen(_ h: UInt16) -> Float { Float(bitPattern: UInt32(h) << 16) }
+    /// `x` rounded to the nearest bf16, as a Float.
+    @inline(__always) public static func rounded(_ x: Float) -> Float { widen(round(x)) }
+}
+
+public enum GemmBF16 {
+    // kc, nc: multiples of 32; mc a multiple of 32. Scratch: A block, B block, an edge tile, its bias.
+    static let kc = 512, mc = 64, nc = 256
+
+    /// Floats of scratch one thread needs for `multiply` (no more than Gemm's).
+    public static let scratchFloats = (mc * kc + kc * nc) / 2 + 32 * 32 + 32
+
+    /// K padded to whole 32-k blocks, as packed operands hold it.
+    @inline(__always) public static func paddedK(_ k: Int) -> Int { (k + 31) / 32 * 32 }
+
+    /// Floats of a whole [k, n] B packed by `packB` (32-column panels of K padded to 32, bf16).
+    public static func packedBFloats(k: Int, n: Int) -> Int { paddedK(k) * ((n + 31) / 32 * 32) / 2 }
+
+    /// Where the 32-column panel holding column `col` (a multiple of 32) of a packed [k, n] B
+    /// starts, in floats: the packed columns from there on are themselves a packed B.
+    public static func packedColumnOffset(col: Int, k: Int) -> Int { col * paddedK(k) / 2 }
+
+    /// Packs columns `panels` (32-column panels) of a [k, n] B into `dst` as `multiply` reads it
+    /// for `.packed` (several threads can share the panels of one B).
+    public static func packB(k: Int, n: Int, b: MatrixView, panels: Range<Int>, into dst: UnsafeMutablePointer<Float>) {
+        let kp = paddedK(k)
+        let out = UnsafeMutableRawPointer(dst + packedColumnOffset(col: panels.lowerBound * 32, k: k))
+        let cols = min(panels.upperBound * 32, n) - panels.lowerBound * 32
+        if cols <= 0 { return }
+        packPanelsB(k: k, kPadded: kp, cols: cols, b: b.offset(row: 0, col: panels.lowerBound * 32),
+                    into: out.assumingMemoryBound(to: UInt32.self), panelWords: kp * 16)
+    }
+    public static func packedBPanels(n: Int) -> Int { (n + 31) / 32 }
+
+    /// `scratch` must hold `scratchFloats` floats and belong to the calling thread; a `.packed` B
+    /// comes from `packB`.
+    public static func multiply(m: Int, n: Int, k: Int, a: MatrixView, b operand: BOperand,
+                                c: UnsafeMutablePointer<Float>, ldc: Int,
+                                accumulate: Bool, bias: UnsafePointer<Float>? = nil, relu: Bool = false,
+                                scratch: UnsafeMutablePointer<Float>, path: BF16Path) {
+        if m <= 0 || n <= 0 { return }
+        if k == 0 {
+            Gemm.multiply(m: m, n: n, k: 0, a: a, b: operand, c: c, ldc: ldc, accumulate: accumulate, bias: bias, relu: relu, scratch: scratch)
+            return
+        }
+        let raw = UnsafeMutableRawPointer(scratch)
+        let packA = raw.assumingMemoryBound(to: UInt16.self)
+        let packB = (raw + mc * kc * 2).assumingMemoryBound(to: UInt32.self)
+        let edgeC = (raw + (mc * kc + kc * nc) * 2).assumingMemoryBound(to: Float.self)
+        let edgeBias = edgeC + 32 * 32
+        let kp = paddedK(k)
+        var jc = 0
+        while jc < n {
+            let ncb = min(nc, n - jc)
+            var pc = 0
+            while pc < kp {
+                let kcbPadded = min(kc, kp - pc), kcb = min(kcbPadded, k - pc)
+                // This block's panels: panel j at panels + j * panelWords (32-bit words: bf16 pairs).
+                let panels: UnsafePointer<UInt32>, panelWords: Int
+                switch operand {
+                case let .packed(p):
+                    panelWords = kp * 16
+                    panels = UnsafeRawPointer(p + packedColumnOffset(col: jc, k: k)).assumingMemoryBound(to: UInt32.self) + pc * 16
+                case let .view(view):
+                    panelWords = kcbPadded * 16
+                    packPanelsB(k: kcb, kPadded: kcbPadded, cols: ncb, b: view.offset(row: pc, col: jc), into: packB, panelWords: panelWords)
+                    panels = UnsafePointer(packB)
+                }
+                let load = accumulate || pc > 0, last = pc + kcbPadded == kp
+                var ic = 0
+                while ic < m {
+                    let mcb = min(mc, m - ic)
+                    packPanelA(rows: mcb, k: kcb, lda: kcbPadded, a: a.offset(row: ic, col: pc), into: packA)
+                    var jr = 0
+                    while jr < ncb {
+                        let cols = min(32, ncb - jr)
+                        var tileBias: UnsafePointer<Float>? = nil
+                        if last, let bias {
+                            if cols == 32 { tileBias = bias + jc + jr } else {
+                                for j in 0..<32 { edgeBias[j] = j < cols ? bias[jc + jr + j] : 0 }
+                                tileBias = UnsafePointer(edgeBias)
+                            }
+                        }
+                        let pb = panels + (jr / 32) * panelWords
+                        var ir = 0
+                        while ir < mcb {
+                            let rows = min(32, mcb - ir), i0 = ic + ir, j0 = jc + jr
+                            let inPlace = rows == 32 && cols == 32
+                            let target = inPlace ? c + i0 * ldc + j0 : edgeC
+                            if !inPlace && load {
+                                for r in 0..<32 {
+                                    for j in 0..<32 { edgeC[r * 32 + j] = r < rows && j < cols ? c[(i0 + r) * ldc + j0 + j] : 0 }
+                                }
+                            }
+                            tile(path, kcbPadded / 32, packA + ir * kcbPadded, kcbPadded, pb, target, inPlace ? ldc : 32,
+                                 load: load, bias: tileBias, relu: last && relu)
+                            if !inPlace {
+                                for r in 0..<rows {
+                                    for j in 0..<cols { c[(i0 + r) * ldc + j0 + j] = edgeC[r * 32 + j] }
+                                }
+                            }
+                            ir += 32
+                        }
+                        jr += 32
+                    }
+                    ic += mcb
+                }
+                pc += kcbPadded
+            }
+            jc += ncb
+        }
+    }
+
+    @inline(__always)
+    static func tile(_ path: BF16Path, _ blocks: Int, _ a: UnsafePointer<UInt16>, _ lda: Int, _ b: UnsafePointer<UInt32>,
+                     _ c: UnsafeMutablePointer<Float>, _ ldc: Int, load: Bool, bias: UnsafePointer<Float>?, relu: Bool) {
+        let bh = UnsafeRawPointer(b).assumingMemoryBound(to: UInt16.self)
+        switch path {
+        case .amx: pt_bf16_tile_amx(Int32(blocks), a, lda, bh, c, ldc, load ? 1 : 0, bias, relu ? 1 : 0)
+        case .avx512: pt_bf16_tile_avx512(Int32(blocks), a, lda, bh, c, ldc, load ? 1 : 0, bias, relu ? 1 : 0)
+        case .portable: pt_bf16_tile_portable(Int32(blocks), a, lda, bh, c, ldc, load ? 1 : 0, bias, relu ? 1 : 0)
+        }
+    }
+
+    /// Rows [0, rows) x k [0, k) of `a` as bf16 rows of `lda` (k zero-padded to lda), and zero rows
+    /// up to a whole 32-row panel.
+    static func packPanelA(rows: Int, k: Int, lda: Int, a: MatrixView, into dst: UnsafeMutablePointer<UInt16>) {
+        let padded = (rows + 31) / 32 * 32
+        if a.colStride == 1 {
+            pt_bf16_pack_rows(a.base, a.rowStride, Int32(rows), Int32(k), dst, lda)
+        } else if a.rowStride == 1 {
+            // A transposed operand (a weight gradient's Xᵀ): 16 x 16 transposes in CBF16.
+            pt_bf16_pack_transposed(a.base, a.colStride, Int32(rows), Int32(k), dst, lda)
+        } else {
+            for r in 0..<rows {
+                for p in 0..<k { dst[r * lda + p] = BF16.round(a.base[r * a.rowStride + p * a.colStride]) }
+                (dst + r * lda + k).update(repeating: 0, count: lda - k)
+            }
+        }
+        (dst + rows * lda).update(repeating: 0, count: (padded - rows) * lda)
+    }
+
+    /// Rows [0, k) x cols [0, cols) of `b` into 32-column panels of `panelWords` words, each 32 k a
+    /// block of two 16-column halves of 16 k-pairs (word = bf16(k even) | bf16(k odd) << 16);
+    /// k from `k` to `kPadded` and columns past `cols` are zeros.
+    static func packPanelsB(k: Int, kPadded: Int, cols: Int, b: MatrixView, into dst: UnsafeMutablePointer<UInt32>, panelWords: Int) {
+        let panels = (cols + 31) / 32
+        for j in 0..<panels {
+            for h in 0..<2 {
+                let n0 = j * 32 + h * 16, valid = max(0, min(16, cols - n0))
+                if valid == 16 && b.colStride == 1 {
+                    for kb in 0..<(kPadded / 32) {
+                        pt_bf16_pack_pairs16(b.base + kb * 32 * b.rowStride + n0, b.rowStride, Int32(max(0, k - kb * 32)), 16,
+                                             dst + j * panelWords + kb * 512 + h * 256, 16)
+                    }
+                    continue
+                }
+                for q in 0..<(kPadded / 2) {
+                    let d = dst + j * panelWords + (q / 16) * 512 + h * 256 + (q % 16) * 16
+                    let k0 = 2 * q
+                    do {
+                        for q2 in 0..<16 {
+                            var word: UInt32 = 0
+                            if q2 < valid {
+                                let col = b.base + (n0 + q2) * b.colStride
+                                if k0 < k { word = UInt32(BF16.round(col[k0 * b.rowStride])) }
+                                if k0 + 1 < k { word |= UInt32(BF16.round(col[(k0 + 1) * b.rowStride])) << 16 }
+                            }
+                            d[q2] = word
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+extension Gemm {
+    /// `multiply` in `precision`: fp32, or bf16 operands with fp32 sums on a path (a `.packed` B
+    /// packed by `packB(precision:)` in the same precision).
+    @inline(__always)
+    public static func multiply(m: Int, n: Int, k: Int, a: MatrixView, b: BOperand, c: UnsafeMutablePointer<Float>, ldc: Int,
+                                accumulate: Bool, bias: UnsafePointer<Float>? = nil, relu: Bool = false,
+                                scratch: UnsafeMutablePointer<Float>, precision: Precision) {
+        switch precision {
+        case .fp32:
+            multiply(m: m, n: n, k: k, a: a, b: b, c: c, ldc: ldc, accumulate: accumulate, bias: bias, relu: relu, scratch: scratch)
+        case let .bf16(path):
+            GemmBF16.multiply(m: m, n: n, k: k, a: a, b: b, c: c, ldc: ldc, accumulate: accumulate, bias: bias, relu: relu,
+                              scratch: scratch, path: path)
+        }
+    }
+
+    /// Where a packed B's columns from `col` (a multiple of NR, within one KC x NC block for fp32)
+    /// start: themselves a packed B.
+    public static func packedColumnOffset(col: Int, k: Int, precision: Precision) -> Int {
+        precision.isBF16 ? GemmBF16.packedColumnOffset(col: col, k: k) : col * k
+    }
+}

@@ -1,0 +1,177 @@
+// bf16 rounding and the bf16 GEMM on every path this CPU has: against Float64 on the same
+// bf16-rounded operands within the fp32 accumulation bound, the same bits for any sub-block and for
+// a K chain continued at a 32-k boundary, and the portable path equal to AVX512-BF16's.
+import Foundation
+import PTKernels
+import PTTestSupport
+import Testing
+
+/// The paths to test here, and a line in the log for each one this CPU lacks.
+let bf16Paths: [BF16Path] = {
+    for p in BF16Path.allCases where !BF16Path.available.contains(p) {
+        print("skipped: no \(p == .amx ? "AMX" : "AVX512-BF16") on this CPU (bf16 tests of that path)")
+    }
+    return BF16Path.available
+}()
+
+@Test func bf16RoundsToNearestEven() {
+    // Exact ties: 1 + 2^-8 lies halfway between 1 and 1 + 2^-7 (bf16 has 7 fraction bits).
+    #expect(BF16.rounded(1 + 0x1p-8) == 1)                   // tie to even (1)
+    #expect(BF16.rounded(1 + 3 * 0x1p-8) == 1 + 2 * 0x1p-7)  // tie to even (1 + 2^-6)
+    #expect(BF16.rounded(1 + 0x1p-8 + 0x1p-20) == 1 + 0x1p-7)
+    #expect(BF16.rounded(-1.5) == -1.5 && BF16.rounded(0) == 0 && BF16.rounded(-0.0).sign == .minus)
+    #expect(BF16.rounded(.greatestFiniteMagnitude) == .infinity && BF16.rounded(-.infinity) == -.infinity)
+    #expect(BF16.rounded(.nan).isNaN && BF16.rounded(Float(bitPattern: 0x7F80_0001)).isNaN)
+    // Against rounding in Double, on many values; the vector form agrees with the scalar one.
+    var r = Rand(s: 5)
+    var values = [Float]()
+    for i in 0..<4096 { values.append(r.next() * Float(1 << (i % 20)) + Float(i % 7) * 1e-3) }
+    for chunk in stride(from: 0, to: values.count, by: 16) {
+        var v = SIMD16<Float>()
+        for i in 0..<16 { v[i] = values[chunk + i] }
+        let vector = BF16.round(v)
+        for i in 0..<16 {
+            let x = values[chunk + i]
+            #expect(UInt16(vector[i]) == BF16.round(x))
+            // The nearest bf16 in Double: no other bf16 is closer, and a tie goes to an even mantissa.
+            if BF16.round(x) & 0x7FFF == 0 { continue }  // ±0: its neighbours' patterns wrap
+            let got = Double(BF16.rounded(x)), up = Double(BF16.widen(BF16.round(x) &+ 1)), down = Double(BF16.widen(BF16.round(x) &- 1))
+            let e = abs(got - Double(x))
+            #expect(e <= abs(up - Double(x)) && e <= abs(down - Double(x)), "\(x)")
+            if e == abs(up - Double(x)) || e == abs(down - Double(x)) { #expect(BF16.round(x) & 1 == 0, "\(x)") }
+        }
+    }
+}
+
+/// A bf16 GEMM of `m x k · k x n` against Float64 on the rounded operands, every element within
+/// the bound for a sum of k + 2 terms (products, the loaded C, the bias) in fp32: each addition
+/// rounds by at most u = 2^-24 of the running sum, so |error| <= (k + 2) u Σ|terms| (products of
+/// bf16 values are exact in fp32).
+func checkBF16Gemm(_ path: BF16Path, m: Int, n: Int, k: Int, accumulate: Bool, bias: Bool, relu: Bool,
+                   transposeA: Bool = false, packB: Bool = false, sourceLocation: SourceLocation = #_sourceLocation) {
+    var r = Rand(s: UInt64(m * 1000 + n * 10 + k))
+    let a = r.array(m * k), b = r.array(k * n), c0 = r.array(m * n), bs = r.array(n)
+    let ra = a.map { Double(BF16.rounded($0)) }, rb = b.map { Double(BF16.rounded($0)) }
+    // A as stored: row-major, or its transpose (then a[i, p] is at at[p * m + i]).
+    var at = [Float](repeating: 0, count: m * k)
+    for i in 0..<m { for p in 0..<k { at[p * m + i] = a[i * k + p] } }
+    var c = accumulate ? c0 : [Float](repeating: .nan, count: m * n)
+    let packed = UnsafeMutablePointer<Float>.allocate(capacity: max(1, Gemm.packedBFloats(k: k, n: n)))
+    defer { packed.deallocate() }
+    let s = scratch
+    defer { s.deallocate() }
+    b.withUnsafeBufferPointer { bp in
+        let bv = MatrixView(bp.baseAddress!, rowStride: n, colStride: 1)
+        if packB { GemmBF16.packB(k: k, n: n, b: bv, panels: 0..<GemmBF16.packedBPanels(n: n), into: packed) }
+        (transposeA ? at : a).withUnsafeBufferPointer { ap in
+            let av = transposeA ? MatrixView(ap.baseAddress!, rowStride: 1, colStride: m) : MatrixView(ap.baseAddress!, rowStride: k, colStride: 1)
+            bs.withUnsafeBufferPointer { biasp in
+                c.withUnsafeMutableBufferPointer { cp in
+                    GemmBF16.multiply(m: m, n: n, k: k, a: av, b: packB ? .packed(packed) : .view(bv), c: cp.baseAddress!, ldc: n,
+                                      accumulate: accumulate, bias: bias ? biasp.baseAddress! : nil, relu: relu, scratch: s, path: path)
+                }
+            }
+        }
+    }
+    var worst = 0.0
+    for i in 0..<m {
+        for j in 0..<n {
+            var sum = 0.0, size = 0.0
+            for p in 0..<k { let t = ra[i * k + p] * rb[p * n + j]; sum += t; size += abs(t) }
+            if accumulate { sum += Double(c0[i * n + j]); size += abs(Double(c0[i * n + j])) }
+            if bias { sum += Double(bs[j]); size += abs(Double(bs[j])) }
+            let want = relu ? max(sum, 0) : sum
+            let bound = Double(k + 2) * 0x1p-24 * size
+            let err = abs(Double(c[i * n + j]) - want)
+            worst = max(worst, err / max(bound, .leastNormalMagnitude))
+            if err > bound {
+                Issue.record("\(path) m\(m) n\(n) k\(k): C[\(i),\(j)] = \(c[i * n + j]), Float64 \(want), bound \(bound)", sourceLocation: sourceLocation)
+                return
+            }
+        }
+    }
+}
+
+@Test(arguments: bf16Paths)
+func bf16GemmMatchesFloat64OnRoundedOperands(_ path: BF16Path) {
+    // Odd sizes, edge tiles in both dimensions, K across the 512-k blocks and not a multiple of 32.
+    for (m, n, k) in [(1, 1, 1), (3, 7, 5), (17, 33, 31), (32, 32, 32), (33, 70, 100), (70, 45, 600), (65, 257, 64), (5, 10, 1100)] {
+        checkBF16Gemm(path, m: m, n: n, k: k, accumulate: false, bias: false, relu: false)
+        checkBF16Gemm(path, m: m, n: n, k: k, accumulate: true, bias: true, relu: true, packB: true)
+        checkBF16Gemm(path, m: m, n: n, k: k, accumulate: true, bias: false, relu: false, transposeA: true)
+    }
+}
+
+/// One path's C for a GEMM, computed whole or as sub-blocks of rows and columns at given cuts.
+func bf16Blocks(_ path: BF16Path, m: Int, n: Int, k: Int, rowCuts: [Int], colCuts: [Int], packB: Bool) -> [UInt32] {
+    var r = Rand(s: 11)
+    let a = r.array(m * k), b = r.array(k * n), bs = r.array(n)
+    var c = r.array(m * n)
+    let packed = UnsafeMutablePointer<Float>.allocate(capacity: Gemm.packedBFloats(k: k, n: n))
+    defer { packed.deallocate() }
+    let s = scratch
+    defer { s.deallocate() }
+    a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in bs.withUnsafeBufferPointer { biasp in c.withUnsafeMutableBufferPointer { cp in
+        let bv = MatrixView(bp.baseAddress!, rowStride: n, colStride: 1)
+        GemmBF16.packB(k: k, n: n, b: bv, panels: 0..<GemmBF16.packedBPanels(n: n), into: packed)
+        let rows = zip([0] + rowCuts, rowCuts + [m]), cols = Array(zip([0] + colCuts, colCuts + [n]))
+        for (r0, r1) in rows {
+            for (c0, c1) in cols {
+                // A packed B's columns from a multiple of 32 are a packed B of their own.
+                let operand: BOperand = packB ? .packed(packed + GemmBF16.packedColumnOffset(col: c0, k: k)) : .view(bv.offset(row: 0, col: c0))
+                GemmBF16.multiply(m: r1 - r0, n: c1 - c0, k: k, a: MatrixView(ap.baseAddress! + r0 * k, rowStride: k, colStride: 1),
+                                  b: operand, c: cp.baseAddress! + r0 * n + c0, ldc: n, accumulate: true,
+                                  bias: biasp.baseAddress! + c0, relu: true, scratch: s, path: path)
+            }
+        }
+    } } } }
+    return c.map(\.bitPattern)
+}
+
+@Test(arguments: bf16Paths)
+func bf16GemmSubBlocksAreBitIdentical(_ path: BF16Path) {
+    let whole = bf16Blocks(path, m: 77, n: 100, k: 700, rowCuts: [], colCuts: [], packB: false)
+    // Rows cut anywhere (on tiles of 8 as the pool cuts them, and not), columns at multiples of 32.
+    #expect(bf16Blocks(path, m: 77, n: 100, k: 700, rowCuts: [8, 40, 41], colCuts: [32, 64], packB: false) == whole)
+    #expect(bf16Blocks(path, m: 77, n: 100, k: 700, rowCuts: [1, 2, 3, 70], colCuts: [64], packB: true) == whole)
+    #expect(bf16Blocks(path, m: 77, n: 100, k: 700, rowCuts: [], colCuts: [], packB: true) == whole)
+}
+
+/// Under mpirun each rank continues the forward's sums over its share of K (a multiple of 32 rows
+/// from the start): the chain must give the bits of one GEMM over all of K.
+@Test(arguments: bf16Paths)
+func bf16GemmContinuedAt32KBoundariesIsBitIdentical(_ path: BF16Path) {
+    let m = 20, n = 40, k = 1000
+    var r = Rand(s: 3)
+    let a = r.array(m * k), b = r.array(k * n)
+    let s = scratch
+    defer { s.deallocate() }
+    func run(_ cuts: [Int]) -> [UInt32] {
+        var c = [Float](repeating: 0, count: m * n)
+        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+            for (i, (k0, k1)) in zip([0] + cuts, cuts + [k]).enumerated() {
+                GemmBF16.multiply(m: m, n: n, k: k1 - k0, a: MatrixView(ap.baseAddress! + k0, rowStride: k, colStride: 1),
+                                  b: .view(MatrixView(bp.baseAddress! + k0 * n, rowStride: n, colStride: 1)),
+                                  c: cp.baseAddress!, ldc: n, accumulate: i > 0, scratch: s, path: path)
+            }
+        } } }
+        return c.map(\.bitPattern)
+    }
+    let whole = run([])
+    #expect(run([32, 544]) == whole)
+    #expect(run([512]) == whole)
+    #expect(run([96, 480, 992]) == whole)
+}
+
+/// The portable path does VDPBF16PS's arithmetic: where the CPU has AVX512-BF16, the same bits.
+@Test func portableBF16IsAVX512BF16sArithmetic() {
+    guard BF16Path.available.contains(.avx512) else {
+        print("skipped: no AVX512-BF16 on this CPU (portable vs AVX512-BF16 bits)")
+        return
+    }
+    for (m, n, k) in [(33, 70, 100), (8, 40, 1030)] {
+        let cuts = [Int]()
+        #expect(bf16Blocks(.portable, m: m, n: n, k: k, rowCuts: cuts, colCuts: cuts, packB: true)
+                == bf16Blocks(.avx512, m: m, n: n, k: k, rowCuts: cuts, colCuts: cuts, packB: true))
+    }
+}

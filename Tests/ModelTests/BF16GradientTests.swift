@@ -1,0 +1,116 @@
+// A whole network's bf16 forward and backward pass, stage by stage: every conv's and dense layer's
+// output, weight gradient and input gradient against Float64 fed the same bf16-rounded operands
+// (ptrain's own stored activations and gradients, rounded to bf16 as ptrain rounds them), and the
+// bias gradients (fp32 sums of unrounded gradients). The tolerance is derived, not tuned: bf16
+// products are exact in fp32, and any order of n fp32 additions is within (n + 2) u Σ|terms| of
+// the exact sum (u = 2^-24; the +2 covers a loaded partial sum and the bias).
+import Foundation
+import PTKernels
+import PTModel
+import PTTestSupport
+import Testing
+
+let u = 0x1p-24
+
+/// `got` against `want` element by element, each within (terms + 2) u size[i].
+func expectWithinSumBound(_ got: [Float], _ want: [Double], size: [Double], terms: Int, _ what: String,
+                          sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(got.count == want.count, sourceLocation: sourceLocation)
+    for i in want.indices {
+        let bound = Double(terms + 2) * u * size[i]
+        if abs(Double(got[i]) - want[i]) > bound {
+            Issue.record("\(what)[\(i)] = \(got[i]), Float64 \(want[i]), bound \(bound)", sourceLocation: sourceLocation)
+            return
+        }
+    }
+}
+
+func bf16(_ p: UnsafePointer<Float>, _ n: Int) -> [Float] { (0..<n).map { BF16.rounded(p[$0]) } }
+func floats(_ p: UnsafePointer<Float>, _ n: Int) -> [Float] { Array(UnsafeBufferPointer(start: p, count: n)) }
+
+@Test(arguments: BF16Path.available)
+func bf16PassesMatchFloat64OnRoundedOperandsStageByStage(_ path: BF16Path) throws {
+    // Both convs run the bf16 im2col GEMM path (3 and 4 input channels), the fc layers bf16 GEMMs.
+    let spec = try ModelSpec(parsing: "conv(4,3,stride=2) relu conv(6,3) relu avgpool(2) fc(16) relu fc(5)")
+    let input = Shape(h: 9, w: 8, c: 3), n = 3, classes = 5
+    let net = try Network(spec: spec, input: input, classes: classes, capacity: n, threads: 2, seed: 42, precision: .bf16(path))
+    #expect(try NetworkPlan(spec: spec, input: input, classes: classes, precision: .bf16(path)).convPaths == [.im2col, .im2col])
+    var r = SplitMix64(seed: 9)
+    for i in 0..<(n * input.count) { net.input[i] = Float(r.nextUnit() * 2 - 1) }
+    for (s, l) in [1, 4, 2].enumerated() { net.labels[s] = Int32(l) }
+    for t in net.tensors where t.name.hasSuffix(".bias") {
+        for j in 0..<t.count { net.weights[t.offset + j] = Float(r.nextUnit() * 0.2 - 0.1) }
+    }
+    net.forward(count: n, training: true)
+    _ = net.lossAndGradient(count: n)
+    net.backward(count: n)
+    func tensor(_ name: String) -> ParameterTensor { net.tensors.first { $0.name == name }! }
+    let abs1 = { (v: [Float]) in v.map { abs($0) } }
+
+    // conv1 (x: the input, no ReLU before it) and conv2 (x: conv1's ReLU output).
+    let g1 = Window(inH: 9, inW: 8, channels: 3, kernel: 3, stride: 2, same: true)
+    let g2 = Window(inH: g1.outH, inW: g1.outW, channels: 4, kernel: 3, stride: 1, same: true)
+    for (i, g, cout) in [(0, g1, 4), (1, g2, 6)] {
+        let w = tensor("conv\(i + 1).weight"), b = tensor("conv\(i + 1).bias")
+        let wr = bf16(net.weights + w.offset, w.count), bias = floats(net.weights + b.offset, b.count)
+        let outSize = g.positions * cout
+        var dw = [Double](repeating: 0, count: w.count), dwSize = dw, db = [Double](repeating: 0, count: cout), dbSize = db
+        for s in 0..<n {
+            let xr = bf16(net.activation(i)! + s * g.inputSize, g.inputSize)
+            let want = Reference.conv(g, x: xr, w: wr, bias: bias, cout: cout).map { max($0, 0) }
+            let size = Reference.conv(g, x: abs1(xr), w: abs1(wr), bias: abs1(bias), cout: cout)
+            expectWithinSumBound(floats(net.activation(i + 1)! + s * outSize, outSize), want, size: size, terms: g.patch,
+                                 "\(path) conv\(i + 1) output, sample \(s)")
+            let dz = floats(net.activationGradient(i + 1)! + s * outSize, outSize), dzr = dz.map(BF16.rounded)
+            let grads = Reference.convGradients(g, x: xr, w: wr, dy: dzr, cout: cout)
+            let sizes = Reference.convGradients(g, x: abs1(xr), w: abs1(wr), dy: abs1(dzr), cout: cout)
+            for j in dw.indices { dw[j] += grads.dw[j]; dwSize[j] += sizes.dw[j] }
+            for p in 0..<g.positions { for o in 0..<cout { db[o] += Double(dz[p * cout + o]); dbSize[o] += abs(Double(dz[p * cout + o])) } }
+            if i > 0 {
+                // dx, masked by conv1's ReLU (its backward applied the mask in place).
+                let y = floats(net.activation(i)! + s * g.inputSize, g.inputSize)
+                let want = zip(grads.dx, y).map { $1 > 0 ? $0 : 0 }
+                expectWithinSumBound(floats(net.activationGradient(i)! + s * g.inputSize, g.inputSize), want, size: sizes.dx,
+                                     terms: g.kernel * g.kernel * cout, "\(path) conv\(i + 1) input gradient, sample \(s)")
+            }
+        }
+        expectWithinSumBound(floats(net.gradients + w.offset, w.count), dw, size: dwSize, terms: n * g.positions,
+                             "\(path) conv\(i + 1) weight gradient")
+        expectWithinSumBound(floats(net.gradients + b.offset, b.count), db, size: dbSize, terms: n * g.positions,
+                             "\(path) conv\(i + 1) bias gradient")
+    }
+
+    // fc1 (x: the average pool's output) and fc2 (x: fc1's ReLU output; its dz is the loss's gradient).
+    for (i, inputs, outputs, relu) in [(3, 2 * 2 * 6, 16, true), (4, 16, 5, false)] {
+        let w = tensor("fc\(i - 2).weight"), b = tensor("fc\(i - 2).bias")
+        let wr = bf16(net.weights + w.offset, w.count), bias = floats(net.weights + b.offset, b.count)
+        let xr = bf16(net.activation(i)!, n * inputs), y = floats(net.activation(i + 1)!, n * outputs)
+        let dz = floats(net.activationGradient(i + 1)!, n * outputs), dzr = dz.map(BF16.rounded)
+        var want = [Double](repeating: 0, count: n * outputs), size = want
+        var dw = [Double](repeating: 0, count: w.count), dwSize = dw, dx = [Double](repeating: 0, count: n * inputs), dxSize = dx
+        var db = [Double](repeating: 0, count: outputs), dbSize = db
+        for s in 0..<n {
+            for j in 0..<outputs {
+                var sum = Double(bias[j]), total = abs(Double(bias[j]))
+                for k in 0..<inputs {
+                    let t = Double(xr[s * inputs + k]) * Double(wr[k * outputs + j])
+                    sum += t; total += abs(t)
+                    let g = Double(xr[s * inputs + k]) * Double(dzr[s * outputs + j])
+                    dw[k * outputs + j] += g; dwSize[k * outputs + j] += abs(g)
+                    let d = Double(dzr[s * outputs + j]) * Double(wr[k * outputs + j])
+                    dx[s * inputs + k] += d; dxSize[s * inputs + k] += abs(d)
+                }
+                want[s * outputs + j] = relu ? max(sum, 0) : sum
+                size[s * outputs + j] = total
+                db[j] += Double(dz[s * outputs + j]); dbSize[j] += abs(Double(dz[s * outputs + j]))
+            }
+        }
+        expectWithinSumBound(y, want, size: size, terms: inputs, "\(path) fc\(i - 2) output")
+        expectWithinSumBound(floats(net.gradients + w.offset, w.count), dw, size: dwSize, terms: n, "\(path) fc\(i - 2) weight gradient")
+        expectWithinSumBound(floats(net.gradients + b.offset, b.count), db, size: dbSize, terms: n, "\(path) fc\(i - 2) bias gradient")
+        // fc2's input gradient is masked by fc1's ReLU; fc1's (the pool's output) is not.
+        let mask = i == 4 ? floats(net.activation(i)!, n * inputs).map { $0 > 0 } : [Bool](repeating: true, count: n * inputs)
+        expectWithinSumBound(floats(net.activationGradient(i)!, n * inputs), zip(dx, mask).map { $1 ? $0 : 0 }, size: dxSize,
+                             terms: outputs, "\(path) fc\(i - 2) input gradient")
+    }
+}
