@@ -3,7 +3,10 @@
 // pt_bf16_paths says the CPU and the OS have it.
 #include "pt_bf16.h"
 #include <cpuid.h>
+#include <float.h>
 #include <immintrin.h>
+#include <math.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -37,10 +40,22 @@ static int detect(void) {
     return paths;
 }
 
+static pthread_once_t detected = PTHREAD_ONCE_INIT;
+static int paths, wide;
+static void detectAll(void) {
+    paths = detect();
+    // The AVX-512 packers use BW and VL instructions.
+    wide = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+}
+
 int pt_bf16_paths(void) {
-    static int paths = -1;
-    if (paths < 0) paths = detect();  // racing first callers compute the same value
+    pthread_once(&detected, detectAll);
     return paths;
+}
+
+static int hasAVX512BW(void) {
+    pthread_once(&detected, detectAll);
+    return wide;
 }
 
 // ReLU as the fp32 GEMM applies it: a negative value becomes 0 (-0 and NaN stay).
@@ -51,7 +66,6 @@ static inline __m512 reluOf(__m512 v) {
 
 // ---- AMX: 2 x 2 tiles of 16 x 16 fp32 (tmm0-3), A in tmm4-5, B in tmm6-7 ----
 typedef struct { uint8_t palette, start; uint8_t reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; } TileConfig;
-static __thread int tilesConfigured;
 
 __attribute__((target("amx-tile,amx-bf16,avx512f")))
 static void epilogue512(float *c, long ldc, const float *bias, int relu) {
@@ -65,19 +79,20 @@ static void epilogue512(float *c, long ldc, const float *bias, int relu) {
     }
 }
 
+// Loaded at the start of every GEMM that uses the tiles (cheap, and right even if other code on the
+// thread configured or released them since); Linux keeps a thread's tile state across switches.
+__attribute__((target("amx-tile,amx-bf16")))
+void pt_bf16_amx_configure(void) {
+    TileConfig cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) { cfg.colsb[t] = 64; cfg.rows[t] = 16; }
+    _tile_loadconfig(&cfg);
+}
+
 __attribute__((target("amx-tile,amx-bf16,avx512f")))
 void pt_bf16_tile_amx(int blocks, const uint16_t *a, long lda, const uint16_t *b,
                       float *c, long ldc, int load, const float *bias, int relu) {
-    if (!tilesConfigured) {
-        // Once per thread: 8 tiles of 16 rows x 64 bytes (palette 1). Linux keeps the thread's
-        // tile state across context switches.
-        TileConfig cfg;
-        memset(&cfg, 0, sizeof cfg);
-        cfg.palette = 1;
-        for (int t = 0; t < 8; t++) { cfg.colsb[t] = 64; cfg.rows[t] = 16; }
-        _tile_loadconfig(&cfg);
-        tilesConfigured = 1;
-    }
     long sc = ldc * 4, sa = lda * 2;
     if (load) {
         _tile_loadd(0, c, sc); _tile_loadd(1, c + 16, sc);
@@ -134,13 +149,16 @@ void pt_bf16_tile_avx512(int blocks, const uint16_t *a, long lda, const uint16_t
 }
 
 // ---- Portable: VDPBF16PS's arithmetic in plain fp32 (a bf16 product is exact in fp32; the odd
-// element of a pair is added first, then the even one, each sum rounded) ----
+// element of a pair is added first, then the even one, each sum rounded; subnormal inputs read as
+// zero and subnormal sums are flushed to zero, as the instruction does whatever MXCSR says) ----
 static inline float widen(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
+    uint32_t bits = (h & 0x7F80u) == 0 ? (uint32_t)(h & 0x8000u) << 16 : (uint32_t)h << 16;
     float f;
     memcpy(&f, &bits, 4);
     return f;
 }
+
+static inline float flush(float x) { return fabsf(x) < FLT_MIN ? copysignf(0.0f, x) : x; }
 
 void pt_bf16_tile_portable(int blocks, const uint16_t *a, long lda, const uint16_t *b,
                            float *c, long ldc, int load, const float *bias, int relu) {
@@ -153,8 +171,8 @@ void pt_bf16_tile_portable(int blocks, const uint16_t *a, long lda, const uint16
                 float a0 = widen(ak[2 * p]), a1 = widen(ak[2 * p + 1]);
                 for (int n = 0; n < 32; n++) {
                     const uint16_t *bp = bk + (n / 16) * 512 + p * 32 + (n % 16) * 2;
-                    float s = acc[n] + a1 * widen(bp[1]);
-                    acc[n] = s + a0 * widen(bp[0]);
+                    float s = flush(acc[n] + a1 * widen(bp[1]));
+                    acc[n] = flush(s + a0 * widen(bp[0]));
                 }
             }
         }
@@ -167,11 +185,6 @@ void pt_bf16_tile_portable(int blocks, const uint16_t *a, long lda, const uint16
     }
 }
 
-static int hasAVX512BW(void) {
-    static int wide = -1;
-    if (wide < 0) wide = __builtin_cpu_supports("avx512bw");
-    return wide;
-}
 
 // ---- Packing a transposed A: 16 rows x 32 k at a time as a 16 x 16 transpose of bf16 pairs ----
 static inline uint16_t roundOne(float f) {
@@ -293,6 +306,35 @@ void pt_bf16_pack_pairs16(const float *src, long ld, int k, int pairs, uint32_t 
             uint32_t lo = 2 * q < k ? roundOne(src[(long)(2 * q) * ld + n]) : 0;
             uint32_t hi = 2 * q + 1 < k ? roundOne(src[(long)(2 * q + 1) * ld + n]) : 0;
             words[(long)q * qStride + n] = lo | hi << 16;
+        }
+    }
+}
+
+__attribute__((target("avx512f,avx512bw")))
+static void packPairsTransposed512(const float *src, long ld, int k, uint32_t *words) {
+    __m512i w[16];
+    __mmask16 lo = k >= 16 ? 0xFFFF : (__mmask16)((1u << (k > 0 ? k : 0)) - 1);
+    __mmask16 hi = k >= 32 ? 0xFFFF : (__mmask16)(k > 16 ? (1u << (k - 16)) - 1 : 0);
+    for (int n = 0; n < 16; n++) {
+        // Column n's 32 k values as 16 pairs: even k in the low half of each word.
+        __m512i a = round512(_mm512_maskz_loadu_ps(lo, src + (long)n * ld));
+        __m512i b = round512(_mm512_maskz_loadu_ps(hi, src + (long)n * ld + 16));
+        // Gather the even and odd k of column n: words q = a[2q] | a[2q+1] << 16 (q < 8 from a, 8.. from b).
+        __m512i even = _mm512_permutex2var_epi32(a, _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0), b);
+        __m512i odd = _mm512_permutex2var_epi32(a, _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1), b);
+        w[n] = _mm512_or_si512(even, _mm512_slli_epi32(odd, 16));
+    }
+    transpose16(w);  // row q: the 16 columns' words of pair q
+    for (int q = 0; q < 16; q++) _mm512_storeu_si512(words + q * 16, w[q]);
+}
+
+void pt_bf16_pack_pairs16_transposed(const float *src, long ld, int k, uint32_t *words) {
+    if (hasAVX512BW()) { packPairsTransposed512(src, ld, k, words); return; }
+    for (int q = 0; q < 16; q++) {
+        for (int n = 0; n < 16; n++) {
+            uint32_t lo = 2 * q < k ? roundOne(src[(long)n * ld + 2 * q]) : 0;
+            uint32_t hi = 2 * q + 1 < k ? roundOne(src[(long)n * ld + 2 * q + 1]) : 0;
+            words[q * 16 + n] = lo | hi << 16;
         }
     }
 }

@@ -103,16 +103,62 @@ public enum GemmBF16 {
                                 accumulate: Bool, bias: UnsafePointer<Float>? = nil, relu: Bool = false,
                                 scratch: UnsafeMutablePointer<Float>, path: BF16Path) {
         if m <= 0 || n <= 0 { return }
-        if k == 0 {
-            Gemm.multiply(m: m, n: n, k: 0, a: a, b: operand, c: c, ldc: ldc, accumulate: accumulate, bias: bias, relu: relu, scratch: scratch)
-            return
+        if k == 0 { emptySum(m: m, n: n, c: c, ldc: ldc, accumulate: accumulate, bias: bias, relu: relu); return }
+        run(m: m, n: n, k: k, a: .view(a), b: operand, c: c, ldc: ldc, accumulate: accumulate, bias: bias, relu: relu,
+            scratch: scratch, path: path)
+    }
+
+    /// The same with A already in bf16 (`packRows`, or a bf16 im2col): row i's k = 0, 1, ... at
+    /// `a + i * lda`, lda >= paddedK(k), zeros from k to paddedK(k). The same bits as `multiply`
+    /// with A as fp32.
+    public static func multiply(m: Int, n: Int, k: Int, aBF16 a: UnsafePointer<UInt16>, lda: Int, b operand: BOperand,
+                                c: UnsafeMutablePointer<Float>, ldc: Int,
+                                accumulate: Bool, bias: UnsafePointer<Float>? = nil, relu: Bool = false,
+                                scratch: UnsafeMutablePointer<Float>, path: BF16Path) {
+        if m <= 0 || n <= 0 { return }
+        if k == 0 { emptySum(m: m, n: n, c: c, ldc: ldc, accumulate: accumulate, bias: bias, relu: relu); return }
+        run(m: m, n: n, k: k, a: .rows(a, lda), b: operand, c: c, ldc: ldc, accumulate: accumulate, bias: bias, relu: relu,
+            scratch: scratch, path: path)
+    }
+
+    /// K = 0: C is its loaded value (or 0), plus the bias, through the ReLU.
+    static func emptySum(m: Int, n: Int, c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool,
+                         bias: UnsafePointer<Float>?, relu: Bool) {
+        for i in 0..<m {
+            for j in 0..<n {
+                var v = accumulate ? c[i * ldc + j] : 0
+                if let bias { v += bias[j] }
+                c[i * ldc + j] = relu && v < 0 ? 0 : v
+            }
         }
+    }
+
+    /// Floats of a [rows, k] A in bf16 as `packRows` writes it: rows rounded up to 32, k to paddedK.
+    public static func rowsFloats(rows: Int, k: Int) -> Int { (rows + 31) / 32 * 32 * paddedK(k) / 2 }
+
+    /// Rows `rows` of a row-major fp32 [_, k] matrix (leading dimension ld) as bf16 rows of
+    /// paddedK(k) into `dst` (`multiply(aBF16:)`'s A).
+    public static func packRows(_ src: UnsafePointer<Float>, ld: Int, k: Int, rows: Range<Int>, into dst: UnsafeMutablePointer<UInt16>) {
+        let lda = paddedK(k)
+        pt_bf16_pack_rows(src + rows.lowerBound * ld, ld, Int32(rows.count), Int32(k), dst + rows.lowerBound * lda, lda)
+    }
+
+    enum AOperand {
+        case view(MatrixView)
+        case rows(UnsafePointer<UInt16>, Int)
+    }
+
+    static func run(m: Int, n: Int, k: Int, a: AOperand, b operand: BOperand,
+                    c: UnsafeMutablePointer<Float>, ldc: Int,
+                    accumulate: Bool, bias: UnsafePointer<Float>?, relu: Bool,
+                    scratch: UnsafeMutablePointer<Float>, path: BF16Path) {
         let raw = UnsafeMutableRawPointer(scratch)
         let packA = raw.assumingMemoryBound(to: UInt16.self)
         let packB = (raw + mc * kc * 2).assumingMemoryBound(to: UInt32.self)
         let edgeC = (raw + (mc * kc + kc * nc) * 2).assumingMemoryBound(to: Float.self)
         let edgeBias = edgeC + 32 * 32
         let kp = paddedK(k)
+        if path == .amx { pt_bf16_amx_configure() }
         var jc = 0
         while jc < n {
             let ncb = min(nc, n - jc)
@@ -134,7 +180,23 @@ public enum GemmBF16 {
                 var ic = 0
                 while ic < m {
                     let mcb = min(mc, m - ic)
-                    packPanelA(rows: mcb, k: kcb, lda: kcbPadded, a: a.offset(row: ic, col: pc), into: packA)
+                    // Whole 32-row panels of A read where they are; a partial last one from packA,
+                    // zero-padded (the rows past m need not exist).
+                    let blockA: UnsafePointer<UInt16>, lda: Int, inPlaceRows: Int
+                    switch a {
+                    case let .view(view):
+                        packPanelA(rows: mcb, k: kcb, lda: kcbPadded, a: view.offset(row: ic, col: pc), into: packA)
+                        blockA = UnsafePointer(packA); lda = kcbPadded; inPlaceRows = mcb
+                    case let .rows(p, stride):
+                        blockA = p + ic * stride + pc; lda = stride; inPlaceRows = mcb / 32 * 32
+                        if inPlaceRows < mcb {
+                            for r in 0..<32 {
+                                let d = packA + r * kcbPadded
+                                if inPlaceRows + r < mcb { d.update(from: blockA + (inPlaceRows + r) * lda, count: kcbPadded) }
+                                else { d.update(repeating: 0, count: kcbPadded) }
+                            }
+                        }
+                    }
                     var jr = 0
                     while jr < ncb {
                         let cols = min(32, ncb - jr)
@@ -156,7 +218,8 @@ public enum GemmBF16 {
                                     for j in 0..<32 { edgeC[r * 32 + j] = r < rows && j < cols ? c[(i0 + r) * ldc + j0 + j] : 0 }
                                 }
                             }
-                            tile(path, kcbPadded / 32, packA + ir * kcbPadded, kcbPadded, pb, target, inPlace ? ldc : 32,
+                            let pa = ir < inPlaceRows ? blockA + ir * lda : UnsafePointer(packA)
+                            tile(path, kcbPadded / 32, pa, ir < inPlaceRows ? lda : kcbPadded, pb, target, inPlace ? ldc : 32,
                                  load: load, bias: tileBias, relu: last && relu)
                             if !inPlace {
                                 for r in 0..<rows {
@@ -219,19 +282,26 @@ public enum GemmBF16 {
                     }
                     continue
                 }
+                if valid == 16 && b.rowStride == 1 {
+                    // Stored transposed (dYᵀ, Wᵀ): each column's k run is contiguous.
+                    for kb in 0..<(kPadded / 32) {
+                        pt_bf16_pack_pairs16_transposed(b.base + n0 * b.colStride + kb * 32, b.colStride, Int32(max(0, k - kb * 32)),
+                                                        dst + j * panelWords + kb * 512 + h * 256)
+                    }
+                    continue
+                }
+                // A partial half-panel, or any other stride: element by element.
                 for q in 0..<(kPadded / 2) {
                     let d = dst + j * panelWords + (q / 16) * 512 + h * 256 + (q % 16) * 16
                     let k0 = 2 * q
-                    do {
-                        for q2 in 0..<16 {
-                            var word: UInt32 = 0
-                            if q2 < valid {
-                                let col = b.base + (n0 + q2) * b.colStride
-                                if k0 < k { word = UInt32(BF16.round(col[k0 * b.rowStride])) }
-                                if k0 + 1 < k { word |= UInt32(BF16.round(col[(k0 + 1) * b.rowStride])) << 16 }
-                            }
-                            d[q2] = word
+                    for q2 in 0..<16 {
+                        var word: UInt32 = 0
+                        if q2 < valid {
+                            let col = b.base + (n0 + q2) * b.colStride
+                            if k0 < k { word = UInt32(BF16.round(col[k0 * b.rowStride])) }
+                            if k0 + 1 < k { word |= UInt32(BF16.round(col[(k0 + 1) * b.rowStride])) << 16 }
                         }
+                        d[q2] = word
                     }
                 }
             }

@@ -76,6 +76,52 @@ public enum Im2col {
         }
     }
 
+    /// Floats of scratch `forwardBF16` uses: the sample in bf16, then its patches as bf16 rows.
+    public static func bf16Floats(_ g: Window) -> Int {
+        (g.inputSize + 63) / 64 * 32 + GemmBF16.rowsFloats(rows: g.positions, k: g.patch)
+    }
+
+    /// im2col into bf16 rows of GemmBF16.paddedK(patch), GemmBF16.multiply(aBF16:)'s A: the
+    /// sample is rounded once at the front of `scratch` (a ninth of the patches' values for a 3x3
+    /// conv), then the patches are copied from it. Returns the patches and their row stride.
+    public static func forwardBF16(_ g: Window, x: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>) -> (UnsafePointer<UInt16>, Int) {
+        let raw = UnsafeMutableRawPointer(scratch)
+        let xh = raw.assumingMemoryBound(to: UInt16.self)
+        let col = (raw + (g.inputSize + 63) / 64 * 128).assumingMemoryBound(to: UInt16.self)
+        GemmBF16.packRows(x, ld: g.inputSize, k: g.inputSize, rows: 0..<1, into: xh)
+        let c = g.channels, k = g.kernel, lda = GemmBF16.paddedK(g.patch)
+        let rowValues = k * c
+        var dst = col
+        for oh in 0..<g.outH {
+            for ow in 0..<g.outW {
+                let iw0 = ow * g.stride - g.padLeft
+                let inside = iw0 >= 0 && iw0 + k <= g.inW
+                for kh in 0..<k {
+                    let ih = oh * g.stride - g.padTop + kh
+                    if ih < 0 || ih >= g.inH {
+                        dst.update(repeating: 0, count: rowValues)
+                    } else if inside {
+                        dst.update(from: xh + (ih * g.inW + iw0) * c, count: rowValues)
+                    } else {
+                        for kw in 0..<k {
+                            let iw = iw0 + kw
+                            if iw >= 0 && iw < g.inW {
+                                (dst + kw * c).update(from: xh + (ih * g.inW + iw) * c, count: c)
+                            } else {
+                                (dst + kw * c).update(repeating: 0, count: c)
+                            }
+                        }
+                    }
+                    dst += rowValues
+                }
+                // The k padding meets B's zeros: it must be finite, so zeros.
+                dst.update(repeating: 0, count: lda - g.patch)
+                dst += lda - g.patch
+            }
+        }
+        return (UnsafePointer(col), lda)
+    }
+
     /// dx = col2im(dcol): every patch entry is added back to the pixel it came from, in
     /// position order, so each dx element has one fixed summation order.
     public static func backward(_ g: Window, dcol: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>) {

@@ -1,3 +1,5 @@
+import Dispatch
+
 // The FMA peak of one core: 12 independent FMA chains of the build's vector width (SIMD16 on
 // AVX-512, SIMD8 on AVX2; enough to cover the FMA latency on two ports), no memory traffic. Used to express measured GFLOP/s as a % of the machine.
 
@@ -20,4 +22,27 @@ public enum FMAPeak {
     }
     /// FLOPs done by `spin` (an FMA counts 2 per lane).
     public static func flops(iterations: Int) -> Double { Double(iterations) * 12 * Double(GemmVector.scalarCount) * 2 }
+}
+
+/// The bf16 tile kernel's peak on one core: one 32x32 tile of C over 18 blocks of 32 k (the A and
+/// B panels, 72 KB, stay in L1 and L2), again and again. What a bf16 GEMM could reach if its
+/// operands were always at hand.
+public enum BF16Peak {
+    public static func gflops(path: BF16Path, tiles: Int) -> Double {
+        let blocks = 18, lda = 32 * blocks
+        // Tile rows are 64 bytes: aligned to 64, each is one cache line (unaligned, two: half the speed).
+        func aligned<T>(_ count: Int, _: T.Type) -> UnsafeMutablePointer<T> {
+            UnsafeMutableRawPointer.allocate(byteCount: count * MemoryLayout<T>.stride, alignment: 64).bindMemory(to: T.self, capacity: count)
+        }
+        let a = aligned(32 * lda, UInt16.self), b = aligned(1024 * blocks, UInt16.self), c = aligned(32 * 32, Float.self)
+        defer { a.deallocate(); b.deallocate(); c.deallocate() }
+        a.initialize(repeating: BF16.round(Float(1e-3)), count: 32 * lda)
+        b.initialize(repeating: BF16.round(Float(1e-3)), count: 1024 * blocks)
+        c.initialize(repeating: 0, count: 32 * 32)
+        let bw = UnsafeRawPointer(b).assumingMemoryBound(to: UInt32.self)
+        let start = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<tiles { GemmBF16.tile(path, blocks, a, lda, bw, c, 32, load: true, bias: nil, relu: false) }
+        let sec = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        return Double(tiles) * 2 * 32 * 32 * Double(lda) / sec / 1e9
+    }
 }

@@ -8,7 +8,8 @@ private let f = MemoryLayout<Float>.size
 
 extension SplitGemm {
     func bytesMoved(items: Int) -> Int {
-        f * (job.m * job.k + job.k * job.n + job.m * job.n * (job.accumulate ? 2 : 1))
+        // (A already in bf16 is half the bytes.)
+        (job.aBF16 == nil ? f : 2) * job.m * job.k + f * (job.k * job.n + job.m * job.n * (job.accumulate ? 2 : 1))
     }
 }
 
@@ -26,6 +27,11 @@ extension ReluMaskJob {
 
 extension DropoutJob {
     func bytesMoved(items: Int) -> Int { items * f * d.units * (mode == .evaluate ? 2 : 3) }
+}
+
+extension PackRowsJob {
+    /// Its rows in fp32, and in bf16.
+    func bytesMoved(items: Int) -> Int { min(items * 8, rows) * k * (f + 2) }
 }
 
 extension PackBJob {

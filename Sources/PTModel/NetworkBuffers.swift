@@ -110,6 +110,10 @@ final class BufferLayout {
                 stages.append(.dropout(d))
             case .dense(var d):
                 d.packedDyRows = floats(Gemm.packedBFloats(k: capacity, n: d.outputs))
+                if d.precision.isBF16 {
+                    d.inputBF16 = UnsafeMutableRawPointer(floats(GemmBF16.rowsFloats(rows: capacity, k: d.inputs)))
+                        .bindMemory(to: UInt16.self, capacity: 2 * GemmBF16.rowsFloats(rows: capacity, k: d.inputs))
+                }
                 if group.size > 1 { d.chainBuffer = floats(capacity * d.outputs) }
                 if index > 0 {
                     let batch = Network.paddedBatch(capacity)

@@ -47,9 +47,15 @@ extension Network {
                 if group.size > 1 {
                     chainedDenseForward(d, count: n, x: x, y: y)
                 } else {
-                    pool.gemm(GemmJob(m: n, n: d.outputs, k: d.inputs, a: .rowMajor(x, cols: d.inputs),
+                    var job = GemmJob(m: n, n: d.outputs, k: d.inputs, a: .rowMajor(x, cols: d.inputs),
                                       b: .rowMajor(W + d.weight, cols: d.outputs), c: y, ldc: d.outputs,
-                                      bias: W + d.bias, relu: d.relu, precision: d.precision))
+                                      bias: W + d.bias, relu: d.relu, precision: d.precision)
+                    if let xh = d.inputBF16 {
+                        let round = PackRowsJob(src: x, rows: n, k: d.inputs, into: xh)
+                        pool.run(items: round.items, round)
+                        job.aBF16 = UnsafePointer(xh); job.aBF16Stride = GemmBF16.paddedK(d.inputs)
+                    }
+                    pool.gemm(job)
                 }
             case let .dropout(d):
                 pool.run(range: range, DropoutJob(d: d, x: x, y: y, mode: training ? .train : .evaluate, seed: seed, step: step))

@@ -19,9 +19,11 @@ public enum ConvPath: Sendable, Equatable {
     /// 1x1 stride 1: the input is its own im2col, one GEMM.
     case pointwise
 
-    /// In bf16 no conv is Winograd: its transforms would round bf16 operands that no longer are
-    /// the data and weights (their error grows with the transform's constants), and a direct
-    /// conv's GEMM on bf16 units does 9/4 of the multiply-adds at several times the speed.
+    /// In bf16 no conv is Winograd: its transforms would round operands that no longer are the
+    /// data and weights, and a direct conv's GEMM on bf16 units does 9/4 of the multiply-adds at
+    /// several times the speed. A first layer's one-channel 3x3 conv stays direct in fp32 (its K of
+    /// 9 pads to a 32-k tile, and per-sample packing made its bf16 GEMM measure 2x slower; it
+    /// is 0.7% of the reference network's multiply-adds).
     static func choose(_ g: Window, cout: Int, firstLayer: Bool, precision: Precision = .fp32) -> ConvPath {
         if firstLayer && SingleChannelConv.applies(g, cout: cout) { return .singleChannel }
         if !precision.isBF16 && Winograd.applies(g, cout: cout) { return .winograd }
@@ -141,7 +143,7 @@ public struct NetworkPlan {
                     col = max(col, 16 * Winograd.tiles(g) * g.channels)
                     winograd = max(winograd, 16 * Winograd.tiles(g) * c.cout + 16 * g.channels * c.cout)
                 case .singleChannel: col = max(col, SingleChannelConv.paddedFloats(g))
-                case .im2col: col = max(col, g.positions * g.patch + Im2col.slack)
+                case .im2col: col = max(col, g.positions * g.patch + Im2col.slack, c.precision.isBF16 ? Im2col.bf16Floats(g) : 0)
                 case .pointwise: break
                 }
                 output = max(output, g.positions * c.cout)

@@ -13,6 +13,20 @@ struct GemmJob {
     var bias: UnsafePointer<Float>? = nil
     var relu = false
     var precision = Precision.fp32
+    /// In bf16: A already rounded (`GemmBF16.packRows`), its rows `aBF16Stride` apart.
+    var aBF16: UnsafePointer<UInt16>? = nil
+    var aBF16Stride = 0
+}
+
+/// Rounds rows of a row-major fp32 matrix into bf16 rows (`GemmBF16.packRows`), 8 rows an item.
+struct PackRowsJob: ParallelJob, @unchecked Sendable {  // an item writes its rows of the bf16 copy
+    var src: UnsafePointer<Float>
+    var rows, k: Int
+    var into: UnsafeMutablePointer<UInt16>
+    var items: Int { (rows + 7) / 8 }
+    func run(_ item: Int, _ worker: Int) {
+        GemmBF16.packRows(src, ld: k, k: k, rows: (item * 8)..<min(item * 8 + 8, rows), into: into)
+    }
 }
 
 /// Column sums of a row-major [rows, cols] matrix (a bias gradient), run beside a dense layer's
@@ -81,6 +95,12 @@ struct SplitGemm: ParallelJob, @unchecked Sendable {  // an item writes its tile
         let (rows, cols) = splitM ? ((t0, t1), (u0, u1)) : ((u0, u1), (t0, t1))
         let r0 = rows.0 * Gemm.mr, r1 = min(rows.1 * Gemm.mr, j.m)
         let c0 = cols.0 * Gemm.nr, c1 = min(cols.1 * Gemm.nr, j.n)
+        if let a = j.aBF16, case let .bf16(path) = j.precision {
+            GemmBF16.multiply(m: r1 - r0, n: c1 - c0, k: j.k, aBF16: a + r0 * j.aBF16Stride, lda: j.aBF16Stride,
+                              b: .view(j.b.offset(row: 0, col: c0)), c: j.c + r0 * j.ldc + c0, ldc: j.ldc,
+                              accumulate: j.accumulate, bias: j.bias.map { $0 + c0 }, relu: j.relu, scratch: pool.scratch(worker), path: path)
+            return
+        }
         Gemm.multiply(m: r1 - r0, n: c1 - c0, k: j.k, a: j.a.offset(row: r0, col: 0), b: .view(j.b.offset(row: 0, col: c0)),
                       c: j.c + r0 * j.ldc + c0, ldc: j.ldc,
                       accumulate: j.accumulate, bias: j.bias.map { $0 + c0 }, relu: j.relu, scratch: pool.scratch(worker),

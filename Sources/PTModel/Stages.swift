@@ -40,7 +40,7 @@ struct ConvStage {
     var relu: Bool
     var weight: Int, bias: Int
     var path: ConvPath
-    /// fp32, or bf16 multiply-adds (its GEMMs; the one-channel path stays fp32).
+    /// fp32, or bf16 multiply-adds (on the GEMM paths; the one-channel direct path stays fp32).
     var precision: Precision = .fp32
     // The weights packed once a step for the per-sample GEMMs: W as the forward's B, and Wᵀ as
     // the input gradient's B (not for the first layer, which needs no input gradient). None on
@@ -78,6 +78,9 @@ struct DenseStage {
     // otherwise be packed again for each).
     var packedDyRows: UnsafeMutablePointer<Float>!
     var finiteSlot = 0  // its weights' slot in Network.finiteFlags
+    /// In bf16: the layer's input rounded once a step as the forward GEMM's A (each of the GEMM's
+    /// column parts would otherwise round all of it again).
+    var inputBF16: UnsafeMutablePointer<UInt16>?
     /// Under mpirun: the partial sums of the forward chain, [capacity x outputs] by column blocks.
     var chainBuffer: UnsafeMutablePointer<Float>?
 }

@@ -34,6 +34,12 @@ private struct FMAPeakJob: ParallelJob {
 
 public enum Bench {
     /// Measured FMA peak (GFLOP/s) of `cores` cores running at once.
+    /// The bf16 tile kernel's peak on one core (`BF16Peak`), the best of three.
+    public static func bf16PeakGFLOPS(path: BF16Path) -> Double {
+        let tiles = path == .portable ? 200 : 20_000
+        return (0..<3).map { _ in BF16Peak.gflops(path: path, tiles: tiles) }.max()!
+    }
+
     public static func peakGFLOPS(cores: Int) -> Double {
         let pool = WorkerPool(threads: cores, scratchFloats: 16)
         let iterations = 20_000_000

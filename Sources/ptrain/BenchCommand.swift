@@ -57,9 +57,15 @@ struct Bench: ParsableCommand {
         let precision = try precisionFlag(self.precision)
         debugBuildNotice()
         print("ptrain: \(precision.startupLine)")
-        let peak = PTTraining.Bench.peakGFLOPS(cores: 1)
+        var peak = PTTraining.Bench.peakGFLOPS(cores: 1)
         print(String(format: "FMA peak: %.1f GFLOP/s per core (measured), %d cores; batch %d, %d timed steps after %d warm-up",
                      peak, cores, batch, steps, warmup))
+        if case let .bf16(path) = precision {
+            // The columns then read against the bf16 units' peak: most of the step's arithmetic is theirs.
+            peak = PTTraining.Bench.bf16PeakGFLOPS(path: path)
+            print(String(format: "bf16 peak on %@: %.1f GFLOP/s per core (measured: a 32x32 tile from L1/L2); %% peak and FMA %% below are of it",
+                         "\(path)", peak))
+        }
         // GFLOP/s and % peak count the model's arithmetic (convs as direct ones: 127.1 MFLOP a
         // reference sample); FMA % is what the FMA units did (a Winograd conv does 4/9 of that).
         let group = try ProcessGroup.world()

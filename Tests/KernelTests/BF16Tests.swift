@@ -48,7 +48,8 @@ let bf16Paths: [BF16Path] = {
 /// rounds by at most u = 2^-24 of the running sum, so |error| <= (k + 2) u Σ|terms| (products of
 /// bf16 values are exact in fp32).
 func checkBF16Gemm(_ path: BF16Path, m: Int, n: Int, k: Int, accumulate: Bool, bias: Bool, relu: Bool,
-                   transposeA: Bool = false, packB: Bool = false, sourceLocation: SourceLocation = #_sourceLocation) {
+                   transposeA: Bool = false, transposeB: Bool = false, packB: Bool = false,
+                   sourceLocation: SourceLocation = #_sourceLocation) {
     var r = Rand(s: UInt64(m * 1000 + n * 10 + k))
     let a = r.array(m * k), b = r.array(k * n), c0 = r.array(m * n), bs = r.array(n)
     let ra = a.map { Double(BF16.rounded($0)) }, rb = b.map { Double(BF16.rounded($0)) }
@@ -60,8 +61,11 @@ func checkBF16Gemm(_ path: BF16Path, m: Int, n: Int, k: Int, accumulate: Bool, b
     defer { packed.deallocate() }
     let s = scratch
     defer { s.deallocate() }
-    b.withUnsafeBufferPointer { bp in
-        let bv = MatrixView(bp.baseAddress!, rowStride: n, colStride: 1)
+    // B as stored: row-major, or its transpose (b[p, j] at bt[j * k + p]).
+    var bt = [Float](repeating: 0, count: k * n)
+    for p in 0..<k { for j in 0..<n { bt[j * k + p] = b[p * n + j] } }
+    (transposeB ? bt : b).withUnsafeBufferPointer { bp in
+        let bv = transposeB ? MatrixView(bp.baseAddress!, rowStride: 1, colStride: k) : MatrixView(bp.baseAddress!, rowStride: n, colStride: 1)
         if packB { GemmBF16.packB(k: k, n: n, b: bv, panels: 0..<GemmBF16.packedBPanels(n: n), into: packed) }
         (transposeA ? at : a).withUnsafeBufferPointer { ap in
             let av = transposeA ? MatrixView(ap.baseAddress!, rowStride: 1, colStride: m) : MatrixView(ap.baseAddress!, rowStride: k, colStride: 1)
@@ -99,6 +103,66 @@ func bf16GemmMatchesFloat64OnRoundedOperands(_ path: BF16Path) {
         checkBF16Gemm(path, m: m, n: n, k: k, accumulate: false, bias: false, relu: false)
         checkBF16Gemm(path, m: m, n: n, k: k, accumulate: true, bias: true, relu: true, packB: true)
         checkBF16Gemm(path, m: m, n: n, k: k, accumulate: true, bias: false, relu: false, transposeA: true)
+        checkBF16Gemm(path, m: m, n: n, k: k, accumulate: false, bias: true, relu: false, transposeB: true)
+        checkBF16Gemm(path, m: m, n: n, k: k, accumulate: false, bias: false, relu: true, transposeB: true, packB: true)
+    }
+}
+
+/// `count` values of T that end right before an unreadable page: a read past them faults.
+func beforeGuardPage<T>(_ count: Int, _: T.Type) -> UnsafeMutablePointer<T> {
+    let bytes = count * MemoryLayout<T>.stride, page = 4096, span = (bytes + page - 1) / page * page
+    let base = mmap(nil, span + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)!
+    mprotect(base + span, page, PROT_NONE)
+    return (base + span - bytes).bindMemory(to: T.self, capacity: count)  // (mapped for the process's life)
+}
+
+/// A already in bf16 (a dense layer's rounded input, a bf16 im2col) gives the bits of A as fp32
+/// rounded in the call, for any block of rows the pool cuts, and reads no row past m.
+@Test(arguments: bf16Paths)
+func bf16RowsOfAGiveTheBitsOfAView(_ path: BF16Path) {
+    for (m, n, k) in [(5, 40, 70), (33, 64, 600), (77, 100, 6)] {
+        var r = Rand(s: UInt64(m))
+        let a = r.array(m * k), b = r.array(k * n), lda = GemmBF16.paddedK(k)
+        let rows = beforeGuardPage(m * lda, UInt16.self)
+        a.withUnsafeBufferPointer { GemmBF16.packRows($0.baseAddress!, ld: k, k: k, rows: 0..<m, into: rows) }
+        let s = scratch
+        defer { s.deallocate() }
+        for cut in [0, 8, m / 2 / 8 * 8] where cut < m {
+            var viaView = [Float](repeating: 0, count: m * n), viaRows = viaView
+            a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in
+                let bv = BOperand.view(MatrixView(bp.baseAddress!, rowStride: n, colStride: 1))
+                viaView.withUnsafeMutableBufferPointer { c in
+                    GemmBF16.multiply(m: m - cut, n: n, k: k, a: MatrixView(ap.baseAddress! + cut * k, rowStride: k, colStride: 1), b: bv,
+                                      c: c.baseAddress! + cut * n, ldc: n, accumulate: false, scratch: s, path: path)
+                }
+                viaRows.withUnsafeMutableBufferPointer { c in
+                    GemmBF16.multiply(m: m - cut, n: n, k: k, aBF16: rows + cut * lda, lda: lda, b: bv,
+                                      c: c.baseAddress! + cut * n, ldc: n, accumulate: false, scratch: s, path: path)
+                }
+            } }
+            #expect(viaRows.map(\.bitPattern) == viaView.map(\.bitPattern), "\(path) m\(m) n\(n) k\(k) from row \(cut)")
+        }
+    }
+}
+
+/// A bf16 im2col holds exactly the rounded values of the fp32 one, zeros in each row's k padding.
+@Test func bf16Im2colIsTheRoundedIm2col() {
+    for g in [Window(inH: 9, inW: 8, channels: 3, kernel: 3, stride: 2, same: true),
+              Window(inH: 14, inW: 14, channels: 64, kernel: 3, stride: 1, same: true),
+              Window(inH: 7, inW: 6, channels: 5, kernel: 5, stride: 1, same: false)] {
+        var r = Rand(s: 7)
+        let x = r.array(g.inputSize + Im2col.slack)
+        let col = UnsafeMutablePointer<Float>.allocate(capacity: g.positions * g.patch + Im2col.slack)
+        let area = UnsafeMutablePointer<Float>.allocate(capacity: Im2col.bf16Floats(g))
+        defer { col.deallocate(); area.deallocate() }
+        x.withUnsafeBufferPointer { Im2col.forward(g, x: $0.baseAddress!, col: col) }
+        let (h, lda) = x.withUnsafeBufferPointer { Im2col.forwardBF16(g, x: $0.baseAddress!, scratch: area) }
+        #expect(lda == GemmBF16.paddedK(g.patch))
+        var same = true
+        for p in 0..<g.positions {
+            for i in 0..<lda where h[p * lda + i] != (i < g.patch ? BF16.round(col[p * g.patch + i]) : 0) { same = false }
+        }
+        #expect(same, "\(g)")
     }
 }
 
@@ -163,7 +227,8 @@ func bf16GemmContinuedAt32KBoundariesIsBitIdentical(_ path: BF16Path) {
     #expect(run([96, 480, 992]) == whole)
 }
 
-/// The portable path does VDPBF16PS's arithmetic: where the CPU has AVX512-BF16, the same bits.
+/// The portable path does VDPBF16PS's arithmetic: where the CPU has AVX512-BF16, the same bits,
+/// with subnormal operands (read as zero) and sums that cancel into the subnormal range (flushed).
 @Test func portableBF16IsAVX512BF16sArithmetic() {
     guard BF16Path.available.contains(.avx512) else {
         print("skipped: no AVX512-BF16 on this CPU (portable vs AVX512-BF16 bits)")
@@ -174,4 +239,23 @@ func bf16GemmContinuedAt32KBoundariesIsBitIdentical(_ path: BF16Path) {
         #expect(bf16Blocks(.portable, m: m, n: n, k: k, rowCuts: cuts, colCuts: cuts, packB: true)
                 == bf16Blocks(.avx512, m: m, n: n, k: k, rowCuts: cuts, colCuts: cuts, packB: true))
     }
+    // Tiny values: bf16 subnormals (below 2^-126), products and partial sums near fp32's smallest normal.
+    let m = 32, n = 32, k = 64
+    var r = Rand(s: 13)
+    let scale: [Float] = [0x1p-130, 0x1p-70, 0x1p-60, 1]
+    let a = (0..<(m * k)).map { r.next() * scale[$0 % 4] }, b = (0..<(k * n)).map { r.next() * scale[($0 / 3) % 4] }
+    let s = scratch
+    defer { s.deallocate() }
+    var out: [[UInt32]] = []
+    for path in [BF16Path.portable, .avx512] {
+        var c = [Float](repeating: 0, count: m * n)
+        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+            GemmBF16.multiply(m: m, n: n, k: k, a: MatrixView(ap.baseAddress!, rowStride: k, colStride: 1),
+                              b: .view(MatrixView(bp.baseAddress!, rowStride: n, colStride: 1)), c: cp.baseAddress!, ldc: n,
+                              accumulate: false, scratch: s, path: path)
+        } } }
+        out.append(c.map(\.bitPattern))
+    }
+    #expect(out[0] == out[1])
+    #expect(out[0].contains { $0 & 0x7FFF_FFFF != 0 && $0 & 0x7F80_0000 == 0 } == false, "a subnormal result survived")
 }

@@ -22,10 +22,9 @@ void pt_bf16_tile_avx512(int blocks, const uint16_t *a, long lda, const uint16_t
                          float *c, long ldc, int load, const float *bias, int relu);
 void pt_bf16_tile_portable(int blocks, const uint16_t *a, long lda, const uint16_t *b,
                            float *c, long ldc, int load, const float *bias, int relu);
-#endif
+/// Loads this thread's AMX tile configuration (8 tiles of 16 rows x 64 bytes); before AMX tiles.
+void pt_bf16_amx_configure(void);
 
-#ifndef PT_BF16_PACK
-#define PT_BF16_PACK
 /// dst[i * lda + p] = bf16(src[p * ld + i]) (round to nearest even) for i < rows, p < k, and zeros
 /// for p in [k, lda): a GEMM's A stored transposed (its rows along memory), packed as rows.
 void pt_bf16_pack_transposed(const float *src, long ld, int rows, int k, uint16_t *dst, long lda);
@@ -35,4 +34,7 @@ void pt_bf16_pack_rows(const float *src, long ld, int rows, int k, uint16_t *dst
 /// A row-major B's 16 columns as k-pair words: words[q * 16 + n] = bf16(src[2q][n]) |
 /// bf16(src[2q + 1][n]) << 16 for q < pairs, with rows from k on read as zeros.
 void pt_bf16_pack_pairs16(const float *src, long ld, int k, int pairs, uint32_t *words, long qStride);
+/// The same from a B stored transposed (column n's k = 0, 1, ... at src + n * ld): 16 columns, 16
+/// k-pairs from k0, words[q * 16 + n] as above, rows from k on read as zeros.
+void pt_bf16_pack_pairs16_transposed(const float *src, long ld, int k, uint32_t *words);
 #endif
