@@ -71,10 +71,9 @@ public enum Gemm {
     /// of a conv's output channels).
     public static let packedBlockRows = kc, packedBlockColumns = nc
 
-    /// Floats of a whole [k, n] B packed by `packB`, in fp32 or in bf16 (`GemmBF16.packB`): a
-    /// buffer of this size holds either.
-    public static func packedBFloats(k: Int, n: Int) -> Int {
-        max(k * ((n + nr - 1) / nr * nr), GemmBF16.packedBFloats(k: k, n: n))
+    /// Floats of a whole [k, n] B packed by `packB` (in bf16: by `GemmBF16.packB`).
+    public static func packedBFloats(k: Int, n: Int, precision: Precision = .fp32) -> Int {
+        precision.isBF16 ? GemmBF16.packedBFloats(k: k, n: n) : k * ((n + nr - 1) / nr * nr)
     }
     /// The KC x NC blocks `packB` fills one at a time (so several threads can share the work).
     public static func packedBBlocks(k: Int, n: Int) -> Int { ((n + nc - 1) / nc) * ((k + kc - 1) / kc) }

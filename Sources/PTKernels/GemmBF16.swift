@@ -11,45 +11,6 @@
 // path; the paths' bits differ from each other and from fp32).
 import CBF16
 
-/// Where bf16 multiply-adds run: decided at run time from CPUID and the OS.
-public enum BF16Path: String, CaseIterable, Sendable, CustomStringConvertible {
-    /// AMX tiles (TDPBF16PS): Intel Sapphire Rapids and later.
-    case amx
-    /// AVX-512 VDPBF16PS: AMD Zen 4 and later, Intel Cooper Lake and later.
-    case avx512
-    /// The same arithmetic as VDPBF16PS in plain fp32: any x86-64, and slow.
-    case portable
-
-    /// The paths this machine runs, fastest first (portable is always there).
-    public static let available: [BF16Path] = {
-        let bits = Int(pt_bf16_paths())
-        return (bits & Int(PT_BF16_AMX) != 0 ? [.amx] : [])
-            + (bits & Int(PT_BF16_AVX512) != 0 ? [.avx512] : []) + [.portable]
-    }()
-    public static var best: BF16Path { available[0] }
-
-    public var description: String {
-        switch self {
-        case .amx: return "AMX"
-        case .avx512: return "AVX512-BF16"
-        case .portable: return "portable (bf16 emulated in fp32, slow)"
-        }
-    }
-}
-
-/// The arithmetic of convolutions and dense layers: fp32, or bf16 operands with fp32 sums on a path.
-public enum Precision: Hashable, Sendable, CustomStringConvertible {
-    case fp32
-    case bf16(BF16Path)
-    public var isBF16: Bool { if case .bf16 = self { return true }; return false }
-    public var description: String {
-        switch self {
-        case .fp32: return "fp32"
-        case let .bf16(path): return "bf16 on \(path)"
-        }
-    }
-}
-
 public enum BF16 {
     /// fp32 → bf16, round to nearest even (a NaN stays a NaN). The result is in each lane's low 16 bits.
     @inline(__always) public static func round(_ v: SIMD16<Float>) -> SIMD16<UInt32> {
@@ -323,11 +284,5 @@ extension Gemm {
             GemmBF16.multiply(m: m, n: n, k: k, a: a, b: b, c: c, ldc: ldc, accumulate: accumulate, bias: bias, relu: relu,
                               scratch: scratch, path: path)
         }
-    }
-
-    /// Where a packed B's columns from `col` (a multiple of NR, within one KC x NC block for fp32)
-    /// start: themselves a packed B.
-    public static func packedColumnOffset(col: Int, k: Int, precision: Precision) -> Int {
-        precision.isBF16 ? GemmBF16.packedColumnOffset(col: col, k: k) : col * k
     }
 }

@@ -1,3 +1,4 @@
+import CBF16
 import Dispatch
 
 // The FMA peak of one core: 12 independent FMA chains of the build's vector width (SIMD16 on
@@ -40,6 +41,7 @@ public enum BF16Peak {
         b.initialize(repeating: BF16.round(Float(1e-3)), count: 1024 * blocks)
         c.initialize(repeating: 0, count: 32 * 32)
         let bw = UnsafeRawPointer(b).assumingMemoryBound(to: UInt32.self)
+        if path == .amx { pt_bf16_amx_configure() }  // (GemmBF16.multiply does this for each GEMM)
         let start = DispatchTime.now().uptimeNanoseconds
         for _ in 0..<tiles { GemmBF16.tile(path, blocks, a, lda, bw, c, 32, load: true, bias: nil, relu: false) }
         let sec = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9

@@ -142,7 +142,7 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
             Winograd.transformOutput(g, cout: cout, m: m, bias: bias, relu: c.relu, tiles: tiles, into: out)
         case .im2col where c.precision.isBF16:
             // The patches straight into bf16 rows: no fp32 im2col, no packing pass.
-            guard case let .bf16(path) = c.precision else { break }
+            let path = c.precision.bf16Path!
             let (col, lda) = Im2col.forwardBF16(g, x: x + s * g.inputSize, scratch: area + scratch.col)
             GemmBF16.multiply(m: g.positions, n: cout, k: g.patch, aBF16: col, lda: lda, b: .packed(c.packedW),
                               c: out, ldc: cout, accumulate: false, bias: bias, relu: c.relu, scratch: area, path: path)

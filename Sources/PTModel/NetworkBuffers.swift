@@ -90,8 +90,8 @@ final class BufferLayout {
                     c.packedW = floats(16 * c.packedStride)
                     if index > 0 { c.packedWt = floats(16 * c.packedStrideT) }
                 case .im2col, .pointwise:
-                    c.packedW = floats(Gemm.packedBFloats(k: g.patch, n: c.cout))
-                    if index > 0 { c.packedWt = floats(Gemm.packedBFloats(k: c.cout, n: g.patch)) }
+                    c.packedW = floats(Gemm.packedBFloats(k: g.patch, n: c.cout, precision: c.precision))
+                    if index > 0 { c.packedWt = floats(Gemm.packedBFloats(k: c.cout, n: g.patch, precision: c.precision)) }
                 }
                 stages.append(.conv(c))
             case .pool(var p):
@@ -109,7 +109,7 @@ final class BufferLayout {
                 d.scales = floats(d.units * capacity)
                 stages.append(.dropout(d))
             case .dense(var d):
-                d.packedDyRows = floats(Gemm.packedBFloats(k: capacity, n: d.outputs))
+                d.packedDyRows = floats(Gemm.packedBFloats(k: capacity, n: d.outputs, precision: d.precision))
                 if d.precision.isBF16 {
                     d.inputBF16 = UnsafeMutableRawPointer(floats(GemmBF16.rowsFloats(rows: capacity, k: d.inputs)))
                         .bindMemory(to: UInt16.self, capacity: 2 * GemmBF16.rowsFloats(rows: capacity, k: d.inputs))
@@ -117,7 +117,7 @@ final class BufferLayout {
                 if group.size > 1 { d.chainBuffer = floats(capacity * d.outputs) }
                 if index > 0 {
                     let batch = Network.paddedBatch(capacity)
-                    d.packedDy = floats(Gemm.packedBFloats(k: d.outputs, n: capacity))
+                    d.packedDy = floats(Gemm.packedBFloats(k: d.outputs, n: capacity, precision: d.precision))
                     d.inputGradT = floats(d.inputs * batch, perNode: denseRows(d, width: batch, from: 0))
                 }
                 stages.append(.dense(d))

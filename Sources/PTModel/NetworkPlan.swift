@@ -182,6 +182,7 @@ public struct NetworkPlan {
             switch s {
             case let .pool(p): return sum + (p.isMax ? p.window.positions * p.window.channels : 0)
             case let .dropout(d): return sum + d.units
+            case let .dense(d) where d.precision.isBF16: return sum + d.inputs / 2  // its input rounded to bf16
             default: return sum
             }
         }

@@ -95,7 +95,7 @@ struct SplitGemm: ParallelJob, @unchecked Sendable {  // an item writes its tile
         let (rows, cols) = splitM ? ((t0, t1), (u0, u1)) : ((u0, u1), (t0, t1))
         let r0 = rows.0 * Gemm.mr, r1 = min(rows.1 * Gemm.mr, j.m)
         let c0 = cols.0 * Gemm.nr, c1 = min(cols.1 * Gemm.nr, j.n)
-        if let a = j.aBF16, case let .bf16(path) = j.precision {
+        if let a = j.aBF16, let path = j.precision.bf16Path {
             GemmBF16.multiply(m: r1 - r0, n: c1 - c0, k: j.k, aBF16: a + r0 * j.aBF16Stride, lda: j.aBF16Stride,
                               b: .view(j.b.offset(row: 0, col: c0)), c: j.c + r0 * j.ldc + c0, ldc: j.ldc,
                               accumulate: j.accumulate, bias: j.bias.map { $0 + c0 }, relu: j.relu, scratch: pool.scratch(worker), path: path)
@@ -123,13 +123,15 @@ struct PackBJob: ParallelJob, @unchecked Sendable {  // an item writes its panel
     init(k: Int, n: Int, b: MatrixView, into: UnsafeMutablePointer<Float>, workers: Int = 1, precision: Precision = .fp32) {
         self.k = k; self.n = n; self.b = b; self.into = into; self.precision = precision
         blocks = precision.isBF16 ? 1 : Gemm.packedBBlocks(k: k, n: n)
-        let panels = precision.isBF16 ? GemmBF16.packedBPanels(n: n) : Gemm.packedBPanels(n: n)
-        slices = min(panels, max(1, (2 * workers + blocks - 1) / blocks))
+        slices = min(Self.panels(n: n, precision), max(1, (2 * workers + blocks - 1) / blocks))
     }
-    var panels: Int { precision.isBF16 ? GemmBF16.packedBPanels(n: n) : Gemm.packedBPanels(n: n) }
+    /// The column panels of a block (in bf16 the block is the whole B).
+    static func panels(n: Int, _ precision: Precision) -> Int {
+        precision.isBF16 ? GemmBF16.packedBPanels(n: n) : Gemm.packedBPanels(n: n)
+    }
     var items: Int { blocks * slices }
     func run(_ item: Int, _ worker: Int) {
-        let block = item / slices, slice = item % slices, panels = self.panels
+        let block = item / slices, slice = item % slices, panels = Self.panels(n: n, precision)
         let mine = (slice * panels / slices)..<((slice + 1) * panels / slices)
         if precision.isBF16 {
             GemmBF16.packB(k: k, n: n, b: b, panels: mine, into: into)

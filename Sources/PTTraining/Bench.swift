@@ -34,12 +34,6 @@ private struct FMAPeakJob: ParallelJob {
 
 public enum Bench {
     /// Measured FMA peak (GFLOP/s) of `cores` cores running at once.
-    /// The bf16 tile kernel's peak on one core (`BF16Peak`), the best of three.
-    public static func bf16PeakGFLOPS(path: BF16Path) -> Double {
-        let tiles = path == .portable ? 200 : 20_000
-        return (0..<3).map { _ in BF16Peak.gflops(path: path, tiles: tiles) }.max()!
-    }
-
     public static func peakGFLOPS(cores: Int) -> Double {
         let pool = WorkerPool(threads: cores, scratchFloats: 16)
         let iterations = 20_000_000
@@ -51,6 +45,12 @@ public enum Bench {
             best = max(best, FMAPeak.flops(iterations: iterations) * Double(cores) / sec / 1e9)
         }
         return best
+    }
+
+    /// The bf16 tile kernel's peak on one core (`BF16Peak`), the best of three.
+    public static func bf16PeakGFLOPS(path: BF16Path) -> Double {
+        let tiles = path == .portable ? 200 : 20_000
+        return (0..<3).map { _ in BF16Peak.gflops(path: path, tiles: tiles) }.max()!
     }
 
     public static func synthetic(count: Int, rows: Int, cols: Int, seed: UInt64) -> Dataset {
@@ -138,9 +138,11 @@ public enum Bench {
         log(pad("other (batch copy)") + String(format: " %7.2f   (step %.2f ms)", max(total - accounted, 0), total))
     }
 
-    public static func json(_ rows: [BenchRow], batch: Int, peakPerCore: Double) -> String {
-        "[\n" + rows.map { r in
-            String(format: "  {\"ranks\": %d, \"threads\": %d, \"batch\": %d, \"median_step_ms\": %.3f, \"samples_per_sec\": %.1f, \"speedup\": %.3f, \"efficiency\": %.3f, \"gflops\": %.2f, \"percent_of_peak\": %.2f, \"executed_percent_of_peak\": %.2f, \"peak_gflops_per_core\": %.1f, \"median_compute_ms\": %.3f, \"median_comm_ms\": %.3f, \"bytes_received_per_step\": %.0f}",
+    /// `peakPerCore`: the peak the percentages are of (the bf16 tile's in bf16, else the FMAs').
+    public static func json(_ rows: [BenchRow], batch: Int, peakPerCore: Double, precision: Precision = .fp32) -> String {
+        let p = precision.checkpointFields
+        return "[\n" + rows.map { r in
+            "  {\"precision\": \"\(p.precision)\", \"bf16_path\": \"\(p.path)\", " + String(format: "\"ranks\": %d, \"threads\": %d, \"batch\": %d, \"median_step_ms\": %.3f, \"samples_per_sec\": %.1f, \"speedup\": %.3f, \"efficiency\": %.3f, \"gflops\": %.2f, \"percent_of_peak\": %.2f, \"executed_percent_of_peak\": %.2f, \"peak_gflops_per_core\": %.1f, \"median_compute_ms\": %.3f, \"median_comm_ms\": %.3f, \"bytes_received_per_step\": %.0f}",
                    r.ranks, r.threads, batch, r.medianStepSec * 1000, r.samplesPerSec, r.speedup, r.efficiency, r.gflops, r.percentOfPeak,
                    r.executedPercentOfPeak, peakPerCore, r.medianComputeSec * 1000, r.medianCommSec * 1000, r.bytesPerStep)
         }.joined(separator: ",\n") + "\n]\n"

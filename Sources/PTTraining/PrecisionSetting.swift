@@ -49,8 +49,10 @@ extension Precision {
         switch self {
         case .fp32: return "precision fp32"
         case let .bf16(p):
+            let emulated = BF16Path.best == .portable ? ": this CPU has neither AMX nor AVX512-BF16, so bf16 is emulated, and slow"
+                : " (emulated, and slow: this CPU also has \(BF16Path.best))"
             return "precision bf16 (conv and dense multiply-adds; fp32 weights, optimizer, loss and sums) on \(p)"
-                + (p == .portable ? ": this CPU has neither AMX nor AVX512-BF16, so bf16 is emulated and slow" : "")
+                + (p == .portable ? emulated : "")
         }
     }
 }

@@ -69,6 +69,7 @@ struct Bench: ParsableCommand {
         // GFLOP/s and % peak count the model's arithmetic (convs as direct ones: 127.1 MFLOP a
         // reference sample); FMA % is what the FMA units did (a Winograd conv does 4/9 of that).
         let group = try ProcessGroup.world()
+        try agreeAcrossRanks(precision, group: group)
         if group.size > 1 {
             // Threads are per rank; batch and samples/s are the whole job's; comm ms is rank 0's time in
             // collectives (waiting for the slowest rank included), MB recv what rank 0 received a step.
@@ -84,7 +85,7 @@ struct Bench: ParsableCommand {
                                             group: group) { print($0); fflush(nil) }
         } catch let e as ShapeError { throw UsageError(description: e.message) }
         if group.rank == 0 {
-            if let json { try AtomicFile.write(json, data: Data(PTTraining.Bench.json(rows, batch: batch, peakPerCore: peak).utf8)) }
+            if let json { try AtomicFile.write(json, data: Data(PTTraining.Bench.json(rows, batch: batch, peakPerCore: peak, precision: precision).utf8)) }
             if let svg { try AtomicFile.write(svg, data: Data(PTTraining.Bench.svg(rows).utf8)) }
         }
         fflush(nil)

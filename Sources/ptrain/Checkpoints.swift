@@ -24,6 +24,16 @@ func precisionFlag(_ text: String) throws -> Precision {
     do { return try Precision.parse(text) } catch { throw UsageError(description: error.description) }
 }
 
+/// Under mpirun every rank must run one precision on one bf16 path (the paths' bits differ, and the
+/// ranks' sums meet): the ranks compare theirs, and all stop with the same line when they differ.
+func agreeAcrossRanks(_ precision: Precision, group: ProcessGroup) throws {
+    guard group.size > 1 else { return }
+    let code = Int32(precision.bf16Path.map { 1 + BF16Path.allCases.firstIndex(of: $0)! } ?? 0)
+    if group.maximum(code) != -group.maximum(-code) {
+        throw UsageError(description: "the ranks of this job would run different precisions or bf16 paths (rank 0: \(precision)), whose bits differ; give every rank the same --precision and \(Precision.pathVariable)")
+    }
+}
+
 /// Loads a checkpoint's model (not its optimizer state) for eval and predict, in `precision` (nil:
 /// the checkpoint's own, on this machine's fastest bf16 path when it was trained on one this CPU
 /// lacks).
@@ -34,6 +44,7 @@ func loadModel(_ path: String, precision text: String? = nil, group: ProcessGrou
     else if case let .bf16(p) = precision, !BF16Path.available.contains(p) { precision = try precisionFlag("bf16") }
     let spec: ModelSpec
     do { spec = try ModelSpec(parsing: state.spec) } catch { throw DataError(path, "checkpoint spec does not parse: \(error)") }
+    try agreeAcrossRanks(precision, group: group)
     let net: Network
     do {
         net = try Network(spec: spec, input: state.input, classes: state.classes, capacity: 100,

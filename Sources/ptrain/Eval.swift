@@ -22,7 +22,7 @@ struct Eval: ParsableCommand {
         }
         var confusion = [[Int]](repeating: [Int](repeating: 0, count: state.classes), count: state.classes)
         let e = Trainer.evaluate(net, test, normalization: state.normalization) { label, predicted in confusion[label][predicted] += 1 }
-        print("checkpoint: \(checkpoint) (step \(state.step))")
+        print("checkpoint: \(checkpoint) (step \(state.step)); \(net.precision.startupLine)")
         print(String(format: "test loss %.4f, test accuracy %.2f%% (%d/%d)", e.loss, e.accuracy * 100, e.correct, e.count))
         let names = test.classNames
         let width = max(names.map(\.count).max() ?? 5, 6)

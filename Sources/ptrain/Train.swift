@@ -201,6 +201,7 @@ struct Train: ParsableCommand {
         let totalSteps = epochs.map { $0 * (train.count / config.batch) } ?? steps ?? TrainConfig.defaultSteps
         if resumed == nil, let lrSchedule { config.optimizer.schedule = try LRSchedule.parse(lrSchedule, totalSteps: totalSteps).get() }
         let group = try ProcessGroup.world()
+        try agreeAcrossRanks(config.precision, group: group)
         let trainer: Trainer
         do { trainer = try Trainer(config: config, data: train, group: group) } catch let e as ShapeError {
             throw UsageError(description: "\(e.message) (input \(train.shape), \(train.classes) classes)")

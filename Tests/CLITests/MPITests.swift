@@ -3,6 +3,7 @@
 // package is built with the MPI trait (scripts/test does both builds); the default build checks
 // that it refuses to run as one of several ranks.
 import Foundation
+import PTKernels
 import PTModel
 import PTTestSupport
 import PTTraining
@@ -288,6 +289,32 @@ let mpiRuns = [
         // A run-time failure after MPI has started: the same on every rank, said once.
         expectCleanError(try mpi(2, ["--data", data, "--lr", "1e30", "--steps", "50", "--checkpoint", dir + "/x.st"], seconds: 60),
                          code: 1, mentions: ["non-finite gradient in fc1.weight"])
+        #expect(contents(dir + "/x.st") == nil)
+    }
+
+    /// Ranks that would run different bf16 paths (another CPU, another PTRAIN_BF16_PATH) stop
+    /// together with one line, for training, bench and eval alike.
+    @Test func ranksOnDifferentBF16PathsRefuseTogether() throws {
+        guard BF16Path.best != .portable else {
+            print("skipped: this CPU has no bf16 units, so every rank's path is the portable one")
+            return
+        }
+        let data = try fashionSubset(), dir = try runDir()
+        defer { Scratch.remove(data); Scratch.remove(dir) }
+        // Rank 0 is told the portable path; rank 1 takes this CPU's fastest.
+        func split(_ args: [String]) throws -> Result {
+            try launch(mpirun, ["-q", "-np", "2", "--oversubscribe", "--bind-to", "none", "/bin/sh", "-c",
+                                "[ \"$OMPI_COMM_WORLD_RANK\" = 0 ] && export \(Precision.pathVariable)=portable; exec \"$0\" \"$@\"", binary] + args,
+                       environment: mpiEnvironment, seconds: 60)
+        }
+        let made = try ptrain(["--data", data, "--spec", "conv(4,3) relu maxpool(2) fc(10)", "--batch", "20", "--steps", "2",
+                               "--precision", "bf16", "--checkpoint", dir + "/ck.st"])
+        #expect(made.status == 0, "\(made.err)")
+        for args in [["--data", data, "--precision", "bf16", "--steps", "2", "--checkpoint", dir + "/x.st"],
+                     ["bench", "--threads", "1", "--steps", "1", "--precision", "bf16"],
+                     ["eval", "--checkpoint", dir + "/ck.st", "--data", data, "--precision", "bf16"]] {
+            expectCleanError(try split(args), code: 2, mentions: ["different precisions or bf16 paths", Precision.pathVariable])
+        }
         #expect(contents(dir + "/x.st") == nil)
     }
 

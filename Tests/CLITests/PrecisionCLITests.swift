@@ -40,13 +40,32 @@ func bf16TrainsResumesExactlyAndRecordsItsPath(_ path: BF16Path) throws {
     #expect(changed.out.contains("differ from an unbroken run"), "\(changed.out)")
     #expect(try Checkpoint.load(dir + "/changed.st").state.precision == .fp32)
 
-    // eval and predict: the checkpoint's precision by default, or the flag's.
-    for flags in [[], ["--precision", "fp32"], ["--precision", "bf16"]] {
+    // bench runs it, measures that path's peak first, and records it in --json.
+    let bench = try run(["bench", "--threads", "1", "--batch", "10", "--steps", "1", "--warmup", "0", "--spec", bf16Spec,
+                         "--precision", "bf16", "--json", dir + "/bench.json"])
+    #expect(bench.status == 0 && bench.out.contains("bf16 peak on \(path)"), "\(bench.out) \(bench.err)")
+    let rows = try JSONSerialization.jsonObject(with: contents(dir + "/bench.json") ?? Data()) as? [[String: Any]]
+    #expect(rows?.first?["precision"] as? String == "bf16" && rows?.first?["bf16_path"] as? String == path.rawValue)
+
+    // Another bf16 path is another precision too (its bits differ).
+    if path != .portable {
+        expectCleanError(try launch(binary, ["--data", data, "--resume", dir + "/half.st", "--precision", "bf16", "--steps", "50"],
+                                    environment: [Precision.pathVariable: "portable"]),
+                         code: 2, mentions: ["checkpoint's bf16 on \(path)", "--change-precision"])
+    }
+
+    // eval and predict: the checkpoint's precision by default (said), or the flag's.
+    var probabilities: [String: String] = [:]
+    for (name, flags) in [("default", [String]()), ("fp32", ["--precision", "fp32"]), ("bf16", ["--precision", "bf16"])] {
         let e = try run(["eval", "--checkpoint", dir + "/whole.st", "--data", data] + flags)
         #expect(e.status == 0 && e.out.contains("test accuracy"), "\(flags): \(e.err)")
+        #expect(e.out.contains(name == "fp32" ? "precision fp32" : "precision bf16"), "\(name): \(e.out)")
         let p = try run(["predict", "--checkpoint", dir + "/whole.st", "--data", data, "--index", "3"] + flags)
         #expect(p.status == 0 && p.out.contains("test[3]"), "\(flags): \(p.err)")
+        probabilities[name] = p.out
     }
+    #expect(probabilities["default"] == probabilities["bf16"])
+    #expect(probabilities["fp32"] != probabilities["bf16"], "fp32 and bf16 printed the same probabilities")
 }
 
 @Test func badPrecisionFlagsAreOneLineErrors() throws {

@@ -57,7 +57,7 @@ func checkBF16Gemm(_ path: BF16Path, m: Int, n: Int, k: Int, accumulate: Bool, b
     var at = [Float](repeating: 0, count: m * k)
     for i in 0..<m { for p in 0..<k { at[p * m + i] = a[i * k + p] } }
     var c = accumulate ? c0 : [Float](repeating: .nan, count: m * n)
-    let packed = UnsafeMutablePointer<Float>.allocate(capacity: max(1, Gemm.packedBFloats(k: k, n: n)))
+    let packed = UnsafeMutablePointer<Float>.allocate(capacity: max(1, GemmBF16.packedBFloats(k: k, n: n)))
     defer { packed.deallocate() }
     let s = scratch
     defer { s.deallocate() }
@@ -171,7 +171,7 @@ func bf16Blocks(_ path: BF16Path, m: Int, n: Int, k: Int, rowCuts: [Int], colCut
     var r = Rand(s: 11)
     let a = r.array(m * k), b = r.array(k * n), bs = r.array(n)
     var c = r.array(m * n)
-    let packed = UnsafeMutablePointer<Float>.allocate(capacity: Gemm.packedBFloats(k: k, n: n))
+    let packed = UnsafeMutablePointer<Float>.allocate(capacity: GemmBF16.packedBFloats(k: k, n: n))
     defer { packed.deallocate() }
     let s = scratch
     defer { s.deallocate() }

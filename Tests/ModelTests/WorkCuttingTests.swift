@@ -2,6 +2,7 @@
 // sample's conv work by blocks of channels, a GEMM along both dimensions, a pack by panels): the
 // cuts must change no bit, whether the pieces run on real threads or are recorded one by one.
 import Testing
+import PTKernels
 import PTModel
 import PTRuntime
 import PTKernels
@@ -9,10 +10,11 @@ import PTKernels
 /// Two training steps of a network that takes every cut at 64 workers: the one-channel conv's
 /// forward by output channels, the Winograd conv's forward by output channels and its backward by
 /// input channels, fc1's forward along both dimensions.
-func twoSteps(threads: Int, split: Int, recorder: RegionRecorder? = nil) throws -> [UInt32] {
+func twoSteps(threads: Int, split: Int, recorder: RegionRecorder? = nil, precision: Precision = .fp32) throws -> [UInt32] {
     let spec = try ModelSpec(parsing: "conv(64,3) relu maxpool(2) conv(64,3) relu maxpool(2) fc(64) relu dropout(0.5) fc(10)")
     let n = 13
-    let net = try Network(spec: spec, input: Shape(h: 8, w: 8, c: 1), classes: 10, capacity: n, threads: threads, seed: 3)
+    let net = try Network(spec: spec, input: Shape(h: 8, w: 8, c: 1), classes: 10, capacity: n, threads: threads, seed: 3,
+                          precision: precision)
     net.pool.splitCount = split
     net.pool.recorder = recorder
     var r = SplitMix64(seed: 9)
@@ -32,6 +34,15 @@ func cuttingWorkForManyWorkersChangesNoBit(_ threads: Int) throws {
     let plain = try twoSteps(threads: 1, split: 1)
     // Real threads running the pieces cut for 64 workers.
     #expect(try twoSteps(threads: threads, split: 64) == plain)
+}
+
+/// In bf16 (no Winograd: the GEMMs along both dimensions, the packs by panels, fc1's rounded
+/// input by rows), on every bf16 path this CPU has.
+@Test(arguments: BF16Path.available)
+func cuttingBF16WorkForManyWorkersChangesNoBit(_ path: BF16Path) throws {
+    let plain = try twoSteps(threads: 1, split: 1, precision: .bf16(path))
+    #expect(try twoSteps(threads: 3, split: 64, precision: .bf16(path)) == plain)
+    #expect(try twoSteps(threads: 1, split: 64, precision: .bf16(path)) == plain)
 }
 
 @Test func aRecordingCutForManyWorkersShowsTheCutsAndChangesNoBit() throws {

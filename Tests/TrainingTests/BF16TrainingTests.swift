@@ -1,5 +1,6 @@
 // Training in bf16 keeps the promises on each path this CPU has: the same bits at any thread count
-// and any cut of the work, and an exact resume; and it is bf16 (not fp32's bits), and it learns.
+// (the cuts for 64 workers: WorkCuttingTests; resume: PrecisionCLITests), and it is bf16 (not
+// fp32's bits), and it learns.
 import Foundation
 import PTKernels
 import PTModel
@@ -42,28 +43,4 @@ func bf16TrainingIsBitIdenticalAcrossThreadCounts(_ path: BF16Path) throws {
         #expect(firstDifference(other.losses, one.losses) == nil, "losses differ at \(t) threads")
         #expect(firstDifference(other.weights, one.weights) == nil, "weights differ at \(t) threads")
     }
-}
-
-/// Work cut for 64 workers (GEMMs along both dimensions, packs by panels) on 1 and 3 threads.
-@Test(arguments: trainingPaths)
-func bf16WorkCutForManyWorkersChangesNoBit(_ path: BF16Path) throws {
-    func steps(threads: Int, split: Int) throws -> [UInt32] {
-        let spec = try ModelSpec(parsing: "conv(16,3) relu maxpool(2) conv(32,3) relu maxpool(2) fc(64) relu dropout(0.5) fc(10)")
-        let n = 13
-        let net = try Network(spec: spec, input: Shape(h: 8, w: 8, c: 1), classes: 10, capacity: n, threads: threads, seed: 3,
-                              precision: .bf16(path))
-        net.pool.splitCount = split
-        var r = SplitMix64(seed: 9)
-        for step in 1...2 {
-            for i in 0..<(n * 64) { net.input[i] = Float(r.nextUnit()) }
-            for s in 0..<n { net.labels[s] = Int32((s + step) % 10) }
-            net.forward(count: n, training: true, step: step, seed: 2)
-            _ = net.lossAndGradient(count: n)
-            _ = net.backward(count: n, adam: AdamStep(lr: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, t: step))
-        }
-        return (0..<net.parameterCount).map { net.weights[$0].bitPattern }
-    }
-    let plain = try steps(threads: 1, split: 1)
-    #expect(firstDifference(try steps(threads: 3, split: 64), plain) == nil)
-    #expect(firstDifference(try steps(threads: 1, split: 64), plain) == nil)
 }

@@ -1,4 +1,5 @@
 import Foundation
+import PTKernels
 import PTModel
 import PTTestSupport
 import PTTraining
@@ -129,4 +130,29 @@ func malformedSafetensorsAreRefused(_ c: (String, [UInt8], String)) {
     #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/sub") == ["f"])
     #expect(try String(contentsOfFile: dir + "/f", encoding: .utf8) == "old")
     #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["f", "sub"])
+}
+
+/// A checkpoint records its precision and bf16 path; one written before they existed reads as fp32,
+/// and a precision no ptrain writes is refused.
+@Test func checkpointsRecordThePrecisionAndOldOnesReadAsFP32() throws {
+    let dir = tempDir()
+    defer { Scratch.remove(dir) }
+    let net = try Network(spec: ModelSpec(parsing: "conv(4,3) relu maxpool(2) fc(10)"), input: Shape(h: 8, w: 8, c: 1),
+                          classes: 10, capacity: 1, threads: 1, seed: 1)
+    for precision in [Precision.fp32] + BF16Path.allCases.map(Precision.bf16) {
+        let state = CheckpointState(spec: net.spec.text, input: net.inputShape, classNames: (0..<10).map { "c\($0)" },
+                                    normalization: .identity(channels: 1), step: 0, seed: 1, batch: 1, trainCount: 1,
+                                    optimizer: OptimizerSettings(), precision: precision)
+        try Checkpoint.save(net, state: state, to: dir + "/p.st")
+        #expect(try Checkpoint.load(dir + "/p.st").state.precision == precision)
+    }
+    // Without the two keys (as before them): fp32. With an unknown one: a one-line error.
+    let (tensors, metadata) = try Safetensors.read(dir + "/p.st")
+    let kept = metadata.filter { $0.key != "precision" && $0.key != "bf16_path" }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    try Safetensors.write(dir + "/old.st", tensors: Array(tensors.values), metadata: kept)
+    #expect(try Checkpoint.load(dir + "/old.st").state.precision == .fp32)
+    try Safetensors.write(dir + "/odd.st", tensors: Array(tensors.values), metadata: kept + [("precision", "fp8")])
+    #expect { _ = try Checkpoint.load(dir + "/odd.st") } throws: { e in
+        "\(e)".hasPrefix(dir + "/odd.st: ") && "\(e)".contains("precision 'fp8'")
+    }
 }

@@ -29,30 +29,20 @@ let benchmarks: @Sendable () -> Void = {
                   ("conv2 dX, one sample", 196, 576, 128, false, false),
                   ("fc1 forward", 50, 1024, 6272, false, false),
                   ("fc1 dW", 6272, 1024, 50, true, false)]
-    for (name, m, n, k, transposedA, accumulate) in shapes {
-        let a = buffer(m * k, 1), b = buffer(k * n, 2), c = buffer(m * n, 3)
-        let scratch = buffer(Gemm.scratchFloats, 4)
-        let flops = 2 * m * n * k
-        let av: MatrixView = transposedA ? .transposed(a, cols: m) : .rowMajor(a, cols: k)
-        Benchmark("GEMM \(name) M=\(m) N=\(n) K=\(k), \(String(format: "%.1f", Double(flops) / 1e6)) MFLOP an iteration") { benchmark in
-            for _ in benchmark.scaledIterations {
-                Gemm.multiply(m: m, n: n, k: k, a: av, b: .rowMajor(b, cols: n), c: c, ldc: n,
-                              accumulate: accumulate, scratch: scratch)
-            }
-        }
-    }
-    // The same GEMMs in bf16 (operands rounded and packed in the call, as a step does for a view;
-    // fp32 sums) on each bf16 unit this CPU has (the portable path is for correctness only).
-    for path in BF16Path.available where path != .portable {
+    // Each GEMM in fp32, then with bf16 operands (rounded and packed in the call, as a step does
+    // for a view; fp32 sums) on each bf16 unit this CPU has (the portable path is for correctness only).
+    let precisions = [Precision.fp32] + BF16Path.available.filter { $0 != .portable }.map(Precision.bf16)
+    for precision in precisions {
         for (name, m, n, k, transposedA, accumulate) in shapes {
             let a = buffer(m * k, 1), b = buffer(k * n, 2), c = buffer(m * n, 3)
             let scratch = buffer(Gemm.scratchFloats, 4)
             let flops = 2 * m * n * k
             let av: MatrixView = transposedA ? .transposed(a, cols: m) : .rowMajor(a, cols: k)
-            Benchmark("GEMM bf16 on \(path) \(name) M=\(m) N=\(n) K=\(k), \(String(format: "%.1f", Double(flops) / 1e6)) MFLOP an iteration") { benchmark in
+            let kind = precision.bf16Path.map { "bf16 on \($0) " } ?? ""
+            Benchmark("GEMM \(kind)\(name) M=\(m) N=\(n) K=\(k), \(String(format: "%.1f", Double(flops) / 1e6)) MFLOP an iteration") { benchmark in
                 for _ in benchmark.scaledIterations {
-                    GemmBF16.multiply(m: m, n: n, k: k, a: av, b: .rowMajor(b, cols: n), c: c, ldc: n,
-                                      accumulate: accumulate, scratch: scratch, path: path)
+                    Gemm.multiply(m: m, n: n, k: k, a: av, b: .rowMajor(b, cols: n), c: c, ldc: n,
+                                  accumulate: accumulate, scratch: scratch, precision: precision)
                 }
             }
         }
