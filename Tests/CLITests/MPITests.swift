@@ -37,9 +37,10 @@ enum Transport: String, CaseIterable, Sendable {
 
 /// `mpirun -np ranks ptrain args`, quiet, oversubscribed (more ranks than the 2 cores here), each
 /// rank free to use every core (mpirun would pin a rank and its threads to one).
-func mpi(_ ranks: Int, _ args: [String], transport: Transport = .sharedMemory, seconds: Double = 180) throws -> Result {
+func mpi(_ ranks: Int, _ args: [String], transport: Transport = .sharedMemory, environment: [String: String] = [:],
+         seconds: Double = 180) throws -> Result {
     try launch(mpirun, ["-q", "-np", "\(ranks)", "--oversubscribe", "--bind-to", "none"] + transport.flags + [binary] + args,
-               environment: mpiEnvironment, seconds: seconds)
+               environment: mpiEnvironment.merging(environment) { $1 }, seconds: seconds)
 }
 
 struct SpawnError: Error { var code: Int32 }
@@ -145,6 +146,8 @@ struct MPIRun: Sendable, CustomTestStringConvertible {
     var batch: Int
     var data: @Sendable () throws -> String = fashionSubset
     var flags: [String] = []
+    /// For every process, the single one and the ranks (a bf16 path, say).
+    var environment: [String: String] = [:]
     var testDescription: String { name }
 }
 
@@ -163,6 +166,9 @@ let mpiRuns = [
     MPIRun(name: "small network, bf16", spec: "conv(8,3) relu maxpool(2) conv(16,3,2) relu avgpool(2) fc(32) relu dropout(0.5) fc(10)",
            batch: 37, flags: ["--precision", "bf16"]),
     MPIRun(name: "reference network, bf16", spec: ModelSpec.reference, batch: 50, flags: ["--precision", "bf16"]),
+    // The portable path, which every CPU has: its own bits, kept across ranks just the same.
+    MPIRun(name: "small network, bf16 portable", spec: "conv(8,3) relu maxpool(2) conv(16,3,2) relu avgpool(2) fc(32) relu dropout(0.5) fc(10)",
+           batch: 37, flags: ["--precision", "bf16"], environment: [Precision.pathVariable: BF16Path.portable.rawValue]),
 ]
 
 @Suite(.serialized) struct MPI {
@@ -172,8 +178,12 @@ let mpiRuns = [
         defer { Scratch.remove(data); Scratch.remove(dir) }
         let common = ["--data", data, "--spec", run.spec, "--batch", "\(run.batch)", "--steps", "4", "--log-every", "1",
                       "--eval-every", "2"] + run.flags
-        let single = try ptrain(common + ["--threads", "1", "--metrics", dir + "/one.jsonl", "--checkpoint", dir + "/one.st"])
+        let single = try launch(binary, common + ["--threads", "1", "--metrics", dir + "/one.jsonl", "--checkpoint", dir + "/one.st"],
+                                environment: run.environment)
         try #require(single.status == 0, "\(single.err)")
+        if let name = run.environment[Precision.pathVariable], let path = BF16Path(rawValue: name) {
+            #expect(single.out.contains("on \(path)"), "\(single.out)")
+        }
         let reference = try #require(contents(dir + "/one.st"))
         let losses = try lossRecords(dir + "/one.jsonl")
         #expect(losses.count == 4 + 2)
@@ -181,7 +191,7 @@ let mpiRuns = [
             for threads in 1...2 {
                 let tag = "np\(ranks)-t\(threads)"
                 let r = try mpi(ranks, common + ["--threads", "\(threads)", "--metrics", "\(dir)/\(tag).jsonl",
-                                                 "--checkpoint", "\(dir)/\(tag).st"], transport: transport)
+                                                 "--checkpoint", "\(dir)/\(tag).st"], transport: transport, environment: run.environment)
                 #expect(r.status == 0, "\(tag): \(r.err)")
                 #expect(contents("\(dir)/\(tag).st") == reference, "\(tag): the weights differ from --threads 1's")
                 #expect(try lossRecords("\(dir)/\(tag).jsonl") == losses, "\(tag): the logged losses differ")
