@@ -30,7 +30,8 @@ public final class Network {
     public let tensors: [ParameterTensor]
     public let parameterCount: Int
 
-    /// Flat parameter, gradient and Adam moment buffers, each `parameterCount` long.
+    /// Flat parameter, gradient and optimizer-state buffers, each `parameterCount` long: Adam's
+    /// two moments, or SGD's momentum in `moment1`.
     public let weights, gradients, moment1, moment2: UnsafeMutablePointer<Float>
     /// The batch input [capacity, H, W, C], filled by the caller before `forward`.
     public var input: UnsafeMutablePointer<Float> { acts[0] }
@@ -45,12 +46,9 @@ public final class Network {
     /// keeps in the workers' scratch. For tests and tools that check a pass stage by stage.
     public func activation(_ i: Int) -> UnsafePointer<Float>? { sizes[i] > 0 && !scratchOnly(i) ? UnsafePointer(acts[i]) : nil }
     public func activationGradient(_ i: Int) -> UnsafePointer<Float>? { i > 0 && !scratchOnly(i) ? UnsafePointer(grads[i]) : nil }
-    private func scratchOnly(_ i: Int) -> Bool {
-        if i > 0, case let .conv(c) = stages[i - 1] { return c.fusedPool != nil }
-        return false
-    }
+    private func scratchOnly(_ i: Int) -> Bool { i > 0 && stages[i - 1].outputInScratch }
 
-    var stages: [Stage] = []
+    var stages: [any Stage] = []
     /// Floats of conv parameters (a prefix of the flat buffers), and one buffer of that many
     /// per shard of the batch for their gradients, summed in shard order at the end of backward.
     public let convParams: Int
@@ -102,19 +100,19 @@ public final class Network {
     var sizes: [Int] = []      // per-sample floats of each activation
     var shapes: [Shape] = []   // per-sample shape of each activation (dense: 1 x 1 x units)
     private var owned: [UnsafeMutableRawPointer] = []
-    /// Slices (start, count) of the parameters Adam updates after the backward pass: all but the
-    /// dense weights, which their own backward pass updates (`backward(count:adam:)`); see
-    /// `NetworkPlan.adamSlices`.
-    let adamStarts, adamCounts: UnsafeMutablePointer<Int>
-    let adamSlices: Int
-    /// Flags, one per worker, false when a gradient it handed to Adam was not finite: slot 0 for
-    /// the Adam pass over conv parameters and biases, slot 1 + j for dense layer j's weights
-    /// (whose gradient `backward(count:adam:)` does not store). `[slot * workers + worker]`.
+    /// Slices (start, count) of the parameters the optimizer updates after the backward pass: all
+    /// but the dense weights, which their own backward pass updates (`backward(count:optimizer:)`);
+    /// see `NetworkPlan.optimizerSlices`.
+    let sliceStarts, sliceCounts: UnsafeMutablePointer<Int>
+    let optimizerSlices: Int
+    /// Flags, one per worker, false when a gradient it handed to the optimizer was not finite: slot 0 for
+    /// the optimizer pass over conv parameters and biases, slot 1 + j for dense layer j's weights
+    /// (whose gradient `backward(count:optimizer:)` does not store). `[slot * workers + worker]`.
     let finiteFlags: UnsafeMutablePointer<Bool>
     let finiteSlots: Int
     /// Under mpirun: 1 per slot where this rank saw a non-finite gradient, then the ranks' maximum.
     let finiteVotes: UnsafeMutablePointer<Int32>
-    /// Whether the last backward pass was `backward(count:adam:)`, which leaves the dense weights'
+    /// Whether the last backward pass was `backward(count:optimizer:)`, which leaves the dense weights'
     /// gradients unstored.
     var lastBackwardFused = false
 
@@ -123,9 +121,9 @@ public final class Network {
     public struct Profile: Sendable {
         /// Each stage's forward and backward pass.
         public var forward, backward: [UInt64]
-        /// The sum of the shards' conv gradients, and Adam over what the dense layers' backward
-        /// passes do not update themselves.
-        public var reduce: UInt64 = 0, adam: UInt64 = 0
+        /// The sum of the shards' conv gradients, and the optimizer over what the dense layers'
+        /// backward passes do not update themselves.
+        public var reduce: UInt64 = 0, optimizer: UInt64 = 0
         init(stages: Int) { forward = Array(repeating: 0, count: stages); backward = forward }
     }
     public var profiling = false
@@ -136,7 +134,7 @@ public final class Network {
         if let recorder = pool.recorder { recorder.label = text() }
     }
     /// A slot of `Profile` (an enum rather than a key path: a key path with an index allocates).
-    enum ProfileSlot { case forward(Int), backward(Int), reduce, adam }
+    enum ProfileSlot { case forward(Int), backward(Int), reduce, optimizer }
     @inline(__always) func charge(_ slot: ProfileSlot, since start: UInt64) {
         guard profiling else { return }
         let t = DispatchTime.now().uptimeNanoseconds &- start
@@ -144,23 +142,14 @@ public final class Network {
         case let .forward(i): profile.forward[i] &+= t
         case let .backward(i): profile.backward[i] &+= t
         case .reduce: profile.reduce &+= t
-        case .adam: profile.adam &+= t
+        case .optimizer: profile.optimizer &+= t
         }
     }
     public func resetProfile() { profile = Profile(stages: stages.count) }
     /// A short name per stage for profile tables: "conv 3x3 1->64 +relu", "maxpool 2", "fc 6272->1024".
     /// (Built once: a recording labels every region with one, and building it each time would
     /// count as the step's serial part.)
-    public private(set) lazy var stageNames: [String] = {
-        stages.map { s in
-            switch s {
-            case let .conv(c): return "conv \(c.window.kernel)x\(c.window.kernel) \(c.window.channels)->\(c.cout)\(c.relu ? " +relu" : "")\(c.path == .winograd ? " winograd" : "")"
-            case let .pool(p): return "\(p.isMax ? "max" : "avg")pool \(p.window.kernel)\(p.fused ? " (in conv)" : "")"
-            case let .dense(d): return "fc \(d.inputs)->\(d.outputs)\(d.relu ? " +relu" : "")"
-            case let .dropout(d): return "dropout \(d.keep)"
-            }
-        }
-    }()
+    public private(set) lazy var stageNames: [String] = stages.map(\.name)
     lazy var regionLabels: [(forward: String, backward: String)] = stageNames.map { ($0 + " fwd", $0 + " bwd") }
 
 
@@ -188,11 +177,11 @@ public final class Network {
         shapes = plan.shapes
         sizes = shapes.map(\.count)
         pool = WorkerPool(threads: threads, scratchFloats: plan.scratchFloats, numa: numa)
-        adamSlices = plan.adamSlices.count
-        adamStarts = .allocate(capacity: max(adamSlices, 1))
-        adamCounts = .allocate(capacity: max(adamSlices, 1))
-        for (i, slice) in plan.adamSlices.enumerated() { adamStarts[i] = slice.start; adamCounts[i] = slice.count }
-        finiteSlots = 1 + plan.stages.reduce(0) { n, s in if case .dense = s { return n + 1 }; return n }
+        optimizerSlices = plan.optimizerSlices.count
+        sliceStarts = .allocate(capacity: max(optimizerSlices, 1))
+        sliceCounts = .allocate(capacity: max(optimizerSlices, 1))
+        for (i, slice) in plan.optimizerSlices.enumerated() { sliceStarts[i] = slice.start; sliceCounts[i] = slice.count }
+        finiteSlots = 1 + plan.stages.filter { $0 is DenseStage }.count
         finiteFlags = .allocate(capacity: finiteSlots * pool.count)
         finiteFlags.initialize(repeating: true, count: finiteSlots * pool.count)
         finiteVotes = .allocate(capacity: finiteSlots)
@@ -201,7 +190,7 @@ public final class Network {
         labels.initialize(repeating: 0, count: capacity)
         sampleLosses = .allocate(capacity: capacity)
         sampleLosses.initialize(repeating: 0, count: capacity)
-        owned = [UnsafeMutableRawPointer(adamStarts), UnsafeMutableRawPointer(adamCounts), UnsafeMutableRawPointer(finiteFlags),
+        owned = [UnsafeMutableRawPointer(sliceStarts), UnsafeMutableRawPointer(sliceCounts), UnsafeMutableRawPointer(finiteFlags),
                  UnsafeMutableRawPointer(finiteVotes), UnsafeMutableRawPointer(labels), UnsafeMutableRawPointer(sampleLosses)]
 
         let layout = BufferLayout(pool: pool, group: group, numa: numa, capacity: capacity, stages: plan.stages)
@@ -215,10 +204,7 @@ public final class Network {
                                        perNode: layout.byNode(myShards.count, size: convParams, from: myShards.lowerBound * convParams))
         stages = layout.allocate(plan.stages)
         // A conv with a fused max-pool never stores its output or that output's gradient.
-        let fusedOutputs = Set(stages.indices.filter { i in
-            if case let .conv(c) = stages[i] { return c.fusedPool != nil }
-            return false
-        }.map { $0 + 1 })
+        let fusedOutputs = Set(stages.indices.filter { stages[$0].outputInScratch }.map { $0 + 1 })
         acts = sizes.enumerated().map { i, size in
             fusedOutputs.contains(i) ? layout.floats(0) : layout.floats(size * capacity, perNode: layout.bySample(i, size))
         }
@@ -228,7 +214,7 @@ public final class Network {
         // Where each stage reads and writes: a conv with a fused max-pool writes the pool's output.
         io = stages.indices.map { i in
             var out = i + 1
-            if case let .conv(c) = stages[i], c.fusedPool != nil { out = i + 2 }
+            if stages[i].outputInScratch { out = i + 2 }
             return StageBuffers(x: acts[i], y: acts[out], dx: grads[i], dy: grads[out])
         }
         owned += layout.owned

@@ -1,12 +1,12 @@
-// The backward pass and the Adam step, stage by stage on the worker pool, and the sum of the
+// The backward pass and the optimizer step, stage by stage on the worker pool, and the sum of the
 // shards' conv gradients.
 import Foundation
 import PTKernels
 import PTRuntime
 
 extension Network {
-    /// Parameters per slice of an Adam job item.
-    static let adamChunk = 1 << 14
+    /// Parameters per slice of an optimizer job item.
+    static let optimizerChunk = 1 << 14
 
     /// Fills `gradients` with d(mean loss)/d(parameters) for the last forward pass.
     public func backward(count n: Int) {
@@ -31,10 +31,10 @@ extension Network {
         lastBackwardFused = true
         backward(count: n, fused: optimizer)
         let start = clock()
-        label("adam (rest)")
-        pool.run(items: adamSlices, OptimizerRangesJob(step: optimizer, w: weights, g: gradients, m: moment1, v: moment2,
-                                                  starts: adamStarts, counts: adamCounts, finite: finiteFlags))
-        charge(.adam, since: start)
+        label("optimizer (rest)")
+        pool.run(items: optimizerSlices, OptimizerRangesJob(step: optimizer, w: weights, g: gradients, m: moment1, v: moment2,
+                                                            starts: sliceStarts, counts: sliceCounts, finite: finiteFlags))
+        charge(.optimizer, since: start)
         if group.size > 1 {
             // A rank saw only its rows of each dense layer's gradient: the ranks vote, slot by slot.
             for slot in 0..<finiteSlots {
@@ -63,98 +63,18 @@ extension Network {
     }
 
     private func backward(count n: Int, fused: OptimizerStep?) {
-        let W = weights
         let split = firstDense, mine = samples(batch: n, rank: group.rank)
         for idx in stages.indices.reversed() {
-            let range = idx < split ? mine : 0..<n
-            let x = io[idx].x, y = io[idx].y, dy = io[idx].dy, dx = io[idx].dx
-            let needInput = idx > 0
             let start = clock()
             defer { charge(.backward(idx), since: start) }
             label(regionLabels[idx].backward)
-            switch stages[idx] {
-            case let .conv(c):
-                let wt = needInput ? c.packedWt : nil
-                if let wt, c.path != .winograd {  // (a Winograd conv packed its Uᵀ in the forward pass)
-                    let pack = PackBJob(k: c.cout, n: c.window.patch, b: .transposed(W + c.weight, cols: c.cout), into: wt,
-                                        workers: pool.splitCount, precision: c.precision)
-                    pool.run(items: pack.items, pack)
-                }
-                let shards = Self.shardCount(batch: n), mine = self.shards(batch: n, rank: group.rank)
-                let parts = convParts(idx, c, batch: n, backward: true)
-                pool.run(range: (mine.lowerBound * parts.count)..<(mine.upperBound * parts.count), ConvBackwardJob(
-                    c: c, x: x, y: y, dy: dy, dx: wt == nil ? nil : dx, wt: wt, scratch: scratchLayout, samples: n, shards: shards,
-                    gw: shardGradients + c.weight, gb: shardGradients + c.bias, shardStride: convParams, parts: parts, pool: pool))
-            case let .pool(p):
-                if p.fused { break }
-                pool.run(range: range, PoolJob(p: p, x: dx, y: dy, backward: true))
-            case let .dense(d):
-                if d.relu && !reluMaskedByDropout(after: idx) { pool.run(range: range, ReluMaskJob(dy: dy, y: y, size: d.outputs)) }
-                denseBackward(d, count: n, x: x, dy: dy, dx: needInput ? dx : nil, optimizer: fused)
-            case let .dropout(d):
-                pool.run(range: range, DropoutJob(d: d, x: dx, y: dy, mode: .backward, seed: 0, step: 0,
-                                                  reluOutput: reluMaskedByDropout(after: idx - 1) ? x : nil))
-            }
+            let range = idx < split ? mine : 0..<n
+            stages[idx].backward(self, StagePass(index: idx, count: n, samples: range, io: io[idx]), optimizer: fused)
         }
         let start = clock()
         label("conv grad all-reduce")
         reduceConvGradients(count: n)
         charge(.reduce, since: start)
-    }
-
-    /// Whether stage `idx` is a dense layer with a ReLU followed by dropout, whose backward pass
-    /// applies the ReLU's mask too (one pass over the gradient instead of two).
-    func reluMaskedByDropout(after idx: Int) -> Bool {
-        guard idx >= 0, idx + 1 < stages.count, case let .dense(d) = stages[idx], d.relu, case .dropout = stages[idx + 1] else { return false }
-        return true
-    }
-
-    /// A dense layer's backward pass (see `DenseUpdateJob`), with the Adam step of its weights
-    /// when `optimizer` is given (its bias is left to the pass over the remaining parameters).
-    private func denseBackward(_ d: DenseStage, count n: Int, x: UnsafeMutablePointer<Float>,
-                               dy: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>?, optimizer: OptimizerStep?) {
-        let np = Self.paddedBatch(n)
-        let packRows = PackBJob(k: n, n: d.outputs, b: .rowMajor(dy, cols: d.outputs), into: d.packedDyRows, workers: pool.splitCount,
-                                precision: d.precision)
-        var packedDyT: UnsafeMutablePointer<Float>?
-        if dx != nil, let packedDy = d.packedDy {
-            let pack = PackBJob(k: d.outputs, n: n, b: .transposed(dy, cols: d.outputs), into: packedDy, workers: pool.splitCount,
-                                precision: d.precision)
-            let both = PackTwoJob(first: packRows, second: pack)
-            pool.run(items: both.items, both)
-            packedDyT = packedDy
-        } else {
-            pool.run(items: packRows.items, packRows)
-        }
-        // Under mpirun each rank owns a share of W's rows: it alone computes their dXᵀ and dW rows
-        // and takes their Adam step (keeping their moments), and the ranks exchange dXᵀ's rows.
-        // Each row is the same chain of sums whichever rank computes it.
-        let rowTiles = d.ownedTiles(rank: group.rank, of: group.size)
-        let parts = DenseUpdateJob.parts(tiles: rowTiles, workers: pool.splitCount)
-        let sums = ColumnSumJob(m: dy, rows: n, cols: d.outputs, out: gradients + d.bias)
-        let sumChunks = sums.chunks(workers: pool.splitCount)
-        let update = DenseUpdateJob(
-            inputs: d.inputs, outputs: d.outputs, batch: n, x: x, dy: dy, packedDy: d.packedDyRows,
-            packedDyT: packedDyT, dxT: packedDyT == nil ? nil : d.inputGradT, paddedBatch: np,
-            w: weights + d.weight, g: gradients + d.weight, m: moment1 + d.weight, v: moment2 + d.weight,
-            optimizer: optimizer, finite: finiteFlags + d.finiteSlot * pool.count, tiles: rowTiles, parts: parts, sums: sums,
-            sumChunks: sumChunks, rows: scratchLayout.denseRows, precision: d.precision, pool: pool)
-        if pool.rangeNodes.count > 1 {
-            // On several nodes the row blocks alone are dealt by node, so that each node's workers
-            // take the rows placed on it (Network.init); the bias sums follow as their own region.
-            pool.run(items: parts, update)
-            pool.run(range: parts..<(parts + sumChunks), update)
-        } else {
-            pool.run(items: parts + sumChunks, update)
-        }
-        if group.size > 1 {
-            if packedDyT != nil, let dxT = d.inputGradT { gatherRows(d, dxT, width: np) }
-            if optimizer == nil { gatherRows(d, gradients + d.weight, width: d.outputs) }
-        }
-        if let dx, let dxT = d.inputGradT, packedDyT != nil {
-            let transpose = TransposeOutJob(inputs: d.inputs, paddedBatch: np, samples: n, dxT: dxT, dx: dx)
-            pool.run(items: transpose.items, transpose)
-        }
     }
 
     /// The all-reduce of the conv gradients: each worker sums a slice of the parameters over the
@@ -171,4 +91,34 @@ extension Network {
 
     /// Bytes the conv-gradient reduction of a batch of `n` reads and writes (for GB/s).
     public func reduceBytes(batch n: Int) -> Int { convParams == 0 ? 0 : 4 * convParams * (Self.shardCount(batch: n) + 1) }
+}
+
+/// out[i] = shard 0 + shard 1 + ... in that order, for a slice of the parameters per item.
+/// Public for the all-reduce benchmark in Benchmarks/.
+public struct ShardReduceJob: ParallelJob, @unchecked Sendable {  // an item writes its slice of the sum
+    static let chunk = 1 << 12
+    var shards: UnsafeMutablePointer<Float>
+    var count, stride: Int
+    var out: UnsafeMutablePointer<Float>
+    var total: Int
+    /// Whether `out` holds the sum of the shards before these (another rank's), to go on from.
+    var continues = false
+    public init(shards: UnsafeMutablePointer<Float>, count: Int, stride: Int, out: UnsafeMutablePointer<Float>, total: Int,
+                continues: Bool = false) {
+        self.shards = shards; self.count = count; self.stride = stride; self.out = out; self.total = total
+        self.continues = continues
+    }
+    public var chunks: Int { (total + Self.chunk - 1) / Self.chunk }
+    public func run(_ c: Int, _ worker: Int) {
+        let lo = c * Self.chunk, length = min(Self.chunk, total - lo)
+        if continues {
+            Elementwise.addInOrder(shards + lo, count: count, stride: stride, length: length, into: out + lo)
+        } else {
+            Elementwise.sumInOrder(shards + lo, count: count, stride: stride, length: length, into: out + lo)
+        }
+    }
+}
+
+extension ShardReduceJob {
+    public func bytesMoved(items: Int) -> Int { MemoryLayout<Float>.size * (count + (continues ? 2 : 1)) * min(items * Self.chunk, total) }
 }

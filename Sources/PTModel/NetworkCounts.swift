@@ -14,14 +14,9 @@ extension Network {
 
     private func flopsPerSample(asDirect: Bool) -> [(Double, Double)] {
         stages.enumerated().map { idx, s in
-            let passes = idx == 0 ? 1.0 : 2.0
-            switch s {
-            case let .conv(c) where c.path == .winograd && !asDirect:
-                let f = 2 * Double(16 * Winograd.tiles(c.window) * c.window.channels * c.cout); return (f, passes * f)
-            case let .conv(c): let f = 2 * Double(c.window.positions * c.window.patch * c.cout); return (f, passes * f)
-            case let .dense(d): let f = 2 * Double(d.inputs * d.outputs); return (f, passes * f)
-            default: return (0, 0)
-            }
+            // The backward pass: the weight gradient, and the input gradient but for the first stage.
+            let f = s.flopsPerSample(asDirect: asDirect)
+            return (f, (idx == 0 ? 1.0 : 2.0) * f)
         }
     }
 

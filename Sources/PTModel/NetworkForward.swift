@@ -8,10 +8,8 @@ extension Network {
     /// Dropout is applied only when `training`, with masks keyed by (seed, step, sample, unit).
     public func forward(count n: Int, training: Bool, step: Int = 0, seed: UInt64 = 0) {
         precondition(n >= 1 && n <= capacity)
-        let W = weights
         let split = firstDense, mine = samples(batch: n, rank: group.rank)
-        for (idx, stage) in stages.enumerated() {
-            let x = io[idx].x, y = io[idx].y
+        for idx in stages.indices {
             let start = clock()
             defer { charge(.forward(idx), since: start) }
             label(regionLabels[idx].forward)
@@ -19,47 +17,9 @@ extension Network {
             let range = idx < split ? mine : 0..<n
             if idx == split && split > 0 && group.size > 1 {
                 let size = sizes[idx]
-                group.allgather(x) { r in let p = samples(batch: n, rank: r); return (p.lowerBound * size)..<(p.upperBound * size) }
+                group.allgather(io[idx].x) { r in let p = samples(batch: n, rank: r); return (p.lowerBound * size)..<(p.upperBound * size) }
             }
-            switch stage {
-            case let .conv(c):
-                // A sample at a time: its im2col is built in the worker's scratch and used from cache.
-                switch c.path {
-                case .winograd:
-                    let pairs = c.window.channels * c.cout
-                    let transform = WinogradWeightsJob(w: W + c.weight, pairs: pairs, u: c.u!, chunks: min(pairs / 16, 4 * pool.splitCount))
-                    pool.run(items: transform.chunks, transform)
-                    pool.run(items: 16, PackWinogradJob(c: c))
-                case .im2col, .pointwise:
-                    let pack = PackBJob(k: c.window.patch, n: c.cout, b: .rowMajor(W + c.weight, cols: c.cout), into: c.packedW,
-                                        workers: pool.splitCount, precision: c.precision)
-                    pool.run(items: pack.items, pack)
-                case .singleChannel:
-                    break  // reads the weights as stored
-                }
-                let parts = convParts(idx, c, batch: n, backward: false)
-                pool.run(range: (range.lowerBound * parts.count)..<(range.upperBound * parts.count), ConvForwardJob(
-                    c: c, x: x, y: y, weights: W, scratch: scratchLayout, parts: parts, pool: pool))
-            case let .pool(p):
-                if p.fused { break }
-                pool.run(range: range, PoolJob(p: p, x: x, y: y, backward: false))
-            case let .dense(d):
-                if group.size > 1 {
-                    chainedDenseForward(d, count: n, x: x, y: y)
-                } else {
-                    var job = GemmJob(m: n, n: d.outputs, k: d.inputs, a: .rowMajor(x, cols: d.inputs),
-                                      b: .rowMajor(W + d.weight, cols: d.outputs), c: y, ldc: d.outputs,
-                                      bias: W + d.bias, relu: d.relu, precision: d.precision)
-                    if let xh = d.inputBF16 {
-                        let round = PackRowsJob(src: x, rows: n, k: d.inputs, into: xh)
-                        pool.run(items: round.items, round)
-                        job.aBF16 = UnsafePointer(xh); job.aBF16Stride = GemmBF16.paddedK(d.inputs)
-                    }
-                    pool.gemm(job)
-                }
-            case let .dropout(d):
-                pool.run(range: range, DropoutJob(d: d, x: x, y: y, mode: training ? .train : .evaluate, seed: seed, step: step))
-            }
+            stages[idx].forward(self, StagePass(index: idx, count: n, samples: range, io: io[idx], training: training, step: step, seed: seed))
         }
     }
 
@@ -74,5 +34,18 @@ extension Network {
         var sum: Float = 0
         for s in 0..<n { sum += sampleLosses[s] }
         return sum / Float(n)
+    }
+}
+
+/// A sample's softmax cross-entropy and the gradient of the batch-mean loss (`scale` = 1 / batch).
+struct LossJob: ParallelJob, @unchecked Sendable {  // an item writes its sample's loss and logit gradient
+    var logits, dlogits: UnsafeMutablePointer<Float>
+    var labels: UnsafeMutablePointer<Int32>
+    var classes: Int
+    var scale: Float
+    var losses: UnsafeMutablePointer<Float>
+    func run(_ s: Int, _ worker: Int) {
+        losses[s] = SoftmaxCrossEntropy.forwardBackward(logits: logits + s * classes, classes: classes, label: Int(labels[s]),
+                                                        gradScale: scale, dlogits: dlogits + s * classes)
     }
 }

@@ -8,30 +8,10 @@ extension Network {
     /// He-normal weights for layers followed by ReLU, Glorot-uniform for the others; zero biases.
     public func initialize(seed: UInt64) {
         var rng = SplitMix64(seed: seed)
-        for s in stages {
-            switch s {
-            case let .conv(c):
-                let fanIn = c.window.patch, count = fanIn * c.cout
-                fill(c.weight, count, fanIn: fanIn, fanOut: c.window.kernel * c.window.kernel * c.cout, relu: c.relu, &rng)
-            case let .dense(d):
-                fill(d.weight, d.inputs * d.outputs, fanIn: d.inputs, fanOut: d.outputs, relu: d.relu, &rng)
-            default: break
-            }
-        }
+        for s in stages { s.initialize(weights, &rng) }
         for t in tensors where t.name.hasSuffix(".bias") { weights.advanced(by: t.offset).update(repeating: 0, count: t.count) }
         moment1.update(repeating: 0, count: parameterCount)
         moment2.update(repeating: 0, count: parameterCount)
-    }
-
-    private func fill(_ at: Int, _ count: Int, fanIn: Int, fanOut: Int, relu: Bool, _ rng: inout SplitMix64) {
-        let w = weights + at
-        if relu {
-            let std = (2.0 / Double(fanIn)).squareRoot()
-            for i in 0..<count { w[i] = Float(rng.nextNormal() * std) }
-        } else {
-            let limit = (6.0 / Double(fanIn + fanOut)).squareRoot()
-            for i in 0..<count { w[i] = Float((rng.nextUnit() * 2 - 1) * limit) }
-        }
     }
 }
 

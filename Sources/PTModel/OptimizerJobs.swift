@@ -15,3 +15,8 @@ struct OptimizerRangesJob: ParallelJob, @unchecked Sendable {  // an item writes
         if !OptimizerUpdate.apply(step, w: w + lo, g: g + lo, m: m + lo, v: v + lo, count: counts[item]) { finite[worker] = false }
     }
 }
+
+extension OptimizerRangesJob {
+    /// w, g, m, v read; w, m, v written.
+    func bytesMoved(items: Int) -> Int { MemoryLayout<Float>.size * 7 * (0..<items).reduce(0) { $0 + counts[$1] } }
+}

@@ -4,6 +4,8 @@
 import PTKernels
 import PTRuntime
 
+private let f = MemoryLayout<Float>.size
+
 struct GemmJob {
     var m, n, k: Int
     var a, b: MatrixView
@@ -148,4 +150,24 @@ struct PackTwoJob: ParallelJob, @unchecked Sendable {  // as its two PackBJobs, 
     func run(_ item: Int, _ worker: Int) {
         if item < first.items { first.run(item, worker) } else { second.run(item - first.items, worker) }
     }
+}
+
+extension SplitGemm {
+    func bytesMoved(items: Int) -> Int {
+        // (A already in bf16 is half the bytes.)
+        (job.aBF16 == nil ? f : 2) * job.m * job.k + f * (job.k * job.n + job.m * job.n * (job.accumulate ? 2 : 1))
+    }
+}
+
+extension PackRowsJob {
+    /// Its rows in fp32, and in bf16.
+    func bytesMoved(items: Int) -> Int { min(items * 8, rows) * k * (f + 2) }
+}
+
+extension PackBJob {
+    func bytesMoved(items: Int) -> Int { f * 2 * k * n * items / max(self.items, 1) }
+}
+
+extension PackTwoJob {
+    func bytesMoved(items: Int) -> Int { first.bytesMoved(items: first.items) + second.bytesMoved(items: second.items) }
 }

@@ -131,10 +131,10 @@ public enum Bench {
         let reduceGBs = reduce > 0 ? Double(net.reduceBytes(batch: trainer.config.batch)) / reduce / 1e6 : 0
         log(pad("conv grad all-reduce") + String(format: " %7.2f  %6.1f GB/s (%d shards)", reduce, reduceGBs,
                                                      Network.shardCount(batch: trainer.config.batch)))
-        let loss = ms(trainer.lossNanos), adam = ms(net.profile.adam)
-        accounted += reduce + loss + adam
+        let loss = ms(trainer.lossNanos), optimizer = ms(net.profile.optimizer)
+        accounted += reduce + loss + optimizer
         log(pad("loss") + String(format: " %7.2f", loss))
-        log(pad("adam (rest)") + String(format: " %7.2f   (fc weights: in their bwd)", adam))
+        log(pad("optimizer (rest)") + String(format: " %7.2f   (fc weights: in their bwd)", optimizer))
         log(pad("other (batch copy)") + String(format: " %7.2f   (step %.2f ms)", max(total - accounted, 0), total))
     }
 

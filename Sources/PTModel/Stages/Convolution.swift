@@ -1,15 +1,160 @@
-// The conv regions of a step: a sample (or a part of one) forward, a shard (or a part of one)
-// backward, the Winograd weight transforms, and the shard gradients' reduction.
+// A convolution (with the ReLU after it, and the max-pool after that when one follows): its
+// plan, buffers, passes and their jobs, counts and parameter names.
 import PTKernels
 import PTRuntime
 
-/// Offsets into a worker's scratch (after the GEMM packing area). The conv regions and the dense
-/// region overlap: conv and dense stages never run at once.
-struct ScratchLayout {
-    var col: Int       // one sample's im2col, then its gradient (Winograd: its transformed input V, then dV)
-    var output: Int    // one sample's conv output, then its gradient, when a max-pool is fused
-    var winograd: Int  // Winograd: a sample's transformed outputs M (then dM), and after them the shard's dU
-    var denseRows: Int // a dense layer's backward pass: a block of its weight gradient's rows
+private let f = MemoryLayout<Float>.size
+
+/// How a convolution is computed, decided once from its geometry and place in the network.
+public enum ConvPath: Sendable, Equatable {
+    /// A first layer's 3x3 conv of a one-channel image, direct (`SingleChannelConv`) from the input
+    /// zero-padded into scratch: no im2col, no packed weights, and no input gradient (only a first
+    /// layer can do without one).
+    case singleChannel
+    /// 3x3 stride 1 with whole-vector channel counts: Winograd F(2x2, 3x3), 16 GEMMs a sample.
+    case winograd
+    /// im2col of a sample into scratch, then one GEMM.
+    case im2col
+    /// 1x1 stride 1: the input is its own im2col, one GEMM.
+    case pointwise
+
+    /// In bf16 no conv is Winograd: its transforms would round operands that no longer are the
+    /// data and weights, and a direct conv's GEMM on bf16 units does 9/4 of the multiply-adds at
+    /// several times the speed. A first layer's one-channel 3x3 conv stays direct in fp32 (its K of
+    /// 9 pads to a 32-k tile, and per-sample packing made its bf16 GEMM measure 2x slower; it
+    /// is 0.7% of the reference network's multiply-adds).
+    static func choose(_ g: Window, cout: Int, firstLayer: Bool, precision: Precision = .fp32) -> ConvPath {
+        if firstLayer && SingleChannelConv.applies(g, cout: cout) { return .singleChannel }
+        if !precision.isBF16 && Winograd.applies(g, cout: cout) { return .winograd }
+        return g.kernel == 1 && g.stride == 1 ? .pointwise : .im2col
+    }
+}
+
+struct ConvStage: Stage {
+    var window: Window
+    var cout: Int
+    var relu: Bool
+    var weight: Int, bias: Int
+    var path: ConvPath
+    /// fp32, or bf16 multiply-adds (on the GEMM paths; the one-channel direct path stays fp32).
+    var precision: Precision = .fp32
+    // The weights packed once a step for the per-sample GEMMs: W as the forward's B, and Wᵀ as
+    // the input gradient's B (not for the first layer, which needs no input gradient). None on
+    // the one-channel path, which reads the weights as stored.
+    var packedW: UnsafeMutablePointer<Float>!
+    var packedWt: UnsafeMutablePointer<Float>?
+    /// On the Winograd path the weights are transformed once a step into `u` ([16][cin][cout])
+    /// and packed per position ξ as the GEMMs' B (`packedW`, 16 blocks of `packedStride`) and
+    /// Bᵀ (`packedWt`, 16 blocks of `packedStrideT`).
+    var u: UnsafeMutablePointer<Float>?
+    var packedStride = 0, packedStrideT = 0
+    /// A max-pool right after this conv runs inside the conv's per-sample jobs: the conv's output
+    /// and its gradient live only in the worker's scratch, and the pool applies the ReLU mask.
+    var fusedPool: PoolingStage?
+
+    /// conv(OUT, K, stride, same|valid): weights [K, K, Cin, Cout] named convN.weight, and convN.bias.
+    static func plan(out: Int, kernel k: Int, stride: Int, same: Bool, relu: Bool, _ p: inout StagePlanner) throws {
+        let shape = p.shape
+        let g = Window(inH: shape.h, inW: shape.w, channels: shape.c, kernel: k, stride: stride, same: same)
+        if g.outH == 0 || g.outW == 0 { throw p.refuse("needs at least a \(k)x\(k) input but gets \(shape)") }
+        let n = p.number("conv")
+        let w = p.addTensor("conv\(n).weight", [k, k, shape.c, out], .convWeight(kernel: k, inputs: shape.c, outputs: out))
+        let b = p.addTensor("conv\(n).bias", [out], .bias)
+        let path = ConvPath.choose(g, cout: out, firstLayer: p.stages.isEmpty, precision: p.precision)
+        p.stages.append(ConvStage(window: g, cout: out, relu: relu, weight: w, bias: b, path: path, precision: p.precision))
+        p.shape = Shape(h: g.outH, w: g.outW, c: out)
+    }
+
+    var name: String {
+        "conv \(window.kernel)x\(window.kernel) \(window.channels)->\(cout)\(relu ? " +relu" : "")\(path == .winograd ? " winograd" : "")"
+    }
+    var parameters: Range<Int> { weight..<(bias + cout) }
+    var outputInScratch: Bool { fusedPool != nil }
+
+    /// A sample's im2col (or Winograd's transformed input, or the padded input) and, with a fused
+    /// pool, its output; on the Winograd path its transformed outputs and the shard's dU.
+    var scratchNeeds: ScratchNeeds {
+        let g = window
+        var n = ScratchNeeds(output: g.positions * cout)
+        switch path {
+        case .winograd:
+            n.col = 16 * Winograd.tiles(g) * g.channels
+            n.winograd = 16 * Winograd.tiles(g) * cout + 16 * g.channels * cout
+        case .singleChannel: n.col = SingleChannelConv.paddedFloats(g)
+        case .im2col: n.col = max(g.positions * g.patch + Im2col.slack, precision.isBF16 ? Im2col.bf16Floats(g) : 0)
+        case .pointwise: break
+        }
+        return n
+    }
+
+    /// A Winograd conv does 16 multiply-adds per 2x2 tile and channel pair where a direct one does 36.
+    func flopsPerSample(asDirect: Bool) -> Double {
+        if path == .winograd && !asDirect { return 2 * Double(16 * Winograd.tiles(window) * window.channels * cout) }
+        return 2 * Double(window.positions * window.patch * cout)
+    }
+
+    mutating func allocate(_ layout: BufferLayout, index: Int, earlier: inout [any Stage]) {
+        let g = window
+        switch path {
+        case .singleChannel:
+            break  // the weights are read as stored: nothing to pack
+        case .winograd:
+            u = layout.floats(16 * g.channels * cout)
+            packedStride = Gemm.packedBFloats(k: g.channels, n: cout)
+            packedStrideT = Gemm.packedBFloats(k: cout, n: g.channels)
+            packedW = layout.floats(16 * packedStride)
+            if index > 0 { packedWt = layout.floats(16 * packedStrideT) }
+        case .im2col, .pointwise:
+            packedW = layout.floats(Gemm.packedBFloats(k: g.patch, n: cout, precision: precision))
+            if index > 0 { packedWt = layout.floats(Gemm.packedBFloats(k: cout, n: g.patch, precision: precision)) }
+        }
+    }
+
+    func initialize(_ weights: UnsafeMutablePointer<Float>, _ rng: inout SplitMix64) {
+        let fanIn = window.patch
+        drawWeights(weights + weight, count: fanIn * cout, fanIn: fanIn, fanOut: window.kernel * window.kernel * cout, relu: relu, &rng)
+    }
+
+    /// A sample at a time (or a part of one): its im2col is built in the worker's scratch and used
+    /// from cache. The weights are packed (or transformed) once first.
+    func forward(_ net: Network, _ pass: StagePass) {
+        let pool = net.pool, W = net.weights
+        switch path {
+        case .winograd:
+            let pairs = window.channels * cout
+            let transform = WinogradWeightsJob(w: W + weight, pairs: pairs, u: u!, chunks: min(pairs / 16, 4 * pool.splitCount))
+            pool.run(items: transform.chunks, transform)
+            pool.run(items: 16, PackWinogradJob(c: self))
+        case .im2col, .pointwise:
+            let pack = PackBJob(k: window.patch, n: cout, b: .rowMajor(W + weight, cols: cout), into: packedW,
+                                workers: pool.splitCount, precision: precision)
+            pool.run(items: pack.items, pack)
+        case .singleChannel:
+            break  // reads the weights as stored
+        }
+        let parts = net.convParts(pass.index, self, batch: pass.count, backward: false)
+        let range = pass.samples
+        pool.run(range: (range.lowerBound * parts.count)..<(range.upperBound * parts.count), ConvForwardJob(
+            c: self, x: pass.io.x, y: pass.io.y, weights: W, scratch: net.scratchLayout, parts: parts, pool: pool))
+    }
+
+    /// A shard at a time (or a part of one), into the shard's gradient buffers; the network sums
+    /// the shards afterwards (`Network.reduceConvGradients`).
+    func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) {
+        let pool = net.pool, n = pass.count
+        let wt = pass.needsInputGradient ? packedWt : nil
+        if let wt, path != .winograd {  // (a Winograd conv packed its Uᵀ in the forward pass)
+            let pack = PackBJob(k: cout, n: window.patch, b: .transposed(net.weights + weight, cols: cout), into: wt,
+                                workers: pool.splitCount, precision: precision)
+            pool.run(items: pack.items, pack)
+        }
+        let shards = Network.shardCount(batch: n), mine = net.shards(batch: n, rank: net.group.rank)
+        let parts = net.convParts(pass.index, self, batch: n, backward: true)
+        let io = pass.io, g = net.shardGradients
+        pool.run(range: (mine.lowerBound * parts.count)..<(mine.upperBound * parts.count), ConvBackwardJob(
+            c: self, x: io.x, y: io.y, dy: io.dy, dx: wt == nil ? nil : io.dx, wt: wt, scratch: net.scratchLayout, samples: n,
+            shards: shards, gw: g + weight, gb: g + bias, shardStride: net.convParams, parts: parts, pool: pool))
+    }
 }
 
 /// U = G g Gᵀ of a Winograd conv's weights, a slice of the (cin, cout) pairs per item.
@@ -272,28 +417,31 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
     }
 }
 
-/// out[i] = shard 0 + shard 1 + ... in that order, for a slice of the parameters per item.
-/// Public for the all-reduce benchmark in Benchmarks/.
-public struct ShardReduceJob: ParallelJob, @unchecked Sendable {  // an item writes its slice of the sum
-    static let chunk = 1 << 12
-    var shards: UnsafeMutablePointer<Float>
-    var count, stride: Int
-    var out: UnsafeMutablePointer<Float>
-    var total: Int
-    /// Whether `out` holds the sum of the shards before these (another rank's), to go on from.
-    var continues = false
-    public init(shards: UnsafeMutablePointer<Float>, count: Int, stride: Int, out: UnsafeMutablePointer<Float>, total: Int,
-                continues: Bool = false) {
-        self.shards = shards; self.count = count; self.stride = stride; self.out = out; self.total = total
-        self.continues = continues
+extension WinogradWeightsJob {
+    func bytesMoved(items: Int) -> Int { f * (9 + 16) * pairs * items / max(chunks, 1) }
+}
+
+extension PackWinogradJob {
+    func bytesMoved(items: Int) -> Int { items * f * c.window.channels * c.cout * (c.packedWt == nil ? 2 : 3) }
+}
+
+extension ConvForwardJob {
+    /// A sample's input and what it stores: the conv's output, or the fused pool's output and argmax.
+    func bytesMoved(items: Int) -> Int {
+        let g = c.window, out: Int
+        if let p = c.fusedPool { out = 2 * p.window.positions * p.window.channels } else { out = g.positions * c.cout }
+        return items * f * (g.inputSize + out) / parts.count
     }
-    public var chunks: Int { (total + Self.chunk - 1) / Self.chunk }
-    public func run(_ c: Int, _ worker: Int) {
-        let lo = c * Self.chunk, length = min(Self.chunk, total - lo)
-        if continues {
-            Elementwise.addInOrder(shards + lo, count: count, stride: stride, length: length, into: out + lo)
-        } else {
-            Elementwise.sumInOrder(shards + lo, count: count, stride: stride, length: length, into: out + lo)
-        }
+}
+
+extension ConvBackwardJob {
+    /// Per sample its input, output gradient (or the pool's, with its output and argmax) and input
+    /// gradient; per shard its weight-gradient buffer.
+    func bytesMoved(items: Int) -> Int {
+        let perSample: Int
+        if let p = c.fusedPool { perSample = 3 * p.window.positions * p.window.channels } else { perSample = 2 * g.positions * cout }
+        let samplesPerShard = (samples + shards - 1) / max(shards, 1)
+        let shardsRun = (items + parts.count - 1) / parts.count
+        return f * (shardsRun * samplesPerShard * (g.inputSize * (dx == nil ? 1 : 2) + perSample) + shardsRun * (g.patch + 1) * cout)
     }
 }

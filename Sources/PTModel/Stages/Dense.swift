@@ -1,0 +1,314 @@
+// A dense (fully connected) layer with the ReLU after it: its plan, buffers, passes and their
+// jobs, counts and parameter names; under mpirun, the chain that passes its forward sums from
+// rank to rank and the exchange of its rows (docs/DISTRIBUTED.md).
+import PTKernels
+import PTRuntime
+
+private let f = MemoryLayout<Float>.size
+
+struct DenseStage: Stage {
+    var inputs, outputs: Int
+    var relu: Bool
+    var weight: Int, bias: Int
+    var precision: Precision = .fp32
+    /// A dropout follows and applies the ReLU's mask in its backward pass (`DropoutStage.masksRelu`).
+    var reluMaskedAfter = false
+    // For the input gradient as dXᵀ = W · dYᵀ: dYᵀ packed as the GEMM's B, and dXᵀ with its
+    // batch dimension padded to whole register tiles (so every tile is stored in place).
+    var packedDy: UnsafeMutablePointer<Float>?
+    var inputGradT: UnsafeMutablePointer<Float>?
+    // dY packed as the weight gradient's B (dW is computed a few rows at a time, and B would
+    // otherwise be packed again for each).
+    var packedDyRows: UnsafeMutablePointer<Float>!
+    var finiteSlot = 0  // its weights' slot in Network.finiteFlags
+    /// In bf16: the layer's input rounded once a step as the forward GEMM's A (each of the GEMM's
+    /// column parts would otherwise round all of it again).
+    var inputBF16: UnsafeMutablePointer<UInt16>?
+    /// Under mpirun: the partial sums of the forward chain, [capacity x outputs] by column blocks.
+    var chainBuffer: UnsafeMutablePointer<Float>?
+
+    /// fc(OUT): weights [in, out] named fcN.weight (the input flattened in (h, w, c) order), and fcN.bias.
+    static func plan(out: Int, relu: Bool, _ p: inout StagePlanner) {
+        let n = p.number("fc")
+        let w = p.addTensor("fc\(n).weight", [p.shape.count, out], .denseWeight(input: p.shape, outputs: out))
+        let b = p.addTensor("fc\(n).bias", [out], .bias)
+        var d = DenseStage(inputs: p.shape.count, outputs: out, relu: relu, weight: w, bias: b, precision: p.precision)
+        d.finiteSlot = n
+        p.stages.append(d)
+        p.shape = Shape(h: 1, w: 1, c: out)
+    }
+
+    var name: String { "fc \(inputs)->\(outputs)\(relu ? " +relu" : "")" }
+    var batchWide: Bool { true }
+    var parameters: Range<Int> { weight..<(bias + outputs) }
+    /// In bf16, its input rounded.
+    var extraFloatsPerSample: Int { precision.isBF16 ? inputs / 2 : 0 }
+    /// A block of its weight gradient's rows (`DenseUpdateJob`).
+    var scratchNeeds: ScratchNeeds { ScratchNeeds(denseRows: DenseUpdateJob.rows * outputs) }
+    func flopsPerSample(asDirect: Bool) -> Double { 2 * Double(inputs * outputs) }
+
+    /// The rows of W (in tiles of Gemm.mr rows) that part `rank` of `parts` updates: under
+    /// mpirun each rank's share of the layer. They are also the rank's share of the forward's K,
+    /// whose sums continue from rank to rank: in bf16 a share starts at a multiple of 32 rows (a
+    /// tile instruction's k-block), so the chain runs the same instructions as one process.
+    func ownedTiles(rank: Int, of parts: Int) -> Range<Int> {
+        let tiles = (inputs + Gemm.mr - 1) / Gemm.mr
+        guard precision.isBF16 else { return ProcessGroup.share(tiles, part: rank, of: parts) }
+        var unit = 32
+        while unit % Gemm.mr != 0 { unit += 32 }
+        let perUnit = unit / Gemm.mr, units = ProcessGroup.share((tiles + perUnit - 1) / perUnit, part: rank, of: parts)
+        return min(units.lowerBound * perUnit, tiles)..<min(units.upperBound * perUnit, tiles)
+    }
+
+    mutating func allocate(_ layout: BufferLayout, index: Int, earlier: inout [any Stage]) {
+        let capacity = layout.capacity
+        packedDyRows = layout.floats(Gemm.packedBFloats(k: capacity, n: outputs, precision: precision))
+        if precision.isBF16 {
+            inputBF16 = UnsafeMutableRawPointer(layout.floats(GemmBF16.rowsFloats(rows: capacity, k: inputs)))
+                .bindMemory(to: UInt16.self, capacity: 2 * GemmBF16.rowsFloats(rows: capacity, k: inputs))
+        }
+        if layout.group.size > 1 { chainBuffer = layout.floats(capacity * outputs) }
+        if index > 0 {
+            let batch = Network.paddedBatch(capacity)
+            packedDy = layout.floats(Gemm.packedBFloats(k: outputs, n: capacity, precision: precision))
+            inputGradT = layout.floats(inputs * batch, perNode: layout.denseRows(self, width: batch, from: 0))
+        }
+    }
+
+    func initialize(_ weights: UnsafeMutablePointer<Float>, _ rng: inout SplitMix64) {
+        drawWeights(weights + weight, count: inputs * outputs, fanIn: inputs, fanOut: outputs, relu: relu, &rng)
+    }
+
+    /// One GEMM over the whole batch, split by output tiles; under mpirun, a chain along the ranks.
+    func forward(_ net: Network, _ pass: StagePass) {
+        let n = pass.count, x = pass.io.x, y = pass.io.y, W = net.weights
+        if net.group.size > 1 { chainedForward(net, count: n, x: x, y: y); return }
+        var job = GemmJob(m: n, n: outputs, k: inputs, a: .rowMajor(x, cols: inputs),
+                          b: .rowMajor(W + weight, cols: outputs), c: y, ldc: outputs,
+                          bias: W + bias, relu: relu, precision: precision)
+        if let xh = inputBF16 {
+            let round = PackRowsJob(src: x, rows: n, k: inputs, into: xh)
+            net.pool.run(items: round.items, round)
+            job.aBF16 = UnsafePointer(xh); job.aBF16Stride = GemmBF16.paddedK(inputs)
+        }
+        net.pool.gemm(job)
+    }
+
+    /// The ReLU's mask (unless a dropout after it applies it), then `DenseUpdateJob`: dXᵀ and dW
+    /// by blocks of W's rows, with the optimizer's step on those rows when `optimizer` is given
+    /// (the bias is left to the pass over the remaining parameters).
+    func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) {
+        let pool = net.pool, group = net.group, n = pass.count
+        let x = pass.io.x, dy = pass.io.dy, dx = pass.needsInputGradient ? pass.io.dx : nil
+        if relu && !reluMaskedAfter { pool.run(range: pass.samples, ReluMaskJob(dy: dy, y: pass.io.y, size: outputs)) }
+        let np = Network.paddedBatch(n)
+        let packRows = PackBJob(k: n, n: outputs, b: .rowMajor(dy, cols: outputs), into: packedDyRows, workers: pool.splitCount,
+                                precision: precision)
+        var packedDyT: UnsafeMutablePointer<Float>?
+        if dx != nil, let packedDy {
+            let pack = PackBJob(k: outputs, n: n, b: .transposed(dy, cols: outputs), into: packedDy, workers: pool.splitCount,
+                                precision: precision)
+            let both = PackTwoJob(first: packRows, second: pack)
+            pool.run(items: both.items, both)
+            packedDyT = packedDy
+        } else {
+            pool.run(items: packRows.items, packRows)
+        }
+        // Under mpirun each rank owns a share of W's rows: it alone computes their dXᵀ and dW rows
+        // and takes their optimizer step (keeping their moments), and the ranks exchange dXᵀ's
+        // rows. Each row is the same chain of sums whichever rank computes it.
+        let rowTiles = ownedTiles(rank: group.rank, of: group.size)
+        let parts = DenseUpdateJob.parts(tiles: rowTiles, workers: pool.splitCount)
+        let sums = ColumnSumJob(m: dy, rows: n, cols: outputs, out: net.gradients + bias)
+        let sumChunks = sums.chunks(workers: pool.splitCount)
+        let update = DenseUpdateJob(
+            inputs: inputs, outputs: outputs, batch: n, x: x, dy: dy, packedDy: packedDyRows,
+            packedDyT: packedDyT, dxT: packedDyT == nil ? nil : inputGradT, paddedBatch: np,
+            w: net.weights + weight, g: net.gradients + weight, m: net.moment1 + weight, v: net.moment2 + weight,
+            optimizer: optimizer, finite: net.finiteFlags + finiteSlot * pool.count, tiles: rowTiles, parts: parts, sums: sums,
+            sumChunks: sumChunks, rows: net.scratchLayout.denseRows, precision: precision, pool: pool)
+        if pool.rangeNodes.count > 1 {
+            // On several nodes the row blocks alone are dealt by node, so that each node's workers
+            // take the rows placed on it (`BufferLayout.denseRows`); the bias sums follow as their own region.
+            pool.run(items: parts, update)
+            pool.run(range: parts..<(parts + sumChunks), update)
+        } else {
+            pool.run(items: parts + sumChunks, update)
+        }
+        if group.size > 1 {
+            if packedDyT != nil, let dxT = inputGradT { gatherRows(net, dxT, width: np) }
+            if optimizer == nil { gatherRows(net, net.gradients + weight, width: outputs) }
+        }
+        if let dx, let dxT = inputGradT, packedDyT != nil {
+            let transpose = TransposeOutJob(inputs: inputs, paddedBatch: np, samples: n, dxT: dxT, dx: dx)
+            pool.run(items: transpose.items, transpose)
+        }
+    }
+
+    /// Every rank receives the other ranks' rows of a [inputs, width] matrix split as `ownedTiles`.
+    func gatherRows(_ net: Network, _ matrix: UnsafeMutablePointer<Float>, width: Int) {
+        let group = net.group
+        group.allgather(matrix) { r in
+            let t = ownedTiles(rank: r, of: group.size)
+            return (min(t.lowerBound * Gemm.mr, inputs) * width)..<(min(t.upperBound * Gemm.mr, inputs) * width)
+        }
+    }
+
+    /// Column blocks of a dense layer's output that the forward chain passes from rank to rank,
+    /// each a whole number of register tiles. More blocks shorten the chain's start and end
+    /// (R ranks take (blocks + R - 1) / blocks of one rank's share), but a narrower GEMM re-reads
+    /// its A operand more often: measured at 2 ranks on fc1, 8 blocks made each rank's GEMMs 1.8x
+    /// slower than 1, and 2 blocks gave the shortest chain (docs/DISTRIBUTED.md).
+    static func chainBlocks(outputs: Int, ranks: Int) -> Int { min(max(2, ranks), (outputs + Gemm.nr - 1) / Gemm.nr) }
+
+    /// The forward pass when each rank owns a share of W's rows: y = x·W + b as one chain of sums
+    /// over W's rows, as one process computes it, passed along the ranks. Rank 0 sums its rows for
+    /// a block of output columns and sends the partial sums to rank 1, which continues them over
+    /// its rows (a GEMM that loads C goes on exactly where the sums stopped), and so on; the last
+    /// rank adds the bias and ReLU, and broadcasts y. Blocks of columns pipeline the chain: rank 1
+    /// works on block 0 while rank 0 works on block 1.
+    func chainedForward(_ net: Network, count n: Int, x: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>) {
+        let group = net.group, r = group.rank, last = group.size - 1
+        let t = ownedTiles(rank: r, of: group.size)
+        let k0 = min(t.lowerBound * Gemm.mr, inputs), k1 = min(t.upperBound * Gemm.mr, inputs)
+        let blocks = Self.chainBlocks(outputs: outputs, ranks: group.size), tiles = (outputs + Gemm.nr - 1) / Gemm.nr
+        func columns(_ j: Int) -> Range<Int> { min(j * tiles / blocks * Gemm.nr, outputs)..<min((j + 1) * tiles / blocks * Gemm.nr, outputs) }
+        let link = chainBuffer!  // block j at n * columns(j).lowerBound, n x width floats
+        if r > 0 {
+            for j in 0..<blocks { _ = group.receive(link + n * columns(j).lowerBound, count: n * columns(j).count, from: r - 1, tag: j) }
+        }
+        for j in 0..<blocks {
+            let c = columns(j), part = link + n * c.lowerBound
+            if r > 0 {
+                group.wait(j)
+                Elementwise.copy(rows: n, cols: c.count, from: part, fromStride: c.count, to: y + c.lowerBound, toStride: outputs)
+            }
+            net.pool.gemm(GemmJob(m: n, n: c.count, k: k1 - k0, a: .rowMajor(x + k0, cols: inputs),
+                                  b: .rowMajor(net.weights + weight + k0 * outputs + c.lowerBound, cols: outputs),
+                                  c: y + c.lowerBound, ldc: outputs, accumulate: r > 0,
+                                  bias: r == last ? net.weights + bias + c.lowerBound : nil, relu: r == last && relu,
+                                  precision: precision))
+            if r < last {
+                Elementwise.copy(rows: n, cols: c.count, from: y + c.lowerBound, fromStride: outputs, to: part, toStride: c.count)
+                group.send(part, count: n * c.count, to: r + 1, tag: j)
+            }
+        }
+        group.waitAll()
+        group.broadcast(y, count: n * outputs, root: last)
+    }
+}
+
+extension BufferLayout {
+    /// A dense layer's rows (`width` floats each, from `base`), placed by node: its backward pass
+    /// with the optimizer deals this rank's row blocks by node.
+    func denseRows(_ d: DenseStage, width: Int, from base: Int) -> [(Range<Int>, Int)] {
+        let tiles = d.ownedTiles(rank: group.rank, of: group.size)
+        let parts = DenseUpdateJob.parts(tiles: tiles, workers: pool.splitCount), nodes = pool.rangeNodes
+        return pool.nodeRanges(parts).enumerated().map { k, items in
+            let rows = DenseUpdateJob.rows(items, of: parts, tiles: tiles, inputs: d.inputs)
+            return ((base + rows.lowerBound * width)..<(base + rows.upperBound * width), nodes[k])
+        }
+    }
+}
+
+/// dy = 0 where the ReLU output y was clamped, one sample of `size` floats per item.
+struct ReluMaskJob: ParallelJob, @unchecked Sendable {  // an item writes its sample's gradient
+    var dy, y: UnsafeMutablePointer<Float>
+    var size: Int
+    func run(_ s: Int, _ worker: Int) {
+        Elementwise.reluBackward(dy: dy + s * size, y: y + s * size, count: size)
+    }
+    func bytesMoved(items: Int) -> Int { items * f * 3 * size }
+}
+
+/// dx[s, :] = column s of dXᵀ, for a block of `rows` inputs per item: the block's rows of dXᵀ
+/// (rows x paddedBatch floats) stay in L1 while every sample's 64-byte run of dx is written.
+struct TransposeOutJob: ParallelJob, @unchecked Sendable {  // an item writes its block of dx's columns
+    static let rows = 64
+    var inputs, paddedBatch, samples: Int
+    var dxT, dx: UnsafeMutablePointer<Float>
+    var items: Int { (inputs + Self.rows - 1) / Self.rows }
+    func run(_ item: Int, _ worker: Int) {
+        let lo = item * Self.rows, hi = min(lo + Self.rows, inputs)
+        for s in 0..<samples {
+            let out = dx + s * inputs
+            for i in lo..<hi { out[i] = dxT[i * paddedBatch + s] }
+        }
+    }
+}
+
+/// A dense layer's backward pass, by ranges of W's rows (tile-aligned, so every output element
+/// is summed as one GEMM over the whole layer would sum it). For each block of `rows` rows of W:
+/// dXᵀ's rows (reading those W rows), then dW's rows — into `g` when `optimizer` is nil; otherwise into
+/// the worker's scratch and straight into the optimizer on exactly those rows of W, m and v, while W and
+/// the gradient rows are in cache (the gradient never goes to memory: writing fc1's 25.7 MB would
+/// also read it first, for ownership). dXᵀ row i needs only W row i, so updating a row right after
+/// its dXᵀ never feeds a new weight into an old gradient.
+struct DenseUpdateJob: ParallelJob, @unchecked Sendable {  // an item writes its rows of W, m, v and dXᵀ (or its bias columns), and its worker's flag
+    static let rows = 32
+    var inputs, outputs, batch: Int
+    var x: UnsafeMutablePointer<Float>             // [batch, inputs]
+    var dy, packedDy: UnsafeMutablePointer<Float>  // dY [batch, outputs], and packed as dW's B
+    var packedDyT, dxT: UnsafeMutablePointer<Float>?  // dYᵀ packed as dXᵀ's B, dXᵀ [inputs, paddedBatch]; nil: no input gradient
+    var paddedBatch: Int
+    var w, g, m, v: UnsafeMutablePointer<Float>    // this layer's weights, gradient and moments in the flat buffers
+    var optimizer: OptimizerStep?
+    var finite: UnsafeMutablePointer<Bool>         // one flag per worker, and-ed
+    var tiles: Range<Int>                          // the tiles of Gemm.mr rows of W this process updates (under mpirun, its share)
+    var parts: Int
+    var sums: ColumnSumJob                         // the bias gradient, items parts..<parts + sumChunks
+    var sumChunks: Int
+    var rows: Int                                  // where a block of dW's rows goes in the worker's scratch
+    var precision: Precision
+    unowned(unsafe) var pool: WorkerPool
+
+    /// Items the row blocks of `tiles` are cut into for `workers`: about four a worker.
+    static func parts(tiles: Range<Int>, workers: Int) -> Int { min(tiles.count, 4 * workers) }
+
+    /// The rows of W that items `items` (of `parts` over `tiles`) update: the job's items and
+    /// `Network`'s placement of those rows by node both read it from here.
+    static func rows(_ items: Range<Int>, of parts: Int, tiles: Range<Int>, inputs: Int) -> Range<Int> {
+        let tn = tiles.count, p = max(parts, 1)
+        return min((tiles.lowerBound + items.lowerBound * tn / p) * Gemm.mr, inputs)..<min((tiles.lowerBound + items.upperBound * tn / p) * Gemm.mr, inputs)
+    }
+
+    func run(_ item: Int, _ worker: Int) {
+        if item >= parts { sums.run(chunk: item - parts, of: sumChunks); return }
+        let block = Self.rows(item..<(item + 1), of: parts, tiles: tiles, inputs: inputs)
+        let lo = block.lowerBound, hi = block.upperBound
+        let scratch = pool.scratch(worker)
+        var ok = true
+        var r0 = lo
+        while r0 < hi {
+            let r = min(Self.rows, hi - r0)
+            if let packedDyT, let dxT {
+                Gemm.multiply(m: r, n: paddedBatch, k: outputs, a: .rowMajor(w + r0 * outputs, cols: outputs),
+                              b: .packed(packedDyT), c: dxT + r0 * paddedBatch, ldc: paddedBatch,
+                              accumulate: false, scratch: scratch, precision: precision)
+            }
+            let at = r0 * outputs
+            let gradient = optimizer == nil ? g + at : scratch + rows
+            Gemm.multiply(m: r, n: outputs, k: batch, a: MatrixView.transposed(x, cols: inputs).offset(row: r0, col: 0),
+                          b: .packed(packedDy), c: gradient, ldc: outputs,
+                          accumulate: false, scratch: scratch, precision: precision)
+            if let optimizer {
+                ok = OptimizerUpdate.apply(optimizer, w: w + at, g: gradient, m: m + at, v: v + at, count: r * outputs) && ok
+            }
+            r0 += r
+        }
+        if !ok { finite[worker] = false }
+    }
+}
+
+extension TransposeOutJob {
+    func bytesMoved(items: Int) -> Int { f * 2 * samples * min(items * Self.rows, inputs) }
+}
+
+extension DenseUpdateJob {
+    /// W's rows (and with Adam their moments) read and written, dXᵀ's rows, and x and dY once.
+    func bytesMoved(items: Int) -> Int {
+        let rows = min(tiles.count * Gemm.mr, inputs)
+        let perRow = outputs * (optimizer == nil ? 2 : 6) + (dxT == nil ? 0 : paddedBatch)
+        return f * (rows * perRow + batch * (inputs + outputs))
+    }
+}
