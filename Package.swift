@@ -75,7 +75,7 @@ let package = Package(
         .testTarget(name: "KernelTests", dependencies: ["PTKernels", "PTTestSupport"]),
         .testTarget(name: "ModelTests", dependencies: ["PTModel", "PTRuntime", "PTKernels", "PTTestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["PTTraining", "PTModel", "PTKernels", "PTTestSupport", "CZlib", "CPNG"],
-                    exclude: ["pytorch-reference.safetensors"]),
+                    exclude: ["pytorch-reference.safetensors", "pytorch-reference-resnet.safetensors"]),
         .testTarget(name: "CLITests", dependencies: ["ptrain", "PTTraining", "PTModel", "PTTestSupport", "CZlib", "CPNG"]),
     ],
     swiftLanguageModes: [.v6]

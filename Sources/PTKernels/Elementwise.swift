@@ -101,3 +101,23 @@ public enum Dropout {
     }
 
 }
+
+extension Elementwise {
+    /// out = a + b, then ReLU when `relu` (a residual block's sum).
+    public static func add(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int, relu: Bool,
+                           into out: UnsafeMutablePointer<Float>) {
+        var i = 0
+        while i + 16 <= count {
+            var v = loadV(a + i) + loadV(b + i)
+            if relu { v = v.replacing(with: 0, where: .!(v .> 0)) }
+            storeV(v, out + i)
+            i += 16
+        }
+        while i < count {
+            var v = a[i] + b[i]
+            if relu && !(v > 0) { v = 0 }
+            out[i] = v
+            i += 1
+        }
+    }
+}

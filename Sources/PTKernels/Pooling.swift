@@ -191,3 +191,21 @@ public enum AvgPool {
         }
     }
 }
+
+/// Global average pooling: each channel's mean over a sample's positions ([positions, channels] in,
+/// [channels] out), the positions summed in order.
+public enum GlobalAvgPool {
+    public static func forward(positions: Int, channels c: Int, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
+        Elementwise.columnSums(x, rows: positions, ld: c, cols: 0..<c, into: y)
+        let scale = 1 / Float(positions)
+        for ch in 0..<c { y[ch] *= scale }
+    }
+
+    public static func backward(positions: Int, channels c: Int, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>) {
+        let scale = 1 / Float(positions)
+        for p in 0..<positions {
+            let row = dx + p * c
+            for ch in 0..<c { row[ch] = dy[ch] * scale }
+        }
+    }
+}

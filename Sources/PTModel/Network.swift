@@ -29,6 +29,11 @@ public final class Network {
     public let group: ProcessGroup
     public let tensors: [ParameterTensor]
     public let parameterCount: Int
+    /// What the network keeps besides its parameters, `stateCount` floats at `state`: batch norm's
+    /// running statistics (updated by training's forward passes, read by eval's), saved in checkpoints.
+    public let stateTensors: [ParameterTensor]
+    public let stateCount: Int
+    public let state: UnsafeMutablePointer<Float>
 
     /// Flat parameter, gradient and optimizer-state buffers, each `parameterCount` long: Adam's
     /// two moments, or SGD's momentum in `moment1`.
@@ -49,7 +54,7 @@ public final class Network {
     private func scratchOnly(_ i: Int) -> Bool { i > 0 && stages[i - 1].outputInScratch }
 
     var stages: [any Stage] = []
-    /// Floats of conv parameters (a prefix of the flat buffers), and one buffer of that many
+    /// Floats of the conv stack's parameters (a prefix of the flat buffers), and one buffer of that many
     /// per shard of the batch for their gradients, summed in shard order at the end of backward.
     public let convParams: Int
     /// Where a worker's scratch holds a sample's im2col and conv output (after the GEMM packing area).
@@ -172,6 +177,8 @@ public final class Network {
         self.capacity = capacity
         tensors = plan.tensors
         parameterCount = plan.parameterCount
+        stateTensors = plan.stateTensors
+        stateCount = plan.stateCount
         convParams = plan.convParams
         scratchLayout = plan.scratch
         shapes = plan.shapes
@@ -199,6 +206,7 @@ public final class Network {
         gradients = layout.floats(parameterCount, perNode: weightRows)
         moment1 = layout.floats(parameterCount, perNode: weightRows)
         moment2 = layout.floats(parameterCount, perNode: weightRows)
+        state = layout.floats(max(stateCount, 1))
         let myShards = Self.shards(batch: capacity, rank: group.rank, of: group.size)
         shardGradients = layout.floats(Self.shardCount(batch: capacity) * convParams,
                                        perNode: layout.byNode(myShards.count, size: convParams, from: myShards.lowerBound * convParams))

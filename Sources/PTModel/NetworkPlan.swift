@@ -12,7 +12,11 @@ public struct NetworkPlan {
     public let shapes: [Shape]
     public let tensors: [ParameterTensor]
     public let parameterCount: Int
-    /// Floats of conv parameters: a prefix of the flat buffers (the spec puts convolutions first).
+    /// The network's state besides its parameters (batch norm's running statistics).
+    public let stateTensors: [ParameterTensor]
+    public let stateCount: Int
+    /// Floats of the conv stack's parameters (convs, their batch norms and shortcuts): a prefix of
+    /// the flat buffers (the spec puts the conv stack first), whose gradients go by shard.
     public let convParams: Int
     let scratch: ScratchLayout
     /// Floats of a worker's scratch: the GEMM packing area, then the conv or dense regions' part.
@@ -29,6 +33,7 @@ public struct NetworkPlan {
     /// Throws a `ShapeError` naming the spec's column when a layer does not fit its input, or when
     /// the last layer's outputs are not the data's classes.
     public init(spec: ModelSpec, input: Shape, classes: Int, precision: Precision = .fp32) throws {
+        try spec.validateOrder()
         var planner = StagePlanner(input: input, precision: precision)
         var shapes = [input]
         let layers = spec.layers
@@ -39,18 +44,26 @@ public struct NetworkPlan {
             planner.column = spec.columns[i]
             planner.text = layer.text
             switch layer {
-            case let .conv(out, k, stride, same):
-                try ConvStage.plan(out: out, kernel: k, stride: stride, same: same, relu: followedByRelu, &planner)
+            case let .conv(out, k, stride, same, bias):
+                try ConvStage.plan(out: out, kernel: k, stride: stride, same: same, bias: bias, relu: followedByRelu, &planner)
+            case .batchNorm:
+                BatchNormStage.plan(relu: followedByRelu, &planner)
+            case .globalAvgPool:
+                GlobalPoolingStage.plan(&planner)
             case let .maxPool(size, stride):
                 try PoolingStage.plan(size: size, stride: stride, isMax: true, &planner)
             case let .avgPool(size, stride):
                 try PoolingStage.plan(size: size, stride: stride, isMax: false, &planner)
-            case let .dense(out):
-                DenseStage.plan(out: out, relu: followedByRelu, &planner)
+            case let .dense(out, bias):
+                DenseStage.plan(out: out, bias: bias, relu: followedByRelu, &planner)
             case let .dropout(keep):
                 DropoutStage.plan(keep: keep, &planner)
+            case .residualBegin:
+                ResidualBeginStage.plan(&planner)
+            case .residualEnd:
+                try ResidualEndStage.plan(relu: followedByRelu, &planner)
             case .relu:
-                break  // fused into the conv or fc before it (the spec guarantees one is there)
+                break  // fused into the stage before it (the spec guarantees one that can take it)
             }
             if shapes.count <= planner.stages.count { shapes.append(planner.shape) }
             i += followedByRelu ? 2 : 1
@@ -62,6 +75,8 @@ public struct NetworkPlan {
         self.shapes = shapes
         tensors = planner.tensors
         parameterCount = planner.offset
+        stateTensors = planner.stateTensors
+        stateCount = planner.stateCount
         convParams = stages[..<stages.firstDense].reduce(0) { max($0, $1.parameters.upperBound) }
         (scratch, scratchFloats) = ScratchLayout.fitting(stages.reduce(ScratchNeeds()) { $0.merged($1.scratchNeeds) })
         optimizerSlices = Self.optimizerSlices(tensors)
@@ -85,6 +100,16 @@ public struct NetworkPlan {
             }
         }
         return slices
+    }
+
+    /// The first batch norm to which a training batch of `batch` gives a single value per channel
+    /// (after a dense layer or global pooling, at batch 1), by name: its statistics would be that
+    /// value itself, and PyTorch refuses to train so too.
+    public func batchNormWithOneValue(batch: Int) -> String? {
+        for case let b as BatchNormStage in stages where batch * b.positions < 2 {
+            return tensors.first { $0.offset == b.weight }.map { String($0.name.dropLast(".weight".count)) }
+        }
+        return nil
     }
 
     /// The bytes a network of this plan holds for a batch of `capacity` on `threads` workers:

@@ -2,32 +2,49 @@
 //
 //   conv(64,3) relu maxpool(2) conv(128,3) relu maxpool(2) fc(1024) relu dropout(0.5) fc(10)
 //
-//   conv(OUT, K[, STRIDE][, stride=S][, pad=same|valid])   K x K convolution with bias
-//   relu                                                    after a conv or fc
+//   conv(OUT, K[, STRIDE][, stride=S][, pad=same|valid][, bias=false])
+//                                                           K x K convolution, with a bias unless bias=false
+//   bn (or batchnorm)                                       batch normalisation after a conv or fc
+//   relu                                                    after a conv, fc or bn
 //   maxpool(SIZE[, STRIDE]) / avgpool(SIZE[, STRIDE])       VALID windows; stride defaults to SIZE
-//   fc(OUT) (or dense(OUT))                                 fully connected with bias
+//   gap (or globalavgpool)                                  the mean of each channel over the image
+//   fc(OUT[, bias=false]) (or dense(...))                   fully connected, with a bias unless bias=false
 //   dropout(KEEP)                                           keep probability in (0, 1], training only
+//   res(LAYERS)                                             a residual block: x + F(x), F being the convs,
+//                                                           bns and relus inside; when F changes the shape,
+//                                                           x goes through a 1x1 conv (strided as F is)
 //
-// Shape: INPUT -> [[conv -> relu]* -> pool?]* -> [fc -> relu (-> dropout)?]* -> fc.
+// Shape: INPUT -> [[conv -> bn? -> relu? | res(...) -> relu?]* -> pool?]* -> gap? -> [fc -> bn? -> relu? (-> dropout)?]* -> fc.
 
 public enum LayerSpec: Equatable, Sendable {
-    case conv(out: Int, kernel: Int, stride: Int, same: Bool)
+    case conv(out: Int, kernel: Int, stride: Int, same: Bool, bias: Bool = true)
+    case batchNorm
     case relu
     case maxPool(size: Int, stride: Int)
     case avgPool(size: Int, stride: Int)
-    case dense(out: Int)
+    case globalAvgPool
+    case dense(out: Int, bias: Bool = true)
     case dropout(keep: Float)
+    /// `res(` and its `)`: the layers between them are a residual block's F.
+    case residualBegin
+    case residualEnd
+
+    var isConv: Bool { if case .conv = self { return true }; return false }
 
     /// The layer written back in spec syntax.
     public var text: String {
         switch self {
-        case let .conv(out, k, s, same):
-            return "conv(\(out),\(k)" + (s != 1 ? ",stride=\(s)" : "") + (same ? "" : ",pad=valid") + ")"
+        case let .conv(out, k, s, same, bias):
+            return "conv(\(out),\(k)" + (s != 1 ? ",stride=\(s)" : "") + (same ? "" : ",pad=valid") + (bias ? "" : ",bias=false") + ")"
+        case .batchNorm: return "bn"
         case .relu: return "relu"
         case let .maxPool(size, s): return "maxpool(\(size)" + (s != size ? ",\(s)" : "") + ")"
         case let .avgPool(size, s): return "avgpool(\(size)" + (s != size ? ",\(s)" : "") + ")"
-        case let .dense(out): return "fc(\(out))"
+        case .globalAvgPool: return "gap"
+        case let .dense(out, bias): return "fc(\(out)" + (bias ? "" : ",bias=false") + ")"
         case let .dropout(keep): return "dropout(\(keep))"
+        case .residualBegin: return "res("
+        case .residualEnd: return ")"
         }
     }
 }
@@ -49,7 +66,14 @@ public struct ModelSpec: Equatable, Sendable {
     /// The reference network, parsed (a constant the tests parse too: it cannot fail).
     public static let referenceModel = try! ModelSpec(parsing: reference)
 
-    public var text: String { layers.map(\.text).joined(separator: " ") }
+    public var text: String {
+        var out = ""
+        for (i, layer) in layers.enumerated() {
+            if i > 0 && layers[i - 1] != .residualBegin && layer != .residualEnd { out += " " }
+            out += layer.text
+        }
+        return out
+    }
 
     public init(layers: [LayerSpec]) {
         self.layers = layers
@@ -62,23 +86,46 @@ public struct ModelSpec: Equatable, Sendable {
         try validateOrder()
     }
 
-    private func validateOrder() throws {
+    /// The order rules (what `init(parsing:)` checks; a network built from `init(layers:)` checks them too).
+    func validateOrder() throws {
         guard let last = layers.last else { throw SpecError(message: "the spec has no layers", column: 1) }
-        var seenDense = false
+        var seenDense = false, inBlock = false
         for (i, layer) in layers.enumerated() {
             let col = columns[i]
             let prev: LayerSpec? = i > 0 ? layers[i - 1] : nil
+            if inBlock {
+                switch layer {
+                case .conv, .batchNorm, .relu, .residualEnd: break
+                case .residualBegin: throw SpecError(message: "a res(...) block cannot be inside another", column: col)
+                default: throw SpecError(message: "'\(layer.text)' cannot be inside res(...): only conv, bn and relu can", column: col)
+                }
+            }
             switch layer {
-            case .conv, .maxPool, .avgPool:
+            case .residualBegin:
+                if seenDense { throw SpecError(message: "'res(' comes after a fc layer; residual blocks must come before", column: col) }
+                // (A res( right inside is refused as nested, on its own column.)
+                guard i + 1 < layers.count, layers[i + 1].isConv || layers[i + 1] == .residualBegin else {
+                    throw SpecError(message: "a res(...) block must begin with a conv", column: col)
+                }
+                inBlock = true
+            case .residualEnd:
+                inBlock = false
+            case .conv, .maxPool, .avgPool, .globalAvgPool:
                 if seenDense {
                     throw SpecError(message: "'\(layer.text)' comes after a fc layer; convolutions and pools must come first", column: col)
                 }
-                if case .maxPool = layer, i == 0 { throw SpecError(message: "a pool cannot be the first layer", column: col) }
-                if case .avgPool = layer, i == 0 { throw SpecError(message: "a pool cannot be the first layer", column: col) }
-            case .relu:
+                if i == 0, !layer.isConv {
+                    throw SpecError(message: "a pool cannot be the first layer", column: col)
+                }
+            case .batchNorm:
                 switch prev {
                 case .conv?, .dense?: break
-                default: throw SpecError(message: "relu must directly follow a conv or fc layer", column: col)
+                default: throw SpecError(message: "bn must directly follow a conv or fc layer", column: col)
+                }
+            case .relu:
+                switch prev {
+                case .conv?, .dense?, .batchNorm?, .residualEnd?: break
+                default: throw SpecError(message: "relu must directly follow a conv, fc, bn or res(...) block", column: col)
                 }
             case .dense:
                 seenDense = true
@@ -101,16 +148,29 @@ struct SpecParser {
     var i = 0
     init(_ s: [UInt8]) { self.s = s }
 
-    static let names = "conv, relu, maxpool, avgpool, fc, dropout"
+    static let names = "conv, bn, relu, maxpool, avgpool, gap, fc, dropout, res"
+    /// Open `res(` blocks.
+    var depth = 0
 
     mutating func parse() throws -> ([LayerSpec], [Int]) {
         var layers: [LayerSpec] = [], columns: [Int] = []
         skipSeparators()
+        var opened = 0
         while i < s.count {
             columns.append(i + 1)
-            layers.append(try layer())
+            if s[i] == UInt8(ascii: ")") {
+                guard depth > 0 else { throw fail("')' without a res( to close") }
+                depth -= 1; i += 1
+                layers.append(.residualEnd)
+            } else {
+                let start = i
+                let l = try layer()
+                if l == .residualBegin { depth += 1; opened = start }
+                layers.append(l)
+            }
             skipSeparators()
         }
+        if depth > 0 { throw fail("res( has no closing ')'", at: opened) }
         return (layers, columns)
     }
 
@@ -199,6 +259,12 @@ struct SpecParser {
         if name.isEmpty {
             throw fail("unexpected '\(Character(UnicodeScalar(s[i])))'; expected a layer (\(Self.names))")
         }
+        if name == "res" {
+            skipSpaces()
+            guard i < s.count, s[i] == UInt8(ascii: "(") else { throw fail("res needs its layers in parentheses, as in res(conv(16,3) relu conv(16,3))") }
+            i += 1
+            return .residualBegin
+        }
         let argsStart = i
         let args = try arguments()
         var positional: [(Double, Int)] = []
@@ -227,6 +293,15 @@ struct SpecParser {
             if let d { return d }
             throw fail("\(name) needs \(what)", at: argsStart)
         }
+        /// key=true|false, true when not given.
+        func flag(_ key: String) throws -> Bool {
+            guard let (v, c) = named.removeValue(forKey: key) else { return true }
+            switch v.lowercased() {
+            case "true": return true
+            case "false": return false
+            default: throw fail("\(key)=\(v): must be true or false", at: c)
+            }
+        }
         func finish(_ maxPositional: Int, _ l: LayerSpec) throws -> LayerSpec {
             if positional.count > maxPositional {
                 throw fail("\(name) takes at most \(maxPositional) plain arguments", at: positional[maxPositional].1)
@@ -247,7 +322,11 @@ struct SpecParser {
                 default: throw fail("pad=\(v): padding must be same or valid", at: c)
                 }
             }
-            return try finish(3, .conv(out: out, kernel: k, stride: stride, same: same))
+            return try finish(3, .conv(out: out, kernel: k, stride: stride, same: same, bias: try flag("bias")))
+        case "bn", "batchnorm":
+            return try finish(0, .batchNorm)
+        case "gap", "globalavgpool":
+            return try finish(0, .globalAvgPool)
         case "relu":
             return try finish(0, .relu)
         case "maxpool", "avgpool":
@@ -255,7 +334,7 @@ struct SpecParser {
             let stride = try int(1, "a stride", key: "stride", default: size)
             return try finish(2, name == "maxpool" ? .maxPool(size: size, stride: stride) : .avgPool(size: size, stride: stride))
         case "fc", "dense":
-            return try finish(1, .dense(out: try int(0, "an output count")))
+            return try finish(1, .dense(out: try int(0, "an output count"), bias: try flag("bias")))
         case "dropout":
             var keep: Double
             var col = argsStart

@@ -27,8 +27,9 @@ protocol Stage {
     /// Takes its own buffers for a batch of `layout.capacity`; `earlier` holds the stages before
     /// it, already allocated (a fused max-pool hands its buffers to the conv that runs it).
     mutating func allocate(_ layout: BufferLayout, index: Int, earlier: inout [any Stage])
-    /// Draws its starting weights (in stage order from one generator: the order is part of the bits).
-    func initialize(_ weights: UnsafeMutablePointer<Float>, _ rng: inout SplitMix64)
+    /// Sets its starting weights and state (drawn in stage order from one generator: the order is
+    /// part of the bits).
+    func initialize(_ net: Network, _ rng: inout SplitMix64)
     func forward(_ net: Network, _ pass: StagePass)
     /// `optimizer`: the step that a stage able to update its weights inside its backward pass
     /// takes there (`Network.backward(count:optimizer:)`); nil, gradients only.
@@ -43,7 +44,7 @@ extension Stage {
     var scratchNeeds: ScratchNeeds { ScratchNeeds() }
     func flopsPerSample(asDirect: Bool) -> Double { 0 }
     mutating func allocate(_ layout: BufferLayout, index: Int, earlier: inout [any Stage]) {}
-    func initialize(_ weights: UnsafeMutablePointer<Float>, _ rng: inout SplitMix64) {}
+    func initialize(_ net: Network, _ rng: inout SplitMix64) {}
 }
 
 /// One stage's pass over a batch.
@@ -101,6 +102,9 @@ struct ScratchLayout {
 struct StagePlanner {
     var stages: [any Stage] = []
     var tensors: [ParameterTensor] = []
+    /// What the network keeps besides its parameters (batch norm's running statistics), in `Network.state`.
+    var stateTensors: [ParameterTensor] = []
+    private(set) var stateCount = 0
     /// The shape the next layer gets.
     var shape: Shape
     var precision: Precision
@@ -109,6 +113,9 @@ struct StagePlanner {
     /// The layer being planned, for errors: its column in the spec and its text.
     var column = 1, text = ""
     private var numbers: [String: Int] = [:]
+    /// The residual blocks begun and not yet ended: the begin stage's index, the block's input
+    /// shape, and the product of its convs' strides so far (its projection's stride).
+    var openBlocks: [(begin: Int, input: Shape, stride: Int)] = []
 
     init(input: Shape, precision: Precision) { shape = input; self.precision = precision }
 
@@ -126,6 +133,14 @@ struct StagePlanner {
         tensors.append(ParameterTensor(name: name, offset: offset, count: count, shape: shape, kind: kind))
         offset += count
         return offset - count
+    }
+
+    /// Adds a state tensor after the others; returns its offset in the state buffer.
+    mutating func addState(_ name: String, _ shape: [Int], _ kind: ParameterTensor.Kind) -> Int {
+        let count = shape.reduce(1, *)
+        stateTensors.append(ParameterTensor(name: name, offset: stateCount, count: count, shape: shape, kind: kind))
+        stateCount += count
+        return stateCount - count
     }
 
     /// The error for a layer that does not fit its input.

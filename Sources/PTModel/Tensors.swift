@@ -24,6 +24,10 @@ public struct ParameterTensor: Sendable {
         /// Stored [in, out]; `input` is the per-sample shape flattened in (h, w, c) order.
         case denseWeight(input: Shape, outputs: Int)
         case bias
+        /// A per-channel vector stored as is (batch norm's γ, running mean and variance).
+        case vector
+        /// One number (a batch norm's count of batches), a 0-dimensional tensor in PyTorch.
+        case scalar
     }
     public var name: String
     public var offset: Int

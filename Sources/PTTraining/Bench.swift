@@ -53,18 +53,26 @@ public enum Bench {
         return (0..<3).map { _ in BF16Peak.gflops(path: path, tiles: tiles) }.max()!
     }
 
-    public static func synthetic(count: Int, rows: Int, cols: Int, seed: UInt64) -> Dataset {
+    /// `count` images of random pixels and labels (a step's time does not depend on their values).
+    public static func synthetic(count: Int, rows: Int, cols: Int, channels: Int = 1, classes: Int = Dataset.standardClasses,
+                                 seed: UInt64) -> Dataset {
         var rng = SplitMix64(seed: seed)
-        let pixels = (0..<(count * rows * cols)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-        let labels = (0..<count).map { _ in Int32(rng.next() % UInt64(Dataset.standardClasses)) }
-        return Dataset(count: count, shape: Shape(h: rows, w: cols, c: 1), pixels: pixels, labels: labels,
-                       classNames: (0..<Dataset.standardClasses).map { "class \($0)" })
+        let pixels = (0..<(count * rows * cols * channels)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let labels = (0..<count).map { _ in Int32(rng.next() % UInt64(classes)) }
+        return Dataset(count: count, shape: Shape(h: rows, w: cols, c: channels), pixels: pixels, labels: labels,
+                       classNames: (0..<classes).map { "class \($0)" })
+    }
+
+    /// The images `bench` times: `input`'s shape, `classes` classes.
+    static func benchData(batch: Int, steps: Int, warmup: Int, input: Shape, classes: Int) -> Dataset {
+        synthetic(count: max(batch * (steps + warmup), batch), rows: input.h, cols: input.w, channels: input.c, classes: classes, seed: 1)
     }
 
     public static func run(spec: ModelSpec, threads: [Int], batch: Int, steps: Int, warmup: Int,
                            peakPerCore: Double, cores: Int, profile: Bool = false, precision: Precision = .fp32,
+                           input: Shape = Shape(h: 28, w: 28, c: 1), classes: Int = Dataset.standardClasses,
                            group: ProcessGroup = .single, log: (String) -> Void) throws -> [BenchRow] {
-        let data = synthetic(count: max(batch * (steps + warmup), batch), rows: 28, cols: 28, seed: 1)
+        let data = benchData(batch: batch, steps: steps, warmup: warmup, input: input, classes: classes)
         var rows: [BenchRow] = []
         var base: (sps: Double, threads: Int)?  // the first row: speedups are against it
         for t in threads {

@@ -1,7 +1,8 @@
 // Checkpoints: safetensors files in PyTorch's layouts and names, plus everything needed to
 // continue bit for bit (Adam's moments, the step, the seed, the data position).
 //
-//   convN.weight [out, in, kh, kw]   convN.bias [out]
+//   convN.weight [out, in, kh, kw]   convN.bias [out]    (none for a conv with bias=false)
+//   bnN.weight, bnN.bias [c]         bnN.running_mean, bnN.running_var [c], bnN.num_batches_tracked []
 //   fcN.weight   [out, in]           fcN.bias   [out]   (in: the input flattened as (c, h, w))
 //   adam.m.<name>, adam.v.<name>     the optimizer's moments, same names and layouts
 // The metadata holds the format version, spec, input shape, classes and their names, the input
@@ -63,9 +64,11 @@ public enum Checkpoint {
                 out[o * s.count + (c * s.h + h) * s.w + w] = src[((h * s.w + w) * s.c + c) * outputs + o]
             } } } }
             return ([outputs, s.count], out)
-        case .bias:
+        case .bias, .vector:
             for i in 0..<t.count { out[i] = src[i] }
             return ([t.count], out)
+        case .scalar:
+            return ([], [src[0]])
         }
     }
 
@@ -80,7 +83,7 @@ public enum Checkpoint {
             for o in 0..<outputs { for c in 0..<s.c { for h in 0..<s.h { for w in 0..<s.w {
                 dst[((h * s.w + w) * s.c + c) * outputs + o] = v[o * s.count + (c * s.h + h) * s.w + w]
             } } } }
-        case .bias:
+        case .bias, .vector, .scalar:
             for i in 0..<t.count { dst[i] = v[i] }
         }
     }
@@ -92,6 +95,10 @@ public enum Checkpoint {
                 let (shape, values) = torchLayout(t, buffer + t.offset)
                 tensors.append(SafetensorsTensor(name: prefix + t.name, shape: shape, values: values))
             }
+        }
+        for t in net.stateTensors {
+            let (shape, values) = torchLayout(t, net.state + t.offset)
+            tensors.append(SafetensorsTensor(name: t.name, shape: shape, values: values))
         }
         let s = state, o = state.optimizer
         let metadata: [(String, String)] = [
@@ -183,10 +190,11 @@ public enum Checkpoint {
     /// there with its shape and nothing else is. With `optimizer`, Adam's moments too.
     public static func restore(_ net: Network, from tensors: [String: SafetensorsTensor], path: String, optimizer: Bool) throws {
         var expected = Set<String>()
-        var buffers = [("", net.weights)]
-        if optimizer { buffers += [("adam.m.", net.moment1), ("adam.v.", net.moment2)] }
-        for (prefix, buffer) in buffers {
-            for t in net.tensors {
+        var buffers = [("", net.weights, net.tensors)]
+        if optimizer { buffers += [("adam.m.", net.moment1, net.tensors), ("adam.v.", net.moment2, net.tensors)] }
+        buffers.append(("", net.state, net.stateTensors))
+        for (prefix, buffer, list) in buffers {
+            for t in list {
                 let name = prefix + t.name
                 expected.insert(name)
                 guard let got = tensors[name] else { throw DataError(path, "checkpoint has no tensor '\(name)' that the model spec needs") }
@@ -204,8 +212,8 @@ public enum Checkpoint {
         if let first = extra.first {
             throw DataError(path, "checkpoint has tensor '\(first)' that the model spec does not have\(extra.count > 1 ? " (and \(extra.count - 1) more)" : "")")
         }
-        for (prefix, buffer) in buffers {
-            for t in net.tensors { fromTorchLayout(t, tensors[prefix + t.name]!.values, into: buffer + t.offset) }
+        for (prefix, buffer, list) in buffers {
+            for t in list { fromTorchLayout(t, tensors[prefix + t.name]!.values, into: buffer + t.offset) }
         }
     }
 }

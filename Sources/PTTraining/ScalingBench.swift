@@ -46,8 +46,9 @@ extension Bench {
     /// into the items a pool of that many workers would take, and predicts its step; the 2-worker
     /// prediction is checked against steps timed at 2 workers before and after the recordings.
     public static func model(spec: ModelSpec, batch: Int, cores: [Int], steps: Int, warmup: Int, bandwidth: Double,
-                             precision: Precision = .fp32, log: (String) -> Void) throws -> (rows: [ModelRow], validation: ModelValidation) {
-        let data = synthetic(count: max(batch * (steps + warmup), batch), rows: 28, cols: 28, seed: 1)
+                             precision: Precision = .fp32, input: Shape = Shape(h: 28, w: 28, c: 1), classes: Int = Dataset.standardClasses,
+                             log: (String) -> Void) throws -> (rows: [ModelRow], validation: ModelValidation) {
+        let data = benchData(batch: batch, steps: steps, warmup: warmup, input: input, classes: classes)
         var c = TrainConfig()
         c.spec = spec; c.batch = batch; c.threads = 1; c.precision = precision
         let one = try Trainer(config: c, data: data)

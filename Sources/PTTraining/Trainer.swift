@@ -87,6 +87,9 @@ public final class Trainer {
         guard normalization.channels == data.shape.c else {
             throw ShapeError(message: "the normalisation has \(normalization.channels) channels but the images have \(data.shape.c)")
         }
+        if let bn = try NetworkPlan(spec: spec, input: data.shape, classes: data.classes).batchNormWithOneValue(batch: config.batch) {
+            throw ShapeError(message: "a batch of \(config.batch) gives \(bn) one value per channel to normalise: batch norm needs a batch of at least 2 there")
+        }
         network = try Network(spec: spec, input: data.shape, classes: data.classes,
                               capacity: max(config.batch, evalCapacity), threads: config.threads, seed: config.seed,
                               precision: config.precision, group: group)

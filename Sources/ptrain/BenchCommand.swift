@@ -8,7 +8,7 @@ import PTTraining
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Time training steps at several thread counts (medians), against the measured FMA peak.",
-        discussion: "Uses synthetic 28x28 images: a step's time does not depend on pixel values. Speedup and efficiency are against the first thread count given.")
+        discussion: "Uses synthetic images (28x28x1 and 10 classes unless --input and --classes say otherwise): a step's time does not depend on pixel values. Speedup and efficiency are against the first thread count given.")
 
     @Option(help: "Comma-separated thread counts.")
     var threads = "1,2"
@@ -20,6 +20,16 @@ struct Bench: ParsableCommand {
     var warmup = 3
     @Option(help: "Model spec (default: the reference network).", transform: { try ModelSpec(parsing: $0) })
     var spec = ModelSpec.referenceModel
+    @Option(help: "The images' shape, HxWxC (default 28x28x1).", transform: { text in
+        let d = text.lowercased().split(separator: "x", omittingEmptySubsequences: false).map { Int($0) }
+        guard d.count == 3, let h = d[0], let w = d[1], let c = d[2], (1...4096).contains(h), (1...4096).contains(w), (1...64).contains(c) else {
+            throw ValidationError("--input must be HxWxC (each from 1, at most 4096x4096x64), as in 32x32x3, not '\(text)'")
+        }
+        return Shape(h: h, w: w, c: c)
+    })
+    var input = Shape(h: 28, w: 28, c: 1)
+    @Option(help: "Classes of the synthetic labels: the spec's last fc must have as many outputs (default 10).")
+    var classes = 10
     @Option(help: "Write the rows as a JSON array to FILE.")
     var json: String?
     @Option(help: "Draw speedup against threads (with the ideal line) to FILE.")
@@ -47,6 +57,7 @@ struct Bench: ParsableCommand {
                 throw ValidationError("--model-cores must be a comma-separated list of counts from 1 to 1024, not '\(modelCores)'")
             }
         }
+        guard (1...(1 << 20)).contains(classes) else { throw ValidationError("--classes must be from 1 to 1048576, not \(classes)") }
         guard bandwidth.isFinite && bandwidth > 0 else { throw ValidationError("--bandwidth must be a number of GB/s above 0, not \(bandwidth)") }
     }
 
@@ -58,8 +69,8 @@ struct Bench: ParsableCommand {
         debugBuildNotice()
         print("ptrain: \(precision.startupLine)")
         var peak = PTTraining.Bench.peakGFLOPS(cores: 1)
-        print(String(format: "FMA peak: %.1f GFLOP/s per core (measured), %d cores; batch %d, %d timed steps after %d warm-up",
-                     peak, cores, batch, steps, warmup))
+        print(String(format: "FMA peak: %.1f GFLOP/s per core (measured), %d cores; batch %d of %@ images, %d timed steps after %d warm-up",
+                     peak, cores, batch, "\(input)", steps, warmup))
         if case let .bf16(path) = precision {
             // The columns then read against the bf16 units' peak: most of the step's arithmetic is theirs.
             peak = PTTraining.Bench.bf16PeakGFLOPS(path: path)
@@ -82,7 +93,7 @@ struct Bench: ParsableCommand {
         do {
             rows = try PTTraining.Bench.run(spec: spec, threads: counts, batch: batch, steps: steps, warmup: warmup,
                                             peakPerCore: peak, cores: cores, profile: profile, precision: precision,
-                                            group: group) { print($0); fflush(nil) }
+                                            input: input, classes: classes, group: group) { print($0); fflush(nil) }
         } catch let e as ShapeError { throw UsageError(description: e.message) }
         if group.rank == 0 {
             if let json { try AtomicFile.write(json, data: Data(PTTraining.Bench.json(rows, batch: batch, peakPerCore: peak, precision: precision).utf8)) }
@@ -103,7 +114,7 @@ extension Bench {
         let result: (rows: [ModelRow], validation: ModelValidation)
         do {
             result = try PTTraining.Bench.model(spec: spec, batch: batch, cores: cores, steps: steps, warmup: warmup,
-                                                bandwidth: bandwidth, precision: precision) { print($0); fflush(nil) }
+                                                bandwidth: bandwidth, precision: precision, input: input, classes: classes) { print($0); fflush(nil) }
         } catch let e as ShapeError { throw UsageError(description: e.message) }
         guard ProcessGroup.launched.rank == 0 else { return }  // (under mpirun every rank models alone)
         if let json {

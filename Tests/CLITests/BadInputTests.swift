@@ -97,6 +97,21 @@ func writeCheckpoint(_ path: String, header: [String: Any], data: [UInt8], rawHe
     _ = FileManager.default.createFile(atPath: path, contents: Data(out + h + data))
 }
 
+/// Batch norm over one value a channel (after a dense layer or global pooling, at batch 1) is
+/// refused up front with one line, as PyTorch refuses to train it, for train and bench alike.
+@Test func aBatchOfOneUnderBatchNormAfterPoolingIsRefused() throws {
+    let data = try tinyData()
+    defer { Scratch.remove(data) }
+    let spec = "conv(4,3,bias=false) bn relu gap fc(8,bias=false) bn relu fc(10)"
+    expectCleanError(try ptrain(["--data", data, "--spec", spec, "--batch", "1", "--steps", "1"]), code: 2,
+                     mentions: ["a batch of 1", "bn2", "at least 2"])
+    expectCleanError(try ptrain(["bench", "--spec", spec, "--batch", "1", "--threads", "1", "--steps", "1"]), code: 2,
+                     mentions: ["a batch of 1", "bn2"])
+    // A batch norm after a conv sees the image's positions: a batch of 1 is fine there.
+    let ok = try ptrain(["--data", data, "--spec", "conv(4,3,bias=false) bn relu gap fc(10)", "--batch", "1", "--steps", "2"])
+    #expect(ok.status == 0, "\(ok.err)")
+}
+
 @Test func badCheckpointsAreRefusedCleanly() throws {
     let data = try tinyData(), dir = try runDir()
     defer { Scratch.remove(data); Scratch.remove(dir) }

@@ -243,3 +243,72 @@ func python(_ args: [String]) throws -> String {
     #expect(p.terminationStatus == 0, "python \(args) failed")
     return String(decoding: out, as: UTF8.self)
 }
+
+/// A small ResNet (batch norm, identity and projection shortcuts, global pooling, convs without a
+/// bias): numpy's forward pass from the checkpoint (eval-mode batch norm on the running
+/// statistics) gives ptrain's probabilities.
+private let resNetSpecForPython = "conv(8,3,bias=false) bn relu res(conv(8,3,bias=false) bn relu conv(8,3,bias=false) bn) relu res(conv(16,3,2,bias=false) bn relu conv(16,3,bias=false) bn) relu gap fc(16,bias=false) bn relu fc(10)"
+
+private func trainedResNet(_ data: String, _ dir: String) throws -> String {
+    let ck = dir + "/res.st"
+    let train = try ptrain(["--data", data, "--spec", resNetSpecForPython, "--batch", "10", "--steps", "40", "--lr", "0.01", "--checkpoint", ck])
+    try #require(train.status == 0, "\(train.err)")
+    return ck
+}
+
+/// ptrain's top-3 for test image `index` as (class, probability).
+private func ptrainTop3(_ ck: String, _ data: String, _ index: String) throws -> [(Int, Double)] {
+    let ours = try ptrain(["predict", "--checkpoint", ck, "--data", data, "--index", index])
+    #expect(ours.status == 0, "\(ours.err)")
+    return ours.out.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ":", maxSplits: 1)[1].split(separator: ",").map {
+        let w = $0.split(separator: " ")
+        return (Int(w[1])!, Double(w[2])!)
+    }
+}
+
+@Test func resNetCheckpointsPredictTheSameInNumpy() throws {
+    let data = try tinyData(), dir = try runDir()
+    defer { Scratch.remove(data); Scratch.remove(dir) }
+    let ck = try trainedResNet(data, dir)
+    let (_, tensors) = try Checkpoint.load(ck)
+    for name in ["bn1.running_mean", "bn1.running_var", "bn5.num_batches_tracked", "res2.proj.weight", "res2.proj.bias"] {
+        #expect(tensors[name] != nil, "\(name) missing")
+    }
+    #expect(tensors["conv1.bias"] == nil && tensors["res1.proj.weight"] == nil && tensors["fc1.bias"] == nil)
+    #expect(tensors["bn5.num_batches_tracked"]?.values == [40] && tensors["bn5.num_batches_tracked"]?.shape == [])
+    let indices = ["0", "3", "9"]
+    let lines = try python(["predict", ck, "--data", data, "--index"] + indices).split(separator: "\n")
+    #expect(lines.count == indices.count)
+    for (n, line) in lines.enumerated() {
+        let probs = line.split(separator: " ").dropFirst().map { Double($0)! }
+        for (cls, p) in try ptrainTop3(ck, data, indices[n]) {
+            #expect(abs(p - probs[cls]) < 1e-5, "image \(indices[n]) class \(cls): ptrain \(p), numpy \(probs[cls])")
+        }
+    }
+}
+
+private let torchInstalled = (try? launch("/usr/bin/env", ["python3", "-c", "import torch"]))?.status == 0
+
+/// The torch.nn model that ptrain_checkpoint.py builds for the spec, its state_dict loaded from the
+/// checkpoint's names as they are, gives ptrain's probabilities (eval mode) and its accuracy.
+@Test(.enabled(if: torchInstalled, "torch is not installed (python3 -m pip install torch)"))
+func resNetCheckpointsEvaluateTheSameInTorch() throws {
+    let data = try tinyData(), dir = try runDir()
+    defer { Scratch.remove(data); Scratch.remove(dir) }
+    let ck = try trainedResNet(data, dir)
+    let indices = ["0", "3", "9"]
+    let lines = try python(["predict", ck, "--data", data, "--torch", "--index"] + indices).split(separator: "\n")
+    #expect(lines.count == indices.count)
+    for (n, line) in lines.enumerated() {
+        let probs = line.split(separator: " ").dropFirst().map { Double($0)! }
+        for (cls, p) in try ptrainTop3(ck, data, indices[n]) {
+            #expect(abs(p - probs[cls]) < 1e-5, "image \(indices[n]) class \(cls): ptrain \(p), torch \(probs[cls])")
+        }
+    }
+    let eval = try ptrain(["eval", "--checkpoint", ck, "--data", data])
+    #expect(eval.status == 0, "\(eval.err)")
+    // Both end their accuracy line with the count of right answers: "(87/100)".
+    let accuracy = try #require(eval.out.split(separator: "\n").first { $0.contains("test accuracy") }?.split(separator: " ").last)
+    let torch = try python(["eval", ck, "--data", data])
+    #expect(torch.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ").last == accuracy, "\(torch) vs \(eval.out)")
+}

@@ -151,6 +151,8 @@ struct MPIRun: Sendable, CustomTestStringConvertible {
     var testDescription: String { name }
 }
 
+let resNetSpec = "conv(8,3,bias=false) bn relu maxpool(2) res(conv(8,3,bias=false) bn relu conv(8,3,bias=false) bn) relu res(conv(16,3,2,bias=false) bn relu conv(16,3,bias=false) bn) relu gap fc(32,bias=false) bn relu dropout(0.5) fc(10)"
+
 let mpiRuns = [
     // im2col convs, an unfused average pool, dropout; 37 samples in 32 shards split unevenly.
     MPIRun(name: "small network", spec: "conv(8,3) relu maxpool(2) conv(16,3,2) relu avgpool(2) fc(32) relu dropout(0.5) fc(10)", batch: 37),
@@ -167,6 +169,12 @@ let mpiRuns = [
            batch: 37, flags: ["--precision", "bf16"]),
     MPIRun(name: "reference network, bf16", spec: ModelSpec.reference, batch: 50, flags: ["--precision", "bf16"]),
     // The portable path, which every CPU has: its own bits, kept across ranks just the same.
+    // Every ResNet stage: batch norm in the conv stack (its statistics and γ/β gradients summed
+    // over every rank's samples in sample order) and after a dense layer, an identity and a
+    // projected residual block, global pooling, convs and a dense layer without a bias;
+    // evaluations in between (running statistics).
+    MPIRun(name: "ResNet stages", spec: resNetSpec, batch: 37),
+    MPIRun(name: "ResNet stages, bf16", spec: resNetSpec, batch: 37, flags: ["--precision", "bf16"]),
     MPIRun(name: "small network, bf16 portable", spec: "conv(8,3) relu maxpool(2) conv(16,3,2) relu avgpool(2) fc(32) relu dropout(0.5) fc(10)",
            batch: 37, flags: ["--precision", "bf16"], environment: [Precision.pathVariable: BF16Path.portable.rawValue]),
 ]
@@ -202,11 +210,13 @@ let mpiRuns = [
         }
     }
 
-    /// Batch 2 over 3 ranks: a rank with no shard, no sample and (fc 3 inputs: one row tile) no rows.
-    @Test func moreRanksThanShardsStillGivesTheSingleProcessBits() throws {
+    /// Batch 2 over 3 ranks: a rank with no shard, no sample and (fc 3 inputs: one row tile) no
+    /// rows; and a batch norm whose statistics that rank adds up from the others' samples alone.
+    @Test(arguments: ["conv(4,3) relu maxpool(2) avgpool(7) fc(3) relu fc(10)", "conv(4,3,bias=false) bn relu maxpool(2) gap fc(3) bn relu fc(10)"])
+    func moreRanksThanShardsStillGivesTheSingleProcessBits(_ spec: String) throws {
         let data = try fashionSubset(), dir = try runDir()
         defer { Scratch.remove(data); Scratch.remove(dir) }
-        let common = ["--data", data, "--spec", "conv(4,3) relu maxpool(2) avgpool(7) fc(3) relu fc(10)", "--batch", "2",
+        let common = ["--data", data, "--spec", spec, "--batch", "2",
                       "--steps", "5", "--log-every", "1", "--eval-every", "0"]
         let single = try ptrain(common + ["--threads", "1", "--metrics", dir + "/one.jsonl", "--checkpoint", dir + "/one.st"])
         try #require(single.status == 0, "\(single.err)")

@@ -21,6 +21,18 @@ let gradientSpecs = [
     "conv(16,3) relu conv(16,3) fc(5)",
     // A one-channel 3x3 conv that is not the first layer takes the im2col path (it needs dx).
     "conv(1,1) relu conv(16,3) relu fc(5)",
+    // Batch norm (training mode: the batch's statistics) after convs with and without a bias and
+    // after dense layers, global average pooling, and a Winograd conv without a bias.
+    "conv(4,3,bias=false) bn relu maxpool(2) fc(5)",
+    "conv(3,3) bn conv(4,3,stride=2,bias=false) bn relu gap fc(6) bn relu fc(5)",
+    "conv(16,3,bias=false) bn relu conv(16,3,bias=false) bn relu gap fc(5)",
+    "fc(9) bn relu dropout(0.5) fc(8,bias=false) bn fc(5)",
+    // Residual blocks: an identity shortcut and a strided 1x1 projection; a block as the first
+    // layer; a projection that changes only the channels; Winograd convs inside a block.
+    "conv(4,3,bias=false) bn relu res(conv(4,3,bias=false) bn relu conv(4,3,bias=false) bn) relu res(conv(6,3,stride=2,bias=false) bn relu conv(6,3,bias=false) bn) relu gap fc(5)",
+    "res(conv(2,3) relu conv(2,3)) relu fc(5)",
+    "res(conv(8,1)) maxpool(2) fc(5)",
+    "conv(16,3) relu res(conv(16,3,bias=false) bn relu conv(16,3,bias=false) bn) relu fc(5)",
 ]
 
 @Test(arguments: gradientSpecs)
@@ -96,7 +108,9 @@ func forwardAndBackwardAreIndependentOfThreads(_ threads: Int) throws {
 /// inputs that are not whole 8-row tiles (3·3·5 = 45 and 37) and outputs that are not whole
 /// 32-column panels, more rows than one block of the fused job, and a dense first layer.
 @Test(arguments: ["conv(5,3) relu maxpool(2) fc(37) relu dropout(0.5) fc(10)",
-                  "fc(70) relu fc(33) relu fc(10)"], [1, 2, 3])
+                  "fc(70) relu fc(33) relu fc(10)",
+                  "conv(8,3,bias=false) bn relu res(conv(8,3,bias=false) bn relu conv(16,3,2,bias=false) bn) relu gap fc(37,bias=false) bn relu fc(10)"],
+      [1, 2, 3])
 func backwardWithAdamEqualsBackwardThenAdam(_ text: String, _ threads: Int) throws {
     let spec = try ModelSpec(parsing: text)
     let input = Shape(h: 7, w: 7, c: 2), batch = 11, classes = 10

@@ -8,8 +8,15 @@ import Testing
 func bits(_ p: UnsafeMutablePointer<Float>, _ n: Int) -> [UInt32] { (0..<n).map { p[$0].bitPattern } }
 
 @Test func torchLayoutRoundTripsAndMatchesPyTorchIndexing() throws {
-    let spec = try ModelSpec(parsing: "conv(3,2) relu maxpool(2) conv(4,3,pad=valid) relu fc(5) relu fc(10)")
+    let spec = try ModelSpec(parsing: "conv(3,2) relu maxpool(2) conv(4,3,pad=valid,bias=false) bn relu fc(5) bn relu fc(10)")
     let net = try Network(spec: spec, input: Shape(h: 9, w: 8, c: 2), classes: 10, capacity: 1, threads: 1, seed: 3)
+    #expect(net.tensors.map(\.name) == ["conv1.weight", "conv1.bias", "conv2.weight", "bn1.weight", "bn1.bias", "fc1.weight", "fc1.bias",
+                                        "bn2.weight", "bn2.bias", "fc2.weight", "fc2.bias"])
+    #expect(net.stateTensors.map(\.name) == ["bn1.running_mean", "bn1.running_var", "bn1.num_batches_tracked",
+                                             "bn2.running_mean", "bn2.running_var", "bn2.num_batches_tracked"])
+    for t in net.stateTensors {
+        #expect(Checkpoint.torchLayout(t, net.state + t.offset).shape == (t.name.hasSuffix("tracked") ? [] : [t.count]))
+    }
     for t in net.tensors {
         let (shape, v) = Checkpoint.torchLayout(t, net.weights + t.offset)
         var back = [Float](repeating: .nan, count: t.count)
@@ -28,19 +35,32 @@ func bits(_ p: UnsafeMutablePointer<Float>, _ n: Int) -> [UInt32] { (0..<n).map 
                 let (o, c, h, w) = (out - 1, 1, s.h - 1, 0)
                 #expect(v[o * s.count + (c * s.h + h) * s.w + w] == net.weights[t.offset + ((h * s.w + w) * s.c + c) * out + o])
             }
-        case .bias:
+        case .bias, .vector:
             #expect(shape == [t.count])
+        case .scalar:
+            #expect(shape == [])
         }
     }
 }
 
 @Test(arguments: [(1, 3), (2, 1), (4, 2)])
 func resumeIsExactAcrossThreadCounts(_ threads: (Int, Int)) throws {
+    try checkResume(smallSpec, threads)
+}
+
+/// Batch norm's running statistics are part of what a checkpoint carries: the resumed run's
+/// statistics, weights and moments are the unbroken run's (a net with every ResNet stage).
+@Test(arguments: [(1, 2), (2, 3)])
+func resumeIsExactWithBatchNormAndGlobalPooling(_ threads: (Int, Int)) throws {
+    try checkResume("conv(8,3,bias=false) bn relu maxpool(2) res(conv(8,3,bias=false) bn relu conv(8,3,bias=false) bn) relu res(conv(16,3,2,bias=false) bn relu conv(16,3,bias=false) bn) relu gap fc(16,bias=false) bn relu fc(10)", threads)
+}
+
+private func checkResume(_ spec: String, _ threads: (Int, Int)) throws {
     let data = try fashionSlice(800)
     let dir = tempDir()
     defer { Scratch.remove(dir) }
     var c = TrainConfig()
-    c.spec = try ModelSpec(parsing: smallSpec); c.batch = 40; c.seed = 9; c.optimizer.lr = 1e-3; c.threads = threads.0
+    c.spec = try ModelSpec(parsing: spec); c.batch = 40; c.seed = 9; c.optimizer.lr = 1e-3; c.threads = threads.0
     // 2N steps in one go (N = 12 crosses an epoch boundary: 800 / 40 = 20 steps an epoch).
     let whole = try Trainer(config: c, data: data)
     for _ in 0..<24 { whole.trainStep() }
@@ -60,6 +80,9 @@ func resumeIsExactAcrossThreadCounts(_ threads: (Int, Int)) throws {
     #expect(firstDifference(bits(whole.network.weights, n), bits(second.network.weights, n)) == nil)
     #expect(firstDifference(bits(whole.network.moment1, n), bits(second.network.moment1, n)) == nil)
     #expect(firstDifference(bits(whole.network.moment2, n), bits(second.network.moment2, n)) == nil)
+    let k = whole.network.stateCount
+    #expect(firstDifference(bits(whole.network.state, k), bits(second.network.state, k)) == nil)
+    if k > 0 { #expect(whole.network.state[whole.network.stateTensors[2].offset] == 24) }  // bn1.num_batches_tracked
 }
 
 func safetensorsBytes(header: String, data: [UInt8]) -> [UInt8] {

@@ -14,8 +14,8 @@ func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     // Small enough layers only: the fuzzer looks for traps, not for out-of-memory.
     let small = spec.layers.allSatisfy {
         switch $0 {
-        case let .conv(out, k, _, _): return out <= 64 && k <= 9
-        case let .dense(out): return out <= 256
+        case let .conv(out, k, _, _, _): return out <= 64 && k <= 9
+        case let .dense(out, _): return out <= 256
         case let .maxPool(s, st), let .avgPool(s, st): return s <= 9 && st <= 9
         default: return true
         }

@@ -34,7 +34,11 @@ struct ConvStage: Stage {
     var window: Window
     var cout: Int
     var relu: Bool
-    var weight: Int, bias: Int
+    var weight: Int
+    /// Its bias in the flat buffers; nil for a conv without one (`bias=false`, as before a batch
+    /// norm), whose kernels add `zeros` instead.
+    var bias: Int?
+    var zeros: UnsafeMutablePointer<Float>?
     var path: ConvPath
     /// fp32, or bf16 multiply-adds (on the GEMM paths; the one-channel direct path stays fp32).
     var precision: Precision = .fp32
@@ -52,15 +56,16 @@ struct ConvStage: Stage {
     /// and its gradient live only in the worker's scratch, and the pool applies the ReLU mask.
     var fusedPool: PoolingStage?
 
-    /// conv(OUT, K, stride, same|valid): weights [K, K, Cin, Cout] named convN.weight, and convN.bias.
-    static func plan(out: Int, kernel k: Int, stride: Int, same: Bool, relu: Bool, _ p: inout StagePlanner) throws {
+    /// conv(OUT, K, stride, same|valid, bias): weights [K, K, Cin, Cout] named convN.weight, and convN.bias.
+    static func plan(out: Int, kernel k: Int, stride: Int, same: Bool, bias hasBias: Bool, relu: Bool, _ p: inout StagePlanner) throws {
         let shape = p.shape
         let g = Window(inH: shape.h, inW: shape.w, channels: shape.c, kernel: k, stride: stride, same: same)
         if g.outH == 0 || g.outW == 0 { throw p.refuse("needs at least a \(k)x\(k) input but gets \(shape)") }
         let n = p.number("conv")
         let w = p.addTensor("conv\(n).weight", [k, k, shape.c, out], .convWeight(kernel: k, inputs: shape.c, outputs: out))
-        let b = p.addTensor("conv\(n).bias", [out], .bias)
+        let b = hasBias ? p.addTensor("conv\(n).bias", [out], .bias) : nil
         let path = ConvPath.choose(g, cout: out, firstLayer: p.stages.isEmpty, precision: p.precision)
+        if !p.openBlocks.isEmpty { p.openBlocks[p.openBlocks.count - 1].stride *= stride }
         p.stages.append(ConvStage(window: g, cout: out, relu: relu, weight: w, bias: b, path: path, precision: p.precision))
         p.shape = Shape(h: g.outH, w: g.outW, c: out)
     }
@@ -68,7 +73,7 @@ struct ConvStage: Stage {
     var name: String {
         "conv \(window.kernel)x\(window.kernel) \(window.channels)->\(cout)\(relu ? " +relu" : "")\(path == .winograd ? " winograd" : "")"
     }
-    var parameters: Range<Int> { weight..<(bias + cout) }
+    var parameters: Range<Int> { weight..<(bias.map { $0 + cout } ?? weight + window.patch * cout) }
     var outputInScratch: Bool { fusedPool != nil }
 
     /// A sample's im2col (or Winograd's transformed input, or the padded input) and, with a fused
@@ -95,6 +100,7 @@ struct ConvStage: Stage {
 
     mutating func allocate(_ layout: BufferLayout, index: Int, earlier: inout [any Stage]) {
         let g = window
+        if bias == nil { zeros = layout.floats(cout) }
         switch path {
         case .singleChannel:
             break  // the weights are read as stored: nothing to pack
@@ -110,9 +116,9 @@ struct ConvStage: Stage {
         }
     }
 
-    func initialize(_ weights: UnsafeMutablePointer<Float>, _ rng: inout SplitMix64) {
+    func initialize(_ net: Network, _ rng: inout SplitMix64) {
         let fanIn = window.patch
-        drawWeights(weights + weight, count: fanIn * cout, fanIn: fanIn, fanOut: window.kernel * window.kernel * cout, relu: relu, &rng)
+        drawWeights(net.weights + weight, count: fanIn * cout, fanIn: fanIn, fanOut: window.kernel * window.kernel * cout, relu: relu, &rng)
     }
 
     /// A sample at a time (or a part of one): its im2col is built in the worker's scratch and used
@@ -153,7 +159,7 @@ struct ConvStage: Stage {
         let io = pass.io, g = net.shardGradients
         pool.run(range: (mine.lowerBound * parts.count)..<(mine.upperBound * parts.count), ConvBackwardJob(
             c: self, x: io.x, y: io.y, dy: io.dy, dx: wt == nil ? nil : io.dx, wt: wt, scratch: net.scratchLayout, samples: n,
-            shards: shards, gw: g + weight, gb: g + bias, shardStride: net.convParams, parts: parts, pool: pool))
+            shards: shards, gw: g + weight, gb: bias.map { g + $0 }, shardStride: net.convParams, parts: parts, pool: pool))
     }
 }
 
@@ -260,7 +266,7 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
     var parts = ConvParts.one
     unowned(unsafe) var pool: WorkerPool
     func run(_ item: Int, _ worker: Int) {
-        let g = c.window, cout = c.cout, bias = weights + c.bias
+        let g = c.window, cout = c.cout, bias = UnsafePointer(c.bias.map { weights + $0 } ?? c.zeros!)
         let s = item / parts.count
         // This part's output rows (whole pairs unless the last row is odd).
         let rows = parts.count == 1 ? 0..<g.outH : parts.block(item % parts.count)
@@ -324,7 +330,8 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
     var dx, wt: UnsafeMutablePointer<Float>?    // wt: Wᵀ packed (Winograd: its packed U_ξᵀ, 16 blocks)
     var scratch: ScratchLayout
     var samples, shards: Int
-    var gw, gb: UnsafeMutablePointer<Float>   // shard 0's weight and bias gradient; shard i is i * shardStride on
+    var gw: UnsafeMutablePointer<Float>       // shard 0's weight gradient; shard i is i * shardStride on
+    var gb: UnsafeMutablePointer<Float>?      // and its bias gradient (nil: no bias)
     var shardStride: Int
     var parts = ConvParts.one
     unowned(unsafe) var pool: WorkerPool
@@ -335,19 +342,19 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
         let shard = item / parts.count, part = item % parts.count
         let P = g.positions, K = g.patch
         let area = pool.scratch(worker)
-        let gws = gw + shard * shardStride, gbs = gb + shard * shardStride
+        let gws = gw + shard * shardStride, gbs = gb.map { $0 + shard * shardStride }
         // A Winograd conv sums the shard's weight gradient as dU (transformed), then transforms it once.
         let du = area + scratch.winograd + 16 * Winograd.tiles(g) * cout
         // The shard's first sample starts the weight gradient's sums (no clearing pass; the same bits).
         let first = shard * samples / shards, end = (shard + 1) * samples / shards
         if first == end {
-            if part == 0 { gws.update(repeating: 0, count: K * cout); gbs.update(repeating: 0, count: cout) }
+            if part == 0 { gws.update(repeating: 0, count: K * cout); gbs?.update(repeating: 0, count: cout) }
             return
         }
         if c.path == .singleChannel { gws.update(repeating: 0, count: K * cout) }
         // Part 0 sums the bias gradient.
-        let biasColumns = part == 0 ? 0..<cout : 0..<0
-        gbs.update(repeating: 0, count: biasColumns.count)
+        let biasColumns = part == 0 && gbs != nil ? 0..<cout : 0..<0
+        gbs?.update(repeating: 0, count: biasColumns.count)
         for s in first..<end {
             let dys: UnsafeMutablePointer<Float>
             if let p = c.fusedPool {
@@ -366,17 +373,17 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
                 let xp = area + scratch.col
                 SingleChannelConv.pad(g, x: x + s * g.inputSize, into: xp)
                 SingleChannelConv.weightGradient(g, cout: cout, xp: xp, dy: dys, dw: gws)
-                Elementwise.columnSums(dys, rows: P, ld: cout, cols: biasColumns, into: gbs, accumulate: true)
+                if let gbs { Elementwise.columnSums(dys, rows: P, ld: cout, cols: biasColumns, into: gbs, accumulate: true) }
             case .winograd:
                 backwardWinograd(s, dys, du, accumulate: s > first, area, parts.count == 1 ? 0..<g.channels : parts.block(part))
-                Elementwise.columnSums(dys, rows: P, ld: cout, cols: biasColumns, into: gbs, accumulate: true)
+                if let gbs { Elementwise.columnSums(dys, rows: P, ld: cout, cols: biasColumns, into: gbs, accumulate: true) }
             case .im2col, .pointwise:
                 let viaCol = c.path == .im2col
                 let col = viaCol ? area + scratch.col : x + s * g.inputSize
                 if viaCol { Im2col.forward(g, x: x + s * g.inputSize, col: col) }
                 Gemm.multiply(m: K, n: cout, k: P, a: .transposed(col, cols: K), b: .rowMajor(dys, cols: cout),
                               c: gws, ldc: cout, accumulate: s > first, scratch: area, precision: c.precision)
-                Elementwise.columnSums(dys, rows: P, ld: cout, cols: 0..<cout, into: gbs, accumulate: true)
+                if let gbs { Elementwise.columnSums(dys, rows: P, ld: cout, cols: 0..<cout, into: gbs, accumulate: true) }
                 if let dx, let wt {
                     // The im2col is no longer needed: its gradient goes over it.
                     let dcol = viaCol ? col : dx + s * P * K

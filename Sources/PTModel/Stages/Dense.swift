@@ -9,7 +9,9 @@ private let f = MemoryLayout<Float>.size
 struct DenseStage: Stage {
     var inputs, outputs: Int
     var relu: Bool
-    var weight: Int, bias: Int
+    var weight: Int
+    /// Its bias in the flat buffers; nil for a layer without one (`bias=false`, as before a batch norm).
+    var bias: Int?
     var precision: Precision = .fp32
     /// A dropout follows and applies the ReLU's mask in its backward pass (`DropoutStage.masksRelu`).
     var reluMaskedAfter = false
@@ -27,11 +29,11 @@ struct DenseStage: Stage {
     /// Under mpirun: the partial sums of the forward chain, [capacity x outputs] by column blocks.
     var chainBuffer: UnsafeMutablePointer<Float>?
 
-    /// fc(OUT): weights [in, out] named fcN.weight (the input flattened in (h, w, c) order), and fcN.bias.
-    static func plan(out: Int, relu: Bool, _ p: inout StagePlanner) {
+    /// fc(OUT, bias): weights [in, out] named fcN.weight (the input flattened in (h, w, c) order), and fcN.bias.
+    static func plan(out: Int, bias hasBias: Bool, relu: Bool, _ p: inout StagePlanner) {
         let n = p.number("fc")
         let w = p.addTensor("fc\(n).weight", [p.shape.count, out], .denseWeight(input: p.shape, outputs: out))
-        let b = p.addTensor("fc\(n).bias", [out], .bias)
+        let b = hasBias ? p.addTensor("fc\(n).bias", [out], .bias) : nil
         var d = DenseStage(inputs: p.shape.count, outputs: out, relu: relu, weight: w, bias: b, precision: p.precision)
         d.finiteSlot = n
         p.stages.append(d)
@@ -40,7 +42,7 @@ struct DenseStage: Stage {
 
     var name: String { "fc \(inputs)->\(outputs)\(relu ? " +relu" : "")" }
     var batchWide: Bool { true }
-    var parameters: Range<Int> { weight..<(bias + outputs) }
+    var parameters: Range<Int> { weight..<(bias.map { $0 + outputs } ?? weight + inputs * outputs) }
     /// In bf16, its input rounded.
     var extraFloatsPerSample: Int { precision.isBF16 ? inputs / 2 : 0 }
     /// A block of its weight gradient's rows (`DenseUpdateJob`).
@@ -75,8 +77,8 @@ struct DenseStage: Stage {
         }
     }
 
-    func initialize(_ weights: UnsafeMutablePointer<Float>, _ rng: inout SplitMix64) {
-        drawWeights(weights + weight, count: inputs * outputs, fanIn: inputs, fanOut: outputs, relu: relu, &rng)
+    func initialize(_ net: Network, _ rng: inout SplitMix64) {
+        drawWeights(net.weights + weight, count: inputs * outputs, fanIn: inputs, fanOut: outputs, relu: relu, &rng)
     }
 
     /// One GEMM over the whole batch, split by output tiles; under mpirun, a chain along the ranks.
@@ -85,7 +87,7 @@ struct DenseStage: Stage {
         if net.group.size > 1 { chainedForward(net, count: n, x: x, y: y); return }
         var job = GemmJob(m: n, n: outputs, k: inputs, a: .rowMajor(x, cols: inputs),
                           b: .rowMajor(W + weight, cols: outputs), c: y, ldc: outputs,
-                          bias: W + bias, relu: relu, precision: precision)
+                          bias: bias.map { UnsafePointer(W + $0) }, relu: relu, precision: precision)
         if let xh = inputBF16 {
             let round = PackRowsJob(src: x, rows: n, k: inputs, into: xh)
             net.pool.run(items: round.items, round)
@@ -119,8 +121,8 @@ struct DenseStage: Stage {
         // rows. Each row is the same chain of sums whichever rank computes it.
         let rowTiles = ownedTiles(rank: group.rank, of: group.size)
         let parts = DenseUpdateJob.parts(tiles: rowTiles, workers: pool.splitCount)
-        let sums = ColumnSumJob(m: dy, rows: n, cols: outputs, out: net.gradients + bias)
-        let sumChunks = sums.chunks(workers: pool.splitCount)
+        let sums = ColumnSumJob(m: dy, rows: n, cols: outputs, out: net.gradients + (bias ?? 0))
+        let sumChunks = bias == nil ? 0 : sums.chunks(workers: pool.splitCount)
         let update = DenseUpdateJob(
             inputs: inputs, outputs: outputs, batch: n, x: x, dy: dy, packedDy: packedDyRows,
             packedDyT: packedDyT, dxT: packedDyT == nil ? nil : inputGradT, paddedBatch: np,
@@ -186,7 +188,7 @@ struct DenseStage: Stage {
             net.pool.gemm(GemmJob(m: n, n: c.count, k: k1 - k0, a: .rowMajor(x + k0, cols: inputs),
                                   b: .rowMajor(net.weights + weight + k0 * outputs + c.lowerBound, cols: outputs),
                                   c: y + c.lowerBound, ldc: outputs, accumulate: r > 0,
-                                  bias: r == last ? net.weights + bias + c.lowerBound : nil, relu: r == last && relu,
+                                  bias: r == last ? bias.map { UnsafePointer(net.weights + $0 + c.lowerBound) } : nil, relu: r == last && relu,
                                   precision: precision))
             if r < last {
                 Elementwise.copy(rows: n, cols: c.count, from: y + c.lowerBound, fromStride: outputs, to: part, toStride: c.count)

@@ -37,6 +37,7 @@ struct DropoutStage: Stage {
     }
 
     func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) {
+        guard pass.needsInputGradient else { return }
         net.pool.run(range: pass.samples, DropoutJob(d: self, x: pass.io.dx, y: pass.io.dy, mode: .backward, seed: 0, step: 0,
                                                      reluOutput: masksRelu ? pass.io.x : nil))
     }

@@ -50,7 +50,7 @@ struct PoolingStage: Stage {
     }
 
     func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) {
-        if fused { return }
+        if fused || !pass.needsInputGradient { return }
         net.pool.run(range: pass.samples, PoolingJob(p: self, x: pass.io.dx, y: pass.io.dy, backward: true))
     }
 }

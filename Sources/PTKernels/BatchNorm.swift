@@ -1,0 +1,98 @@
+// Batch normalisation's loops over one sample's [positions, channels] activations (NHWC; a dense
+// layer's output is one position). Every per-channel sum runs over the positions in order, one
+// accumulator per channel, SIMD lanes and the scalar tail adding alike: the sums a network
+// combines across samples in sample order (`BatchNormStage`).
+
+public enum BatchNorm {
+    /// out[c] = Σ_p (x[p, c] − mean[c])².
+    public static func centeredSquareSums(_ x: UnsafePointer<Float>, positions: Int, channels c: Int,
+                                          mean: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+        var ch = 0
+        while ch + 16 <= c {
+            let m = loadV(mean + ch)
+            var acc = SIMD16<Float>()
+            for p in 0..<positions { let d = loadV(x + p * c + ch) - m; acc += d * d }
+            storeV(acc, out + ch)
+            ch += 16
+        }
+        while ch < c {
+            var acc: Float = 0
+            for p in 0..<positions { let d = x[p * c + ch] - mean[ch]; acc += d * d }
+            out[ch] = acc
+            ch += 1
+        }
+    }
+
+    /// y = (x − mean) · scale + shift (scale = γ / σ, shift = β), then ReLU when `relu`.
+    public static func normalize(_ x: UnsafePointer<Float>, positions: Int, channels c: Int, mean: UnsafePointer<Float>,
+                                 scale: UnsafePointer<Float>, shift: UnsafePointer<Float>, relu: Bool,
+                                 into y: UnsafeMutablePointer<Float>) {
+        for p in 0..<positions {
+            let xs = x + p * c, ys = y + p * c
+            var ch = 0
+            while ch + 16 <= c {
+                var v = (loadV(xs + ch) - loadV(mean + ch)) * loadV(scale + ch) + loadV(shift + ch)
+                if relu { v = v.replacing(with: 0, where: .!(v .> 0)) }
+                storeV(v, ys + ch)
+                ch += 16
+            }
+            while ch < c {
+                var v = (xs[ch] - mean[ch]) * scale[ch] + shift[ch]
+                if relu && !(v > 0) { v = 0 }
+                ys[ch] = v
+                ch += 1
+            }
+        }
+    }
+
+    /// sumDy[c] = Σ_p dy[p, c] and sumDyXhat[c] = Σ_p dy[p, c] · (x[p, c] − mean[c]) · invstd[c]:
+    /// the sample's parts of β's and γ's gradients.
+    public static func gradientSums(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, positions: Int, channels c: Int,
+                                    mean: UnsafePointer<Float>, invstd: UnsafePointer<Float>,
+                                    sumDy: UnsafeMutablePointer<Float>, sumDyXhat: UnsafeMutablePointer<Float>) {
+        var ch = 0
+        while ch + 16 <= c {
+            let m = loadV(mean + ch), s = loadV(invstd + ch)
+            var a = SIMD16<Float>(), b = SIMD16<Float>()
+            for p in 0..<positions {
+                let g = loadV(dy + p * c + ch)
+                a += g
+                b += g * ((loadV(x + p * c + ch) - m) * s)
+            }
+            storeV(a, sumDy + ch); storeV(b, sumDyXhat + ch)
+            ch += 16
+        }
+        while ch < c {
+            var a: Float = 0, b: Float = 0
+            for p in 0..<positions {
+                let g = dy[p * c + ch]
+                a += g
+                b += g * ((x[p * c + ch] - mean[ch]) * invstd[ch])
+            }
+            sumDy[ch] = a; sumDyXhat[ch] = b
+            ch += 1
+        }
+    }
+
+    /// dx = scale · (dy − meanDy − x̂ · meanDyXhat), x̂ = (x − mean) · invstd, scale = γ · invstd,
+    /// the means over the whole batch's positions: the gradient through the batch's statistics.
+    public static func inputGradient(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, positions: Int, channels c: Int,
+                                     mean: UnsafePointer<Float>, invstd: UnsafePointer<Float>, scale: UnsafePointer<Float>,
+                                     meanDy: UnsafePointer<Float>, meanDyXhat: UnsafePointer<Float>,
+                                     into dx: UnsafeMutablePointer<Float>) {
+        for p in 0..<positions {
+            let gs = dy + p * c, xs = x + p * c, out = dx + p * c
+            var ch = 0
+            while ch + 16 <= c {
+                let xhat = (loadV(xs + ch) - loadV(mean + ch)) * loadV(invstd + ch)
+                storeV(loadV(scale + ch) * (loadV(gs + ch) - loadV(meanDy + ch) - xhat * loadV(meanDyXhat + ch)), out + ch)
+                ch += 16
+            }
+            while ch < c {
+                let xhat = (xs[ch] - mean[ch]) * invstd[ch]
+                out[ch] = scale[ch] * (gs[ch] - meanDy[ch] - xhat * meanDyXhat[ch])
+                ch += 1
+            }
+        }
+    }
+}

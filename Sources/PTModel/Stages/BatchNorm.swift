@@ -1,0 +1,180 @@
+// Batch normalisation (`bn`) after a conv (PyTorch's BatchNorm2d: per channel over the batch's
+// samples and positions) or a dense layer (BatchNorm1d), with the ReLU after it. Training
+// normalises with the statistics of the whole global batch — every shard, every rank — summed in
+// sample order, so the bits do not depend on `--threads` or the ranks; the running mean and
+// (unbiased) variance follow with momentum 0.1, and eval and predict use them. γ (bnN.weight) and
+// β (bnN.bias) are parameters like any other (the optimizer's weight decay applies to them, as
+// torch.optim's does by default); the running statistics and the count of batches are the
+// network's state (`Network.state`), saved in checkpoints under PyTorch's names.
+//
+// A sample's sums run over its positions in order; the batch's sums add the samples' in sample
+// order (under mpirun each rank's samples' sums are gathered first: every rank then adds all of
+// them, in the same order). The gradients of γ and β are summed by shard and the shards in order,
+// which is how the conv stack's gradients are summed (`Network.reduceConvGradients`).
+import PTKernels
+import PTRuntime
+
+private let f = MemoryLayout<Float>.size
+
+struct BatchNormStage: Stage {
+    static let momentum: Float = 0.1, epsilon: Float = 1e-5
+    var positions, channels: Int
+    var relu: Bool
+    var weight: Int, bias: Int  // γ and β, adjacent in the flat buffers
+    var state: Int              // running_mean [C], running_var [C], num_batches_tracked [1] in Network.state
+    /// In the conv stack: it runs on this rank's samples, and its gradients go through the shard buffers.
+    var inConvStack: Bool
+    /// Per sample, two sums per channel: Σx then Σ(x − mean)² forward, Σdy then Σdy·x̂ backward.
+    var sums: UnsafeMutablePointer<Float>!
+    /// [9][channels]: training's mean, 1/σ and γ/σ; eval's mean, 1/σ and γ/σ; the batch means of
+    /// dy and dy·x̂; the batch variance.
+    var stats: UnsafeMutablePointer<Float>!
+    /// [shards][2 channels]: each shard's gradient of γ then β; and their sum.
+    var partials, totals: UnsafeMutablePointer<Float>!
+
+    /// bn after a conv or fc: bnN.weight (γ, 1 to start) and bnN.bias (β, 0), and in the state
+    /// bnN.running_mean (0), bnN.running_var (1) and bnN.num_batches_tracked.
+    static func plan(relu: Bool, _ p: inout StagePlanner) {
+        let c = p.shape.c, n = p.number("bn")
+        let w = p.addTensor("bn\(n).weight", [c], .vector)
+        let b = p.addTensor("bn\(n).bias", [c], .bias)
+        let s = p.addState("bn\(n).running_mean", [c], .vector)
+        _ = p.addState("bn\(n).running_var", [c], .vector)
+        _ = p.addState("bn\(n).num_batches_tracked", [1], .scalar)
+        p.stages.append(BatchNormStage(positions: p.shape.h * p.shape.w, channels: c, relu: relu, weight: w, bias: b, state: s,
+                                       inConvStack: !p.stages.contains { $0.batchWide }))
+    }
+
+    var name: String { "bn \(channels)\(relu ? " +relu" : "")" }
+    var parameters: Range<Int> { weight..<(bias + channels) }
+    var extraFloatsPerSample: Int { 2 * channels }
+
+    mutating func allocate(_ layout: BufferLayout, index: Int, earlier: inout [any Stage]) {
+        sums = layout.floats(layout.capacity * 2 * channels)
+        stats = layout.floats(9 * channels)
+        partials = layout.floats(Network.shardCount(batch: layout.capacity) * 2 * channels)
+        totals = layout.floats(2 * channels)
+    }
+
+    func initialize(_ net: Network, _ rng: inout SplitMix64) {
+        (net.weights + weight).update(repeating: 1, count: channels)
+        (net.state + state).update(repeating: 0, count: channels)
+        (net.state + state + channels).update(repeating: 1, count: channels)
+        net.state[state + 2 * channels] = 0
+    }
+
+    private func job(_ mode: BatchNormJob.Mode, _ pass: StagePass, _ net: Network, stats at: Int = 0) -> BatchNormJob {
+        BatchNormJob(mode: mode, positions: positions, channels: channels, relu: relu, io: pass.io, sums: sums,
+                     stats: stats! + at * channels, shift: net.weights + bias)
+    }
+
+    /// Under mpirun, every rank gets every rank's samples' sums (the conv stack runs on a rank's own samples).
+    private func gatherSums(_ net: Network, batch n: Int) {
+        guard inConvStack, net.group.size > 1 else { return }
+        let width = 2 * channels
+        net.group.allgather(sums) { r in let p = net.samples(batch: n, rank: r); return (p.lowerBound * width)..<(p.upperBound * width) }
+    }
+
+    /// The batch's per-channel totals of the samples' sums at `column` (0 or `channels`), in sample order, over `m`.
+    private func batchMean(column: Int, batch n: Int, over m: Float, into out: UnsafeMutablePointer<Float>) {
+        Elementwise.sumInOrder(sums! + column, count: n, stride: 2 * channels, length: channels, into: out)
+        for c in 0..<channels { out[c] /= m }
+    }
+
+    func forward(_ net: Network, _ pass: StagePass) {
+        let c = channels, W = net.weights, pool = net.pool, stats = stats!
+        if !pass.training {
+            let mean = stats + 3 * c, invstd = stats + 4 * c, scale = stats + 5 * c, running = net.state + state
+            for ch in 0..<c {
+                mean[ch] = running[ch]
+                invstd[ch] = 1 / (running[c + ch] + Self.epsilon).squareRoot()
+                scale[ch] = W[weight + ch] * invstd[ch]
+            }
+            pool.run(range: pass.samples, job(.normalize, pass, net, stats: 3))
+            return
+        }
+        let n = pass.count, m = Float(n * positions)
+        let mean = stats, invstd = stats + c, scale = stats + 2 * c, variance = stats + 8 * c
+        pool.run(range: pass.samples, job(.sums, pass, net))
+        gatherSums(net, batch: n)
+        batchMean(column: 0, batch: n, over: m, into: mean)
+        pool.run(range: pass.samples, job(.squares, pass, net))
+        gatherSums(net, batch: n)
+        batchMean(column: c, batch: n, over: m, into: variance)
+        let running = net.state + state, k = Self.momentum
+        // PyTorch's running variance is the unbiased one.
+        precondition(m > 1, "batch norm over one value a channel (Trainer refuses such a batch)")
+        let unbiased = m / (m - 1)
+        for ch in 0..<c {
+            invstd[ch] = 1 / (variance[ch] + Self.epsilon).squareRoot()
+            scale[ch] = W[weight + ch] * invstd[ch]
+            running[ch] = (1 - k) * running[ch] + k * mean[ch]
+            running[c + ch] = (1 - k) * running[c + ch] + k * (variance[ch] * unbiased)
+        }
+        running[2 * c] += 1
+        pool.run(range: pass.samples, job(.normalize, pass, net))
+    }
+
+    func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) {
+        let c = channels, n = pass.count, m = Float(n * positions), pool = net.pool
+        let stats = stats!, sums = sums!, partials = partials!, totals = totals!
+        pool.run(range: pass.samples, job(.gradientSums, pass, net))
+        gatherSums(net, batch: n)
+        // γ's and β's gradients by shard, then the shards in order.
+        let shards = Network.shardCount(batch: n), width = 2 * c
+        for k in 0..<shards {
+            let lo = k * n / shards, hi = (k + 1) * n / shards, part = partials + k * width
+            Elementwise.sumInOrder(sums + lo * width + c, count: hi - lo, stride: width, length: c, into: part)  // Σ dy·x̂
+            Elementwise.sumInOrder(sums + lo * width, count: hi - lo, stride: width, length: c, into: part + c)  // Σ dy
+            if inConvStack { (net.shardGradients + k * net.convParams + weight).update(from: part, count: width) }
+        }
+        Elementwise.sumInOrder(partials, count: shards, stride: width, length: width, into: totals)
+        if !inConvStack { (net.gradients + weight).update(from: totals, count: width) }
+        guard pass.needsInputGradient else { return }
+        let meanDy = stats + 6 * c, meanDyXhat = stats + 7 * c
+        for ch in 0..<c { meanDyXhat[ch] = totals[ch] / m; meanDy[ch] = totals[c + ch] / m }
+        pool.run(range: pass.samples, job(.inputGradient, pass, net))
+    }
+}
+
+/// One sample's part of a batch norm pass (`BatchNormStage`).
+struct BatchNormJob: ParallelJob, @unchecked Sendable {  // an item writes its sample's sums, output or input gradient
+    enum Mode { case sums, squares, normalize, gradientSums, inputGradient }
+    var mode: Mode
+    var positions, channels: Int
+    var relu: Bool
+    var io: StageBuffers
+    var sums: UnsafeMutablePointer<Float>
+    /// Mean, 1/σ and γ/σ (3 x channels), then training's means of dy and dy·x̂.
+    var stats: UnsafeMutablePointer<Float>
+    var shift: UnsafeMutablePointer<Float>  // β
+    func run(_ s: Int, _ worker: Int) {
+        let c = channels, size = positions * c, x = io.x + s * size, sample = sums + s * 2 * c
+        let mean = stats, invstd = stats + c, scale = stats + 2 * c
+        switch mode {
+        case .sums: Elementwise.columnSums(x, rows: positions, ld: c, cols: 0..<c, into: sample)
+        case .squares: BatchNorm.centeredSquareSums(x, positions: positions, channels: c, mean: mean, into: sample + c)
+        case .normalize:
+            BatchNorm.normalize(x, positions: positions, channels: c, mean: mean, scale: scale, shift: shift, relu: relu,
+                                into: io.y + s * size)
+        case .gradientSums:
+            let dy = io.dy + s * size
+            if relu { Elementwise.reluBackward(dy: dy, y: io.y + s * size, count: size) }
+            BatchNorm.gradientSums(dy: dy, x: x, positions: positions, channels: c, mean: mean, invstd: invstd,
+                                   sumDy: sample, sumDyXhat: sample + c)
+        case .inputGradient:
+            BatchNorm.inputGradient(dy: io.dy + s * size, x: x, positions: positions, channels: c, mean: mean, invstd: invstd,
+                                    scale: scale, meanDy: stats + 6 * c, meanDyXhat: stats + 7 * c, into: io.dx + s * size)
+        }
+    }
+    /// A sample's activations in (and out, or its gradient), and its sums.
+    func bytesMoved(items: Int) -> Int {
+        let size = positions * channels
+        switch mode {
+        case .sums, .squares: return items * f * (size + channels)
+        case .normalize: return items * f * 2 * size
+        case .gradientSums: return items * f * ((relu ? 4 : 2) * size + 2 * channels)
+        case .inputGradient: return items * f * 3 * size
+        }
+    }
+}

@@ -1,0 +1,140 @@
+// A residual block, `res(F)`: y = x + F(x) (then ReLU when one follows the block), F being the
+// stages between the block's two marker stages. When F changes the shape, x goes through a 1x1
+// conv with F's stride and channel count (resN.proj.weight and resN.proj.bias), as the projection
+// shortcut of He et al. The begin stage copies the block's input forward and, backward, adds the
+// shortcut's gradient to F's input gradient; the end stage adds the shortcut forward and hands
+// its gradient to both paths backward. Everything runs a sample at a time (a block lives in the
+// conv stack), so the bits do not depend on the threads or the ranks.
+import PTKernels
+import PTRuntime
+
+private let f = MemoryLayout<Float>.size
+
+/// `res(`: y = x, and dx = dy + the shortcut's gradient.
+struct ResidualBeginStage: Stage {
+    var size: Int
+    /// The end stage's index, set when it is planned.
+    var end = 0
+    /// The shortcut's gradient: the projection's input gradient (allocated by the end stage); nil
+    /// for an identity shortcut, whose gradient is the end stage's output gradient itself.
+    var shortcutGradient: UnsafeMutablePointer<Float>?
+
+    static func plan(_ p: inout StagePlanner) {
+        p.openBlocks.append((p.stages.count, p.shape, 1))
+        p.stages.append(ResidualBeginStage(size: p.shape.count))
+    }
+
+    var name: String { "res begin" }
+
+    func forward(_ net: Network, _ pass: StagePass) {
+        net.pool.run(range: pass.samples, ResidualJob(mode: .copy, size: size, a: pass.io.x, b: pass.io.x, out: pass.io.y))
+    }
+
+    func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) {
+        guard pass.needsInputGradient else { return }
+        let shortcut = shortcutGradient ?? net.io[end].dy
+        net.pool.run(range: pass.samples, ResidualJob(mode: .add, size: size, a: pass.io.dy, b: shortcut, out: pass.io.dx))
+    }
+}
+
+/// `)`: y = ReLU?(F(x) + x or its projection); backward, F's output gradient and the shortcut's.
+struct ResidualEndStage: Stage {
+    var size: Int
+    var relu: Bool
+    var begin: Int
+    /// The 1x1 conv of the shortcut when F changes the shape; it runs on the block's input.
+    var projection: ConvStage?
+    /// The projection's output, [capacity][size], and its input gradient (the begin stage adds it).
+    var projected, shortcutGradient: UnsafeMutablePointer<Float>?
+
+    /// Closes the innermost open block: an identity shortcut when F kept the shape, else a 1x1
+    /// conv with F's stride (the product of its convs').
+    static func plan(relu: Bool, _ p: inout StagePlanner) throws {
+        let (begin, input, stride) = p.openBlocks.removeLast()
+        let output = p.shape, n = p.number("res")
+        var end = ResidualEndStage(size: output.count, relu: relu, begin: begin)
+        // A 1x1 SAME conv with F's stride gives the size F gives unless F shrinks otherwise (a VALID conv).
+        let g = Window(inH: input.h, inW: input.w, channels: input.c, kernel: 1, stride: stride, same: true)
+        guard g.outH == output.h, g.outW == output.w else {
+            throw p.refuse("closes a block that takes \(input) to \(output): its shortcut, a 1x1 conv with the block's stride \(stride), would give \(g.outH)x\(g.outW) (a VALID conv inside changes the size otherwise)")
+        }
+        if output != input {
+            let w = p.addTensor("res\(n).proj.weight", [1, 1, input.c, output.c], .convWeight(kernel: 1, inputs: input.c, outputs: output.c))
+            let b = p.addTensor("res\(n).proj.bias", [output.c], .bias)
+            end.projection = ConvStage(window: g, cout: output.c, relu: false, weight: w, bias: b,
+                                       path: ConvPath.choose(g, cout: output.c, firstLayer: false, precision: p.precision),
+                                       precision: p.precision)
+        }
+        if var b = p.stages[begin] as? ResidualBeginStage {
+            b.end = p.stages.count
+            p.stages[begin] = b
+        }
+        p.stages.append(end)
+    }
+
+    var name: String {
+        let shortcut = projection.map { " proj 1x1/\($0.window.stride) \($0.window.channels)->\($0.cout)" } ?? ""
+        return "res end\(relu ? " +relu" : "")" + shortcut
+    }
+    var parameters: Range<Int> { projection?.parameters ?? 0..<0 }
+    var extraFloatsPerSample: Int { projection == nil ? 0 : size + (projection!.window.inputSize) }
+    var scratchNeeds: ScratchNeeds { projection?.scratchNeeds ?? ScratchNeeds() }
+    func flopsPerSample(asDirect: Bool) -> Double { projection?.flopsPerSample(asDirect: asDirect) ?? 0 }
+
+    mutating func allocate(_ layout: BufferLayout, index: Int, earlier: inout [any Stage]) {
+        guard var proj = projection else { return }
+        var none: [any Stage] = []
+        proj.allocate(layout, index: begin > 0 ? 1 : 0, earlier: &none)  // Wᵀ packed only where an input gradient is needed
+        projection = proj
+        projected = layout.floats(layout.capacity * size, perNode: layout.bySample(index + 1, size))
+        shortcutGradient = layout.floats(layout.capacity * proj.window.inputSize, perNode: layout.bySample(begin, proj.window.inputSize))
+        if var b = earlier[begin] as? ResidualBeginStage {
+            b.shortcutGradient = shortcutGradient
+            earlier[begin] = b
+        }
+    }
+
+    func initialize(_ net: Network, _ rng: inout SplitMix64) { projection?.initialize(net, &rng) }
+
+    /// The shortcut's conv pass: on the block's input (and into the begin stage's shortcut gradient).
+    private func shortcutPass(_ net: Network, _ pass: StagePass, dy: UnsafeMutablePointer<Float>) -> StagePass {
+        StagePass(index: begin, count: pass.count, samples: pass.samples,
+                  io: StageBuffers(x: net.io[begin].x, y: projected!, dx: shortcutGradient!, dy: dy), training: pass.training)
+    }
+
+    func forward(_ net: Network, _ pass: StagePass) {
+        var shortcut = net.io[begin].x
+        if let projection {
+            projection.forward(net, shortcutPass(net, pass, dy: pass.io.dy))
+            shortcut = projected!
+        }
+        net.pool.run(range: pass.samples, ResidualJob(mode: relu ? .addRelu : .add, size: size, a: pass.io.x, b: shortcut, out: pass.io.y))
+    }
+
+    func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) {
+        // F's output gradient is dy (masked by the ReLU); so is the shortcut's output gradient.
+        net.pool.run(range: pass.samples, ResidualJob(mode: relu ? .maskedCopy : .copy, size: size, a: pass.io.dy, b: pass.io.y,
+                                                      out: pass.io.dx))
+        projection?.backward(net, shortcutPass(net, pass, dy: pass.io.dx), optimizer: optimizer)
+    }
+}
+
+/// One sample of a residual block's elementwise work.
+struct ResidualJob: ParallelJob, @unchecked Sendable {  // an item writes its sample of `out` (maskedCopy: and masks a)
+    enum Mode { case copy, add, addRelu, maskedCopy }
+    var mode: Mode
+    var size: Int
+    var a, b, out: UnsafeMutablePointer<Float>
+    func run(_ s: Int, _ worker: Int) {
+        let x = a + s * size, y = b + s * size, o = out + s * size
+        switch mode {
+        case .copy: o.update(from: x, count: size)
+        case .add: Elementwise.add(x, y, count: size, relu: false, into: o)
+        case .addRelu: Elementwise.add(x, y, count: size, relu: true, into: o)
+        case .maskedCopy:  // a is dy, b the ReLU's output
+            Elementwise.reluBackward(dy: x, y: y, count: size)
+            o.update(from: x, count: size)
+        }
+    }
+    func bytesMoved(items: Int) -> Int { items * f * size * (mode == .copy ? 2 : 3) }
+}

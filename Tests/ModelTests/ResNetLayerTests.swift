@@ -1,0 +1,174 @@
+// Batch norm, residual blocks, global average pooling and convs without a bias (their gradients
+// against finite differences are in GradientTests): a one-channel first layer's gradients, eval
+// mode against the Float64 network fed the running statistics, the running statistics themselves,
+// the same bits at any thread count, and the spec's one-line refusals.
+import Foundation
+import Testing
+import PTKernels
+import PTModel
+import PTTestSupport
+
+private func fill(_ net: Network, batch: Int, seed: UInt64) {
+    var r = SplitMix64(seed: seed)
+    for i in 0..<(batch * net.inputShape.count) { net.input[i] = Float(r.nextUnit() * 2 - 1) }
+    for s in 0..<batch { net.labels[s] = Int32((s * 3 + 1) % net.classes) }
+}
+
+/// The one-channel direct conv without a bias, then batch norm (the usual stem of a small ResNet).
+@Test func oneChannelStemWithoutBiasMatchesFiniteDifferences() throws {
+    let spec = try ModelSpec(parsing: "conv(8,3,bias=false) bn relu maxpool(2) conv(4,3) bn relu gap fc(5)")
+    let input = Shape(h: 8, w: 7, c: 1), batch = 4
+    let net = try Network(spec: spec, input: input, classes: 5, capacity: batch, threads: 2, seed: 11)
+    #expect(net.stageNames.first == "conv 3x3 1->8")
+    fill(net, batch: batch, seed: 3)
+    var r = SplitMix64(seed: 4)
+    // γ and β away from 1 and 0, so that their gradients flow through generic values.
+    for t in net.tensors where t.name.hasPrefix("bn") || t.name.hasSuffix(".bias") {
+        for j in 0..<t.count { net.weights[t.offset + j] = Float(r.nextUnit() * 0.4 + (t.name.hasSuffix("weight") ? 0.8 : -0.2)) }
+    }
+    net.forward(count: batch, training: true)
+    let loss = net.lossAndGradient(count: batch)
+    net.backward(count: batch)
+    let ref = ReferenceNet(spec: spec, input: input)
+    let labels = (0..<batch).map { Int(net.labels[$0]) }
+    var w = (0..<net.parameterCount).map { Double(net.weights[$0]) }
+    let x = (0..<(batch * input.count)).map { Double(net.input[$0]) }
+    func refLoss() -> Double { ref.loss(weights: w, tensors: net.tensors, x: x, labels: labels, training: true, step: 0, seed: 0).loss }
+    #expect(abs(Double(loss) - refLoss()) < 1e-5 * max(1, refLoss()))
+    let h = 1e-6
+    var worst = 0.0, worstName = ""
+    for t in net.tensors {
+        for j in 0..<t.count {
+            let i = t.offset + j, keep = w[i]
+            w[i] = keep + h; let up = refLoss()
+            w[i] = keep - h; let down = refLoss()
+            w[i] = keep
+            let fd = (up - down) / (2 * h), err = abs(Double(net.gradients[i]) - fd) / max(1e-2, abs(fd))
+            if err > worst { worst = err; worstName = "\(t.name)[\(j)] analytic \(net.gradients[i]) fd \(fd)" }
+        }
+    }
+    #expect(worst < 1e-3, "worst: \(worstName)")
+}
+
+/// Training's forward passes move the running statistics as PyTorch's do (momentum 0.1, the
+/// unbiased variance), and eval normalises with them: its logits equal the Float64 network's fed
+/// the same running statistics.
+@Test(arguments: [("conv(6,3,bias=false) bn relu avgpool(2) fc(7) bn relu fc(4)", 6), ("conv(16,3,bias=false) bn relu gap fc(4)", 16)])
+func evalUsesTheRunningStatistics(_ text: String, _ c: Int) throws {
+    let spec = try ModelSpec(parsing: text)
+    let input = Shape(h: 6, w: 6, c: 2), batch = 5
+    let net = try Network(spec: spec, input: input, classes: 4, capacity: batch, threads: 2, seed: 2)
+    let bn1 = try #require(net.stateTensors.first { $0.name == "bn1.running_mean" }).offset
+    #expect((0..<c).allSatisfy { net.state[bn1 + $0] == 0 && net.state[bn1 + c + $0] == 1 })
+    // One training pass from fresh statistics: running = 0.1 · the batch's mean, 0.9 + 0.1 · its unbiased variance.
+    fill(net, batch: batch, seed: 1)
+    net.forward(count: batch, training: true)
+    let w1 = try #require(net.tensors.first { $0.name == "conv1.weight" })
+    let weights = (0..<w1.count).map { Double(net.weights[w1.offset + $0]) }[...]
+    let conv = (0..<batch).flatMap { s in
+        Reference.conv(Window(inH: 6, inW: 6, channels: 2, kernel: 3, stride: 1, same: true),
+                       x: (0..<input.count).map { Double(net.input[s * input.count + $0]) }, w: weights,
+                       bias: ArraySlice(repeating: 0, count: c), cout: c)
+    }
+    let m = Double(conv.count / c)
+    for ch in 0..<c {
+        let values = stride(from: ch, to: conv.count, by: c).map { conv[$0] }
+        let mean = values.reduce(0, +) / m, unbiased = values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / (m - 1)
+        #expect(abs(Double(net.state[bn1 + ch]) - 0.1 * mean) < 1e-6)
+        #expect(abs(Double(net.state[bn1 + c + ch]) - (0.9 + 0.1 * unbiased)) < 1e-5)
+    }
+    #expect(net.state[bn1 + 2 * c] == 1)  // num_batches_tracked
+    for step in 2...4 { fill(net, batch: batch, seed: UInt64(step)); net.forward(count: batch, training: true) }
+    #expect(net.state[bn1 + 2 * c] == 4)
+    fill(net, batch: batch, seed: 9)
+    net.forward(count: batch, training: false)
+    let ref = ReferenceNet(spec: spec, input: input).loss(
+        weights: (0..<net.parameterCount).map { Double(net.weights[$0]) }, tensors: net.tensors,
+        x: (0..<(batch * input.count)).map { Double(net.input[$0]) }, labels: Array(repeating: 0, count: batch),
+        training: false, step: 0, seed: 0, state: (0..<net.stateCount).map { Double(net.state[$0]) }, stateTensors: net.stateTensors)
+    for s in 0..<batch { for j in 0..<4 { #expect(abs(Double(net.logits[s * 4 + j]) - ref.logits[s][j]) < 1e-5) } }
+    // Eval leaves the statistics alone.
+    #expect(net.state[bn1 + 2 * c] == 4)
+}
+
+/// The same step at 1..16 threads: gradients, weights after the fused optimizer step and the
+/// running statistics, bit for bit (the statistics are sums over the whole batch in sample order),
+/// in fp32 and in bf16 on this CPU's fastest path and on the portable one.
+@Test(arguments: [2, 3, 7, 16], [Precision.fp32, .bf16(.best), .bf16(.portable)])
+func resNetStagesAreIndependentOfThreads(_ threads: Int, _ precision: Precision) throws {
+    let spec = try ModelSpec(parsing: "conv(8,3,bias=false) bn relu maxpool(2) res(conv(8,3,bias=false) bn relu conv(8,3,bias=false) bn) relu res(conv(16,3,stride=2,bias=false) bn relu conv(16,3,bias=false) bn) relu gap fc(12) bn relu dropout(0.5) fc(10)")
+    func run(_ t: Int) throws -> [UInt32] {
+        let net = try Network(spec: spec, input: Shape(h: 12, w: 11, c: 3), classes: 10, capacity: 13, threads: t, seed: 5,
+                              precision: precision)
+        var bits: [UInt32] = []
+        for step in 1...2 {
+            fill(net, batch: 13, seed: UInt64(step))
+            net.forward(count: 13, training: true, step: step, seed: 2)
+            _ = net.lossAndGradient(count: 13)
+            #expect(net.backward(count: 13, adam: AdamStep(lr: 1e-2, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, t: step)))
+            bits += (0..<net.parameterCount).map { net.gradients[$0].bitPattern }
+        }
+        bits += (0..<net.parameterCount).map { net.weights[$0].bitPattern } + (0..<net.stateCount).map { net.state[$0].bitPattern }
+        net.forward(count: 13, training: false)
+        return bits + (0..<130).map { net.logits[$0].bitPattern }
+    }
+    let one = try run(1), other = try run(threads)
+    #expect(one.count == other.count && !one.indices.contains { one[$0] != other[$0] })
+}
+
+@Test(arguments: [
+    ("bn conv(4,3) fc(10)", "column 1: bn must directly follow a conv or fc layer"),
+    ("conv(4,3) relu bn fc(10)", "column 16: bn must directly follow a conv or fc layer"),
+    ("conv(4,3) bn bn fc(10)", "column 14: bn must directly follow a conv or fc layer"),
+    ("conv(4,3) gap relu fc(10)", "column 15: relu must directly follow a conv, fc, bn or res(...) block"),
+    ("gap fc(10)", "column 1: a pool cannot be the first layer"),
+    ("fc(8) gap fc(10)", "column 7: 'gap' comes after a fc layer; convolutions and pools must come first"),
+    ("conv(4,3,bias=no) fc(10)", "column 10: bias=no: must be true or false"),
+    ("conv(4,3) bn(2) fc(10)", "column 14: bn takes at most 0 plain arguments"),
+    ("res(conv(4,3) maxpool(2)) fc(10)", "column 15: 'maxpool(2)' cannot be inside res(...): only conv, bn and relu can"),
+    ("res(conv(4,3) fc(10)", "column 1: res( has no closing ')'"),
+    ("conv(4,3)) fc(10)", "column 10: ')' without a res( to close"),
+    ("res(res(conv(4,3))) fc(10)", "column 5: a res(...) block cannot be inside another"),
+    ("res(bn) fc(10)", "column 1: a res(...) block must begin with a conv"),
+    ("fc(8) res(conv(4,3)) fc(10)", "column 7: 'res(' comes after a fc layer; residual blocks must come before"),
+    ("res conv(4,3) fc(10)", "column 5: res needs its layers in parentheses, as in res(conv(16,3) relu conv(16,3))"),
+    ("conv(4,3) res(conv(4,3)) bn fc(10)", "column 26: bn must directly follow a conv or fc layer"),
+])
+func batchNormAndGlobalPoolingMisusesAreRefused(_ c: (String, String)) {
+    #expect(throws: SpecError.self) { try ModelSpec(parsing: c.0) }
+    do { _ = try ModelSpec(parsing: c.0) } catch { #expect("\(error)" == "model spec, \(c.1)") }
+}
+
+@Test func newSpecWordsRoundTrip() throws {
+    let s = try ModelSpec(parsing: "conv(16,3,bias=false) batchnorm relu res( conv(16,3) relu ) relu globalavgpool fc(10)")
+    #expect(s.layers == [.conv(out: 16, kernel: 3, stride: 1, same: true, bias: false), .batchNorm, .relu, .residualBegin,
+                         .conv(out: 16, kernel: 3, stride: 1, same: true), .relu, .residualEnd, .relu, .globalAvgPool, .dense(out: 10)])
+    #expect(s.text == "conv(16,3,bias=false) bn relu res(conv(16,3) relu) relu gap fc(10)")
+    #expect(try ModelSpec(parsing: s.text).layers == s.layers)
+}
+
+/// A block that changes the size other than by a stride has no 1x1 projection: refused with the shapes.
+@Test func aBlockWhoseShapeNoProjectionMatchesIsRefused() throws {
+    let spec = try ModelSpec(parsing: "res(conv(4,3,pad=valid)) fc(10)")
+    #expect(throws: ShapeError.self) { try NetworkPlan(spec: spec, input: Shape(h: 8, w: 8, c: 1), classes: 10) }
+    do { _ = try NetworkPlan(spec: spec, input: Shape(h: 8, w: 8, c: 1), classes: 10) } catch {
+        #expect("\(error)" == "model spec, column 24: ) closes a block that takes 8x8x1 to 6x6x4: its shortcut, a 1x1 conv with the block's stride 1, would give 8x8 (a VALID conv inside changes the size otherwise)")
+    }
+    // A VALID conv that happens to halve the size is not a stride: refused, not given a stride-2 shortcut.
+    #expect(throws: ShapeError.self) {
+        try NetworkPlan(spec: try ModelSpec(parsing: "res(conv(8,3,pad=valid)) fc(10)"), input: Shape(h: 4, w: 4, c: 1), classes: 10)
+    }
+    // Two strided convs on an odd size (5 -> 3 -> 2): the shortcut's stride is 4, their product;
+    // one row (1x8 -> 1x4) is a stride-2 block like any other.
+    for (text, input) in [("res(conv(4,3,2) conv(4,3,2)) fc(10)", Shape(h: 5, w: 5, c: 2)), ("res(conv(4,3,2)) fc(10)", Shape(h: 1, w: 8, c: 2))] {
+        let net = try Network(spec: try ModelSpec(parsing: text), input: input, classes: 10, capacity: 1, threads: 1, seed: 1)
+        #expect(net.stageNames.last { $0.hasPrefix("res end") }!.hasSuffix("proj 1x1/\(text.contains("2) conv") ? 4 : 2) 2->4"), "\(net.stageNames)")
+    }
+    // Identity and projection shortcuts, with their parameters' names.
+    let ok = try Network(spec: try ModelSpec(parsing: "res(conv(4,3)) res(conv(8,3,2) relu conv(8,3)) relu gap fc(10)"),
+                         input: Shape(h: 8, w: 8, c: 4), classes: 10, capacity: 2, threads: 1, seed: 1)
+    #expect(ok.tensors.map(\.name) == ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "conv3.weight", "conv3.bias",
+                                       "res2.proj.weight", "res2.proj.bias", "fc1.weight", "fc1.bias"])
+    #expect(ok.stageNames == ["res begin", "conv 3x3 4->4", "res end", "res begin", "conv 3x3 4->8 +relu", "conv 3x3 8->8",
+                              "res end +relu proj 1x1/2 4->8", "gap 16 positions", "fc 8->10"])
+}
