@@ -112,12 +112,18 @@ struct Train: ParsableCommand {
         }
     }
 
-    func run() throws {
-        // Resuming: the checkpoint fixes everything that shapes the run; a flag that disagrees is an error.
-        var resumed: (state: CheckpointState, tensors: [String: SafetensorsTensor])?
-        if let resume { resumed = try Checkpoint.load(resume) }
+    /// The optimizer's numeric flags with where each lives in the settings: a new one is added
+    /// here (besides its declaration and range check), and both a fresh run and a resume take it.
+    private var optimizerFlags: [(flag: String, given: Double?, setting: WritableKeyPath<OptimizerSettings, Double>)] {
+        [("--lr", lr, \.lr), ("--beta1", beta1, \.beta1), ("--beta2", beta2, \.beta2), ("--eps", eps, \.epsilon),
+         ("--weight-decay", weightDecay, \.weightDecay), ("--momentum", momentum, \.momentum)]
+    }
+
+    /// The run's settings from the flags, or from the checkpoint being resumed (which fixes
+    /// everything that shapes the run: a flag may repeat a setting, not change it).
+    private func configuration(resuming resumed: CheckpointState?) throws -> TrainConfig {
         var config = TrainConfig()
-        if let r = resumed?.state {
+        if let r = resumed {
             do { config = try TrainConfig(resuming: r) } catch { throw DataError(resume!, "checkpoint spec does not parse: \(error)") }
         }
         // More workers than CPUs only makes them wait for each other's time slices (measured: about
@@ -125,8 +131,7 @@ struct Train: ParsableCommand {
         // thread count, so run one worker per CPU. `ptrain bench` runs exactly what it is asked.
         let cpus = Numa.shared.cpuCount
         config.threads = min(threads ?? cpus, cpus)
-        let oversubscribed = (threads ?? 0) > cpus
-        if let r = resumed?.state {
+        if let r = resumed {
             // The checkpoint's settings stand; a flag may repeat one, not change it.
             func agree<T: Equatable>(_ flag: String, _ given: T?, _ saved: T) throws {
                 if let given, given != saved {
@@ -138,13 +143,8 @@ struct Train: ParsableCommand {
             }
             try agree("--batch", batch, r.batch)
             try agree("--seed", seed, r.seed)
-            try agree("--lr", lr, r.optimizer.lr)
-            try agree("--beta1", beta1, r.optimizer.beta1)
-            try agree("--beta2", beta2, r.optimizer.beta2)
-            try agree("--eps", eps, r.optimizer.epsilon)
+            for f in optimizerFlags { try agree(f.flag, f.given, r.optimizer[keyPath: f.setting]) }
             try agree("--optimizer", optimizer, r.optimizer.kind)
-            try agree("--weight-decay", weightDecay, r.optimizer.weightDecay)
-            try agree("--momentum", momentum, r.optimizer.momentum)
             try agree("--warmup", warmup, r.optimizer.warmup)
             var steps = 1
             if case let .cosine(n) = r.optimizer.schedule { steps = n }  // "cosine" given again means the saved one
@@ -165,17 +165,19 @@ struct Train: ParsableCommand {
             if let spec { config.spec = spec }
             if let batch { config.batch = batch }
             if let seed { config.seed = seed }
-            if let lr { config.optimizer.lr = lr }
-            if let beta1 { config.optimizer.beta1 = beta1 }
-            if let beta2 { config.optimizer.beta2 = beta2 }
-            if let eps { config.optimizer.epsilon = eps }
+            for f in optimizerFlags { if let v = f.given { config.optimizer[keyPath: f.setting] = v } }
             if let optimizer { config.optimizer.kind = optimizer }
-            if let weightDecay { config.optimizer.weightDecay = weightDecay }
-            if let momentum { config.optimizer.momentum = momentum }
             if let warmup { config.optimizer.warmup = warmup }
             config.augmentation = try Augmentation.parse(augment).get()
             config.precision = try precision.map(precisionFlag) ?? .fp32
         }
+        return config
+    }
+
+    func run() throws {
+        var resumed: (state: CheckpointState, tensors: [String: SafetensorsTensor])?
+        if let resume { resumed = try Checkpoint.load(resume) }
+        var config = try configuration(resuming: resumed?.state)
         // Under mpirun rank 0 alone writes files; every rank reads the data (and --resume).
         let rank0 = ProcessGroup.launched.rank == 0
         if let checkpoint, rank0 { try checkWritable(checkpoint) }
@@ -224,8 +226,8 @@ struct Train: ParsableCommand {
         }
         print("ptrain: \(net.parameterCount) parameters, batch \(config.batch), \(totalSteps) steps, \(group.size > 1 ? "\(group.size) ranks x " : "")\(config.threads) threads")
         if let why = Numa.shared.unavailableReason { print("ptrain: NUMA placement off (\(why)); using plain allocation") }
-        if oversubscribed {
-            print("ptrain: --threads \(threads!) but this process may use \(cpus) CPUs: running \(cpus) workers (the results do not depend on the thread count)")
+        if let threads, threads > config.threads {
+            print("ptrain: --threads \(threads) but this process may use \(config.threads) CPUs: running \(config.threads) workers (the results do not depend on the thread count)")
         }
         if let resume { print("ptrain: resumed from \(resume) at step \(trainer.step)") }
         let progress = ProgressReporter(totalSteps: totalSteps, startStep: trainer.step, batch: config.batch,

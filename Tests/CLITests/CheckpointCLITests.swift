@@ -312,3 +312,18 @@ func resNetCheckpointsEvaluateTheSameInTorch() throws {
     let torch = try python(["eval", ck, "--data", data])
     #expect(torch.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ").last == accuracy, "\(torch) vs \(eval.out)")
 }
+
+/// A resume takes the checkpoint's optimizer settings: each optimizer flag may repeat its value
+/// and is refused with one line when it would change it (one table feeds both paths).
+@Test(arguments: [("--lr", "0.5"), ("--beta1", "0.8"), ("--beta2", "0.99"), ("--eps", "1e-6"), ("--weight-decay", "0.1"),
+                  ("--momentum", "0.5"), ("--optimizer", "sgd"), ("--warmup", "5")])
+func aResumeRefusesOptimizerFlagsThatChangeTheCheckpoints(_ flag: (String, String)) throws {
+    let data = try tinyData(), dir = try runDir(), ck = dir + "/ck.st"
+    defer { Scratch.remove(data); Scratch.remove(dir) }
+    let made = try ptrain(["--data", data, "--spec", "fc(8) relu fc(10)", "--batch", "10", "--steps", "2", "--lr", "0.002", "--checkpoint", ck])
+    try #require(made.status == 0, "\(made.err)")
+    expectCleanError(try ptrain(["--data", data, "--resume", ck, "--steps", "3", flag.0, flag.1]), code: 2,
+                     mentions: ["\(flag.0) ", "conflicts with the checkpoint's", "ck.st"])
+    let same = try ptrain(["--data", data, "--resume", ck, "--steps", "3", "--lr", "0.002", "--beta1", "0.9", "--momentum", "0.9"])
+    #expect(same.status == 0, "\(same.err)")
+}
