@@ -45,10 +45,27 @@ public enum Im2col {
         // A kernel row shorter than a vector (conv1: 3 floats) is copied as one 16-float vector, in
         // increasing address order, so the part past the row is overwritten by the rows after it
         // and the last one spills into `slack`; a copy loop for 3 floats costs more than that.
-        let c = g.channels, k = g.kernel
-        let rowFloats = k * c  // one kernel row of a patch: k pixels of c channels, contiguous in NHWC
+        let c = g.channels, rowFloats = g.kernel * c  // one kernel row of a patch: k pixels of c channels, contiguous in NHWC
         let short = rowFloats < 16
         var dst = col
+        eachKernelRow(g,
+                      outside: { for i in 0..<rowFloats { dst[i] = 0 } },
+                      whole: { at in if short { storeV(loadV(x + at), dst) } else { copyChannels(from: x + at, to: dst, count: rowFloats) } },
+                      pixel: { kw, at in
+                          if let at { copyChannels(from: x + at, to: dst + kw * c, count: c) } else { for ch in 0..<c { dst[kw * c + ch] = 0 } }
+                      },
+                      rowDone: { dst += rowFloats }, positionDone: {})
+    }
+
+    /// The walk both im2cols make over a sample: each output position's kernel rows in order, a
+    /// row being outside the image (`outside`), inside it whole (`whole`, its first element's
+    /// offset in the sample), or at the left or right edge pixel by pixel (`pixel`: kw and the
+    /// pixel's offset, nil where it is padding); `rowDone` after each row, `positionDone` after
+    /// each position's rows.
+    @inline(__always)
+    static func eachKernelRow(_ g: Window, outside: () -> Void, whole: (Int) -> Void, pixel: (Int, Int?) -> Void,
+                              rowDone: () -> Void, positionDone: () -> Void) {
+        let c = g.channels, k = g.kernel
         for oh in 0..<g.outH {
             for ow in 0..<g.outW {
                 let iw0 = ow * g.stride - g.padLeft
@@ -56,22 +73,18 @@ public enum Im2col {
                 for kh in 0..<k {
                     let ih = oh * g.stride - g.padTop + kh
                     if ih < 0 || ih >= g.inH {
-                        for i in 0..<rowFloats { dst[i] = 0 }
+                        outside()
                     } else if inside {
-                        let src = x + (ih * g.inW + iw0) * c
-                        if short { storeV(loadV(src), dst) } else { copyChannels(from: src, to: dst, count: rowFloats) }
+                        whole((ih * g.inW + iw0) * c)
                     } else {
                         for kw in 0..<k {
                             let iw = iw0 + kw
-                            if iw >= 0 && iw < g.inW {
-                                copyChannels(from: x + (ih * g.inW + iw) * c, to: dst + kw * c, count: c)
-                            } else {
-                                for ch in 0..<c { dst[kw * c + ch] = 0 }
-                            }
+                            pixel(kw, iw >= 0 && iw < g.inW ? (ih * g.inW + iw) * c : nil)
                         }
                     }
-                    dst += rowFloats
+                    rowDone()
                 }
+                positionDone()
             }
         }
     }
@@ -89,36 +102,20 @@ public enum Im2col {
         let xh = raw.assumingMemoryBound(to: UInt16.self)
         let col = (raw + (g.inputSize + 63) / 64 * 128).assumingMemoryBound(to: UInt16.self)
         GemmBF16.packRows(x, ld: g.inputSize, k: g.inputSize, rows: 0..<1, into: xh)
-        let c = g.channels, k = g.kernel, lda = GemmBF16.paddedK(g.patch)
-        let rowValues = k * c
+        let c = g.channels, lda = GemmBF16.paddedK(g.patch), rowValues = g.kernel * c
         var dst = col
-        for oh in 0..<g.outH {
-            for ow in 0..<g.outW {
-                let iw0 = ow * g.stride - g.padLeft
-                let inside = iw0 >= 0 && iw0 + k <= g.inW
-                for kh in 0..<k {
-                    let ih = oh * g.stride - g.padTop + kh
-                    if ih < 0 || ih >= g.inH {
-                        dst.update(repeating: 0, count: rowValues)
-                    } else if inside {
-                        dst.update(from: xh + (ih * g.inW + iw0) * c, count: rowValues)
-                    } else {
-                        for kw in 0..<k {
-                            let iw = iw0 + kw
-                            if iw >= 0 && iw < g.inW {
-                                (dst + kw * c).update(from: xh + (ih * g.inW + iw) * c, count: c)
-                            } else {
-                                (dst + kw * c).update(repeating: 0, count: c)
-                            }
-                        }
-                    }
-                    dst += rowValues
-                }
-                // The k padding meets B's zeros: it must be finite, so zeros.
-                dst.update(repeating: 0, count: lda - g.patch)
-                dst += lda - g.patch
-            }
-        }
+        eachKernelRow(g,
+                      outside: { dst.update(repeating: 0, count: rowValues) },
+                      whole: { at in dst.update(from: xh + at, count: rowValues) },
+                      pixel: { kw, at in
+                          if let at { (dst + kw * c).update(from: xh + at, count: c) } else { (dst + kw * c).update(repeating: 0, count: c) }
+                      },
+                      rowDone: { dst += rowValues },
+                      positionDone: {
+                          // The k padding meets B's zeros: it must be finite, so zeros.
+                          dst.update(repeating: 0, count: lda - g.patch)
+                          dst += lda - g.patch
+                      })
         return (UnsafePointer(col), lda)
     }
 
