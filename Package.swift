@@ -52,6 +52,9 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG", providers: [.apt(["libpng-dev"])]),
+        // JPEG through libjpeg-turbo (libjpeg62-turbo-dev), behind C that turns libjpeg's
+        // longjmp-style errors into return values.
+        .target(name: "CJPEG", cSettings: [.unsafeFlags(["-O2"])], linkerSettings: [.linkedLibrary("jpeg")]),
         // bf16 tile kernels (AMX, AVX512-BF16, portable): each path's instructions enabled per
         // function, chosen at run time; optimised in debug builds too.
         .target(name: "CBF16", cSettings: [.unsafeFlags(["-O2"])]),
@@ -65,13 +68,14 @@ let package = Package(
         // Spec parsing, layers, forward/backward over a worker pool.
         .target(name: "PTModel", dependencies: ["PTKernels", "PTRuntime"], swiftSettings: vectorCode),
         // Data, optimizer, the training loop, metrics.
-        .target(name: "PTTraining", dependencies: ["PTModel", "PTRuntime", "PTKernels", "CZlib", "CPNG"]),
+        .target(name: "PTTraining", dependencies: ["PTModel", "PTRuntime", "PTKernels", "CZlib", "CPNG", "CJPEG"]),
         .executableTarget(
             name: "ptrain",
             dependencies: ["PTTraining", "PTModel", "PTRuntime", "PTKernels",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // Naive twins of the kernels for the tests: built beside them, not in the PTrainKit product.
-        .target(name: "PTTestSupport", dependencies: ["PTKernels", "PTModel", "CPNG", "CZlib"], path: "Tests/Support"),
+        .target(name: "PTTestSupport", dependencies: ["PTKernels", "PTModel", "CPNG", "CZlib", "PTTestJPEG"], path: "Tests/Support"),
+        .target(name: "PTTestJPEG", path: "Tests/SupportJPEG", linkerSettings: [.linkedLibrary("jpeg")]),
         .testTarget(name: "KernelTests", dependencies: ["PTKernels", "PTTestSupport"]),
         .testTarget(name: "ModelTests", dependencies: ["PTModel", "PTRuntime", "PTKernels", "PTTestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["PTTraining", "PTModel", "PTKernels", "PTTestSupport", "CZlib", "CPNG"],

@@ -8,7 +8,7 @@
 // The metadata holds the format version, spec, input shape, classes and their names, the input
 // normalisation (per-channel mean and std), step, seed, batch, the training-set size (with seed,
 // step and batch it fixes the data position), the optimizer's settings, the learning-rate schedule
-// and warmup, and the augmentation. The optimizer's buffers are adam.m.* (SGD: its momentum) and
+// and warmup, the augmentation, and the side images were resized to as they loaded (or "none"). The optimizer's buffers are adam.m.* (SGD: its momentum) and
 // adam.v.* (zeros for SGD).
 import Foundation
 import PTKernels
@@ -29,17 +29,20 @@ public struct CheckpointState: Equatable, Sendable {
     public var augmentation: Augmentation
     /// What the run's multiply-adds ran in (fp32 for checkpoints that do not say).
     public var precision = Precision.fp32
+    /// The side images were resized and centre-cropped to as they loaded (`--resize`); nil: none.
+    public var resize: Int?
     /// False for a version-1 checkpoint, which stored no class names (`classNames` are then
     /// "class 0", ...): whoever reads it with data takes the data's names instead.
     public var namesStored = true
 
     public init(spec: String, input: Shape, classNames: [String], normalization: Normalization, step: Int, seed: UInt64,
                 batch: Int, trainCount: Int, optimizer: OptimizerSettings, augmentation: Augmentation = .none,
-                precision: Precision = .fp32) {
+                precision: Precision = .fp32, resize: Int? = nil) {
         self.spec = spec; self.input = input; self.classNames = classNames; self.normalization = normalization
         self.step = step; self.seed = seed
         self.batch = batch; self.trainCount = trainCount
         self.optimizer = optimizer; self.augmentation = augmentation; self.precision = precision
+        self.resize = resize
     }
 }
 
@@ -111,7 +114,7 @@ public enum Checkpoint {
             ("weight_decay", "\(o.weightDecay)"), ("momentum", "\(o.momentum)"), ("lr_schedule", o.schedule.description),
             ("warmup", "\(o.warmup)"), ("augment", s.augmentation.description),
             ("precision", s.precision.checkpointFields.precision), ("bf16_path", s.precision.checkpointFields.path),
-            ("flatten", "chw"),
+            ("flatten", "chw"), ("resize", s.resize.map(String.init) ?? "none"),
         ]
         try Safetensors.write(path, tensors: tensors, metadata: metadata)
     }
@@ -179,6 +182,13 @@ public enum Checkpoint {
                 throw DataError(path, "checkpoint precision '\(p)' (bf16_path '\(m["bf16_path"] ?? "")') is not fp32 or bf16 on amx, avx512 or portable")
             }
             state.precision = precision
+        }
+        // Absent in checkpoints written before --resize existed: none.
+        if let r = m["resize"], r != "none" {
+            guard let side = Int(r), (1...4096).contains(side), side == state.input.h, side == state.input.w else {
+                throw DataError(path, "checkpoint resize '\(r)' is not 'none' or the input's side (\(state.input.h))")
+            }
+            state.resize = side
         }
         guard state.step >= 0, state.batch >= 1, state.trainCount >= 1 else {
             throw DataError(path, "checkpoint metadata has an invalid step, batch, classes or train_count")

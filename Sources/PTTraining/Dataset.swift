@@ -66,15 +66,23 @@ public struct Dataset: Sendable {
     /// Loads a split. `classNames`, when given (the training set's, or a checkpoint's), are the
     /// classes this split's labels must be among; otherwise they come from the data.
     /// `channels` (1 or 3), when given, is what an image folder's images are read as; otherwise
-    /// 3 when any training image is in colour. `progress(done, total)` is called while an image
-    /// folder loads.
+    /// 3 when any training image is in colour. `resize`: an image folder's images made that size
+    /// (square) as they load; the other layouts' images have one size and are refused it.
+    /// `announce` hears one-line facts before an image folder decodes (how many images, the
+    /// memory they take, files skipped); `progress(done, total)` is called while it loads.
     public static func load(directory: String, split: Split, classNames: [String]? = nil, channels: Int? = nil,
+                            resize: Int? = nil, announce: ((String) -> Void)? = nil,
                             progress: ((Int, Int) -> Void)? = nil) throws -> Dataset {
-        switch try layout(of: directory) {
+        let layout = try layout(of: directory)
+        if let resize, layout != .imageFolder {
+            throw DataError(directory, "holds \(layout.rawValue) data, whose images have one size already; --resize \(resize) applies to image folders")
+        }
+        switch layout {
         case .idx: return try loadIDX(directory, split: split, classNames: classNames)
         case .cifar: return try CIFAR.load(directory, split: split, classNames: classNames)
         case .imageFolder:
-            return try ImageFolder.load(directory, split: split, classNames: classNames, channels: channels, progress: progress)
+            return try ImageFolder.load(directory, split: split, classNames: classNames, channels: channels, resize: resize,
+                                        announce: announce, progress: progress)
         }
     }
 

@@ -1,6 +1,7 @@
 // Image files for image-folder data sets and `ptrain predict`: PGM (P2/P5, 8 or 16 bit, grey)
 // parsed here, PNG decoded by libpng's simplified API (any PNG, converted by libpng to grey or
-// RGB as asked).
+// RGB as asked), JPEG by libjpeg-turbo (JPEG.swift). The format is told by the file's first
+// bytes; which files are images at all, by their extension (as torchvision's ImageFolder does).
 import CPNG
 import Foundation
 
@@ -9,10 +10,24 @@ public struct ImageFile {
     public var width, height, channels: Int
     public var pixels: [UInt8]
 
-    /// What a file holds without decoding it: its size and whether it is in colour (PNG only;
-    /// a PGM is grey). Throws a `DataError` naming the file when it is not a PNG or PGM image.
+    /// Extensions of the files ptrain decodes.
+    public static let readable: Set<String> = ["png", "pgm", "jpg", "jpeg"]
+    /// Extensions torchvision's ImageFolder takes for images: a folder's other files are not
+    /// images and are skipped; these but not `readable` are images ptrain cannot read (an error).
+    public static let imageExtensions: Set<String> = readable.union(["ppm", "bmp", "tif", "tiff", "webp"])
+
+    /// The lower-cased extension of `path`.
+    public static func fileExtension(_ path: String) -> String { (path as NSString).pathExtension.lowercased() }
+
+    /// What a file holds without decoding it: its size and whether it is in colour (a PGM is
+    /// grey). Throws a `DataError` naming the file when it is not a PNG, JPEG or PGM image.
     public static func probe(_ path: String) throws -> (width: Int, height: Int, colour: Bool) {
-        if isPNG(try head(path)) {
+        let bytes = try head(path)
+        if JPEG.isJPEG(bytes) {
+            let info = try JPEG.probe(path)
+            return (Int(info.width), Int(info.height), info.components >= 3)
+        }
+        if isPNG(bytes) {
             return try withPNG(path) {
                 (Int($0.pointee.width), Int($0.pointee.height), $0.pointee.format & UInt32(PNG_FORMAT_FLAG_COLOR) != 0)
             }
@@ -21,12 +36,21 @@ public struct ImageFile {
         return (img.width, img.height, false)
     }
 
-    /// Reads a PNG or PGM file as `channels` (1 or 3) bytes a pixel: colour becomes grey and grey
-    /// becomes RGB as libpng converts them (a PGM's grey is copied to all three).
+    /// Reads a PNG, JPEG or PGM file as `channels` (1 or 3) bytes a pixel: colour becomes grey
+    /// and grey becomes RGB as libpng (PNG) and Pillow (JPEG) convert them (a PGM's grey is copied
+    /// to all three).
     public static func read(_ path: String, channels: Int = 1) throws -> ImageFile {
         precondition(channels == 1 || channels == 3)
-        // libpng reads a PNG from the file itself; only a PGM is read here whole.
-        if isPNG(try head(path)) { return try png(path, channels: channels) }
+        // libpng and libjpeg read from the file itself; only a PGM is read here whole.
+        let bytes = try head(path)
+        if JPEG.isJPEG(bytes) {
+            let info = try JPEG.probe(path)
+            let w = Int(info.width), h = Int(info.height)
+            var pixels = [UInt8](repeating: 0, count: w * h * channels)
+            try pixels.withUnsafeMutableBytes { try JPEG.decode(path, shrink: 1, channels: channels, width: w, height: h, into: $0) }
+            return ImageFile(width: w, height: h, channels: channels, pixels: pixels)
+        }
+        if isPNG(bytes) { return try png(path, channels: channels) }
         var img = try pgm(try head(path, all: true), path)
         if channels == 3 {
             img.pixels = img.pixels.flatMap { [$0, $0, $0] }
@@ -115,7 +139,16 @@ public struct ImageFile {
     /// fills its one buffer this way, with no copy per image.
     public static func decode(_ path: String, width: Int, height: Int, channels: Int,
                               into pixels: UnsafeMutableRawBufferPointer) throws {
-        if isPNG(try head(path)) {
+        let bytes = try head(path)
+        if JPEG.isJPEG(bytes) {
+            let info = try JPEG.probe(path)
+            guard Int(info.width) == width, Int(info.height) == height else {
+                throw DataError(path, "image is \(info.width)x\(info.height) but the others are \(width)x\(height)")
+            }
+            try JPEG.decode(path, shrink: 1, channels: channels, width: width, height: height, into: pixels)
+            return
+        }
+        if isPNG(bytes) {
             try withPNG(path) { image in
                 guard Int(image.pointee.width) == width, Int(image.pointee.height) == height else {
                     throw DataError(path, "image is \(image.pointee.width)x\(image.pointee.height) but the others are \(width)x\(height)")
@@ -131,11 +164,41 @@ public struct ImageFile {
         img.pixels.withUnsafeBytes { pixels.copyMemory(from: $0) }
     }
 
+    /// Decodes the image at `path` (any size) as `channels` bytes a pixel, made `side` x `side` as
+    /// torchvision's `Resize(side)` + `CenterCrop(side)` make it (Resize.swift), into `pixels`
+    /// (exactly that many bytes). A JPEG is first decoded at the largest DCT shrink (1/2, 1/4,
+    /// 1/8) that keeps its shorter side at least `side`.
+    public static func decode(_ path: String, side: Int, channels: Int, into pixels: UnsafeMutableRawBufferPointer) throws {
+        let bytes = try head(path)
+        var image: ImageFile, original: (width: Int, height: Int)
+        if JPEG.isJPEG(bytes) {
+            let info = try JPEG.probe(path)
+            original = (Int(info.width), Int(info.height))
+            let shrink = JPEG.shrink(width: original.width, height: original.height, side: side)
+            let (w, h) = JPEG.scaled(original.width, original.height, by: shrink)
+            image = ImageFile(width: w, height: h, channels: channels, pixels: [UInt8](repeating: 0, count: w * h * channels))
+            try image.pixels.withUnsafeMutableBytes { try JPEG.decode(path, shrink: shrink, channels: channels, width: w, height: h, into: $0) }
+        } else {
+            image = try read(path, channels: channels)
+            original = (image.width, image.height)
+        }
+        image.pixels.withUnsafeBufferPointer { src in
+            Resize.resizeAndCrop(src, width: image.width, height: image.height, channels: channels, side: side,
+                                 original: original, into: pixels.bindMemory(to: UInt8.self))
+        }
+    }
+
+    /// At most the bytes one image takes while `decode(_:side:channels:into:)` works on it: the
+    /// decoded image (a JPEG's DCT shrink makes it smaller; not counted) and the resize's rows.
+    public static func resizeScratch(width: Int, height: Int, side: Int, channels: Int) -> Int {
+        width * height * channels + height * side * channels
+    }
+
     /// A PGM's header and, with `pixels`, its pixels scaled to bytes; anything else is refused as
     /// not an image.
     static func pgm(_ b: [UInt8], _ path: String, pixels wanted: Bool = true) throws -> ImageFile {
         guard b.count >= 2, b[0] == UInt8(ascii: "P"), b[1] == UInt8(ascii: "5") || b[1] == UInt8(ascii: "2") else {
-            throw DataError(path, "not a PNG or PGM image")
+            throw DataError(path, "not a PNG, JPEG or PGM image")
         }
         var i = 2
         func token() throws -> Int {

@@ -22,6 +22,9 @@ public struct TrainConfig: Sendable {
     /// What inputs are normalised with: nil for the training set's per-channel mean and std
     /// (`Normalization.of`); a resumed run passes its checkpoint's.
     public var normalization: Normalization?
+    /// Image folders' images made this size (square) as they load; recorded in checkpoints so that
+    /// eval and predict load images the same way.
+    public var resize: Int?
     public init() {}
 }
 
@@ -32,7 +35,7 @@ extension TrainConfig {
         self.init()
         spec = try ModelSpec(parsing: s.spec)
         batch = s.batch; seed = s.seed; normalization = s.normalization
-        optimizer = s.optimizer; augmentation = s.augmentation; precision = s.precision
+        optimizer = s.optimizer; augmentation = s.augmentation; precision = s.precision; resize = s.resize
     }
 }
 
@@ -112,7 +115,8 @@ public final class Trainer {
         CheckpointState(spec: network.spec.text, input: network.inputShape, classNames: data.classNames,
                         normalization: normalization, step: step,
                         seed: config.seed, batch: config.batch, trainCount: data.count,
-                        optimizer: config.optimizer, augmentation: config.augmentation, precision: config.precision)
+                        optimizer: config.optimizer, augmentation: config.augmentation, precision: config.precision,
+                        resize: config.resize)
     }
 
     /// The name of the first parameter tensor whose gradient is not finite, if any.

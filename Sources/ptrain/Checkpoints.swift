@@ -54,11 +54,16 @@ func loadModel(_ path: String, precision text: String? = nil, group: ProcessGrou
     return (net, state)
 }
 
-/// Loads a split of the data in `directory`, showing an image folder's progress on a terminal.
-/// `classNames` and `channels`: as `Dataset.load` takes them (the training set's or a checkpoint's).
-func loadData(_ directory: String, _ split: Dataset.Split, classNames: [String]? = nil, channels: Int? = nil) throws -> Dataset {
-    let terminal = ProgressReporter.stderrIsTerminal && ProcessGroup.launched.rank == 0
-    let set = try Dataset.load(directory: directory, split: split, classNames: classNames, channels: channels) { done, total in
+/// Loads a split of the data in `directory`, saying what an image folder will take before it
+/// decodes and showing its progress on a terminal. `classNames`, `channels` and `resize`: as
+/// `Dataset.load` takes them (the training set's or a checkpoint's).
+func loadData(_ directory: String, _ split: Dataset.Split, classNames: [String]? = nil, channels: Int? = nil,
+              resize: Int? = nil) throws -> Dataset {
+    let rank0 = ProcessGroup.launched.rank == 0
+    let terminal = ProgressReporter.stderrIsTerminal && rank0
+    let announce: (String) -> Void = { line in if rank0 { print("ptrain: " + line); fflush(nil) } }
+    let set = try Dataset.load(directory: directory, split: split, classNames: classNames, channels: channels,
+                               resize: resize, announce: announce) { done, total in
         if terminal { FileHandle.standardError.write(Data("\r\u{1B}[Kloading \(split.rawValue) images: \(done)/\(total)".utf8)) }
     }
     if terminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
@@ -68,8 +73,10 @@ func loadData(_ directory: String, _ split: Dataset.Split, classNames: [String]?
 /// A split of `directory` for a checkpoint's model: read with the checkpoint's class names, or,
 /// from a version-1 checkpoint (which stored none), with the data's own, as many as the model has.
 func loadData(_ directory: String, _ split: Dataset.Split, for state: CheckpointState) throws -> Dataset {
-    if state.namesStored { return try loadData(directory, split, classNames: state.classNames, channels: state.input.c) }
-    let set = try loadData(directory, split, channels: state.input.c)
+    if state.namesStored {
+        return try loadData(directory, split, classNames: state.classNames, channels: state.input.c, resize: state.resize)
+    }
+    let set = try loadData(directory, split, channels: state.input.c, resize: state.resize)
     guard set.classes == state.classes else {
         throw DataError(directory, "has \(set.classes) classes but the checkpoint's model has \(state.classes)")
     }

@@ -7,7 +7,7 @@ import PTRuntime
 import PTTraining
 
 struct Predict: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Classify PGM/PNG images (or test-set images) with a checkpoint: top-3 classes.")
+    static let configuration = CommandConfiguration(abstract: "Classify JPEG/PNG/PGM images (or test-set images) with a checkpoint: top-3 classes.")
     @Option(help: "A checkpoint written by --checkpoint.")
     var checkpoint: String
     @Option(help: "fp32 or bf16 multiply-adds in convs and dense layers (default: the checkpoint's).")
@@ -16,7 +16,7 @@ struct Predict: ParsableCommand {
     var index: Int?
     @Option(help: "Data directory whose test split --index reads.")
     var data = Dataset.defaultDirectory
-    @Argument(help: "PNG or PGM images of the model's input size (read as grey or RGB, as the model takes).")
+    @Argument(help: "JPEG, PNG or PGM images (read as grey or RGB, as the model takes): of the model's input size, or any size when it was trained with --resize (then resized the same way).")
     var images: [String] = []
 
     func validate() throws {
@@ -41,12 +41,18 @@ struct Predict: ParsableCommand {
             pixels = Array(test.pixels[(index * size)..<((index + 1) * size)])
         } else {
             for path in images {
-                let img = try ImageFile.read(path, channels: state.input.c)
-                guard img.width == state.input.w, img.height == state.input.h else {
-                    throw DataError(path, "image is \(img.width)x\(img.height) but the model takes \(state.input.w)x\(state.input.h)")
+                if let side = state.resize {
+                    var img = [UInt8](repeating: 0, count: state.input.count)
+                    try img.withUnsafeMutableBytes { try ImageFile.decode(path, side: side, channels: state.input.c, into: $0) }
+                    pixels += img
+                } else {
+                    let img = try ImageFile.read(path, channels: state.input.c)
+                    guard img.width == state.input.w, img.height == state.input.h else {
+                        throw DataError(path, "image is \(img.width)x\(img.height) but the model takes \(state.input.w)x\(state.input.h) (it was trained without --resize)")
+                    }
+                    pixels += img.pixels
                 }
                 names.append(path)
-                pixels += img.pixels
             }
         }
         let set = Dataset(count: names.count, shape: state.input, pixels: pixels,

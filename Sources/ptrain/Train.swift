@@ -26,6 +26,8 @@ struct Train: ParsableCommand {
 
     @Option(help: "Data directory: MNIST-format IDX files (train-*/t10k-*, .gz or raw), CIFAR-10 binary batches, or train/ and test/ image folders (docs/DATA.md).")
     var data = Dataset.defaultDirectory
+    @Option(help: "Make every image of an image folder N x N as it loads, as torchvision's Resize(N) + CenterCrop(N) do (shorter side to N, antialiased; then the centre). Stored in the checkpoint: eval and predict do the same.")
+    var resize: Int?
     @Flag(help: "Feed pixels as [0, 1] instead of normalising each channel by the training set's mean and std.")
     var noNormalize = false
     @Option(help: "Model spec (see below; default: the reference network).", transform: { try ModelSpec(parsing: $0) })
@@ -85,6 +87,7 @@ struct Train: ParsableCommand {
             throw ValidationError("--threads must be from 1 to 1024, not \(threads)")
         }
         if let batch, batch < 1 { throw ValidationError("--batch must be at least 1, not \(batch)") }
+        if let resize, !(1...4096).contains(resize) { throw ValidationError("--resize must be from 1 to 4096, not \(resize)") }
         if let steps, steps < 1 { throw ValidationError("--steps must be at least 1, not \(steps)") }
         if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1, not \(epochs)") }
         if steps != nil && epochs != nil { throw ValidationError("--steps and --epochs conflict; give one") }
@@ -141,6 +144,9 @@ struct Train: ParsableCommand {
             if let spec, spec.layers != config.spec.layers {
                 throw UsageError(description: "--spec differs from the checkpoint's '\(r.spec)' (\(resume!)); drop the flag to resume")
             }
+            if let resize, resize != r.resize {
+                throw UsageError(description: "--resize \(resize) conflicts with the checkpoint's \(r.resize.map { "--resize \($0)" } ?? "images of one size (no --resize)") (\(resume!)); drop the flag to resume")
+            }
             try agree("--batch", batch, r.batch)
             try agree("--seed", seed, r.seed)
             for f in optimizerFlags { try agree(f.flag, f.given, r.optimizer[keyPath: f.setting]) }
@@ -164,6 +170,7 @@ struct Train: ParsableCommand {
             // Each flag not given keeps TrainConfig's default.
             if let spec { config.spec = spec }
             if let batch { config.batch = batch }
+            config.resize = resize
             if let seed { config.seed = seed }
             for f in optimizerFlags { if let v = f.given { config.optimizer[keyPath: f.setting] = v } }
             if let optimizer { config.optimizer.kind = optimizer }
@@ -182,8 +189,8 @@ struct Train: ParsableCommand {
         let rank0 = ProcessGroup.launched.rank == 0
         if let checkpoint, rank0 { try checkWritable(checkpoint) }
 
-        let train = try resumed.map { try loadData(data, .train, for: $0.state) } ?? loadData(data, .train)
-        let test = try loadData(data, .test, classNames: train.classNames, channels: train.shape.c)
+        let train = try resumed.map { try loadData(data, .train, for: $0.state) } ?? loadData(data, .train, resize: config.resize)
+        let test = try loadData(data, .test, classNames: train.classNames, channels: train.shape.c, resize: config.resize)
         guard test.shape == train.shape else {
             throw DataError(data, "test images are \(test.shape) but training images are \(train.shape)")
         }

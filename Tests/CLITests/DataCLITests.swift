@@ -91,10 +91,10 @@ func tinyCIFAR() throws -> String {
 
     // Bad folders: one clean line naming the file.
     _ = FileManager.default.createFile(atPath: "\(root)/train/light/big.pgm", contents: Data(Array("P5 7 6 255\n".utf8) + [UInt8](repeating: 9, count: 42)))
-    expectCleanError(try ptrain(["--data", root, "--steps", "1"]), code: 1, mentions: ["big.pgm", "7x6", "6x6", "one size"])
+    expectCleanError(try ptrain(["--data", root, "--steps", "1"]), code: 1, mentions: ["big.pgm", "7x6", "6x6", "--resize N"])
     try FileManager.default.removeItem(atPath: "\(root)/train/light/big.pgm")
     try FileManager.default.createDirectory(atPath: "\(root)/train/empty", withIntermediateDirectories: true)
-    expectCleanError(try ptrain(["--data", root, "--steps", "1"]), code: 1, mentions: ["train/empty", "empty class folder"])
+    expectCleanError(try ptrain(["--data", root, "--steps", "1"]), code: 1, mentions: ["train/empty", "has no images"])
     try FileManager.default.removeItem(atPath: "\(root)/train/empty")
     try FileManager.default.createDirectory(atPath: "\(root)/test/other", withIntermediateDirectories: true)
     _ = FileManager.default.createFile(atPath: "\(root)/test/other/x.pgm", contents: Data(Array("P5 6 6 255\n".utf8) + [UInt8](repeating: 9, count: 36)))

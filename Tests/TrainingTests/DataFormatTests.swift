@@ -92,12 +92,12 @@ func writeFolder(_ root: String) {
     let grey = try Dataset.load(directory: root, split: .train, channels: 1)
     #expect(grey.shape == Shape(h: 2, w: 3, c: 1) && Array(grey.pixels[6..<12]) == [9, 8, 7, 6, 5, 4])
     var reported: [Int] = []
-    _ = try Dataset.load(directory: root, split: .train) { done, total in reported.append(done); #expect(total == 4) }
+    _ = try Dataset.load(directory: root, split: .train, progress: { done, total in reported.append(done); #expect(total == 4) })
     #expect(reported.last == 4)
 }
 
-@Test(arguments: ["mixed sizes", "empty class", "missing file", "not an image by name", "not an image inside",
-                  "folder inside a class", "one class", "unknown test class", "stray file"])
+@Test(arguments: ["mixed sizes", "empty class", "missing file", "only files that are not images", "not an image inside",
+                  "folder inside a class", "one class", "unknown test class", "an image type ptrain does not read"])
 func badImageFoldersNameTheFileAndTheProblem(_ what: String) throws {
     let root = tempDir()
     defer { Scratch.remove(root) }
@@ -109,17 +109,17 @@ func badImageFoldersNameTheFileAndTheProblem(_ what: String) throws {
         writePNG(path, width: 2, height: 3, channels: 1, pixels: [1, 2, 3, 4, 5, 6])
         message = "image is 2x3 but \(root)/train/a_cat/x.png and the images before it are 3x2"
     case "empty class":
-        path = root + "/train/c_empty"; makeDirectory(path); message = "empty class folder"
+        path = root + "/train/c_empty"; makeDirectory(path); message = "has no images (.jpeg .jpg .pgm .png)"
     case "missing file":
         path = root + "/train/b_dog/4.png"
         try FileManager.default.createSymbolicLink(atPath: path, withDestinationPath: root + "/nowhere.png")
         message = "no such file"
-    case "not an image by name":
-        path = root + "/train/b_dog/notes.txt"
-        _ = FileManager.default.createFile(atPath: path, contents: Data("hi".utf8)); message = "not a .png or .pgm file"
+    case "only files that are not images":
+        path = root + "/train/c_notes"; makeDirectory(path)
+        _ = FileManager.default.createFile(atPath: path + "/notes.txt", contents: Data("hi".utf8)); message = "has no images"
     case "not an image inside":
         path = root + "/train/b_dog/5.png"
-        _ = FileManager.default.createFile(atPath: path, contents: Data("not really a picture".utf8)); message = "not a PNG or PGM image"
+        _ = FileManager.default.createFile(atPath: path, contents: Data("not really a picture".utf8)); message = "not a PNG, JPEG or PGM image"
     case "folder inside a class":
         path = root + "/train/b_dog/sub.png"; makeDirectory(path); message = "is a folder"
     case "one class":
@@ -131,9 +131,9 @@ func badImageFoldersNameTheFileAndTheProblem(_ what: String) throws {
         writePNG(path + "/z.png", width: 3, height: 2, channels: 1, pixels: [1, 2, 3, 4, 5, 6])
         message = "class 'zebra' is not one of the training set's 2 classes"
     default:
-        path = root + "/train/loose.png"
-        writePNG(path, width: 3, height: 2, channels: 1, pixels: [1, 2, 3, 4, 5, 6])
-        message = "is not a folder"
+        path = root + "/train/b_dog/scan.tiff"
+        _ = FileManager.default.createFile(atPath: path, contents: Data([0x49, 0x49, 42, 0]))
+        message = ".tiff images are not read"
     }
     let names = split == .test ? ["a_cat", "b_dog"] : nil
     #expect { _ = try Dataset.load(directory: root, split: split, classNames: names) } throws: { e in
