@@ -8,7 +8,7 @@ import PTTraining
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Time training steps at several thread counts (medians), against the measured FMA peak.",
-        discussion: "Uses synthetic images (28x28x1 and 10 classes unless --input and --classes say otherwise): a step's time does not depend on pixel values. Speedup and efficiency are against the first thread count given.")
+        discussion: "Uses synthetic images (28x28x1 and 10 classes unless --input and --classes, or --data, say otherwise): a step's time does not depend on pixel values. With --data the training split is loaded first, timed (images/s, peak memory), and gives the shape and classes. Speedup and efficiency are against the first thread count given.")
 
     @Option(help: "Comma-separated thread counts.")
     var threads = "1,2"
@@ -27,9 +27,13 @@ struct Bench: ParsableCommand {
         }
         return Shape(h: h, w: w, c: c)
     })
-    var input = Shape(h: 28, w: 28, c: 1)
+    var input: Shape?
     @Option(help: "Classes of the synthetic labels: the spec's last fc must have as many outputs (default 10).")
-    var classes = 10
+    var classes: Int?
+    @Option(help: "Take the input shape and classes from this data directory's training split (loaded and timed first), instead of --input and --classes.")
+    var data: String?
+    @Option(help: "With --data: make an image folder's images N x N as they load, as train --resize does.")
+    var resize: Int?
     @Option(help: "Write the rows as a JSON array to FILE.")
     var json: String?
     @Option(help: "Draw speedup against threads (with the ideal line) to FILE.")
@@ -57,12 +61,35 @@ struct Bench: ParsableCommand {
                 throw ValidationError("--model-cores must be a comma-separated list of counts from 1 to 1024, not '\(modelCores)'")
             }
         }
-        guard (1...(1 << 20)).contains(classes) else { throw ValidationError("--classes must be from 1 to 1048576, not \(classes)") }
+        if let classes, !(1...(1 << 20)).contains(classes) { throw ValidationError("--classes must be from 1 to 1048576, not \(classes)") }
+        if data != nil && (input != nil || classes != nil) {
+            throw ValidationError("--data gives the input shape and classes; drop --input and --classes, or --data")
+        }
+        if let resize {
+            guard data != nil else { throw ValidationError("--resize applies to the images --data loads; give --data DIR") }
+            guard (1...4096).contains(resize) else { throw ValidationError("--resize must be from 1 to 4096, not \(resize)") }
+        }
         guard bandwidth.isFinite && bandwidth > 0 else { throw ValidationError("--bandwidth must be a number of GB/s above 0, not \(bandwidth)") }
     }
 
+    /// The input shape and classes: --data's (its training split loaded, and the load timed), or
+    /// --input's and --classes'.
+    func shapeAndClasses() throws -> (Shape, Int) {
+        guard let data else { return (input ?? Shape(h: 28, w: 28, c: 1), classes ?? Dataset.standardClasses) }
+        let start = DispatchTime.now().uptimeNanoseconds
+        let set = try loadData(data, .train, resize: resize)
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        if ProcessGroup.launched.rank == 0 {
+            print(String(format: "loaded %d training images of %@ (%d classes) from %@ in %.2f s: %.0f images/s; peak memory %@",
+                         set.count, "\(set.shape)", set.classes, data, seconds, Double(set.count) / max(seconds, 1e-9),
+                         AvailableMemory.describe(peakResidentBytes())))
+        }
+        return (set.shape, set.classes)
+    }
+
     func run() throws {
-        if let modelCores { return try runModel(cores: modelCores.split(separator: ",").map { Int($0)! }) }
+        let (input, classes) = try shapeAndClasses()
+        if let modelCores { return try runModel(cores: modelCores.split(separator: ",").map { Int($0)! }, input: input, classes: classes) }
         let counts = threads.split(separator: ",").map { Int($0)! }
         let cores = Numa.shared.cpuCount
         let precision = try precisionFlag(self.precision)
@@ -106,7 +133,7 @@ struct Bench: ParsableCommand {
 
 extension Bench {
     /// `--model-cores`: the scaling model's table (one process; the model is of one machine's cores).
-    func runModel(cores: [Int]) throws {
+    func runModel(cores: [Int], input: Shape, classes: Int) throws {
         let precision = try precisionFlag(self.precision)
         debugBuildNotice()
         print("ptrain: \(precision.startupLine)")
@@ -126,4 +153,11 @@ extension Bench {
             try AtomicFile.write(svg, data: Data(PTTraining.Bench.svg(points: points, title: "ptrain predicted speedup (model)", axis: "cores").utf8))
         }
     }
+}
+
+/// The most memory this process has held at once (the kernel's high-water mark of resident pages).
+func peakResidentBytes() -> Int {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return usage.ru_maxrss * 1024
 }

@@ -131,3 +131,47 @@ func tinyCIFAR() throws -> String {
         expectCleanError(try ptrain(["--data", data] + bad), code: 2, mentions: [bad[0]])
     }
 }
+
+/// Photos as they come — JPEG and PNG of several sizes, grey and colour, other files beside them —
+/// trained with --resize; a resumed run writes the unbroken run's file, and predict on a file
+/// of any size resizes it as training did (the checkpoint says how).
+@Test func aPhotoFolderTrainsResizedResumesAndPredictsTheSame() throws {
+    let root = try runDir(), dir = try runDir()
+    defer { Scratch.remove(root); Scratch.remove(dir) }
+    writePhotoFolder(root)
+    let common = ["--data", root, "--resize", "12", "--spec", "conv(4,3) relu maxpool(2) fc(2)", "--batch", "3", "--lr", "0.01"]
+    let whole = try ptrain(common + ["--steps", "6", "--checkpoint", dir + "/whole.st", "--threads", "2"])
+    #expect(whole.status == 0, "\(whole.err)")
+    #expect(whole.out.contains("ptrain: \(root)/train: skipped 3 files that are not images by extension"), "\(whole.out)")
+    #expect(whole.out.contains("ptrain: \(root)/train: 6 images of 12x12x3 (--resize 12), 2.6 kB in memory"), "\(whole.out)")
+    #expect(whole.out.contains("6 training / 2 test images of 12x12x3, 2 classes (image folder)"), "\(whole.out)")
+    let part = try ptrain(common + ["--steps", "3", "--checkpoint", dir + "/part.st", "--threads", "1"])
+    #expect(part.status == 0, "\(part.err)")
+    // The resume takes --resize from the checkpoint; repeating it is accepted, changing it is not.
+    let resumed = try ptrain(["--data", root, "--resume", dir + "/part.st", "--steps", "6", "--checkpoint", dir + "/part.st", "--resize", "12"])
+    #expect(resumed.status == 0, "\(resumed.err)")
+    #expect(contents(dir + "/part.st") == contents(dir + "/whole.st"))
+    expectCleanError(try ptrain(["--data", root, "--resume", dir + "/whole.st", "--resize", "16"]), code: 2, mentions: ["--resize 16", "--resize 12"])
+
+    // eval and predict load the images the same way: test image 0 (cats/0.jpg, 20x30) by index and
+    // as a file give the same line after the name.
+    let eval = try ptrain(["eval", "--checkpoint", dir + "/whole.st", "--data", root])
+    #expect(eval.status == 0 && eval.out.contains("test accuracy"), "\(eval.out) \(eval.err)")
+    let byIndex = try ptrain(["predict", "--checkpoint", dir + "/whole.st", "--data", root, "--index", "0"])
+    let byFile = try ptrain(["predict", "--checkpoint", dir + "/whole.st", root + "/test/cats/0.jpg"])
+    #expect(byIndex.status == 0 && byFile.status == 0, "\(byIndex.err) \(byFile.err)")
+    let answer = { (out: String) in out.split(separator: "\n").last?.split(separator: ":", maxSplits: 1).last }
+    #expect(answer(byIndex.out) != nil && answer(byIndex.out) == answer(byFile.out), "\(byIndex.out) vs \(byFile.out)")
+
+    // Without --resize the sizes are one line naming the flag; --resize on IDX data is refused.
+    expectCleanError(try ptrain(["--data", root, "--steps", "1"]), code: 1, mentions: ["1.jpg", "--resize N"])
+    expectCleanError(try ptrain(["--data", try tinyData(), "--resize", "8", "--steps", "1"]), code: 1, mentions: ["--resize 8", "image folders"])
+    expectCleanError(try ptrain(["--data", root, "--resize", "0"]), code: 2, mentions: ["--resize"])
+    // bench takes the shape and classes from the folder.
+    let bench = try ptrain(["bench", "--data", root, "--resize", "12", "--spec", "conv(4,3) relu maxpool(2) fc(2)", "--batch", "3",
+                            "--threads", "1", "--steps", "2", "--warmup", "0"])
+    #expect(bench.status == 0, "\(bench.err)")
+    #expect(bench.out.contains("loaded 6 training images of 12x12x3 (2 classes) from \(root)") && bench.out.contains("batch 3 of 12x12x3 images"),
+            "\(bench.out)")
+    expectCleanError(try ptrain(["bench", "--data", root, "--input", "12x12x3"]), code: 2, mentions: ["--data", "--input"])
+}

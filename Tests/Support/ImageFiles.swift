@@ -35,3 +35,26 @@ public func smoothPicture(width: Int, height: Int, components: Int, seed: Int = 
     } } }
     return out
 }
+
+/// A photo folder as users have them: JPEG and PNG of several sizes, grey and colour, with files
+/// that are not images beside them.
+public func writePhotoFolder(_ root: String) {
+    for split in ["train", "test"] {
+        for (c, name) in ["cats", "dogs"].enumerated() {
+            try! FileManager.default.createDirectory(atPath: "\(root)/\(split)/\(name)", withIntermediateDirectories: true)
+            for i in 0..<(split == "train" ? 3 : 1) {
+                let w = 20 + 7 * i + c, h = 30 - 3 * i
+                let px = smoothPicture(width: w, height: h, components: i == 1 ? 1 : 3, seed: c * 10 + i)
+                if i == 2 {
+                    writePNG("\(root)/\(split)/\(name)/\(i).png", width: w, height: h, channels: 3, pixels: px)
+                } else {
+                    writeJPEG("\(root)/\(split)/\(name)/\(i).jpg", width: w, height: h, components: i == 1 ? 1 : 3, pixels: px,
+                              progressive: i == 1)
+                }
+            }
+        }
+    }
+    _ = FileManager.default.createFile(atPath: root + "/train/cats/Thumbs.db", contents: Data([0, 1, 2]))
+    _ = FileManager.default.createFile(atPath: root + "/train/dogs/README.txt", contents: Data("dogs".utf8))
+    _ = FileManager.default.createFile(atPath: root + "/train/LICENSE", contents: Data("cc-by".utf8))
+}
