@@ -7,6 +7,10 @@
                                                        (--torch: from the torch.nn model)
                                                        (test images of MNIST-format IDX or CIFAR-10 data)
   ptrain_checkpoint.py eval CKPT [--data DIR]          test accuracy of the equivalent torch.nn model (needs torch)
+  ptrain_checkpoint.py onnx CKPT MODEL.onnx            the torch.nn model as ONNX, normalisation and softmax included
+                                                       (needs torch, onnx, onnxscript; scripts/setup --python)
+  ptrain_checkpoint.py predict CKPT --onnx MODEL.onnx --data DIR --index I [I ...]
+                                                       class probabilities from the ONNX model in onnxruntime
 
 The format (docs/CHECKPOINTS.md): safetensors, float32, PyTorch layouts and names -- convN.weight
 [out, in, kh, kw], fcN.weight [out, in] with in flattened as (c, h, w), bnN.weight/bias/running_mean/
@@ -290,14 +294,63 @@ def torch_model(tensors, meta):
     return model.eval()
 
 
+class Deployable:
+    """What an ONNX file holds: decoded pixels in (uint8 [N, H, W, C], the bytes ptrain's data holds,
+    after any --resize), probabilities and logits out; the checkpoint's normalisation inside."""
+
+    def __new__(cls, tensors, meta):
+        import torch
+
+        class Wrapped(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = torch_model(tensors, meta)
+                c = int(meta["input_shape"].split(",")[2])
+                mean, std = [0.0] * c, [1.0] * c
+                if "input_mean" in meta:
+                    mean = [float(v) for v in meta["input_mean"].split(",")]
+                    std = [float(v) for v in meta["input_std"].split(",")]
+                self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+                self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+
+            def forward(self, images):
+                # The same float32 steps as model_input: pixels * (1/255), then (x - mean) / std.
+                x = images.to(torch.float32) * torch.tensor(1 / 255, dtype=torch.float32)
+                x = ((x - self.mean) / self.std).permute(0, 3, 1, 2)
+                logits = self.net(x)
+                return torch.softmax(logits, dim=1), logits
+
+        return Wrapped().eval()
+
+
+def export_onnx(tensors, meta, out):
+    import torch
+    h, w, c = (int(v) for v in meta["input_shape"].split(","))
+    model = Deployable(tensors, meta)
+    example = torch.zeros((2, h, w, c), dtype=torch.uint8)
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.onnx.export(model, (example,), input_names=["images"], output_names=["probabilities", "logits"],
+                                dynamic_shapes={"images": {0: batch}}, dynamo=True)
+    program.optimize()
+    # Written beside the target, then renamed over it: no half-written model under the name.
+    tmp = out + ".tmp"
+    program.save(tmp)
+    os.replace(tmp, out)
+    print(f"{out}: ONNX model of '{meta['spec']}', input images uint8 [N, {h}, {w}, {c}], outputs probabilities and logits [N, {meta['classes']}]")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["tensors", "predict", "eval"])
+    ap.add_argument("command", choices=["tensors", "predict", "eval", "onnx"])
     ap.add_argument("checkpoint")
+    ap.add_argument("output", nargs="?", help="onnx: the .onnx file to write")
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     ap.add_argument("--index", type=int, nargs="*", default=[0])
     ap.add_argument("--torch", action="store_true", help="predict with the torch.nn model instead of numpy")
+    ap.add_argument("--onnx", help="predict with this ONNX model in onnxruntime instead of numpy")
     a = ap.parse_args()
+    if (a.command == "onnx") != (a.output is not None):
+        ap.error("the output file is given for onnx (and only there): ptrain_checkpoint.py onnx CKPT MODEL.onnx")
     tensors, meta = read_safetensors(a.checkpoint)
     if a.command == "tensors":
         for name in sorted(tensors):
@@ -306,6 +359,16 @@ def main():
     elif a.command == "predict":
         images, _ = load_test(a.data)
         x = model_input(images[a.index], meta)
+        if a.onnx:
+            import onnxruntime
+            session = onnxruntime.InferenceSession(a.onnx, providers=["CPUExecutionProvider"])
+            pixels = images[a.index]
+            if pixels.ndim == 3:
+                pixels = pixels[..., None]
+            p = session.run(["probabilities"], {"images": np.ascontiguousarray(pixels)})[0]
+            for i, row in zip(a.index, p):
+                print(i, " ".join(f"{v:.8f}" for v in row))
+            return
         if a.torch:
             import torch
             with torch.no_grad():
@@ -316,6 +379,8 @@ def main():
         p /= p.sum(axis=1, keepdims=True)
         for i, row in zip(a.index, p):
             print(i, " ".join(f"{v:.8f}" for v in row))
+    elif a.command == "onnx":
+        export_onnx(tensors, meta, a.output)
     else:
         import torch
         images, labels = load_test(a.data)

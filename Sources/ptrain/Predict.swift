@@ -12,33 +12,37 @@ struct Predict: ParsableCommand {
     var checkpoint: String
     @Option(help: "fp32 or bf16 multiply-adds in convs and dense layers (default: the checkpoint's).")
     var precision: String?
-    @Option(help: "Predict test-set image i instead of files.")
-    var index: Int?
+    @Option(parsing: .upToNextOption, help: "Predict test-set images (one or more indices) instead of files.")
+    var index: [Int] = []
     @Option(help: "Data directory whose test split --index reads.")
     var data = Dataset.defaultDirectory
     @Argument(help: "JPEG, PNG or PGM images (read as grey or RGB, as the model takes): of the model's input size, or any size when it was trained with --resize (then resized the same way).")
     var images: [String] = []
 
     func validate() throws {
-        if index == nil && images.isEmpty { throw ValidationError("give image files or --index i") }
-        if index != nil && !images.isEmpty { throw ValidationError("--index and image files conflict; give one") }
-        if let index, index < 0 { throw ValidationError("--index must be 0 or more, not \(index)") }
+        if index.isEmpty && images.isEmpty { throw ValidationError("give image files or --index i") }
+        if !index.isEmpty && !images.isEmpty { throw ValidationError("--index and image files conflict; give one") }
+        if let bad = index.first(where: { $0 < 0 }) { throw ValidationError("--index must be 0 or more, not \(bad)") }
     }
 
     func run() throws {
         let (net, state) = try loadModel(checkpoint, precision: precision)
         // The images to classify as a data set (labels unused), and a name for each.
         var names: [String] = [], pixels: [UInt8] = [], classes = state.classNames
-        if let index {
+        if !index.isEmpty {
             let test = try loadData(data, .test, for: state)
             classes = test.classNames
             guard test.shape == state.input else {
                 throw DataError(data, "images are \(test.shape) but the checkpoint's model takes \(state.input)")
             }
-            guard index < test.count else { throw UsageError(description: "--index \(index) is past the \(test.count) test images") }
+            if let past = index.first(where: { $0 >= test.count }) {
+                throw UsageError(description: "--index \(past) is past the \(test.count) test images")
+            }
             let size = test.sampleSize
-            names.append("test[\(index)] (label \(test.labels[index]), \(classes[Int(test.labels[index])]))")
-            pixels = Array(test.pixels[(index * size)..<((index + 1) * size)])
+            for i in index {
+                names.append("test[\(i)] (label \(test.labels[i]), \(classes[Int(test.labels[i])]))")
+                pixels += test.pixels[(i * size)..<((i + 1) * size)]
+            }
         } else {
             for path in images {
                 if let side = state.resize {

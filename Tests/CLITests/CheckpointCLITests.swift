@@ -327,3 +327,43 @@ func aResumeRefusesOptimizerFlagsThatChangeTheCheckpoints(_ flag: (String, Strin
     let same = try ptrain(["--data", data, "--resume", ck, "--steps", "3", "--lr", "0.002", "--beta1", "0.9", "--momentum", "0.9"])
     #expect(same.status == 0, "\(same.err)")
 }
+
+private let onnxInstalled = (try? launch("/usr/bin/env", ["python3", "-c", "import torch, onnx, onnxscript, onnxruntime"]))?.status == 0
+
+/// A checkpoint exported to ONNX (normalisation and softmax inside, pixels in) and run in
+/// onnxruntime gives ptrain's predictions on the whole test set: the same top class for every image,
+/// probabilities to 1e-5. Two networks: a small ResNet on normalised inputs, and the tutorial's
+/// family (pools, dropout) on pixels / 255.
+@Test(.enabled(if: onnxInstalled, "skipped: torch, onnx, onnxscript or onnxruntime is not installed (scripts/setup --python installs them)"),
+      arguments: ["resnet", "tutorial"])
+func anONNXExportPredictsAsPtrainDoes(_ which: String) throws {
+    let data = try tinyData(), dir = try runDir()
+    defer { Scratch.remove(data); Scratch.remove(dir) }
+    let ck: String
+    if which == "resnet" {
+        ck = try trainedResNet(data, dir)
+    } else {
+        ck = dir + "/tutorial.st"
+        let train = try ptrain(["--data", data, "--spec", "conv(6,3) relu maxpool(2) conv(8,3,pad=valid) relu avgpool(2,1) fc(16) relu dropout(0.5) fc(10)",
+                                "--batch", "10", "--steps", "30", "--lr", "0.01", "--no-normalize", "--checkpoint", ck])
+        try #require(train.status == 0, "\(train.err)")
+    }
+    let model = dir + "/model.onnx"
+    let export = try python(["onnx", ck, model])
+    #expect(export.contains("input images uint8 [N, 8, 8, 1], outputs probabilities and logits [N, 10]"), "\(export)")
+    let indices = (0..<100).map(String.init)
+    let theirs = try python(["predict", ck, "--onnx", model, "--data", data, "--index"] + indices).split(separator: "\n")
+    let ours = try ptrain(["predict", "--checkpoint", ck, "--data", data, "--index"] + indices)
+    #expect(ours.status == 0, "\(ours.err)")
+    let lines = ours.out.split(separator: "\n").filter { $0.hasPrefix("test[") }
+    try #require(lines.count == 100 && theirs.count == 100, "\(lines.count) and \(theirs.count) lines")
+    for (n, line) in lines.enumerated() {
+        let probs = theirs[n].split(separator: " ").dropFirst().map { Double($0)! }
+        let top3 = line.split(separator: ":", maxSplits: 1)[1].split(separator: ",").map {
+            let w = $0.split(separator: " ")
+            return (Int(w[1])!, Double(w[2])!)
+        }
+        #expect(top3[0].0 == probs.indices.max { probs[$0] < probs[$1] }, "image \(n): ptrain's top class \(top3[0].0), onnx's \(probs)")
+        for (cls, p) in top3 { #expect(abs(p - probs[cls]) < 1e-5, "image \(n) class \(cls): ptrain \(p), onnx \(probs[cls])") }
+    }
+}

@@ -1,8 +1,10 @@
-// CIFAR-10 batches, PNG/PGM files and image folders: a parse either succeeds with sizes that
+// CIFAR-10 batches, PNG/PGM/JPEG files and image folders: a parse either succeeds with sizes that
 // match the input or throws a one-line error naming the file; it never traps. Files are decoded
-// through the paths `ptrain predict` and the folder loader use (ImageFile.read, Dataset.load). The input is read three ways: as a CIFAR-10
-// batch; as one image file (.png and .pgm, grey and RGB); and as a folder tree described by
-// its first bytes (train/ and test/ class folders whose files are slices of the rest).
+// through the paths `ptrain predict` and the folder loader use (ImageFile.read and decode,
+// Dataset.load). The input is read three ways: as a CIFAR-10 batch; as one image file (.png, .pgm
+// and .jpg, grey and RGB, and resized); and as a folder tree described by its first bytes (train/
+// and test/ class folders whose files are slices of the rest, some named .txt and skipped; loaded
+// as they are and resized).
 import Foundation
 import FuzzSupport
 import PTModel
@@ -20,7 +22,7 @@ func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let fm = FileManager.default
     try? fm.removeItem(atPath: root)
     try! fm.createDirectory(atPath: root, withIntermediateDirectories: true)
-    for ext in ["png", "pgm"] {
+    for ext in ["png", "pgm", "jpg"] {
         let file = root + "/one." + ext
         _ = fm.createFile(atPath: file, contents: Data(bytes))
         for channels in [1, 3] {
@@ -35,6 +37,12 @@ func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
             }
         }
         if let p = try? ImageFile.probe(file) { precondition(p.width > 0 && p.height > 0) }
+        // Any size made 5 x 5 (--resize): the decode, a JPEG's DCT shrink, the resize and the crop.
+        var small = [UInt8](repeating: 0, count: 5 * 5 * 3)
+        do { try small.withUnsafeMutableBytes { try ImageFile.decode(file, side: 5, channels: 3, into: $0) } } catch {
+            let text = "\(error)"
+            precondition(error is DataError && text.hasPrefix(file + ": ") && !text.contains("\n") && !text.hasSuffix(": "), text)
+        }
         try? fm.removeItem(atPath: file)
     }
     // A tree: byte 0 = classes in train (0...3), byte 1 = files a class (0...3), byte 2 = a test
@@ -49,15 +57,19 @@ func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
         try! fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
         for f in 0..<perClass {
             let lo = min(next * slice, body.count), hi = min(lo + slice, body.count)
-            let ext = lo < body.count && body[lo] & 1 == 1 ? "pgm" : "png"
+            let ext = lo < body.count ? ["png", "pgm", "jpg", "txt"][Int(body[lo] & 3)] : "png"
             _ = fm.createFile(atPath: "\(dir)/f\(f).\(ext)", contents: Data(body[lo..<hi]))
             next += 1
         }
     }
     for k in 0..<classes { write("\(root)/train/c\(k)", k) }
     write("\(root)/test/c\(testClass)", testClass)
+    if let train = try? Dataset.load(directory: root, split: .train, resize: 3) {
+        precondition(train.shape.h == 3 && train.shape.w == 3 && train.pixels.count == train.count * train.sampleSize)
+    }
     if let train = try? Dataset.load(directory: root, split: .train) {
-        precondition(train.classes == classes && train.classes >= 2 && train.count == classes * perClass)
+        // (.txt files are skipped; every class folder kept at least one image)
+        precondition(train.classes == classes && train.classes >= 2 && train.count >= classes && train.count <= classes * perClass)
         precondition(train.pixels.count == train.count * train.sampleSize && train.labels.allSatisfy { $0 >= 0 && Int($0) < classes })
         if let test = try? Dataset.load(directory: root, split: .test, classNames: train.classNames, channels: train.shape.c) {
             precondition(test.shape.c == train.shape.c && test.labels.allSatisfy { Int($0) == testClass } && testClass < classes)
