@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Writes the PyTorch reference that PyTorchReferenceTests compares ptrain with.
 
-A small network that takes every conv path ptrain has: a one-channel conv (ptrain's direct
-kernel), a 16 -> 16 channel 3x3 stride-1 conv (Winograd) and a stride-2 VALID conv (im2col), a max
+A small network that takes most conv paths ptrain has: a one-channel conv (ptrain's direct
+kernel), a 16 -> 16 channel 3x3 stride-1 conv (direct, channels-last; Winograd in ptrain before
+2026-12-06, and Winograd's 32-channel convs are in the ResNet reference) and a stride-2 VALID conv (im2col), a max
 and an average pool, and two dense layers. In float64: its weights, one input batch and labels,
 the logits, the mean cross-entropy loss, every gradient, and the weights after 1 and after 3 Adam
 steps on that batch -- and, from the same start, after 1 and 3 steps of AdamW (weight decay, with

@@ -82,3 +82,38 @@ func singleChannelConvHasIm2colGemmBits(_ p: (Int, Int, Int, Int, Bool)) {
     #expect(dwDirect.map(\.bitPattern) == dwGemm.map(\.bitPattern))
     close(yDirect, Reference.conv(g, x: Array(x.prefix(g.inputSize)), w: wt, bias: bias, cout: cout).map { max($0, 0) }, terms: 9)
 }
+
+/// The direct channels-last 3x3 conv against direct Float64 convolution: forward (bias, ReLU),
+/// the input gradient (the same kernel on the padded dy with flipped, transposed weights) and the
+/// weight gradient (from 0, and continuing a running sum), on rows narrower than its 8-pixel block,
+/// rows with a remainder, and 32-channel sides (the kernel takes any multiple of 16).
+@Test(arguments: [(7, 6, 16, 16), (32, 32, 16, 16), (5, 11, 16, 32), (9, 8, 32, 16), (3, 3, 16, 16), (1, 12, 16, 16)])
+func directConvMatchesFloat64Convolution(_ p: (Int, Int, Int, Int)) {
+    let (h, w, cin, cout) = p
+    let g = Window(inH: h, inW: w, channels: cin, kernel: 3, stride: 1, same: true)
+    #expect(DirectConv.applies(g, cout: cout) == (cin <= DirectConv.maxChannels && cout <= DirectConv.maxChannels))
+    var r = Rand(s: UInt64(h * w + cin + cout))
+    let x = r.array(g.inputSize), wt = r.array(9 * cin * cout), bias = r.array(cout), dy = r.array(g.positions * cout)
+    let start = r.array(9 * cin * cout)
+    var xp = [Float](repeating: .nan, count: DirectConv.paddedFloats(height: h, width: w, channels: cin))
+    var dyp = [Float](repeating: .nan, count: DirectConv.paddedFloats(height: h, width: w, channels: cout))
+    var flipped = [Float](repeating: .nan, count: 9 * cin * cout)
+    var y = [Float](repeating: .nan, count: g.positions * cout), dx = [Float](repeating: .nan, count: g.inputSize)
+    var dwFresh = [Float](repeating: .nan, count: 9 * cin * cout), dwRunning = start
+    x.withUnsafeBufferPointer { DirectConv.pad($0.baseAddress!, height: h, width: w, channels: cin, into: &xp) }
+    dy.withUnsafeBufferPointer { DirectConv.pad($0.baseAddress!, height: h, width: w, channels: cout, into: &dyp) }
+    wt.withUnsafeBufferPointer { DirectConv.flipTranspose($0.baseAddress!, cin: cin, cout: cout, into: &flipped) }
+    DirectConv.forward(height: h, width: w, cin: cin, cout: cout, xp: xp, w: wt, bias: bias, relu: true, rows: 0..<h, y: &y)
+    DirectConv.forward(height: h, width: w, cin: cout, cout: cin, xp: dyp, w: flipped, bias: nil, relu: false, rows: 0..<h, y: &dx)
+    DirectConv.weightGradient(height: h, width: w, cin: cin, cout: cout, xp: xp, dy: dy, dw: &dwFresh, accumulate: false)
+    DirectConv.weightGradient(height: h, width: w, cin: cin, cout: cout, xp: xp, dy: dy, dw: &dwRunning, accumulate: true)
+    close(y, Reference.conv(g, x: x, w: wt, bias: bias, cout: cout).map { max($0, 0) }, terms: g.patch)
+    let (wantDx, wantDw) = Reference.convGradients(g, x: x, w: wt, dy: dy, cout: cout)
+    close(dx, wantDx, terms: 9 * cout)
+    close(dwFresh, wantDw, terms: g.positions)
+    close(dwRunning, zip(wantDw, start).map { $0 + Double($1) }, terms: g.positions + 1)
+    // A block of rows computes those rows' bits exactly as the whole does (the forward's parts).
+    var part = [Float](repeating: .nan, count: g.positions * cout)
+    DirectConv.forward(height: h, width: w, cin: cin, cout: cout, xp: xp, w: wt, bias: bias, relu: true, rows: (h / 2)..<h, y: &part)
+    #expect(Array(part[(h / 2 * w * cout)...]).map(\.bitPattern) == Array(y[(h / 2 * w * cout)...]).map(\.bitPattern))
+}

@@ -15,9 +15,11 @@ let gradientSpecs = [
     "fc(9) relu dropout(0.5) fc(8) relu fc(5)",
     "conv(3,3) maxpool(2) conv(4,3) relu maxpool(2,1) fc(5)",
     "conv(2,3) relu maxpool(2) fc(70) relu fc(5)",
-    // The second conv runs as Winograd F(2x2, 3x3) (3x3, stride 1, 16 channels in and out):
-    // with its max-pool fused, and with edge tiles hanging over a 7x6 output.
+    // The second conv runs as Winograd F(2x2, 3x3) (3x3, stride 1, whole vectors of channels):
+    // with its max-pool fused, and with edge tiles hanging over a 7x6 output; SAME with 32.
     "conv(16,3) relu conv(16,3,pad=valid) relu maxpool(2) fc(5)",
+    "conv(32,3) relu conv(32,3) fc(5)",
+    // 16 channels in and out, SAME: the direct channels-last conv (input and weight gradients).
     "conv(16,3) relu conv(16,3) fc(5)",
     // A one-channel 3x3 conv that is not the first layer takes the im2col path (it needs dx).
     "conv(1,1) relu conv(16,3) relu fc(5)",

@@ -31,13 +31,16 @@ import PTModel
 }
 
 /// The path follows the geometry: a one-channel first layer runs direct only when it is first and
-/// 3x3; channel counts that are not whole vectors, or a stride, take im2col; 1x1 stride 1 reads
-/// its input in place; an average pool, or a max-pool after another pool, is not fused.
+/// 3x3; 16 channels in and out, 3x3 SAME, run direct channels-last; more channels take Winograd;
+/// channel counts that are not whole vectors, or a stride, take im2col; 1x1 stride 1 reads its
+/// input in place; an average pool, or a max-pool after another pool, is not fused.
 @Test func eachConvPathIsChosenFromItsGeometryAndPlace() throws {
     let spec = try ModelSpec(parsing: "conv(16,3) relu conv(16,3) relu avgpool(2) conv(16,1) conv(24,3,stride=2) maxpool(2) maxpool(1) conv(16,5) relu fc(10)")
     let plan = try NetworkPlan(spec: spec, input: Shape(h: 32, w: 32, c: 1), classes: 10)
-    #expect(plan.convPaths == [.singleChannel, .winograd, .pointwise, .im2col, .im2col])
+    #expect(plan.convPaths == [.singleChannel, .direct, .pointwise, .im2col, .im2col])
     #expect(plan.fusedPools == [true, false])
+    let wider = try ModelSpec(parsing: "conv(16,3) relu conv(32,3) relu conv(32,3) relu conv(16,3,pad=valid) fc(10)")
+    #expect(try NetworkPlan(spec: wider, input: Shape(h: 8, w: 8, c: 1), classes: 10).convPaths == [.singleChannel, .winograd, .winograd, .winograd])
     let rgb = try NetworkPlan(spec: .referenceModel, input: Shape(h: 28, w: 28, c: 3), classes: 10)
     #expect(rgb.convPaths == [.im2col, .winograd])
     let noOneChannel = try ModelSpec(parsing: "conv(8,3) relu conv(16,3) relu fc(10)")

@@ -11,6 +11,9 @@ public enum ConvPath: Sendable, Equatable {
     /// zero-padded into scratch: no im2col, no packed weights, and no input gradient (only a first
     /// layer can do without one).
     case singleChannel
+    /// 3x3 stride 1 SAME with 16 channels in and out: direct, a vector of output channels per
+    /// pixel (`DirectConv`); Winograd's GEMMs are too thin there.
+    case direct
     /// 3x3 stride 1 with whole-vector channel counts: Winograd F(2x2, 3x3), 16 GEMMs a sample.
     case winograd
     /// im2col of a sample into scratch, then one GEMM.
@@ -25,6 +28,7 @@ public enum ConvPath: Sendable, Equatable {
     /// is 0.7% of the reference network's multiply-adds).
     static func choose(_ g: Window, cout: Int, firstLayer: Bool, precision: Precision = .fp32) -> ConvPath {
         if firstLayer && SingleChannelConv.applies(g, cout: cout) { return .singleChannel }
+        if !precision.isBF16 && DirectConv.applies(g, cout: cout) { return .direct }
         if !precision.isBF16 && Winograd.applies(g, cout: cout) { return .winograd }
         return g.kernel == 1 && g.stride == 1 ? .pointwise : .im2col
     }
@@ -44,7 +48,8 @@ struct ConvStage: Stage {
     var precision: Precision = .fp32
     // The weights packed once a step for the per-sample GEMMs: W as the forward's B, and Wᵀ as
     // the input gradient's B (not for the first layer, which needs no input gradient). None on
-    // the one-channel path, which reads the weights as stored.
+    // the one-channel path, which reads the weights as stored; on the direct path packedWt holds
+    // the weights flipped and transposed (`DirectConv.flipTranspose`).
     var packedW: UnsafeMutablePointer<Float>!
     var packedWt: UnsafeMutablePointer<Float>?
     /// On the Winograd path the weights are transformed once a step into `u` ([16][cin][cout])
@@ -71,7 +76,7 @@ struct ConvStage: Stage {
     }
 
     var name: String {
-        "conv \(window.kernel)x\(window.kernel) \(window.channels)->\(cout)\(relu ? " +relu" : "")\(path == .winograd ? " winograd" : "")"
+        "conv \(window.kernel)x\(window.kernel) \(window.channels)->\(cout)\(relu ? " +relu" : "")\(path == .winograd ? " winograd" : path == .direct ? " direct" : "")"
     }
     var parameters: Range<Int> { weight..<(bias.map { $0 + cout } ?? weight + window.patch * cout) }
     var outputInScratch: Bool { fusedPool != nil }
@@ -86,6 +91,9 @@ struct ConvStage: Stage {
             n.col = 16 * Winograd.tiles(g) * g.channels
             n.winograd = 16 * Winograd.tiles(g) * cout + 16 * g.channels * cout
         case .singleChannel: n.col = SingleChannelConv.paddedFloats(g)
+        case .direct:  // the padded input, then (backward) the padded output gradient
+            n.col = DirectConv.paddedFloats(height: g.inH, width: g.inW, channels: g.channels)
+                + DirectConv.paddedFloats(height: g.outH, width: g.outW, channels: cout)
         case .im2col: n.col = max(g.positions * g.patch + Im2col.slack, precision.isBF16 ? Im2col.bf16Floats(g) : 0)
         case .pointwise: break
         }
@@ -104,6 +112,8 @@ struct ConvStage: Stage {
         switch path {
         case .singleChannel:
             break  // the weights are read as stored: nothing to pack
+        case .direct:
+            if index > 0 { packedWt = layout.floats(9 * g.channels * cout) }
         case .winograd:
             u = layout.floats(16 * g.channels * cout)
             packedStride = Gemm.packedBFloats(k: g.channels, n: cout)
@@ -135,7 +145,7 @@ struct ConvStage: Stage {
             let pack = PackBJob(k: window.patch, n: cout, b: .rowMajor(W + weight, cols: cout), into: packedW,
                                 workers: pool.splitCount, precision: precision)
             pool.run(items: pack.items, pack)
-        case .singleChannel:
+        case .singleChannel, .direct:
             break  // reads the weights as stored
         }
         let parts = net.convParts(pass.index, self, batch: pass.count, backward: false)
@@ -149,7 +159,9 @@ struct ConvStage: Stage {
     func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) {
         let pool = net.pool, n = pass.count
         let wt = pass.needsInputGradient ? packedWt : nil
-        if let wt, path != .winograd {  // (a Winograd conv packed its Uᵀ in the forward pass)
+        if let wt, path == .direct {
+            pool.run(items: 1, FlipTransposeJob(w: net.weights + weight, cin: window.channels, cout: cout, into: wt))
+        } else if let wt, path != .winograd {  // (a Winograd conv packed its Uᵀ in the forward pass)
             let pack = PackBJob(k: cout, n: window.patch, b: .transposed(net.weights + weight, cols: cout), into: wt,
                                 workers: pool.splitCount, precision: precision)
             pool.run(items: pack.items, pack)
@@ -161,6 +173,15 @@ struct ConvStage: Stage {
             c: self, x: io.x, y: io.y, dy: io.dy, dx: wt == nil ? nil : io.dx, wt: wt, scratch: net.scratchLayout, samples: n,
             shards: shards, gw: g + weight, gb: bias.map { g + $0 }, shardStride: net.convParams, parts: parts, pool: pool))
     }
+}
+
+/// A direct conv's weights flipped and transposed for its input gradient (9 · cin · cout floats: one item).
+struct FlipTransposeJob: ParallelJob, @unchecked Sendable {  // the one item writes `into`
+    var w: UnsafeMutablePointer<Float>
+    var cin, cout: Int
+    var into: UnsafeMutablePointer<Float>
+    func run(_ item: Int, _ worker: Int) { DirectConv.flipTranspose(w, cin: cin, cout: cout, into: into) }
+    func bytesMoved(items: Int) -> Int { 2 * f * 9 * cin * cout }
 }
 
 /// U = G g Gᵀ of a Winograd conv's weights, a slice of the (cin, cout) pairs per item.
@@ -218,10 +239,11 @@ struct ConvParts: Hashable {
     static func limit(_ c: ConvStage, backward: Bool) -> (parts: ConvParts, cost: Double) {
         let g = c.window
         if !backward {
-            guard c.path == .winograd || c.path == .singleChannel else { return (.one, 0) }
+            guard c.path == .winograd || c.path == .singleChannel || c.path == .direct else { return (.one, 0) }
             if let p = c.fusedPool, !(p.window.kernel == 2 && p.window.stride == 2) { return (.one, 0) }
             // Recorded at batch 50 cut for 16 workers (4 parts): the one-channel conv did 23% more
             // work; the Winograd conv 60% more (each part of its GEMMs reads all of the packed U).
+            // (A direct conv's part pads the whole input again, as the one-channel conv's does.)
             return (ConvParts(count: (g.outH + 1) / 2, unit: 2, extent: g.outH), c.path == .winograd ? 0.3 : 0.12)
         }
         // The cut GEMM reads its panels of the packed Uᵀ at an offset: one KC x NC block only.
@@ -277,6 +299,11 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
             let xp = area + scratch.col
             SingleChannelConv.pad(g, x: x + s * g.inputSize, into: xp)
             SingleChannelConv.forward(g, cout: cout, xp: xp, w: weights + c.weight, bias: bias, relu: c.relu, rows: rows, y: out)
+        case .direct:
+            let xp = area + scratch.col
+            DirectConv.pad(x + s * g.inputSize, height: g.inH, width: g.inW, channels: g.channels, into: xp)
+            DirectConv.forward(height: g.outH, width: g.outW, cin: g.channels, cout: cout, xp: xp, w: weights + c.weight,
+                               bias: bias, relu: c.relu, rows: rows, y: out)
         case .winograd:
             // V = Bᵀ d B, then M_ξ = V_ξ · U_ξ for the 16 positions ξ, then y = Aᵀ M A + bias; a
             // part computes its rows of tiles of V, M and y.
@@ -374,6 +401,19 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
                 SingleChannelConv.pad(g, x: x + s * g.inputSize, into: xp)
                 SingleChannelConv.weightGradient(g, cout: cout, xp: xp, dy: dys, dw: gws)
                 if let gbs { Elementwise.columnSums(dys, rows: P, ld: cout, cols: biasColumns, into: gbs, accumulate: true) }
+            case .direct:
+                // dW from the padded input; dx = the padded dy through the flipped, transposed weights.
+                let xp = area + scratch.col
+                DirectConv.pad(x + s * g.inputSize, height: g.inH, width: g.inW, channels: g.channels, into: xp)
+                DirectConv.weightGradient(height: g.outH, width: g.outW, cin: g.channels, cout: cout, xp: xp, dy: dys, dw: gws,
+                                          accumulate: s > first)
+                if let gbs { Elementwise.columnSums(dys, rows: P, ld: cout, cols: 0..<cout, into: gbs, accumulate: true) }
+                if let dx, let wt {
+                    let dyp = xp + DirectConv.paddedFloats(height: g.inH, width: g.inW, channels: g.channels)
+                    DirectConv.pad(dys, height: g.outH, width: g.outW, channels: cout, into: dyp)
+                    DirectConv.forward(height: g.inH, width: g.inW, cin: cout, cout: g.channels, xp: dyp, w: wt, bias: nil,
+                                       relu: false, rows: 0..<g.inH, y: dx + s * g.inputSize)
+                }
             case .winograd:
                 backwardWinograd(s, dys, du, accumulate: s > first, area, parts.count == 1 ? 0..<g.channels : parts.block(part))
                 if let gbs { Elementwise.columnSums(dys, rows: P, ld: cout, cols: biasColumns, into: gbs, accumulate: true) }
