@@ -32,6 +32,24 @@ static void on_message(j_common_ptr c, int level) {
     if (level == -1 && c->err->msg_code == JWRN_JPEG_EOF) e->ended_early = 1;
 }
 
+// Points `d`'s error handling at `e`, whose messages go to `err`. The caller then sets `e->jump`
+// (setjmp must run in the frame the jump returns to).
+static void catch_errors(struct jpeg_decompress_struct *d, pt_error *e, char *err, size_t errlen) {
+    memset(e, 0, sizeof *e);
+    d->err = jpeg_std_error(&e->pub);
+    e->pub.error_exit = on_error;
+    e->pub.emit_message = on_message;
+    e->err = err;
+    e->errlen = errlen;
+}
+
+// Reads the header of the file `f` into `d` (may jump to `d`'s error handler).
+static void read_header(struct jpeg_decompress_struct *d, FILE *f) {
+    jpeg_create_decompress(d);
+    jpeg_stdio_src(d, f);
+    jpeg_read_header(d, TRUE);
+}
+
 // Opens `path` for libjpeg's stdio reader; on failure leaves a reason and returns NULL.
 static FILE *open_jpeg(const char *path, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
@@ -44,20 +62,13 @@ int pt_jpeg_probe(const char *path, pt_jpeg_info *info, char *err, size_t errlen
     if (!f) return 1;
     struct jpeg_decompress_struct d;
     pt_error e;
-    memset(&e, 0, sizeof e);
-    d.err = jpeg_std_error(&e.pub);
-    e.pub.error_exit = on_error;
-    e.pub.emit_message = on_message;
-    e.err = err;
-    e.errlen = errlen;
+    catch_errors(&d, &e, err, errlen);
     if (setjmp(e.jump)) {
         jpeg_destroy_decompress(&d);
         fclose(f);
         return 1;
     }
-    jpeg_create_decompress(&d);
-    jpeg_stdio_src(&d, f);
-    jpeg_read_header(&d, TRUE);
+    read_header(&d, f);
     info->width = (int)d.image_width;
     info->height = (int)d.image_height;
     info->components = d.num_components;
@@ -99,22 +110,15 @@ int pt_jpeg_decode(const char *path, int denom, int channels, unsigned char *out
     if (!f) return 1;
     struct jpeg_decompress_struct d;
     pt_error e;
-    memset(&e, 0, sizeof e);
     unsigned char *volatile row = NULL;
-    d.err = jpeg_std_error(&e.pub);
-    e.pub.error_exit = on_error;
-    e.pub.emit_message = on_message;
-    e.err = err;
-    e.errlen = errlen;
+    catch_errors(&d, &e, err, errlen);
     if (setjmp(e.jump)) {
         free(row);
         jpeg_destroy_decompress(&d);
         fclose(f);
         return 1;
     }
-    jpeg_create_decompress(&d);
-    jpeg_stdio_src(&d, f);
-    jpeg_read_header(&d, TRUE);
+    read_header(&d, f);
     int cmyk = d.jpeg_color_space == JCS_CMYK || d.jpeg_color_space == JCS_YCCK;
     int grey = d.jpeg_color_space == JCS_GRAYSCALE;
     // Decoded straight into place when no conversion is needed; else a row at a time through `row`.

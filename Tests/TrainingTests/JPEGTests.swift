@@ -56,6 +56,14 @@ func jpegsDecodeAsTheirSourceInGreyAndColour(_ components: Int) throws {
     }
 }
 
+/// `jpeg` with its SOF0 header saying `height` x `width` (the pixel data left as it is).
+func withHeaderSize(_ jpeg: [UInt8], height h: Int, width w: Int) -> [UInt8] {
+    var b = jpeg
+    let sof = (0..<(b.count - 1)).first { b[$0] == 0xFF && b[$0 + 1] == 0xC0 }!
+    b[sof + 5] = UInt8(h >> 8); b[sof + 6] = UInt8(h & 255); b[sof + 7] = UInt8(w >> 8); b[sof + 8] = UInt8(w & 255)
+    return b
+}
+
 @Test func damagedJPEGsAreOneLineErrors() throws {
     let dir = tempDir()
     defer { Scratch.remove(dir) }
@@ -65,19 +73,12 @@ func jpegsDecodeAsTheirSourceInGreyAndColour(_ components: Int) throws {
     func file(_ name: String, _ content: [UInt8]) -> String {
         _ = FileManager.default.createFile(atPath: dir + "/" + name, contents: Data(content)); return dir + "/" + name
     }
-    /// The SOF0 marker's height and width bytes, set to `h` x `w`.
-    func resized(_ h: Int, _ w: Int) -> [UInt8] {
-        var b = bytes
-        let sof = (0..<(b.count - 1)).first { b[$0] == 0xFF && b[$0 + 1] == 0xC0 }!
-        b[sof + 5] = UInt8(h >> 8); b[sof + 6] = UInt8(h & 255); b[sof + 7] = UInt8(w >> 8); b[sof + 8] = UInt8(w & 255)
-        return b
-    }
     let cases: [(String, String)] = [
         (file("cut.jpg", Array(bytes.prefix(bytes.count * 3 / 4))), "file ends early"),
         (file("header-only.jpg", Array(bytes.prefix(40))), "cannot decode JPEG: "),
         (file("garbage.jpg", [0xFF, 0xD8, 0xFF] + [UInt8](repeating: 0x41, count: 200)), "cannot decode JPEG: "),
-        (file("huge.jpg", resized(60000, 60000)), "JPEG size 60000x60000 is out of range"),
-        (file("zero.jpg", resized(0, 40)), "cannot decode JPEG: "),
+        (file("huge.jpg", withHeaderSize(bytes, height: 60000, width: 60000)), "JPEG size 60000x60000 is out of range"),
+        (file("zero.jpg", withHeaderSize(bytes, height: 0, width: 40)), "cannot decode JPEG: "),
     ]
     for (path, message) in cases {
         #expect { _ = try ImageFile.read(path, channels: 3) } throws: { e in
@@ -175,9 +176,7 @@ func jpegsDecodeAsTheirSourceInGreyAndColour(_ components: Int) throws {
     // them more than this machine (or any CI runner) has.
     let src = smoothPicture(width: 16, height: 16, components: 3)
     writeJPEG(root + "/seed.jpg", width: 16, height: 16, components: 3, pixels: src)
-    var bytes = [UInt8](FileManager.default.contents(atPath: root + "/seed.jpg")!)
-    let sof = (0..<(bytes.count - 1)).first { bytes[$0] == 0xFF && bytes[$0 + 1] == 0xC0 }!
-    bytes[sof + 5] = 0x3E; bytes[sof + 6] = 0x80; bytes[sof + 7] = 0x3E; bytes[sof + 8] = 0x80  // 16000
+    let bytes = withHeaderSize([UInt8](FileManager.default.contents(atPath: root + "/seed.jpg")!), height: 16000, width: 16000)
     for c in ["a", "b"] {
         makeDirectory("\(root)/data/train/\(c)")
         for i in 0..<20 { _ = FileManager.default.createFile(atPath: "\(root)/data/train/\(c)/\(i).jpg", contents: Data(bytes)) }
