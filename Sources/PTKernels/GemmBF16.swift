@@ -16,7 +16,9 @@ public enum BF16 {
     @inline(__always) public static func round(_ v: SIMD16<Float>) -> SIMD16<UInt32> {
         let bits = unsafeBitCast(v, to: SIMD16<UInt32>.self)
         let rounded = (bits &+ 0x7FFF &+ ((bits &>> 16) & 1)) &>> 16
-        return rounded.replacing(with: (bits &>> 16) | 0x40, where: (bits & 0x7FFF_FFFF) .> 0x7F80_0000)
+        // NaN found by a float compare (one vcmpps): Swift lowers the unsigned-integer compare that
+        // says the same, (bits & 0x7FFF_FFFF) .> 0x7F80_0000, to a loop over the 16 lanes.
+        return rounded.replacing(with: (bits &>> 16) | 0x40, where: v .!= v)
     }
     @inline(__always) public static func round(_ x: Float) -> UInt16 {
         let bits = x.bitPattern

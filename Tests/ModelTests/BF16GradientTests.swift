@@ -28,13 +28,26 @@ func expectWithinSumBound(_ got: [Float], _ want: [Double], size: [Double], term
 func bf16(_ p: UnsafePointer<Float>, _ n: Int) -> [Float] { (0..<n).map { BF16.rounded(p[$0]) } }
 func floats(_ p: UnsafePointer<Float>, _ n: Int) -> [Float] { Array(UnsafeBufferPointer(start: p, count: n)) }
 
-@Test(arguments: BF16Path.available)
-func bf16PassesMatchFloat64OnRoundedOperandsStageByStage(_ path: BF16Path) throws {
-    // Both convs run the bf16 im2col GEMM path (3 and 4 input channels), the fc layers bf16 GEMMs.
-    let spec = try ModelSpec(parsing: "conv(4,3,stride=2) relu conv(6,3) relu avgpool(2) fc(16) relu fc(5)")
+/// Two networks of one shape: convs on the bf16 im2col GEMM path (3 and 4 input channels), or the
+/// second on the direct path (16 channels in and out: fp32 FMAs on bf16-rounded operands); fc
+/// layers on bf16 GEMMs.
+struct BF16Case: Sendable, CustomStringConvertible {
+    var spec: String, stride1: Int, channels: (Int, Int), paths: [ConvPath]
+    var description: String { spec }
+    static let all = [
+        BF16Case(spec: "conv(4,3,stride=2) relu conv(6,3) relu avgpool(2) fc(16) relu fc(5)", stride1: 2, channels: (4, 6),
+                 paths: [.im2col, .im2col]),
+        BF16Case(spec: "conv(16,3) relu conv(16,3) relu avgpool(2) fc(16) relu fc(5)", stride1: 1, channels: (16, 16),
+                 paths: [.im2col, .direct]),
+    ]
+}
+
+@Test(arguments: BF16Path.available, BF16Case.all)
+func bf16PassesMatchFloat64OnRoundedOperandsStageByStage(_ path: BF16Path, _ c: BF16Case) throws {
+    let spec = try ModelSpec(parsing: c.spec)
     let input = Shape(h: 9, w: 8, c: 3), n = 3, classes = 5
     let net = try Network(spec: spec, input: input, classes: classes, capacity: n, threads: 2, seed: 42, precision: .bf16(path))
-    #expect(try NetworkPlan(spec: spec, input: input, classes: classes, precision: .bf16(path)).convPaths == [.im2col, .im2col])
+    #expect(try NetworkPlan(spec: spec, input: input, classes: classes, precision: .bf16(path)).convPaths == c.paths)
     var r = SplitMix64(seed: 9)
     for i in 0..<(n * input.count) { net.input[i] = Float(r.nextUnit() * 2 - 1) }
     for (s, l) in [1, 4, 2].enumerated() { net.labels[s] = Int32(l) }
@@ -48,9 +61,9 @@ func bf16PassesMatchFloat64OnRoundedOperandsStageByStage(_ path: BF16Path) throw
     let abs1 = { (v: [Float]) in v.map { abs($0) } }
 
     // conv1 (x: the input, no ReLU before it) and conv2 (x: conv1's ReLU output).
-    let g1 = Window(inH: 9, inW: 8, channels: 3, kernel: 3, stride: 2, same: true)
-    let g2 = Window(inH: g1.outH, inW: g1.outW, channels: 4, kernel: 3, stride: 1, same: true)
-    for (i, g, cout) in [(0, g1, 4), (1, g2, 6)] {
+    let g1 = Window(inH: 9, inW: 8, channels: 3, kernel: 3, stride: c.stride1, same: true)
+    let g2 = Window(inH: g1.outH, inW: g1.outW, channels: c.channels.0, kernel: 3, stride: 1, same: true)
+    for (i, g, cout) in [(0, g1, c.channels.0), (1, g2, c.channels.1)] {
         let w = tensor("conv\(i + 1).weight"), b = tensor("conv\(i + 1).bias")
         let wr = bf16(net.weights + w.offset, w.count), bias = floats(net.weights + b.offset, b.count)
         let outSize = g.positions * cout
@@ -81,7 +94,8 @@ func bf16PassesMatchFloat64OnRoundedOperandsStageByStage(_ path: BF16Path) throw
     }
 
     // fc1 (x: the average pool's output) and fc2 (x: fc1's ReLU output; its dz is the loss's gradient).
-    for (i, inputs, outputs, relu) in [(3, 2 * 2 * 6, 16, true), (4, 16, 5, false)] {
+    let pooled = g2.outH / 2 * (g2.outW / 2) * c.channels.1
+    for (i, inputs, outputs, relu) in [(3, pooled, 16, true), (4, 16, 5, false)] {
         let w = tensor("fc\(i - 2).weight"), b = tensor("fc\(i - 2).bias")
         let wr = bf16(net.weights + w.offset, w.count), bias = floats(net.weights + b.offset, b.count)
         let xr = bf16(net.activation(i)!, n * inputs), y = floats(net.activation(i + 1)!, n * outputs)

@@ -4,14 +4,15 @@ import Testing
 import PTKernels
 import PTModel
 
-/// In bf16 no conv is Winograd (the one-channel first layer stays direct, in fp32), pools still fused.
+/// In bf16 no conv is Winograd (the one-channel first layer stays direct, in fp32; 16-channel convs
+/// run direct on bf16-rounded operands), pools still fused.
 @Test func aBF16PlanRunsNoWinograd() throws {
     let plan = try NetworkPlan(spec: .referenceModel, input: Shape(h: 28, w: 28, c: 1), classes: 10, precision: .bf16(.portable))
     #expect(plan.convPaths == [.singleChannel, .im2col])
     #expect(plan.fusedPools == [true, true])
-    let pointwise = try NetworkPlan(spec: ModelSpec(parsing: "conv(16,1) relu conv(16,3) fc(10)"), input: Shape(h: 8, w: 8, c: 1),
+    let pointwise = try NetworkPlan(spec: ModelSpec(parsing: "conv(16,1) relu conv(16,3) conv(32,3) fc(10)"), input: Shape(h: 8, w: 8, c: 1),
                                     classes: 10, precision: .bf16(.portable))
-    #expect(pointwise.convPaths == [.pointwise, .im2col])
+    #expect(pointwise.convPaths == [.pointwise, .direct, .im2col])
 }
 
 @Test func theReferencePlanTakesTheOneChannelAndWinogradPathsWithBothPoolsFused() throws {

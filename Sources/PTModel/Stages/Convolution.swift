@@ -12,7 +12,8 @@ public enum ConvPath: Sendable, Equatable {
     /// layer can do without one).
     case singleChannel
     /// 3x3 stride 1 SAME with 16 channels in and out: direct, a vector of output channels per
-    /// pixel (`DirectConv`); Winograd's GEMMs are too thin there.
+    /// pixel (`DirectConv`); Winograd's GEMMs are too thin there, and so are bf16 tiles (in bf16
+    /// it runs on bf16-rounded operands).
     case direct
     /// 3x3 stride 1 with whole-vector channel counts: Winograd F(2x2, 3x3), 16 GEMMs a sample.
     case winograd
@@ -28,7 +29,7 @@ public enum ConvPath: Sendable, Equatable {
     /// is 0.7% of the reference network's multiply-adds).
     static func choose(_ g: Window, cout: Int, firstLayer: Bool, precision: Precision = .fp32) -> ConvPath {
         if firstLayer && SingleChannelConv.applies(g, cout: cout) { return .singleChannel }
-        if !precision.isBF16 && DirectConv.applies(g, cout: cout) { return .direct }
+        if DirectConv.applies(g, cout: cout) { return .direct }
         if !precision.isBF16 && Winograd.applies(g, cout: cout) { return .winograd }
         return g.kernel == 1 && g.stride == 1 ? .pointwise : .im2col
     }
@@ -49,7 +50,8 @@ struct ConvStage: Stage {
     // The weights packed once a step for the per-sample GEMMs: W as the forward's B, and Wᵀ as
     // the input gradient's B (not for the first layer, which needs no input gradient). None on
     // the one-channel path, which reads the weights as stored; on the direct path packedWt holds
-    // the weights flipped and transposed (`DirectConv.flipTranspose`).
+    // the weights flipped and transposed (`DirectConv.flipTranspose`), and in bf16 packedW the
+    // weights rounded to bf16.
     var packedW: UnsafeMutablePointer<Float>!
     var packedWt: UnsafeMutablePointer<Float>?
     /// On the Winograd path the weights are transformed once a step into `u` ([16][cin][cout])
@@ -113,6 +115,7 @@ struct ConvStage: Stage {
         case .singleChannel:
             break  // the weights are read as stored: nothing to pack
         case .direct:
+            if precision.isBF16 { packedW = layout.floats(9 * g.channels * cout) }
             if index > 0 { packedWt = layout.floats(9 * g.channels * cout) }
         case .winograd:
             u = layout.floats(16 * g.channels * cout)
@@ -145,6 +148,8 @@ struct ConvStage: Stage {
             let pack = PackBJob(k: window.patch, n: cout, b: .rowMajor(W + weight, cols: cout), into: packedW,
                                 workers: pool.splitCount, precision: precision)
             pool.run(items: pack.items, pack)
+        case .direct where precision.isBF16:
+            pool.run(items: 1, RoundWeightsJob(w: W + weight, count: 9 * window.channels * cout, into: packedW))
         case .singleChannel, .direct:
             break  // reads the weights as stored
         }
@@ -160,7 +165,9 @@ struct ConvStage: Stage {
         let pool = net.pool, n = pass.count
         let wt = pass.needsInputGradient ? packedWt : nil
         if let wt, path == .direct {
-            pool.run(items: 1, FlipTransposeJob(w: net.weights + weight, cin: window.channels, cout: cout, into: wt))
+            // (In bf16, from the weights the forward pass rounded.)
+            let w = precision.isBF16 ? packedW! : net.weights + weight
+            pool.run(items: 1, FlipTransposeJob(w: w, cin: window.channels, cout: cout, into: wt))
         } else if let wt, path != .winograd {  // (a Winograd conv packed its Uᵀ in the forward pass)
             let pack = PackBJob(k: cout, n: window.patch, b: .transposed(net.weights + weight, cols: cout), into: wt,
                                 workers: pool.splitCount, precision: precision)
@@ -182,6 +189,15 @@ struct FlipTransposeJob: ParallelJob, @unchecked Sendable {  // the one item wri
     var into: UnsafeMutablePointer<Float>
     func run(_ item: Int, _ worker: Int) { DirectConv.flipTranspose(w, cin: cin, cout: cout, into: into) }
     func bytesMoved(items: Int) -> Int { 2 * f * 9 * cin * cout }
+}
+
+/// A direct conv's weights rounded to bf16 for a bf16 step (one item).
+struct RoundWeightsJob: ParallelJob, @unchecked Sendable {  // the one item writes `into`
+    var w: UnsafeMutablePointer<Float>
+    var count: Int
+    var into: UnsafeMutablePointer<Float>
+    func run(_ item: Int, _ worker: Int) { DirectConv.rounded(w, count: count, into: into) }
+    func bytesMoved(items: Int) -> Int { 2 * f * count }
 }
 
 /// U = G g Gᵀ of a Winograd conv's weights, a slice of the (cin, cout) pairs per item.
@@ -300,10 +316,10 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
             SingleChannelConv.pad(g, x: x + s * g.inputSize, into: xp)
             SingleChannelConv.forward(g, cout: cout, xp: xp, w: weights + c.weight, bias: bias, relu: c.relu, rows: rows, y: out)
         case .direct:
-            let xp = area + scratch.col
-            DirectConv.pad(x + s * g.inputSize, height: g.inH, width: g.inW, channels: g.channels, into: xp)
-            DirectConv.forward(height: g.outH, width: g.outW, cin: g.channels, cout: cout, xp: xp, w: weights + c.weight,
-                               bias: bias, relu: c.relu, rows: rows, y: out)
+            let xp = area + scratch.col, bf16 = c.precision.isBF16
+            DirectConv.pad(x + s * g.inputSize, height: g.inH, width: g.inW, channels: g.channels, bf16: bf16, into: xp)
+            DirectConv.forward(height: g.outH, width: g.outW, cin: g.channels, cout: cout, xp: xp,
+                               w: bf16 ? c.packedW : weights + c.weight, bias: bias, relu: c.relu, rows: rows, y: out)
         case .winograd:
             // V = Bᵀ d B, then M_ξ = V_ξ · U_ξ for the 16 positions ξ, then y = Aᵀ M A + bias; a
             // part computes its rows of tiles of V, M and y.
@@ -402,15 +418,17 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
                 SingleChannelConv.weightGradient(g, cout: cout, xp: xp, dy: dys, dw: gws)
                 if let gbs { Elementwise.columnSums(dys, rows: P, ld: cout, cols: biasColumns, into: gbs, accumulate: true) }
             case .direct:
-                // dW from the padded input; dx = the padded dy through the flipped, transposed weights.
-                let xp = area + scratch.col
-                DirectConv.pad(x + s * g.inputSize, height: g.inH, width: g.inW, channels: g.channels, into: xp)
-                DirectConv.weightGradient(height: g.outH, width: g.outW, cin: g.channels, cout: cout, xp: xp, dy: dys, dw: gws,
-                                          accumulate: s > first)
+                // dW from the padded input; dx = the padded dy through the flipped, transposed
+                // weights. In bf16 both pads round, and dW reads the rounded dy inside its padding.
+                let xp = area + scratch.col, bf16 = c.precision.isBF16
+                let dyp = xp + DirectConv.paddedFloats(height: g.inH, width: g.inW, channels: g.channels)
+                DirectConv.pad(x + s * g.inputSize, height: g.inH, width: g.inW, channels: g.channels, bf16: bf16, into: xp)
+                if bf16 || dx != nil { DirectConv.pad(dys, height: g.outH, width: g.outW, channels: cout, bf16: bf16, into: dyp) }
+                DirectConv.weightGradient(height: g.outH, width: g.outW, cin: g.channels, cout: cout, xp: xp,
+                                          dy: bf16 ? dyp + (g.outW + 3) * cout : dys, dyStride: bf16 ? (g.outW + 2) * cout : nil,
+                                          dw: gws, accumulate: s > first)
                 if let gbs { Elementwise.columnSums(dys, rows: P, ld: cout, cols: 0..<cout, into: gbs, accumulate: true) }
                 if let dx, let wt {
-                    let dyp = xp + DirectConv.paddedFloats(height: g.inH, width: g.inW, channels: g.channels)
-                    DirectConv.pad(dys, height: g.outH, width: g.outW, channels: cout, into: dyp)
                     DirectConv.forward(height: g.inH, width: g.inW, cin: cout, cout: g.channels, xp: dyp, w: wt, bias: nil,
                                        relu: false, rows: 0..<g.inH, y: dx + s * g.inputSize)
                 }
