@@ -13,15 +13,20 @@ struct Train: ParsableCommand {
     static let specHelp = """
         MODEL SPEC (--spec), layers separated by spaces, commas or '->':
           conv(OUT,K[,STRIDE][,pad=same|valid])  KxK conv + bias; stride 1, SAME
-          relu                                   after a conv or fc
+          relu                                   after a conv, fc, bn or res(...)
+          bn                                     batch norm after a conv or fc
+          res(...)                               x + F(x): convs, bn, relu inside
           maxpool(SIZE[,STRIDE])                 max pooling; stride = SIZE
           avgpool(SIZE[,STRIDE])                 average pooling; stride = SIZE
+          gap                                    global average pooling
           fc(OUT)                                fully connected + bias
           dropout(KEEP)                          keep probability in (0, 1]
-        Order: [[conv relu]* pool?]* [fc relu dropout?]* fc(CLASSES).
+        conv(...,bias=false) and fc(...,bias=false) have no bias (before a bn).
+        Order: [[conv|res bn? relu?]* pool?]* gap? [fc bn? relu dropout?]* fc(N).
         The default is the reference network:
           conv(64,3) relu maxpool(2) conv(128,3) relu maxpool(2)
           fc(1024) relu dropout(0.5) fc(10)
+        README shows a ResNet-8 and a ResNet-20.
         """
 
     @Option(help: "Data directory: MNIST-format IDX files (train-*/t10k-*, .gz or raw), CIFAR-10 binary batches, or train/ and test/ image folders (docs/DATA.md).")

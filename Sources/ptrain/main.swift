@@ -11,12 +11,12 @@ struct PTrain: ParsableCommand {
         commandName: "ptrain",
         abstract: "Data-parallel CPU training of convolutional networks, with the same bits at any thread count.",
         discussion: """
-            Training flags (see 'ptrain train --help'): --data DIR, --no-normalize,
-            --spec SPEC, --threads N, --batch N, --steps N | --epochs N,
+            Training flags (see 'ptrain train --help'): --data DIR, --resize N,
+            --no-normalize, --spec SPEC, --threads N, --batch N, --steps N | --epochs N,
             --optimizer adam|adamw|sgd, --lr, --lr-schedule, --warmup, --weight-decay,
             --momentum, --beta1, --beta2, --eps, --augment flip|crop=N, --seed,
-            --eval-every N, --log-every N, --metrics FILE, --checkpoint PATH,
-            --save-every N, --resume PATH.
+            --precision fp32|bf16, --eval-every N, --log-every N, --metrics FILE,
+            --checkpoint PATH, --save-every N, --resume PATH.
 
             """ + Train.specHelp,
         subcommands: [Train.self, Eval.self, Predict.self, Bench.self, Plot.self],

@@ -71,7 +71,9 @@ func tinyData() throws -> String {
 @Test func helpDocumentsTheSpecAndFlags() throws {
     let r = try ptrain(["--help"])
     #expect(r.status == 0)
-    for s in ["MODEL SPEC", "conv(OUT,K", "--threads", "--batch", "--metrics", "plot"] { #expect(r.out.contains(s), "\(s)") }
+    for s in ["MODEL SPEC", "conv(OUT,K", "bn ", "res(...)", "gap ", "bias=false", "--threads", "--batch", "--metrics", "--resize", "plot"] {
+        #expect(r.out.contains(s), "\(s)")
+    }
     let train = try ptrain(["train", "--help"])
     #expect(train.status == 0 && train.out.contains("--eval-every"))
 }
