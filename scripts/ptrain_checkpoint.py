@@ -17,7 +17,8 @@ The format (docs/CHECKPOINTS.md): safetensors, float32, PyTorch layouts and name
 running_var/num_batches_tracked, resN.proj.weight/bias (a residual block's 1x1 shortcut) -- and the
 model spec in the metadata. Padding follows TensorFlow's SAME: extra padding goes at the bottom/right.
 Inputs are pixels / 255, then (x - mean) / std per channel with the checkpoint's input_mean and
-input_std (format version 2; version 1 checkpoints have neither and use pixels / 255).
+input_std (format versions 2 and 3; version 1 checkpoints have neither and use pixels / 255). Optimizer
+state (adam.*, sgd.*) is not part of the model.
 """
 import argparse, gzip, json, os, re, struct, sys, zlib
 import numpy as np
@@ -289,7 +290,7 @@ def torch_model(tensors, meta):
     import torch
     h, w, c = (int(v) for v in meta["input_shape"].split(","))
     model = torch_network(meta["spec"], (h, w, c))
-    state = {k: torch.from_numpy(v.copy()) for k, v in tensors.items() if not k.startswith("adam.")}
+    state = {k: torch.from_numpy(v.copy()) for k, v in tensors.items() if not k.startswith(("adam.", "sgd."))}
     model.load_state_dict(state)
     return model.eval()
 

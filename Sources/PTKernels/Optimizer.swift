@@ -22,12 +22,13 @@ public enum OptimizerStep: Sendable {
 
 public enum OptimizerUpdate {
     /// Updates `count` parameters from their gradients; false when a gradient was NaN or
-    /// infinite (checked on the gradient as given, before weight decay).
+    /// infinite (checked on the gradient as given, before weight decay). `m` is Adam's first
+    /// moment or SGD's momentum; `v` Adam's second moment (nil for SGD, which has none).
     @discardableResult
     public static func apply(_ step: OptimizerStep, w: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>,
-                             m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, count: Int) -> Bool {
+                             m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>?, count: Int) -> Bool {
         switch step {
-        case let .adam(s): return AdamUpdate.apply(s, w: w, g: g, m: m, v: v, count: count)
+        case let .adam(s): return AdamUpdate.apply(s, w: w, g: g, m: m, v: v!, count: count)
         case let .sgd(s): return SGDUpdate.apply(s, w: w, g: g, buffer: m, count: count)
         }
     }

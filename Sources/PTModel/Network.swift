@@ -37,7 +37,9 @@ public final class Network {
 
     /// Flat parameter, gradient and optimizer-state buffers, each `parameterCount` long: Adam's
     /// two moments, or SGD's momentum in `moment1`.
-    public let weights, gradients, moment1, moment2: UnsafeMutablePointer<Float>
+    public let weights, gradients, moment1: UnsafeMutablePointer<Float>
+    /// Adam's second moment; nil in a network built for SGD (`secondMoment: false`), which has none.
+    public let moment2: UnsafeMutablePointer<Float>?
     /// The batch input [capacity, H, W, C], filled by the caller before `forward`.
     public var input: UnsafeMutablePointer<Float> { acts[0] }
     /// Labels of the batch, filled by the caller before `lossAndGradient`.
@@ -160,8 +162,9 @@ public final class Network {
 
     /// `numa`: the machine's topology (a stand-in in tests of placement).
     /// `precision`: the arithmetic of the convolutions' and dense layers' multiply-adds.
+    /// `secondMoment`: whether the optimizer keeps one (Adam and AdamW do; SGD does not).
     public init(spec: ModelSpec, input: Shape, classes: Int, capacity: Int, threads: Int, seed: UInt64,
-                precision: Precision = .fp32, group: ProcessGroup = .single, numa: Numa = .shared) throws {
+                precision: Precision = .fp32, group: ProcessGroup = .single, numa: Numa = .shared, secondMoment: Bool = true) throws {
         let plan = try NetworkPlan(spec: spec, input: input, classes: classes, precision: precision)
         self.precision = precision
         // Refuse up front what would not fit, rather than dying in the middle of allocation.
@@ -205,7 +208,7 @@ public final class Network {
         weights = layout.floats(parameterCount, perNode: weightRows)
         gradients = layout.floats(parameterCount, perNode: weightRows)
         moment1 = layout.floats(parameterCount, perNode: weightRows)
-        moment2 = layout.floats(parameterCount, perNode: weightRows)
+        moment2 = secondMoment ? layout.floats(parameterCount, perNode: weightRows) : nil
         state = layout.floats(max(stateCount, 1))
         let myShards = Self.shards(batch: capacity, rank: group.rank, of: group.size)
         shardGradients = layout.floats(Self.shardCount(batch: capacity) * convParams,

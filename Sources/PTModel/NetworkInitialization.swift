@@ -12,7 +12,7 @@ extension Network {
         for s in stages { s.initialize(self, &rng) }
         for t in tensors where t.name.hasSuffix(".bias") { weights.advanced(by: t.offset).update(repeating: 0, count: t.count) }
         moment1.update(repeating: 0, count: parameterCount)
-        moment2.update(repeating: 0, count: parameterCount)
+        moment2?.update(repeating: 0, count: parameterCount)
     }
 }
 

@@ -7,12 +7,13 @@ import PTRuntime
 /// non-finite gradients.
 struct OptimizerRangesJob: ParallelJob, @unchecked Sendable {  // an item writes its slice of the parameters and moments, and its worker's flag
     var step: OptimizerStep
-    var w, g, m, v: UnsafeMutablePointer<Float>
+    var w, g, m: UnsafeMutablePointer<Float>
+    var v: UnsafeMutablePointer<Float>?  // Adam's second moment; nil for SGD
     var starts, counts: UnsafeMutablePointer<Int>
     var finite: UnsafeMutablePointer<Bool>
     func run(_ item: Int, _ worker: Int) {
         let lo = starts[item]
-        if !OptimizerUpdate.apply(step, w: w + lo, g: g + lo, m: m + lo, v: v + lo, count: counts[item]) { finite[worker] = false }
+        if !OptimizerUpdate.apply(step, w: w + lo, g: g + lo, m: m + lo, v: v.map { $0 + lo }, count: counts[item]) { finite[worker] = false }
     }
 }
 

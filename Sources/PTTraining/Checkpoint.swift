@@ -4,12 +4,13 @@
 //   convN.weight [out, in, kh, kw]   convN.bias [out]    (none for a conv with bias=false)
 //   bnN.weight, bnN.bias [c]         bnN.running_mean, bnN.running_var [c], bnN.num_batches_tracked []
 //   fcN.weight   [out, in]           fcN.bias   [out]   (in: the input flattened as (c, h, w))
-//   adam.m.<name>, adam.v.<name>     the optimizer's moments, same names and layouts
+//   adam.m.<name>, adam.v.<name>     Adam's (and AdamW's) moments, same names and layouts
+//   sgd.momentum_buffer.<name>       SGD's momentum (PyTorch's name for it), same names and layouts
 // The metadata holds the format version, spec, input shape, classes and their names, the input
 // normalisation (per-channel mean and std), step, seed, batch, the training-set size (with seed,
 // step and batch it fixes the data position), the optimizer's settings, the learning-rate schedule
-// and warmup, the augmentation, and the side images were resized to as they loaded (or "none"). The optimizer's buffers are adam.m.* (SGD: its momentum) and
-// adam.v.* (zeros for SGD).
+// and warmup, the augmentation, and the side images were resized to as they loaded (or "none").
+// Version 2 wrote SGD's momentum as adam.m.* beside zeros as adam.v.*: still read.
 import Foundation
 import PTKernels
 import PTModel
@@ -29,6 +30,8 @@ public struct CheckpointState: Equatable, Sendable {
     public var augmentation: Augmentation
     /// What the run's multiply-adds ran in (fp32 for checkpoints that do not say).
     public var precision = Precision.fp32
+    /// The format version the file was written in (this ptrain writes `Checkpoint.version`).
+    public var formatVersion = Checkpoint.version
     /// The side images were resized and centre-cropped to as they loaded (`--resize`); nil: none.
     public var resize: Int?
     /// False for a version-1 checkpoint, which stored no class names (`classNames` are then
@@ -48,10 +51,23 @@ public struct CheckpointState: Equatable, Sendable {
 
 public enum Checkpoint {
     public static let format = "ptrain-checkpoint"
-    public static let version = "2"
+    public static let version = "3"
     /// Versions this ptrain reads: 1 had no class names (they read as "class 0", ...) and no
-    /// normalisation (inputs were pixels / 255).
-    public static let readable = ["1", "2"]
+    /// normalisation (inputs were pixels / 255); 1 and 2 saved SGD's momentum as adam.m.* and a
+    /// second moment of zeros as adam.v.*.
+    public static let readable = ["1", "2", "3"]
+
+    /// The optimizer's buffers in a file of `version` for `kind`, each a prefix of the parameters'
+    /// names: Adam's two moments, or SGD's momentum.
+    static func optimizerBuffers(_ net: Network, kind: OptimizerKind, version: String) -> [(prefix: String, buffer: UnsafeMutablePointer<Float>)] {
+        switch kind {
+        case .adam, .adamw: return [("adam.m.", net.moment1), ("adam.v.", net.moment2!)]
+        case .sgd: return [(version == "1" || version == "2" ? "adam.m." : "sgd.momentum_buffer.", net.moment1)]
+        }
+    }
+
+    /// Prefixes of optimizer state, which a model-only load passes over.
+    static let optimizerPrefixes = ["adam.", "sgd."]
 
     /// The tensor in PyTorch's layout.
     public static func torchLayout(_ t: ParameterTensor, _ src: UnsafePointer<Float>) -> (shape: [Int], values: [Float]) {
@@ -93,7 +109,7 @@ public enum Checkpoint {
 
     public static func save(_ net: Network, state: CheckpointState, to path: String) throws {
         var tensors: [SafetensorsTensor] = []
-        for (prefix, buffer) in [("", net.weights), ("adam.m.", net.moment1), ("adam.v.", net.moment2)] {
+        for (prefix, buffer) in [("", net.weights)] + optimizerBuffers(net, kind: state.optimizer.kind, version: version) {
             for t in net.tensors {
                 let (shape, values) = torchLayout(t, buffer + t.offset)
                 tensors.append(SafetensorsTensor(name: prefix + t.name, shape: shape, values: values))
@@ -177,6 +193,7 @@ public enum Checkpoint {
             batch: try number("batch", Int.self), trainCount: try number("train_count", Int.self),
             optimizer: optimizer, augmentation: augmentation)
         state.namesStored = v != "1"
+        state.formatVersion = v
         if let p = m["precision"] {
             guard let precision = Precision(checkpointPrecision: p, path: m["bf16_path"] ?? "") else {
                 throw DataError(path, "checkpoint precision '\(p)' (bf16_path '\(m["bf16_path"] ?? "")') is not fp32 or bf16 on amx, avx512 or portable")
@@ -197,11 +214,15 @@ public enum Checkpoint {
     }
 
     /// Copies the tensors into `net` (built from the same spec), checking that every tensor is
-    /// there with its shape and nothing else is. With `optimizer`, Adam's moments too.
-    public static func restore(_ net: Network, from tensors: [String: SafetensorsTensor], path: String, optimizer: Bool) throws {
+    /// there with its shape and nothing else is. With `optimizer` (the file's state), the
+    /// optimizer's buffers too; without, any optimizer state in the file is passed over.
+    public static func restore(_ net: Network, from tensors: [String: SafetensorsTensor], path: String,
+                               optimizer: CheckpointState?) throws {
         var expected = Set<String>()
         var buffers = [("", net.weights, net.tensors)]
-        if optimizer { buffers += [("adam.m.", net.moment1, net.tensors), ("adam.v.", net.moment2, net.tensors)] }
+        if let s = optimizer {
+            buffers += optimizerBuffers(net, kind: s.optimizer.kind, version: s.formatVersion).map { ($0.prefix, $0.buffer, net.tensors) }
+        }
         buffers.append(("", net.state, net.stateTensors))
         for (prefix, buffer, list) in buffers {
             for t in list {
@@ -217,8 +238,13 @@ public enum Checkpoint {
                 }
             }
         }
-        // Optimizer state is allowed to be present when only the model is loaded.
-        let extra = tensors.keys.filter { !expected.contains($0) && !(!optimizer && $0.hasPrefix("adam.")) }.sorted()
+        // Optimizer state is allowed to be present when only the model is loaded; an SGD run of
+        // version 1 or 2 wrote zeros as adam.v.*, which nothing reads.
+        let oldSGDZeros = optimizer.map { $0.optimizer.kind == .sgd && ["1", "2"].contains($0.formatVersion) } ?? false
+        let extra = tensors.keys.filter { name in
+            !expected.contains(name) && !(optimizer == nil && optimizerPrefixes.contains { name.hasPrefix($0) })
+                && !(oldSGDZeros && name.hasPrefix("adam.v."))
+        }.sorted()
         if let first = extra.first {
             throw DataError(path, "checkpoint has tensor '\(first)' that the model spec does not have\(extra.count > 1 ? " (and \(extra.count - 1) more)" : "")")
         }

@@ -95,7 +95,7 @@ public final class Trainer {
         }
         network = try Network(spec: spec, input: data.shape, classes: data.classes,
                               capacity: max(config.batch, evalCapacity), threads: config.threads, seed: config.seed,
-                              precision: config.precision, group: group)
+                              precision: config.precision, group: group, secondMoment: config.optimizer.kind != .sgd)
         // (After the last throw: a failed init would not free them.)
         inputTable = .allocate(capacity: 256 * normalization.channels)
         _ = inputTable.initialize(from: normalization.table)

@@ -48,9 +48,9 @@ func loadModel(_ path: String, precision text: String? = nil, group: ProcessGrou
     let net: Network
     do {
         net = try Network(spec: spec, input: state.input, classes: state.classes, capacity: 100,
-                          threads: Numa.shared.cpuCount, seed: 0, precision: precision, group: group)
+                          threads: Numa.shared.cpuCount, seed: 0, precision: precision, group: group, secondMoment: false)
     } catch let e as ShapeError { throw DataError(path, "checkpoint spec: \(e.message)") }
-    try Checkpoint.restore(net, from: tensors, path: path, optimizer: false)
+    try Checkpoint.restore(net, from: tensors, path: path, optimizer: nil)
     return (net, state)
 }
 

@@ -221,7 +221,7 @@ struct Train: ParsableCommand {
             throw UsageError(description: "\(e.message) (input \(train.shape), \(train.classes) classes)")
         }
         if let r = resumed {
-            try Checkpoint.restore(trainer.network, from: r.tensors, path: resume!, optimizer: true)
+            try Checkpoint.restore(trainer.network, from: r.tensors, path: resume!, optimizer: r.state)
             trainer.restore(step: r.state.step)
         }
         let writer = rank0 ? try metrics.map { try MetricsWriter(path: $0) } : nil

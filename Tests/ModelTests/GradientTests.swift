@@ -132,9 +132,9 @@ func backwardWithAdamEqualsBackwardThenAdam(_ text: String, _ threads: Int) thro
         #expect(fused.backward(count: batch, adam: adam))
         step(plain, t)
         plain.backward(count: batch)
-        #expect(AdamUpdate.apply(adam, w: plain.weights, g: plain.gradients, m: plain.moment1, v: plain.moment2, count: count))
+        #expect(AdamUpdate.apply(adam, w: plain.weights, g: plain.gradients, m: plain.moment1, v: plain.moment2!, count: count))
         for (name, a, b) in [("weights", fused.weights, plain.weights), ("moment1", fused.moment1, plain.moment1),
-                             ("moment2", fused.moment2, plain.moment2)] {
+                             ("moment2", fused.moment2!, plain.moment2!)] {
             let first = (0..<count).first { a[$0].bitPattern != b[$0].bitPattern }
             #expect(first == nil, "step \(t): \(name) differ first at \(first ?? -1)")
         }

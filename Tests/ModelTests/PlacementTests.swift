@@ -36,7 +36,7 @@ private func network(threads: Int, numa: Numa = .shared) throws -> Network {
     // fc1 (256 -> 64): its rows (whole register tiles) half on each node, in W, m, v and the gradient.
     let fc1 = try #require(net.tensors.first { $0.name == "fc1.weight" })
     let half = (256 / Gemm.mr + 1) / 2 * Gemm.mr
-    for buffer in [net.weights, net.moment1, net.moment2, net.gradients] {
+    for buffer in [net.weights, net.moment1, net.moment2!, net.gradients] {
         let fc1Parts = parts(of: buffer, floats: net.parameterCount).filter { $0.0.lowerBound >= fc1.offset && $0.0.lowerBound < fc1.offset + fc1.count }
         #expect(fc1Parts.map(\.1) == [0, 1])
         #expect(fc1Parts.first?.0.lowerBound == fc1.offset)

@@ -73,13 +73,13 @@ private func checkResume(_ spec: String, _ threads: (Int, Int)) throws {
     var c2 = c
     c2.threads = threads.1
     let second = try Trainer(config: c2, data: data)
-    try Checkpoint.restore(second.network, from: tensors, path: "ck", optimizer: true)
+    try Checkpoint.restore(second.network, from: tensors, path: "ck", optimizer: first.checkpointState)
     second.restore(step: state.step)
     for _ in 0..<12 { second.trainStep() }
     let n = whole.network.parameterCount
     #expect(firstDifference(bits(whole.network.weights, n), bits(second.network.weights, n)) == nil)
     #expect(firstDifference(bits(whole.network.moment1, n), bits(second.network.moment1, n)) == nil)
-    #expect(firstDifference(bits(whole.network.moment2, n), bits(second.network.moment2, n)) == nil)
+    #expect(firstDifference(bits(whole.network.moment2!, n), bits(second.network.moment2!, n)) == nil)
     let k = whole.network.stateCount
     #expect(firstDifference(bits(whole.network.state, k), bits(second.network.state, k)) == nil)
     if k > 0 { #expect(whole.network.state[whole.network.stateTensors[2].offset] == 24) }  // bn1.num_batches_tracked
@@ -124,20 +124,20 @@ func malformedSafetensorsAreRefused(_ c: (String, [UInt8], String)) {
     let (_, tensors) = try Checkpoint.load(dir + "/a.st")
     let wider = try Network(spec: ModelSpec(parsing: "conv(5,3) relu maxpool(2) fc(10)"), input: Shape(h: 8, w: 8, c: 1),
                             classes: 10, capacity: 1, threads: 1, seed: 1)
-    #expect { try Checkpoint.restore(wider, from: tensors, path: "a.st", optimizer: false) } throws: {
+    #expect { try Checkpoint.restore(wider, from: tensors, path: "a.st", optimizer: nil) } throws: {
         "\($0)".contains("conv1.weight") && "\($0)".contains("[4, 1, 3, 3]")
     }
     let deeper = try Network(spec: ModelSpec(parsing: "conv(4,3) relu maxpool(2) fc(6) relu fc(10)"), input: Shape(h: 8, w: 8, c: 1),
                              classes: 10, capacity: 1, threads: 1, seed: 1)
-    #expect { try Checkpoint.restore(deeper, from: tensors, path: "a.st", optimizer: false) } throws: { "\($0)".contains("fc2") || "\($0)".contains("fc1.weight") }
+    #expect { try Checkpoint.restore(deeper, from: tensors, path: "a.st", optimizer: nil) } throws: { "\($0)".contains("fc2") || "\($0)".contains("fc1.weight") }
     var missing = tensors
     missing["adam.v.fc1.bias"] = nil
-    #expect { try Checkpoint.restore(a, from: missing, path: "a.st", optimizer: true) } throws: { "\($0)".contains("no tensor 'adam.v.fc1.bias'") }
+    #expect { try Checkpoint.restore(a, from: missing, path: "a.st", optimizer: state) } throws: { "\($0)".contains("no tensor 'adam.v.fc1.bias'") }
     var extra = tensors
     extra["conv9.weight"] = SafetensorsTensor(name: "conv9.weight", shape: [1], values: [0])
-    #expect { try Checkpoint.restore(a, from: extra, path: "a.st", optimizer: true) } throws: { "\($0)".contains("'conv9.weight'") }
+    #expect { try Checkpoint.restore(a, from: extra, path: "a.st", optimizer: state) } throws: { "\($0)".contains("'conv9.weight'") }
     // The model loads without its optimizer state too.
-    try Checkpoint.restore(a, from: tensors, path: "a.st", optimizer: false)
+    try Checkpoint.restore(a, from: tensors, path: "a.st", optimizer: nil)
 }
 
 @Test func atomicWriteLeavesTheOldFileWhenItCannotWrite() throws {
@@ -178,4 +178,54 @@ func malformedSafetensorsAreRefused(_ c: (String, [UInt8], String)) {
     #expect { _ = try Checkpoint.load(dir + "/odd.st") } throws: { e in
         "\(e)".hasPrefix(dir + "/odd.st: ") && "\(e)".contains("precision 'fp8'")
     }
+}
+
+/// SGD keeps one buffer, its momentum: a network built for it has no second moment, and its
+/// checkpoint holds `sgd.momentum_buffer.*` (PyTorch's name) and nothing of Adam's. A version-2
+/// checkpoint of the same run — the momentum as `adam.m.*` beside zeros as `adam.v.*` — resumes to
+/// the same bits.
+@Test func sgdCheckpointsHoldItsMomentumAloneAndVersion2StillResumes() throws {
+    let data = try fashionSlice(400)
+    let dir = tempDir()
+    defer { Scratch.remove(dir) }
+    var c = TrainConfig()
+    c.spec = try ModelSpec(parsing: "conv(4,3) relu maxpool(2) fc(10)"); c.batch = 40; c.threads = 2
+    c.optimizer.kind = .sgd; c.optimizer.lr = 0.05; c.optimizer.momentum = 0.9; c.optimizer.weightDecay = 1e-3
+    let first = try Trainer(config: c, data: data)
+    #expect(first.network.moment2 == nil)
+    for _ in 0..<5 { first.trainStep() }
+    try Checkpoint.save(first.network, state: first.checkpointState, to: dir + "/v3.st")
+    let (tensors, metadata) = try Safetensors.read(dir + "/v3.st")
+    #expect(metadata["format_version"] == "3")
+    #expect(tensors.keys.filter { $0.hasPrefix("sgd.momentum_buffer.") }.count == first.network.tensors.count)
+    #expect(!tensors.keys.contains { $0.hasPrefix("adam.") })
+    // The same state as version 2 wrote it.
+    var old: [SafetensorsTensor] = tensors.values.map { t in
+        t.name.hasPrefix("sgd.momentum_buffer.")
+            ? SafetensorsTensor(name: "adam.m." + t.name.dropFirst("sgd.momentum_buffer.".count), shape: t.shape, values: t.values) : t
+    }
+    old += first.network.tensors.map { t in
+        let like = tensors[t.name]!
+        return SafetensorsTensor(name: "adam.v." + t.name, shape: like.shape, values: [Float](repeating: 0, count: like.values.count))
+    }
+    try Safetensors.write(dir + "/v2.st", tensors: old.sorted { $0.name < $1.name },
+                          metadata: metadata.map { ($0.key, $0.key == "format_version" ? "2" : $0.value) }.sorted { $0.0 < $1.0 })
+    for file in ["v3.st", "v2.st"] {
+        let (state, saved) = try Checkpoint.load(dir + "/" + file)
+        let second = try Trainer(config: try TrainConfig(resuming: state), data: data)
+        try Checkpoint.restore(second.network, from: saved, path: file, optimizer: state)
+        second.restore(step: state.step)
+        #expect(bits(second.network.moment1, second.network.parameterCount) == bits(first.network.moment1, first.network.parameterCount))
+        second.trainStep()
+        try Checkpoint.save(second.network, state: second.checkpointState, to: dir + "/after-" + file)
+    }
+    first.trainStep()
+    try Checkpoint.save(first.network, state: first.checkpointState, to: dir + "/after-whole.st")
+    let whole = FileManager.default.contents(atPath: dir + "/after-whole.st")
+    #expect(whole != nil && FileManager.default.contents(atPath: dir + "/after-v3.st") == whole)
+    #expect(FileManager.default.contents(atPath: dir + "/after-v2.st") == whole)
+    // A model-only load (eval, predict) passes over either kind of optimizer state.
+    let model = try Network(spec: c.spec, input: data.shape, classes: 10, capacity: 1, threads: 1, seed: 1, secondMoment: false)
+    try Checkpoint.restore(model, from: tensors, path: "v3.st", optimizer: nil)
+    try Checkpoint.restore(model, from: try Safetensors.read(dir + "/v2.st").tensors, path: "v2.st", optimizer: nil)
 }

@@ -128,7 +128,7 @@ private func compareWithPyTorch(_ file: String, threads: Int) throws {
             for i in 0..<t.count { net.weights[t.offset + i] = w.values[i] }
         }
         net.moment1.update(repeating: 0, count: net.parameterCount)
-        net.moment2.update(repeating: 0, count: net.parameterCount)
+        net.moment2!.update(repeating: 0, count: net.parameterCount)
         for i in fresh.indices { net.state[i] = fresh[i] }
         for step in 1...3 {
             net.forward(count: n, training: true)

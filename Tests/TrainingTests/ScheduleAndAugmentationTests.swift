@@ -112,7 +112,7 @@ func schedulesAndAugmentationResumeExactlyAndIgnoreThreads(_ k: Int) throws {
     var c = try TrainConfig(resuming: state)
     c.threads = 1
     let second = try Trainer(config: c, data: Bench.synthetic(count: 50, rows: 8, cols: 8, seed: 6))
-    try Checkpoint.restore(second.network, from: tensors, path: dir + "/part.st", optimizer: true)
+    try Checkpoint.restore(second.network, from: tensors, path: dir + "/part.st", optimizer: state)
     second.restore(step: state.step)
     _ = try second.run(RunSettings(steps: 12, checkpoint: dir + "/resumed.st"), test: testSet)
     #expect(FileManager.default.contents(atPath: dir + "/resumed.st") == files[0])

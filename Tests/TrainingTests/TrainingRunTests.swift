@@ -66,7 +66,7 @@ func aStopSavesItsStepAndResumingFromItIsExact(threads: Int) throws {
     #expect(state.step == 3)
 
     let second = try runTrainer(threads: threads)
-    try Checkpoint.restore(second.network, from: tensors, path: dir + "/part.st", optimizer: true)
+    try Checkpoint.restore(second.network, from: tensors, path: dir + "/part.st", optimizer: state)
     second.restore(step: state.step)
     _ = try second.run(RunSettings(steps: 6, checkpoint: dir + "/resumed.st"), test: testSet)
     let a = FileManager.default.contents(atPath: dir + "/whole.st"), b = FileManager.default.contents(atPath: dir + "/resumed.st")

@@ -126,7 +126,7 @@ struct DenseStage: Stage {
         let update = DenseUpdateJob(
             inputs: inputs, outputs: outputs, batch: n, x: x, dy: dy, packedDy: packedDyRows,
             packedDyT: packedDyT, dxT: packedDyT == nil ? nil : inputGradT, paddedBatch: np,
-            w: net.weights + weight, g: net.gradients + weight, m: net.moment1 + weight, v: net.moment2 + weight,
+            w: net.weights + weight, g: net.gradients + weight, m: net.moment1 + weight, v: net.moment2.map { $0 + weight },
             optimizer: optimizer, finite: net.finiteFlags + finiteSlot * pool.count, tiles: rowTiles, parts: parts, sums: sums,
             sumChunks: sumChunks, rows: net.scratchLayout.denseRows, precision: precision, pool: pool)
         if pool.rangeNodes.count > 1 {
@@ -253,7 +253,8 @@ struct DenseUpdateJob: ParallelJob, @unchecked Sendable {  // an item writes its
     var dy, packedDy: UnsafeMutablePointer<Float>  // dY [batch, outputs], and packed as dW's B
     var packedDyT, dxT: UnsafeMutablePointer<Float>?  // dYᵀ packed as dXᵀ's B, dXᵀ [inputs, paddedBatch]; nil: no input gradient
     var paddedBatch: Int
-    var w, g, m, v: UnsafeMutablePointer<Float>    // this layer's weights, gradient and moments in the flat buffers
+    var w, g, m: UnsafeMutablePointer<Float>       // this layer's weights, gradient and first moment in the flat buffers
+    var v: UnsafeMutablePointer<Float>?            // and its second moment (nil for SGD)
     var optimizer: OptimizerStep?
     var finite: UnsafeMutablePointer<Bool>         // one flag per worker, and-ed
     var tiles: Range<Int>                          // the tiles of Gemm.mr rows of W this process updates (under mpirun, its share)
@@ -294,7 +295,7 @@ struct DenseUpdateJob: ParallelJob, @unchecked Sendable {  // an item writes its
                           b: .packed(packedDy), c: gradient, ldc: outputs,
                           accumulate: false, scratch: scratch, precision: precision)
             if let optimizer {
-                ok = OptimizerUpdate.apply(optimizer, w: w + at, g: gradient, m: m + at, v: v + at, count: r * outputs) && ok
+                ok = OptimizerUpdate.apply(optimizer, w: w + at, g: gradient, m: m + at, v: v.map { $0 + at }, count: r * outputs) && ok
             }
             r0 += r
         }
