@@ -193,25 +193,7 @@ struct Train: ParsableCommand {
         // Under mpirun rank 0 alone writes files; every rank reads the data (and --resume).
         let rank0 = ProcessGroup.launched.rank == 0
         if let checkpoint, rank0 { try checkWritable(checkpoint) }
-
-        let train = try resumed.map { try loadData(data, .train, for: $0.state) } ?? loadData(data, .train, resize: config.resize)
-        let test = try loadData(data, .test, classNames: train.classNames, channels: train.shape.c, resize: config.resize)
-        guard test.shape == train.shape else {
-            throw DataError(data, "test images are \(test.shape) but training images are \(train.shape)")
-        }
-        if config.batch > train.count {
-            throw UsageError(description: "--batch \(config.batch) is larger than the training set (\(train.count) images in \(data))")
-        }
-        if let r = resumed?.state {
-            guard r.input == train.shape, r.trainCount == train.count else {
-                throw UsageError(description: "the checkpoint was trained on \(r.trainCount) images of \(r.input) but \(data) has \(train.count) of \(train.shape)")
-            }
-            if noNormalize && r.normalization != .identity(channels: r.input.c) {
-                throw UsageError(description: "--no-normalize conflicts with the checkpoint's normalised inputs (\(resume!)); drop the flag to resume")
-            }
-        } else if noNormalize {
-            config.normalization = .identity(channels: train.shape.c)
-        }
+        let (train, test) = try loadSplits(resumed: resumed?.state, &config)
         let totalSteps = epochs.map { $0 * (train.count / config.batch) } ?? steps ?? TrainConfig.defaultSteps
         if resumed == nil, let lrSchedule { config.optimizer.schedule = try LRSchedule.parse(lrSchedule, totalSteps: totalSteps).get() }
         let group = try ProcessGroup.world()
@@ -225,25 +207,9 @@ struct Train: ParsableCommand {
             trainer.restore(step: r.state.step)
         }
         let writer = rank0 ? try metrics.map { try MetricsWriter(path: $0) } : nil
-        let interactive = rank0 && ProgressReporter.stderrIsTerminal
-        let net = trainer.network
-        debugBuildNotice()
-        print("ptrain: \(net.spec.text)")
-        let n = trainer.normalization
-        print("ptrain: \(data): \(train.count) training / \(test.count) test images of \(train.shape), \(train.classes) classes (\(try Dataset.layout(of: data).rawValue)); inputs " + (n == .identity(channels: n.channels) ? "as pixels / 255" : "normalised, mean " + n.mean.map { String(format: "%.3f", $0) }.joined(separator: "/") + " std " + n.std.map { String(format: "%.3f", $0) }.joined(separator: "/")))
-        print("ptrain: \(config.optimizer)" + (config.augmentation.isNone ? "" : "; augment \(config.augmentation)"))
-        print("ptrain: \(config.precision.startupLine)")
-        if let r = resumed?.state, r.precision != config.precision {
-            print("ptrain: the checkpoint was trained in \(r.precision); continuing in \(config.precision) (--change-precision): the bits differ from an unbroken run")
-        }
-        print("ptrain: \(net.parameterCount) parameters, batch \(config.batch), \(totalSteps) steps, \(group.size > 1 ? "\(group.size) ranks x " : "")\(config.threads) threads")
-        if let why = Numa.shared.unavailableReason { print("ptrain: NUMA placement off (\(why)); using plain allocation") }
-        if let threads, threads > config.threads {
-            print("ptrain: --threads \(threads) but this process may use \(config.threads) CPUs: running \(config.threads) workers (the results do not depend on the thread count)")
-        }
-        if let resume { print("ptrain: resumed from \(resume) at step \(trainer.step)") }
+        try printStartup(trainer, train: train, test: test, resumed: resumed?.state, totalSteps: totalSteps, ranks: group.size)
         let progress = ProgressReporter(totalSteps: totalSteps, startStep: trainer.step, batch: config.batch,
-                                        interactive: interactive, logEvery: logEvery, metrics: writer)
+                                        interactive: rank0 && ProgressReporter.stderrIsTerminal, logEvery: logEvery, metrics: writer)
         Interrupts.install()
         let settings = RunSettings(steps: totalSteps, checkpoint: checkpoint, saveEvery: saveEvery, evalEvery: evalEvery)
         let end: RunEnd
@@ -275,5 +241,50 @@ struct Train: ParsableCommand {
         }
         fflush(nil)
         group.finish()
+    }
+
+    /// The training and test splits, checked against each other, the batch and a resumed
+    /// checkpoint; --no-normalize settles the configuration's normalisation.
+    private func loadSplits(resumed: CheckpointState?, _ config: inout TrainConfig) throws -> (train: Dataset, test: Dataset) {
+        let train = try resumed.map { try loadData(data, .train, for: $0) } ?? loadData(data, .train, resize: config.resize)
+        let test = try loadData(data, .test, classNames: train.classNames, channels: train.shape.c, resize: config.resize)
+        guard test.shape == train.shape else {
+            throw DataError(data, "test images are \(test.shape) but training images are \(train.shape)")
+        }
+        if config.batch > train.count {
+            throw UsageError(description: "--batch \(config.batch) is larger than the training set (\(train.count) images in \(data))")
+        }
+        if let r = resumed {
+            guard r.input == train.shape, r.trainCount == train.count else {
+                throw UsageError(description: "the checkpoint was trained on \(r.trainCount) images of \(r.input) but \(data) has \(train.count) of \(train.shape)")
+            }
+            if noNormalize && r.normalization != .identity(channels: r.input.c) {
+                throw UsageError(description: "--no-normalize conflicts with the checkpoint's normalised inputs (\(resume!)); drop the flag to resume")
+            }
+        } else if noNormalize {
+            config.normalization = .identity(channels: train.shape.c)
+        }
+        return (train, test)
+    }
+
+    /// The lines a run starts with: the model, the data and its normalisation, the optimizer,
+    /// the precision, the sizes, and what the machine or a resume changed.
+    private func printStartup(_ trainer: Trainer, train: Dataset, test: Dataset, resumed: CheckpointState?,
+                              totalSteps: Int, ranks: Int) throws {
+        let net = trainer.network, config = trainer.config, n = trainer.normalization
+        debugBuildNotice()
+        print("ptrain: \(net.spec.text)")
+        print("ptrain: \(data): \(train.count) training / \(test.count) test images of \(train.shape), \(train.classes) classes (\(try Dataset.layout(of: data).rawValue)); inputs " + (n == .identity(channels: n.channels) ? "as pixels / 255" : "normalised, mean " + n.mean.map { String(format: "%.3f", $0) }.joined(separator: "/") + " std " + n.std.map { String(format: "%.3f", $0) }.joined(separator: "/")))
+        print("ptrain: \(config.optimizer)" + (config.augmentation.isNone ? "" : "; augment \(config.augmentation)"))
+        print("ptrain: \(config.precision.startupLine)")
+        if let r = resumed, r.precision != config.precision {
+            print("ptrain: the checkpoint was trained in \(r.precision); continuing in \(config.precision) (--change-precision): the bits differ from an unbroken run")
+        }
+        print("ptrain: \(net.parameterCount) parameters, batch \(config.batch), \(totalSteps) steps, \(ranks > 1 ? "\(ranks) ranks x " : "")\(config.threads) threads")
+        if let why = Numa.shared.unavailableReason { print("ptrain: NUMA placement off (\(why)); using plain allocation") }
+        if let threads, threads > config.threads {
+            print("ptrain: --threads \(threads) but this process may use \(config.threads) CPUs: running \(config.threads) workers (the results do not depend on the thread count)")
+        }
+        if let resume { print("ptrain: resumed from \(resume) at step \(trainer.step)") }
     }
 }
