@@ -78,7 +78,7 @@ let package = Package(
         .target(name: "PTTestJPEG", path: "Tests/SupportJPEG", linkerSettings: [.linkedLibrary("jpeg")]),
         .testTarget(name: "KernelTests", dependencies: ["PTKernels", "PTTestSupport"]),
         .testTarget(name: "ModelTests", dependencies: ["PTModel", "PTRuntime", "PTKernels", "PTTestSupport"]),
-        .testTarget(name: "TrainingTests", dependencies: ["PTTraining", "PTModel", "PTKernels", "PTTestSupport", "CZlib", "CPNG"],
+        .testTarget(name: "TrainingTests", dependencies: ["PTTraining", "PTModel", "PTRuntime", "PTKernels", "PTTestSupport", "CZlib", "CPNG"],
                     exclude: ["pytorch-reference.safetensors", "pytorch-reference-resnet.safetensors"]),
         .testTarget(name: "CLITests", dependencies: ["ptrain", "PTTraining", "PTModel", "PTTestSupport", "CZlib", "CPNG"]),
     ],

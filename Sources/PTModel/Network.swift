@@ -168,7 +168,7 @@ public final class Network {
         let plan = try NetworkPlan(spec: spec, input: input, classes: classes, precision: precision)
         self.precision = precision
         // Refuse up front what would not fit, rather than dying in the middle of allocation.
-        let estimate = plan.memoryEstimate(capacity: capacity, threads: threads), available = Self.availableMemory()
+        let estimate = plan.memoryEstimate(capacity: capacity, threads: threads), available = AvailableMemory.bytes() ?? 0
         if available > 0 && estimate > available {
             throw ShapeError(message: String(format: "a batch of %d with this model needs about %.1f GiB but only %.1f GiB of memory is available; a smaller batch or model needs less",
                                              capacity, Double(estimate) / 1_073_741_824, Double(available) / 1_073_741_824))
@@ -238,12 +238,4 @@ public final class Network {
     }
 
     /// MemAvailable from /proc/meminfo in bytes (0 when unknown).
-    static func availableMemory() -> Int {
-        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return 0 }
-        for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
-            let kb = line.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
-            return kb * 1024
-        }
-        return 0
-    }
 }

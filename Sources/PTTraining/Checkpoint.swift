@@ -62,9 +62,12 @@ public enum Checkpoint {
     static func optimizerBuffers(_ net: Network, kind: OptimizerKind, version: String) -> [(prefix: String, buffer: UnsafeMutablePointer<Float>)] {
         switch kind {
         case .adam, .adamw: return [("adam.m.", net.moment1), ("adam.v.", net.moment2!)]
-        case .sgd: return [(version == "1" || version == "2" ? "adam.m." : "sgd.momentum_buffer.", net.moment1)]
+        case .sgd: return [(sgdInAdamNames(version) ? "adam.m." : "sgd.momentum_buffer.", net.moment1)]
         }
     }
+
+    /// Whether a file of `version` wrote SGD's momentum as adam.m.* (beside zeros as adam.v.*).
+    static func sgdInAdamNames(_ version: String) -> Bool { version == "1" || version == "2" }
 
     /// Prefixes of optimizer state, which a model-only load passes over.
     static let optimizerPrefixes = ["adam.", "sgd."]
@@ -240,7 +243,7 @@ public enum Checkpoint {
         }
         // Optimizer state is allowed to be present when only the model is loaded; an SGD run of
         // version 1 or 2 wrote zeros as adam.v.*, which nothing reads.
-        let oldSGDZeros = optimizer.map { $0.optimizer.kind == .sgd && ["1", "2"].contains($0.formatVersion) } ?? false
+        let oldSGDZeros = optimizer.map { $0.optimizer.kind == .sgd && sgdInAdamNames($0.formatVersion) } ?? false
         let extra = tensors.keys.filter { name in
             !expected.contains(name) && !(optimizer == nil && optimizerPrefixes.contains { name.hasPrefix($0) })
                 && !(oldSGDZeros && name.hasPrefix("adam.v."))

@@ -5,6 +5,7 @@
 // loads (`--resize`). Loading decodes in parallel straight into one byte buffer: a pass over the
 // headers (sizes, colour), then one decode of each image into its place.
 import Foundation
+import PTRuntime
 import PTModel
 
 public enum ImageFolder {

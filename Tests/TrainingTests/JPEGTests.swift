@@ -3,6 +3,7 @@
 // skipped non-image files, the memory check before decoding, and damaged files as one line.
 import Foundation
 import PTModel
+import PTRuntime
 import PTTestSupport
 import PTTraining
 import Testing
