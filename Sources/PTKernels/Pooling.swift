@@ -74,34 +74,44 @@ extension MaxPool {
     /// order, as there (only a NaN in a window can make them differ; training stops on a NaN
     /// loss anyway). Independent compare-selects: a chain of them on one running maximum came out
     /// of the compiler as scalar mask shuffles, 2.5x slower than the general loop; this is 2x faster.
+    /// `xFirstRow`: the input row `x` points at (a fused conv keeps only the rows being pooled);
+    /// the argmax indices stay the whole input's.
     static func forward2x2(_ g: Window, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
-                           argmax: UnsafeMutablePointer<Int32>, rows: Range<Int>) {
+                           argmax: UnsafeMutablePointer<Int32>, rows: Range<Int>, xFirstRow: Int = 0) {
         let c = g.channels, right = c, down = g.inW * c
+        let skipped = xFirstRow * g.inW * c
         let lanes = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+        let rightV = SIMD16<Int32>(repeating: Int32(truncatingIfNeeded: right)), sixteen = SIMD16<Int32>(repeating: 16)
+        let downV = SIMD16<Int32>(repeating: Int32(truncatingIfNeeded: down))
+        let downRightV = SIMD16<Int32>(repeating: Int32(truncatingIfNeeded: down + right))
         for oh in rows {
             for ow in 0..<g.outW {
                 let o = (oh * g.outW + ow) * c
                 let first = (oh * g.stride * g.inW + ow * g.stride) * c
                 var ch = 0
+                // The indices as a running vector: a splat of `first + ch` each time came out of
+                // the compiler as three lane permutes (recorded: the kernel ran at a third of its speed).
+                var a0 = lanes &+ SIMD16<Int32>(repeating: Int32(truncatingIfNeeded: first))
                 while ch + 16 <= c {
-                    let i0 = first + ch
-                    let v0 = loadV(x + i0), v1 = loadV(x + i0 + right), v2 = loadV(x + i0 + down), v3 = loadV(x + i0 + down + right)
-                    let a0 = lanes &+ Int32(truncatingIfNeeded: i0)
+                    let at = x + (first + ch - skipped)
+                    let v0 = loadV(at), v1 = loadV(at + right), v2 = loadV(at + down), v3 = loadV(at + down + right)
                     let g01 = v1 .> v0, g23 = v3 .> v2
                     let b01 = v0.replacing(with: v1, where: g01), b23 = v2.replacing(with: v3, where: g23)
-                    let a01 = a0.replacing(with: a0 &+ Int32(truncatingIfNeeded: right), where: g01)
-                    let a23 = (a0 &+ Int32(truncatingIfNeeded: down)).replacing(with: a0 &+ Int32(truncatingIfNeeded: down + right), where: g23)
+                    let a01 = a0.replacing(with: a0 &+ rightV, where: g01)
+                    let a23 = (a0 &+ downV).replacing(with: a0 &+ downRightV, where: g23)
                     let later = b23 .> b01
                     storeV(b01.replacing(with: b23, where: later), y + o + ch)
                     UnsafeMutableRawPointer(argmax + o + ch).storeBytes(of: a01.replacing(with: a23, where: later), as: SIMD16<Int32>.self)
+                    a0 &+= sixteen
                     ch += 16
                 }
                 while ch < c {
                     let i0 = first + ch
-                    let i01 = x[i0 + right] > x[i0] ? i0 + right : i0
-                    let i23 = x[i0 + down + right] > x[i0 + down] ? i0 + down + right : i0 + down
-                    let i = x[i23] > x[i01] ? i23 : i01
-                    y[o + ch] = x[i]; argmax[o + ch] = Int32(i)
+                    @inline(__always) func at(_ i: Int) -> Float { x[i - skipped] }
+                    let i01 = at(i0 + right) > at(i0) ? i0 + right : i0
+                    let i23 = at(i0 + down + right) > at(i0 + down) ? i0 + down + right : i0 + down
+                    let i = at(i23) > at(i01) ? i23 : i01
+                    y[o + ch] = at(i); argmax[o + ch] = Int32(i)
                     ch += 1
                 }
             }
@@ -112,28 +122,63 @@ extension MaxPool {
     /// one window: write each once, its window's gradient where it was the argmax and 0 elsewhere,
     /// 16 channels at a time. No clearing pass and no scatter. `+ 0` keeps the scatter's bits:
     /// there a -0 gradient lands on +0 and becomes +0.
+    /// `rows` (default all): only those output rows' windows; `dxFirstRow`: the input row `dx`
+    /// points at.
     static func tiledBackward(_ g: Window, dy: UnsafePointer<Float>, argmax: UnsafePointer<Int32>,
-                              dx: UnsafeMutablePointer<Float>, reluOutput y: UnsafePointer<Float>?) {
+                              dx: UnsafeMutablePointer<Float>, reluOutput y: UnsafePointer<Float>?,
+                              rows: Range<Int>? = nil, dxFirstRow: Int = 0) {
         let c = g.channels
+        let skipped = dxFirstRow * g.inW * c
         let lanes = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
-        let zero = SIMD16<Float>()
-        for oh in 0..<g.outH {
+        let zero = SIMD16<Float>(), sixteen = SIMD16<Int32>(repeating: 16)
+        // An input's index in the window relative to the window's first (what an argmax minus the
+        // first is compared with) steps by these across and down.
+        let across = SIMD16<Int32>(repeating: Int32(truncatingIfNeeded: c))
+        let down = SIMD16<Int32>(repeating: Int32(truncatingIfNeeded: g.inW * c))
+        let zeroI = SIMD16<Int32>(), downAcross = down &+ across
+        for oh in rows ?? 0..<g.outH {
             for ow in 0..<g.outW {
                 let o = (oh * g.outW + ow) * c
+                let first = (oh * g.stride * g.inW + ow * g.stride) * c
+                var ch = 0
+                // The window's first indices as a running vector (a splat per step came out of
+                // the compiler as three lane permutes).
+                var base = lanes &+ SIMD16<Int32>(repeating: Int32(truncatingIfNeeded: first))
+                while ch + 16 <= c {
+                    let am = UnsafeRawPointer(argmax + o + ch).loadUnaligned(as: SIMD16<Int32>.self) &- base
+                    var d = loadV(dy + o + ch)
+                    if let y { d = zero.replacing(with: d, where: loadV(y + o + ch) .> zero) }
+                    if g.kernel == 2 {
+                        // Unrolled: the general loops' index arithmetic cost more than the stores.
+                        let p = dx + (first + ch - skipped), below = p + g.inW * c
+                        storeV(zero.replacing(with: d, where: am .== zeroI) + zero, p)
+                        storeV(zero.replacing(with: d, where: am .== across) + zero, p + c)
+                        storeV(zero.replacing(with: d, where: am .== down) + zero, below)
+                        storeV(zero.replacing(with: d, where: am .== downAcross) + zero, below + c)
+                        base &+= sixteen
+                        ch += 16
+                        continue
+                    }
+                    var rowOffset = SIMD16<Int32>()
+                    for kh in 0..<g.kernel {
+                        var offset = rowOffset
+                        for kw in 0..<g.kernel {
+                            let i = first + (kh * g.inW + kw) * c + ch - skipped
+                            storeV(zero.replacing(with: d, where: am .== offset) + zero, dx + i)
+                            offset &+= across
+                        }
+                        rowOffset &+= down
+                    }
+                    base &+= sixteen
+                    ch += 16
+                }
                 for kh in 0..<g.kernel {
                     for kw in 0..<g.kernel {
                         let i = ((oh * g.stride + kh) * g.inW + ow * g.stride + kw) * c
-                        var ch = 0
-                        while ch + 16 <= c {
-                            let am = UnsafeRawPointer(argmax + o + ch).loadUnaligned(as: SIMD16<Int32>.self)
-                            var hit = am .== lanes &+ Int32(i + ch)
-                            if let y { hit = hit .& (loadV(y + o + ch) .> zero) }
-                            storeV(zero.replacing(with: loadV(dy + o + ch), where: hit) + zero, dx + i + ch)
-                            ch += 16
-                        }
+                        var ch = ch
                         while ch < c {
                             let take = argmax[o + ch] == Int32(i + ch) && (y.map { $0[o + ch] > 0 } ?? true)
-                            dx[i + ch] = (take ? dy[o + ch] : 0) + 0
+                            dx[i + ch - skipped] = (take ? dy[o + ch] : 0) + 0
                             ch += 1
                         }
                     }

@@ -32,9 +32,10 @@ public enum SingleChannelConv {
     /// y[p][co] = ReLU?(Σ_taps xp · w + bias); w is [3][3][1][cout], y is [outH, outW, cout].
     /// Eight pixels of a row at a time share each weight load and give the FMA units eight
     /// independent sums (one pixel's 9 taps are a chain of dependent FMAs).
-    /// `rows` (default all): only those output rows.
+    /// `rows` (default all): only those output rows; `yFirstRow`: the output row `y` points at.
     public static func forward(_ g: Window, cout: Int, xp: UnsafePointer<Float>, w: UnsafePointer<Float>,
-                               bias: UnsafePointer<Float>, relu: Bool, rows: Range<Int>? = nil, y: UnsafeMutablePointer<Float>) {
+                               bias: UnsafePointer<Float>, relu: Bool, rows: Range<Int>? = nil, y: UnsafeMutablePointer<Float>,
+                               yFirstRow: Int = 0) {
         let cols = paddedCols(g), s = g.stride
         let zero = V()
         @inline(__always) func finish(_ acc: V, _ b: V, _ p: UnsafeMutablePointer<Float>) {
@@ -62,7 +63,7 @@ public enum SingleChannelConv {
                             a6 = a6.addingProduct(V(repeating: t[6 * s]), wv); a7 = a7.addingProduct(V(repeating: t[7 * s]), wv)
                         }
                     }
-                    let out = y + (oh * g.outW + ow) * cout + co
+                    let out = y + ((oh - yFirstRow) * g.outW + ow) * cout + co
                     finish(a0, b, out); finish(a1, b, out + cout); finish(a2, b, out + 2 * cout); finish(a3, b, out + 3 * cout)
                     finish(a4, b, out + 4 * cout); finish(a5, b, out + 5 * cout); finish(a6, b, out + 6 * cout); finish(a7, b, out + 7 * cout)
                     ow += 8
@@ -75,26 +76,66 @@ public enum SingleChannelConv {
                             acc = acc.addingProduct(V(repeating: row[kh * cols + ow * s + kw]), loadV(w + (kh * 3 + kw) * cout + co))
                         }
                     }
-                    finish(acc, b, y + (oh * g.outW + ow) * cout + co)
+                    finish(acc, b, y + ((oh - yFirstRow) * g.outW + ow) * cout + co)
                     ow += 1
                 }
             }
         }
     }
 
-    /// dw[tap][co] += Σ_p xp(p, tap) · dy[p][co], positions in order (dw's running sums go on).
+    /// Whether a max-pool after the conv can run inside it (`forwardPooled`): 2x2 windows with
+    /// stride 2 that tile the conv's output exactly.
+    public static func poolFuses(_ g: Window, pool p: Window) -> Bool {
+        p.kernel == 2 && p.stride == 2 && g.outH == 2 * p.outH && g.outW == 2 * p.outW && p.channels % 16 == 0
+    }
+
+    /// The conv, then the 2x2 max-pool after it (`poolFuses`), a pair of output rows at a time:
+    /// the pair is written to `pair` (2 rows of the conv's output: it stays in L1) and pooled from
+    /// there, so the conv's whole output never goes out to L2 and back (recorded: that traffic was
+    /// over half of this conv's time). The same sums and the same pool as `forward` then
+    /// `MaxPool.forward`: the same bits. `pooledRows` (default all): only those rows of the pool.
+    public static func forwardPooled(_ g: Window, cout: Int, xp: UnsafePointer<Float>, w: UnsafePointer<Float>,
+                                     bias: UnsafePointer<Float>, relu: Bool, pool p: Window, pooledRows: Range<Int>? = nil,
+                                     pair: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>,
+                                     argmax: UnsafeMutablePointer<Int32>) {
+        for ph in pooledRows ?? 0..<p.outH {
+            forward(g, cout: cout, xp: xp, w: w, bias: bias, relu: relu, rows: 2 * ph..<2 * ph + 2, y: pair, yFirstRow: 2 * ph)
+            MaxPool.forward2x2(p, x: pair, y: y, argmax: argmax, rows: ph..<ph + 1, xFirstRow: 2 * ph)
+        }
+    }
+
+    /// The backward of `forwardPooled`: a pair of the conv's output rows at a time, the pool's
+    /// gradient (with the ReLU's mask, from the pool's output `reluOutput`) goes into `pair` and
+    /// the weight and bias gradients' sums go on over it. The positions are summed in the same
+    /// order as by `MaxPool.backward` then `weightGradient` over the whole output: the same bits.
+    public static func weightGradientPooled(_ g: Window, cout: Int, xp: UnsafePointer<Float>, pool p: Window,
+                                            dy: UnsafePointer<Float>, argmax: UnsafePointer<Int32>,
+                                            reluOutput: UnsafePointer<Float>?, pair: UnsafeMutablePointer<Float>,
+                                            dw: UnsafeMutablePointer<Float>, db: UnsafeMutablePointer<Float>?) {
+        for ph in 0..<p.outH {
+            MaxPool.tiledBackward(p, dy: dy, argmax: argmax, dx: pair, reluOutput: reluOutput, rows: ph..<ph + 1, dxFirstRow: 2 * ph)
+            weightGradient(g, cout: cout, xp: xp, dy: pair, dw: dw, db: db, rows: 2 * ph..<2 * ph + 2, dyFirstRow: 2 * ph)
+        }
+    }
+
+    /// dw[tap][co] += Σ_p xp(p, tap) · dy[p][co], positions in order (dw's running sums go on),
+    /// and with `db` the bias gradient's: db[co] += Σ_p dy[p][co]. `rows` (default all): only
+    /// those output rows; `dyFirstRow`: the output row `dy` points at.
     public static func weightGradient(_ g: Window, cout: Int, xp: UnsafePointer<Float>, dy: UnsafePointer<Float>,
-                                      dw: UnsafeMutablePointer<Float>) {
+                                      dw: UnsafeMutablePointer<Float>, db: UnsafeMutablePointer<Float>? = nil,
+                                      rows: Range<Int>? = nil, dyFirstRow: Int = 0) {
         let cols = paddedCols(g), s = g.stride
         for co in stride(from: 0, to: cout, by: 16) {
-            // The 9 taps' sums for these 16 channels stay in registers over all positions.
+            // The 9 taps' sums (and the bias's) for these 16 channels stay in registers over the positions.
             var a0 = loadV(dw + 0 * cout + co), a1 = loadV(dw + 1 * cout + co), a2 = loadV(dw + 2 * cout + co)
             var a3 = loadV(dw + 3 * cout + co), a4 = loadV(dw + 4 * cout + co), a5 = loadV(dw + 5 * cout + co)
             var a6 = loadV(dw + 6 * cout + co), a7 = loadV(dw + 7 * cout + co), a8 = loadV(dw + 8 * cout + co)
-            for oh in 0..<g.outH {
+            var ab = db.map { loadV($0 + co) } ?? V()
+            for oh in rows ?? 0..<g.outH {
                 for ow in 0..<g.outW {
                     let b = xp + oh * s * cols + ow * s
-                    let d = loadV(dy + (oh * g.outW + ow) * cout + co)
+                    let d = loadV(dy + ((oh - dyFirstRow) * g.outW + ow) * cout + co)
+                    ab += d
                     a0 = a0.addingProduct(V(repeating: b[0]), d)
                     a1 = a1.addingProduct(V(repeating: b[1]), d)
                     a2 = a2.addingProduct(V(repeating: b[2]), d)
@@ -109,6 +150,7 @@ public enum SingleChannelConv {
             storeV(a0, dw + 0 * cout + co); storeV(a1, dw + 1 * cout + co); storeV(a2, dw + 2 * cout + co)
             storeV(a3, dw + 3 * cout + co); storeV(a4, dw + 4 * cout + co); storeV(a5, dw + 5 * cout + co)
             storeV(a6, dw + 6 * cout + co); storeV(a7, dw + 7 * cout + co); storeV(a8, dw + 8 * cout + co)
+            if let db { storeV(ab, db + co) }
         }
     }
 }

@@ -83,6 +83,54 @@ func singleChannelConvHasIm2colGemmBits(_ p: (Int, Int, Int, Int, Bool)) {
     close(yDirect, Reference.conv(g, x: Array(x.prefix(g.inputSize)), w: wt, bias: bias, cout: cout).map { max($0, 0) }, terms: 9)
 }
 
+/// The one-channel conv with its 2x2 max-pool inside (a pair of output rows at a time, in L1) gives
+/// the bits of the conv's whole output then the pool: forward (all pooled rows, and in parts as a
+/// cut sample runs them) and the weight and bias gradients' running sums, with and without the
+/// ReLU mask. The ReLU's zeros make ties in the windows (the first maximum must win in both).
+@Test(arguments: [(28, 28, 64), (8, 6, 16), (4, 10, 32), (6, 14, 48)])
+func singleChannelConvWithItsPoolHasUnfusedBits(_ p: (Int, Int, Int)) {
+    let (h, w, cout) = p
+    let g = Window(inH: h, inW: w, channels: 1, kernel: 3, stride: 1, same: true)
+    let pw = Window(inH: h, inW: w, channels: cout, kernel: 2, stride: 2, same: false)
+    #expect(SingleChannelConv.poolFuses(g, pool: pw))
+    #expect(!SingleChannelConv.poolFuses(Window(inH: h + 1, inW: w, channels: 1, kernel: 3, stride: 1, same: true),
+                                         pool: Window(inH: h + 1, inW: w, channels: cout, kernel: 2, stride: 2, same: false)))
+    var r = Rand(s: UInt64(h * w * cout))
+    let x = r.array(g.inputSize), wt = r.array(9 * cout), bias = r.array(cout), dy = r.array(pw.positions * cout)
+    let dwStart = r.array(9 * cout), dbStart = r.array(cout)
+    var xp = [Float](repeating: .nan, count: SingleChannelConv.paddedFloats(g))
+    var conv = [Float](repeating: .nan, count: g.positions * cout), pair = [Float](repeating: .nan, count: 2 * w * cout)
+    var y = [Float](repeating: .nan, count: pw.positions * cout), yFused = y, yParts = y
+    var arg = [Int32](repeating: -1, count: pw.positions * cout), argFused = arg, argParts = arg
+    x.withUnsafeBufferPointer { SingleChannelConv.pad(g, x: $0.baseAddress!, into: &xp) }
+    SingleChannelConv.forward(g, cout: cout, xp: xp, w: wt, bias: bias, relu: true, y: &conv)
+    MaxPool.forward(pw, x: conv, y: &y, argmax: &arg)
+    SingleChannelConv.forwardPooled(g, cout: cout, xp: xp, w: wt, bias: bias, relu: true, pool: pw, pair: &pair, y: &yFused, argmax: &argFused)
+    for part in [0..<pw.outH / 2, pw.outH / 2..<pw.outH] {
+        SingleChannelConv.forwardPooled(g, cout: cout, xp: xp, w: wt, bias: bias, relu: true, pool: pw, pooledRows: part,
+                                        pair: &pair, y: &yParts, argmax: &argParts)
+    }
+    #expect(y.contains(0), "no ReLU zeros: no ties tested")
+    #expect(yFused.map(\.bitPattern) == y.map(\.bitPattern))
+    #expect(argFused == arg)
+    #expect(yParts.map(\.bitPattern) == y.map(\.bitPattern))
+    #expect(argParts == arg)
+    for masked in [false, true] {
+        var dconv = [Float](repeating: .nan, count: g.positions * cout)
+        var dw = dwStart, db = dbStart, dwFused = dwStart, dbFused = dbStart
+        y.withUnsafeBufferPointer { yb in
+            let mask = masked ? yb.baseAddress! : nil
+            MaxPool.backward(pw, dy: dy, argmax: arg, dx: &dconv, reluOutput: mask)
+            SingleChannelConv.weightGradient(g, cout: cout, xp: xp, dy: dconv, dw: &dw)
+            Elementwise.columnSums(dconv, rows: g.positions, ld: cout, cols: 0..<cout, into: &db, accumulate: true)
+            SingleChannelConv.weightGradientPooled(g, cout: cout, xp: xp, pool: pw, dy: dy, argmax: arg, reluOutput: mask,
+                                                   pair: &pair, dw: &dwFused, db: &dbFused)
+        }
+        #expect(dwFused.map(\.bitPattern) == dw.map(\.bitPattern), "masked: \(masked)")
+        #expect(dbFused.map(\.bitPattern) == db.map(\.bitPattern), "masked: \(masked)")
+    }
+}
+
 /// The direct channels-last 3x3 conv against direct Float64 convolution: forward (bias, ReLU),
 /// the input gradient (the same kernel on the padded dy with flipped, transposed weights) and the
 /// weight gradient (from 0, and continuing a running sum), on rows narrower than its 8-pixel block,

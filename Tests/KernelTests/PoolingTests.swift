@@ -36,12 +36,14 @@ func avgPoolBackwardIsTheAdjoint(_ c: Int) {
 }
 
 /// Max-pool backward when windows tile the input (written once per element) gives the bits of
-/// the general clear-and-scatter path, with and without the ReLU mask, on SIMD and tail channels.
-@Test(arguments: [3, 16, 37])
-func tiledMaxPoolBackwardMatchesTheScatter(_ c: Int) {
-    let tiled = Window(inH: 6, inW: 4, channels: c, kernel: 2, stride: 2, same: false)
+/// the general clear-and-scatter path, with and without the ReLU mask, on SIMD and tail channels,
+/// 2x2 and 3x3 windows.
+@Test(arguments: [(3, 2), (16, 2), (37, 2), (16, 3), (19, 3)])
+func tiledMaxPoolBackwardMatchesTheScatter(_ p: (Int, Int)) {
+    let (c, k) = p
+    let tiled = Window(inH: 3 * k, inW: 2 * k, channels: c, kernel: k, stride: k, same: false)
     // The same windows over an input one row taller: not tiled, so the general path runs.
-    let general = Window(inH: 7, inW: 4, channels: c, kernel: 2, stride: 2, same: false)
+    let general = Window(inH: 3 * k + 1, inW: 2 * k, channels: c, kernel: k, stride: k, same: false)
     var r = Rand(s: UInt64(c) &* 31)
     var x = r.array(general.inputSize)
     x[5] = -0.0

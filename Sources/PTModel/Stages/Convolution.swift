@@ -314,6 +314,14 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
         case .singleChannel:
             let xp = area + scratch.col
             SingleChannelConv.pad(g, x: x + s * g.inputSize, into: xp)
+            if let p = c.fusedPool, SingleChannelConv.poolFuses(g, pool: p.window) {
+                // The pool inside, a pair of rows at a time (a part's rows are whole pairs).
+                let size = p.window.positions * p.window.channels
+                SingleChannelConv.forwardPooled(g, cout: cout, xp: xp, w: weights + c.weight, bias: bias, relu: c.relu,
+                                                pool: p.window, pooledRows: rows.lowerBound / 2..<rows.upperBound / 2,
+                                                pair: out, y: y + s * size, argmax: p.argmax! + s * size)
+                return
+            }
             SingleChannelConv.forward(g, cout: cout, xp: xp, w: weights + c.weight, bias: bias, relu: c.relu, rows: rows, y: out)
         case .direct:
             let xp = area + scratch.col, bf16 = c.precision.isBF16
@@ -398,7 +406,18 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
         // Part 0 sums the bias gradient.
         let biasColumns = part == 0 && gbs != nil ? 0..<cout : 0..<0
         gbs?.update(repeating: 0, count: biasColumns.count)
+        let pooledConv = c.path == .singleChannel ? c.fusedPool.flatMap { SingleChannelConv.poolFuses(g, pool: $0.window) ? $0 : nil } : nil
         for s in first..<end {
+            if let p = pooledConv {
+                // The pool's backward a pair of rows at a time, into the sums (`weightGradientPooled`).
+                let size = p.window.positions * p.window.channels, xp = area + scratch.col
+                SingleChannelConv.pad(g, x: x + s * g.inputSize, into: xp)
+                SingleChannelConv.weightGradientPooled(g, cout: cout, xp: xp, pool: p.window, dy: dy + s * size,
+                                                       argmax: p.argmax! + s * size,
+                                                       reluOutput: p.masksRelu ? UnsafePointer(y + s * size) : nil,
+                                                       pair: area + scratch.output, dw: gws, db: biasColumns.isEmpty ? nil : gbs)
+                continue
+            }
             let dys: UnsafeMutablePointer<Float>
             if let p = c.fusedPool {
                 let size = p.window.positions * p.window.channels
