@@ -74,12 +74,9 @@ extension MaxPool {
     /// order, as there (only a NaN in a window can make them differ; training stops on a NaN
     /// loss anyway). Independent compare-selects: a chain of them on one running maximum came out
     /// of the compiler as scalar mask shuffles, 2.5x slower than the general loop; this is 2x faster.
-    /// `xFirstRow`: the input row `x` points at (a fused conv keeps only the rows being pooled);
-    /// the argmax indices stay the whole input's.
     static func forward2x2(_ g: Window, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
-                           argmax: UnsafeMutablePointer<Int32>, rows: Range<Int>, xFirstRow: Int = 0) {
+                           argmax: UnsafeMutablePointer<Int32>, rows: Range<Int>) {
         let c = g.channels, right = c, down = g.inW * c
-        let skipped = xFirstRow * g.inW * c
         let lanes = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
         let rightV = SIMD16<Int32>(repeating: Int32(truncatingIfNeeded: right)), sixteen = SIMD16<Int32>(repeating: 16)
         let downV = SIMD16<Int32>(repeating: Int32(truncatingIfNeeded: down))
@@ -93,7 +90,7 @@ extension MaxPool {
                 // the compiler as three lane permutes (recorded: the kernel ran at a third of its speed).
                 var a0 = lanes &+ SIMD16<Int32>(repeating: Int32(truncatingIfNeeded: first))
                 while ch + 16 <= c {
-                    let at = x + (first + ch - skipped)
+                    let at = x + first + ch
                     let v0 = loadV(at), v1 = loadV(at + right), v2 = loadV(at + down), v3 = loadV(at + down + right)
                     let g01 = v1 .> v0, g23 = v3 .> v2
                     let b01 = v0.replacing(with: v1, where: g01), b23 = v2.replacing(with: v3, where: g23)
@@ -107,11 +104,10 @@ extension MaxPool {
                 }
                 while ch < c {
                     let i0 = first + ch
-                    @inline(__always) func at(_ i: Int) -> Float { x[i - skipped] }
-                    let i01 = at(i0 + right) > at(i0) ? i0 + right : i0
-                    let i23 = at(i0 + down + right) > at(i0 + down) ? i0 + down + right : i0 + down
-                    let i = at(i23) > at(i01) ? i23 : i01
-                    y[o + ch] = at(i); argmax[o + ch] = Int32(i)
+                    let i01 = x[i0 + right] > x[i0] ? i0 + right : i0
+                    let i23 = x[i0 + down + right] > x[i0 + down] ? i0 + down + right : i0 + down
+                    let i = x[i23] > x[i01] ? i23 : i01
+                    y[o + ch] = x[i]; argmax[o + ch] = Int32(i)
                     ch += 1
                 }
             }
@@ -122,13 +118,9 @@ extension MaxPool {
     /// one window: write each once, its window's gradient where it was the argmax and 0 elsewhere,
     /// 16 channels at a time. No clearing pass and no scatter. `+ 0` keeps the scatter's bits:
     /// there a -0 gradient lands on +0 and becomes +0.
-    /// `rows` (default all): only those output rows' windows; `dxFirstRow`: the input row `dx`
-    /// points at.
     static func tiledBackward(_ g: Window, dy: UnsafePointer<Float>, argmax: UnsafePointer<Int32>,
-                              dx: UnsafeMutablePointer<Float>, reluOutput y: UnsafePointer<Float>?,
-                              rows: Range<Int>? = nil, dxFirstRow: Int = 0) {
+                              dx: UnsafeMutablePointer<Float>, reluOutput y: UnsafePointer<Float>?) {
         let c = g.channels
-        let skipped = dxFirstRow * g.inW * c
         let lanes = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
         let zero = SIMD16<Float>(), sixteen = SIMD16<Int32>(repeating: 16)
         // An input's index in the window relative to the window's first (what an argmax minus the
@@ -136,7 +128,7 @@ extension MaxPool {
         let across = SIMD16<Int32>(repeating: Int32(truncatingIfNeeded: c))
         let down = SIMD16<Int32>(repeating: Int32(truncatingIfNeeded: g.inW * c))
         let zeroI = SIMD16<Int32>(), downAcross = down &+ across
-        for oh in rows ?? 0..<g.outH {
+        for oh in 0..<g.outH {
             for ow in 0..<g.outW {
                 let o = (oh * g.outW + ow) * c
                 let first = (oh * g.stride * g.inW + ow * g.stride) * c
@@ -150,7 +142,7 @@ extension MaxPool {
                     if let y { d = zero.replacing(with: d, where: loadV(y + o + ch) .> zero) }
                     if g.kernel == 2 {
                         // Unrolled: the general loops' index arithmetic cost more than the stores.
-                        let p = dx + (first + ch - skipped), below = p + g.inW * c
+                        let p = dx + first + ch, below = p + g.inW * c
                         storeV(zero.replacing(with: d, where: am .== zeroI) + zero, p)
                         storeV(zero.replacing(with: d, where: am .== across) + zero, p + c)
                         storeV(zero.replacing(with: d, where: am .== down) + zero, below)
@@ -163,7 +155,7 @@ extension MaxPool {
                     for kh in 0..<g.kernel {
                         var offset = rowOffset
                         for kw in 0..<g.kernel {
-                            let i = first + (kh * g.inW + kw) * c + ch - skipped
+                            let i = first + (kh * g.inW + kw) * c + ch
                             storeV(zero.replacing(with: d, where: am .== offset) + zero, dx + i)
                             offset &+= across
                         }
@@ -178,10 +170,76 @@ extension MaxPool {
                         var ch = ch
                         while ch < c {
                             let take = argmax[o + ch] == Int32(i + ch) && (y.map { $0[o + ch] > 0 } ?? true)
-                            dx[i + ch - skipped] = (take ? dy[o + ch] : 0) + 0
+                            dx[i + ch] = (take ? dy[o + ch] : 0) + 0
                             ch += 1
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// A 2x2 max-pool with stride 2 that tiles its input, keeping each output's argmax as a byte: which
+/// input of its window won (0, 1 on the top row, 2, 3 below), plus 4 where no gradient passes
+/// (`reluMasked`, and the output is not > 0: the ReLU before the pool clamped it). A quarter of the
+/// bytes of `MaxPool`'s Int32 indices, and the backward pass reads no output (for conv1 of the
+/// reference network, 125 KB a sample less to write and read back). The same tournament,
+/// maxima and ties as `MaxPool.forward`, the same gradients as `MaxPool.backward`: the same bits.
+public enum MaxPoolCodes {
+    /// Whether a max-pool can keep codes: 2x2 windows, stride 2, tiling the input exactly, whole
+    /// vectors of channels.
+    public static func apply(_ g: Window) -> Bool {
+        g.kernel == 2 && g.stride == 2 && g.outH * 2 == g.inH && g.outW * 2 == g.inW && g.channels % 16 == 0
+    }
+
+    typealias I = SIMD16<Int32>
+
+    /// y and the codes of output `rows` (default all). `xFirstRow`: the input row `x` points at
+    /// (a conv that pools inside keeps only the rows being pooled).
+    public static func forward(_ g: Window, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+                               codes: UnsafeMutablePointer<UInt8>, reluMasked: Bool, rows: Range<Int>? = nil,
+                               xFirstRow: Int = 0) {
+        let c = g.channels, down = g.inW * c, zero = SIMD16<Float>()
+        let one = I(repeating: 1), two = I(repeating: 2), three = I(repeating: 3), four = I(repeating: 4)
+        for oh in rows ?? 0..<g.outH {
+            let row = x + (2 * oh - xFirstRow) * down
+            for ow in 0..<g.outW {
+                let o = (oh * g.outW + ow) * c, at = row + 2 * ow * c
+                for ch in stride(from: 0, to: c, by: 16) {
+                    let v0 = loadV(at + ch), v1 = loadV(at + ch + c), v2 = loadV(at + ch + down), v3 = loadV(at + ch + down + c)
+                    // Strict '>' in each match: a tie keeps the earlier input, as MaxPool's does.
+                    let g01 = v1 .> v0, g23 = v3 .> v2
+                    let b01 = v0.replacing(with: v1, where: g01), b23 = v2.replacing(with: v3, where: g23)
+                    let later = b23 .> b01
+                    let best = b01.replacing(with: b23, where: later)
+                    var code = I().replacing(with: one, where: g01).replacing(with: two.replacing(with: three, where: g23), where: later)
+                    if reluMasked { code.replace(with: code &+ four, where: .!(best .> zero)) }
+                    storeV(best, y + o + ch)
+                    UnsafeMutableRawPointer(codes + o + ch).storeBytes(of: SIMD16<UInt8>(truncatingIfNeeded: code), as: SIMD16<UInt8>.self)
+                }
+            }
+        }
+    }
+
+    /// dx of output `rows` (default all): each input its window's gradient where its code names
+    /// it, else 0 (`+ 0`: a -0 gradient lands as +0, as MaxPool's scatter leaves it).
+    /// `dxFirstRow`: the input row `dx` points at.
+    public static func backward(_ g: Window, dy: UnsafePointer<Float>, codes: UnsafePointer<UInt8>,
+                                dx: UnsafeMutablePointer<Float>, rows: Range<Int>? = nil, dxFirstRow: Int = 0) {
+        let c = g.channels, down = g.inW * c, zero = SIMD16<Float>()
+        let one = I(repeating: 1), two = I(repeating: 2), three = I(repeating: 3)
+        for oh in rows ?? 0..<g.outH {
+            let row = dx + (2 * oh - dxFirstRow) * down
+            for ow in 0..<g.outW {
+                let o = (oh * g.outW + ow) * c, at = row + 2 * ow * c
+                for ch in stride(from: 0, to: c, by: 16) {
+                    let code = I(truncatingIfNeeded: UnsafeRawPointer(codes + o + ch).loadUnaligned(as: SIMD16<UInt8>.self))
+                    let d = loadV(dy + o + ch)
+                    storeV(zero.replacing(with: d, where: code .== I()) + zero, at + ch)
+                    storeV(zero.replacing(with: d, where: code .== one) + zero, at + ch + c)
+                    storeV(zero.replacing(with: d, where: code .== two) + zero, at + ch + down)
+                    storeV(zero.replacing(with: d, where: code .== three) + zero, at + ch + down + c)
                 }
             }
         }

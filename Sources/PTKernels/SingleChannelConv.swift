@@ -83,37 +83,37 @@ public enum SingleChannelConv {
         }
     }
 
-    /// Whether a max-pool after the conv can run inside it (`forwardPooled`): 2x2 windows with
-    /// stride 2 that tile the conv's output exactly.
+    /// Whether a max-pool after the conv can run inside it (`forwardPooled`): one that keeps
+    /// byte codes (`MaxPoolCodes`: 2x2 windows with stride 2 tiling the conv's output).
     public static func poolFuses(_ g: Window, pool p: Window) -> Bool {
-        p.kernel == 2 && p.stride == 2 && g.outH == 2 * p.outH && g.outW == 2 * p.outW && p.channels % 16 == 0
+        MaxPoolCodes.apply(p) && p.inH == g.outH && p.inW == g.outW
     }
 
     /// The conv, then the 2x2 max-pool after it (`poolFuses`), a pair of output rows at a time:
     /// the pair is written to `pair` (2 rows of the conv's output: it stays in L1) and pooled from
-    /// there, so the conv's whole output never goes out to L2 and back (recorded: that traffic was
-    /// over half of this conv's time). The same sums and the same pool as `forward` then
-    /// `MaxPool.forward`: the same bits. `pooledRows` (default all): only those rows of the pool.
+    /// there, so the conv's whole output never goes out to L2 and back. The same sums and the
+    /// same pool as `forward` then `MaxPoolCodes.forward`: the same bits. `pooledRows` (default
+    /// all): only those rows of the pool.
     public static func forwardPooled(_ g: Window, cout: Int, xp: UnsafePointer<Float>, w: UnsafePointer<Float>,
                                      bias: UnsafePointer<Float>, relu: Bool, pool p: Window, pooledRows: Range<Int>? = nil,
                                      pair: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>,
-                                     argmax: UnsafeMutablePointer<Int32>) {
+                                     codes: UnsafeMutablePointer<UInt8>) {
         for ph in pooledRows ?? 0..<p.outH {
             forward(g, cout: cout, xp: xp, w: w, bias: bias, relu: relu, rows: 2 * ph..<2 * ph + 2, y: pair, yFirstRow: 2 * ph)
-            MaxPool.forward2x2(p, x: pair, y: y, argmax: argmax, rows: ph..<ph + 1, xFirstRow: 2 * ph)
+            MaxPoolCodes.forward(p, x: pair, y: y, codes: codes, reluMasked: relu, rows: ph..<ph + 1, xFirstRow: 2 * ph)
         }
     }
 
     /// The backward of `forwardPooled`: a pair of the conv's output rows at a time, the pool's
-    /// gradient (with the ReLU's mask, from the pool's output `reluOutput`) goes into `pair` and
-    /// the weight and bias gradients' sums go on over it. The positions are summed in the same
-    /// order as by `MaxPool.backward` then `weightGradient` over the whole output: the same bits.
+    /// gradient (the ReLU's mask is in the codes) goes into `pair` and the weight and bias
+    /// gradients' sums go on over it. The positions are summed in the same order as
+    /// `weightGradient` sums the whole output's gradient: the same bits.
     public static func weightGradientPooled(_ g: Window, cout: Int, xp: UnsafePointer<Float>, pool p: Window,
-                                            dy: UnsafePointer<Float>, argmax: UnsafePointer<Int32>,
-                                            reluOutput: UnsafePointer<Float>?, pair: UnsafeMutablePointer<Float>,
+                                            dy: UnsafePointer<Float>, codes: UnsafePointer<UInt8>,
+                                            pair: UnsafeMutablePointer<Float>,
                                             dw: UnsafeMutablePointer<Float>, db: UnsafeMutablePointer<Float>?) {
         for ph in 0..<p.outH {
-            MaxPool.tiledBackward(p, dy: dy, argmax: argmax, dx: pair, reluOutput: reluOutput, rows: ph..<ph + 1, dxFirstRow: 2 * ph)
+            MaxPoolCodes.backward(p, dy: dy, codes: codes, dx: pair, rows: ph..<ph + 1, dxFirstRow: 2 * ph)
             weightGradient(g, cout: cout, xp: xp, dy: pair, dw: dw, db: db, rows: 2 * ph..<2 * ph + 2, dyFirstRow: 2 * ph)
         }
     }

@@ -83,10 +83,11 @@ func singleChannelConvHasIm2colGemmBits(_ p: (Int, Int, Int, Int, Bool)) {
     close(yDirect, Reference.conv(g, x: Array(x.prefix(g.inputSize)), w: wt, bias: bias, cout: cout).map { max($0, 0) }, terms: 9)
 }
 
-/// The one-channel conv with its 2x2 max-pool inside (a pair of output rows at a time, in L1) gives
-/// the bits of the conv's whole output then the pool: forward (all pooled rows, and in parts as a
-/// cut sample runs them) and the weight and bias gradients' running sums, with and without the
-/// ReLU mask. The ReLU's zeros make ties in the windows (the first maximum must win in both).
+/// The one-channel conv with its 2x2 max-pool inside (a pair of output rows at a time, in L1,
+/// the argmaxes as byte codes) gives the bits of the conv's whole output then `MaxPool` with Int32
+/// indices: forward (all pooled rows, and in parts as a cut sample runs them), the codes naming the
+/// same inputs, and the weight and bias gradients' running sums, with and without the ReLU (and
+/// its mask). The ReLU's zeros make ties in the windows (the first maximum must win in both).
 @Test(arguments: [(28, 28, 64), (8, 6, 16), (4, 10, 32), (6, 14, 48)])
 func singleChannelConvWithItsPoolHasUnfusedBits(_ p: (Int, Int, Int)) {
     let (h, w, cout) = p
@@ -99,35 +100,43 @@ func singleChannelConvWithItsPoolHasUnfusedBits(_ p: (Int, Int, Int)) {
     let x = r.array(g.inputSize), wt = r.array(9 * cout), bias = r.array(cout), dy = r.array(pw.positions * cout)
     let dwStart = r.array(9 * cout), dbStart = r.array(cout)
     var xp = [Float](repeating: .nan, count: SingleChannelConv.paddedFloats(g))
-    var conv = [Float](repeating: .nan, count: g.positions * cout), pair = [Float](repeating: .nan, count: 2 * w * cout)
-    var y = [Float](repeating: .nan, count: pw.positions * cout), yFused = y, yParts = y
-    var arg = [Int32](repeating: -1, count: pw.positions * cout), argFused = arg, argParts = arg
     x.withUnsafeBufferPointer { SingleChannelConv.pad(g, x: $0.baseAddress!, into: &xp) }
-    SingleChannelConv.forward(g, cout: cout, xp: xp, w: wt, bias: bias, relu: true, y: &conv)
-    MaxPool.forward(pw, x: conv, y: &y, argmax: &arg)
-    SingleChannelConv.forwardPooled(g, cout: cout, xp: xp, w: wt, bias: bias, relu: true, pool: pw, pair: &pair, y: &yFused, argmax: &argFused)
-    for part in [0..<pw.outH / 2, pw.outH / 2..<pw.outH] {
-        SingleChannelConv.forwardPooled(g, cout: cout, xp: xp, w: wt, bias: bias, relu: true, pool: pw, pooledRows: part,
-                                        pair: &pair, y: &yParts, argmax: &argParts)
-    }
-    #expect(y.contains(0), "no ReLU zeros: no ties tested")
-    #expect(yFused.map(\.bitPattern) == y.map(\.bitPattern))
-    #expect(argFused == arg)
-    #expect(yParts.map(\.bitPattern) == y.map(\.bitPattern))
-    #expect(argParts == arg)
-    for masked in [false, true] {
+    for relu in [false, true] {
+        var conv = [Float](repeating: .nan, count: g.positions * cout), pair = [Float](repeating: .nan, count: 2 * w * cout)
+        var y = [Float](repeating: .nan, count: pw.positions * cout), yFused = y, yParts = y
+        var arg = [Int32](repeating: -1, count: pw.positions * cout)
+        var codes = [UInt8](repeating: 255, count: pw.positions * cout), codesParts = codes
+        SingleChannelConv.forward(g, cout: cout, xp: xp, w: wt, bias: bias, relu: relu, y: &conv)
+        MaxPool.forward(pw, x: conv, y: &y, argmax: &arg)
+        SingleChannelConv.forwardPooled(g, cout: cout, xp: xp, w: wt, bias: bias, relu: relu, pool: pw, pair: &pair, y: &yFused, codes: &codes)
+        for part in [0..<pw.outH / 2, pw.outH / 2..<pw.outH] {
+            SingleChannelConv.forwardPooled(g, cout: cout, xp: xp, w: wt, bias: bias, relu: relu, pool: pw, pooledRows: part,
+                                            pair: &pair, y: &yParts, codes: &codesParts)
+        }
+        if relu { #expect(y.contains(0), "no ReLU zeros: no ties tested") }
+        #expect(yFused.map(\.bitPattern) == y.map(\.bitPattern), "relu: \(relu)")
+        #expect(yParts.map(\.bitPattern) == y.map(\.bitPattern), "relu: \(relu)")
+        #expect(codesParts == codes)
+        #expect(decode(codes, pw) == arg, "relu: \(relu)")
+        #expect(codes.indices.allSatisfy { (codes[$0] & 4 != 0) == (relu && !(y[$0] > 0)) }, "relu: \(relu)")
         var dconv = [Float](repeating: .nan, count: g.positions * cout)
         var dw = dwStart, db = dbStart, dwFused = dwStart, dbFused = dbStart
         y.withUnsafeBufferPointer { yb in
-            let mask = masked ? yb.baseAddress! : nil
-            MaxPool.backward(pw, dy: dy, argmax: arg, dx: &dconv, reluOutput: mask)
-            SingleChannelConv.weightGradient(g, cout: cout, xp: xp, dy: dconv, dw: &dw)
-            Elementwise.columnSums(dconv, rows: g.positions, ld: cout, cols: 0..<cout, into: &db, accumulate: true)
-            SingleChannelConv.weightGradientPooled(g, cout: cout, xp: xp, pool: pw, dy: dy, argmax: arg, reluOutput: mask,
-                                                   pair: &pair, dw: &dwFused, db: &dbFused)
+            MaxPool.backward(pw, dy: dy, argmax: arg, dx: &dconv, reluOutput: relu ? yb.baseAddress! : nil)
         }
-        #expect(dwFused.map(\.bitPattern) == dw.map(\.bitPattern), "masked: \(masked)")
-        #expect(dbFused.map(\.bitPattern) == db.map(\.bitPattern), "masked: \(masked)")
+        SingleChannelConv.weightGradient(g, cout: cout, xp: xp, dy: dconv, dw: &dw)
+        Elementwise.columnSums(dconv, rows: g.positions, ld: cout, cols: 0..<cout, into: &db, accumulate: true)
+        SingleChannelConv.weightGradientPooled(g, cout: cout, xp: xp, pool: pw, dy: dy, codes: codes, pair: &pair, dw: &dwFused, db: &dbFused)
+        #expect(dwFused.map(\.bitPattern) == dw.map(\.bitPattern), "relu: \(relu)")
+        #expect(dbFused.map(\.bitPattern) == db.map(\.bitPattern), "relu: \(relu)")
+    }
+}
+
+/// The Int32 index into the pool's input that each byte code names.
+func decode(_ codes: [UInt8], _ g: Window) -> [Int32] {
+    codes.indices.map { i in
+        let ch = i % g.channels, o = i / g.channels, oh = o / g.outW, ow = o % g.outW, k = Int(codes[i] & 3)
+        return Int32(((2 * oh + k / 2) * g.inW + 2 * ow + k % 2) * g.channels + ch)
     }
 }
 

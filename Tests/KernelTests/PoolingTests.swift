@@ -69,6 +69,39 @@ func tiledMaxPoolBackwardMatchesTheScatter(_ p: (Int, Int)) {
     }
 }
 
+/// The byte-code max-pool against the Int32 one: the same outputs, codes naming the same inputs
+/// (ties, -0 and NaN included), the ReLU mask bit where the output is not > 0, and the same input
+/// gradient bits with and without the mask; and which windows keep codes.
+@Test(arguments: [16, 48])
+func maxPoolCodesMatchTheIndices(_ c: Int) {
+    let g = Window(inH: 6, inW: 8, channels: c, kernel: 2, stride: 2, same: false)
+    #expect(MaxPoolCodes.apply(g))
+    #expect(!MaxPoolCodes.apply(Window(inH: 7, inW: 8, channels: c, kernel: 2, stride: 2, same: false)))
+    #expect(!MaxPoolCodes.apply(Window(inH: 6, inW: 8, channels: c + 1, kernel: 2, stride: 2, same: false)))
+    #expect(!MaxPoolCodes.apply(Window(inH: 6, inW: 6, channels: c, kernel: 3, stride: 3, same: false)))
+    var r = Rand(s: UInt64(c) &* 7)
+    // Rounded to a few values, with zeros: ties in most windows.
+    var x = r.array(g.inputSize).map { max(($0 * 3).rounded() / 3, 0) }
+    x[1] = -0.0; x[c + 1] = 0; x[2] = .nan; x[5 * c] = -1
+    var d = r.array(g.positions * c)
+    d[0] = -0.0
+    var y = [Float](repeating: .nan, count: d.count), yc = y, arg = [Int32](repeating: -1, count: d.count)
+    MaxPool.forward(g, x: x, y: &y, argmax: &arg)
+    for masked in [false, true] {
+        var codes = [UInt8](repeating: 255, count: d.count)
+        MaxPoolCodes.forward(g, x: x, y: &yc, codes: &codes, reluMasked: masked)
+        #expect(yc.map(\.bitPattern) == y.map(\.bitPattern))
+        #expect(decode(codes, g) == arg)
+        #expect(codes.indices.allSatisfy { (codes[$0] & 4 != 0) == (masked && !(y[$0] > 0)) })
+        var want = [Float](repeating: .nan, count: g.inputSize), got = want
+        y.withUnsafeBufferPointer { yb in
+            MaxPool.backward(g, dy: d, argmax: arg, dx: &want, reluOutput: masked ? yb.baseAddress! : nil)
+        }
+        MaxPoolCodes.backward(g, dy: d, codes: codes, dx: &got)
+        #expect(got.map(\.bitPattern) == want.map(\.bitPattern), "masked: \(masked)")
+    }
+}
+
 /// Max-pool argmax on ties is the window's first maximum (row by row), on every path: 2x2 windows
 /// (SIMD and scalar channels), 3x3, overlapping strides; -0 and +0 tie too.
 @Test(arguments: [(4, 4, 16, 2, 2), (6, 6, 21, 2, 2), (5, 5, 3, 2, 1), (7, 7, 17, 3, 2)])

@@ -48,12 +48,13 @@ import PTModel
     #expect(try NetworkPlan(spec: noOneChannel, input: Shape(h: 8, w: 8, c: 1), classes: 10).convPaths == [.im2col, .im2col])
 }
 
-/// The estimate grows by the activations (and their gradients, argmaxes and dropout scales) per
-/// sample and by the scratch per worker, and counts the parameters four times.
+/// The estimate grows by the activations (and their gradients, argmaxes — a byte each, both pools
+/// keep codes — and dropout scales) per sample and by the scratch per worker, and counts the
+/// parameters four times.
 @Test func theMemoryEstimateCountsParametersActivationsAndScratch() throws {
     let plan = try NetworkPlan(spec: .referenceModel, input: Shape(h: 28, w: 28, c: 1), classes: 10)
     let one = plan.memoryEstimate(capacity: 32, threads: 1)
-    let perSample = plan.shapes.reduce(0) { $0 + 2 * $1.count } + 14 * 14 * 64 + 7 * 7 * 128 + 1024
+    let perSample = plan.shapes.reduce(0) { $0 + 2 * $1.count } + 14 * 14 * 64 / 4 + 7 * 7 * 128 / 4 + 1024
     #expect(plan.memoryEstimate(capacity: 64, threads: 1) - one == 4 * 32 * perSample)
     #expect(plan.memoryEstimate(capacity: 32, threads: 3) - one > 0)
     #expect(plan.memoryEstimate(capacity: 32, threads: 3) - one == 2 * (plan.memoryEstimate(capacity: 32, threads: 2) - one))

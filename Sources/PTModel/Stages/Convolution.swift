@@ -314,12 +314,12 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
         case .singleChannel:
             let xp = area + scratch.col
             SingleChannelConv.pad(g, x: x + s * g.inputSize, into: xp)
-            if let p = c.fusedPool, SingleChannelConv.poolFuses(g, pool: p.window) {
+            if let p = c.fusedPool, let codes = p.codes, SingleChannelConv.poolFuses(g, pool: p.window) {
                 // The pool inside, a pair of rows at a time (a part's rows are whole pairs).
                 let size = p.window.positions * p.window.channels
                 SingleChannelConv.forwardPooled(g, cout: cout, xp: xp, w: weights + c.weight, bias: bias, relu: c.relu,
                                                 pool: p.window, pooledRows: rows.lowerBound / 2..<rows.upperBound / 2,
-                                                pair: out, y: y + s * size, argmax: p.argmax! + s * size)
+                                                pair: out, y: y + s * size, codes: codes + s * size)
                 return
             }
             SingleChannelConv.forward(g, cout: cout, xp: xp, w: weights + c.weight, bias: bias, relu: c.relu, rows: rows, y: out)
@@ -362,7 +362,11 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
         if let p = c.fusedPool {
             let size = p.window.positions * p.window.channels
             let pooled = rows.count == c.window.outH ? nil : (rows.lowerBound / 2)..<min(rows.upperBound / 2, p.window.outH)
-            MaxPool.forward(p.window, x: out, y: y + s * size, argmax: p.argmax! + s * size, rows: pooled)
+            if let codes = p.codes {
+                MaxPoolCodes.forward(p.window, x: out, y: y + s * size, codes: codes + s * size, reluMasked: p.masksRelu, rows: pooled)
+            } else {
+                MaxPool.forward(p.window, x: out, y: y + s * size, argmax: p.argmax! + s * size, rows: pooled)
+            }
         }
     }
 }
@@ -406,16 +410,15 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
         // Part 0 sums the bias gradient.
         let biasColumns = part == 0 && gbs != nil ? 0..<cout : 0..<0
         gbs?.update(repeating: 0, count: biasColumns.count)
-        let pooledConv = c.path == .singleChannel ? c.fusedPool.flatMap { SingleChannelConv.poolFuses(g, pool: $0.window) ? $0 : nil } : nil
+        let pooledConv = c.path == .singleChannel ? c.fusedPool.flatMap { $0.codes != nil && SingleChannelConv.poolFuses(g, pool: $0.window) ? $0 : nil } : nil
         for s in first..<end {
             if let p = pooledConv {
                 // The pool's backward a pair of rows at a time, into the sums (`weightGradientPooled`).
                 let size = p.window.positions * p.window.channels, xp = area + scratch.col
                 SingleChannelConv.pad(g, x: x + s * g.inputSize, into: xp)
                 SingleChannelConv.weightGradientPooled(g, cout: cout, xp: xp, pool: p.window, dy: dy + s * size,
-                                                       argmax: p.argmax! + s * size,
-                                                       reluOutput: p.masksRelu ? UnsafePointer(y + s * size) : nil,
-                                                       pair: area + scratch.output, dw: gws, db: biasColumns.isEmpty ? nil : gbs)
+                                                       codes: p.codes! + s * size, pair: area + scratch.output,
+                                                       dw: gws, db: biasColumns.isEmpty ? nil : gbs)
                 continue
             }
             let dys: UnsafeMutablePointer<Float>
@@ -424,8 +427,12 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
                 dys = area + scratch.output
                 // A Winograd conv's part needs every output channel's gradient (its input
                 // channels' sums run over all of them).
-                MaxPool.backward(p.window, dy: dy + s * size, argmax: p.argmax! + s * size, dx: dys,
-                                 reluOutput: p.masksRelu ? UnsafePointer(y + s * size) : nil)
+                if let codes = p.codes {
+                    MaxPoolCodes.backward(p.window, dy: dy + s * size, codes: codes + s * size, dx: dys)
+                } else {
+                    MaxPool.backward(p.window, dy: dy + s * size, argmax: p.argmax! + s * size, dx: dys,
+                                     reluOutput: p.masksRelu ? UnsafePointer(y + s * size) : nil)
+                }
             } else {
                 dys = dy + s * P * cout
                 if c.relu { Elementwise.reluBackward(dy: dys, y: y + s * P * cout, count: P * cout) }
@@ -513,19 +520,28 @@ extension ConvForwardJob {
     /// A sample's input and what it stores: the conv's output, or the fused pool's output and argmax.
     func bytesMoved(items: Int) -> Int {
         let g = c.window, out: Int
-        if let p = c.fusedPool { out = 2 * p.window.positions * p.window.channels } else { out = g.positions * c.cout }
-        return items * f * (g.inputSize + out) / parts.count
+        if let p = c.fusedPool {
+            out = f * p.window.positions * p.window.channels + p.argmaxBytesPerSample
+        } else {
+            out = f * g.positions * c.cout
+        }
+        return items * (f * g.inputSize + out) / parts.count
     }
 }
 
 extension ConvBackwardJob {
-    /// Per sample its input, output gradient (or the pool's, with its output and argmax) and input
-    /// gradient; per shard its weight-gradient buffer.
+    /// Per sample its input, output gradient (or the pool's, with its argmax, and its output for
+    /// the ReLU's mask unless the argmax is codes) and input gradient; per shard its weight-gradient buffer.
     func bytesMoved(items: Int) -> Int {
         let perSample: Int
-        if let p = c.fusedPool { perSample = 3 * p.window.positions * p.window.channels } else { perSample = 2 * g.positions * cout }
+        if let p = c.fusedPool {
+            let out = p.window.positions * p.window.channels
+            perSample = f * out * (p.codes == nil && p.masksRelu ? 2 : 1) + p.argmaxBytesPerSample
+        } else {
+            perSample = f * 2 * g.positions * cout
+        }
         let samplesPerShard = (samples + shards - 1) / max(shards, 1)
         let shardsRun = (items + parts.count - 1) / parts.count
-        return f * (shardsRun * samplesPerShard * (g.inputSize * (dx == nil ? 1 : 2) + perSample) + shardsRun * (g.patch + 1) * cout)
+        return shardsRun * samplesPerShard * (f * g.inputSize * (dx == nil ? 1 : 2) + perSample) + f * shardsRun * (g.patch + 1) * cout
     }
 }

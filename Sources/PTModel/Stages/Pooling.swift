@@ -8,7 +8,9 @@ private let f = MemoryLayout<Float>.size
 struct PoolingStage: Stage {
     var window: Window
     var isMax: Bool
+    /// A max-pool's argmax per output: byte codes where `MaxPoolCodes` applies, else indices.
     var argmax: UnsafeMutablePointer<Int32>?
+    var codes: UnsafeMutablePointer<UInt8>?
     var masksRelu = false  // fused after a conv with ReLU: its backward applies the ReLU mask
     var fused = false      // run by the conv before it (see ConvStage.fusedPool)
 
@@ -28,15 +30,24 @@ struct PoolingStage: Stage {
         p.shape = Shape(h: g.outH, w: g.outW, c: shape.c)
     }
 
+    /// A max-pool's argmax bytes per sample (0 for an average pool).
+    var argmaxBytesPerSample: Int { !isMax ? 0 : codes != nil ? window.positions * window.channels : f * window.positions * window.channels }
+
     var name: String { "\(isMax ? "max" : "avg")pool \(window.kernel)\(fused ? " (in conv)" : "")" }
-    /// A max-pool's argmax, one per output.
-    var extraFloatsPerSample: Int { isMax ? window.positions * window.channels : 0 }
+    /// A max-pool's argmax, one per output (a byte each as codes).
+    var extraFloatsPerSample: Int { isMax ? codeWords(window.positions * window.channels) : 0 }
+    /// Floats (4-byte words) that `outputs` argmaxes take.
+    private func codeWords(_ outputs: Int) -> Int { MaxPoolCodes.apply(window) ? (outputs + 3) / 4 : outputs }
 
     mutating func allocate(_ layout: BufferLayout, index: Int, earlier: inout [any Stage]) {
         guard isMax else { return }
-        let size = window.positions * window.channels
-        argmax = layout.zeroed(size * layout.capacity, perNode: layout.bySample(index, size))
-            .bindMemory(to: Int32.self, capacity: size * layout.capacity)
+        let size = window.positions * window.channels, words = codeWords(size)
+        let raw = layout.zeroed(words * layout.capacity, perNode: layout.bySample(index, words))
+        if MaxPoolCodes.apply(window) {
+            codes = raw.bindMemory(to: UInt8.self, capacity: 4 * words * layout.capacity)
+        } else {
+            argmax = raw.bindMemory(to: Int32.self, capacity: size * layout.capacity)
+        }
         // The conv that runs a fused pool holds a copy of it.
         if fused, var c = earlier.last as? ConvStage {
             c.fusedPool = self
@@ -61,6 +72,14 @@ struct PoolingJob: ParallelJob, @unchecked Sendable {  // an item writes its sam
     var backward: Bool
     func run(_ s: Int, _ worker: Int) {
         let g = p.window, inSize = g.inputSize, outSize = g.positions * g.channels
+        if let codes = p.codes {
+            if backward {
+                MaxPoolCodes.backward(g, dy: y + s * outSize, codes: codes + s * outSize, dx: x + s * inSize)
+            } else {
+                MaxPoolCodes.forward(g, x: x + s * inSize, y: y + s * outSize, codes: codes + s * outSize, reluMasked: false)
+            }
+            return
+        }
         switch (p.argmax, backward) {
         case let (am?, false): MaxPool.forward(g, x: x + s * inSize, y: y + s * outSize, argmax: am + s * outSize)
         case let (am?, true):
@@ -73,6 +92,6 @@ struct PoolingJob: ParallelJob, @unchecked Sendable {  // an item writes its sam
     /// A sample's input and output (and a max-pool's argmax).
     func bytesMoved(items: Int) -> Int {
         let g = p.window, out = g.positions * g.channels
-        return items * f * (g.inputSize + out + (p.argmax == nil ? 0 : out))
+        return items * (f * (g.inputSize + out) + p.argmaxBytesPerSample)
     }
 }
