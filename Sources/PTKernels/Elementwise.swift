@@ -25,6 +25,19 @@ public enum Elementwise {
     public static func columnSums(_ m: UnsafePointer<Float>, rows: Int, ld: Int, cols: Range<Int>,
                                   into out: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
         var j = cols.lowerBound
+        // Four vectors of columns at a time: four independent chains of adds (one chain is bound
+        // by the add's latency: 784 rows x 64 took 4.0–4.5 µs, now 2.7); each column's sum is in
+        // row order either way.
+        while j + 64 <= cols.upperBound {
+            var a0 = accumulate ? loadV(out + j) : SIMD16<Float>(), a1 = accumulate ? loadV(out + j + 16) : SIMD16<Float>()
+            var a2 = accumulate ? loadV(out + j + 32) : SIMD16<Float>(), a3 = accumulate ? loadV(out + j + 48) : SIMD16<Float>()
+            for i in 0..<rows {
+                let r = m + i * ld + j
+                a0 += loadV(r); a1 += loadV(r + 16); a2 += loadV(r + 32); a3 += loadV(r + 48)
+            }
+            storeV(a0, out + j); storeV(a1, out + j + 16); storeV(a2, out + j + 32); storeV(a3, out + j + 48)
+            j += 64
+        }
         while j + 16 <= cols.upperBound {
             var acc = accumulate ? loadV(out + j) : SIMD16<Float>()
             for i in 0..<rows { acc += loadV(m + i * ld + j) }

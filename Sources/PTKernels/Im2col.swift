@@ -1,3 +1,5 @@
+import CBF16
+
 // One sample, NHWC. x is [H, W, C]; col is [Ho*Wo, K*K*C] with columns ordered (kh, kw, c),
 // which matches a conv weight stored as [K*K*C, Cout]. Padding cells read as zero.
 
@@ -117,6 +119,114 @@ public enum Im2col {
                           dst += lda - g.patch
                       })
         return (UnsafePointer(col), lda)
+    }
+
+    /// Floats of scratch `transposedBF16` uses: the sample's channel planes in bf16, their shifted
+    /// copies, then the transposed patches.
+    public static func transposedBF16Floats(_ g: Window) -> Int {
+        planesBytes(g) / 4 + (g.channels * g.kernel * shiftedStride(g) + 1) / 2 + (g.patch * GemmBF16.paddedK(g.positions) + 16 + 1) / 2
+    }
+    /// The channel planes' bytes, to a whole cache line.
+    static func planesBytes(_ g: Window) -> Int { (2 * (16 + g.channels * (g.inH * g.inW + 32)) + 63) / 64 * 64 }
+    /// A shifted plane's bf16 values: outW columns per input row, and a vector of slack.
+    static func shiftedStride(_ g: Window) -> Int { g.inH * g.outW + 32 }
+
+    /// The patches transposed, in bf16: row (kh, kw, c) holds that tap's input at every output
+    /// position in order (0 in the padding), k = positions, zeros up to GemmBF16.paddedK —
+    /// `GemmBF16.multiply(aBF16:)`'s A for a weight gradient colᵀ · dY, instead of an fp32 im2col
+    /// that the GEMM transposes and rounds (conv2 of the reference network, a sample: 24 µs
+    /// against 15 + 26 µs). Each channel's plane (one transposing pass for all) is
+    /// copied once per kernel column, shifted by that column (outW values per input row, zeros
+    /// where the tap falls in the padding); then the rows are written in order, each (with stride
+    /// 1) one contiguous run of a shifted plane. The same values, so the same bits. Returns the
+    /// rows and their stride.
+    public static func transposedBF16(_ g: Window, x: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>) -> (UnsafePointer<UInt16>, Int) {
+        let raw = UnsafeMutableRawPointer(scratch)
+        let area = g.inH * g.inW, planeStride = area + 32, c = g.channels, k = g.kernel
+        // Channel planes, each with 16 zeros before and after it (the shifted copies read up to
+        // a vector past a row's ends).
+        let planes = raw.assumingMemoryBound(to: UInt16.self)
+        planes.update(repeating: 0, count: 16)
+        pt_bf16_pack_transposed(x, c, Int32(c), Int32(area), planes + 16, planeStride)
+        let shifted = (raw + planesBytes(g)).assumingMemoryBound(to: UInt16.self), sStride = shiftedStride(g)
+        let col = shifted + c * k * sStride
+        let lda = GemmBF16.paddedK(g.positions), outW = g.outW
+        // Where (channel, kernel column)'s shifted plane is: the plane itself where the shift changes nothing.
+        @inline(__always) func source(_ ch: Int, _ kw: Int) -> UnsafePointer<UInt16> {
+            g.stride == 1 && kw == g.padLeft && outW == g.inW ? UnsafePointer(planes + 16 + ch * planeStride)
+                                                               : UnsafePointer(shifted + (ch * k + kw) * sStride)
+        }
+        typealias H = SIMD16<UInt16>
+        for ch in 0..<c {
+            let plane = UnsafePointer(planes + 16 + ch * planeStride)
+            for kw in 0..<k where source(ch, kw) != plane {
+                // s[ih][ow] = plane[ih][ow * stride + shift], 0 outside the image's columns.
+                let shift = kw - g.padLeft, s = shifted + (ch * k + kw) * sStride
+                let owLo = min(max(0, (-shift + g.stride - 1) / g.stride), outW)
+                let owHi = max(owLo, min(outW, (g.inW - 1 - shift) / g.stride + 1))
+                for ih in 0..<g.inH {
+                    let src = plane + ih * g.inW + shift, out = s + ih * outW
+                    if g.stride == 1 {
+                        // Whole vectors: what lands past the row the next row rewrites (the
+                        // last row's, the slack).
+                        var ow = 0
+                        while ow < outW {
+                            UnsafeMutableRawPointer(out + ow).storeBytes(of: UnsafeRawPointer(src + ow).loadUnaligned(as: H.self), as: H.self)
+                            ow += 16
+                        }
+                    } else {
+                        for ow in owLo..<owHi { out[ow] = src[ow * g.stride] }
+                    }
+                    for ow in 0..<owLo { out[ow] = 0 }
+                    for ow in owHi..<outW { out[ow] = 0 }
+                }
+            }
+        }
+        // The rows in order, so the 2-byte values stream out.
+        var dst = col
+        for kh in 0..<k {
+            // The output rows whose input row is inside the image.
+            let first = min(max(0, (g.padTop - kh + g.stride - 1) / g.stride), g.outH)
+            let end = max(first, min(g.outH, (g.inH - 1 + g.padTop - kh) / g.stride + 1))
+            for kw in 0..<k {
+                for ch in 0..<c {
+                    // (Each fill may run up to a vector past its end: what follows is written after it.)
+                    let s = source(ch, kw)
+                    fill(dst, count: first * outW)
+                    if g.stride == 1 {
+                        copy(s + (first - g.padTop + kh) * outW, to: dst + first * outW, count: (end - first) * outW)
+                    } else {
+                        for oh in first..<end { copy(s + (oh * g.stride - g.padTop + kh) * outW, to: dst + oh * outW, count: outW) }
+                    }
+                    // Then the rows below the image, and the k padding (it meets B's zeros: finite, so zeros).
+                    fill(dst + end * outW, count: lda - end * outW)
+                    dst += lda
+                }
+            }
+        }
+        return (UnsafePointer(col), lda)
+    }
+
+    // Copies and zero fills of a few hundred bytes, inline. A copy of 16 or more ends with a
+    // vector that overlaps the one before; `fill` writes whole vectors, up to 15 values past `count`.
+    @inline(__always) static func copy(_ src: UnsafePointer<UInt16>, to dst: UnsafeMutablePointer<UInt16>, count: Int) {
+        typealias H = SIMD16<UInt16>
+        if count < 16 {
+            for i in 0..<count { dst[i] = src[i] }
+            return
+        }
+        var i = 0
+        while i + 16 <= count {
+            UnsafeMutableRawPointer(dst + i).storeBytes(of: UnsafeRawPointer(src + i).loadUnaligned(as: H.self), as: H.self)
+            i += 16
+        }
+        if i < count {
+            UnsafeMutableRawPointer(dst + count - 16).storeBytes(of: UnsafeRawPointer(src + count - 16).loadUnaligned(as: H.self), as: H.self)
+        }
+    }
+    @inline(__always) static func fill(_ dst: UnsafeMutablePointer<UInt16>, count: Int) {
+        var i = 0
+        while i < count { UnsafeMutableRawPointer(dst + i).storeBytes(of: SIMD16<UInt16>(), as: SIMD16<UInt16>.self); i += 16 }
     }
 
     /// dx = col2im(dcol): every patch entry is added back to the pixel it came from, in

@@ -166,6 +166,33 @@ func bf16RowsOfAGiveTheBitsOfAView(_ path: BF16Path) {
     }
 }
 
+/// The transposed bf16 im2col (a weight gradient's A) holds exactly the rounded values of the fp32
+/// im2col's transpose, zeros in each row's k padding: strides 1 and 2, SAME and VALID, a 5x5
+/// kernel (two columns of padding a side), rows wider than a vector, and 1, 3 and 64 channels.
+@Test(arguments: [Window(inH: 9, inW: 8, channels: 3, kernel: 3, stride: 2, same: true),
+                  Window(inH: 14, inW: 14, channels: 64, kernel: 3, stride: 1, same: true),
+                  Window(inH: 7, inW: 6, channels: 5, kernel: 5, stride: 1, same: false),
+                  Window(inH: 8, inW: 9, channels: 2, kernel: 5, stride: 1, same: true),
+                  Window(inH: 5, inW: 37, channels: 1, kernel: 3, stride: 1, same: true),
+                  Window(inH: 10, inW: 11, channels: 16, kernel: 3, stride: 2, same: false)])
+func transposedBF16Im2colIsTheRoundedTranspose(_ g: Window) {
+    var r = Rand(s: 9)
+    let x = r.array(g.inputSize + Im2col.slack)
+    let col = UnsafeMutablePointer<Float>.allocate(capacity: g.positions * g.patch + Im2col.slack)
+    // NaN-filled: a value the kernel forgot to write shows.
+    let area = UnsafeMutablePointer<Float>.allocate(capacity: Im2col.transposedBF16Floats(g))
+    area.initialize(repeating: .nan, count: Im2col.transposedBF16Floats(g))
+    defer { col.deallocate(); area.deallocate() }
+    x.withUnsafeBufferPointer { Im2col.forward(g, x: $0.baseAddress!, col: col) }
+    let (h, lda) = x.withUnsafeBufferPointer { Im2col.transposedBF16(g, x: $0.baseAddress!, scratch: area) }
+    #expect(lda == GemmBF16.paddedK(g.positions))
+    var wrong = 0
+    for i in 0..<g.patch {
+        for p in 0..<lda where h[i * lda + p] != (p < g.positions ? BF16.round(col[p * g.patch + i]) : 0) { wrong += 1 }
+    }
+    #expect(wrong == 0, "\(g)")
+}
+
 /// One path's C for a GEMM, computed whole or as sub-blocks of rows and columns at given cuts.
 func bf16Blocks(_ path: BF16Path, m: Int, n: Int, k: Int, rowCuts: [Int], colCuts: [Int], packB: Bool) -> [UInt32] {
     var r = Rand(s: 11)

@@ -221,7 +221,7 @@ func col2imIsAdjointOfIm2col(_ p: (Int, Int, Int, Int, Int, Bool)) {
 
 @Test func columnSumsAreRowOrderSums() {
     var r = Rand(s: 3)
-    let (rows, cols) = (9, 37)
+    let (rows, cols) = (9, 101)  // 4-vector blocks, single vectors and a scalar tail
     let m = r.array(rows * cols)
     var out = [Float](repeating: .nan, count: cols)
     m.withUnsafeBufferPointer { mp in out.withUnsafeMutableBufferPointer { op in
@@ -238,7 +238,7 @@ func col2imIsAdjointOfIm2col(_ p: (Int, Int, Int, Int, Int, Bool)) {
 /// Summing rows [0, 4) then accumulating rows [4, 9) gives the bits of one pass over all rows.
 @Test func columnSumsAccumulateContinuesTheRowOrder() {
     var r = Rand(s: 4)
-    let (rows, cols) = (9, 37)
+    let (rows, cols) = (9, 101)  // 4-vector blocks, single vectors and a scalar tail
     let m = r.array(rows * cols)
     var whole = [Float](repeating: .nan, count: cols), split = whole
     m.withUnsafeBufferPointer { mp in

@@ -96,7 +96,8 @@ struct ConvStage: Stage {
         case .direct:  // the padded input, then (backward) the padded output gradient
             n.col = DirectConv.paddedFloats(height: g.inH, width: g.inW, channels: g.channels)
                 + DirectConv.paddedFloats(height: g.outH, width: g.outW, channels: cout)
-        case .im2col: n.col = max(g.positions * g.patch + Im2col.slack, precision.isBF16 ? Im2col.bf16Floats(g) : 0)
+        case .im2col:
+            n.col = max(g.positions * g.patch + Im2col.slack, precision.isBF16 ? max(Im2col.bf16Floats(g), Im2col.transposedBF16Floats(g)) : 0)
         case .pointwise: break
         }
         return n
@@ -464,9 +465,16 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
             case .im2col, .pointwise:
                 let viaCol = c.path == .im2col
                 let col = viaCol ? area + scratch.col : x + s * g.inputSize
-                if viaCol { Im2col.forward(g, x: x + s * g.inputSize, col: col) }
-                Gemm.multiply(m: K, n: cout, k: P, a: .transposed(col, cols: K), b: .rowMajor(dys, cols: cout),
-                              c: gws, ldc: cout, accumulate: s > first, scratch: area, precision: c.precision)
+                if viaCol, let path = c.precision.bf16Path {
+                    // The patches straight into transposed bf16 rows (the dcol below overwrites them).
+                    let (colT, ldT) = Im2col.transposedBF16(g, x: x + s * g.inputSize, scratch: col)
+                    GemmBF16.multiply(m: K, n: cout, k: P, aBF16: colT, lda: ldT, b: .rowMajor(dys, cols: cout),
+                                      c: gws, ldc: cout, accumulate: s > first, bias: nil, relu: false, scratch: area, path: path)
+                } else {
+                    if viaCol { Im2col.forward(g, x: x + s * g.inputSize, col: col) }
+                    Gemm.multiply(m: K, n: cout, k: P, a: .transposed(col, cols: K), b: .rowMajor(dys, cols: cout),
+                                  c: gws, ldc: cout, accumulate: s > first, scratch: area, precision: c.precision)
+                }
                 if let gbs { Elementwise.columnSums(dys, rows: P, ld: cout, cols: 0..<cout, into: gbs, accumulate: true) }
                 if let dx, let wt {
                     // The im2col is no longer needed: its gradient goes over it.
