@@ -66,12 +66,7 @@ public enum DirectConv {
     static func forwardRows(height: Int, width: Int, cin: Int, cout: Int, xp: UnsafePointer<Float>, w: UnsafePointer<Float>,
                             bias: UnsafePointer<Float>?, relu: Bool, rows: Range<Int>, y: UnsafeMutablePointer<Float>) {
         let cols = width + 2
-        let zero = V()
-        @inline(__always) func finish(_ acc: V, _ b: V, _ p: UnsafeMutablePointer<Float>) {
-            var v = acc + b
-            if relu { v.replace(with: zero, where: v .< zero) }
-            storeV(v, p)
-        }
+        @inline(__always) func finish(_ acc: V, _ b: V, _ p: UnsafeMutablePointer<Float>) { storeBiasReLU(acc, b, relu, p) }
         for oh in rows {
             for co in stride(from: 0, to: cout, by: 16) {
                 let b = bias.map { loadV($0 + co) } ?? V()

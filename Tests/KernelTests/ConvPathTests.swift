@@ -39,48 +39,53 @@ func winogradGradientsMatchDirectConv(_ p: (Int, Int, Int, Int, Bool)) {
     #expect(!Winograd.applies(Window(inH: 8, inW: 8, channels: 16, kernel: 3, stride: 1, same: true), cout: 10))
 }
 
-/// The direct one-input-channel conv gives im2col + GEMM's bits: forward (bias, ReLU) and the
-/// weight gradient continuing a running sum, on odd sizes, SAME and VALID, strides 1 and 2.
-@Test(arguments: [(28, 28, 64, 1, true), (7, 6, 16, 1, true), (9, 8, 32, 2, true), (6, 7, 16, 1, false), (8, 9, 48, 2, false),
-                  (5, 9, 16, 1, true), (4, 10, 32, 1, false), (3, 17, 16, 2, true)])
-func singleChannelConvHasIm2colGemmBits(_ p: (Int, Int, Int, Int, Bool)) {
-    let (h, w, cout, stride, same) = p
-    let g = Window(inH: h, inW: w, channels: 1, kernel: 3, stride: stride, same: same)
-    #expect(SingleChannelConv.applies(g, cout: cout))
+/// The direct conv of 1 to 4 input channels gives im2col + GEMM's bits: forward (bias, ReLU) and
+/// the weight gradient continuing a running sum, on odd sizes, SAME and VALID, strides 1 and 2.
+@Test(arguments: [(28, 28, 64, 1, true, 1), (7, 6, 16, 1, true, 1), (9, 8, 32, 2, true, 1), (6, 7, 16, 1, false, 1),
+                  (8, 9, 48, 2, false, 1), (5, 9, 16, 1, true, 1), (4, 10, 32, 1, false, 1), (3, 17, 16, 2, true, 1),
+                  (32, 32, 16, 1, true, 3), (7, 6, 32, 2, true, 3), (6, 9, 16, 1, false, 2), (5, 11, 48, 1, true, 4),
+                  (9, 4, 16, 2, false, 3)])
+func fewChannelConvHasIm2colGemmBits(_ p: (Int, Int, Int, Int, Bool, Int)) {
+    let (h, w, cout, stride, same, c) = p
+    let g = Window(inH: h, inW: w, channels: c, kernel: 3, stride: stride, same: same)
+    #expect(FewChannelConv.applies(g, cout: cout))
     var r = Rand(s: UInt64(h * w + cout))
     let x = r.array(g.inputSize) + [Float](repeating: 0, count: Im2col.slack)
-    let wt = r.array(9 * cout), bias = r.array(cout), dy = r.array(g.positions * cout), start = r.array(9 * cout)
-    var col = [Float](repeating: 0, count: g.positions * 9 + Im2col.slack)
-    var xp = [Float](repeating: .nan, count: SingleChannelConv.paddedFloats(g))
+    let K = g.patch, wt = r.array(K * cout), bias = r.array(cout), dy = r.array(g.positions * cout), start = r.array(K * cout)
+    let dbStart = r.array(cout)
+    var col = [Float](repeating: 0, count: g.positions * K + Im2col.slack)
+    var xp = [Float](repeating: .nan, count: FewChannelConv.paddedFloats(g))
     var yGemm = [Float](repeating: .nan, count: g.positions * cout), yDirect = yGemm
-    var dwGemm = start, dwDirect = start
+    var dwGemm = start, dwDirect = start, dbSums = dbStart, dbDirect = dbStart
     x.withUnsafeBufferPointer { xb in
         col.withUnsafeMutableBufferPointer { Im2col.forward(g, x: xb.baseAddress!, col: $0.baseAddress!) }
-        xp.withUnsafeMutableBufferPointer { SingleChannelConv.pad(g, x: xb.baseAddress!, into: $0.baseAddress!) }
+        xp.withUnsafeMutableBufferPointer { FewChannelConv.pad(g, x: xb.baseAddress!, into: $0.baseAddress!) }
     }
     col.withUnsafeBufferPointer { cb in wt.withUnsafeBufferPointer { wb in bias.withUnsafeBufferPointer { bb in dy.withUnsafeBufferPointer { db in
         yGemm.withUnsafeMutableBufferPointer {
-            Gemm.multiply(m: g.positions, n: cout, k: 9, a: MatrixView(cb.baseAddress!, rowStride: 9, colStride: 1),
+            Gemm.multiply(m: g.positions, n: cout, k: K, a: MatrixView(cb.baseAddress!, rowStride: K, colStride: 1),
                           b: .view(MatrixView(wb.baseAddress!, rowStride: cout, colStride: 1)), c: $0.baseAddress!, ldc: cout,
                           accumulate: false, bias: bb.baseAddress!, relu: true, scratch: scratch)
         }
         dwGemm.withUnsafeMutableBufferPointer {
-            Gemm.multiply(m: 9, n: cout, k: g.positions, a: MatrixView(cb.baseAddress!, rowStride: 1, colStride: 9),
+            Gemm.multiply(m: K, n: cout, k: g.positions, a: MatrixView(cb.baseAddress!, rowStride: 1, colStride: K),
                           b: .view(MatrixView(db.baseAddress!, rowStride: cout, colStride: 1)), c: $0.baseAddress!, ldc: cout,
                           accumulate: true, scratch: scratch)
         }
     } } } }
     xp.withUnsafeBufferPointer { xb in wt.withUnsafeBufferPointer { wb in bias.withUnsafeBufferPointer { bb in dy.withUnsafeBufferPointer { db in
         yDirect.withUnsafeMutableBufferPointer {
-            SingleChannelConv.forward(g, cout: cout, xp: xb.baseAddress!, w: wb.baseAddress!, bias: bb.baseAddress!, relu: true, y: $0.baseAddress!)
+            FewChannelConv.forward(g, cout: cout, xp: xb.baseAddress!, w: wb.baseAddress!, bias: bb.baseAddress!, relu: true, y: $0.baseAddress!)
         }
         dwDirect.withUnsafeMutableBufferPointer {
-            SingleChannelConv.weightGradient(g, cout: cout, xp: xb.baseAddress!, dy: db.baseAddress!, dw: $0.baseAddress!)
+            FewChannelConv.weightGradient(g, cout: cout, xp: xb.baseAddress!, dy: db.baseAddress!, dw: $0.baseAddress!, db: &dbDirect)
         }
+        Elementwise.columnSums(db.baseAddress!, rows: g.positions, ld: cout, cols: 0..<cout, into: &dbSums, accumulate: true)
     } } } }
     #expect(yDirect.map(\.bitPattern) == yGemm.map(\.bitPattern))
     #expect(dwDirect.map(\.bitPattern) == dwGemm.map(\.bitPattern))
-    close(yDirect, Reference.conv(g, x: Array(x.prefix(g.inputSize)), w: wt, bias: bias, cout: cout).map { max($0, 0) }, terms: 9)
+    #expect(dbDirect.map(\.bitPattern) == dbSums.map(\.bitPattern))
+    close(yDirect, Reference.conv(g, x: Array(x.prefix(g.inputSize)), w: wt, bias: bias, cout: cout).map { max($0, 0) }, terms: K)
 }
 
 /// The one-channel conv with its 2x2 max-pool inside (a pair of output rows at a time, in L1,
@@ -89,28 +94,28 @@ func singleChannelConvHasIm2colGemmBits(_ p: (Int, Int, Int, Int, Bool)) {
 /// same inputs, and the weight and bias gradients' running sums, with and without the ReLU (and
 /// its mask). The ReLU's zeros make ties in the windows (the first maximum must win in both).
 @Test(arguments: [(28, 28, 64), (8, 6, 16), (4, 10, 32), (6, 14, 48)])
-func singleChannelConvWithItsPoolHasUnfusedBits(_ p: (Int, Int, Int)) {
+func fewChannelConvWithItsPoolHasUnfusedBits(_ p: (Int, Int, Int)) {
     let (h, w, cout) = p
     let g = Window(inH: h, inW: w, channels: 1, kernel: 3, stride: 1, same: true)
     let pw = Window(inH: h, inW: w, channels: cout, kernel: 2, stride: 2, same: false)
-    #expect(SingleChannelConv.poolFuses(g, pool: pw))
-    #expect(!SingleChannelConv.poolFuses(Window(inH: h + 1, inW: w, channels: 1, kernel: 3, stride: 1, same: true),
+    #expect(FewChannelConv.poolFuses(g, pool: pw))
+    #expect(!FewChannelConv.poolFuses(Window(inH: h + 1, inW: w, channels: 1, kernel: 3, stride: 1, same: true),
                                          pool: Window(inH: h + 1, inW: w, channels: cout, kernel: 2, stride: 2, same: false)))
     var r = Rand(s: UInt64(h * w * cout))
     let x = r.array(g.inputSize), wt = r.array(9 * cout), bias = r.array(cout), dy = r.array(pw.positions * cout)
     let dwStart = r.array(9 * cout), dbStart = r.array(cout)
-    var xp = [Float](repeating: .nan, count: SingleChannelConv.paddedFloats(g))
-    x.withUnsafeBufferPointer { SingleChannelConv.pad(g, x: $0.baseAddress!, into: &xp) }
+    var xp = [Float](repeating: .nan, count: FewChannelConv.paddedFloats(g))
+    x.withUnsafeBufferPointer { FewChannelConv.pad(g, x: $0.baseAddress!, into: &xp) }
     for relu in [false, true] {
         var conv = [Float](repeating: .nan, count: g.positions * cout), pair = [Float](repeating: .nan, count: 2 * w * cout)
         var y = [Float](repeating: .nan, count: pw.positions * cout), yFused = y, yParts = y
         var arg = [Int32](repeating: -1, count: pw.positions * cout)
         var codes = [UInt8](repeating: 255, count: pw.positions * cout), codesParts = codes
-        SingleChannelConv.forward(g, cout: cout, xp: xp, w: wt, bias: bias, relu: relu, y: &conv)
+        FewChannelConv.forward(g, cout: cout, xp: xp, w: wt, bias: bias, relu: relu, y: &conv)
         MaxPool.forward(pw, x: conv, y: &y, argmax: &arg)
-        SingleChannelConv.forwardPooled(g, cout: cout, xp: xp, w: wt, bias: bias, relu: relu, pool: pw, pair: &pair, y: &yFused, codes: &codes)
+        FewChannelConv.forwardPooled(g, cout: cout, xp: xp, w: wt, bias: bias, relu: relu, pool: pw, pair: &pair, y: &yFused, codes: &codes)
         for part in [0..<pw.outH / 2, pw.outH / 2..<pw.outH] {
-            SingleChannelConv.forwardPooled(g, cout: cout, xp: xp, w: wt, bias: bias, relu: relu, pool: pw, pooledRows: part,
+            FewChannelConv.forwardPooled(g, cout: cout, xp: xp, w: wt, bias: bias, relu: relu, pool: pw, pooledRows: part,
                                             pair: &pair, y: &yParts, codes: &codesParts)
         }
         if relu { #expect(y.contains(0), "no ReLU zeros: no ties tested") }
@@ -124,9 +129,9 @@ func singleChannelConvWithItsPoolHasUnfusedBits(_ p: (Int, Int, Int)) {
         y.withUnsafeBufferPointer { yb in
             MaxPool.backward(pw, dy: dy, argmax: arg, dx: &dconv, reluOutput: relu ? yb.baseAddress! : nil)
         }
-        SingleChannelConv.weightGradient(g, cout: cout, xp: xp, dy: dconv, dw: &dw)
+        FewChannelConv.weightGradient(g, cout: cout, xp: xp, dy: dconv, dw: &dw)
         Elementwise.columnSums(dconv, rows: g.positions, ld: cout, cols: 0..<cout, into: &db, accumulate: true)
-        SingleChannelConv.weightGradientPooled(g, cout: cout, xp: xp, pool: pw, dy: dy, codes: codes, pair: &pair, dw: &dwFused, db: &dbFused)
+        FewChannelConv.weightGradientPooled(g, cout: cout, xp: xp, pool: pw, dy: dy, codes: codes, pair: &pair, dw: &dwFused, db: &dbFused)
         #expect(dwFused.map(\.bitPattern) == dw.map(\.bitPattern), "relu: \(relu)")
         #expect(dbFused.map(\.bitPattern) == db.map(\.bitPattern), "relu: \(relu)")
     }

@@ -8,7 +8,7 @@ import PTModel
 /// run direct on bf16-rounded operands), pools still fused.
 @Test func aBF16PlanRunsNoWinograd() throws {
     let plan = try NetworkPlan(spec: .referenceModel, input: Shape(h: 28, w: 28, c: 1), classes: 10, precision: .bf16(.portable))
-    #expect(plan.convPaths == [.singleChannel, .im2col])
+    #expect(plan.convPaths == [.fewChannels, .im2col])
     #expect(plan.fusedPools == [true, true])
     let pointwise = try NetworkPlan(spec: ModelSpec(parsing: "conv(16,1) relu conv(16,3) conv(32,3) fc(10)"), input: Shape(h: 8, w: 8, c: 1),
                                     classes: 10, precision: .bf16(.portable))
@@ -17,7 +17,7 @@ import PTModel
 
 @Test func theReferencePlanTakesTheOneChannelAndWinogradPathsWithBothPoolsFused() throws {
     let plan = try NetworkPlan(spec: .referenceModel, input: Shape(h: 28, w: 28, c: 1), classes: 10)
-    #expect(plan.convPaths == [.singleChannel, .winograd])
+    #expect(plan.convPaths == [.fewChannels, .winograd])
     #expect(plan.fusedPools == [true, true])
     #expect(plan.shapes == [Shape(h: 28, w: 28, c: 1), Shape(h: 28, w: 28, c: 64), Shape(h: 14, w: 14, c: 64),
                             Shape(h: 14, w: 14, c: 128), Shape(h: 7, w: 7, c: 128), Shape(h: 1, w: 1, c: 1024),
@@ -31,19 +31,23 @@ import PTModel
     #expect(zip(plan.tensors, plan.tensors.dropFirst()).allSatisfy { $0.offset + $0.count == $1.offset })
 }
 
-/// The path follows the geometry: a one-channel first layer runs direct only when it is first and
-/// 3x3; 16 channels in and out, 3x3 SAME, run direct channels-last; more channels take Winograd;
+/// The path follows the geometry: a first layer of 1 to 4 channels runs direct only when it is
+/// first and 3x3 (in bf16 only with one channel: with more it stays a bf16 GEMM); 16 channels in and out, 3x3 SAME, run direct channels-last; more channels take Winograd;
 /// channel counts that are not whole vectors, or a stride, take im2col; 1x1 stride 1 reads its
 /// input in place; an average pool, or a max-pool after another pool, is not fused.
 @Test func eachConvPathIsChosenFromItsGeometryAndPlace() throws {
     let spec = try ModelSpec(parsing: "conv(16,3) relu conv(16,3) relu avgpool(2) conv(16,1) conv(24,3,stride=2) maxpool(2) maxpool(1) conv(16,5) relu fc(10)")
     let plan = try NetworkPlan(spec: spec, input: Shape(h: 32, w: 32, c: 1), classes: 10)
-    #expect(plan.convPaths == [.singleChannel, .direct, .pointwise, .im2col, .im2col])
+    #expect(plan.convPaths == [.fewChannels, .direct, .pointwise, .im2col, .im2col])
     #expect(plan.fusedPools == [true, false])
     let wider = try ModelSpec(parsing: "conv(16,3) relu conv(32,3) relu conv(32,3) relu conv(16,3,pad=valid) fc(10)")
-    #expect(try NetworkPlan(spec: wider, input: Shape(h: 8, w: 8, c: 1), classes: 10).convPaths == [.singleChannel, .winograd, .winograd, .winograd])
+    #expect(try NetworkPlan(spec: wider, input: Shape(h: 8, w: 8, c: 1), classes: 10).convPaths == [.fewChannels, .winograd, .winograd, .winograd])
     let rgb = try NetworkPlan(spec: .referenceModel, input: Shape(h: 28, w: 28, c: 3), classes: 10)
-    #expect(rgb.convPaths == [.im2col, .winograd])
+    #expect(rgb.convPaths == [.fewChannels, .winograd])
+    let rgbBF16 = try NetworkPlan(spec: .referenceModel, input: Shape(h: 28, w: 28, c: 3), classes: 10, precision: .bf16(.portable))
+    #expect(rgbBF16.convPaths == [.im2col, .im2col])
+    let five = try NetworkPlan(spec: .referenceModel, input: Shape(h: 28, w: 28, c: 5), classes: 10)
+    #expect(five.convPaths == [.im2col, .winograd])
     let noOneChannel = try ModelSpec(parsing: "conv(8,3) relu conv(16,3) relu fc(10)")
     #expect(try NetworkPlan(spec: noOneChannel, input: Shape(h: 8, w: 8, c: 1), classes: 10).convPaths == [.im2col, .im2col])
 }

@@ -78,7 +78,7 @@ private func compareWithPyTorch(_ file: String, threads: Int) throws {
     } else {
         let paths = try NetworkPlan(spec: spec, input: net.inputShape, classes: 10).convPaths
         // (The block's 16-channel convs run direct; its 32-channel one, Winograd.)
-        #expect(paths == [.singleChannel, .direct, .direct, .im2col, .winograd], "\(paths)")
+        #expect(paths == [.fewChannels, .direct, .direct, .im2col, .winograd], "\(paths)")
         #expect(names.contains("res end +relu") && names.contains("res end +relu proj 1x1/2 16->32") && names.contains("gap 36 positions"))
     }
 

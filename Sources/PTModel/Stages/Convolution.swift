@@ -7,10 +7,10 @@ private let f = MemoryLayout<Float>.size
 
 /// How a convolution is computed, decided once from its geometry and place in the network.
 public enum ConvPath: Sendable, Equatable {
-    /// A first layer's 3x3 conv of a one-channel image, direct (`SingleChannelConv`) from the input
-    /// zero-padded into scratch: no im2col, no packed weights, and no input gradient (only a first
-    /// layer can do without one).
-    case singleChannel
+    /// A first layer's 3x3 conv of an image with 1 to 4 channels, direct (`FewChannelConv`) from
+    /// the input zero-padded into scratch: no im2col, no packed weights, and no input gradient
+    /// (only a first layer can do without one).
+    case fewChannels
     /// 3x3 stride 1 SAME with 16 channels in and out: direct, a vector of output channels per
     /// pixel (`DirectConv`); Winograd's GEMMs are too thin there, and so are bf16 tiles (in bf16
     /// it runs on bf16-rounded operands).
@@ -26,9 +26,10 @@ public enum ConvPath: Sendable, Equatable {
     /// data and weights, and a direct conv's GEMM on bf16 units does 9/4 of the multiply-adds at
     /// several times the speed. A first layer's one-channel 3x3 conv stays direct in fp32 (its K of
     /// 9 pads to a 32-k tile, and per-sample packing made its bf16 GEMM measure 2x slower; it
-    /// is 0.7% of the reference network's multiply-adds).
+    /// is 0.7% of the reference network's multiply-adds). With 2 to 4 channels (K of 18 to 36) a
+    /// bf16 first layer stays a bf16 GEMM, so its multiply-adds take bf16 operands as the flag says.
     static func choose(_ g: Window, cout: Int, firstLayer: Bool, precision: Precision = .fp32) -> ConvPath {
-        if firstLayer && SingleChannelConv.applies(g, cout: cout) { return .singleChannel }
+        if firstLayer && FewChannelConv.applies(g, cout: cout) && (g.channels == 1 || !precision.isBF16) { return .fewChannels }
         if DirectConv.applies(g, cout: cout) { return .direct }
         if !precision.isBF16 && Winograd.applies(g, cout: cout) { return .winograd }
         return g.kernel == 1 && g.stride == 1 ? .pointwise : .im2col
@@ -92,7 +93,7 @@ struct ConvStage: Stage {
         case .winograd:
             n.col = 16 * Winograd.tiles(g) * g.channels
             n.winograd = 16 * Winograd.tiles(g) * cout + 16 * g.channels * cout
-        case .singleChannel: n.col = SingleChannelConv.paddedFloats(g)
+        case .fewChannels: n.col = FewChannelConv.paddedFloats(g)
         case .direct:  // the padded input, then (backward) the padded output gradient
             n.col = DirectConv.paddedFloats(height: g.inH, width: g.inW, channels: g.channels)
                 + DirectConv.paddedFloats(height: g.outH, width: g.outW, channels: cout)
@@ -113,7 +114,7 @@ struct ConvStage: Stage {
         let g = window
         if bias == nil { zeros = layout.floats(cout) }
         switch path {
-        case .singleChannel:
+        case .fewChannels:
             break  // the weights are read as stored: nothing to pack
         case .direct:
             if precision.isBF16 { packedW = layout.floats(9 * g.channels * cout) }
@@ -151,7 +152,7 @@ struct ConvStage: Stage {
             pool.run(items: pack.items, pack)
         case .direct where precision.isBF16:
             pool.run(items: 1, RoundWeightsJob(w: W + weight, count: 9 * window.channels * cout, into: packedW))
-        case .singleChannel, .direct:
+        case .fewChannels, .direct:
             break  // reads the weights as stored
         }
         let parts = net.convParts(pass.index, self, batch: pass.count, backward: false)
@@ -256,7 +257,7 @@ struct ConvParts: Hashable {
     static func limit(_ c: ConvStage, backward: Bool) -> (parts: ConvParts, cost: Double) {
         let g = c.window
         if !backward {
-            guard c.path == .winograd || c.path == .singleChannel || c.path == .direct else { return (.one, 0) }
+            guard c.path == .winograd || c.path == .fewChannels || c.path == .direct else { return (.one, 0) }
             if let p = c.fusedPool, !(p.window.kernel == 2 && p.window.stride == 2) { return (.one, 0) }
             // Recorded at batch 50 cut for 16 workers (4 parts): the one-channel conv did 23% more
             // work; the Winograd conv 60% more (each part of its GEMMs reads all of the packed U).
@@ -312,18 +313,18 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
         let area = pool.scratch(worker)
         let out = c.fusedPool == nil ? y + s * g.positions * cout : area + scratch.output
         switch c.path {
-        case .singleChannel:
+        case .fewChannels:
             let xp = area + scratch.col
-            SingleChannelConv.pad(g, x: x + s * g.inputSize, into: xp)
-            if let p = c.fusedPool, let codes = p.codes, SingleChannelConv.poolFuses(g, pool: p.window) {
+            FewChannelConv.pad(g, x: x + s * g.inputSize, into: xp)
+            if let p = c.fusedPool, let codes = p.codes, FewChannelConv.poolFuses(g, pool: p.window) {
                 // The pool inside, a pair of rows at a time (a part's rows are whole pairs).
                 let size = p.window.positions * p.window.channels
-                SingleChannelConv.forwardPooled(g, cout: cout, xp: xp, w: weights + c.weight, bias: bias, relu: c.relu,
+                FewChannelConv.forwardPooled(g, cout: cout, xp: xp, w: weights + c.weight, bias: bias, relu: c.relu,
                                                 pool: p.window, pooledRows: rows.lowerBound / 2..<rows.upperBound / 2,
                                                 pair: out, y: y + s * size, codes: codes + s * size)
                 return
             }
-            SingleChannelConv.forward(g, cout: cout, xp: xp, w: weights + c.weight, bias: bias, relu: c.relu, rows: rows, y: out)
+            FewChannelConv.forward(g, cout: cout, xp: xp, w: weights + c.weight, bias: bias, relu: c.relu, rows: rows, y: out)
         case .direct:
             let xp = area + scratch.col, bf16 = c.precision.isBF16
             DirectConv.pad(x + s * g.inputSize, height: g.inH, width: g.inW, channels: g.channels, bf16: bf16, into: xp)
@@ -407,17 +408,17 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
             if part == 0 { gws.update(repeating: 0, count: K * cout); gbs?.update(repeating: 0, count: cout) }
             return
         }
-        if c.path == .singleChannel { gws.update(repeating: 0, count: K * cout) }
+        if c.path == .fewChannels { gws.update(repeating: 0, count: K * cout) }
         // Part 0 sums the bias gradient.
         let biasColumns = part == 0 && gbs != nil ? 0..<cout : 0..<0
         gbs?.update(repeating: 0, count: biasColumns.count)
-        let pooledConv = c.path == .singleChannel ? c.fusedPool.flatMap { $0.codes != nil && SingleChannelConv.poolFuses(g, pool: $0.window) ? $0 : nil } : nil
+        let pooledConv = c.path == .fewChannels ? c.fusedPool.flatMap { $0.codes != nil && FewChannelConv.poolFuses(g, pool: $0.window) ? $0 : nil } : nil
         for s in first..<end {
             if let p = pooledConv {
                 // The pool's backward a pair of rows at a time, into the sums (`weightGradientPooled`).
                 let size = p.window.positions * p.window.channels, xp = area + scratch.col
-                SingleChannelConv.pad(g, x: x + s * g.inputSize, into: xp)
-                SingleChannelConv.weightGradientPooled(g, cout: cout, xp: xp, pool: p.window, dy: dy + s * size,
+                FewChannelConv.pad(g, x: x + s * g.inputSize, into: xp)
+                FewChannelConv.weightGradientPooled(g, cout: cout, xp: xp, pool: p.window, dy: dy + s * size,
                                                        codes: p.codes! + s * size, pair: area + scratch.output,
                                                        dw: gws, db: biasColumns.isEmpty ? nil : gbs)
                 continue
@@ -439,10 +440,10 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
                 if c.relu { Elementwise.reluBackward(dy: dys, y: y + s * P * cout, count: P * cout) }
             }
             switch c.path {
-            case .singleChannel:
+            case .fewChannels:
                 let xp = area + scratch.col
-                SingleChannelConv.pad(g, x: x + s * g.inputSize, into: xp)
-                SingleChannelConv.weightGradient(g, cout: cout, xp: xp, dy: dys, dw: gws)
+                FewChannelConv.pad(g, x: x + s * g.inputSize, into: xp)
+                FewChannelConv.weightGradient(g, cout: cout, xp: xp, dy: dys, dw: gws)
                 if let gbs { Elementwise.columnSums(dys, rows: P, ld: cout, cols: biasColumns, into: gbs, accumulate: true) }
             case .direct:
                 // dW from the padded input; dx = the padded dy through the flipped, transposed

@@ -1,0 +1,202 @@
+// A first layer's 3x3 convolution of an image with 1 to 4 channels (MNIST's grey, RGB), direct:
+// each output pixel is its 9 x C input values (broadcast) times rows of the weights, 16 output
+// channels to a vector. im2col would make rows of 9 x C floats (shorter than a vector or two) and
+// a GEMM with K = 9 x C, which spends more on stores and packing than on FMAs.
+// The sums run exactly as im2col + GEMM run them: from 0, taps in (kh, kw, c) order with padding
+// as zeros, then + bias, then ReLU; the weight gradient continues each element's sum position by
+// position. So this path gives the same bits as the general one (tested).
+
+public enum FewChannelConv {
+    /// The most input channels this path takes.
+    public static let maxChannels = 4
+
+    /// Whether a convolution takes this path: 1 to 4 input channels, 3x3, output channels in whole vectors.
+    public static func applies(_ g: Window, cout: Int) -> Bool {
+        g.channels >= 1 && g.channels <= maxChannels && g.kernel == 3 && cout % 16 == 0
+    }
+
+    /// Floats of the zero-padded input `pad` writes.
+    public static func paddedFloats(_ g: Window) -> Int { paddedRows(g) * paddedCols(g) * g.channels }
+    static func paddedRows(_ g: Window) -> Int { (g.outH - 1) * g.stride + 3 }
+    static func paddedCols(_ g: Window) -> Int { (g.outW - 1) * g.stride + 3 }
+
+    /// The input with its padding as zeros, so every tap of every output pixel is in bounds.
+    public static func pad(_ g: Window, x: UnsafePointer<Float>, into xp: UnsafeMutablePointer<Float>) {
+        let rows = paddedRows(g), c = g.channels, rowFloats = paddedCols(g) * c
+        // A padded row: zeros, the image row's pixels (as many as fit), zeros.
+        let left = min(g.padLeft, paddedCols(g)) * c, inside = max(0, min(g.inW * c, rowFloats - left))
+        for r in 0..<rows {
+            let ih = r - g.padTop, out = xp + r * rowFloats
+            if ih < 0 || ih >= g.inH {
+                for i in 0..<rowFloats { out[i] = 0 }
+                continue
+            }
+            let src = x + ih * g.inW * c
+            for i in 0..<left { out[i] = 0 }
+            for i in 0..<inside { out[left + i] = src[i] }
+            for i in (left + inside)..<rowFloats { out[i] = 0 }
+        }
+    }
+
+    typealias V = SIMD16<Float>
+
+    /// y[p][co] = ReLU?(Σ_taps xp · w + bias); w is [3][3][C][cout], y is [outH, outW, cout].
+    /// Eight pixels of a row at a time share each weight load and give the FMA units eight
+    /// independent sums (one pixel's 9 x C taps are a chain of dependent FMAs).
+    /// `rows` (default all): only those output rows; `yFirstRow`: the output row `y` points at.
+    public static func forward(_ g: Window, cout: Int, xp: UnsafePointer<Float>, w: UnsafePointer<Float>,
+                               bias: UnsafePointer<Float>, relu: Bool, rows: Range<Int>? = nil, y: UnsafeMutablePointer<Float>,
+                               yFirstRow: Int = 0) {
+        // The channel count as a type, so each count gets its own code with constant tap loops
+        // (a run-time count cost one channel 7% in the forward and 30% in the weight gradient).
+        switch g.channels {
+        case 1: forward(One.self, g, cout, xp, w, bias, relu, rows ?? 0..<g.outH, y, yFirstRow)
+        case 2: forward(Two.self, g, cout, xp, w, bias, relu, rows ?? 0..<g.outH, y, yFirstRow)
+        case 3: forward(Three.self, g, cout, xp, w, bias, relu, rows ?? 0..<g.outH, y, yFirstRow)
+        default: forward(Four.self, g, cout, xp, w, bias, relu, rows ?? 0..<g.outH, y, yFirstRow)
+        }
+    }
+
+    protocol Channels { static var count: Int { get } }
+    enum One: Channels { static var count: Int { 1 } }
+    enum Two: Channels { static var count: Int { 2 } }
+    enum Three: Channels { static var count: Int { 3 } }
+    enum Four: Channels { static var count: Int { 4 } }
+
+    static func forward<C: Channels>(_: C.Type, _ g: Window, _ cout: Int, _ xp: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                                     _ bias: UnsafePointer<Float>, _ relu: Bool, _ rows: Range<Int>, _ y: UnsafeMutablePointer<Float>,
+                                     _ yFirstRow: Int) {
+        let c = C.count, cols = paddedCols(g), s = g.stride, step = s * c
+        @inline(__always) func finish(_ acc: V, _ b: V, _ p: UnsafeMutablePointer<Float>) { storeBiasReLU(acc, b, relu, p) }
+        for oh in rows {
+            let row = xp + oh * s * cols * c
+            for co in stride(from: 0, to: cout, by: 16) {
+                let b = loadV(bias + co)
+                var ow = 0
+                while ow < g.outW && g.outW >= 8 {
+                    // The last block of a row ends at the row's end and may redo a few pixels of the
+                    // one before it: each pixel's sums are the same wherever it is computed.
+                    ow = min(ow, g.outW - 8)
+                    var a0 = V(), a1 = V(), a2 = V(), a3 = V(), a4 = V(), a5 = V(), a6 = V(), a7 = V()
+                    for kh in 0..<3 {
+                        for kw in 0..<3 {
+                            for ch in 0..<c {
+                                let wv = loadV(w + ((kh * 3 + kw) * c + ch) * cout + co)
+                                let t = row + (kh * cols + ow * s + kw) * c + ch
+                                a0 = a0.addingProduct(V(repeating: t[0]), wv); a1 = a1.addingProduct(V(repeating: t[step]), wv)
+                                a2 = a2.addingProduct(V(repeating: t[2 * step]), wv); a3 = a3.addingProduct(V(repeating: t[3 * step]), wv)
+                                a4 = a4.addingProduct(V(repeating: t[4 * step]), wv); a5 = a5.addingProduct(V(repeating: t[5 * step]), wv)
+                                a6 = a6.addingProduct(V(repeating: t[6 * step]), wv); a7 = a7.addingProduct(V(repeating: t[7 * step]), wv)
+                            }
+                        }
+                    }
+                    let out = y + ((oh - yFirstRow) * g.outW + ow) * cout + co
+                    finish(a0, b, out); finish(a1, b, out + cout); finish(a2, b, out + 2 * cout); finish(a3, b, out + 3 * cout)
+                    finish(a4, b, out + 4 * cout); finish(a5, b, out + 5 * cout); finish(a6, b, out + 6 * cout); finish(a7, b, out + 7 * cout)
+                    ow += 8
+                }
+                // Rows narrower than a block: a pixel at a time.
+                while ow < g.outW {
+                    var acc = V()
+                    for kh in 0..<3 {
+                        for kw in 0..<3 {
+                            for ch in 0..<c {
+                                acc = acc.addingProduct(V(repeating: row[(kh * cols + ow * s + kw) * c + ch]),
+                                                        loadV(w + ((kh * 3 + kw) * c + ch) * cout + co))
+                            }
+                        }
+                    }
+                    finish(acc, b, y + ((oh - yFirstRow) * g.outW + ow) * cout + co)
+                    ow += 1
+                }
+            }
+        }
+    }
+
+    /// Whether a max-pool after the conv can run inside it (`forwardPooled`): one that keeps
+    /// byte codes (`MaxPoolCodes`: 2x2 windows with stride 2 tiling the conv's output).
+    public static func poolFuses(_ g: Window, pool p: Window) -> Bool {
+        MaxPoolCodes.apply(p) && p.inH == g.outH && p.inW == g.outW
+    }
+
+    /// The conv, then the 2x2 max-pool after it (`poolFuses`), a pair of output rows at a time:
+    /// the pair is written to `pair` (2 rows of the conv's output: it stays in L1) and pooled from
+    /// there, so the conv's whole output never goes out to L2 and back. The same sums and the
+    /// same pool as `forward` then `MaxPoolCodes.forward`: the same bits. `pooledRows` (default
+    /// all): only those rows of the pool.
+    public static func forwardPooled(_ g: Window, cout: Int, xp: UnsafePointer<Float>, w: UnsafePointer<Float>,
+                                     bias: UnsafePointer<Float>, relu: Bool, pool p: Window, pooledRows: Range<Int>? = nil,
+                                     pair: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>,
+                                     codes: UnsafeMutablePointer<UInt8>) {
+        for ph in pooledRows ?? 0..<p.outH {
+            forward(g, cout: cout, xp: xp, w: w, bias: bias, relu: relu, rows: 2 * ph..<2 * ph + 2, y: pair, yFirstRow: 2 * ph)
+            MaxPoolCodes.forward(p, x: pair, y: y, codes: codes, reluMasked: relu, rows: ph..<ph + 1, xFirstRow: 2 * ph)
+        }
+    }
+
+    /// The backward of `forwardPooled`: a pair of the conv's output rows at a time, the pool's
+    /// gradient (the ReLU's mask is in the codes) goes into `pair` and the weight and bias
+    /// gradients' sums go on over it. The positions are summed in the same order as
+    /// `weightGradient` sums the whole output's gradient: the same bits.
+    public static func weightGradientPooled(_ g: Window, cout: Int, xp: UnsafePointer<Float>, pool p: Window,
+                                            dy: UnsafePointer<Float>, codes: UnsafePointer<UInt8>,
+                                            pair: UnsafeMutablePointer<Float>,
+                                            dw: UnsafeMutablePointer<Float>, db: UnsafeMutablePointer<Float>?) {
+        for ph in 0..<p.outH {
+            MaxPoolCodes.backward(p, dy: dy, codes: codes, dx: pair, rows: ph..<ph + 1, dxFirstRow: 2 * ph)
+            weightGradient(g, cout: cout, xp: xp, dy: pair, dw: dw, db: db, rows: 2 * ph..<2 * ph + 2, dyFirstRow: 2 * ph)
+        }
+    }
+
+    /// dw[tap][co] += Σ_p xp(p, tap) · dy[p][co], positions in order (dw's running sums go on),
+    /// and with `db` the bias gradient's: db[co] += Σ_p dy[p][co]. `rows` (default all): only
+    /// those output rows; `dyFirstRow`: the output row `dy` points at.
+    public static func weightGradient(_ g: Window, cout: Int, xp: UnsafePointer<Float>, dy: UnsafePointer<Float>,
+                                      dw: UnsafeMutablePointer<Float>, db: UnsafeMutablePointer<Float>? = nil,
+                                      rows: Range<Int>? = nil, dyFirstRow: Int = 0) {
+        let rows = rows ?? 0..<g.outH
+        switch g.channels {
+        case 1: weightGradient(One.self, g, cout, xp, dy, dw, db, rows, dyFirstRow)
+        case 2: weightGradient(Two.self, g, cout, xp, dy, dw, db, rows, dyFirstRow)
+        case 3: weightGradient(Three.self, g, cout, xp, dy, dw, db, rows, dyFirstRow)
+        default: weightGradient(Four.self, g, cout, xp, dy, dw, db, rows, dyFirstRow)
+        }
+    }
+
+    static func weightGradient<C: Channels>(_: C.Type, _ g: Window, _ cout: Int, _ xp: UnsafePointer<Float>, _ dy: UnsafePointer<Float>,
+                                            _ dw: UnsafeMutablePointer<Float>, _ db: UnsafeMutablePointer<Float>?,
+                                            _ rows: Range<Int>, _ dyFirstRow: Int) {
+        let cols = paddedCols(g), s = g.stride, c = C.count
+        // One input channel's 9 taps at a time (9 x C sums would not fit in registers): each
+        // weight's sum still runs over the positions in order.
+        for ch in 0..<c {
+            for co in stride(from: 0, to: cout, by: 16) {
+                // The 9 taps' sums (and the bias's) for these 16 channels stay in registers over the positions.
+                @inline(__always) func at(_ tap: Int) -> UnsafeMutablePointer<Float> { dw + (tap * c + ch) * cout + co }
+                var a0 = loadV(at(0)), a1 = loadV(at(1)), a2 = loadV(at(2)), a3 = loadV(at(3)), a4 = loadV(at(4))
+                var a5 = loadV(at(5)), a6 = loadV(at(6)), a7 = loadV(at(7)), a8 = loadV(at(8))
+                let bias = ch == 0 ? db : nil
+                var ab = bias.map { loadV($0 + co) } ?? V()
+                for oh in rows {
+                    for ow in 0..<g.outW {
+                        let b = xp + (oh * s * cols + ow * s) * c + ch, r = cols * c
+                        let d = loadV(dy + ((oh - dyFirstRow) * g.outW + ow) * cout + co)
+                        ab += d
+                        a0 = a0.addingProduct(V(repeating: b[0]), d)
+                        a1 = a1.addingProduct(V(repeating: b[c]), d)
+                        a2 = a2.addingProduct(V(repeating: b[2 * c]), d)
+                        a3 = a3.addingProduct(V(repeating: b[r]), d)
+                        a4 = a4.addingProduct(V(repeating: b[r + c]), d)
+                        a5 = a5.addingProduct(V(repeating: b[r + 2 * c]), d)
+                        a6 = a6.addingProduct(V(repeating: b[2 * r]), d)
+                        a7 = a7.addingProduct(V(repeating: b[2 * r + c]), d)
+                        a8 = a8.addingProduct(V(repeating: b[2 * r + 2 * c]), d)
+                    }
+                }
+                storeV(a0, at(0)); storeV(a1, at(1)); storeV(a2, at(2)); storeV(a3, at(3)); storeV(a4, at(4))
+                storeV(a5, at(5)); storeV(a6, at(6)); storeV(a7, at(7)); storeV(a8, at(8))
+                if let bias { storeV(ab, bias + co) }
+            }
+        }
+    }
+}
