@@ -126,8 +126,11 @@ public enum Im2col {
     public static func transposedBF16Floats(_ g: Window) -> Int {
         planesBytes(g) / 4 + (g.channels * g.kernel * shiftedStride(g) + 1) / 2 + (g.patch * GemmBF16.paddedK(g.positions) + 16 + 1) / 2
     }
-    /// The channel planes' bytes, to a whole cache line.
-    static func planesBytes(_ g: Window) -> Int { (2 * (16 + g.channels * (g.inH * g.inW + 32)) + 63) / 64 * 64 }
+    /// The channel planes' bytes, to a whole cache line: the planes and the zeros around each.
+    static func planesBytes(_ g: Window) -> Int { (2 * (planeGap(g) + g.channels * (g.inH * g.inW + planeGap(g))) + 63) / 64 * 64 }
+    /// Zeros before the first plane and after each: the shifted copies read up to padLeft values
+    /// before a row and a vector and a kernel's width past it.
+    static func planeGap(_ g: Window) -> Int { 16 + g.kernel }
     /// A shifted plane's bf16 values: outW columns per input row, and a vector of slack.
     static func shiftedStride(_ g: Window) -> Int { g.inH * g.outW + 32 }
 
@@ -142,28 +145,28 @@ public enum Im2col {
     /// rows and their stride.
     public static func transposedBF16(_ g: Window, x: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>) -> (UnsafePointer<UInt16>, Int) {
         let raw = UnsafeMutableRawPointer(scratch)
-        let area = g.inH * g.inW, planeStride = area + 32, c = g.channels, k = g.kernel
-        // Channel planes, each with 16 zeros before and after it (the shifted copies read up to
-        // a vector past a row's ends).
+        let area = g.inH * g.inW, gap = planeGap(g), planeStride = area + gap, c = g.channels, k = g.kernel
+        // Channel planes with zeros before and after each (`planeGap`).
         let planes = raw.assumingMemoryBound(to: UInt16.self)
-        planes.update(repeating: 0, count: 16)
-        pt_bf16_pack_transposed(x, c, Int32(c), Int32(area), planes + 16, planeStride)
+        planes.update(repeating: 0, count: gap)
+        pt_bf16_pack_transposed(x, c, Int32(c), Int32(area), planes + gap, planeStride)
         let shifted = (raw + planesBytes(g)).assumingMemoryBound(to: UInt16.self), sStride = shiftedStride(g)
         let col = shifted + c * k * sStride
         let lda = GemmBF16.paddedK(g.positions), outW = g.outW
         // Where (channel, kernel column)'s shifted plane is: the plane itself where the shift changes nothing.
         @inline(__always) func source(_ ch: Int, _ kw: Int) -> UnsafePointer<UInt16> {
-            g.stride == 1 && kw == g.padLeft && outW == g.inW ? UnsafePointer(planes + 16 + ch * planeStride)
+            g.stride == 1 && kw == g.padLeft && outW == g.inW ? UnsafePointer(planes + gap + ch * planeStride)
                                                                : UnsafePointer(shifted + (ch * k + kw) * sStride)
         }
         typealias H = SIMD16<UInt16>
         for ch in 0..<c {
-            let plane = UnsafePointer(planes + 16 + ch * planeStride)
+            let plane = UnsafePointer(planes + gap + ch * planeStride)
             for kw in 0..<k where source(ch, kw) != plane {
                 // s[ih][ow] = plane[ih][ow * stride + shift], 0 outside the image's columns.
                 let shift = kw - g.padLeft, s = shifted + (ch * k + kw) * sStride
                 let owLo = min(max(0, (-shift + g.stride - 1) / g.stride), outW)
-                let owHi = max(owLo, min(outW, (g.inW - 1 - shift) / g.stride + 1))
+                let lastW = g.inW - 1 - shift  // (negative: no column inside; `/` would round it up to 0)
+                let owHi = lastW < 0 ? owLo : max(owLo, min(outW, lastW / g.stride + 1))
                 for ih in 0..<g.inH {
                     let src = plane + ih * g.inW + shift, out = s + ih * outW
                     if g.stride == 1 {
@@ -187,7 +190,8 @@ public enum Im2col {
         for kh in 0..<k {
             // The output rows whose input row is inside the image.
             let first = min(max(0, (g.padTop - kh + g.stride - 1) / g.stride), g.outH)
-            let end = max(first, min(g.outH, (g.inH - 1 + g.padTop - kh) / g.stride + 1))
+            let lastH = g.inH - 1 + g.padTop - kh  // (negative: no row inside)
+            let end = lastH < 0 ? first : max(first, min(g.outH, lastH / g.stride + 1))
             for kw in 0..<k {
                 for ch in 0..<c {
                     // (Each fill may run up to a vector past its end: what follows is written after it.)

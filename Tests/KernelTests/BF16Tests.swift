@@ -168,8 +168,12 @@ func bf16RowsOfAGiveTheBitsOfAView(_ path: BF16Path) {
 
 /// The transposed bf16 im2col (a weight gradient's A) holds exactly the rounded values of the fp32
 /// im2col's transpose, zeros in each row's k padding: strides 1 and 2, SAME and VALID, a 5x5
-/// kernel (two columns of padding a side), rows wider than a vector, and 1, 3 and 64 channels.
+/// kernel (two columns of padding a side), rows wider than a vector, 1 to 64 channels, and maps
+/// so small with stride 2 that a whole kernel row or column of an output falls in the padding.
 @Test(arguments: [Window(inH: 9, inW: 8, channels: 3, kernel: 3, stride: 2, same: true),
+                  Window(inH: 1, inW: 8, channels: 2, kernel: 3, stride: 2, same: true),
+                  Window(inH: 2, inW: 2, channels: 4, kernel: 3, stride: 2, same: true),
+                  Window(inH: 3, inW: 1, channels: 16, kernel: 3, stride: 2, same: true),
                   Window(inH: 14, inW: 14, channels: 64, kernel: 3, stride: 1, same: true),
                   Window(inH: 7, inW: 6, channels: 5, kernel: 5, stride: 1, same: false),
                   Window(inH: 8, inW: 9, channels: 2, kernel: 5, stride: 1, same: true),
@@ -179,9 +183,9 @@ func transposedBF16Im2colIsTheRoundedTranspose(_ g: Window) {
     var r = Rand(s: 9)
     let x = r.array(g.inputSize + Im2col.slack)
     let col = UnsafeMutablePointer<Float>.allocate(capacity: g.positions * g.patch + Im2col.slack)
-    // NaN-filled: a value the kernel forgot to write shows.
+    // Every 16-bit slot 0xFFFF (a bf16 NaN): a value the kernel forgot to write shows, zeros too.
     let area = UnsafeMutablePointer<Float>.allocate(capacity: Im2col.transposedBF16Floats(g))
-    area.initialize(repeating: .nan, count: Im2col.transposedBF16Floats(g))
+    UnsafeMutableRawPointer(area).initializeMemory(as: UInt16.self, repeating: 0xFFFF, count: 2 * Im2col.transposedBF16Floats(g))
     defer { col.deallocate(); area.deallocate() }
     x.withUnsafeBufferPointer { Im2col.forward(g, x: $0.baseAddress!, col: col) }
     let (h, lda) = x.withUnsafeBufferPointer { Im2col.transposedBF16(g, x: $0.baseAddress!, scratch: area) }

@@ -88,26 +88,28 @@ func fewChannelConvHasIm2colGemmBits(_ p: (Int, Int, Int, Int, Bool, Int)) {
     close(yDirect, Reference.conv(g, x: Array(x.prefix(g.inputSize)), w: wt, bias: bias, cout: cout).map { max($0, 0) }, terms: K)
 }
 
-/// The one-channel conv with its 2x2 max-pool inside (a pair of output rows at a time, in L1,
+/// The first-layer conv with its 2x2 max-pool inside (a pair of output rows at a time, in L1,
 /// the argmaxes as byte codes) gives the bits of the conv's whole output then `MaxPool` with Int32
 /// indices: forward (all pooled rows, and in parts as a cut sample runs them), the codes naming the
 /// same inputs, and the weight and bias gradients' running sums, with and without the ReLU (and
-/// its mask). The ReLU's zeros make ties in the windows (the first maximum must win in both).
-@Test(arguments: [(28, 28, 64), (8, 6, 16), (4, 10, 32), (6, 14, 48)])
-func fewChannelConvWithItsPoolHasUnfusedBits(_ p: (Int, Int, Int)) {
-    let (h, w, cout) = p
-    let g = Window(inH: h, inW: w, channels: 1, kernel: 3, stride: 1, same: true)
-    let pw = Window(inH: h, inW: w, channels: cout, kernel: 2, stride: 2, same: false)
+/// its mask); 1 to 4 channels, strides 1 and 2. The ReLU's zeros make ties in the windows (the
+/// first maximum must win in both).
+@Test(arguments: [(28, 28, 64, 1, 1), (8, 6, 16, 1, 1), (4, 10, 32, 1, 1), (6, 14, 48, 1, 1), (12, 8, 16, 3, 1),
+                  (8, 12, 32, 2, 1), (4, 6, 16, 4, 1), (16, 8, 16, 1, 2), (12, 16, 32, 3, 2)])
+func fewChannelConvWithItsPoolHasUnfusedBits(_ p: (Int, Int, Int, Int, Int)) {
+    let (h, w, cout, c, stride) = p
+    let g = Window(inH: h, inW: w, channels: c, kernel: 3, stride: stride, same: true)
+    let pw = Window(inH: g.outH, inW: g.outW, channels: cout, kernel: 2, stride: 2, same: false)
     #expect(FewChannelConv.poolFuses(g, pool: pw))
-    #expect(!FewChannelConv.poolFuses(Window(inH: h + 1, inW: w, channels: 1, kernel: 3, stride: 1, same: true),
-                                         pool: Window(inH: h + 1, inW: w, channels: cout, kernel: 2, stride: 2, same: false)))
+    let odd = Window(inH: h + stride, inW: w, channels: c, kernel: 3, stride: stride, same: true)
+    #expect(!FewChannelConv.poolFuses(odd, pool: Window(inH: odd.outH, inW: odd.outW, channels: cout, kernel: 2, stride: 2, same: false)))
     var r = Rand(s: UInt64(h * w * cout))
-    let x = r.array(g.inputSize), wt = r.array(9 * cout), bias = r.array(cout), dy = r.array(pw.positions * cout)
-    let dwStart = r.array(9 * cout), dbStart = r.array(cout)
+    let x = r.array(g.inputSize), wt = r.array(g.patch * cout), bias = r.array(cout), dy = r.array(pw.positions * cout)
+    let dwStart = r.array(g.patch * cout), dbStart = r.array(cout)
     var xp = [Float](repeating: .nan, count: FewChannelConv.paddedFloats(g))
     x.withUnsafeBufferPointer { FewChannelConv.pad(g, x: $0.baseAddress!, into: &xp) }
     for relu in [false, true] {
-        var conv = [Float](repeating: .nan, count: g.positions * cout), pair = [Float](repeating: .nan, count: 2 * w * cout)
+        var conv = [Float](repeating: .nan, count: g.positions * cout), pair = [Float](repeating: .nan, count: 2 * g.outW * cout)
         var y = [Float](repeating: .nan, count: pw.positions * cout), yFused = y, yParts = y
         var arg = [Int32](repeating: -1, count: pw.positions * cout)
         var codes = [UInt8](repeating: 255, count: pw.positions * cout), codesParts = codes

@@ -50,7 +50,7 @@ struct ConvStage: Stage {
     var precision: Precision = .fp32
     // The weights packed once a step for the per-sample GEMMs: W as the forward's B, and Wᵀ as
     // the input gradient's B (not for the first layer, which needs no input gradient). None on
-    // the one-channel path, which reads the weights as stored; on the direct path packedWt holds
+    // the first-layer direct path, which reads the weights as stored; on the direct path packedWt holds
     // the weights flipped and transposed (`DirectConv.flipTranspose`), and in bf16 packedW the
     // weights rounded to bf16.
     var packedW: UnsafeMutablePointer<Float>!
@@ -233,10 +233,10 @@ struct PackWinogradJob: ParallelJob, @unchecked Sendable {  // an item writes it
 /// Parts a sample's (forward) or a shard's (backward) work on a conv is cut into when there are
 /// too few samples or shards to keep the workers equally busy. Each part is its own arithmetic,
 /// so the parts change no bit. The forward cuts a sample's output rows (two at a time: a row of
-/// Winograd tiles, a row of a fused 2x2 max-pool's windows) on the Winograd and one-channel
+/// Winograd tiles, a row of a fused 2x2 max-pool's windows) on the Winograd and first-layer
 /// paths; the backward cuts a shard's input channels on the Winograd path (dU's rows, dV's
 /// columns, dx's channels). Not cut: the im2col path (its columns interleave the input channels
-/// and its input gradient sums over every output channel), a one-channel conv's backward (its
+/// and its input gradient sums over every output channel), a first-layer direct conv's backward (its
 /// part would read a strided slice of every activation: recorded 70% more work for two parts),
 /// and a forward whose fused pool is not 2x2 with stride 2 (its windows would straddle parts).
 struct ConvParts: Hashable {
@@ -259,9 +259,9 @@ struct ConvParts: Hashable {
         if !backward {
             guard c.path == .winograd || c.path == .fewChannels || c.path == .direct else { return (.one, 0) }
             if let p = c.fusedPool, !(p.window.kernel == 2 && p.window.stride == 2) { return (.one, 0) }
-            // Recorded at batch 50 cut for 16 workers (4 parts): the one-channel conv did 23% more
+            // Recorded at batch 50 cut for 16 workers (4 parts): the one-channel conv1 did 23% more
             // work; the Winograd conv 60% more (each part of its GEMMs reads all of the packed U).
-            // (A direct conv's part pads the whole input again, as the one-channel conv's does.)
+            // (A direct conv's part pads the whole input again, as the first-layer conv's does.)
             return (ConvParts(count: (g.outH + 1) / 2, unit: 2, extent: g.outH), c.path == .winograd ? 0.3 : 0.12)
         }
         // The cut GEMM reads its panels of the packed Uᵀ at an offset: one KC x NC block only.
@@ -295,7 +295,7 @@ struct ConvParts: Hashable {
 
 /// One sample of a convolution (or a block of its output rows, `parts`) by the conv's path:
 /// im2col into the worker's scratch (the input itself on the pointwise path) and one GEMM with
-/// bias and ReLU, or Winograd, or the direct one-channel conv; and, when a max-pool follows, the
+/// bias and ReLU, or Winograd, or the direct first-layer conv; and, when a max-pool follows, the
 /// pool (then `y` is the pool's output and the conv's output stays in scratch). Item i is sample
 /// i / parts.count.
 struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its sample's (part's) output, and its worker's scratch
@@ -377,7 +377,7 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
 /// order: the fused max-pool's backward (into scratch) or the ReLU mask, im2col again (cheaper
 /// than keeping the batch's), the shard's weight and bias gradients accumulated into its own
 /// buffers, and the input gradient (dcol = dy · Wᵀ, wt being Wᵀ packed, then col2im); or the
-/// same through Winograd's transforms (`backwardWinograd`), or the direct one-channel conv's
+/// same through Winograd's transforms (`backwardWinograd`), or the direct first-layer conv's
 /// weight gradient (that path has no input gradient). Which worker runs a shard changes nothing: its sums run in sample order.
 /// A Winograd conv's shard may be cut into `parts` (blocks of input channels, `ConvParts`): item i
 /// is shard i / parts.count.
