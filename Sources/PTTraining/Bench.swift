@@ -127,7 +127,9 @@ public enum Bench {
         let b = Double(trainer.config.batch), names = net.stageNames, flops = net.stageFlopsPerSample
         func ms(_ ns: UInt64) -> Double { Double(ns) / 1e6 / Double(steps) }
         func rate(_ f: Double, _ t: Double) -> String { f > 0 && t > 0 ? String(format: "%8.1f", f * b / t / 1e6) : "       -" }
-        func pad(_ s: String) -> String { "   " + s.padding(toLength: 32, withPad: " ", startingAt: 0) }
+        // The name column as wide as the longest name (a ResNet's run past a fixed width).
+        let width = max(32, names.map(\.count).max() ?? 0)
+        func pad(_ s: String) -> String { "   " + s.padding(toLength: width, withPad: " ", startingAt: 0) }
         log(pad("stage") + "  fwd ms  GFLOP/s   bwd ms  GFLOP/s   (executed arithmetic)")
         var accounted = 0.0
         for (i, name) in names.enumerated() {

@@ -26,9 +26,12 @@ struct BatchNormStage: Stage {
     var inConvStack: Bool
     /// Per sample, two sums per channel: Σx then Σ(x − mean)² forward, Σdy then Σdy·x̂ backward.
     var sums: UnsafeMutablePointer<Float>!
-    /// [9][channels]: training's mean, 1/σ and γ/σ; eval's mean, 1/σ and γ/σ; the batch means of
-    /// dy and dy·x̂; the batch variance.
+    /// [9][channels], one row per `Stat`.
     var stats: UnsafeMutablePointer<Float>!
+    /// The rows of `stats`: training's mean, 1/σ and γ/σ; eval's (from the running statistics);
+    /// the batch means of dy and dy·x̂; the batch variance.
+    enum Stat: Int, CaseIterable { case mean, invstd, scale, evalMean, evalInvstd, evalScale, meanDy, meanDyXhat, variance }
+    func stat(_ s: Stat) -> UnsafeMutablePointer<Float> { stats! + s.rawValue * channels }
     /// [shards][2 channels]: each shard's gradient of γ then β; and their sum.
     var partials, totals: UnsafeMutablePointer<Float>!
 
@@ -51,7 +54,7 @@ struct BatchNormStage: Stage {
 
     mutating func allocate(_ layout: BufferLayout, index: Int, earlier: inout [any Stage]) {
         sums = layout.floats(layout.capacity * 2 * channels)
-        stats = layout.floats(9 * channels)
+        stats = layout.floats(Stat.allCases.count * channels)
         partials = layout.floats(Network.shardCount(batch: layout.capacity) * 2 * channels)
         totals = layout.floats(2 * channels)
     }
@@ -63,9 +66,12 @@ struct BatchNormStage: Stage {
         net.state[state + 2 * channels] = 0
     }
 
-    private func job(_ mode: BatchNormJob.Mode, _ pass: StagePass, _ net: Network, stats at: Int = 0) -> BatchNormJob {
+    /// A pass's job, normalising with training's statistics or, `eval`, the running ones.
+    private func job(_ mode: BatchNormJob.Mode, _ pass: StagePass, _ net: Network, eval: Bool = false) -> BatchNormJob {
         BatchNormJob(mode: mode, positions: positions, channels: channels, relu: relu, io: pass.io, sums: sums,
-                     stats: stats! + at * channels, shift: net.weights + bias)
+                     mean: stat(eval ? .evalMean : .mean), invstd: stat(eval ? .evalInvstd : .invstd),
+                     scale: stat(eval ? .evalScale : .scale), shift: net.weights + bias,
+                     meanDy: stat(.meanDy), meanDyXhat: stat(.meanDyXhat))
     }
 
     /// Under mpirun, every rank gets every rank's samples' sums (the conv stack runs on a rank's own samples).
@@ -82,19 +88,19 @@ struct BatchNormStage: Stage {
     }
 
     func forward(_ net: Network, _ pass: StagePass) {
-        let c = channels, W = net.weights, pool = net.pool, stats = stats!
+        let c = channels, W = net.weights, pool = net.pool
         if !pass.training {
-            let mean = stats + 3 * c, invstd = stats + 4 * c, scale = stats + 5 * c, running = net.state + state
+            let mean = stat(.evalMean), invstd = stat(.evalInvstd), scale = stat(.evalScale), running = net.state + state
             for ch in 0..<c {
                 mean[ch] = running[ch]
                 invstd[ch] = 1 / (running[c + ch] + Self.epsilon).squareRoot()
                 scale[ch] = W[weight + ch] * invstd[ch]
             }
-            pool.run(range: pass.samples, job(.normalize, pass, net, stats: 3))
+            pool.run(range: pass.samples, job(.normalize, pass, net, eval: true))
             return
         }
         let n = pass.count, m = Float(n * positions)
-        let mean = stats, invstd = stats + c, scale = stats + 2 * c, variance = stats + 8 * c
+        let mean = stat(.mean), invstd = stat(.invstd), scale = stat(.scale), variance = stat(.variance)
         pool.run(range: pass.samples, job(.sums, pass, net))
         gatherSums(net, batch: n)
         batchMean(column: 0, batch: n, over: m, into: mean)
@@ -117,7 +123,7 @@ struct BatchNormStage: Stage {
 
     func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) {
         let c = channels, n = pass.count, m = Float(n * positions), pool = net.pool
-        let stats = stats!, sums = sums!, partials = partials!, totals = totals!
+        let sums = sums!, partials = partials!, totals = totals!
         pool.run(range: pass.samples, job(.gradientSums, pass, net))
         gatherSums(net, batch: n)
         // γ's and β's gradients by shard, then the shards in order.
@@ -131,7 +137,7 @@ struct BatchNormStage: Stage {
         Elementwise.sumInOrder(partials, count: shards, stride: width, length: width, into: totals)
         if !inConvStack { (net.gradients + weight).update(from: totals, count: width) }
         guard pass.needsInputGradient else { return }
-        let meanDy = stats + 6 * c, meanDyXhat = stats + 7 * c
+        let meanDy = stat(.meanDy), meanDyXhat = stat(.meanDyXhat)
         for ch in 0..<c { meanDyXhat[ch] = totals[ch] / m; meanDy[ch] = totals[c + ch] / m }
         pool.run(range: pass.samples, job(.inputGradient, pass, net))
     }
@@ -145,12 +151,12 @@ struct BatchNormJob: ParallelJob, @unchecked Sendable {  // an item writes its s
     var relu: Bool
     var io: StageBuffers
     var sums: UnsafeMutablePointer<Float>
-    /// Mean, 1/σ and γ/σ (3 x channels), then training's means of dy and dy·x̂.
-    var stats: UnsafeMutablePointer<Float>
-    var shift: UnsafeMutablePointer<Float>  // β
+    /// The statistics it normalises with (training's or eval's: `BatchNormStage.Stat`), β, and
+    /// the batch means of dy and dy·x̂ the input gradient needs.
+    var mean, invstd, scale, shift: UnsafeMutablePointer<Float>
+    var meanDy, meanDyXhat: UnsafeMutablePointer<Float>
     func run(_ s: Int, _ worker: Int) {
         let c = channels, size = positions * c, x = io.x + s * size, sample = sums + s * 2 * c
-        let mean = stats, invstd = stats + c, scale = stats + 2 * c
         switch mode {
         case .sums: Elementwise.columnSums(x, rows: positions, ld: c, cols: 0..<c, into: sample)
         case .squares: BatchNorm.centeredSquareSums(x, positions: positions, channels: c, mean: mean, into: sample + c)
@@ -164,7 +170,7 @@ struct BatchNormJob: ParallelJob, @unchecked Sendable {  // an item writes its s
                                    sumDy: sample, sumDyXhat: sample + c)
         case .inputGradient:
             BatchNorm.inputGradient(dy: io.dy + s * size, x: x, positions: positions, channels: c, mean: mean, invstd: invstd,
-                                    scale: scale, meanDy: stats + 6 * c, meanDyXhat: stats + 7 * c, into: io.dx + s * size)
+                                    scale: scale, meanDy: meanDy, meanDyXhat: meanDyXhat, into: io.dx + s * size)
         }
     }
     /// A sample's activations in (and out, or its gradient), and its sums.
