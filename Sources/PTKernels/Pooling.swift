@@ -127,7 +127,6 @@ extension MaxPool {
         // first is compared with) steps by these across and down.
         let across = SIMD16<Int32>(repeating: Int32(truncatingIfNeeded: c))
         let down = SIMD16<Int32>(repeating: Int32(truncatingIfNeeded: g.inW * c))
-        let zeroI = SIMD16<Int32>(), downAcross = down &+ across
         for oh in 0..<g.outH {
             for ow in 0..<g.outW {
                 let o = (oh * g.outW + ow) * c
@@ -140,17 +139,6 @@ extension MaxPool {
                     let am = UnsafeRawPointer(argmax + o + ch).loadUnaligned(as: SIMD16<Int32>.self) &- base
                     var d = loadV(dy + o + ch)
                     if let y { d = zero.replacing(with: d, where: loadV(y + o + ch) .> zero) }
-                    if g.kernel == 2 {
-                        // Unrolled: the general loops' index arithmetic cost more than the stores.
-                        let p = dx + first + ch, below = p + g.inW * c
-                        storeV(zero.replacing(with: d, where: am .== zeroI) + zero, p)
-                        storeV(zero.replacing(with: d, where: am .== across) + zero, p + c)
-                        storeV(zero.replacing(with: d, where: am .== down) + zero, below)
-                        storeV(zero.replacing(with: d, where: am .== downAcross) + zero, below + c)
-                        base &+= sixteen
-                        ch += 16
-                        continue
-                    }
                     var rowOffset = SIMD16<Int32>()
                     for kh in 0..<g.kernel {
                         var offset = rowOffset
