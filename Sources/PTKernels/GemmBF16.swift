@@ -59,6 +59,17 @@ public enum GemmBF16 {
     }
     public static func packedBPanels(n: Int) -> Int { (n + 31) / 32 }
 
+    /// Rows 32·`block` ..< 32·`block` + 32 of a [k, n] B (one k-block: rows past k as zeros)
+    /// into their place in `packB`'s layout of the whole B, every column panel; the other blocks
+    /// are left as they are. So a B whose rows change a block at a time (a dense layer's weights,
+    /// updated by the optimizer a block of rows at a time) stays packed without packing it whole.
+    public static func packB(k: Int, n: Int, b: MatrixView, kBlock block: Int, into dst: UnsafeMutablePointer<Float>) {
+        let r0 = block * 32
+        guard r0 < k, n > 0 else { return }
+        let words = UnsafeMutableRawPointer(dst).assumingMemoryBound(to: UInt32.self) + block * 512
+        packPanelsB(k: min(32, k - r0), kPadded: 32, cols: n, b: b.offset(row: r0, col: 0), into: words, panelWords: paddedK(k) * 16)
+    }
+
     /// `scratch` must hold `scratchFloats` floats and belong to the calling thread; a `.packed` B
     /// comes from `packB`.
     public static func multiply(m: Int, n: Int, k: Int, a: MatrixView, b operand: BOperand,

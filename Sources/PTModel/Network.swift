@@ -37,7 +37,26 @@ public final class Network {
 
     /// Flat parameter, gradient and optimizer-state buffers, each `parameterCount` long: Adam's
     /// two moments, or SGD's momentum in `moment1`.
-    public let weights, gradients, moment1: UnsafeMutablePointer<Float>
+    ///
+    /// Whoever takes `weights` may write through it, so taking it marks the dense layers' bf16
+    /// copies of their weights stale (`packedWeightsCurrent`): the next forward pass rounds the
+    /// weights afresh. The stages read and write `weightBuffer`, the same floats.
+    public var weights: UnsafeMutablePointer<Float> {
+        packedWeightsCurrent = false
+        return weightBuffer
+    }
+    public let gradients, moment1: UnsafeMutablePointer<Float>
+    let weightBuffer: UnsafeMutablePointer<Float>
+    /// In bf16, whether each dense layer's packed bf16 copy of its weights (`DenseStage.packedWeights`)
+    /// equals its weights rounded: true only after a fused backward pass updated and packed every
+    /// row (`backward(count:optimizer:)`), and false again as soon as anything else may have
+    /// changed a weight. The forward pass reads the copy only then, so it never reads a stale one.
+    var packedWeightsCurrent = false
+    /// Whether the next forward pass reads dense weights from a packed bf16 copy kept by the
+    /// optimizer rather than rounding them afresh (the same bits either way; for tests and tools).
+    public var readsPackedWeights: Bool {
+        packedWeightsCurrent && stages.contains { ($0 as? DenseStage)?.packedWeights != nil }
+    }
     /// Adam's second moment; nil in a network built for SGD (`secondMoment: false`), which has none.
     public let moment2: UnsafeMutablePointer<Float>?
     /// The batch input [capacity, H, W, C], filled by the caller before `forward`.
@@ -205,7 +224,7 @@ public final class Network {
 
         let layout = BufferLayout(pool: pool, group: group, numa: numa, capacity: capacity, stages: plan.stages)
         let weightRows = layout.denseWeightRows(plan.stages)
-        weights = layout.floats(parameterCount, perNode: weightRows)
+        weightBuffer = layout.floats(parameterCount, perNode: weightRows)
         gradients = layout.floats(parameterCount, perNode: weightRows)
         moment1 = layout.floats(parameterCount, perNode: weightRows)
         moment2 = secondMoment ? layout.floats(parameterCount, perNode: weightRows) : nil

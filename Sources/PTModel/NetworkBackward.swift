@@ -30,9 +30,11 @@ extension Network {
         finiteFlags.update(repeating: true, count: finiteSlots * pool.count)
         lastBackwardFused = true
         backward(count: n, fused: optimizer)
+        // Every dense row was updated and, where a layer keeps one, packed (`DenseUpdateJob`).
+        packedWeightsCurrent = true
         let start = clock()
         label("optimizer (rest)")
-        pool.run(items: optimizerSlices, OptimizerRangesJob(step: optimizer, w: weights, g: gradients, m: moment1, v: moment2,
+        pool.run(items: optimizerSlices, OptimizerRangesJob(step: optimizer, w: weightBuffer, g: gradients, m: moment1, v: moment2,
                                                             starts: sliceStarts, counts: sliceCounts, finite: finiteFlags))
         charge(.optimizer, since: start)
         if group.size > 1 {
@@ -63,6 +65,7 @@ extension Network {
     }
 
     private func backward(count n: Int, fused: OptimizerStep?) {
+        packedWeightsCurrent = false
         let split = firstDense, mine = samples(batch: n, rank: group.rank)
         for idx in stages.indices.reversed() {
             let start = clock()

@@ -12,7 +12,7 @@ extension Network {
     public func gatherDenseState() {
         if group.size == 1 { return }
         for case let d as DenseStage in stages {
-            for buffer in [weights, moment1, moment2].compactMap({ $0 }) { d.gatherRows(self, buffer + d.weight, width: d.outputs) }
+            for buffer in [weightBuffer, moment1, moment2].compactMap({ $0 }) { d.gatherRows(self, buffer + d.weight, width: d.outputs) }
         }
     }
 

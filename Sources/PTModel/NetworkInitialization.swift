@@ -8,9 +8,10 @@ extension Network {
     /// He-normal weights for layers followed by ReLU, Glorot-uniform for the others; zero biases;
     /// batch norm's γ 1 and its running statistics those of a fresh PyTorch module.
     public func initialize(seed: UInt64) {
+        packedWeightsCurrent = false
         var rng = SplitMix64(seed: seed)
         for s in stages { s.initialize(self, &rng) }
-        for t in tensors where t.name.hasSuffix(".bias") { weights.advanced(by: t.offset).update(repeating: 0, count: t.count) }
+        for t in tensors where t.name.hasSuffix(".bias") { weightBuffer.advanced(by: t.offset).update(repeating: 0, count: t.count) }
         moment1.update(repeating: 0, count: parameterCount)
         moment2?.update(repeating: 0, count: parameterCount)
     }

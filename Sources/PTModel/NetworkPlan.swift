@@ -117,6 +117,7 @@ public struct NetworkPlan {
     /// dropout scales, the workers' scratch and the shards' conv gradients.
     public func memoryEstimate(capacity: Int, threads: Int) -> Int {
         let perSample = shapes.reduce(0) { $0 + 2 * $1.count } + stages.reduce(0) { $0 + $1.extraFloatsPerSample }
-        return 4 * (4 * parameterCount + perSample * capacity + threads * scratchFloats + Network.shardCount(batch: capacity) * convParams)
+        let fixed = stages.reduce(0) { $0 + $1.fixedFloats }
+        return 4 * (4 * parameterCount + fixed + perSample * capacity + threads * scratchFloats + Network.shardCount(batch: capacity) * convParams)
     }
 }

@@ -18,6 +18,9 @@ struct GemmJob {
     /// In bf16: A already rounded (`GemmBF16.packRows`), its rows `aBF16Stride` apart.
     var aBF16: UnsafePointer<UInt16>? = nil
     var aBF16Stride = 0
+    /// In bf16: B as `GemmBF16.packB` packs the whole of it, kept current by its owner (a dense
+    /// layer's weights, packed by the optimizer as it updates them); `b` still views it in fp32.
+    var bPackedBF16: UnsafePointer<Float>? = nil
 }
 
 /// Rounds rows of a row-major fp32 matrix into bf16 rows (`GemmBF16.packRows`), 8 rows an item.
@@ -98,8 +101,11 @@ struct SplitGemm: ParallelJob, @unchecked Sendable {  // an item writes its tile
         let r0 = rows.0 * Gemm.mr, r1 = min(rows.1 * Gemm.mr, j.m)
         let c0 = cols.0 * Gemm.nr, c1 = min(cols.1 * Gemm.nr, j.n)
         if let a = j.aBF16, let path = j.precision.bf16Path {
+            // The packed B's panels are 32 columns wide: a part starting inside one packs its view.
+            var b = BOperand.view(j.b.offset(row: 0, col: c0))
+            if let packed = j.bPackedBF16, c0 % 32 == 0 { b = .packed(packed + GemmBF16.packedColumnOffset(col: c0, k: j.k)) }
             GemmBF16.multiply(m: r1 - r0, n: c1 - c0, k: j.k, aBF16: a + r0 * j.aBF16Stride, lda: j.aBF16Stride,
-                              b: .view(j.b.offset(row: 0, col: c0)), c: j.c + r0 * j.ldc + c0, ldc: j.ldc,
+                              b: b, c: j.c + r0 * j.ldc + c0, ldc: j.ldc,
                               accumulate: j.accumulate, bias: j.bias.map { $0 + c0 }, relu: j.relu, scratch: pool.scratch(worker), path: path)
             return
         }
@@ -154,8 +160,9 @@ struct PackTwoJob: ParallelJob, @unchecked Sendable {  // as its two PackBJobs, 
 
 extension SplitGemm {
     func bytesMoved(items: Int) -> Int {
-        // (A already in bf16 is half the bytes.)
-        (job.aBF16 == nil ? f : 2) * job.m * job.k + f * (job.k * job.n + job.m * job.n * (job.accumulate ? 2 : 1))
+        // (A or B already in bf16 is half the bytes.)
+        (job.aBF16 == nil ? f : 2) * job.m * job.k + (job.bPackedBF16 == nil ? f : 2) * job.k * job.n
+            + f * job.m * job.n * (job.accumulate ? 2 : 1)
     }
 }
 

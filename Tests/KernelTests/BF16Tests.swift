@@ -232,6 +232,25 @@ func bf16GemmSubBlocksAreBitIdentical(_ path: BF16Path) {
     #expect(bf16Blocks(path, m: 77, n: 100, k: 700, rowCuts: [], colCuts: [], packB: true) == whole)
 }
 
+/// A B packed a k-block at a time (as a dense layer's optimizer keeps its weights packed) is the
+/// whole B packed at once, word for word: k ending inside a block, n inside a half panel.
+@Test(arguments: [(1, 1), (31, 16), (32, 17), (33, 32), (70, 40), (96, 100)])
+func bf16PackingByKBlocksIsPackingWhole(_ k: Int, _ n: Int) {
+    var r = Rand(s: 3)
+    var b = r.array(k * n)
+    b[0] = .nan
+    let words = GemmBF16.packedBFloats(k: k, n: n)
+    let whole = UnsafeMutablePointer<Float>.allocate(capacity: words), blocks = UnsafeMutablePointer<Float>.allocate(capacity: words)
+    defer { whole.deallocate(); blocks.deallocate() }
+    blocks.initialize(repeating: Float(bitPattern: 0xFFFF_FFFF), count: words)  // so a word left unwritten shows
+    b.withUnsafeBufferPointer { bp in
+        let bv = MatrixView(bp.baseAddress!, rowStride: n, colStride: 1)
+        GemmBF16.packB(k: k, n: n, b: bv, panels: 0..<GemmBF16.packedBPanels(n: n), into: whole)
+        for block in (0..<(GemmBF16.paddedK(k) / 32)).reversed() { GemmBF16.packB(k: k, n: n, b: bv, kBlock: block, into: blocks) }
+    }
+    #expect((0..<words).allSatisfy { whole[$0].bitPattern == blocks[$0].bitPattern }, "k \(k), n \(n)")
+}
+
 /// Under mpirun each rank continues the forward's sums over its share of K (a multiple of 32 rows
 /// from the start): the chain must give the bits of one GEMM over all of K.
 @Test(arguments: bf16Paths)

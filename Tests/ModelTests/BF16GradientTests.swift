@@ -128,3 +128,46 @@ func bf16PassesMatchFloat64OnRoundedOperandsStageByStage(_ path: BF16Path, _ c: 
                              terms: outputs, "\(path) fc\(i - 2) input gradient")
     }
 }
+
+/// The dense layers' packed bf16 weights, kept by the optimizer a block of rows at a time, give
+/// the bits of rounding the weights afresh (a network whose weights are taken through `weights`
+/// before each forward pass, which marks the copy stale); and a weight written through `weights`
+/// after a step reaches the next forward pass. fc1's 392 inputs end in a partial k-block and its
+/// 40 outputs in a partial column panel; 3 threads cut the row blocks unevenly.
+@Test(arguments: BF16Path.available)
+func bf16PackedWeightsGiveTheBitsOfRoundingWeightsAfresh(_ path: BF16Path) throws {
+    let spec = try ModelSpec(parsing: "conv(8,3) relu maxpool(2) fc(40) relu dropout(0.5) fc(10)")
+    func make() throws -> Network {
+        try Network(spec: spec, input: Shape(h: 14, w: 14, c: 1), classes: 10, capacity: 13, threads: 3, seed: 9,
+                    precision: .bf16(path))
+    }
+    let kept = try make(), afresh = try make()
+    func step(_ net: Network, _ t: Int) -> [UInt32] {
+        var r = SplitMix64(seed: UInt64(t))
+        for i in 0..<(13 * net.inputShape.count) { net.input[i] = Float(r.nextUnit() * 2 - 1) }
+        for s in 0..<13 { net.labels[s] = Int32((s * 7 + t) % 10) }
+        net.forward(count: 13, training: true, step: t, seed: 4)
+        _ = net.lossAndGradient(count: 13)
+        #expect(net.backward(count: 13, adam: AdamStep(lr: 1e-2, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, t: t)))
+        return (0..<130).map { net.logits[$0].bitPattern }
+    }
+    #expect(!kept.readsPackedWeights, "a new network has no packed copy yet")
+    for t in 1...4 {
+        let a = step(kept, t)
+        _ = afresh.weights
+        #expect(!afresh.readsPackedWeights)
+        let b = step(afresh, t)
+        #expect(a == b, "step \(t): logits differ")
+        #expect(kept.readsPackedWeights, "step \(t): the fused optimizer step left no packed copy")
+    }
+    #expect((0..<kept.parameterCount).allSatisfy { kept.weights[$0].bitPattern == afresh.weights[$0].bitPattern })
+    // Written through `weights` after a step, a weight reaches the next forward pass: its logits
+    // are those of a new network (which has no copy) given the same weights.
+    let halved = kept.weights, fresh = try make()
+    for i in 0..<kept.parameterCount { halved[i] *= 0.5 }
+    #expect(!kept.readsPackedWeights)
+    fresh.weights.update(from: halved, count: kept.parameterCount)
+    fresh.input.update(from: kept.input, count: 13 * kept.inputShape.count)
+    for net in [kept, fresh] { net.forward(count: 13, training: false) }
+    #expect((0..<130).allSatisfy { kept.logits[$0].bitPattern == fresh.logits[$0].bitPattern })
+}

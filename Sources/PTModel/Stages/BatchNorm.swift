@@ -60,7 +60,7 @@ struct BatchNormStage: Stage {
     }
 
     func initialize(_ net: Network, _ rng: inout SplitMix64) {
-        (net.weights + weight).update(repeating: 1, count: channels)
+        (net.weightBuffer + weight).update(repeating: 1, count: channels)
         (net.state + state).update(repeating: 0, count: channels)
         (net.state + state + channels).update(repeating: 1, count: channels)
         net.state[state + 2 * channels] = 0
@@ -70,7 +70,7 @@ struct BatchNormStage: Stage {
     private func job(_ mode: BatchNormJob.Mode, _ pass: StagePass, _ net: Network, eval: Bool = false) -> BatchNormJob {
         BatchNormJob(mode: mode, positions: positions, channels: channels, relu: relu, io: pass.io, sums: sums,
                      mean: stat(eval ? .evalMean : .mean), invstd: stat(eval ? .evalInvstd : .invstd),
-                     scale: stat(eval ? .evalScale : .scale), shift: net.weights + bias,
+                     scale: stat(eval ? .evalScale : .scale), shift: net.weightBuffer + bias,
                      meanDy: stat(.meanDy), meanDyXhat: stat(.meanDyXhat))
     }
 
@@ -88,7 +88,7 @@ struct BatchNormStage: Stage {
     }
 
     func forward(_ net: Network, _ pass: StagePass) {
-        let c = channels, W = net.weights, pool = net.pool
+        let c = channels, W = net.weightBuffer, pool = net.pool
         if !pass.training {
             let mean = stat(.evalMean), invstd = stat(.evalInvstd), scale = stat(.evalScale), running = net.state + state
             for ch in 0..<c {

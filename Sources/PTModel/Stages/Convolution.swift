@@ -133,13 +133,13 @@ struct ConvStage: Stage {
 
     func initialize(_ net: Network, _ rng: inout SplitMix64) {
         let fanIn = window.patch
-        drawWeights(net.weights + weight, count: fanIn * cout, fanIn: fanIn, fanOut: window.kernel * window.kernel * cout, relu: relu, &rng)
+        drawWeights(net.weightBuffer + weight, count: fanIn * cout, fanIn: fanIn, fanOut: window.kernel * window.kernel * cout, relu: relu, &rng)
     }
 
     /// A sample at a time (or a part of one): its im2col is built in the worker's scratch and used
     /// from cache. The weights are packed (or transformed) once first.
     func forward(_ net: Network, _ pass: StagePass) {
-        let pool = net.pool, W = net.weights
+        let pool = net.pool, W = net.weightBuffer
         switch path {
         case .winograd:
             let pairs = window.channels * cout
@@ -168,10 +168,10 @@ struct ConvStage: Stage {
         let wt = pass.needsInputGradient ? packedWt : nil
         if let wt, path == .direct {
             // (In bf16, from the weights the forward pass rounded.)
-            let w = precision.isBF16 ? packedW! : net.weights + weight
+            let w = precision.isBF16 ? packedW! : net.weightBuffer + weight
             pool.run(items: 1, FlipTransposeJob(w: w, cin: window.channels, cout: cout, into: wt))
         } else if let wt, path != .winograd {  // (a Winograd conv packed its Uᵀ in the forward pass)
-            let pack = PackBJob(k: cout, n: window.patch, b: .transposed(net.weights + weight, cols: cout), into: wt,
+            let pack = PackBJob(k: cout, n: window.patch, b: .transposed(net.weightBuffer + weight, cols: cout), into: wt,
                                 workers: pool.splitCount, precision: precision)
             pool.run(items: pack.items, pack)
         }

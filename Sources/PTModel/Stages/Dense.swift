@@ -28,6 +28,11 @@ struct DenseStage: Stage {
     var inputBF16: UnsafeMutablePointer<UInt16>?
     /// Under mpirun: the partial sums of the forward chain, [capacity x outputs] by column blocks.
     var chainBuffer: UnsafeMutablePointer<Float>?
+    /// In bf16 (one process): W rounded and packed as the forward GEMM's B (`GemmBF16.packB`),
+    /// rewritten a k-block at a time by the optimizer's step right after it updates those rows.
+    /// The forward pass then reads 2 bytes a weight and rounds nothing, instead of reading W's
+    /// 4 and rounding every weight each step; it is used only while `Network.packedWeightsCurrent`.
+    var packedWeights: UnsafeMutablePointer<Float>?
 
     /// fc(OUT, bias): weights [in, out] named fcN.weight (the input flattened in (h, w, c) order), and fcN.bias.
     static func plan(out: Int, bias hasBias: Bool, relu: Bool, _ p: inout StagePlanner) {
@@ -45,6 +50,8 @@ struct DenseStage: Stage {
     var parameters: Range<Int> { weight..<(bias.map { $0 + outputs } ?? weight + inputs * outputs) }
     /// In bf16, its input rounded.
     var extraFloatsPerSample: Int { precision.isBF16 ? inputs / 2 : 0 }
+    /// In bf16, its packed weights.
+    var fixedFloats: Int { precision.isBF16 ? GemmBF16.packedBFloats(k: inputs, n: outputs) : 0 }
     /// A block of its weight gradient's rows (`DenseUpdateJob`).
     var scratchNeeds: ScratchNeeds { ScratchNeeds(denseRows: DenseUpdateJob.rows * outputs) }
     func flopsPerSample(asDirect: Bool) -> Double { 2 * Double(inputs * outputs) }
@@ -54,12 +61,19 @@ struct DenseStage: Stage {
     /// whose sums continue from rank to rank: in bf16 a share starts at a multiple of 32 rows (a
     /// tile instruction's k-block), so the chain runs the same instructions as one process.
     func ownedTiles(rank: Int, of parts: Int) -> Range<Int> {
-        let tiles = (inputs + Gemm.mr - 1) / Gemm.mr
-        guard precision.isBF16 else { return ProcessGroup.share(tiles, part: rank, of: parts) }
-        var unit = 32
-        while unit % Gemm.mr != 0 { unit += 32 }
-        let perUnit = unit / Gemm.mr, units = ProcessGroup.share((tiles + perUnit - 1) / perUnit, part: rank, of: parts)
+        let tiles = (inputs + Gemm.mr - 1) / Gemm.mr, perUnit = tileUnit
+        let units = ProcessGroup.share((tiles + perUnit - 1) / perUnit, part: rank, of: parts)
         return min(units.lowerBound * perUnit, tiles)..<min(units.upperBound * perUnit, tiles)
+    }
+
+    /// The tiles (of Gemm.mr rows) that shares and blocks of W's rows are whole multiples of:
+    /// in bf16 the fewest that make a multiple of 32 rows (a k-block of the packed weights, and
+    /// of the forward chain's sums), so every block starts a k-block; in fp32 one.
+    var tileUnit: Int {
+        guard precision.isBF16 else { return 1 }
+        var rows = 32
+        while rows % Gemm.mr != 0 { rows += 32 }
+        return rows / Gemm.mr
     }
 
     mutating func allocate(_ layout: BufferLayout, index: Int, earlier: inout [any Stage]) {
@@ -70,6 +84,8 @@ struct DenseStage: Stage {
                 .bindMemory(to: UInt16.self, capacity: 2 * GemmBF16.rowsFloats(rows: capacity, k: inputs))
         }
         if layout.group.size > 1 { chainBuffer = layout.floats(capacity * outputs) }
+        // (Under mpirun a rank's forward is a chain over its share of W's rows, which reads W as stored.)
+        if precision.isBF16 && layout.group.size == 1 { packedWeights = layout.floats(fixedFloats) }
         if index > 0 {
             let batch = Network.paddedBatch(capacity)
             packedDy = layout.floats(Gemm.packedBFloats(k: outputs, n: capacity, precision: precision))
@@ -78,12 +94,12 @@ struct DenseStage: Stage {
     }
 
     func initialize(_ net: Network, _ rng: inout SplitMix64) {
-        drawWeights(net.weights + weight, count: inputs * outputs, fanIn: inputs, fanOut: outputs, relu: relu, &rng)
+        drawWeights(net.weightBuffer + weight, count: inputs * outputs, fanIn: inputs, fanOut: outputs, relu: relu, &rng)
     }
 
     /// One GEMM over the whole batch, split by output tiles; under mpirun, a chain along the ranks.
     func forward(_ net: Network, _ pass: StagePass) {
-        let n = pass.count, x = pass.io.x, y = pass.io.y, W = net.weights
+        let n = pass.count, x = pass.io.x, y = pass.io.y, W = net.weightBuffer
         if net.group.size > 1 { chainedForward(net, count: n, x: x, y: y); return }
         var job = GemmJob(m: n, n: outputs, k: inputs, a: .rowMajor(x, cols: inputs),
                           b: .rowMajor(W + weight, cols: outputs), c: y, ldc: outputs,
@@ -92,6 +108,7 @@ struct DenseStage: Stage {
             let round = PackRowsJob(src: x, rows: n, k: inputs, into: xh)
             net.pool.run(items: round.items, round)
             job.aBF16 = UnsafePointer(xh); job.aBF16Stride = GemmBF16.paddedK(inputs)
+            if net.packedWeightsCurrent, let packedWeights { job.bPackedBF16 = UnsafePointer(packedWeights) }
         }
         net.pool.gemm(job)
     }
@@ -120,14 +137,15 @@ struct DenseStage: Stage {
         // and takes their optimizer step (keeping their moments), and the ranks exchange dXᵀ's
         // rows. Each row is the same chain of sums whichever rank computes it.
         let rowTiles = ownedTiles(rank: group.rank, of: group.size)
-        let parts = DenseUpdateJob.parts(tiles: rowTiles, workers: pool.splitCount)
+        let parts = DenseUpdateJob.parts(tiles: rowTiles, unit: tileUnit, workers: pool.splitCount)
         let sums = ColumnSumJob(m: dy, rows: n, cols: outputs, out: net.gradients + (bias ?? 0))
         let sumChunks = bias == nil ? 0 : sums.chunks(workers: pool.splitCount)
         let update = DenseUpdateJob(
             inputs: inputs, outputs: outputs, batch: n, x: x, dy: dy, packedDy: packedDyRows,
             packedDyT: packedDyT, dxT: packedDyT == nil ? nil : inputGradT, paddedBatch: np,
-            w: net.weights + weight, g: net.gradients + weight, m: net.moment1 + weight, v: net.moment2.map { $0 + weight },
-            optimizer: optimizer, finite: net.finiteFlags + finiteSlot * pool.count, tiles: rowTiles, parts: parts, sums: sums,
+            w: net.weightBuffer + weight, g: net.gradients + weight, m: net.moment1 + weight, v: net.moment2.map { $0 + weight },
+            optimizer: optimizer, packedW: optimizer == nil ? nil : packedWeights,
+            finite: net.finiteFlags + finiteSlot * pool.count, tiles: rowTiles, unit: tileUnit, parts: parts, sums: sums,
             sumChunks: sumChunks, rows: net.scratchLayout.denseRows, precision: precision, pool: pool)
         if pool.rangeNodes.count > 1 {
             // On several nodes the row blocks alone are dealt by node, so that each node's workers
@@ -186,9 +204,9 @@ struct DenseStage: Stage {
                 Elementwise.copy(rows: n, cols: c.count, from: part, fromStride: c.count, to: y + c.lowerBound, toStride: outputs)
             }
             net.pool.gemm(GemmJob(m: n, n: c.count, k: k1 - k0, a: .rowMajor(x + k0, cols: inputs),
-                                  b: .rowMajor(net.weights + weight + k0 * outputs + c.lowerBound, cols: outputs),
+                                  b: .rowMajor(net.weightBuffer + weight + k0 * outputs + c.lowerBound, cols: outputs),
                                   c: y + c.lowerBound, ldc: outputs, accumulate: r > 0,
-                                  bias: r == last ? bias.map { UnsafePointer(net.weights + $0 + c.lowerBound) } : nil, relu: r == last && relu,
+                                  bias: r == last ? bias.map { UnsafePointer(net.weightBuffer + $0 + c.lowerBound) } : nil, relu: r == last && relu,
                                   precision: precision))
             if r < last {
                 Elementwise.copy(rows: n, cols: c.count, from: y + c.lowerBound, fromStride: outputs, to: part, toStride: c.count)
@@ -205,9 +223,9 @@ extension BufferLayout {
     /// with the optimizer deals this rank's row blocks by node.
     func denseRows(_ d: DenseStage, width: Int, from base: Int) -> [(Range<Int>, Int)] {
         let tiles = d.ownedTiles(rank: group.rank, of: group.size)
-        let parts = DenseUpdateJob.parts(tiles: tiles, workers: pool.splitCount), nodes = pool.rangeNodes
+        let parts = DenseUpdateJob.parts(tiles: tiles, unit: d.tileUnit, workers: pool.splitCount), nodes = pool.rangeNodes
         return pool.nodeRanges(parts).enumerated().map { k, items in
-            let rows = DenseUpdateJob.rows(items, of: parts, tiles: tiles, inputs: d.inputs)
+            let rows = DenseUpdateJob.rows(items, of: parts, tiles: tiles, unit: d.tileUnit, inputs: d.inputs)
             return ((base + rows.lowerBound * width)..<(base + rows.upperBound * width), nodes[k])
         }
     }
@@ -245,9 +263,11 @@ struct TransposeOutJob: ParallelJob, @unchecked Sendable {  // an item writes it
 /// the worker's scratch and straight into the optimizer on exactly those rows of W, m and v, while W and
 /// the gradient rows are in cache (the gradient never goes to memory: writing fc1's 25.7 MB would
 /// also read it first, for ownership). dXᵀ row i needs only W row i, so updating a row right after
-/// its dXᵀ never feeds a new weight into an old gradient.
+/// its dXᵀ never feeds a new weight into an old gradient. Where the layer keeps its weights packed
+/// in bf16, the block's updated rows (a k-block: blocks start at multiples of 32 rows) are packed
+/// there too while they are in cache.
 struct DenseUpdateJob: ParallelJob, @unchecked Sendable {  // an item writes its rows of W, m, v and dXᵀ (or its bias columns), and its worker's flag
-    static let rows = 32
+    static let rows = 32  // also a k-block of the packed bf16 weights: blocks start at multiples of it
     var inputs, outputs, batch: Int
     var x: UnsafeMutablePointer<Float>             // [batch, inputs]
     var dy, packedDy: UnsafeMutablePointer<Float>  // dY [batch, outputs], and packed as dW's B
@@ -256,8 +276,10 @@ struct DenseUpdateJob: ParallelJob, @unchecked Sendable {  // an item writes its
     var w, g, m: UnsafeMutablePointer<Float>       // this layer's weights, gradient and first moment in the flat buffers
     var v: UnsafeMutablePointer<Float>?            // and its second moment (nil for SGD)
     var optimizer: OptimizerStep?
+    var packedW: UnsafeMutablePointer<Float>?      // the layer's bf16 packed weights to keep current (`DenseStage.packedWeights`)
     var finite: UnsafeMutablePointer<Bool>         // one flag per worker, and-ed
     var tiles: Range<Int>                          // the tiles of Gemm.mr rows of W this process updates (under mpirun, its share)
+    var unit: Int                                  // blocks are whole multiples of this many tiles (`DenseStage.tileUnit`)
     var parts: Int
     var sums: ColumnSumJob                         // the bias gradient, items parts..<parts + sumChunks
     var sumChunks: Int
@@ -265,19 +287,21 @@ struct DenseUpdateJob: ParallelJob, @unchecked Sendable {  // an item writes its
     var precision: Precision
     unowned(unsafe) var pool: WorkerPool
 
-    /// Items the row blocks of `tiles` are cut into for `workers`: about four a worker.
-    static func parts(tiles: Range<Int>, workers: Int) -> Int { min(tiles.count, 4 * workers) }
+    /// Items the row blocks of `tiles` (in whole `unit`s of tiles) are cut into for `workers`:
+    /// about four a worker.
+    static func parts(tiles: Range<Int>, unit: Int, workers: Int) -> Int { min((tiles.count + unit - 1) / unit, 4 * workers) }
 
-    /// The rows of W that items `items` (of `parts` over `tiles`) update: the job's items and
-    /// `Network`'s placement of those rows by node both read it from here.
-    static func rows(_ items: Range<Int>, of parts: Int, tiles: Range<Int>, inputs: Int) -> Range<Int> {
-        let tn = tiles.count, p = max(parts, 1)
-        return min((tiles.lowerBound + items.lowerBound * tn / p) * Gemm.mr, inputs)..<min((tiles.lowerBound + items.upperBound * tn / p) * Gemm.mr, inputs)
+    /// The rows of W that items `items` (of `parts` over `tiles`, cut at whole `unit`s of tiles)
+    /// update: the job's items and `Network`'s placement of those rows by node both read it from here.
+    static func rows(_ items: Range<Int>, of parts: Int, tiles: Range<Int>, unit: Int, inputs: Int) -> Range<Int> {
+        let units = (tiles.count + unit - 1) / unit, p = max(parts, 1)
+        func row(_ item: Int) -> Int { min(min(tiles.lowerBound + item * units / p * unit, tiles.upperBound) * Gemm.mr, inputs) }
+        return row(items.lowerBound)..<row(items.upperBound)
     }
 
     func run(_ item: Int, _ worker: Int) {
         if item >= parts { sums.run(chunk: item - parts, of: sumChunks); return }
-        let block = Self.rows(item..<(item + 1), of: parts, tiles: tiles, inputs: inputs)
+        let block = Self.rows(item..<(item + 1), of: parts, tiles: tiles, unit: unit, inputs: inputs)
         let lo = block.lowerBound, hi = block.upperBound
         let scratch = pool.scratch(worker)
         var ok = true
@@ -296,6 +320,7 @@ struct DenseUpdateJob: ParallelJob, @unchecked Sendable {  // an item writes its
                           accumulate: false, scratch: scratch, precision: precision)
             if let optimizer {
                 ok = OptimizerUpdate.apply(optimizer, w: w + at, g: gradient, m: m + at, v: v.map { $0 + at }, count: r * outputs) && ok
+                if let packedW { GemmBF16.packB(k: inputs, n: outputs, b: .rowMajor(w, cols: outputs), kBlock: r0 / 32, into: packedW) }
             }
             r0 += r
         }
@@ -311,7 +336,8 @@ extension DenseUpdateJob {
     /// W's rows (and with Adam their moments) read and written, dXᵀ's rows, and x and dY once.
     func bytesMoved(items: Int) -> Int {
         let rows = min(tiles.count * Gemm.mr, inputs)
-        let perRow = outputs * (optimizer == nil ? 2 : 6) + (dxT == nil ? 0 : paddedBatch)
+        // (The packed bf16 weights: 2 bytes a weight, half a float.)
+        let perRow = outputs * (optimizer == nil ? 2 : 6) + (dxT == nil ? 0 : paddedBatch) + (packedW == nil ? 0 : outputs / 2)
         return f * (rows * perRow + batch * (inputs + outputs))
     }
 }
