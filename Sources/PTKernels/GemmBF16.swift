@@ -91,7 +91,7 @@ public enum GemmBF16 {
                                 scratch: UnsafeMutablePointer<Float>, path: BF16Path) {
         if m <= 0 || n <= 0 { return }
         if k == 0 { emptySum(m: m, n: n, c: c, ldc: ldc, accumulate: accumulate, bias: bias, relu: relu); return }
-        run(m: m, n: n, k: k, a: .rows(a, lda), b: operand, c: c, ldc: ldc, accumulate: accumulate, bias: bias, relu: relu,
+        run(m: m, n: n, k: k, a: .rows(a, lda, padded: false), b: operand, c: c, ldc: ldc, accumulate: accumulate, bias: bias, relu: relu,
             scratch: scratch, path: path)
     }
 
@@ -119,7 +119,8 @@ public enum GemmBF16 {
 
     enum AOperand {
         case view(MatrixView)
-        case rows(UnsafePointer<UInt16>, Int)
+        /// bf16 rows `stride` apart; `padded`: zero rows follow up to a whole 32-row panel.
+        case rows(UnsafePointer<UInt16>, Int, padded: Bool)
     }
 
     static func run(m: Int, n: Int, k: Int, a: AOperand, b operand: BOperand,
@@ -132,6 +133,14 @@ public enum GemmBF16 {
         let edgeC = (raw + (mc * kc + kc * nc) * 2).assumingMemoryBound(to: Float.self)
         let edgeBias = edgeC + 32 * 32
         let kp = paddedK(k)
+        var a = a
+        // A view that fits the A block whole (one K block, its rows padded to a 32-row panel) is
+        // rounded once here rather than once per column block: a dense layer's dW (32 rows of Xᵀ
+        // against 1024 columns), a conv's dX (dY against the patch's columns).
+        if case let .view(view) = a, n > nc, kp <= kc, (m + 31) / 32 * 32 * kp <= mc * kc {
+            packPanelA(rows: m, k: k, lda: kp, a: view, into: packA)
+            a = .rows(UnsafePointer(packA), kp, padded: true)
+        }
         if path == .amx { pt_bf16_amx_configure() }
         var jc = 0
         while jc < n {
@@ -161,8 +170,8 @@ public enum GemmBF16 {
                     case let .view(view):
                         packPanelA(rows: mcb, k: kcb, lda: kcbPadded, a: view.offset(row: ic, col: pc), into: packA)
                         blockA = UnsafePointer(packA); lda = kcbPadded; inPlaceRows = mcb
-                    case let .rows(p, stride):
-                        blockA = p + ic * stride + pc; lda = stride; inPlaceRows = mcb / 32 * 32
+                    case let .rows(p, stride, padded):
+                        blockA = p + ic * stride + pc; lda = stride; inPlaceRows = padded ? (mcb + 31) / 32 * 32 : mcb / 32 * 32
                         if inPlaceRows < mcb {
                             for r in 0..<32 {
                                 let d = packA + r * kcbPadded

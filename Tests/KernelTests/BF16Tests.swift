@@ -230,6 +230,12 @@ func bf16GemmSubBlocksAreBitIdentical(_ path: BF16Path) {
     #expect(bf16Blocks(path, m: 77, n: 100, k: 700, rowCuts: [8, 40, 41], colCuts: [32, 64], packB: false) == whole)
     #expect(bf16Blocks(path, m: 77, n: 100, k: 700, rowCuts: [1, 2, 3, 70], colCuts: [64], packB: true) == whole)
     #expect(bf16Blocks(path, m: 77, n: 100, k: 700, rowCuts: [], colCuts: [], packB: true) == whole)
+    // Wider than a column block with an A that fits the A block whole (rounded once for every
+    // column block), against column parts each narrow enough to round their own.
+    for (m, k) in [(77, 200), (64, 96), (5, 512)] {
+        #expect(bf16Blocks(path, m: m, n: 600, k: k, rowCuts: [], colCuts: [], packB: false)
+                == bf16Blocks(path, m: m, n: 600, k: k, rowCuts: [], colCuts: [256, 512], packB: false), "m \(m), k \(k)")
+    }
 }
 
 /// A B packed a k-block at a time (as a dense layer's optimizer keeps its weights packed) is the
