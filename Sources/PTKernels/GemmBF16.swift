@@ -196,18 +196,17 @@ public enum GemmBF16 {
                             let rows = min(32, mcb - ir), i0 = ic + ir, j0 = jc + jr
                             let inPlace = rows == 32 && cols == 32
                             let target = inPlace ? c + i0 * ldc + j0 : edgeC
+                            // An edge tile runs in edgeC: only its valid rows and columns are
+                            // loaded and stored back (each element of C depends on its own row of
+                            // A and column of B alone, so what the others hold changes no bit).
                             if !inPlace && load {
-                                for r in 0..<32 {
-                                    for j in 0..<32 { edgeC[r * 32 + j] = r < rows && j < cols ? c[(i0 + r) * ldc + j0 + j] : 0 }
-                                }
+                                for r in 0..<rows { (edgeC + r * 32).update(from: c + (i0 + r) * ldc + j0, count: cols) }
                             }
                             let pa = ir < inPlaceRows ? blockA + ir * lda : UnsafePointer(packA)
                             tile(path, kcbPadded / 32, pa, ir < inPlaceRows ? lda : kcbPadded, pb, target, inPlace ? ldc : 32,
                                  load: load, bias: tileBias, relu: last && relu)
                             if !inPlace {
-                                for r in 0..<rows {
-                                    for j in 0..<cols { c[(i0 + r) * ldc + j0 + j] = edgeC[r * 32 + j] }
-                                }
+                                for r in 0..<rows { (c + (i0 + r) * ldc + j0).update(from: edgeC + r * 32, count: cols) }
                             }
                             ir += 32
                         }
