@@ -103,8 +103,9 @@ void pt_bf16_tile_amx(int blocks, const uint16_t *a, long lda, const uint16_t *b
     for (int kb = 0; kb < blocks; kb++) {
         // B streams from memory when it is a packed weight matrix read once (a dense layer's
         // forward): tile loads alone wait on each miss, so fetch two k-blocks (4 KB) ahead.
-        const char *ahead = (const char *)(b + (kb + 2) * 1024);
-        for (int line = 0; line < 2048; line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
+        // (As an integer: past B's last block the address is only a hint, never a pointer.)
+        uintptr_t ahead = (uintptr_t)b + (uintptr_t)(kb + 2) * 2048;
+        for (int line = 0; line < 2048; line += 64) _mm_prefetch((const char *)(ahead + line), _MM_HINT_T0);
         _tile_loadd(4, a + kb * 32, sa);
         _tile_loadd(5, a + 16 * lda + kb * 32, sa);
         _tile_loadd(6, b + kb * 1024, 64);

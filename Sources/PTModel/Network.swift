@@ -40,7 +40,8 @@ public final class Network {
     ///
     /// Whoever takes `weights` may write through it, so taking it marks the dense layers' bf16
     /// copies of their weights stale (`packedWeightsCurrent`): the next forward pass rounds the
-    /// weights afresh. The stages read and write `weightBuffer`, the same floats.
+    /// weights afresh. Take it again after each training step before writing through it: a
+    /// pointer kept across a step writes behind the copy's back. The stages use `weightBuffer`.
     public var weights: UnsafeMutablePointer<Float> {
         packedWeightsCurrent = false
         return weightBuffer
@@ -187,7 +188,7 @@ public final class Network {
         let plan = try NetworkPlan(spec: spec, input: input, classes: classes, precision: precision)
         self.precision = precision
         // Refuse up front what would not fit, rather than dying in the middle of allocation.
-        let estimate = plan.memoryEstimate(capacity: capacity, threads: threads), available = AvailableMemory.bytes() ?? 0
+        let estimate = plan.memoryEstimate(capacity: capacity, threads: threads, processes: group.size), available = AvailableMemory.bytes() ?? 0
         if available > 0 && estimate > available {
             throw ShapeError(message: String(format: "a batch of %d with this model needs about %.1f GiB but only %.1f GiB of memory is available; a smaller batch or model needs less",
                                              capacity, Double(estimate) / 1_073_741_824, Double(available) / 1_073_741_824))

@@ -115,9 +115,9 @@ public struct NetworkPlan {
     /// The bytes a network of this plan holds for a batch of `capacity` on `threads` workers:
     /// parameters with their gradients and moments, activations and their gradients, argmaxes and
     /// dropout scales, the workers' scratch and the shards' conv gradients.
-    public func memoryEstimate(capacity: Int, threads: Int) -> Int {
+    public func memoryEstimate(capacity: Int, threads: Int, processes: Int = 1) -> Int {
         let perSample = shapes.reduce(0) { $0 + 2 * $1.count } + stages.reduce(0) { $0 + $1.extraFloatsPerSample }
-        let fixed = stages.reduce(0) { $0 + $1.fixedFloats }
+        let fixed = stages.reduce(0) { $0 + $1.fixedFloats(processes: processes) }
         return 4 * (4 * parameterCount + fixed + perSample * capacity + threads * scratchFloats + Network.shardCount(batch: capacity) * convParams)
     }
 }

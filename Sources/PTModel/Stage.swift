@@ -19,8 +19,9 @@ protocol Stage {
     var outputInScratch: Bool { get }
     /// Floats a sample needs beyond the activations and their gradients (argmaxes, masks).
     var extraFloatsPerSample: Int { get }
-    /// Floats it keeps whatever the batch, beyond its parameters (a bf16 dense layer's packed weights).
-    var fixedFloats: Int { get }
+    /// Floats it keeps whatever the batch, beyond its parameters, in a job of `processes` (a bf16
+    /// dense layer's packed weights, kept by one process only).
+    func fixedFloats(processes: Int) -> Int
     /// What its regions need of a worker's scratch.
     var scratchNeeds: ScratchNeeds { get }
     /// Multiply-adds x 2 of its forward pass for one sample; `asDirect` counts a convolution as a
@@ -43,7 +44,7 @@ extension Stage {
     var parameters: Range<Int> { 0..<0 }
     var outputInScratch: Bool { false }
     var extraFloatsPerSample: Int { 0 }
-    var fixedFloats: Int { 0 }
+    func fixedFloats(processes: Int) -> Int { 0 }
     var scratchNeeds: ScratchNeeds { ScratchNeeds() }
     func flopsPerSample(asDirect: Bool) -> Double { 0 }
     mutating func allocate(_ layout: BufferLayout, index: Int, earlier: inout [any Stage]) {}

@@ -238,6 +238,36 @@ func bf16GemmSubBlocksAreBitIdentical(_ path: BF16Path) {
     }
 }
 
+/// A transposed A (a dense layer's Xᵀ, rows of W's inputs over the batch) that fits the A block
+/// whole, rounded once for every column block: the bits of column parts that round their own.
+@Test(arguments: bf16Paths)
+func bf16TransposedAFittingTheBlockIsRoundedOnce(_ path: BF16Path) {
+    let batch = 50, inputs = 70, rows = 40..<70, n = 600
+    var r = Rand(s: 5)
+    let x = r.array(batch * inputs), b = r.array(batch * n)
+    let packed = UnsafeMutablePointer<Float>.allocate(capacity: GemmBF16.packedBFloats(k: batch, n: n))
+    defer { packed.deallocate() }
+    let s = scratch
+    defer { s.deallocate() }
+    var whole = [Float](repeating: 0, count: rows.count * n), parts = whole
+    x.withUnsafeBufferPointer { xp in b.withUnsafeBufferPointer { bp in
+        GemmBF16.packB(k: batch, n: n, b: MatrixView(bp.baseAddress!, rowStride: n, colStride: 1),
+                       panels: 0..<GemmBF16.packedBPanels(n: n), into: packed)
+        let a = MatrixView(xp.baseAddress!, rowStride: 1, colStride: inputs).offset(row: rows.lowerBound, col: 0)
+        GemmBF16.multiply(m: rows.count, n: n, k: batch, a: a, b: .packed(packed), c: &whole, ldc: n, accumulate: false,
+                          scratch: s, path: path)
+        parts.withUnsafeMutableBufferPointer { cp in
+            for c0 in stride(from: 0, to: n, by: 256) {
+                GemmBF16.multiply(m: rows.count, n: min(256, n - c0), k: batch, a: a,
+                                  b: .packed(packed + GemmBF16.packedColumnOffset(col: c0, k: batch)),
+                                  c: cp.baseAddress! + c0, ldc: n, accumulate: false, scratch: s, path: path)
+            }
+        }
+    } }
+    #expect(whole.map(\.bitPattern) == parts.map(\.bitPattern))
+    #expect(whole.contains { $0 != 0 })
+}
+
 /// A B packed a k-block at a time (as a dense layer's optimizer keeps its weights packed) is the
 /// whole B packed at once, word for word: k ending inside a block, n inside a half panel.
 @Test(arguments: [(1, 1), (31, 16), (32, 17), (33, 32), (70, 40), (96, 100)])

@@ -50,8 +50,8 @@ struct DenseStage: Stage {
     var parameters: Range<Int> { weight..<(bias.map { $0 + outputs } ?? weight + inputs * outputs) }
     /// In bf16, its input rounded.
     var extraFloatsPerSample: Int { precision.isBF16 ? inputs / 2 : 0 }
-    /// In bf16, its packed weights.
-    var fixedFloats: Int { precision.isBF16 ? GemmBF16.packedBFloats(k: inputs, n: outputs) : 0 }
+    /// In bf16 in one process, its packed weights (`packedWeights`).
+    func fixedFloats(processes: Int) -> Int { precision.isBF16 && processes == 1 ? GemmBF16.packedBFloats(k: inputs, n: outputs) : 0 }
     /// A block of its weight gradient's rows (`DenseUpdateJob`).
     var scratchNeeds: ScratchNeeds { ScratchNeeds(denseRows: DenseUpdateJob.rows * outputs) }
     func flopsPerSample(asDirect: Bool) -> Double { 2 * Double(inputs * outputs) }
@@ -85,7 +85,7 @@ struct DenseStage: Stage {
         }
         if layout.group.size > 1 { chainBuffer = layout.floats(capacity * outputs) }
         // (Under mpirun a rank's forward is a chain over its share of W's rows, which reads W as stored.)
-        if precision.isBF16 && layout.group.size == 1 { packedWeights = layout.floats(fixedFloats) }
+        if fixedFloats(processes: layout.group.size) > 0 { packedWeights = layout.floats(fixedFloats(processes: layout.group.size)) }
         if index > 0 {
             let batch = Network.paddedBatch(capacity)
             packedDy = layout.floats(Gemm.packedBFloats(k: outputs, n: capacity, precision: precision))
@@ -320,7 +320,10 @@ struct DenseUpdateJob: ParallelJob, @unchecked Sendable {  // an item writes its
                           accumulate: false, scratch: scratch, precision: precision)
             if let optimizer {
                 ok = OptimizerUpdate.apply(optimizer, w: w + at, g: gradient, m: m + at, v: v.map { $0 + at }, count: r * outputs) && ok
-                if let packedW { GemmBF16.packB(k: inputs, n: outputs, b: .rowMajor(w, cols: outputs), kBlock: r0 / 32, into: packedW) }
+                if let packedW {
+                    assert(r0 % 32 == 0, "a block of W's rows starts inside a k-block of the packed copy")
+                    GemmBF16.packB(k: inputs, n: outputs, b: .rowMajor(w, cols: outputs), kBlock: r0 / 32, into: packedW)
+                }
             }
             r0 += r
         }
