@@ -127,18 +127,10 @@ public final class Network {
     var sizes: [Int] = []      // per-sample floats of each activation
     var shapes: [Shape] = []   // per-sample shape of each activation (dense: 1 x 1 x units)
     private var owned: [UnsafeMutableRawPointer] = []
-    /// Slices (start, count) of the parameters the optimizer updates after the backward pass: all
-    /// but the dense weights, which their own backward pass updates (`backward(count:optimizer:)`);
-    /// see `NetworkPlan.optimizerSlices`.
-    let sliceStarts, sliceCounts: UnsafeMutablePointer<Int>
-    let optimizerSlices: Int
-    /// Flags, one per worker, false when a gradient it handed to the optimizer was not finite: slot 0 for
-    /// the optimizer pass over conv parameters and biases, slot 1 + j for dense layer j's weights
-    /// (whose gradient `backward(count:optimizer:)` does not store). `[slot * workers + worker]`.
-    let finiteFlags: UnsafeMutablePointer<Bool>
-    let finiteSlots: Int
-    /// Under mpirun: 1 per slot where this rank saw a non-finite gradient, then the ranks' maximum.
-    let finiteVotes: UnsafeMutablePointer<Int32>
+    /// What the optimizer pass after the backward pass updates.
+    let optimizerSlices: OptimizerSlices
+    /// Whether each gradient the optimizer took was finite, per slot and worker.
+    let finite: FiniteChecks
     /// Whether the last backward pass was `backward(count:optimizer:)`, which leaves the dense weights'
     /// gradients unstored.
     var lastBackwardFused = false
@@ -207,21 +199,13 @@ public final class Network {
         shapes = plan.shapes
         sizes = shapes.map(\.count)
         pool = WorkerPool(threads: threads, scratchFloats: plan.scratchFloats, numa: numa)
-        optimizerSlices = plan.optimizerSlices.count
-        sliceStarts = .allocate(capacity: max(optimizerSlices, 1))
-        sliceCounts = .allocate(capacity: max(optimizerSlices, 1))
-        for (i, slice) in plan.optimizerSlices.enumerated() { sliceStarts[i] = slice.start; sliceCounts[i] = slice.count }
-        finiteSlots = 1 + plan.stages.filter { $0 is DenseStage }.count
-        finiteFlags = .allocate(capacity: finiteSlots * pool.count)
-        finiteFlags.initialize(repeating: true, count: finiteSlots * pool.count)
-        finiteVotes = .allocate(capacity: finiteSlots)
-        finiteVotes.initialize(repeating: 0, count: finiteSlots)
+        optimizerSlices = OptimizerSlices(plan.optimizerSlices)
+        finite = FiniteChecks(slots: 1 + plan.stages.filter { $0 is DenseStage }.count, workers: pool.count)
         labels = .allocate(capacity: capacity)
         labels.initialize(repeating: 0, count: capacity)
         sampleLosses = .allocate(capacity: capacity)
         sampleLosses.initialize(repeating: 0, count: capacity)
-        owned = [UnsafeMutableRawPointer(sliceStarts), UnsafeMutableRawPointer(sliceCounts), UnsafeMutableRawPointer(finiteFlags),
-                 UnsafeMutableRawPointer(finiteVotes), UnsafeMutableRawPointer(labels), UnsafeMutableRawPointer(sampleLosses)]
+        owned = [UnsafeMutableRawPointer(labels), UnsafeMutableRawPointer(sampleLosses)]
 
         let layout = BufferLayout(pool: pool, group: group, numa: numa, capacity: capacity, stages: plan.stages)
         let weightRows = layout.denseWeightRows(plan.stages)
@@ -255,6 +239,8 @@ public final class Network {
 
     deinit {
         for p in owned { p.deallocate() }
+        optimizerSlices.deallocate()
+        finite.deallocate()
     }
 
     /// MemAvailable from /proc/meminfo in bytes (0 when unknown).

@@ -27,25 +27,18 @@ extension Network {
     /// `backward(count:adam:)` with any optimizer (`OptimizerStep`): Adam, AdamW or SGD, the
     /// dense weights updated inside their backward pass as Adam's are.
     public func backward(count n: Int, optimizer: OptimizerStep) -> Bool {
-        finiteFlags.update(repeating: true, count: finiteSlots * pool.count)
+        finite.reset()
         lastBackwardFused = true
         backward(count: n, fused: optimizer)
         // Every dense row was updated and, where a layer keeps one, packed (`DenseUpdateJob`).
         packedWeightsCurrent = true
         let start = clock()
         label("optimizer (rest)")
-        pool.run(items: optimizerSlices, OptimizerRangesJob(step: optimizer, w: weightBuffer, g: gradients, m: moment1, v: moment2,
-                                                            starts: sliceStarts, counts: sliceCounts, finite: finiteFlags))
+        pool.run(items: optimizerSlices.count, OptimizerRangesJob(step: optimizer, w: weightBuffer, g: gradients, m: moment1, v: moment2,
+                                                                  slices: optimizerSlices, finite: finite.flags(slot: 0)))
         charge(.optimizer, since: start)
-        if group.size > 1 {
-            // A rank saw only its rows of each dense layer's gradient: the ranks vote, slot by slot.
-            for slot in 0..<finiteSlots {
-                finiteVotes[slot] = (0..<pool.count).contains { !finiteFlags[slot * pool.count + $0] } ? 1 : 0
-            }
-            group.maximum(finiteVotes, count: finiteSlots)
-            for slot in 0..<finiteSlots where finiteVotes[slot] != 0 { finiteFlags[slot * pool.count] = false }
-        }
-        return !(0..<(finiteSlots * pool.count)).contains { !finiteFlags[$0] }
+        finite.vote(group)
+        return finite.allFinite
     }
 
     /// The name of the first parameter tensor whose last gradient was not finite, if any.
@@ -55,7 +48,7 @@ extension Network {
             if case .denseWeight = t.kind {
                 denseSlot += 1
                 if lastBackwardFused {
-                    if (0..<pool.count).contains(where: { !finiteFlags[denseSlot * pool.count + $0] }) { return t.name }
+                    if !finite.finite(slot: denseSlot) { return t.name }
                     continue
                 }
             }

@@ -9,15 +9,17 @@ struct OptimizerRangesJob: ParallelJob, @unchecked Sendable {  // an item writes
     var step: OptimizerStep
     var w, g, m: UnsafeMutablePointer<Float>
     var v: UnsafeMutablePointer<Float>?  // Adam's second moment; nil for SGD
-    var starts, counts: UnsafeMutablePointer<Int>
-    var finite: UnsafeMutablePointer<Bool>
+    var slices: OptimizerSlices
+    var finite: UnsafeMutablePointer<Bool>  // the slot's flags, one per worker
     func run(_ item: Int, _ worker: Int) {
-        let lo = starts[item]
-        if !OptimizerUpdate.apply(step, w: w + lo, g: g + lo, m: m + lo, v: v.map { $0 + lo }, count: counts[item]) { finite[worker] = false }
+        let lo = slices.starts[item]
+        if !OptimizerUpdate.apply(step, w: w + lo, g: g + lo, m: m + lo, v: v.map { $0 + lo }, count: slices.counts[item]) {
+            finite[worker] = false
+        }
     }
 }
 
 extension OptimizerRangesJob {
     /// w, g, m, v read; w, m, v written.
-    func bytesMoved(items: Int) -> Int { MemoryLayout<Float>.size * 7 * (0..<items).reduce(0) { $0 + counts[$1] } }
+    func bytesMoved(items: Int) -> Int { MemoryLayout<Float>.size * 7 * (0..<items).reduce(0) { $0 + slices.counts[$1] } }
 }

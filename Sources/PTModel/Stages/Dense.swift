@@ -22,7 +22,7 @@ struct DenseStage: Stage {
     // dY packed as the weight gradient's B (dW is computed a few rows at a time, and B would
     // otherwise be packed again for each).
     var packedDyRows: UnsafeMutablePointer<Float>!
-    var finiteSlot = 0  // its weights' slot in Network.finiteFlags
+    var finiteSlot = 0  // its weights' slot in Network.finite
     /// In bf16: the layer's input rounded once a step as the forward GEMM's A (each of the GEMM's
     /// column parts would otherwise round all of it again).
     var inputBF16: UnsafeMutablePointer<UInt16>?
@@ -145,7 +145,7 @@ struct DenseStage: Stage {
             packedDyT: packedDyT, dxT: packedDyT == nil ? nil : inputGradT, paddedBatch: np,
             w: net.weightBuffer + weight, g: net.gradients + weight, m: net.moment1 + weight, v: net.moment2.map { $0 + weight },
             optimizer: optimizer, packedW: optimizer == nil ? nil : packedWeights,
-            finite: net.finiteFlags + finiteSlot * pool.count, tiles: rowTiles, unit: tileUnit, parts: parts, sums: sums,
+            finite: net.finite.flags(slot: finiteSlot), tiles: rowTiles, unit: tileUnit, parts: parts, sums: sums,
             sumChunks: sumChunks, rows: net.scratchLayout.denseRows, precision: precision, pool: pool)
         if pool.rangeNodes.count > 1 {
             // On several nodes the row blocks alone are dealt by node, so that each node's workers
