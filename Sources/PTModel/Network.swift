@@ -61,18 +61,22 @@ public final class Network {
     /// Adam's second moment; nil in a network built for SGD (`secondMoment: false`), which has none.
     public let moment2: UnsafeMutablePointer<Float>?
     /// The batch input [capacity, H, W, C], filled by the caller before `forward`.
-    public var input: UnsafeMutablePointer<Float> { acts[0] }
+    public var input: UnsafeMutablePointer<Float> { activations.values[0] }
     /// Labels of the batch, filled by the caller before `lossAndGradient`.
     public let labels: UnsafeMutablePointer<Int32>
     /// Each sample's loss of the last `lossAndGradient`.
     let sampleLosses: UnsafeMutablePointer<Float>
-    public var logits: UnsafeMutablePointer<Float> { acts[stages.count] }
+    public var logits: UnsafeMutablePointer<Float> { activations.values[stages.count] }
     /// Activation `i` (0: the input, i: stage i - 1's output, ReLU applied) of the last forward
     /// pass, and its gradient after a backward pass (for the output of a conv or dense layer with
     /// a ReLU: masked by it), `capacity` samples; nil for a conv's output that its fused max-pool
     /// keeps in the workers' scratch. For tests and tools that check a pass stage by stage.
-    public func activation(_ i: Int) -> UnsafePointer<Float>? { sizes[i] > 0 && !scratchOnly(i) ? UnsafePointer(acts[i]) : nil }
-    public func activationGradient(_ i: Int) -> UnsafePointer<Float>? { i > 0 && !scratchOnly(i) ? UnsafePointer(grads[i]) : nil }
+    public func activation(_ i: Int) -> UnsafePointer<Float>? {
+        activations.sizes[i] > 0 && !scratchOnly(i) ? UnsafePointer(activations.values[i]) : nil
+    }
+    public func activationGradient(_ i: Int) -> UnsafePointer<Float>? {
+        i > 0 && !scratchOnly(i) ? UnsafePointer(activations.gradients[i]) : nil
+    }
     private func scratchOnly(_ i: Int) -> Bool { i > 0 && stages[i - 1].outputInScratch }
 
     var stages: [any Stage] = []
@@ -119,13 +123,8 @@ public final class Network {
         convPartsCache[key] = parts
         return parts
     }
-    /// Each activation for the batch (the input, then each stage's output) and its gradient.
-    var acts: [UnsafeMutablePointer<Float>] = []
-    var grads: [UnsafeMutablePointer<Float>] = []
-    /// What each stage reads and writes (`StageBuffers`).
-    var io: [StageBuffers] = []
-    var sizes: [Int] = []      // per-sample floats of each activation
-    var shapes: [Shape] = []   // per-sample shape of each activation (dense: 1 x 1 x units)
+    /// Each activation for the batch and its gradient, and what each stage reads and writes.
+    let activations: Activations
     private var owned: [UnsafeMutableRawPointer] = []
     /// What the optimizer pass after the backward pass updates.
     let optimizerSlices: OptimizerSlices
@@ -196,8 +195,6 @@ public final class Network {
         stateCount = plan.stateCount
         convParams = plan.convParams
         scratchLayout = plan.scratch
-        shapes = plan.shapes
-        sizes = shapes.map(\.count)
         pool = WorkerPool(threads: threads, scratchFloats: plan.scratchFloats, numa: numa)
         optimizerSlices = OptimizerSlices(plan.optimizerSlices)
         finite = FiniteChecks(slots: 1 + plan.stages.filter { $0 is DenseStage }.count, workers: pool.count)
@@ -218,20 +215,7 @@ public final class Network {
         shardGradients = layout.floats(Self.shardCount(batch: capacity) * convParams,
                                        perNode: layout.byNode(myShards.count, size: convParams, from: myShards.lowerBound * convParams))
         stages = layout.allocate(plan.stages)
-        // A conv with a fused max-pool never stores its output or that output's gradient.
-        let fusedOutputs = Set(stages.indices.filter { stages[$0].outputInScratch }.map { $0 + 1 })
-        acts = sizes.enumerated().map { i, size in
-            fusedOutputs.contains(i) ? layout.floats(0) : layout.floats(size * capacity, perNode: layout.bySample(i, size))
-        }
-        grads = sizes.enumerated().map { i, size in
-            i == 0 ? acts[0] : fusedOutputs.contains(i) ? layout.floats(0) : layout.floats(size * capacity, perNode: layout.bySample(i, size))
-        }
-        // Where each stage reads and writes: a conv with a fused max-pool writes the pool's output.
-        io = stages.indices.map { i in
-            var out = i + 1
-            if stages[i].outputInScratch { out = i + 2 }
-            return StageBuffers(x: acts[i], y: acts[out], dx: grads[i], dy: grads[out])
-        }
+        activations = Activations(sizes: plan.shapes.map(\.count), stages: stages, layout: layout)
         owned += layout.owned
         resetProfile()
         initialize(seed: seed)
@@ -244,4 +228,32 @@ public final class Network {
     }
 
     /// MemAvailable from /proc/meminfo in bytes (0 when unknown).
+}
+
+/// Each activation of the batch (0: the input, i: stage i - 1's output) and its gradient, and what
+/// each stage reads and writes of them.
+struct Activations {
+    /// Per-sample floats of each activation.
+    let sizes: [Int]
+    let values, gradients: [UnsafeMutablePointer<Float>]
+    /// Stage i's buffers. A conv with a fused max-pool reads and writes the pool's output: its own
+    /// output and that output's gradient are never stored (0 floats).
+    let io: [StageBuffers]
+
+    init(sizes: [Int], stages: [any Stage], layout: BufferLayout) {
+        let fusedOutputs = Set(stages.indices.filter { stages[$0].outputInScratch }.map { $0 + 1 })
+        func buffer(_ i: Int) -> UnsafeMutablePointer<Float> {
+            fusedOutputs.contains(i) ? layout.floats(0) : layout.floats(sizes[i] * layout.capacity, perNode: layout.bySample(i, sizes[i]))
+        }
+        let values = sizes.indices.map(buffer)
+        // The input has no gradient: its slot is the input itself.
+        let gradients = sizes.indices.map { $0 == 0 ? values[0] : buffer($0) }
+        self.sizes = sizes
+        self.values = values
+        self.gradients = gradients
+        io = stages.indices.map { i in
+            let out = stages[i].outputInScratch ? i + 2 : i + 1
+            return StageBuffers(x: values[i], y: values[out], dx: gradients[i], dy: gradients[out])
+        }
+    }
 }

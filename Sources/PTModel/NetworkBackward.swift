@@ -65,7 +65,7 @@ extension Network {
             defer { charge(.backward(idx), since: start) }
             label(regionLabels[idx].backward)
             let range = idx < split ? mine : 0..<n
-            stages[idx].backward(self, StagePass(index: idx, count: n, samples: range, io: io[idx]), optimizer: fused)
+            stages[idx].backward(self, StagePass(index: idx, count: n, samples: range, io: activations.io[idx]), optimizer: fused)
         }
         let start = clock()
         label("conv grad all-reduce")

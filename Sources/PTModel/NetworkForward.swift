@@ -16,10 +16,10 @@ extension Network {
             // Per-sample stages run on this rank's samples; from the first dense layer on, on all.
             let range = idx < split ? mine : 0..<n
             if idx == split && split > 0 && group.size > 1 {
-                let size = sizes[idx]
-                group.allgather(io[idx].x) { r in let p = samples(batch: n, rank: r); return (p.lowerBound * size)..<(p.upperBound * size) }
+                let size = activations.sizes[idx]
+                group.allgather(activations.io[idx].x) { r in let p = samples(batch: n, rank: r); return (p.lowerBound * size)..<(p.upperBound * size) }
             }
-            stages[idx].forward(self, StagePass(index: idx, count: n, samples: range, io: io[idx], training: training, step: step, seed: seed))
+            stages[idx].forward(self, StagePass(index: idx, count: n, samples: range, io: activations.io[idx], training: training, step: step, seed: seed))
         }
     }
 
@@ -29,7 +29,7 @@ extension Network {
     public func lossAndGradient(count n: Int) -> Float {
         let out = stages.count
         label("loss")
-        pool.run(items: n, LossJob(logits: acts[out], dlogits: grads[out], labels: labels, classes: classes,
+        pool.run(items: n, LossJob(logits: activations.values[out], dlogits: activations.gradients[out], labels: labels, classes: classes,
                                    scale: 1 / Float(n), losses: sampleLosses))
         var sum: Float = 0
         for s in 0..<n { sum += sampleLosses[s] }

@@ -32,7 +32,7 @@ struct ResidualBeginStage: Stage {
 
     func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) {
         guard pass.needsInputGradient else { return }
-        let shortcut = shortcutGradient ?? net.io[end].dy
+        let shortcut = shortcutGradient ?? net.activations.io[end].dy
         net.pool.run(range: pass.samples, ResidualJob(mode: .add, size: size, a: pass.io.dy, b: shortcut, out: pass.io.dx))
     }
 }
@@ -99,11 +99,11 @@ struct ResidualEndStage: Stage {
     /// The shortcut's conv pass: on the block's input (and into the begin stage's shortcut gradient).
     private func shortcutPass(_ net: Network, _ pass: StagePass, dy: UnsafeMutablePointer<Float>) -> StagePass {
         StagePass(index: begin, count: pass.count, samples: pass.samples,
-                  io: StageBuffers(x: net.io[begin].x, y: projected!, dx: shortcutGradient!, dy: dy), training: pass.training)
+                  io: StageBuffers(x: net.activations.io[begin].x, y: projected!, dx: shortcutGradient!, dy: dy), training: pass.training)
     }
 
     func forward(_ net: Network, _ pass: StagePass) {
-        var shortcut = net.io[begin].x
+        var shortcut = net.activations.io[begin].x
         if let projection {
             projection.forward(net, shortcutPass(net, pass, dy: pass.io.dy))
             shortcut = projected!
