@@ -63,6 +63,12 @@ struct ConvStage: Stage {
     /// A max-pool right after this conv runs inside the conv's per-sample jobs: the conv's output
     /// and its gradient live only in the worker's scratch, and the pool applies the ReLU mask.
     var fusedPool: PoolingStage?
+    /// The fused max-pool when the first-layer direct conv runs it a pair of output rows at a
+    /// time (`FewChannelConv.forwardPooled` and `weightGradientPooled`): byte codes, 2x2 tiling.
+    var pooledInside: PoolingStage? {
+        guard path == .fewChannels, let p = fusedPool, p.codes != nil, FewChannelConv.poolFuses(window, pool: p.window) else { return nil }
+        return p
+    }
 
     /// conv(OUT, K, stride, same|valid, bias): weights [K, K, Cin, Cout] named convN.weight, and convN.bias.
     static func plan(out: Int, kernel k: Int, stride: Int, same: Bool, bias hasBias: Bool, relu: Bool, _ p: inout StagePlanner) throws {
@@ -316,7 +322,7 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
         case .fewChannels:
             let xp = area + scratch.col
             FewChannelConv.pad(g, x: x + s * g.inputSize, into: xp)
-            if let p = c.fusedPool, let codes = p.codes, FewChannelConv.poolFuses(g, pool: p.window) {
+            if let p = c.pooledInside, let codes = p.codes {
                 // The pool inside, a pair of rows at a time (a part's rows are whole pairs).
                 let size = p.window.positions * p.window.channels
                 FewChannelConv.forwardPooled(g, cout: cout, xp: xp, w: weights + c.weight, bias: bias, relu: c.relu,
@@ -412,7 +418,7 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
         // Part 0 sums the bias gradient.
         let biasColumns = part == 0 && gbs != nil ? 0..<cout : 0..<0
         gbs?.update(repeating: 0, count: biasColumns.count)
-        let pooledConv = c.path == .fewChannels ? c.fusedPool.flatMap { $0.codes != nil && FewChannelConv.poolFuses(g, pool: $0.window) ? $0 : nil } : nil
+        let pooledConv = c.pooledInside
         for s in first..<end {
             if let p = pooledConv {
                 // The pool's backward a pair of rows at a time, into the sums (`weightGradientPooled`).
