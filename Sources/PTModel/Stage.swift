@@ -17,6 +17,14 @@ protocol Stage {
     var parameters: Range<Int> { get }
     /// Its output lives only in the workers' scratch (a conv whose max-pool runs inside it).
     var outputInScratch: Bool { get }
+    /// Its output is its input unchanged (a residual block's begin): the two share a buffer.
+    var outputIsInput: Bool { get }
+    /// Its input gradient is its output gradient, at most masked in place by its ReLU (a residual
+    /// block's end): the two share a buffer where the stage before it keeps its output gradient.
+    var passesGradientThrough: Bool { get }
+    /// Its backward pass leaves its output gradient as it found it (no ReLU mask applied in place),
+    /// so the buffer can be shared with a stage after it that reads it later (`passesGradientThrough`).
+    var keepsOutputGradient: Bool { get }
     /// Floats a sample needs beyond the activations and their gradients (argmaxes, masks).
     var extraFloatsPerSample: Int { get }
     /// Floats it keeps whatever the batch, beyond its parameters, in a job of `processes` (a bf16
@@ -43,6 +51,9 @@ extension Stage {
     var batchWide: Bool { false }
     var parameters: Range<Int> { 0..<0 }
     var outputInScratch: Bool { false }
+    var outputIsInput: Bool { false }
+    var passesGradientThrough: Bool { false }
+    var keepsOutputGradient: Bool { false }
     var extraFloatsPerSample: Int { 0 }
     func fixedFloats(processes: Int) -> Int { 0 }
     var scratchNeeds: ScratchNeeds { ScratchNeeds() }

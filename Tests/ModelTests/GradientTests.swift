@@ -35,6 +35,9 @@ let gradientSpecs = [
     "res(conv(2,3) relu conv(2,3)) relu fc(5)",
     "res(conv(8,1)) maxpool(2) fc(5)",
     "conv(16,3) relu res(conv(16,3,bias=false) bn relu conv(16,3,bias=false) bn) relu fc(5)",
+    // Blocks whose last stage masks its output gradient in place by its ReLU: their ends keep
+    // the shortcut's gradient in a buffer of its own (with and without the ReLU after the block).
+    "res(conv(4,3) relu) res(conv(4,3,bias=false) bn relu) relu fc(5)",
 ]
 
 @Test(arguments: gradientSpecs)

@@ -6,6 +6,7 @@ import Foundation
 import Testing
 import PTKernels
 import PTModel
+import PTRuntime
 import PTTestSupport
 
 private func fill(_ net: Network, batch: Int, seed: UInt64) {
@@ -171,4 +172,50 @@ func batchNormAndGlobalPoolingMisusesAreRefused(_ c: (String, String)) {
                                        "res2.proj.weight", "res2.proj.bias", "fc1.weight", "fc1.bias"])
     #expect(ok.stageNames == ["res begin", "conv 3x3 4->4", "res end", "res begin", "conv 3x3 4->8 +relu", "conv 3x3 8->8",
                               "res end +relu proj 1x1/2 4->8", "gap 16 positions", "fc 8->10"])
+}
+
+/// A bn right after a conv runs its per-sample passes (a sample's statistics forward, its input
+/// gradient backward) inside the conv's jobs; where the conv cuts its samples or shards into
+/// parts (here: for 64 workers), the bn runs them as regions of its own. Both give the same bits.
+@Test func batchNormPassesInsideTheConvOrOnTheirOwnGiveTheSameBits() throws {
+    let spec = try ModelSpec(parsing: "conv(64,3,bias=false) bn relu conv(64,3,bias=false) bn relu gap fc(10)")
+    func run(split: Int) throws -> (bits: [UInt32], bnRegions: Int) {
+        let n = 5
+        let net = try Network(spec: spec, input: Shape(h: 8, w: 8, c: 1), classes: 10, capacity: n, threads: 1, seed: 4)
+        net.pool.splitCount = split
+        let recorder = RegionRecorder()
+        net.pool.recorder = recorder
+        var bits: [UInt32] = []
+        for step in 1...2 {
+            fill(net, batch: n, seed: UInt64(step))
+            net.forward(count: n, training: true)
+            _ = net.lossAndGradient(count: n)
+            #expect(net.backward(count: n, adam: AdamStep(lr: 1e-2, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, t: step)))
+            bits += (0..<net.parameterCount).map { net.gradients[$0].bitPattern }
+        }
+        net.pool.recorder = nil
+        bits += (0..<net.parameterCount).map { net.weights[$0].bitPattern } + (0..<net.stateCount).map { net.state[$0].bitPattern }
+        return (bits, recorder.regions.filter { $0.job == "BatchNormJob" }.count)
+    }
+    let whole = try run(split: 1), cut = try run(split: 64)
+    #expect(whole.bits == cut.bits)
+    // A step's bn regions, uncut: each bn's normalisation and gradient sums (2 + 2). Cut: both bns'
+    // statistics too (both convs cut their samples forward), and the second bn's input gradient
+    // (its Winograd conv cuts its shards by input channels; the first-layer conv never does).
+    #expect(whole.bnRegions == 2 * 4)
+    #expect(cut.bnRegions == 2 * 7)
+}
+
+/// A block's begin stores no copy of its input, and its end shares one gradient buffer for its
+/// output and input gradients where the block's last stage leaves its output gradient alone (a bn
+/// without a ReLU), not where that stage masks it in place (a conv or bn with a ReLU).
+@Test func residualBlocksShareBuffersOnlyWhereNothingWritesThemInPlace() throws {
+    let net = try Network(spec: ModelSpec(parsing: "conv(4,3,bias=false) bn relu res(conv(4,3,bias=false) bn) relu res(conv(4,3,bias=false) bn relu) relu gap fc(5)"),
+                          input: Shape(h: 6, w: 6, c: 1), classes: 5, capacity: 2, threads: 1, seed: 1)
+    // Stages: 0 conv, 1 bn, 2 res begin, 3 conv, 4 bn, 5 res end, 6 res begin, 7 conv, 8 bn +relu, 9 res end.
+    #expect(net.activation(2) == net.activation(3) && net.activation(6) == net.activation(7))
+    #expect(net.activation(1) != net.activation(2))
+    #expect(net.activationGradient(5) == net.activationGradient(6))
+    #expect(net.activationGradient(9) != net.activationGradient(10))
+    #expect(net.activationGradient(4) != net.activationGradient(5))
 }

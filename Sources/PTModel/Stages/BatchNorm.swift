@@ -7,10 +7,17 @@
 // torch.optim's does by default); the running statistics and the count of batches are the
 // network's state (`Network.state`), saved in checkpoints under PyTorch's names.
 //
-// A sample's sums run over its positions in order; the batch's sums add the samples' in sample
-// order (under mpirun each rank's samples' sums are gathered first: every rank then adds all of
-// them, in the same order). The gradients of γ and β are summed by shard and the shards in order,
+// A sample's statistics are its sum and its sum of squares about its own mean
+// (`BatchNorm.sampleStatistics`). The batch's mean adds the samples' sums in sample order, and its
+// variance merges the samples' squares in the same order, exactly (`BatchNorm.batchSquares`).
+// Under mpirun each rank's samples' statistics are gathered first: every rank then merges all of
+// them, in the same order. The gradients of γ and β are summed by shard and the shards in order,
 // which is how the conv stack's gradients are summed (`Network.reduceConvGradients`).
+//
+// Right after a conv, two passes run inside the conv's per-sample jobs, on a sample still in
+// cache: the sample's statistics (forward, after the conv writes its output) and the bn's input
+// gradient (backward, just before the conv reads it) — `ConvStage.batchNorm`. Where the conv cuts
+// a sample into parts, the bn runs those passes itself: the same functions on the same values.
 import PTKernels
 import PTRuntime
 
@@ -24,8 +31,12 @@ struct BatchNormStage: Stage {
     var state: Int              // running_mean [C], running_var [C], num_batches_tracked [1] in Network.state
     /// In the conv stack: it runs on this rank's samples, and its gradients go through the shard buffers.
     var inConvStack: Bool
-    /// Per sample, two sums per channel: Σx then Σ(x − mean)² forward, Σdy then Σdy·x̂ backward.
+    /// Per sample, two sums per channel: Σx then Σ(x − the sample's mean)² forward, Σdy then
+    /// Σdy·x̂ backward.
     var sums: UnsafeMutablePointer<Float>!
+    /// The conv right before it, which runs the per-sample statistics and input gradient in its
+    /// own jobs (`ConvStage.batchNorm`); nil after a dense layer.
+    var producer: ConvStage?
     /// [9][channels], one row per `Stat`.
     var stats: UnsafeMutablePointer<Float>!
     /// The rows of `stats`: training's mean, 1/σ and γ/σ; eval's (from the running statistics);
@@ -50,6 +61,8 @@ struct BatchNormStage: Stage {
 
     var name: String { "bn \(channels)\(relu ? " +relu" : "")" }
     var parameters: Range<Int> { weight..<(bias + channels) }
+    /// Without a ReLU it reads its output gradient and writes nothing back into it.
+    var keepsOutputGradient: Bool { !relu }
     var extraFloatsPerSample: Int { 2 * channels }
 
     mutating func allocate(_ layout: BufferLayout, index: Int, earlier: inout [any Stage]) {
@@ -57,6 +70,20 @@ struct BatchNormStage: Stage {
         stats = layout.floats(Stat.allCases.count * channels)
         partials = layout.floats(Network.shardCount(batch: layout.capacity) * 2 * channels)
         totals = layout.floats(2 * channels)
+        if inConvStack, var conv = earlier[index - 1] as? ConvStage {
+            conv.batchNorm = BatchNormFusion(index: index, positions: positions, channels: channels, sums: sums,
+                                             mean: stat(.mean), invstd: stat(.invstd), scale: stat(.scale),
+                                             meanDy: stat(.meanDy), meanDyXhat: stat(.meanDyXhat))
+            earlier[index - 1] = conv
+            producer = conv
+        }
+    }
+
+    /// Whether the conv before it runs this pass's per-sample part in its own jobs: it does unless
+    /// it cuts a sample (forward) or a shard (backward) into parts.
+    private func inConv(_ net: Network, _ pass: StagePass, backward: Bool) -> Bool {
+        guard let producer else { return false }
+        return net.convParts(pass.index - 1, producer, batch: pass.count, backward: backward).count == 1
     }
 
     func initialize(_ net: Network, _ rng: inout SplitMix64) {
@@ -81,9 +108,9 @@ struct BatchNormStage: Stage {
         net.group.allgather(sums) { r in let p = net.samples(batch: n, rank: r); return (p.lowerBound * width)..<(p.upperBound * width) }
     }
 
-    /// The batch's per-channel totals of the samples' sums at `column` (0 or `channels`), in sample order, over `m`.
-    private func batchMean(column: Int, batch n: Int, over m: Float, into out: UnsafeMutablePointer<Float>) {
-        Elementwise.sumInOrder(sums! + column, count: n, stride: 2 * channels, length: channels, into: out)
+    /// The batch's per-channel mean: the samples' sums added in sample order, over `m` values a channel.
+    private func batchMean(batch n: Int, over m: Float, into out: UnsafeMutablePointer<Float>) {
+        Elementwise.sumInOrder(sums!, count: n, stride: 2 * channels, length: channels, into: out)
         for c in 0..<channels { out[c] /= m }
     }
 
@@ -101,12 +128,11 @@ struct BatchNormStage: Stage {
         }
         let n = pass.count, m = Float(n * positions)
         let mean = stat(.mean), invstd = stat(.invstd), scale = stat(.scale), variance = stat(.variance)
-        pool.run(range: pass.samples, job(.sums, pass, net))
+        if !inConv(net, pass, backward: false) { pool.run(range: pass.samples, job(.statistics, pass, net)) }
         gatherSums(net, batch: n)
-        batchMean(column: 0, batch: n, over: m, into: mean)
-        pool.run(range: pass.samples, job(.squares, pass, net))
-        gatherSums(net, batch: n)
-        batchMean(column: c, batch: n, over: m, into: variance)
+        batchMean(batch: n, over: m, into: mean)
+        BatchNorm.batchSquares(sums, count: n, stride: 2 * c, positions: positions, channels: c, mean: mean, into: variance)
+        for ch in 0..<c { variance[ch] /= m }
         let running = net.state + state, k = Self.momentum
         // PyTorch's running variance is the unbiased one.
         precondition(m > 1, "batch norm over one value a channel (Trainer refuses such a batch)")
@@ -139,13 +165,13 @@ struct BatchNormStage: Stage {
         guard pass.needsInputGradient else { return }
         let meanDy = stat(.meanDy), meanDyXhat = stat(.meanDyXhat)
         for ch in 0..<c { meanDyXhat[ch] = totals[ch] / m; meanDy[ch] = totals[c + ch] / m }
-        pool.run(range: pass.samples, job(.inputGradient, pass, net))
+        if !inConv(net, pass, backward: true) { pool.run(range: pass.samples, job(.inputGradient, pass, net)) }
     }
 }
 
 /// One sample's part of a batch norm pass (`BatchNormStage`).
 struct BatchNormJob: ParallelJob, @unchecked Sendable {  // an item writes its sample's sums, output or input gradient
-    enum Mode { case sums, squares, normalize, gradientSums, inputGradient }
+    enum Mode { case statistics, normalize, gradientSums, inputGradient }
     var mode: Mode
     var positions, channels: Int
     var relu: Bool
@@ -158,8 +184,7 @@ struct BatchNormJob: ParallelJob, @unchecked Sendable {  // an item writes its s
     func run(_ s: Int, _ worker: Int) {
         let c = channels, size = positions * c, x = io.x + s * size, sample = sums + s * 2 * c
         switch mode {
-        case .sums: Elementwise.columnSums(x, rows: positions, ld: c, cols: 0..<c, into: sample)
-        case .squares: BatchNorm.centeredSquareSums(x, positions: positions, channels: c, mean: mean, into: sample + c)
+        case .statistics: BatchNorm.sampleStatistics(x, positions: positions, channels: c, into: sample)
         case .normalize:
             BatchNorm.normalize(x, positions: positions, channels: c, mean: mean, scale: scale, shift: shift, relu: relu,
                                 into: io.y + s * size)
@@ -177,10 +202,30 @@ struct BatchNormJob: ParallelJob, @unchecked Sendable {  // an item writes its s
     func bytesMoved(items: Int) -> Int {
         let size = positions * channels
         switch mode {
-        case .sums, .squares: return items * f * (size + channels)
+        case .statistics: return items * f * (size + 2 * channels)
         case .normalize: return items * f * 2 * size
         case .gradientSums: return items * f * ((relu ? 4 : 2) * size + 2 * channels)
         case .inputGradient: return items * f * 3 * size
         }
+    }
+}
+
+/// The per-sample passes of a bn that a conv right before it runs in its own jobs
+/// (`ConvStage.batchNorm`): pointers into the bn's buffers.
+struct BatchNormFusion {
+    /// The bn's place in the network (its output gradient is that stage's dy).
+    var index: Int
+    var positions, channels: Int
+    var sums, mean, invstd, scale, meanDy, meanDyXhat: UnsafeMutablePointer<Float>
+
+    /// Training's forward: sample s's statistics of the conv's output `x` (the sample's own).
+    @inline(__always) func statistics(_ x: UnsafePointer<Float>, sample s: Int) {
+        BatchNorm.sampleStatistics(x, positions: positions, channels: channels, into: sums + s * 2 * channels)
+    }
+
+    /// Backward: the bn's input gradient of one sample (its input x, its output gradient dy) into dx.
+    @inline(__always) func inputGradient(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, into dx: UnsafeMutablePointer<Float>) {
+        BatchNorm.inputGradient(dy: dy, x: x, positions: positions, channels: channels, mean: mean, invstd: invstd,
+                                scale: scale, meanDy: meanDy, meanDyXhat: meanDyXhat, into: dx)
     }
 }

@@ -65,6 +65,10 @@ struct ConvStage: Stage {
     var fusedPool: PoolingStage?
     /// The fused max-pool when the first-layer direct conv runs it a pair of output rows at a
     /// time (`FewChannelConv.forwardPooled` and `weightGradientPooled`): byte codes, 2x2 tiling.
+    /// The bn right after this conv, whose per-sample passes run inside the conv's jobs when a
+    /// job holds a whole sample (forward) or shard (backward): the sample's statistics after the
+    /// conv writes it, and the bn's input gradient just before the conv reads it.
+    var batchNorm: BatchNormFusion?
     var pooledInside: PoolingStage? {
         guard path == .fewChannels, let p = fusedPool, p.codes != nil, FewChannelConv.poolFuses(window, pool: p.window) else { return nil }
         return p
@@ -89,6 +93,9 @@ struct ConvStage: Stage {
     }
     var parameters: Range<Int> { weight..<(bias.map { $0 + cout } ?? weight + window.patch * cout) }
     var outputInScratch: Bool { fusedPool != nil }
+    /// Its ReLU's mask goes into its output gradient in place, unless a fused pool's gradient
+    /// (in scratch) takes it; and a bn's input gradient computed in its jobs is written there.
+    var keepsOutputGradient: Bool { (!relu || fusedPool != nil) && batchNorm == nil }
 
     /// A sample's im2col (or Winograd's transformed input, or the padded input) and, with a fused
     /// pool, its output; on the Winograd path its transformed outputs and the shard's dU.
@@ -164,7 +171,8 @@ struct ConvStage: Stage {
         let parts = net.convParts(pass.index, self, batch: pass.count, backward: false)
         let range = pass.samples
         pool.run(range: (range.lowerBound * parts.count)..<(range.upperBound * parts.count), ConvForwardJob(
-            c: self, x: pass.io.x, y: pass.io.y, weights: W, scratch: net.scratchLayout, parts: parts, pool: pool))
+            c: self, x: pass.io.x, y: pass.io.y, weights: W, scratch: net.scratchLayout, parts: parts,
+            batchNorm: pass.training && parts.count == 1 ? batchNorm : nil, pool: pool))
     }
 
     /// A shard at a time (or a part of one), into the shard's gradient buffers; the network sums
@@ -184,9 +192,11 @@ struct ConvStage: Stage {
         let shards = Network.shardCount(batch: n), mine = net.shards(batch: n, rank: net.group.rank)
         let parts = net.convParts(pass.index, self, batch: n, backward: true)
         let io = pass.io, g = net.shardGradients
+        let bn = parts.count == 1 ? batchNorm : nil
         pool.run(range: (mine.lowerBound * parts.count)..<(mine.upperBound * parts.count), ConvBackwardJob(
             c: self, x: io.x, y: io.y, dy: io.dy, dx: wt == nil ? nil : io.dx, wt: wt, scratch: net.scratchLayout, samples: n,
-            shards: shards, gw: g + weight, gb: bias.map { g + $0 }, shardStride: net.convParams, parts: parts, pool: pool))
+            shards: shards, gw: g + weight, gb: bias.map { g + $0 }, shardStride: net.convParams, parts: parts,
+            batchNorm: bn, bnDy: bn.map { net.activations.io[$0.index].dy }, pool: pool))
     }
 }
 
@@ -310,6 +320,8 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
     var weights: UnsafeMutablePointer<Float>   // the flat parameters: the conv's bias, and its weights as stored
     var scratch: ScratchLayout
     var parts = ConvParts.one
+    /// The bn after it whose sample statistics this job computes (training, whole samples only).
+    var batchNorm: BatchNormFusion?
     unowned(unsafe) var pool: WorkerPool
     func run(_ item: Int, _ worker: Int) {
         let g = c.window, cout = c.cout, bias = UnsafePointer(c.bias.map { weights + $0 } ?? c.zeros!)
@@ -363,6 +375,7 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
                           c: out, ldc: cout, accumulate: false, bias: bias, relu: c.relu, scratch: area, precision: c.precision)
         }
         poolAfter(out, s, rows)
+        batchNorm?.statistics(out, sample: s)
     }
 
     /// The fused pool over the conv's output `rows` (a part's: whole 2x2 windows, `ConvParts`).
@@ -397,6 +410,10 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
     var gb: UnsafeMutablePointer<Float>?      // and its bias gradient (nil: no bias)
     var shardStride: Int
     var parts = ConvParts.one
+    /// The bn after it whose input gradient (dy here) this job computes a sample at a time, from
+    /// the bn's output gradient `bnDy` (whole shards only).
+    var batchNorm: BatchNormFusion?
+    var bnDy: UnsafeMutablePointer<Float>?
     unowned(unsafe) var pool: WorkerPool
     var g: Window { c.window }
     var cout: Int { c.cout }
@@ -443,6 +460,7 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
                 }
             } else {
                 dys = dy + s * P * cout
+                if let bn = batchNorm, let bnDy { bn.inputGradient(x: y + s * P * cout, dy: bnDy + s * P * cout, into: dys) }
                 if c.relu { Elementwise.reluBackward(dy: dys, y: y + s * P * cout, count: P * cout) }
             }
             switch c.path {

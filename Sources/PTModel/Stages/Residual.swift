@@ -1,16 +1,17 @@
 // A residual block, `res(F)`: y = x + F(x) (then ReLU when one follows the block), F being the
 // stages between the block's two marker stages. When F changes the shape, x goes through a 1x1
 // conv with F's stride and channel count (resN.proj.weight and resN.proj.bias), as the projection
-// shortcut of He et al. The begin stage copies the block's input forward and, backward, adds the
-// shortcut's gradient to F's input gradient; the end stage adds the shortcut forward and hands
-// its gradient to both paths backward. Everything runs a sample at a time (a block lives in the
+// shortcut of He et al. The begin stage's output is its input (one buffer, no copy) and, backward,
+// it adds the shortcut's gradient to F's input gradient; the end stage adds the shortcut forward
+// and hands its gradient to both paths backward (one buffer for its output and input gradients
+// where F's last stage does not mask its output gradient in place, as a bn without a ReLU does not). Everything runs a sample at a time (a block lives in the
 // conv stack), so the bits do not depend on the threads or the ranks.
 import PTKernels
 import PTRuntime
 
 private let f = MemoryLayout<Float>.size
 
-/// `res(`: y = x, and dx = dy + the shortcut's gradient.
+/// `res(`: y = x (the same buffer), and dx = dy + the shortcut's gradient.
 struct ResidualBeginStage: Stage {
     var size: Int
     /// The end stage's index, set when it is planned.
@@ -25,10 +26,10 @@ struct ResidualBeginStage: Stage {
     }
 
     var name: String { "res begin" }
+    var outputIsInput: Bool { true }
+    var keepsOutputGradient: Bool { true }
 
-    func forward(_ net: Network, _ pass: StagePass) {
-        net.pool.run(range: pass.samples, ResidualJob(mode: .copy, size: size, a: pass.io.x, b: pass.io.x, out: pass.io.y))
-    }
+    func forward(_ net: Network, _ pass: StagePass) {}
 
     func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) {
         guard pass.needsInputGradient else { return }
@@ -77,6 +78,7 @@ struct ResidualEndStage: Stage {
         return "res end\(relu ? " +relu" : "")" + shortcut
     }
     var parameters: Range<Int> { projection?.parameters ?? 0..<0 }
+    var passesGradientThrough: Bool { true }
     var extraFloatsPerSample: Int { projection == nil ? 0 : size + (projection!.window.inputSize) }
     var scratchNeeds: ScratchNeeds { projection?.scratchNeeds ?? ScratchNeeds() }
     func flopsPerSample(asDirect: Bool) -> Double { projection?.flopsPerSample(asDirect: asDirect) ?? 0 }
@@ -113,15 +115,20 @@ struct ResidualEndStage: Stage {
 
     func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) {
         // F's output gradient is dy (masked by the ReLU); so is the shortcut's output gradient.
-        net.pool.run(range: pass.samples, ResidualJob(mode: relu ? .maskedCopy : .copy, size: size, a: pass.io.dy, b: pass.io.y,
-                                                      out: pass.io.dx))
+        // Where the two share a buffer, only the mask is left to do.
+        if pass.io.dx != pass.io.dy {
+            net.pool.run(range: pass.samples, ResidualJob(mode: relu ? .maskedCopy : .copy, size: size, a: pass.io.dy, b: pass.io.y,
+                                                          out: pass.io.dx))
+        } else if relu {
+            net.pool.run(range: pass.samples, ResidualJob(mode: .mask, size: size, a: pass.io.dy, b: pass.io.y, out: pass.io.dx))
+        }
         projection?.backward(net, shortcutPass(net, pass, dy: pass.io.dx), optimizer: optimizer)
     }
 }
 
 /// One sample of a residual block's elementwise work.
 struct ResidualJob: ParallelJob, @unchecked Sendable {  // an item writes its sample of `out` (maskedCopy: and masks a)
-    enum Mode { case copy, add, addRelu, maskedCopy }
+    enum Mode { case copy, add, addRelu, maskedCopy, mask }
     var mode: Mode
     var size: Int
     var a, b, out: UnsafeMutablePointer<Float>
@@ -134,6 +141,7 @@ struct ResidualJob: ParallelJob, @unchecked Sendable {  // an item writes its sa
         case .maskedCopy:  // a is dy, b the ReLU's output
             Elementwise.reluBackward(dy: x, y: y, count: size)
             o.update(from: x, count: size)
+        case .mask: Elementwise.reluBackward(dy: x, y: y, count: size)
         }
     }
     func bytesMoved(items: Int) -> Int { items * f * size * (mode == .copy ? 2 : 3) }
