@@ -69,21 +69,24 @@ public enum BatchNorm {
         }
     }
 
-    /// y = (x − mean) · scale + shift (scale = γ / σ, shift = β), then ReLU when `relu`.
+    /// y = (x − mean) · scale + shift (scale = γ / σ, shift = β), plus `shortcut` when given (a
+    /// residual block's sum, added as `Elementwise.add` adds it), then ReLU when `relu`.
     public static func normalize(_ x: UnsafePointer<Float>, positions: Int, channels c: Int, mean: UnsafePointer<Float>,
-                                 scale: UnsafePointer<Float>, shift: UnsafePointer<Float>, relu: Bool,
-                                 into y: UnsafeMutablePointer<Float>) {
+                                 scale: UnsafePointer<Float>, shift: UnsafePointer<Float>, adding shortcut: UnsafePointer<Float>? = nil,
+                                 relu: Bool, into y: UnsafeMutablePointer<Float>) {
         for p in 0..<positions {
             let xs = x + p * c, ys = y + p * c
             var ch = 0
             while ch + 16 <= c {
                 var v = (loadV(xs + ch) - loadV(mean + ch)) * loadV(scale + ch) + loadV(shift + ch)
+                if let shortcut { v = v + loadV(shortcut + p * c + ch) }
                 if relu { v = v.replacing(with: 0, where: .!(v .> 0)) }
                 storeV(v, ys + ch)
                 ch += 16
             }
             while ch < c {
                 var v = (xs[ch] - mean[ch]) * scale[ch] + shift[ch]
+                if let shortcut { v = v + shortcut[p * c + ch] }
                 if relu && !(v > 0) { v = 0 }
                 ys[ch] = v
                 ch += 1

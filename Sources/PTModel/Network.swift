@@ -70,7 +70,9 @@ public final class Network {
     /// Activation `i` (0: the input, i: stage i - 1's output, ReLU applied) of the last forward
     /// pass, and its gradient after a backward pass (for the output of a conv or dense layer with
     /// a ReLU: masked by it), `capacity` samples; nil for a conv's output that its fused max-pool
-    /// keeps in the workers' scratch. For tests and tools that check a pass stage by stage.
+    /// keeps in the workers' scratch. A residual block's begin shares its input's buffer, and a bn
+    /// that adds its block's shortcut writes the block's output in place of its own (so those
+    /// activations are the block's). For tests and tools that check a pass stage by stage.
     public func activation(_ i: Int) -> UnsafePointer<Float>? {
         activations.sizes[i] > 0 && !scratchOnly(i) ? UnsafePointer(activations.values[i]) : nil
     }

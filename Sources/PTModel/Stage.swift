@@ -17,7 +17,9 @@ protocol Stage {
     var parameters: Range<Int> { get }
     /// Its output lives only in the workers' scratch (a conv whose max-pool runs inside it).
     var outputInScratch: Bool { get }
-    /// Its output is its input unchanged (a residual block's begin): the two share a buffer.
+    /// Its output takes its input's buffer: the output is the input unchanged (a residual block's
+    /// begin), or the stage before it already wrote the output there (a block's end whose sum its
+    /// last bn computed).
     var outputIsInput: Bool { get }
     /// Its input gradient is its output gradient, at most masked in place by its ReLU (a residual
     /// block's end): the two share a buffer where the stage before it keeps its output gradient.

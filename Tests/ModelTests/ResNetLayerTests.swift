@@ -206,15 +206,18 @@ func batchNormAndGlobalPoolingMisusesAreRefused(_ c: (String, String)) {
     #expect(cut.bnRegions == 2 * 7)
 }
 
-/// A block's begin stores no copy of its input, and its end shares one gradient buffer for its
-/// output and input gradients where the block's last stage leaves its output gradient alone (a bn
-/// without a ReLU), not where that stage masks it in place (a conv or bn with a ReLU).
+/// A block's begin stores no copy of its input. Where the block's last stage is a bn without a
+/// ReLU, that bn writes the block's sum over its own output (the end's output shares that buffer),
+/// and the end shares one buffer for its output and input gradients (the bn leaves its output
+/// gradient alone); where the last stage masks its output gradient in place (a bn with a ReLU),
+/// neither.
 @Test func residualBlocksShareBuffersOnlyWhereNothingWritesThemInPlace() throws {
     let net = try Network(spec: ModelSpec(parsing: "conv(4,3,bias=false) bn relu res(conv(4,3,bias=false) bn) relu res(conv(4,3,bias=false) bn relu) relu gap fc(5)"),
                           input: Shape(h: 6, w: 6, c: 1), classes: 5, capacity: 2, threads: 1, seed: 1)
     // Stages: 0 conv, 1 bn, 2 res begin, 3 conv, 4 bn, 5 res end, 6 res begin, 7 conv, 8 bn +relu, 9 res end.
     #expect(net.activation(2) == net.activation(3) && net.activation(6) == net.activation(7))
     #expect(net.activation(1) != net.activation(2))
+    #expect(net.activation(5) == net.activation(6) && net.activation(9) != net.activation(10))
     #expect(net.activationGradient(5) == net.activationGradient(6))
     #expect(net.activationGradient(9) != net.activationGradient(10))
     #expect(net.activationGradient(4) != net.activationGradient(5))

@@ -37,6 +37,10 @@ struct BatchNormStage: Stage {
     /// The conv right before it, which runs the per-sample statistics and input gradient in its
     /// own jobs (`ConvStage.batchNorm`); nil after a dense layer.
     var producer: ConvStage?
+    /// When it ends a residual block with an identity shortcut: the block's begin stage (whose
+    /// input is the shortcut) and whether a ReLU follows the block. Its normalisation then adds
+    /// the shortcut and applies that ReLU, and its output is the block's (`ResidualEndStage`).
+    var shortcut: (begin: Int, relu: Bool)?
     /// [9][channels], one row per `Stat`.
     var stats: UnsafeMutablePointer<Float>!
     /// The rows of `stats`: training's mean, 1/σ and γ/σ; eval's (from the running statistics);
@@ -101,6 +105,16 @@ struct BatchNormStage: Stage {
                      meanDy: stat(.meanDy), meanDyXhat: stat(.meanDyXhat))
     }
 
+    /// The normalisation's job: with a residual block's shortcut added, and the block's ReLU.
+    private func normalizeJob(_ pass: StagePass, _ net: Network, eval: Bool) -> BatchNormJob {
+        var j = job(.normalize, pass, net, eval: eval)
+        if let shortcut {
+            j.shortcut = net.activations.io[shortcut.begin].x
+            j.relu = shortcut.relu
+        }
+        return j
+    }
+
     /// Under mpirun, every rank gets every rank's samples' sums (the conv stack runs on a rank's own samples).
     private func gatherSums(_ net: Network, batch n: Int) {
         guard inConvStack, net.group.size > 1 else { return }
@@ -123,7 +137,7 @@ struct BatchNormStage: Stage {
                 invstd[ch] = 1 / (running[c + ch] + Self.epsilon).squareRoot()
                 scale[ch] = W[weight + ch] * invstd[ch]
             }
-            pool.run(range: pass.samples, job(.normalize, pass, net, eval: true))
+            pool.run(range: pass.samples, normalizeJob(pass, net, eval: true))
             return
         }
         let n = pass.count, m = Float(n * positions)
@@ -144,7 +158,7 @@ struct BatchNormStage: Stage {
             running[c + ch] = (1 - k) * running[c + ch] + k * (variance[ch] * unbiased)
         }
         running[2 * c] += 1
-        pool.run(range: pass.samples, job(.normalize, pass, net))
+        pool.run(range: pass.samples, normalizeJob(pass, net, eval: false))
     }
 
     func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) {
@@ -181,13 +195,15 @@ struct BatchNormJob: ParallelJob, @unchecked Sendable {  // an item writes its s
     /// the batch means of dy and dy·x̂ the input gradient needs.
     var mean, invstd, scale, shift: UnsafeMutablePointer<Float>
     var meanDy, meanDyXhat: UnsafeMutablePointer<Float>
+    /// A residual block's shortcut that the normalisation adds (`BatchNormStage.shortcut`).
+    var shortcut: UnsafeMutablePointer<Float>?
     func run(_ s: Int, _ worker: Int) {
         let c = channels, size = positions * c, x = io.x + s * size, sample = sums + s * 2 * c
         switch mode {
         case .statistics: BatchNorm.sampleStatistics(x, positions: positions, channels: c, into: sample)
         case .normalize:
-            BatchNorm.normalize(x, positions: positions, channels: c, mean: mean, scale: scale, shift: shift, relu: relu,
-                                into: io.y + s * size)
+            BatchNorm.normalize(x, positions: positions, channels: c, mean: mean, scale: scale, shift: shift,
+                                adding: shortcut.map { UnsafePointer($0 + s * size) }, relu: relu, into: io.y + s * size)
         case .gradientSums:
             let dy = io.dy + s * size
             if relu { Elementwise.reluBackward(dy: dy, y: io.y + s * size, count: size) }
@@ -203,7 +219,7 @@ struct BatchNormJob: ParallelJob, @unchecked Sendable {  // an item writes its s
         let size = positions * channels
         switch mode {
         case .statistics: return items * f * (size + 2 * channels)
-        case .normalize: return items * f * 2 * size
+        case .normalize: return items * f * (shortcut == nil ? 2 : 3) * size
         case .gradientSums: return items * f * ((relu ? 4 : 2) * size + 2 * channels)
         case .inputGradient: return items * f * 3 * size
         }

@@ -3,8 +3,9 @@
 // conv with F's stride and channel count (resN.proj.weight and resN.proj.bias), as the projection
 // shortcut of He et al. The begin stage's output is its input (one buffer, no copy) and, backward,
 // it adds the shortcut's gradient to F's input gradient; the end stage adds the shortcut forward
-// and hands its gradient to both paths backward (one buffer for its output and input gradients
-// where F's last stage does not mask its output gradient in place, as a bn without a ReLU does not). Everything runs a sample at a time (a block lives in the
+// (or, with an identity shortcut after a bn without a ReLU, that bn adds it as it normalises) and
+// hands its gradient to both paths backward (one buffer for its output and input gradients where
+// F's last stage does not mask its output gradient in place, as a bn without a ReLU does not). Everything runs a sample at a time (a block lives in the
 // conv stack), so the bits do not depend on the threads or the ranks.
 import PTKernels
 import PTRuntime
@@ -47,6 +48,9 @@ struct ResidualEndStage: Stage {
     var projection: ConvStage?
     /// The projection's output, [capacity][size], and its input gradient (the begin stage adds it).
     var projected, shortcutGradient: UnsafeMutablePointer<Float>?
+    /// F's last stage, a bn, already wrote the block's sum (and ReLU) into F's output, which is
+    /// this stage's output too: its forward pass has nothing left to do.
+    var addedByBatchNorm = false
 
     /// Closes the innermost open block: an identity shortcut when F kept the shape, else a 1x1
     /// conv with F's stride (the product of its convs').
@@ -66,6 +70,13 @@ struct ResidualEndStage: Stage {
                                        path: ConvPath.choose(g, cout: output.c, firstLayer: false, precision: p.precision),
                                        precision: p.precision)
         }
+        // With an identity shortcut, a bn without a ReLU at F's end adds the shortcut (and applies
+        // the block's ReLU) as it normalises: one pass over the block's output instead of two.
+        if end.projection == nil, var bn = p.stages.last as? BatchNormStage, !bn.relu, bn.inConvStack {
+            bn.shortcut = (begin, relu)
+            p.stages[p.stages.count - 1] = bn
+            end.addedByBatchNorm = true
+        }
         if var b = p.stages[begin] as? ResidualBeginStage {
             b.end = p.stages.count
             p.stages[begin] = b
@@ -79,6 +90,7 @@ struct ResidualEndStage: Stage {
     }
     var parameters: Range<Int> { projection?.parameters ?? 0..<0 }
     var passesGradientThrough: Bool { true }
+    var outputIsInput: Bool { addedByBatchNorm }
     var extraFloatsPerSample: Int { projection == nil ? 0 : size + (projection!.window.inputSize) }
     var scratchNeeds: ScratchNeeds { projection?.scratchNeeds ?? ScratchNeeds() }
     func flopsPerSample(asDirect: Bool) -> Double { projection?.flopsPerSample(asDirect: asDirect) ?? 0 }
@@ -105,6 +117,7 @@ struct ResidualEndStage: Stage {
     }
 
     func forward(_ net: Network, _ pass: StagePass) {
+        if addedByBatchNorm { return }
         var shortcut = net.activations.io[begin].x
         if let projection {
             projection.forward(net, shortcutPass(net, pass, dy: pass.io.dy))
