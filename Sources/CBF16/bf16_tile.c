@@ -343,3 +343,31 @@ void pt_bf16_pack_pairs16_transposed(const float *src, long ld, int k, uint32_t 
         }
     }
 }
+
+// Whole 16 x 16 blocks of 32-bit words through transpose16; the ragged edges word by word.
+__attribute__((target("avx512f,avx512bw")))
+static void transpose512(const float *src, long lds, int rows, int cols, float *dst, long ldd) {
+    int r0 = 0;
+    for (; r0 + 16 <= rows; r0 += 16) {
+        int c0 = 0;
+        for (; c0 + 16 <= cols; c0 += 16) {
+            __m512i w[16];
+            for (int r = 0; r < 16; r++) w[r] = _mm512_loadu_si512(src + (long)(r0 + r) * lds + c0);
+            transpose16(w);
+            for (int c = 0; c < 16; c++) _mm512_storeu_si512(dst + (long)(c0 + c) * ldd + r0, w[c]);
+        }
+        for (int c = c0; c < cols; c++) {
+            for (int r = r0; r < r0 + 16; r++) dst[(long)c * ldd + r] = src[(long)r * lds + c];
+        }
+    }
+    for (int c = 0; c < cols; c++) {
+        for (int r = r0; r < rows; r++) dst[(long)c * ldd + r] = src[(long)r * lds + c];
+    }
+}
+
+void pt_transpose32(const float *src, long lds, int rows, int cols, float *dst, long ldd) {
+    if (hasAVX512BW()) { transpose512(src, lds, rows, cols, dst, ldd); return; }
+    for (int c = 0; c < cols; c++) {
+        for (int r = 0; r < rows; r++) dst[(long)c * ldd + r] = src[(long)r * lds + c];
+    }
+}

@@ -1,10 +1,19 @@
 // Elementwise and reduction loops on flat buffers.
 
+import CBF16
+
 public enum Elementwise {
     /// A rows x cols block from one row-major matrix to another (row strides in floats).
     public static func copy(rows: Int, cols: Int, from src: UnsafePointer<Float>, fromStride: Int,
                             to dst: UnsafeMutablePointer<Float>, toStride: Int) {
         for i in 0..<rows { (dst + i * toStride).update(from: src + i * fromStride, count: cols) }
+    }
+
+    /// dst[c, r] = src[r, c] for a rows x cols block (row strides in floats): 16 x 16 blocks
+    /// transposed in registers where the CPU has AVX-512, the ragged edges element by element.
+    public static func transpose(rows: Int, cols: Int, from src: UnsafePointer<Float>, fromStride: Int,
+                                 to dst: UnsafeMutablePointer<Float>, toStride: Int) {
+        pt_transpose32(src, fromStride, Int32(rows), Int32(cols), dst, toStride)
     }
 
     /// dy[i] = 0 where the ReLU output y[i] was clamped.

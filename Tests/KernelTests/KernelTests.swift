@@ -332,3 +332,28 @@ func prepackedBGivesTheSameBits(_ shape: (Int, Int, Int)) {
     } }
     for i in 0..<37 { #expect(dy[i].bitPattern == (y[i] > 0 ? dy0[i] : 0).bitPattern, "index \(i)") }
 }
+
+/// The transpose moves every word to its place and nothing else: whole 16 x 16 blocks, ragged
+/// edges in both directions, strides wider than the block, and NaN payloads and -0 kept bit for bit.
+@Test(arguments: [(1, 1), (16, 16), (17, 33), (64, 50), (64, 256), (5, 40), (40, 5)])
+func transposeMovesEveryWordAndNothingElse(_ size: (Int, Int)) {
+    let (rows, cols) = size
+    let fromStride = cols + 3, toStride = rows + 5
+    var r = Rand(s: UInt64(rows * 1000 + cols))
+    var src = r.array(rows * fromStride)
+    src[0] = Float(bitPattern: 0x7FC0_1234)
+    if src.count > 1 { src[1] = -0.0 }
+    let sentinel = Float(bitPattern: 0x7F80_0F0F)
+    var dst = [Float](repeating: sentinel, count: cols * toStride)
+    src.withUnsafeBufferPointer { s in
+        dst.withUnsafeMutableBufferPointer { d in
+            Elementwise.transpose(rows: rows, cols: cols, from: s.baseAddress!, fromStride: fromStride, to: d.baseAddress!, toStride: toStride)
+        }
+    }
+    for c in 0..<cols {
+        for j in 0..<toStride {
+            let want = j < rows ? src[j * fromStride + c] : sentinel
+            #expect(dst[c * toStride + j].bitPattern == want.bitPattern)
+        }
+    }
+}

@@ -37,4 +37,7 @@ void pt_bf16_pack_pairs16(const float *src, long ld, int k, int pairs, uint32_t 
 /// The same from a B stored transposed (column n's k = 0, 1, ... at src + n * ld): 16 columns, 16
 /// k-pairs from k0, words[q * 16 + n] as above, rows from k on read as zeros.
 void pt_bf16_pack_pairs16_transposed(const float *src, long ld, int k, uint32_t *words);
+/// dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols: a plain 32-bit transpose (the
+/// 16 x 16 word shuffle the packing uses, on any fp32 matrix), exact.
+void pt_transpose32(const float *src, long lds, int rows, int cols, float *dst, long ldd);
 #endif

@@ -242,7 +242,7 @@ struct ReluMaskJob: ParallelJob, @unchecked Sendable {  // an item writes its sa
 }
 
 /// dx[s, :] = column s of dXᵀ, for a block of `rows` inputs per item: the block's rows of dXᵀ
-/// (rows x paddedBatch floats) stay in L1 while every sample's 64-byte run of dx is written.
+/// (rows x paddedBatch floats) are transposed 16 x 16 at a time into every sample's run of dx.
 struct TransposeOutJob: ParallelJob, @unchecked Sendable {  // an item writes its block of dx's columns
     static let rows = 64
     var inputs, paddedBatch, samples: Int
@@ -250,10 +250,8 @@ struct TransposeOutJob: ParallelJob, @unchecked Sendable {  // an item writes it
     var items: Int { (inputs + Self.rows - 1) / Self.rows }
     func run(_ item: Int, _ worker: Int) {
         let lo = item * Self.rows, hi = min(lo + Self.rows, inputs)
-        for s in 0..<samples {
-            let out = dx + s * inputs
-            for i in lo..<hi { out[i] = dxT[i * paddedBatch + s] }
-        }
+        Elementwise.transpose(rows: hi - lo, cols: samples, from: dxT + lo * paddedBatch, fromStride: paddedBatch,
+                              to: dx + lo, toStride: inputs)
     }
 }
 
