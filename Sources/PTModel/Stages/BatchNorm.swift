@@ -16,8 +16,10 @@
 //
 // Right after a conv, two passes run inside the conv's per-sample jobs, on a sample still in
 // cache: the sample's statistics (forward, after the conv writes its output) and the bn's input
-// gradient (backward, just before the conv reads it) — `ConvStage.batchNorm`. Where the conv cuts
-// a sample into parts, the bn runs those passes itself: the same functions on the same values.
+// gradient (backward, just before the conv reads it) — `ConvStage.batchNorm`. Right before a
+// conv, a third: the ReLU's mask and the sums Σdy, Σdy·x̂ of a sample's output gradient, right
+// after the conv's backward writes it (`ConvStage.inputBatchNorm`). Where the conv cuts a sample
+// or a shard into parts, the bn runs those passes itself: the same functions on the same values.
 import PTKernels
 import PTRuntime
 
@@ -37,10 +39,17 @@ struct BatchNormStage: Stage {
     /// The conv right before it, which runs the per-sample statistics and input gradient in its
     /// own jobs (`ConvStage.batchNorm`); nil after a dense layer.
     var producer: ConvStage?
+    /// The conv right after it, which runs the per-sample gradient sums in its backward jobs
+    /// (`ConvStage.inputBatchNorm`).
+    var consumer: ConvStage?
     /// When it ends a residual block with an identity shortcut: the block's begin stage (whose
-    /// input is the shortcut) and whether a ReLU follows the block. Its normalisation then adds
-    /// the shortcut and applies that ReLU, and its output is the block's (`ResidualEndStage`).
+    /// input is the shortcut) and whether a ReLU follows the block. It then does the block end's
+    /// work (`ResidualEndStage.addedByBatchNorm`): its normalisation adds the shortcut and applies
+    /// that ReLU, its output is the block's, and backward it applies that ReLU's mask to its
+    /// output gradient — the end's own gradient, one buffer with it — as it sums.
     var shortcut: (begin: Int, relu: Bool)?
+    /// The ReLU its passes apply: its own, or that of the block it ends.
+    var appliedRelu: Bool { relu || shortcut?.relu == true }
     /// [9][channels], one row per `Stat`.
     var stats: UnsafeMutablePointer<Float>!
     /// The rows of `stats`: training's mean, 1/σ and γ/σ; eval's (from the running statistics);
@@ -63,9 +72,10 @@ struct BatchNormStage: Stage {
                                        inConvStack: !p.stages.contains { $0.batchWide }))
     }
 
-    var name: String { "bn \(channels)\(relu ? " +relu" : "")" }
+    var name: String { "bn \(channels)\(relu ? " +relu" : shortcut == nil ? "" : " +shortcut\(appliedRelu ? " +relu" : "")")" }
     var parameters: Range<Int> { weight..<(bias + channels) }
-    /// Without a ReLU it reads its output gradient and writes nothing back into it.
+    /// Without a ReLU of its own it writes nothing back into its output gradient (the mask of a
+    /// block's ReLU it applies for the block's end is the end's own, on the end's own buffer).
     var keepsOutputGradient: Bool { !relu }
     var extraFloatsPerSample: Int { 2 * channels }
 
@@ -75,12 +85,16 @@ struct BatchNormStage: Stage {
         partials = layout.floats(Network.shardCount(batch: layout.capacity) * 2 * channels)
         totals = layout.floats(2 * channels)
         if inConvStack, var conv = earlier[index - 1] as? ConvStage {
-            conv.batchNorm = BatchNormFusion(index: index, positions: positions, channels: channels, sums: sums,
-                                             mean: stat(.mean), invstd: stat(.invstd), scale: stat(.scale),
-                                             meanDy: stat(.meanDy), meanDyXhat: stat(.meanDyXhat))
+            conv.batchNorm = fusion(index: index)
             earlier[index - 1] = conv
             producer = conv
         }
+    }
+
+    /// Its per-sample passes as a conv next to it runs them (it being stage `index`).
+    func fusion(index: Int) -> BatchNormFusion {
+        BatchNormFusion(index: index, positions: positions, channels: channels, relu: appliedRelu, sums: sums,
+                        mean: stat(.mean), invstd: stat(.invstd), scale: stat(.scale), meanDy: stat(.meanDy), meanDyXhat: stat(.meanDyXhat))
     }
 
     /// Whether the conv before it runs this pass's per-sample part in its own jobs: it does unless
@@ -88,6 +102,12 @@ struct BatchNormStage: Stage {
     private func inConv(_ net: Network, _ pass: StagePass, backward: Bool) -> Bool {
         guard let producer else { return false }
         return net.convParts(pass.index - 1, producer, batch: pass.count, backward: backward).count == 1
+    }
+
+    /// Whether the conv after it runs its backward's gradient sums (its input gradient's whole shards).
+    private func sumsInConsumer(_ net: Network, _ pass: StagePass) -> Bool {
+        guard let consumer, consumer.packedWt != nil else { return false }
+        return net.convParts(pass.index + 1, consumer, batch: pass.count, backward: true).count == 1
     }
 
     func initialize(_ net: Network, _ rng: inout SplitMix64) {
@@ -99,20 +119,11 @@ struct BatchNormStage: Stage {
 
     /// A pass's job, normalising with training's statistics or, `eval`, the running ones.
     private func job(_ mode: BatchNormJob.Mode, _ pass: StagePass, _ net: Network, eval: Bool = false) -> BatchNormJob {
-        BatchNormJob(mode: mode, positions: positions, channels: channels, relu: relu, io: pass.io, sums: sums,
+        BatchNormJob(mode: mode, positions: positions, channels: channels, relu: appliedRelu, io: pass.io, sums: sums,
                      mean: stat(eval ? .evalMean : .mean), invstd: stat(eval ? .evalInvstd : .invstd),
                      scale: stat(eval ? .evalScale : .scale), shift: net.weightBuffer + bias,
-                     meanDy: stat(.meanDy), meanDyXhat: stat(.meanDyXhat))
-    }
-
-    /// The normalisation's job: with a residual block's shortcut added, and the block's ReLU.
-    private func normalizeJob(_ pass: StagePass, _ net: Network, eval: Bool) -> BatchNormJob {
-        var j = job(.normalize, pass, net, eval: eval)
-        if let shortcut {
-            j.shortcut = net.activations.io[shortcut.begin].x
-            j.relu = shortcut.relu
-        }
-        return j
+                     meanDy: stat(.meanDy), meanDyXhat: stat(.meanDyXhat),
+                     shortcut: mode == .normalize ? shortcut.map { net.activations.io[$0.begin].x } : nil)
     }
 
     /// Under mpirun, every rank gets every rank's samples' sums (the conv stack runs on a rank's own samples).
@@ -137,7 +148,7 @@ struct BatchNormStage: Stage {
                 invstd[ch] = 1 / (running[c + ch] + Self.epsilon).squareRoot()
                 scale[ch] = W[weight + ch] * invstd[ch]
             }
-            pool.run(range: pass.samples, normalizeJob(pass, net, eval: true))
+            pool.run(range: pass.samples, job(.normalize, pass, net, eval: true))
             return
         }
         let n = pass.count, m = Float(n * positions)
@@ -158,13 +169,13 @@ struct BatchNormStage: Stage {
             running[c + ch] = (1 - k) * running[c + ch] + k * (variance[ch] * unbiased)
         }
         running[2 * c] += 1
-        pool.run(range: pass.samples, normalizeJob(pass, net, eval: false))
+        pool.run(range: pass.samples, job(.normalize, pass, net))
     }
 
     func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) {
         let c = channels, n = pass.count, m = Float(n * positions), pool = net.pool
         let sums = sums!, partials = partials!, totals = totals!
-        pool.run(range: pass.samples, job(.gradientSums, pass, net))
+        if !sumsInConsumer(net, pass) { pool.run(range: pass.samples, job(.gradientSums, pass, net)) }
         gatherSums(net, batch: n)
         // γ's and β's gradients by shard, then the shards in order.
         let shards = Network.shardCount(batch: n), width = 2 * c
@@ -232,11 +243,22 @@ struct BatchNormFusion {
     /// The bn's place in the network (its output gradient is that stage's dy).
     var index: Int
     var positions, channels: Int
+    /// The ReLU it applies (its own, or that of the residual block it ends).
+    var relu: Bool
     var sums, mean, invstd, scale, meanDy, meanDyXhat: UnsafeMutablePointer<Float>
 
     /// Training's forward: sample s's statistics of the conv's output `x` (the sample's own).
     @inline(__always) func statistics(_ x: UnsafePointer<Float>, sample s: Int) {
         BatchNorm.sampleStatistics(x, positions: positions, channels: channels, into: sums + s * 2 * channels)
+    }
+
+    /// Backward, for the conv after it: sample s's output gradient `dy` masked by the ReLU (its
+    /// output y) in place, then its sums Σdy and Σdy·x̂ (its input x).
+    @inline(__always) func gradientSums(x: UnsafePointer<Float>, y: UnsafePointer<Float>, dy: UnsafeMutablePointer<Float>, sample s: Int) {
+        if relu { Elementwise.reluBackward(dy: dy, y: y, count: positions * channels) }
+        let sample = sums + s * 2 * channels
+        BatchNorm.gradientSums(dy: dy, x: x, positions: positions, channels: channels, mean: mean, invstd: invstd,
+                               sumDy: sample, sumDyXhat: sample + channels)
     }
 
     /// Backward: the bn's input gradient of one sample (its input x, its output gradient dy) into dx.

@@ -69,6 +69,9 @@ struct ConvStage: Stage {
     /// job holds a whole sample (forward) or shard (backward): the sample's statistics after the
     /// conv writes it, and the bn's input gradient just before the conv reads it.
     var batchNorm: BatchNormFusion?
+    /// The bn right before this conv, whose per-sample gradient sums run in the conv's backward
+    /// jobs (whole shards only), right after a sample's input gradient is written.
+    var inputBatchNorm: BatchNormFusion?
     var pooledInside: PoolingStage? {
         guard path == .fewChannels, let p = fusedPool, p.codes != nil, FewChannelConv.poolFuses(window, pool: p.window) else { return nil }
         return p
@@ -142,6 +145,12 @@ struct ConvStage: Stage {
             packedW = layout.floats(Gemm.packedBFloats(k: g.patch, n: cout, precision: precision))
             if index > 0 { packedWt = layout.floats(Gemm.packedBFloats(k: cout, n: g.patch, precision: precision)) }
         }
+        // (A residual block's projection is allocated with no stages before it: none is its bn.)
+        if index > 0, earlier.count == index, var bn = earlier[index - 1] as? BatchNormStage, bn.inConvStack {
+            inputBatchNorm = bn.fusion(index: index - 1)
+            bn.consumer = self
+            earlier[index - 1] = bn
+        }
     }
 
     func initialize(_ net: Network, _ rng: inout SplitMix64) {
@@ -192,11 +201,12 @@ struct ConvStage: Stage {
         let shards = Network.shardCount(batch: n), mine = net.shards(batch: n, rank: net.group.rank)
         let parts = net.convParts(pass.index, self, batch: n, backward: true)
         let io = pass.io, g = net.shardGradients
-        let bn = parts.count == 1 ? batchNorm : nil
+        let bn = parts.count == 1 ? batchNorm : nil, bnBefore = parts.count == 1 && wt != nil ? inputBatchNorm : nil
         pool.run(range: (mine.lowerBound * parts.count)..<(mine.upperBound * parts.count), ConvBackwardJob(
             c: self, x: io.x, y: io.y, dy: io.dy, dx: wt == nil ? nil : io.dx, wt: wt, scratch: net.scratchLayout, samples: n,
             shards: shards, gw: g + weight, gb: bias.map { g + $0 }, shardStride: net.convParams, parts: parts,
-            batchNorm: bn, bnDy: bn.map { net.activations.io[$0.index].dy }, pool: pool))
+            batchNorm: bn, bnDy: bn.map { net.activations.io[$0.index].dy },
+            inputBatchNorm: bnBefore, inputBN: bnBefore.map { net.activations.io[$0.index] }, pool: pool))
     }
 }
 
@@ -414,6 +424,10 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
     /// the bn's output gradient `bnDy` (whole shards only).
     var batchNorm: BatchNormFusion?
     var bnDy: UnsafeMutablePointer<Float>?
+    /// The bn before it whose gradient sums this job computes a sample at a time, right after the
+    /// sample's dx (the bn's output gradient) is written; `inputBN` is that bn's buffers.
+    var inputBatchNorm: BatchNormFusion?
+    var inputBN: StageBuffers?
     unowned(unsafe) var pool: WorkerPool
     var g: Window { c.window }
     var cout: Int { c.cout }
@@ -508,6 +522,10 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
                                   c: dcol, ldc: K, accumulate: false, scratch: area, precision: c.precision)
                     if viaCol { Im2col.backward(g, dcol: dcol, dx: dx + s * g.inputSize) }
                 }
+            }
+            if let bn = inputBatchNorm, let io = inputBN, let dx {
+                let size = g.inputSize
+                bn.gradientSums(x: io.x + s * size, y: io.y + s * size, dy: dx + s * size, sample: s)
             }
         }
         if c.path == .winograd {

@@ -48,8 +48,10 @@ struct ResidualEndStage: Stage {
     var projection: ConvStage?
     /// The projection's output, [capacity][size], and its input gradient (the begin stage adds it).
     var projected, shortcutGradient: UnsafeMutablePointer<Float>?
-    /// F's last stage, a bn, already wrote the block's sum (and ReLU) into F's output, which is
-    /// this stage's output too: its forward pass has nothing left to do.
+    /// F's last stage, a bn, does this stage's work (`BatchNormStage.shortcut`): forward it writes
+    /// the block's sum (and ReLU) into F's output, which is this stage's output too; backward it
+    /// masks this stage's gradient (one buffer for its input and output gradients, since that bn
+    /// has no ReLU of its own) as it reads it. Neither pass has anything left to do here.
     var addedByBatchNorm = false
 
     /// Closes the innermost open block: an identity shortcut when F kept the shape, else a 1x1
@@ -127,6 +129,7 @@ struct ResidualEndStage: Stage {
     }
 
     func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) {
+        if addedByBatchNorm { precondition(pass.io.dx == pass.io.dy, "a block end's work done by its bn needs one gradient buffer"); return }
         // F's output gradient is dy (masked by the ReLU); so is the shortcut's output gradient.
         // Where the two share a buffer, only the mask is left to do.
         if pass.io.dx != pass.io.dy {
