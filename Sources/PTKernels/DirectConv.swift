@@ -4,7 +4,7 @@
 // [tiles x cin] x [cin x cout] there — too thin for the GEMM's register tile (K = 16 is two
 // k-steps of a micro-kernel that wants hundreds) — and im2col would copy every value 9 times.
 // Here the weights are read as stored ([3][3][cin][cout]), the input from a zero-padded copy, and
-// 8 pixels of a row share each weight vector (8 independent sums for the FMA units).
+// 16 (or 8) pixels of a row share each weight vector (independent sums for the FMA units).
 // Sums run in a fixed order — taps in (kh, kw) order, input channels within a tap, then + bias,
 // then ReLU — so the bits depend on the data alone.
 // In bf16 the same kernels run on operands rounded to bf16 as they are copied (`pad`, `rounded`):
@@ -71,6 +71,35 @@ public enum DirectConv {
             for co in stride(from: 0, to: cout, by: 16) {
                 let b = bias.map { loadV($0 + co) } ?? V()
                 var ow = 0
+                // 16 pixels at a time where the row has them: 16 independent sums keep both FMA
+                // units busy through the FMA's latency (8 left no slack).
+                while ow + 16 <= width {
+                    var a = (V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V())
+                    for kh in 0..<3 {
+                        for kw in 0..<3 {
+                            let t = xp + ((oh + kh) * cols + ow + kw) * cin
+                            let wt = w + (kh * 3 + kw) * cin * cout + co
+                            for ci in 0..<cin {
+                                let wv = loadV(wt + ci * cout), u = t + ci
+                                a.0 = a.0.addingProduct(V(repeating: u[0]), wv); a.1 = a.1.addingProduct(V(repeating: u[cin]), wv)
+                                a.2 = a.2.addingProduct(V(repeating: u[2 * cin]), wv); a.3 = a.3.addingProduct(V(repeating: u[3 * cin]), wv)
+                                a.4 = a.4.addingProduct(V(repeating: u[4 * cin]), wv); a.5 = a.5.addingProduct(V(repeating: u[5 * cin]), wv)
+                                a.6 = a.6.addingProduct(V(repeating: u[6 * cin]), wv); a.7 = a.7.addingProduct(V(repeating: u[7 * cin]), wv)
+                                a.8 = a.8.addingProduct(V(repeating: u[8 * cin]), wv); a.9 = a.9.addingProduct(V(repeating: u[9 * cin]), wv)
+                                a.10 = a.10.addingProduct(V(repeating: u[10 * cin]), wv); a.11 = a.11.addingProduct(V(repeating: u[11 * cin]), wv)
+                                a.12 = a.12.addingProduct(V(repeating: u[12 * cin]), wv); a.13 = a.13.addingProduct(V(repeating: u[13 * cin]), wv)
+                                a.14 = a.14.addingProduct(V(repeating: u[14 * cin]), wv); a.15 = a.15.addingProduct(V(repeating: u[15 * cin]), wv)
+                            }
+                        }
+                    }
+                    let out = y + (oh * width + ow) * cout + co
+                    finish(a.0, b, out); finish(a.1, b, out + cout); finish(a.2, b, out + 2 * cout); finish(a.3, b, out + 3 * cout)
+                    finish(a.4, b, out + 4 * cout); finish(a.5, b, out + 5 * cout); finish(a.6, b, out + 6 * cout); finish(a.7, b, out + 7 * cout)
+                    finish(a.8, b, out + 8 * cout); finish(a.9, b, out + 9 * cout); finish(a.10, b, out + 10 * cout)
+                    finish(a.11, b, out + 11 * cout); finish(a.12, b, out + 12 * cout); finish(a.13, b, out + 13 * cout)
+                    finish(a.14, b, out + 14 * cout); finish(a.15, b, out + 15 * cout)
+                    ow += 16
+                }
                 while ow < width && width >= 8 {
                     // The last block of a row ends at the row's end and may redo a few pixels of the
                     // one before it: each pixel's sums are the same wherever it is computed.

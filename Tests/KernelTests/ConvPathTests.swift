@@ -150,8 +150,10 @@ func decode(_ codes: [UInt8], _ g: Window) -> [Int32] {
 /// The direct channels-last 3x3 conv against direct Float64 convolution: forward (bias, ReLU),
 /// the input gradient (the same kernel on the padded dy with flipped, transposed weights) and the
 /// weight gradient (from 0, and continuing a running sum), on rows narrower than its 8-pixel block,
-/// rows with a remainder, and 32-channel sides (the kernel takes any multiple of 16).
-@Test(arguments: [(7, 6, 16, 16), (32, 32, 16, 16), (5, 11, 16, 32), (9, 8, 32, 16), (3, 3, 16, 16), (1, 12, 16, 16)])
+/// rows of whole 16-pixel blocks, rows with a remainder after either, and 32-channel sides (the
+/// kernel takes any multiple of 16).
+@Test(arguments: [(7, 6, 16, 16), (32, 32, 16, 16), (5, 11, 16, 32), (9, 8, 32, 16), (3, 3, 16, 16), (1, 12, 16, 16),
+                  (3, 40, 16, 16), (2, 20, 16, 32)])
 func directConvMatchesFloat64Convolution(_ p: (Int, Int, Int, Int)) {
     let (h, w, cin, cout) = p
     let g = Window(inH: h, inW: w, channels: cin, kernel: 3, stride: 1, same: true)
@@ -180,6 +182,34 @@ func directConvMatchesFloat64Convolution(_ p: (Int, Int, Int, Int)) {
     var part = [Float](repeating: .nan, count: g.positions * cout)
     DirectConv.forward(height: h, width: w, cin: cin, cout: cout, xp: xp, w: wt, bias: bias, relu: true, rows: (h / 2)..<h, y: &part)
     #expect(Array(part[(h / 2 * w * cout)...]).map(\.bitPattern) == Array(y[(h / 2 * w * cout)...]).map(\.bitPattern))
+}
+
+/// A pixel's sums are the same whichever block computes it (16 pixels, 8, or one at a time): the
+/// interior pixels of a crop narrower than a block equal those of a row of 16-pixel blocks, bit for bit.
+@Test func directConvPixelsAreTheSameInEveryBlock() {
+    let h = 3, w = 40, c = 16, crop = 10..<17
+    var r = Rand(s: 5)
+    let x = r.array(h * w * c), wt = r.array(9 * c * c), bias = r.array(c)
+    func conv(_ x: [Float], width: Int) -> [Float] {
+        var xp = [Float](repeating: .nan, count: DirectConv.paddedFloats(height: h, width: width, channels: c))
+        x.withUnsafeBufferPointer { DirectConv.pad($0.baseAddress!, height: h, width: width, channels: c, into: &xp) }
+        var y = [Float](repeating: .nan, count: h * width * c)
+        DirectConv.forward(height: h, width: width, cin: c, cout: c, xp: xp, w: wt, bias: bias, relu: false, rows: 0..<h, y: &y)
+        return y
+    }
+    var cropped: [Float] = []
+    for row in 0..<h {
+        let start = (row * w + crop.lowerBound) * c
+        cropped += x[start..<(start + crop.count * c)]
+    }
+    let whole = conv(x, width: w), narrow = conv(cropped, width: crop.count)
+    // Row 1, the crop's interior columns: the same 3x3 neighbourhoods in both.
+    for col in (crop.lowerBound + 1)..<(crop.upperBound - 1) {
+        let i = (w + col) * c, j = (crop.count + col - crop.lowerBound) * c
+        let a: [UInt32] = whole[i..<(i + c)].map { $0.bitPattern }
+        let b: [UInt32] = narrow[j..<(j + c)].map { $0.bitPattern }
+        #expect(a == b, "column \(col)")
+    }
 }
 
 /// bf16 rounding as the direct path copies (`pad(bf16:)`, `rounded`): each value as `BF16.rounded`
