@@ -250,12 +250,14 @@ struct Activations {
         // A stage whose output is its input shares the input's buffer.
         var values: [UnsafeMutablePointer<Float>] = []
         for i in sizes.indices { values.append(i > 0 && stages[i - 1].outputIsInput ? values[i - 1] : buffer(i)) }
-        // The input has no gradient: its slot is the input itself. A stage that passes its output
-        // gradient through as its input gradient shares one buffer for the two, unless the stage
-        // before it would change that gradient in place before the block's begin reads it.
+        // The input has no gradient: its slot is the input itself. A stage that adds to its output
+        // gradient in place shares one buffer for the two; so does one that passes it through as
+        // its input gradient, unless the stage before it would change that gradient in place
+        // before the block's begin reads it.
         var gradients = [UnsafeMutablePointer<Float>](repeating: values[0], count: sizes.count)
         for i in sizes.indices.reversed() where i > 0 {
-            let shared = i < stages.count && stages[i].passesGradientThrough && stages[i - 1].keepsOutputGradient
+            let shared = i < stages.count
+                && (stages[i].addsToOutputGradient || stages[i].passesGradientThrough && stages[i - 1].keepsOutputGradient)
             gradients[i] = shared ? gradients[i + 1] : buffer(i)
         }
         self.sizes = sizes

@@ -24,6 +24,9 @@ protocol Stage {
     /// Its input gradient is its output gradient, at most masked in place by its ReLU (a residual
     /// block's end): the two share a buffer where the stage before it keeps its output gradient.
     var passesGradientThrough: Bool { get }
+    /// Its input gradient is its output gradient with another added to it in place (a residual
+    /// block's begin adds the shortcut's): the two share a buffer.
+    var addsToOutputGradient: Bool { get }
     /// Its backward pass leaves its output gradient as it found it (no ReLU mask applied in place),
     /// so the buffer can be shared with a stage after it that reads it later (`passesGradientThrough`).
     var keepsOutputGradient: Bool { get }
@@ -55,6 +58,7 @@ extension Stage {
     var outputInScratch: Bool { false }
     var outputIsInput: Bool { false }
     var passesGradientThrough: Bool { false }
+    var addsToOutputGradient: Bool { false }
     var keepsOutputGradient: Bool { false }
     var extraFloatsPerSample: Int { 0 }
     func fixedFloats(processes: Int) -> Int { 0 }

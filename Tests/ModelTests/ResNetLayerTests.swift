@@ -221,7 +221,40 @@ func batchNormAndGlobalPoolingMisusesAreRefused(_ c: (String, String)) {
     #expect(net.activation(2) == net.activation(3) && net.activation(6) == net.activation(7))
     #expect(net.activation(1) != net.activation(2))
     #expect(net.activation(5) == net.activation(6) && net.activation(9) != net.activation(10))
+    // A begin adds the shortcut's gradient into its output gradient's buffer.
+    #expect(net.activationGradient(2) == net.activationGradient(3) && net.activationGradient(6) == net.activationGradient(7))
     #expect(net.activationGradient(5) == net.activationGradient(6))
     #expect(net.activationGradient(9) != net.activationGradient(10))
     #expect(net.activationGradient(4) != net.activationGradient(5))
+}
+
+/// A residual block's begin adds the shortcut's gradient inside its first conv's backward jobs;
+/// where that conv cuts its shards into parts (here: for 64 workers), the begin adds it as a
+/// region of its own. Both give the same bits.
+@Test func residualGradientAddedInsideTheConvOrOnItsOwnGivesTheSameBits() throws {
+    let spec = try ModelSpec(parsing: "conv(64,3,bias=false) bn relu res(conv(64,3,bias=false) bn relu conv(64,3,bias=false) bn) relu gap fc(10)")
+    func run(split: Int) throws -> (bits: [UInt32], residualRegions: Int) {
+        let n = 5
+        let net = try Network(spec: spec, input: Shape(h: 8, w: 8, c: 1), classes: 10, capacity: n, threads: 1, seed: 6)
+        net.pool.splitCount = split
+        let recorder = RegionRecorder()
+        net.pool.recorder = recorder
+        var bits: [UInt32] = []
+        for step in 1...2 {
+            fill(net, batch: n, seed: UInt64(step))
+            net.forward(count: n, training: true)
+            _ = net.lossAndGradient(count: n)
+            #expect(net.backward(count: n, adam: AdamStep(lr: 1e-2, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, t: step)))
+            bits += (0..<net.parameterCount).map { net.gradients[$0].bitPattern }
+        }
+        net.pool.recorder = nil
+        bits += (0..<net.parameterCount).map { net.weights[$0].bitPattern } + (0..<net.stateCount).map { net.state[$0].bitPattern }
+        return (bits, recorder.regions.filter { $0.job == "ResidualJob" }.count)
+    }
+    let whole = try run(split: 1), cut = try run(split: 64)
+    #expect(whole.bits == cut.bits)
+    // Uncut, no residual region at all (the bn adds the block's sum forward, the conv the
+    // shortcut's gradient backward); cut, the begin's add each step.
+    #expect(whole.residualRegions == 0)
+    #expect(cut.residualRegions == 2)
 }

@@ -72,6 +72,10 @@ struct ConvStage: Stage {
     /// The bn right before this conv, whose per-sample gradient sums run in the conv's backward
     /// jobs (whole shards only), right after a sample's input gradient is written.
     var inputBatchNorm: BatchNormFusion?
+    /// The residual block's begin right before this conv, whose backward (dx += the shortcut's
+    /// gradient) runs in the conv's backward jobs (whole shards only), right after a sample's
+    /// input gradient is written.
+    var residualBegin: Int?
     var pooledInside: PoolingStage? {
         guard path == .fewChannels, let p = fusedPool, p.codes != nil, FewChannelConv.poolFuses(window, pool: p.window) else { return nil }
         return p
@@ -151,6 +155,11 @@ struct ConvStage: Stage {
             bn.consumer = self
             earlier[index - 1] = bn
         }
+        if index > 1, earlier.count == index, var begin = earlier[index - 1] as? ResidualBeginStage {
+            residualBegin = index - 1
+            begin.first = self
+            earlier[index - 1] = begin
+        }
     }
 
     func initialize(_ net: Network, _ rng: inout SplitMix64) {
@@ -202,11 +211,16 @@ struct ConvStage: Stage {
         let parts = net.convParts(pass.index, self, batch: n, backward: true)
         let io = pass.io, g = net.shardGradients
         let bn = parts.count == 1 ? batchNorm : nil, bnBefore = parts.count == 1 && wt != nil ? inputBatchNorm : nil
+        let shortcut = residualBegin.flatMap { b -> UnsafeMutablePointer<Float>? in
+            guard let begin = net.stages[b] as? ResidualBeginStage, begin.addedByFirstConv(net, index: b, batch: n) else { return nil }
+            return begin.shortcut(net)
+        }
         pool.run(range: (mine.lowerBound * parts.count)..<(mine.upperBound * parts.count), ConvBackwardJob(
             c: self, x: io.x, y: io.y, dy: io.dy, dx: wt == nil ? nil : io.dx, wt: wt, scratch: net.scratchLayout, samples: n,
             shards: shards, gw: g + weight, gb: bias.map { g + $0 }, shardStride: net.convParams, parts: parts,
             batchNorm: bn, bnDy: bn.map { net.activations.io[$0.index].dy },
-            inputBatchNorm: bnBefore, inputBN: bnBefore.map { net.activations.io[$0.index] }, pool: pool))
+            inputBatchNorm: bnBefore, inputBN: bnBefore.map { net.activations.io[$0.index] }, shortcutGradient: shortcut,
+            pool: pool))
     }
 }
 
@@ -428,6 +442,8 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
     /// sample's dx (the bn's output gradient) is written; `inputBN` is that bn's buffers.
     var inputBatchNorm: BatchNormFusion?
     var inputBN: StageBuffers?
+    /// The residual block's shortcut gradient this job adds to each sample's dx (`residualBegin`).
+    var shortcutGradient: UnsafeMutablePointer<Float>?
     unowned(unsafe) var pool: WorkerPool
     var g: Window { c.window }
     var cout: Int { c.cout }
@@ -526,6 +542,11 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
             if let bn = inputBatchNorm, let io = inputBN, let dx {
                 let size = g.inputSize
                 bn.gradientSums(x: io.x + s * size, y: io.y + s * size, dy: dx + s * size, sample: s)
+            }
+            if let shortcutGradient, let dx {
+                // The begin's backward, as its own pass adds (dy + the shortcut's gradient), in place.
+                let size = g.inputSize, d = dx + s * size
+                Elementwise.add(d, shortcutGradient + s * size, count: size, relu: false, into: d)
             }
         }
         if c.path == .winograd {

@@ -12,7 +12,7 @@ import PTRuntime
 
 private let f = MemoryLayout<Float>.size
 
-/// `res(`: y = x (the same buffer), and dx = dy + the shortcut's gradient.
+/// `res(`: y = x (the same buffer), and dx = dy + the shortcut's gradient (in dy's buffer).
 struct ResidualBeginStage: Stage {
     var size: Int
     /// The end stage's index, set when it is planned.
@@ -20,6 +20,9 @@ struct ResidualBeginStage: Stage {
     /// The shortcut's gradient: the projection's input gradient (allocated by the end stage); nil
     /// for an identity shortcut, whose gradient is the end stage's output gradient itself.
     var shortcutGradient: UnsafeMutablePointer<Float>?
+    /// F's first conv, which adds the shortcut's gradient a sample at a time in its backward jobs,
+    /// right after it writes the sample's input gradient (`ConvStage.residualBegin`; whole shards only).
+    var first: ConvStage?
 
     static func plan(_ p: inout StagePlanner) {
         p.openBlocks.append((p.stages.count, p.shape, 1))
@@ -28,14 +31,22 @@ struct ResidualBeginStage: Stage {
 
     var name: String { "res begin" }
     var outputIsInput: Bool { true }
-    var keepsOutputGradient: Bool { true }
+    var addsToOutputGradient: Bool { true }
+
+    /// The shortcut's gradient for the whole batch.
+    func shortcut(_ net: Network) -> UnsafeMutablePointer<Float> { shortcutGradient ?? net.activations.io[end].dy }
+
+    /// Whether F's first conv adds the shortcut's gradient in its own jobs (batch `n`, this stage at `index`).
+    func addedByFirstConv(_ net: Network, index: Int, batch n: Int) -> Bool {
+        guard index > 0, let first else { return false }
+        return net.convParts(index + 1, first, batch: n, backward: true).count == 1
+    }
 
     func forward(_ net: Network, _ pass: StagePass) {}
 
     func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) {
-        guard pass.needsInputGradient else { return }
-        let shortcut = shortcutGradient ?? net.activations.io[end].dy
-        net.pool.run(range: pass.samples, ResidualJob(mode: .add, size: size, a: pass.io.dy, b: shortcut, out: pass.io.dx))
+        guard pass.needsInputGradient, !addedByFirstConv(net, index: pass.index, batch: pass.count) else { return }
+        net.pool.run(range: pass.samples, ResidualJob(mode: .add, size: size, a: pass.io.dy, b: shortcut(net), out: pass.io.dx))
     }
 }
 
