@@ -4,68 +4,22 @@
 // combines across samples in sample order (`BatchNormStage`).
 
 public enum BatchNorm {
-    /// A sample's statistics: out[c] = Σ_p x[p, c] (`Elementwise.columnSums`, in position order)
-    /// and out[channels + c] = Σ_p (x[p, c] − μ[c])² about the sample's own mean μ = that sum /
-    /// positions. Both passes read the sample while it is in cache; `batchSquares` merges the
-    /// samples exactly (no Σx² − (Σx)² cancellation). The squares run in four chains over the
-    /// positions (p mod 4), added (0 + 1) + (2 + 3): one chain is bound by the add's latency.
-    public static func sampleStatistics(_ x: UnsafePointer<Float>, positions: Int, channels c: Int,
-                                        into out: UnsafeMutablePointer<Float>) {
-        Elementwise.columnSums(x, rows: positions, ld: c, cols: 0..<c, into: out)
-        let count = Float(positions), quads = positions / 4 * 4
+    /// out[c] = Σ_p (x[p, c] − mean[c])².
+    public static func centeredSquareSums(_ x: UnsafePointer<Float>, positions: Int, channels c: Int,
+                                          mean: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
         var ch = 0
         while ch + 16 <= c {
-            let m = loadV(out + ch) / count
-            var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
-            var p = 0
-            while p < quads {
-                let r = x + p * c + ch
-                let d0 = loadV(r) - m, d1 = loadV(r + c) - m, d2 = loadV(r + 2 * c) - m, d3 = loadV(r + 3 * c) - m
-                a0 += d0 * d0; a1 += d1 * d1; a2 += d2 * d2; a3 += d3 * d3
-                p += 4
-            }
-            while p < positions {
-                let d = loadV(x + p * c + ch) - m
-                a0 += d * d
-                p += 1
-            }
-            storeV((a0 + a1) + (a2 + a3), out + c + ch)
+            let m = loadV(mean + ch)
+            var acc = SIMD16<Float>()
+            for p in 0..<positions { let d = loadV(x + p * c + ch) - m; acc += d * d }
+            storeV(acc, out + ch)
             ch += 16
         }
         while ch < c {
-            let m = out[ch] / count
-            var a0: Float = 0, a1: Float = 0, a2: Float = 0, a3: Float = 0
-            var p = 0
-            while p < quads {
-                let r = x + p * c + ch
-                let d0 = r[0] - m, d1 = r[c] - m, d2 = r[2 * c] - m, d3 = r[3 * c] - m
-                a0 += d0 * d0; a1 += d1 * d1; a2 += d2 * d2; a3 += d3 * d3
-                p += 4
-            }
-            while p < positions {
-                let d = x[p * c + ch] - m
-                a0 += d * d
-                p += 1
-            }
-            out[c + ch] = (a0 + a1) + (a2 + a3)
-            ch += 1
-        }
-    }
-
-    /// out[c] = Σ_s [M2_s[c] + positions · (μ_s[c] − mean[c])²] over `count` samples in order: the
-    /// batch's sum of squares about its mean from the samples' `sampleStatistics` (`stride` floats
-    /// apart: Σx at 0, M2 at `channels`), μ_s computed as `sampleStatistics` computes it.
-    public static func batchSquares(_ stats: UnsafePointer<Float>, count: Int, stride: Int, positions: Int, channels c: Int,
-                                    mean: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
-        let n = Float(positions)
-        for ch in 0..<c {
             var acc: Float = 0
-            for s in 0..<count {
-                let sample = stats + s * stride
-                let d = sample[ch] / n - mean[ch]
-                acc += sample[c + ch] + n * (d * d)
-            }
+            for p in 0..<positions { let d = x[p * c + ch] - mean[ch]; acc += d * d }
             out[ch] = acc
+            ch += 1
         }
     }
 

@@ -242,24 +242,31 @@ struct Activations {
     /// output and that output's gradient are never stored (0 floats).
     let io: [StageBuffers]
 
+    /// Which activations take a buffer of their own (the rest share a neighbour's), for `count`
+    /// activations of `stages`. A value shares the one before it where its stage's output is its
+    /// input. A gradient shares the one after it where its stage adds to its output gradient in
+    /// place, or passes that gradient through as its input gradient and the stage before it would
+    /// not change it in place before the block's begin reads it; the input has no gradient (its
+    /// slot is the input itself). A conv's output that its fused pool keeps in scratch has a
+    /// buffer of no floats (`scratchOnly`).
+    static func ownBuffers(count: Int, stages: [any Stage]) -> (values: [Bool], gradients: [Bool], scratchOnly: Set<Int>) {
+        let values = (0..<count).map { i in !(i > 0 && stages[i - 1].outputIsInput) }
+        let gradients = (0..<count).map { i in
+            i > 0 && !(i < stages.count
+                       && (stages[i].addsToOutputGradient || stages[i].passesGradientThrough && stages[i - 1].keepsOutputGradient))
+        }
+        return (values, gradients, Set(stages.indices.filter { stages[$0].outputInScratch }.map { $0 + 1 }))
+    }
+
     init(sizes: [Int], stages: [any Stage], layout: BufferLayout) {
-        let fusedOutputs = Set(stages.indices.filter { stages[$0].outputInScratch }.map { $0 + 1 })
+        let own = Self.ownBuffers(count: sizes.count, stages: stages)
         func buffer(_ i: Int) -> UnsafeMutablePointer<Float> {
-            fusedOutputs.contains(i) ? layout.floats(0) : layout.floats(sizes[i] * layout.capacity, perNode: layout.bySample(i, sizes[i]))
+            own.scratchOnly.contains(i) ? layout.floats(0) : layout.floats(sizes[i] * layout.capacity, perNode: layout.bySample(i, sizes[i]))
         }
-        // A stage whose output is its input shares the input's buffer.
         var values: [UnsafeMutablePointer<Float>] = []
-        for i in sizes.indices { values.append(i > 0 && stages[i - 1].outputIsInput ? values[i - 1] : buffer(i)) }
-        // The input has no gradient: its slot is the input itself. A stage that adds to its output
-        // gradient in place shares one buffer for the two; so does one that passes it through as
-        // its input gradient, unless the stage before it would change that gradient in place
-        // before the block's begin reads it.
+        for i in sizes.indices { values.append(own.values[i] ? buffer(i) : values[i - 1]) }
         var gradients = [UnsafeMutablePointer<Float>](repeating: values[0], count: sizes.count)
-        for i in sizes.indices.reversed() where i > 0 {
-            let shared = i < stages.count
-                && (stages[i].addsToOutputGradient || stages[i].passesGradientThrough && stages[i - 1].keepsOutputGradient)
-            gradients[i] = shared ? gradients[i + 1] : buffer(i)
-        }
+        for i in sizes.indices.reversed() where i > 0 { gradients[i] = own.gradients[i] ? buffer(i) : gradients[i + 1] }
         self.sizes = sizes
         self.values = values
         self.gradients = gradients

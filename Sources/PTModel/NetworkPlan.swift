@@ -116,7 +116,12 @@ public struct NetworkPlan {
     /// parameters with their gradients and moments, activations and their gradients, argmaxes and
     /// dropout scales, the workers' scratch and the shards' conv gradients.
     public func memoryEstimate(capacity: Int, threads: Int, processes: Int = 1) -> Int {
-        let perSample = shapes.reduce(0) { $0 + 2 * $1.count } + stages.reduce(0) { $0 + $1.extraFloatsPerSample }
+        // The activations that take buffers of their own (the same rule the network allocates by).
+        let own = Activations.ownBuffers(count: shapes.count, stages: stages)
+        let activations = shapes.indices.reduce(0) { sum, i in
+            own.scratchOnly.contains(i) ? sum : sum + shapes[i].count * ((own.values[i] ? 1 : 0) + (own.gradients[i] ? 1 : 0))
+        }
+        let perSample = activations + stages.reduce(0) { $0 + $1.extraFloatsPerSample }
         let fixed = stages.reduce(0) { $0 + $1.fixedFloats(processes: processes) }
         return 4 * (4 * parameterCount + fixed + perSample * capacity + threads * scratchFloats + Network.shardCount(batch: capacity) * convParams)
     }

@@ -38,6 +38,8 @@ let gradientSpecs = [
     // Blocks whose last stage masks its output gradient in place by its ReLU: their ends keep
     // the shortcut's gradient in a buffer of its own (with and without the ReLU after the block).
     "res(conv(4,3) relu) res(conv(4,3,bias=false) bn relu) relu fc(5)",
+    // A one-conv block whose bn adds the shortcut, with no ReLU after the block.
+    "conv(4,3,bias=false) bn relu res(conv(4,3,bias=false) bn) fc(5)",
 ]
 
 @Test(arguments: gradientSpecs)

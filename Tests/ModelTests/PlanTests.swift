@@ -54,15 +54,32 @@ import PTModel
 
 /// The estimate grows by the activations (and their gradients, argmaxes — a byte each, both pools
 /// keep codes — and dropout scales) per sample and by the scratch per worker, and counts the
-/// parameters four times.
+/// parameters four times. The convs' outputs live in scratch (their pools run inside them), and
+/// the input has no gradient.
 @Test func theMemoryEstimateCountsParametersActivationsAndScratch() throws {
     let plan = try NetworkPlan(spec: .referenceModel, input: Shape(h: 28, w: 28, c: 1), classes: 10)
     let one = plan.memoryEstimate(capacity: 32, threads: 1)
-    let perSample = plan.shapes.reduce(0) { $0 + 2 * $1.count } + 14 * 14 * 64 / 4 + 7 * 7 * 128 / 4 + 1024
+    let stored = plan.shapes.indices.filter { $0 != 1 && $0 != 3 }.reduce(0) { $0 + 2 * plan.shapes[$1].count } - 28 * 28
+    let perSample = stored + 14 * 14 * 64 / 4 + 7 * 7 * 128 / 4 + 1024
     #expect(plan.memoryEstimate(capacity: 64, threads: 1) - one == 4 * 32 * perSample)
     #expect(plan.memoryEstimate(capacity: 32, threads: 3) - one > 0)
     #expect(plan.memoryEstimate(capacity: 32, threads: 3) - one == 2 * (plan.memoryEstimate(capacity: 32, threads: 2) - one))
     #expect(one > 4 * 4 * plan.parameterCount)
+}
+
+/// A residual block's shared buffers are not counted twice: the begin's output (its input), the
+/// block's output (its last bn writes it over its own), the begin's input gradient (its output
+/// gradient, added to in place) and the end's (its output gradient).
+@Test func theMemoryEstimateCountsAResidualBlocksSharedBuffersOnce() throws {
+    let plan = try NetworkPlan(spec: ModelSpec(parsing: "conv(16,3,bias=false) bn relu res(conv(16,3,bias=false) bn) relu gap fc(10)"),
+                               input: Shape(h: 6, w: 6, c: 1), classes: 10)
+    // Activations: input 36, conv, bn, begin, conv, bn, end (576 each), gap 16, fc 10.
+    #expect(plan.shapes.map(\.count) == [36, 576, 576, 576, 576, 576, 576, 16, 10])
+    // Values of their own: all but the begin's and the end's; gradients: all but the input's, the
+    // begin's input gradient and the end's input gradient. Each bn keeps 2 x 16 sums a sample.
+    let values = 36 + 4 * 576 + 16 + 10, gradients = 4 * 576 + 16 + 10
+    let perSample = values + gradients + 2 * 2 * 16
+    #expect(plan.memoryEstimate(capacity: 64, threads: 1) - plan.memoryEstimate(capacity: 32, threads: 1) == 4 * 32 * perSample)
 }
 
 @Test func aPlanThatDoesNotFitItsInputNamesTheColumn() throws {

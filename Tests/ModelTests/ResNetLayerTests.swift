@@ -174,7 +174,7 @@ func batchNormAndGlobalPoolingMisusesAreRefused(_ c: (String, String)) {
                               "res end +relu proj 1x1/2 4->8", "gap 16 positions", "fc 8->10"])
 }
 
-/// A bn right after a conv runs its per-sample passes (a sample's statistics forward, its input
+/// A bn right after a conv runs its per-sample passes (a sample's sums Σx forward, its input
 /// gradient backward) inside the conv's jobs, and a bn right before a conv its gradient sums
 /// inside the conv's backward jobs; where the conv cuts its samples or shards into parts (here:
 /// for 64 workers), the bn runs them as regions of its own. Both give the same bits.
@@ -200,13 +200,13 @@ func batchNormAndGlobalPoolingMisusesAreRefused(_ c: (String, String)) {
     }
     let whole = try run(split: 1), cut = try run(split: 64)
     #expect(whole.bits == cut.bits)
-    // A step's bn regions, uncut: each bn's normalisation, and the second's gradient sums (global
-    // pooling follows it; the first's run in the Winograd conv after it): 1 + 2. Cut: both bns'
-    // statistics too (both convs cut their samples forward), the first's gradient sums, and the
-    // second's input gradient (its Winograd conv cuts its shards by input channels; the
-    // first-layer conv never does): 3 + 4.
-    #expect(whole.bnRegions == 2 * 3)
-    #expect(cut.bnRegions == 2 * 7)
+    // A step's bn regions, uncut: each bn's squares about the batch's mean and normalisation, and
+    // the second's gradient sums (global pooling follows it; the first's run in the Winograd conv
+    // after it): 2 + 3. Cut: both bns' sums Σx too (both convs cut their samples forward), the
+    // first's gradient sums, and the second's input gradient (its Winograd conv cuts its shards by
+    // input channels; the first-layer conv never does): 4 + 5.
+    #expect(whole.bnRegions == 2 * 5)
+    #expect(cut.bnRegions == 2 * 9)
 }
 
 /// A block's begin stores no copy of its input. Where the block's last stage is a bn without a

@@ -7,16 +7,17 @@
 // torch.optim's does by default); the running statistics and the count of batches are the
 // network's state (`Network.state`), saved in checkpoints under PyTorch's names.
 //
-// A sample's statistics are its sum and its sum of squares about its own mean
-// (`BatchNorm.sampleStatistics`). The batch's mean adds the samples' sums in sample order, and its
-// variance merges the samples' squares in the same order, exactly (`BatchNorm.batchSquares`).
-// Under mpirun each rank's samples' statistics are gathered first: every rank then merges all of
-// them, in the same order. The gradients of γ and β are summed by shard and the shards in order,
-// which is how the conv stack's gradients are summed (`Network.reduceConvGradients`).
+// A sample's sums run over its positions in order — Σx, then Σ(x − the batch's mean)² — and the
+// batch's sums add the samples' in sample order (under mpirun each rank's samples' sums are
+// gathered first: every rank then adds all of them, in the same order). The gradients of γ and β
+// are summed by shard and the shards in order, which is how the conv stack's gradients are summed
+// (`Network.reduceConvGradients`).
 //
 // Right after a conv, two passes run inside the conv's per-sample jobs, on a sample still in
-// cache: the sample's statistics (forward, after the conv writes its output) and the bn's input
-// gradient (backward, just before the conv reads it) — `ConvStage.batchNorm`. Right before a
+// cache: the sample's Σx (forward, after the conv writes its output) and the bn's input gradient
+// (backward, just before the conv reads it) — `ConvStage.batchNorm`. (The squares about the
+// batch's mean wait for every sample's Σx, so they stay a pass of their own: a merge of each
+// sample's squares about its own mean would be as exact, but would change every trained bit.) Right before a
 // conv, a third: the ReLU's mask and the sums Σdy, Σdy·x̂ of a sample's output gradient, right
 // after the conv's backward writes it (`ConvStage.inputBatchNorm`). Where the conv cuts a sample
 // or a shard into parts, the bn runs those passes itself: the same functions on the same values.
@@ -33,10 +34,9 @@ struct BatchNormStage: Stage {
     var state: Int              // running_mean [C], running_var [C], num_batches_tracked [1] in Network.state
     /// In the conv stack: it runs on this rank's samples, and its gradients go through the shard buffers.
     var inConvStack: Bool
-    /// Per sample, two sums per channel: Σx then Σ(x − the sample's mean)² forward, Σdy then
-    /// Σdy·x̂ backward.
+    /// Per sample, two sums per channel: Σx then Σ(x − mean)² forward, Σdy then Σdy·x̂ backward.
     var sums: UnsafeMutablePointer<Float>!
-    /// The conv right before it, which runs the per-sample statistics and input gradient in its
+    /// The conv right before it, which runs the per-sample sums Σx and input gradient in its
     /// own jobs (`ConvStage.batchNorm`); nil after a dense layer.
     var producer: ConvStage?
     /// The conv right after it, which runs the per-sample gradient sums in its backward jobs
@@ -133,9 +133,9 @@ struct BatchNormStage: Stage {
         net.group.allgather(sums) { r in let p = net.samples(batch: n, rank: r); return (p.lowerBound * width)..<(p.upperBound * width) }
     }
 
-    /// The batch's per-channel mean: the samples' sums added in sample order, over `m` values a channel.
-    private func batchMean(batch n: Int, over m: Float, into out: UnsafeMutablePointer<Float>) {
-        Elementwise.sumInOrder(sums!, count: n, stride: 2 * channels, length: channels, into: out)
+    /// The batch's per-channel totals of the samples' sums at `column` (0 or `channels`), in sample order, over `m`.
+    private func batchMean(column: Int, batch n: Int, over m: Float, into out: UnsafeMutablePointer<Float>) {
+        Elementwise.sumInOrder(sums! + column, count: n, stride: 2 * channels, length: channels, into: out)
         for c in 0..<channels { out[c] /= m }
     }
 
@@ -153,11 +153,12 @@ struct BatchNormStage: Stage {
         }
         let n = pass.count, m = Float(n * positions)
         let mean = stat(.mean), invstd = stat(.invstd), scale = stat(.scale), variance = stat(.variance)
-        if !inConv(net, pass, backward: false) { pool.run(range: pass.samples, job(.statistics, pass, net)) }
+        if !inConv(net, pass, backward: false) { pool.run(range: pass.samples, job(.sums, pass, net)) }
         gatherSums(net, batch: n)
-        batchMean(batch: n, over: m, into: mean)
-        BatchNorm.batchSquares(sums, count: n, stride: 2 * c, positions: positions, channels: c, mean: mean, into: variance)
-        for ch in 0..<c { variance[ch] /= m }
+        batchMean(column: 0, batch: n, over: m, into: mean)
+        pool.run(range: pass.samples, job(.squares, pass, net))
+        gatherSums(net, batch: n)
+        batchMean(column: c, batch: n, over: m, into: variance)
         let running = net.state + state, k = Self.momentum
         // PyTorch's running variance is the unbiased one.
         precondition(m > 1, "batch norm over one value a channel (Trainer refuses such a batch)")
@@ -196,7 +197,7 @@ struct BatchNormStage: Stage {
 
 /// One sample's part of a batch norm pass (`BatchNormStage`).
 struct BatchNormJob: ParallelJob, @unchecked Sendable {  // an item writes its sample's sums, output or input gradient
-    enum Mode { case statistics, normalize, gradientSums, inputGradient }
+    enum Mode { case sums, squares, normalize, gradientSums, inputGradient }
     var mode: Mode
     var positions, channels: Int
     var relu: Bool
@@ -211,7 +212,8 @@ struct BatchNormJob: ParallelJob, @unchecked Sendable {  // an item writes its s
     func run(_ s: Int, _ worker: Int) {
         let c = channels, size = positions * c, x = io.x + s * size, sample = sums + s * 2 * c
         switch mode {
-        case .statistics: BatchNorm.sampleStatistics(x, positions: positions, channels: c, into: sample)
+        case .sums: Elementwise.columnSums(x, rows: positions, ld: c, cols: 0..<c, into: sample)
+        case .squares: BatchNorm.centeredSquareSums(x, positions: positions, channels: c, mean: mean, into: sample + c)
         case .normalize:
             BatchNorm.normalize(x, positions: positions, channels: c, mean: mean, scale: scale, shift: shift,
                                 adding: shortcut.map { UnsafePointer($0 + s * size) }, relu: relu, into: io.y + s * size)
@@ -229,7 +231,7 @@ struct BatchNormJob: ParallelJob, @unchecked Sendable {  // an item writes its s
     func bytesMoved(items: Int) -> Int {
         let size = positions * channels
         switch mode {
-        case .statistics: return items * f * (size + 2 * channels)
+        case .sums, .squares: return items * f * (size + channels)
         case .normalize: return items * f * (shortcut == nil ? 2 : 3) * size
         case .gradientSums: return items * f * ((relu ? 4 : 2) * size + 2 * channels)
         case .inputGradient: return items * f * 3 * size
@@ -247,9 +249,9 @@ struct BatchNormFusion {
     var relu: Bool
     var sums, mean, invstd, scale, meanDy, meanDyXhat: UnsafeMutablePointer<Float>
 
-    /// Training's forward: sample s's statistics of the conv's output `x` (the sample's own).
-    @inline(__always) func statistics(_ x: UnsafePointer<Float>, sample s: Int) {
-        BatchNorm.sampleStatistics(x, positions: positions, channels: channels, into: sums + s * 2 * channels)
+    /// Training's forward: sample s's sums Σx of the conv's output `x`, as the bn's own pass sums them.
+    @inline(__always) func sums(_ x: UnsafePointer<Float>, sample s: Int) {
+        Elementwise.columnSums(x, rows: positions, ld: channels, cols: 0..<channels, into: sums + s * 2 * channels)
     }
 
     /// Backward, for the conv after it: sample s's output gradient `dy` masked by the ReLU (its

@@ -63,10 +63,8 @@ struct ConvStage: Stage {
     /// A max-pool right after this conv runs inside the conv's per-sample jobs: the conv's output
     /// and its gradient live only in the worker's scratch, and the pool applies the ReLU mask.
     var fusedPool: PoolingStage?
-    /// The fused max-pool when the first-layer direct conv runs it a pair of output rows at a
-    /// time (`FewChannelConv.forwardPooled` and `weightGradientPooled`): byte codes, 2x2 tiling.
     /// The bn right after this conv, whose per-sample passes run inside the conv's jobs when a
-    /// job holds a whole sample (forward) or shard (backward): the sample's statistics after the
+    /// job holds a whole sample (forward) or shard (backward): the sample's sums Σx after the
     /// conv writes it, and the bn's input gradient just before the conv reads it.
     var batchNorm: BatchNormFusion?
     /// The bn right before this conv, whose per-sample gradient sums run in the conv's backward
@@ -76,6 +74,8 @@ struct ConvStage: Stage {
     /// gradient) runs in the conv's backward jobs (whole shards only), right after a sample's
     /// input gradient is written.
     var residualBegin: Int?
+    /// The fused max-pool when the first-layer direct conv runs it a pair of output rows at a
+    /// time (`FewChannelConv.forwardPooled` and `weightGradientPooled`): byte codes, 2x2 tiling.
     var pooledInside: PoolingStage? {
         guard path == .fewChannels, let p = fusedPool, p.codes != nil, FewChannelConv.poolFuses(window, pool: p.window) else { return nil }
         return p
@@ -344,7 +344,7 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
     var weights: UnsafeMutablePointer<Float>   // the flat parameters: the conv's bias, and its weights as stored
     var scratch: ScratchLayout
     var parts = ConvParts.one
-    /// The bn after it whose sample statistics this job computes (training, whole samples only).
+    /// The bn after it whose sample sums Σx this job computes (training, whole samples only).
     var batchNorm: BatchNormFusion?
     unowned(unsafe) var pool: WorkerPool
     func run(_ item: Int, _ worker: Int) {
@@ -399,7 +399,7 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
                           c: out, ldc: cout, accumulate: false, bias: bias, relu: c.relu, scratch: area, precision: c.precision)
         }
         poolAfter(out, s, rows)
-        batchNorm?.statistics(out, sample: s)
+        batchNorm?.sums(out, sample: s)
     }
 
     /// The fused pool over the conv's output `rows` (a part's: whole 2x2 windows, `ConvParts`).

@@ -98,6 +98,7 @@ struct ResidualEndStage: Stage {
     }
 
     var name: String {
+        if addedByBatchNorm { return "res end (in its bn)" }
         let shortcut = projection.map { " proj 1x1/\($0.window.stride) \($0.window.channels)->\($0.cout)" } ?? ""
         return "res end\(relu ? " +relu" : "")" + shortcut
     }
