@@ -174,39 +174,44 @@ func batchNormAndGlobalPoolingMisusesAreRefused(_ c: (String, String)) {
                               "res end +relu proj 1x1/2 4->8", "gap 16 positions", "fc 8->10"])
 }
 
+/// Two training steps of `spec` (8x8x1 inputs, batch 5) with the work cut for `split` workers and
+/// run on one thread, recorded: the gradients, weights and state, bit for bit, and how many
+/// regions ran `job`.
+private func recordedSteps(_ spec: String, split: Int, seed: UInt64, job: String) throws -> (bits: [UInt32], regions: Int) {
+    let n = 5
+    let net = try Network(spec: ModelSpec(parsing: spec), input: Shape(h: 8, w: 8, c: 1), classes: 10, capacity: n, threads: 1, seed: seed)
+    net.pool.splitCount = split
+    let recorder = RegionRecorder()
+    net.pool.recorder = recorder
+    var bits: [UInt32] = []
+    for step in 1...2 {
+        fill(net, batch: n, seed: UInt64(step))
+        net.forward(count: n, training: true)
+        _ = net.lossAndGradient(count: n)
+        #expect(net.backward(count: n, adam: AdamStep(lr: 1e-2, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, t: step)))
+        bits += (0..<net.parameterCount).map { net.gradients[$0].bitPattern }
+    }
+    net.pool.recorder = nil
+    bits += (0..<net.parameterCount).map { net.weights[$0].bitPattern } + (0..<net.stateCount).map { net.state[$0].bitPattern }
+    return (bits, recorder.regions.filter { $0.job == job }.count)
+}
+
 /// A bn right after a conv runs its per-sample passes (a sample's sums Σx forward, its input
 /// gradient backward) inside the conv's jobs, and a bn right before a conv its gradient sums
 /// inside the conv's backward jobs; where the conv cuts its samples or shards into parts (here:
 /// for 64 workers), the bn runs them as regions of its own. Both give the same bits.
 @Test func batchNormPassesInsideTheConvOrOnTheirOwnGiveTheSameBits() throws {
-    let spec = try ModelSpec(parsing: "conv(64,3,bias=false) bn relu conv(64,3,bias=false) bn relu gap fc(10)")
-    func run(split: Int) throws -> (bits: [UInt32], bnRegions: Int) {
-        let n = 5
-        let net = try Network(spec: spec, input: Shape(h: 8, w: 8, c: 1), classes: 10, capacity: n, threads: 1, seed: 4)
-        net.pool.splitCount = split
-        let recorder = RegionRecorder()
-        net.pool.recorder = recorder
-        var bits: [UInt32] = []
-        for step in 1...2 {
-            fill(net, batch: n, seed: UInt64(step))
-            net.forward(count: n, training: true)
-            _ = net.lossAndGradient(count: n)
-            #expect(net.backward(count: n, adam: AdamStep(lr: 1e-2, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, t: step)))
-            bits += (0..<net.parameterCount).map { net.gradients[$0].bitPattern }
-        }
-        net.pool.recorder = nil
-        bits += (0..<net.parameterCount).map { net.weights[$0].bitPattern } + (0..<net.stateCount).map { net.state[$0].bitPattern }
-        return (bits, recorder.regions.filter { $0.job == "BatchNormJob" }.count)
-    }
-    let whole = try run(split: 1), cut = try run(split: 64)
+    let spec = "conv(64,3,bias=false) bn relu conv(64,3,bias=false) bn relu gap fc(10)"
+    let whole = try recordedSteps(spec, split: 1, seed: 4, job: "BatchNormJob")
+    let cut = try recordedSteps(spec, split: 64, seed: 4, job: "BatchNormJob")
     #expect(whole.bits == cut.bits)
     // A step's bn regions, uncut: each bn's squares about the batch's mean and normalisation, and
     // the second's gradient sums (global pooling follows it; the first's run in the Winograd conv
     // after it): 2 + 3. Cut: both bns' sums Σx too (both convs cut their samples forward), the
     // first's gradient sums, and the second's input gradient (its Winograd conv cuts its shards by
     // input channels; the first-layer conv never does): 4 + 5.
-    #expect(whole.bnRegions == 2 * 5)
-    #expect(cut.bnRegions == 2 * 9)
+    #expect(whole.regions == 2 * 5)
+    #expect(cut.regions == 2 * 9)
 }
 
 /// A block's begin stores no copy of its input. Where the block's last stage is a bn without a
@@ -232,29 +237,12 @@ func batchNormAndGlobalPoolingMisusesAreRefused(_ c: (String, String)) {
 /// where that conv cuts its shards into parts (here: for 64 workers), the begin adds it as a
 /// region of its own. Both give the same bits.
 @Test func residualGradientAddedInsideTheConvOrOnItsOwnGivesTheSameBits() throws {
-    let spec = try ModelSpec(parsing: "conv(64,3,bias=false) bn relu res(conv(64,3,bias=false) bn relu conv(64,3,bias=false) bn) relu gap fc(10)")
-    func run(split: Int) throws -> (bits: [UInt32], residualRegions: Int) {
-        let n = 5
-        let net = try Network(spec: spec, input: Shape(h: 8, w: 8, c: 1), classes: 10, capacity: n, threads: 1, seed: 6)
-        net.pool.splitCount = split
-        let recorder = RegionRecorder()
-        net.pool.recorder = recorder
-        var bits: [UInt32] = []
-        for step in 1...2 {
-            fill(net, batch: n, seed: UInt64(step))
-            net.forward(count: n, training: true)
-            _ = net.lossAndGradient(count: n)
-            #expect(net.backward(count: n, adam: AdamStep(lr: 1e-2, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, t: step)))
-            bits += (0..<net.parameterCount).map { net.gradients[$0].bitPattern }
-        }
-        net.pool.recorder = nil
-        bits += (0..<net.parameterCount).map { net.weights[$0].bitPattern } + (0..<net.stateCount).map { net.state[$0].bitPattern }
-        return (bits, recorder.regions.filter { $0.job == "ResidualJob" }.count)
-    }
-    let whole = try run(split: 1), cut = try run(split: 64)
+    let spec = "conv(64,3,bias=false) bn relu res(conv(64,3,bias=false) bn relu conv(64,3,bias=false) bn) relu gap fc(10)"
+    let whole = try recordedSteps(spec, split: 1, seed: 6, job: "ResidualJob")
+    let cut = try recordedSteps(spec, split: 64, seed: 6, job: "ResidualJob")
     #expect(whole.bits == cut.bits)
     // Uncut, no residual region at all (the bn adds the block's sum forward, the conv the
     // shortcut's gradient backward); cut, the begin's add each step.
-    #expect(whole.residualRegions == 0)
-    #expect(cut.residualRegions == 2)
+    #expect(whole.regions == 0)
+    #expect(cut.regions == 2)
 }
