@@ -1,12 +1,16 @@
 // A residual block, `res(F)`: y = x + F(x) (then ReLU when one follows the block), F being the
 // stages between the block's two marker stages. When F changes the shape, x goes through a 1x1
 // conv with F's stride and channel count (resN.proj.weight and resN.proj.bias), as the projection
-// shortcut of He et al. The begin stage's output is its input (one buffer, no copy) and, backward,
-// it adds the shortcut's gradient to F's input gradient; the end stage adds the shortcut forward
-// (or, with an identity shortcut after a bn without a ReLU, that bn adds it as it normalises) and
-// hands its gradient to both paths backward (one buffer for its output and input gradients where
-// F's last stage does not mask its output gradient in place, as a bn without a ReLU does not). Everything runs a sample at a time (a block lives in the
-// conv stack), so the bits do not depend on the threads or the ranks.
+// shortcut of He et al.
+// - The begin stage's output is its input (one buffer, no copy). Backward it adds the shortcut's
+//   gradient to F's input gradient in place — inside F's first conv's jobs where that conv runs
+//   whole shards.
+// - The end stage adds the shortcut forward and hands its gradient to both paths backward (one
+//   buffer for its output and input gradients where F's last stage does not mask its output
+//   gradient in place, as a bn without a ReLU does not). With an identity shortcut after such a
+//   bn, that bn does both passes' work as it normalises and sums.
+// Everything runs a sample at a time (a block lives in the conv stack), so the bits do not depend
+// on the threads or the ranks.
 import PTKernels
 import PTRuntime
 
