@@ -111,6 +111,12 @@ public final class Network {
     /// first use, so a step allocates nothing.
     private struct ConvPartsKey: Hashable { var stage, batch, workers: Int; var backward: Bool }
     private var convPartsCache: [ConvPartsKey: ConvParts] = [:]
+    /// The parts of stage `idx` when it is a conv (nil otherwise): what a bn or a block's begin
+    /// next to it asks, to know whether the conv's jobs do its per-sample passes.
+    func convParts(ofStage idx: Int, batch n: Int, backward: Bool) -> ConvParts? {
+        guard stages.indices.contains(idx), let c = stages[idx] as? ConvStage else { return nil }
+        return convParts(idx, c, batch: n, backward: backward)
+    }
     func convParts(_ idx: Int, _ c: ConvStage, batch n: Int, backward: Bool) -> ConvParts {
         let key = ConvPartsKey(stage: idx, batch: n, workers: pool.splitCount, backward: backward)
         if let parts = convPartsCache[key] { return parts }

@@ -79,7 +79,7 @@ private func compareWithPyTorch(_ file: String, threads: Int) throws {
         let paths = try NetworkPlan(spec: spec, input: net.inputShape, classes: 10).convPaths
         // (The block's 16-channel convs run direct; its 32-channel one, Winograd.)
         #expect(paths == [.fewChannels, .direct, .direct, .im2col, .winograd], "\(paths)")
-        #expect(names.contains("res end +relu") && names.contains("res end +relu proj 1x1/2 16->32") && names.contains("gap 36 positions"))
+        #expect(names.contains("res end +relu (in its bn)") && names.contains("res end +relu proj 1x1/2 16->32") && names.contains("gap 36 positions"))
     }
 
     let (lr, b1, b2, eps) = try (Double(#require(meta["lr"]))!, Double(#require(meta["beta1"]))!,

@@ -36,12 +36,6 @@ struct BatchNormStage: Stage {
     var inConvStack: Bool
     /// Per sample, two sums per channel: Σx then Σ(x − mean)² forward, Σdy then Σdy·x̂ backward.
     var sums: UnsafeMutablePointer<Float>!
-    /// The conv right before it, which runs the per-sample sums Σx and input gradient in its
-    /// own jobs (`ConvStage.batchNorm`); nil after a dense layer.
-    var producer: ConvStage?
-    /// The conv right after it, which runs the per-sample gradient sums in its backward jobs
-    /// (`ConvStage.inputBatchNorm`).
-    var consumer: ConvStage?
     /// When it ends a residual block with an identity shortcut: the block's begin stage (whose
     /// input is the shortcut) and whether a ReLU follows the block. It then does the block end's
     /// work (`ResidualEndStage.addedByBatchNorm`): its normalisation adds the shortcut and applies
@@ -87,7 +81,6 @@ struct BatchNormStage: Stage {
         if inConvStack, var conv = earlier[index - 1] as? ConvStage {
             conv.batchNorm = fusion(index: index)
             earlier[index - 1] = conv
-            producer = conv
         }
     }
 
@@ -97,17 +90,16 @@ struct BatchNormStage: Stage {
                         mean: stat(.mean), invstd: stat(.invstd), scale: stat(.scale), meanDy: stat(.meanDy), meanDyXhat: stat(.meanDyXhat))
     }
 
-    /// Whether the conv before it runs this pass's per-sample part in its own jobs: it does unless
-    /// it cuts a sample (forward) or a shard (backward) into parts.
+    /// Whether the conv before it (`ConvStage.batchNorm`) runs this pass's per-sample part in its
+    /// own jobs: it does unless it cuts a sample (forward) or a shard (backward) into parts.
     private func inConv(_ net: Network, _ pass: StagePass, backward: Bool) -> Bool {
-        guard let producer else { return false }
-        return net.convParts(pass.index - 1, producer, batch: pass.count, backward: backward).count == 1
+        inConvStack && net.convParts(ofStage: pass.index - 1, batch: pass.count, backward: backward)?.count == 1
     }
 
-    /// Whether the conv after it runs its backward's gradient sums (its input gradient's whole shards).
+    /// Whether the conv after it (`ConvStage.inputBatchNorm`) runs its backward's gradient sums:
+    /// it does unless it cuts its shards into parts.
     private func sumsInConsumer(_ net: Network, _ pass: StagePass) -> Bool {
-        guard let consumer, consumer.packedWt != nil else { return false }
-        return net.convParts(pass.index + 1, consumer, batch: pass.count, backward: true).count == 1
+        inConvStack && net.convParts(ofStage: pass.index + 1, batch: pass.count, backward: true)?.count == 1
     }
 
     func initialize(_ net: Network, _ rng: inout SplitMix64) {

@@ -150,16 +150,10 @@ struct ConvStage: Stage {
             if index > 0 { packedWt = layout.floats(Gemm.packedBFloats(k: cout, n: g.patch, precision: precision)) }
         }
         // (A residual block's projection is allocated with no stages before it: none is its bn.)
-        if index > 0, earlier.count == index, var bn = earlier[index - 1] as? BatchNormStage, bn.inConvStack {
+        if index > 0, earlier.count == index, let bn = earlier[index - 1] as? BatchNormStage, bn.inConvStack {
             inputBatchNorm = bn.fusion(index: index - 1)
-            bn.consumer = self
-            earlier[index - 1] = bn
         }
-        if index > 1, earlier.count == index, var begin = earlier[index - 1] as? ResidualBeginStage {
-            residualBegin = index - 1
-            begin.first = self
-            earlier[index - 1] = begin
-        }
+        if index > 1, earlier.count == index, earlier[index - 1] is ResidualBeginStage { residualBegin = index - 1 }
     }
 
     func initialize(_ net: Network, _ rng: inout SplitMix64) {

@@ -24,9 +24,6 @@ struct ResidualBeginStage: Stage {
     /// The shortcut's gradient: the projection's input gradient (allocated by the end stage); nil
     /// for an identity shortcut, whose gradient is the end stage's output gradient itself.
     var shortcutGradient: UnsafeMutablePointer<Float>?
-    /// F's first conv, which adds the shortcut's gradient a sample at a time in its backward jobs,
-    /// right after it writes the sample's input gradient (`ConvStage.residualBegin`; whole shards only).
-    var first: ConvStage?
 
     static func plan(_ p: inout StagePlanner) {
         p.openBlocks.append((p.stages.count, p.shape, 1))
@@ -40,10 +37,11 @@ struct ResidualBeginStage: Stage {
     /// The shortcut's gradient for the whole batch.
     func shortcut(_ net: Network) -> UnsafeMutablePointer<Float> { shortcutGradient ?? net.activations.io[end].dy }
 
-    /// Whether F's first conv adds the shortcut's gradient in its own jobs (batch `n`, this stage at `index`).
+    /// Whether F's first conv (`ConvStage.residualBegin`) adds the shortcut's gradient in its own
+    /// backward jobs, right after each sample's input gradient: it does unless it cuts its shards
+    /// into parts (batch `n`, this stage at `index`; a block that begins the network needs none).
     func addedByFirstConv(_ net: Network, index: Int, batch n: Int) -> Bool {
-        guard index > 0, let first else { return false }
-        return net.convParts(index + 1, first, batch: n, backward: true).count == 1
+        index > 0 && net.convParts(ofStage: index + 1, batch: n, backward: true)?.count == 1
     }
 
     func forward(_ net: Network, _ pass: StagePass) {}
@@ -102,7 +100,7 @@ struct ResidualEndStage: Stage {
     }
 
     var name: String {
-        if addedByBatchNorm { return "res end (in its bn)" }
+        if addedByBatchNorm { return "res end\(relu ? " +relu" : "") (in its bn)" }
         let shortcut = projection.map { " proj 1x1/\($0.window.stride) \($0.window.channels)->\($0.cout)" } ?? ""
         return "res end\(relu ? " +relu" : "")" + shortcut
     }
