@@ -14,11 +14,14 @@ public struct BenchRow: Sendable {
     public var speedup: Double
     public var efficiency: Double
     /// The model's arithmetic per second (convolutions counted as direct ones) and that against
-    /// the measured FMA peak.
+    /// the peak measured beside each step (the median of the steps' ratios).
     public var gflops: Double
     public var percentOfPeak: Double
     /// The arithmetic the FMA units did (a Winograd conv does 4/9 of a direct one's) against the peak.
     public var executedPercentOfPeak: Double
+    /// The peak those are of: GFLOP/s per core with all the row's workers running it at once
+    /// (the FMAs', or in bf16 the tile kernel's), the median of the measurements beside each step.
+    public var peakPerCore: Double
     /// Under mpirun: the median step's time in collectives (waiting for the slowest rank
     /// included), the rest of it, and the bytes this rank received per step.
     public var medianCommSec: Double
@@ -30,6 +33,25 @@ public struct BenchRow: Sendable {
 private struct FMAPeakJob: ParallelJob {
     var iterations: Int
     func run(_ item: Int, _ worker: Int) { _ = FMAPeak.spin(iterations: iterations, seed: Float(item)) }
+}
+
+/// Each item runs the peak loop (the FMAs', or the bf16 tile kernel's) for a few milliseconds on
+/// its worker and writes the GFLOP/s it timed. One item per worker, all at once: the rate each
+/// core gets while the others run too.
+private struct PeakProbeJob: ParallelJob, @unchecked Sendable {  // item i writes rates[i] only
+    var precision: Precision
+    var rates: UnsafeMutablePointer<Double>
+    func run(_ item: Int, _ worker: Int) {
+        switch precision {
+        case .fp32:
+            let iterations = 1_000_000  // 384 MFLOP: ~2.5 ms at 150 GFLOP/s
+            let start = DispatchTime.now().uptimeNanoseconds
+            _ = FMAPeak.spin(iterations: iterations, seed: Float(item))
+            rates[item] = FMAPeak.flops(iterations: iterations) / Double(DispatchTime.now().uptimeNanoseconds - start)
+        case let .bf16(path):
+            rates[item] = BF16Peak.gflops(path: path, tiles: path == .portable ? 20 : 2000)
+        }
+    }
 }
 
 public enum Bench {
@@ -53,6 +75,20 @@ public enum Bench {
         return (0..<3).map { _ in BF16Peak.gflops(path: path, tiles: tiles) }.max()!
     }
 
+    /// The peak per core of `pool`'s workers running at once (GFLOP/s), measured just before a
+    /// timed step. The machine's speed drifts (2x between minutes on a shared host), so a step is
+    /// set against the peak of its own moment, with as many cores busy as it has, and the row
+    /// reports the median of those ratios. The probe is the better of two, so a late-waking
+    /// worker does not lower the peak.
+    static func probePeak(_ pool: WorkerPool, precision: Precision, rates: UnsafeMutablePointer<Double>) -> Double {
+        var best = 0.0
+        for _ in 0..<2 {
+            pool.run(items: pool.count, PeakProbeJob(precision: precision, rates: rates))
+            best = max(best, (0..<pool.count).reduce(0) { $0 + rates[$1] } / Double(pool.count))
+        }
+        return best
+    }
+
     /// `count` images of random pixels and labels (a step's time does not depend on their values).
     public static func synthetic(count: Int, rows: Int, cols: Int, channels: Int = 1, classes: Int = Dataset.standardClasses,
                                  seed: UInt64) -> Dataset {
@@ -69,7 +105,7 @@ public enum Bench {
     }
 
     public static func run(spec: ModelSpec, threads: [Int], batch: Int, steps: Int, warmup: Int,
-                           peakPerCore: Double, cores: Int, profile: Bool = false, precision: Precision = .fp32,
+                           profile: Bool = false, precision: Precision = .fp32,
                            input: Shape = Shape(h: 28, w: 28, c: 1), classes: Int = Dataset.standardClasses,
                            group: ProcessGroup = .single, log: (String) -> Void) throws -> [BenchRow] {
         let data = benchData(batch: batch, steps: steps, warmup: warmup, input: input, classes: classes)
@@ -80,29 +116,37 @@ public enum Bench {
             c.spec = spec; c.threads = t; c.batch = batch; c.precision = precision
             let trainer = try Trainer(config: c, data: data, group: group)
             for _ in 0..<warmup { trainer.trainStep() }
-            var times: [Double] = [], comm: [Double] = [], compute: [Double] = []
+            var times: [Double] = [], comm: [Double] = [], compute: [Double] = [], peaks: [Double] = []
+            var modelRatios: [Double] = [], executedRatios: [Double] = []
+            let rates = UnsafeMutablePointer<Double>.allocate(capacity: trainer.network.pool.count)
+            defer { rates.deallocate() }
+            let net = trainer.network, perStep = Double(batch) / Double(group.size)  // this rank's samples
             let bytes0 = group.bytesReceived
             for _ in 0..<steps {
+                // Each rank measures its own cores; the job's peak is that times the ranks.
+                let peak = probePeak(net.pool, precision: precision, rates: rates)
                 let start = DispatchTime.now().uptimeNanoseconds, comm0 = group.nanos
                 trainer.trainStep()
                 let sec = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, commSec = Double(group.nanos - comm0) / 1e9
-                times.append(sec); comm.append(commSec); compute.append(sec - commSec)
+                times.append(sec); comm.append(commSec); compute.append(sec - commSec); peaks.append(peak)
+                let available = peak * 1e9 * Double(net.pool.count) * sec
+                modelRatios.append(net.trainingFlopsPerSample * perStep / available)
+                executedRatios.append(net.executedFlopsPerSample * perStep / available)
             }
-            times.sort(); comm.sort(); compute.sort()
-            let median = times[times.count / 2]
-            let sps = Double(batch) / median
+            func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
+            let step = median(times)
+            let sps = Double(batch) / step
             if base == nil { base = (sps, t) }
             let speedup = sps / base!.sps
             let threadRatio = Double(t) / Double(base!.threads)
-            let gflops = trainer.network.trainingFlopsPerSample * sps / 1e9
-            let peak = peakPerCore * Double(min(t, cores) * group.size)
-            let row = BenchRow(ranks: group.size, threads: t, medianStepSec: median, samplesPerSec: sps, speedup: speedup,
-                               efficiency: speedup / threadRatio, gflops: gflops, percentOfPeak: 100 * gflops / peak,
-                               executedPercentOfPeak: 100 * trainer.network.executedFlopsPerSample * sps / 1e9 / peak,
-                               medianCommSec: comm[comm.count / 2], medianComputeSec: compute[compute.count / 2],
+            let gflops = net.trainingFlopsPerSample * sps / 1e9
+            let row = BenchRow(ranks: group.size, threads: t, medianStepSec: step, samplesPerSec: sps, speedup: speedup,
+                               efficiency: speedup / threadRatio, gflops: gflops, percentOfPeak: 100 * median(modelRatios),
+                               executedPercentOfPeak: 100 * median(executedRatios), peakPerCore: median(peaks),
+                               medianCommSec: median(comm), medianComputeSec: median(compute),
                                bytesPerStep: Double(group.bytesReceived - bytes0) / Double(steps))
-            var line = String(format: "%7d  %10.1f  %9.0f  %7.2f  %9.0f%%  %7.1f  %6.1f%%  %6.1f%%", t, median * 1000, sps, speedup,
-                              row.efficiency * 100, gflops, row.percentOfPeak, row.executedPercentOfPeak)
+            var line = String(format: "%7d  %10.1f  %9.0f  %7.2f  %9.0f%%  %7.1f  %6.1f%%  %6.1f%%  %9.1f", t, step * 1000, sps, speedup,
+                              row.efficiency * 100, gflops, row.percentOfPeak, row.executedPercentOfPeak, row.peakPerCore)
             if group.size > 1 {
                 line += String(format: "  %10.1f  %7.1f  %7.2f", row.medianComputeSec * 1000, row.medianCommSec * 1000, row.bytesPerStep / 1e6)
             }
@@ -148,13 +192,14 @@ public enum Bench {
         log(pad("other (batch copy)") + String(format: " %7.2f   (step %.2f ms)", max(total - accounted, 0), total))
     }
 
-    /// `peakPerCore`: the peak the percentages are of (the bf16 tile's in bf16, else the FMAs').
-    public static func json(_ rows: [BenchRow], batch: Int, peakPerCore: Double, precision: Precision = .fp32) -> String {
+    /// Each row's `peak_gflops_per_core` is the peak its percentages are of (the bf16 tile's in
+    /// bf16, else the FMAs').
+    public static func json(_ rows: [BenchRow], batch: Int, precision: Precision = .fp32) -> String {
         let p = precision.checkpointFields
         return "[\n" + rows.map { r in
             "  {\"precision\": \"\(p.precision)\", \"bf16_path\": \"\(p.path)\", " + String(format: "\"ranks\": %d, \"threads\": %d, \"batch\": %d, \"median_step_ms\": %.3f, \"samples_per_sec\": %.1f, \"speedup\": %.3f, \"efficiency\": %.3f, \"gflops\": %.2f, \"percent_of_peak\": %.2f, \"executed_percent_of_peak\": %.2f, \"peak_gflops_per_core\": %.1f, \"median_compute_ms\": %.3f, \"median_comm_ms\": %.3f, \"bytes_received_per_step\": %.0f}",
                    r.ranks, r.threads, batch, r.medianStepSec * 1000, r.samplesPerSec, r.speedup, r.efficiency, r.gflops, r.percentOfPeak,
-                   r.executedPercentOfPeak, peakPerCore, r.medianComputeSec * 1000, r.medianCommSec * 1000, r.bytesPerStep)
+                   r.executedPercentOfPeak, r.peakPerCore, r.medianComputeSec * 1000, r.medianCommSec * 1000, r.bytesPerStep)
         }.joined(separator: ",\n") + "\n]\n"
     }
 

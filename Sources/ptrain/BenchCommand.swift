@@ -95,35 +95,36 @@ struct Bench: ParsableCommand {
         let precision = try precisionFlag(self.precision)
         debugBuildNotice()
         print("ptrain: \(precision.startupLine)")
-        var peak = PTTraining.Bench.peakGFLOPS(cores: 1)
+        let peak = PTTraining.Bench.peakGFLOPS(cores: 1)
         print(String(format: "FMA peak: %.1f GFLOP/s per core (measured), %d cores; batch %d of %@ images, %d timed steps after %d warm-up",
                      peak, cores, batch, "\(input)", steps, warmup))
         if case let .bf16(path) = precision {
             // The columns then read against the bf16 units' peak: most of the step's arithmetic is theirs.
-            peak = PTTraining.Bench.bf16PeakGFLOPS(path: path)
             print(String(format: "bf16 peak on %@: %.1f GFLOP/s per core (measured: a 32x32 tile from L1/L2); %% peak and FMA %% below are of it",
-                         "\(path)", peak))
+                         "\(path)", PTTraining.Bench.bf16PeakGFLOPS(path: path)))
         }
         // GFLOP/s and % peak count the model's arithmetic (convs as direct ones: 127.1 MFLOP a
         // reference sample); FMA % is what the FMA units did (a Winograd conv does 4/9 of that).
+        // Both are medians of each step against the peak measured just before it on all the
+        // row's workers at once (peak/core: the median of those), since the machine's speed drifts.
         let group = try ProcessGroup.world()
         try agreeAcrossRanks(precision, group: group)
         if group.size > 1 {
             // Threads are per rank; batch and samples/s are the whole job's; comm ms is rank 0's time in
             // collectives (waiting for the slowest rank included), MB recv what rank 0 received a step.
             print("\(group.size) ranks; threads are per rank, batch and samples/s the whole job's")
-            print("threads  step ms(med)  samples/s  speedup  efficiency  GFLOP/s  % peak   FMA %  compute ms  comm ms  MB recv")
+            print("threads  step ms(med)  samples/s  speedup  efficiency  GFLOP/s  % peak   FMA %  peak/core  compute ms  comm ms  MB recv")
         } else {
-            print("threads  step ms(med)  samples/s  speedup  efficiency  GFLOP/s  % peak   FMA %")
+            print("threads  step ms(med)  samples/s  speedup  efficiency  GFLOP/s  % peak   FMA %  peak/core")
         }
         let rows: [BenchRow]
         do {
             rows = try PTTraining.Bench.run(spec: spec, threads: counts, batch: batch, steps: steps, warmup: warmup,
-                                            peakPerCore: peak, cores: cores, profile: profile, precision: precision,
+                                            profile: profile, precision: precision,
                                             input: input, classes: classes, group: group) { print($0); fflush(nil) }
         } catch let e as ShapeError { throw UsageError(description: e.message) }
         if group.rank == 0 {
-            if let json { try AtomicFile.write(json, data: Data(PTTraining.Bench.json(rows, batch: batch, peakPerCore: peak, precision: precision).utf8)) }
+            if let json { try AtomicFile.write(json, data: Data(PTTraining.Bench.json(rows, batch: batch, precision: precision).utf8)) }
             if let svg { try AtomicFile.write(svg, data: Data(PTTraining.Bench.svg(rows).utf8)) }
         }
         fflush(nil)

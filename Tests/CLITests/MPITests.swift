@@ -348,7 +348,8 @@ let mpiRuns = [
         #expect(rows.map { $0["threads"] as! Int } == [1, 2])
         for row in rows {
             #expect(row["ranks"] as? Int == 2)
-            for key in ["median_compute_ms", "median_comm_ms", "bytes_received_per_step", "samples_per_sec"] {
+            for key in ["median_compute_ms", "median_comm_ms", "bytes_received_per_step", "samples_per_sec",
+                        "peak_gflops_per_core", "executed_percent_of_peak"] {
                 #expect((row[key] as? NSNumber)?.doubleValue ?? -1 > 0, "\(key): \(row)")
             }
         }

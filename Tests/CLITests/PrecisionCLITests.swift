@@ -46,6 +46,11 @@ func bf16TrainsResumesExactlyAndRecordsItsPath(_ path: BF16Path) throws {
     #expect(bench.status == 0 && bench.out.contains("bf16 peak on \(path)"), "\(bench.out) \(bench.err)")
     let rows = try JSONSerialization.jsonObject(with: contents(dir + "/bench.json") ?? Data()) as? [[String: Any]]
     #expect(rows?.first?["precision"] as? String == "bf16" && rows?.first?["bf16_path"] as? String == path.rawValue)
+    // The percentages are of the tile peak measured beside each step, which the row records.
+    #expect(bench.out.contains("peak/core"))
+    for key in ["peak_gflops_per_core", "executed_percent_of_peak"] {
+        #expect((rows?.first?[key] as? NSNumber)?.doubleValue ?? -1 > 0, "\(key): \(rows ?? [])")
+    }
 
     // Another bf16 path is another precision too (its bits differ).
     if path != .portable {
