@@ -40,9 +40,44 @@ public enum FewChannelConv {
 
     typealias V = SIMD16<Float>
 
+    /// The output channels a kernel holds per sum: one vector, or two (`VectorPair`). (SIMD32
+    /// compiles to code that spills every lane to the stack.)
+    protocol Channels16 {
+        static var count: Int { get }
+        init()
+        init(_ p: UnsafePointer<Float>)
+        func store(_ p: UnsafeMutablePointer<Float>)
+        /// self + x · w, each lane one FMA.
+        func fma(_ x: Float, _ w: Self) -> Self
+        static func + (a: Self, b: Self) -> Self
+        /// self + b, through the ReLU when asked.
+        func plusBias(_ b: Self, relu: Bool) -> Self
+    }
+    struct VectorPair: Channels16 {
+        var lo = V(), hi = V()
+        static var count: Int { 32 }
+        init() {}
+        @inline(__always) init(_ p: UnsafePointer<Float>) { lo = V(p); hi = V(p + 16) }
+        @inline(__always) func store(_ p: UnsafeMutablePointer<Float>) { lo.store(p); hi.store(p + 16) }
+        @inline(__always) func fma(_ x: Float, _ w: Self) -> Self {
+            var r = self
+            let b = V(repeating: x)
+            r.lo = lo.addingProduct(b, w.lo); r.hi = hi.addingProduct(b, w.hi)
+            return r
+        }
+        @inline(__always) static func + (a: Self, b: Self) -> Self { var r = a; r.lo += b.lo; r.hi += b.hi; return r }
+        @inline(__always) func plusBias(_ b: Self, relu: Bool) -> Self {
+            var r = self
+            r.lo = lo.plusBias(b.lo, relu: relu); r.hi = hi.plusBias(b.hi, relu: relu)
+            return r
+        }
+    }
+
     /// y[p][co] = ReLU?(Σ_taps xp · w + bias); w is [3][3][C][cout], y is [outH, outW, cout].
     /// Eight pixels of a row at a time share each weight load and give the FMA units eight
-    /// independent sums (one pixel's 9 x C taps are a chain of dependent FMAs).
+    /// independent sums per vector (one pixel's 9 x C taps are a chain of dependent FMAs); 32
+    /// channels at a time (two vectors) where they fit, so each broadcast input feeds two FMAs
+    /// and 16 sums cover the FMA latency.
     /// `rows` (default all): only those output rows; `yFirstRow`: the output row `y` points at.
     public static func forward(_ g: Window, cout: Int, xp: UnsafePointer<Float>, w: UnsafePointer<Float>,
                                bias: UnsafePointer<Float>, relu: Bool, rows: Range<Int>? = nil, y: UnsafeMutablePointer<Float>,
@@ -66,50 +101,69 @@ public enum FewChannelConv {
     static func forward<C: Channels>(_: C.Type, _ g: Window, _ cout: Int, _ xp: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
                                      _ bias: UnsafePointer<Float>, _ relu: Bool, _ rows: Range<Int>, _ y: UnsafeMutablePointer<Float>,
                                      _ yFirstRow: Int) {
-        let c = C.count, cols = paddedCols(g), s = g.stride, step = s * c
-        @inline(__always) func finish(_ acc: V, _ b: V, _ p: UnsafeMutablePointer<Float>) { storeBiasReLU(acc, b, relu, p) }
+        let c = C.count, rowFloats = paddedCols(g) &* c
         for oh in rows {
-            let row = xp + oh * s * cols * c
-            for co in stride(from: 0, to: cout, by: 16) {
-                let b = loadV(bias + co)
-                var ow = 0
-                while ow < g.outW && g.outW >= 8 {
-                    // The last block of a row ends at the row's end and may redo a few pixels of the
-                    // one before it: each pixel's sums are the same wherever it is computed.
-                    ow = min(ow, g.outW - 8)
-                    var a0 = V(), a1 = V(), a2 = V(), a3 = V(), a4 = V(), a5 = V(), a6 = V(), a7 = V()
-                    for kh in 0..<3 {
-                        for kw in 0..<3 {
-                            for ch in 0..<c {
-                                let wv = loadV(w + ((kh * 3 + kw) * c + ch) * cout + co)
-                                let t = row + (kh * cols + ow * s + kw) * c + ch
-                                a0 = a0.addingProduct(V(repeating: t[0]), wv); a1 = a1.addingProduct(V(repeating: t[step]), wv)
-                                a2 = a2.addingProduct(V(repeating: t[2 * step]), wv); a3 = a3.addingProduct(V(repeating: t[3 * step]), wv)
-                                a4 = a4.addingProduct(V(repeating: t[4 * step]), wv); a5 = a5.addingProduct(V(repeating: t[5 * step]), wv)
-                                a6 = a6.addingProduct(V(repeating: t[6 * step]), wv); a7 = a7.addingProduct(V(repeating: t[7 * step]), wv)
-                            }
-                        }
+            let row = xp + oh &* g.stride &* rowFloats, out = y + (oh &- yFirstRow) &* g.outW &* cout
+            var co = 0
+            while co &+ 32 <= cout {
+                forwardRow(C.self, VectorPair.self, g, cout, co, row, w, bias, relu, out)
+                co &+= 32
+            }
+            if co < cout { forwardRow(C.self, V.self, g, cout, co, row, w, bias, relu, out) }
+        }
+    }
+
+    /// One output row's channels [co, co + W.count). Index arithmetic wraps (`&*`): the
+    /// sizes are checked where the window is made, and overflow checks in the tap loop cost
+    /// a third of its time.
+    @inline(__always)
+    static func forwardRow<C: Channels, W: Channels16>(_: C.Type, _: W.Type, _ g: Window, _ cout: Int, _ co: Int,
+                                                 _ row: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                                                 _ bias: UnsafePointer<Float>, _ relu: Bool,
+                                                 _ out: UnsafeMutablePointer<Float>) {
+        let c = C.count, rowFloats = paddedCols(g) &* c, step = g.stride &* c
+        @inline(__always) func load(_ p: UnsafePointer<Float>) -> W { W(p) }
+        @inline(__always) func finish(_ acc: W, _ b: W, _ p: UnsafeMutablePointer<Float>) { acc.plusBias(b, relu: relu).store(p) }
+        let b = load(bias + co)
+        var ow = 0
+        while ow < g.outW && g.outW >= 8 {
+            // The last block of a row ends at the row's end and may redo a few pixels of the
+            // one before it: each pixel's sums are the same wherever it is computed.
+            ow = min(ow, g.outW &- 8)
+            var a0 = W(), a1 = W(), a2 = W(), a3 = W(), a4 = W(), a5 = W(), a6 = W(), a7 = W()
+            let first = row + ow &* step
+            for kh in 0..<3 {
+                for kw in 0..<3 {
+                    for ch in 0..<c {
+                        let tap: Int = (kh &* 3 &+ kw) &* c &+ ch, at: Int = kh &* rowFloats &+ kw &* c &+ ch
+                        let wv = load(w + (tap &* cout &+ co))
+                        let t = first + at
+                        a0 = a0.fma(t[0], wv); a1 = a1.fma(t[step], wv)
+                        a2 = a2.fma(t[2 &* step], wv); a3 = a3.fma(t[3 &* step], wv)
+                        a4 = a4.fma(t[4 &* step], wv); a5 = a5.fma(t[5 &* step], wv)
+                        a6 = a6.fma(t[6 &* step], wv); a7 = a7.fma(t[7 &* step], wv)
                     }
-                    let out = y + ((oh - yFirstRow) * g.outW + ow) * cout + co
-                    finish(a0, b, out); finish(a1, b, out + cout); finish(a2, b, out + 2 * cout); finish(a3, b, out + 3 * cout)
-                    finish(a4, b, out + 4 * cout); finish(a5, b, out + 5 * cout); finish(a6, b, out + 6 * cout); finish(a7, b, out + 7 * cout)
-                    ow += 8
-                }
-                // Rows narrower than a block: a pixel at a time.
-                while ow < g.outW {
-                    var acc = V()
-                    for kh in 0..<3 {
-                        for kw in 0..<3 {
-                            for ch in 0..<c {
-                                acc = acc.addingProduct(V(repeating: row[(kh * cols + ow * s + kw) * c + ch]),
-                                                        loadV(w + ((kh * 3 + kw) * c + ch) * cout + co))
-                            }
-                        }
-                    }
-                    finish(acc, b, y + ((oh - yFirstRow) * g.outW + ow) * cout + co)
-                    ow += 1
                 }
             }
+            let o = out + (ow &* cout &+ co)
+            finish(a0, b, o); finish(a1, b, o + cout); finish(a2, b, o + 2 &* cout); finish(a3, b, o + 3 &* cout)
+            finish(a4, b, o + 4 &* cout); finish(a5, b, o + 5 &* cout); finish(a6, b, o + 6 &* cout); finish(a7, b, o + 7 &* cout)
+            ow &+= 8
+        }
+        // Rows narrower than a block: a pixel at a time.
+        while ow < g.outW {
+            var acc = W()
+            let first = row + ow &* step
+            for kh in 0..<3 {
+                for kw in 0..<3 {
+                    for ch in 0..<c {
+                        let tap: Int = (kh &* 3 &+ kw) &* c &+ ch, at: Int = kh &* rowFloats &+ kw &* c &+ ch
+                        acc = acc.fma(first[at], load(w + (tap &* cout &+ co)))
+                    }
+                }
+            }
+            finish(acc, b, out + (ow &* cout &+ co))
+            ow &+= 1
         }
     }
 
@@ -166,37 +220,67 @@ public enum FewChannelConv {
     static func weightGradient<C: Channels>(_: C.Type, _ g: Window, _ cout: Int, _ xp: UnsafePointer<Float>, _ dy: UnsafePointer<Float>,
                                             _ dw: UnsafeMutablePointer<Float>, _ db: UnsafeMutablePointer<Float>?,
                                             _ rows: Range<Int>, _ dyFirstRow: Int) {
-        let cols = paddedCols(g), s = g.stride, c = C.count
         // One input channel's 9 taps at a time (9 x C sums would not fit in registers): each
-        // weight's sum still runs over the positions in order.
-        for ch in 0..<c {
-            for co in stride(from: 0, to: cout, by: 16) {
-                // The 9 taps' sums (and the bias's) for these 16 channels stay in registers over the positions.
-                @inline(__always) func at(_ tap: Int) -> UnsafeMutablePointer<Float> { dw + (tap * c + ch) * cout + co }
-                var a0 = loadV(at(0)), a1 = loadV(at(1)), a2 = loadV(at(2)), a3 = loadV(at(3)), a4 = loadV(at(4))
-                var a5 = loadV(at(5)), a6 = loadV(at(6)), a7 = loadV(at(7)), a8 = loadV(at(8))
-                let bias = ch == 0 ? db : nil
-                var ab = bias.map { loadV($0 + co) } ?? V()
-                for oh in rows {
-                    for ow in 0..<g.outW {
-                        let b = xp + (oh * s * cols + ow * s) * c + ch, r = cols * c
-                        let d = loadV(dy + ((oh - dyFirstRow) * g.outW + ow) * cout + co)
-                        ab += d
-                        a0 = a0.addingProduct(V(repeating: b[0]), d)
-                        a1 = a1.addingProduct(V(repeating: b[c]), d)
-                        a2 = a2.addingProduct(V(repeating: b[2 * c]), d)
-                        a3 = a3.addingProduct(V(repeating: b[r]), d)
-                        a4 = a4.addingProduct(V(repeating: b[r + c]), d)
-                        a5 = a5.addingProduct(V(repeating: b[r + 2 * c]), d)
-                        a6 = a6.addingProduct(V(repeating: b[2 * r]), d)
-                        a7 = a7.addingProduct(V(repeating: b[2 * r + c]), d)
-                        a8 = a8.addingProduct(V(repeating: b[2 * r + 2 * c]), d)
-                    }
-                }
-                storeV(a0, at(0)); storeV(a1, at(1)); storeV(a2, at(2)); storeV(a3, at(3)); storeV(a4, at(4))
-                storeV(a5, at(5)); storeV(a6, at(6)); storeV(a7, at(7)); storeV(a8, at(8))
-                if let bias { storeV(ab, bias + co) }
+        // weight's sum still runs over the positions in order. 32 output channels at a time
+        // where they fit: each broadcast input feeds two FMAs.
+        for ch in 0..<C.count {
+            var co = 0
+            while co &+ 32 <= cout {
+                weightGradient(C.self, VectorPair.self, g, cout, co, ch, xp, dy, dw, db, rows, dyFirstRow)
+                co &+= 32
+            }
+            if co < cout { weightGradient(C.self, V.self, g, cout, co, ch, xp, dy, dw, db, rows, dyFirstRow) }
+        }
+    }
+
+    /// Input channel `ch`'s 9 taps (and with `db` and `ch` 0 the bias) for channels [co, co +
+    /// W.count): the sums stay in registers over the positions.
+    @inline(__always)
+    static func weightGradient<C: Channels, W: Channels16>(_: C.Type, _: W.Type, _ g: Window, _ cout: Int, _ co: Int, _ ch: Int,
+                                                     _ xp: UnsafePointer<Float>, _ dy: UnsafePointer<Float>,
+                                                     _ dw: UnsafeMutablePointer<Float>, _ db: UnsafeMutablePointer<Float>?,
+                                                     _ rows: Range<Int>, _ dyFirstRow: Int) {
+        let c = C.count, r = paddedCols(g) &* c, s = g.stride &* c
+        @inline(__always) func load(_ p: UnsafePointer<Float>) -> W { W(p) }
+        @inline(__always) func load(_ p: UnsafeMutablePointer<Float>) -> W { W(UnsafePointer(p)) }
+        @inline(__always) func store(_ v: W, _ p: UnsafeMutablePointer<Float>) { v.store(p) }
+        @inline(__always) func at(_ tap: Int) -> UnsafeMutablePointer<Float> { dw + ((tap &* c &+ ch) &* cout &+ co) }
+        var a0 = load(at(0)), a1 = load(at(1)), a2 = load(at(2)), a3 = load(at(3)), a4 = load(at(4))
+        var a5 = load(at(5)), a6 = load(at(6)), a7 = load(at(7)), a8 = load(at(8))
+        let bias = ch == 0 ? db : nil
+        var ab = bias.map { load($0 + co) } ?? W()
+        for oh in rows {
+            var x = xp + (oh &* g.stride &* r &+ ch)
+            var d = dy + ((oh &- dyFirstRow) &* g.outW &* cout &+ co)
+            for _ in 0..<g.outW {
+                let v = load(d)
+                ab = ab + v
+                a0 = a0.fma(x[0], v)
+                a1 = a1.fma(x[c], v)
+                a2 = a2.fma(x[2 &* c], v)
+                a3 = a3.fma(x[r], v)
+                a4 = a4.fma(x[r &+ c], v)
+                a5 = a5.fma(x[r &+ 2 &* c], v)
+                a6 = a6.fma(x[2 &* r], v)
+                a7 = a7.fma(x[2 &* r &+ c], v)
+                a8 = a8.fma(x[2 &* r &+ 2 &* c], v)
+                x += s; d += cout
             }
         }
+        store(a0, at(0)); store(a1, at(1)); store(a2, at(2)); store(a3, at(3)); store(a4, at(4))
+        store(a5, at(5)); store(a6, at(6)); store(a7, at(7)); store(a8, at(8))
+        if let bias { store(ab, bias + co) }
+    }
+}
+
+extension SIMD16: FewChannelConv.Channels16 where Scalar == Float {
+    static var count: Int { 16 }
+    @inline(__always) init(_ p: UnsafePointer<Float>) { self = loadV(p) }
+    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>) { storeV(self, p) }
+    @inline(__always) func fma(_ x: Float, _ w: Self) -> Self { addingProduct(Self(repeating: x), w) }
+    @inline(__always) func plusBias(_ b: Self, relu: Bool) -> Self {
+        var v = self + b
+        if relu { v.replace(with: Self(), where: v .< Self()) }
+        return v
     }
 }

@@ -74,6 +74,23 @@ let benchmarks: @Sendable () -> Void = {
             }
         }
     }
+    // The reference network's conv1 (one input channel, 64 outputs), direct: one sample's forward
+    // and weight gradient (0.9 MFLOP each, from L1).
+    do {
+        let g = Window(inH: 28, inW: 28, channels: 1, kernel: 3, stride: 1, same: true), cout = 64
+        let xp = buffer(FewChannelConv.paddedFloats(g), 1), w = buffer(9 * cout, 2), bias = buffer(cout, 3)
+        let y = buffer(g.positions * cout, 4), dw = buffer(9 * cout, 5), db = buffer(cout, 6)
+        Benchmark("conv1 direct forward, one sample, 28x28x1 -> 64, 0.9 MFLOP an iteration") { benchmark in
+            for _ in benchmark.scaledIterations {
+                FewChannelConv.forward(g, cout: cout, xp: xp, w: w, bias: bias, relu: true, y: y)
+            }
+        }
+        Benchmark("conv1 direct weight gradient, one sample, 28x28x1 -> 64, 0.9 MFLOP an iteration") { benchmark in
+            for _ in benchmark.scaledIterations {
+                FewChannelConv.weightGradient(g, cout: cout, xp: xp, dy: y, dw: dw, db: db)
+            }
+        }
+    }
     // fc1's input gradient as dXᵀ = W · dYᵀ: W read in place, dYᵀ packed once, the batch padded
     // to 64 columns (whole tiles); 822 MFLOP computed for the 642 MFLOP of the 50 real columns.
     do {
