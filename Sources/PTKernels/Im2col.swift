@@ -108,9 +108,9 @@ public enum Im2col {
         var dst = col
         eachKernelRow(g,
                       outside: { dst.update(repeating: 0, count: rowValues) },
-                      whole: { at in dst.update(from: xh + at, count: rowValues) },
+                      whole: { at in copy(xh + at, to: dst, count: rowValues) },
                       pixel: { kw, at in
-                          if let at { (dst + kw * c).update(from: xh + at, count: c) } else { (dst + kw * c).update(repeating: 0, count: c) }
+                          if let at { copy(xh + at, to: dst + kw * c, count: c) } else { (dst + kw * c).update(repeating: 0, count: c) }
                       },
                       rowDone: { dst += rowValues },
                       positionDone: {
@@ -233,26 +233,66 @@ public enum Im2col {
         while i < count { UnsafeMutableRawPointer(dst + i).storeBytes(of: SIMD16<UInt16>(), as: SIMD16<UInt16>.self); i += 16 }
     }
 
-    /// dx = col2im(dcol): every patch entry is added back to the pixel it came from, in
-    /// position order, so each dx element has one fixed summation order.
+    /// dx = col2im(dcol): every patch entry is added back to the pixel it came from. Each dx
+    /// element is gathered in one pass, from 0, in the order of the positions it came from (kh
+    /// then kw from the last tap back: ascending output row, then column), a vector of channels
+    /// at a time: the order a scatter in position order has, so its bits, with dx written once
+    /// (no zeroing pass, no read-modify-write of every pixel nine times).
     public static func backward(_ g: Window, dcol: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>) {
         let c = g.channels
-        dx.update(repeating: 0, count: g.inputSize)
-        var src = dcol
-        for oh in 0..<g.outH {
-            for ow in 0..<g.outW {
-                for kh in 0..<g.kernel {
-                    let ih = oh * g.stride - g.padTop + kh
-                    for kw in 0..<g.kernel {
-                        let iw = ow * g.stride - g.padLeft + kw
-                        if ih >= 0 && ih < g.inH && iw >= 0 && iw < g.inW {
-                            let d = dx + (ih * g.inW + iw) * c
-                            for ch in 0..<c { d[ch] += src[ch] }
-                        }
-                        src += c
+        typealias V = SIMD16<Float>
+        for ih in 0..<g.inH {
+            for iw in 0..<g.inW {
+                let out = dx + (ih &* g.inW &+ iw) &* c
+                var ch = 0
+                // 64 channels at a time: the taps' bookkeeping once for four vectors.
+                while ch &+ 64 <= c {
+                    var s0 = V(), s1 = V(), s2 = V(), s3 = V()
+                    gather(g, ih, iw) { at in
+                        let p = dcol + (at &+ ch)
+                        s0 += loadV(p); s1 += loadV(p + 16); s2 += loadV(p + 32); s3 += loadV(p + 48)
                     }
+                    storeV(s0, out + ch); storeV(s1, out + ch + 16); storeV(s2, out + ch + 32); storeV(s3, out + ch + 48)
+                    ch &+= 64
+                }
+                while ch &+ 16 <= c {
+                    var sum = V()
+                    gather(g, ih, iw) { at in sum += loadV(dcol + (at &+ ch)) }
+                    storeV(sum, out + ch)
+                    ch &+= 16
+                }
+                while ch < c {
+                    var sum: Float = 0
+                    gather(g, ih, iw) { at in sum += dcol[at &+ ch] }
+                    out[ch] = sum
+                    ch &+= 1
                 }
             }
+        }
+    }
+
+    /// Calls `add` with the offset in dcol of every patch entry that came from input pixel
+    /// (ih, iw), channel 0, in position order.
+    @inline(__always)
+    static func gather(_ g: Window, _ ih: Int, _ iw: Int, _ add: (Int) -> Void) {
+        let k = g.kernel, s = g.stride, c = g.channels
+        // The output row (column) whose tap kh (kw) reads input row ih (column iw), or -1.
+        @inline(__always) func position(_ r: Int, _ n: Int) -> Int {
+            if s == 1 { return r >= 0 && r < n ? r : -1 }
+            return r >= 0 && r % s == 0 && r / s < n ? r / s : -1
+        }
+        var kh = k &- 1
+        while kh >= 0 {
+            let oh = position(ih &+ g.padTop &- kh, g.outH)
+            if oh >= 0 {
+                var kw = k &- 1
+                while kw >= 0 {
+                    let ow = position(iw &+ g.padLeft &- kw, g.outW)
+                    if ow >= 0 { add(((oh &* g.outW &+ ow) &* k &* k &+ kh &* k &+ kw) &* c) }
+                    kw &-= 1
+                }
+            }
+            kh &-= 1
         }
     }
 }

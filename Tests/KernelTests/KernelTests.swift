@@ -163,6 +163,34 @@ func col2imIsAdjointOfIm2col(_ p: (Int, Int, Int, Int, Int, Bool)) {
     #expect(abs(lhs - rhs) <= 1e-5 * max(1, abs(lhs)))
 }
 
+/// col2im gathers each pixel's entries in the order a scatter in position order adds them, from
+/// 0: the scatter's bits (a -0 entry included), for channels in whole vectors and a tail, strides
+/// 1 to 3, padded and not, 1x1 to 4x4 kernels.
+@Test(arguments: [(5, 5, 2, 3, 1, true), (8, 7, 3, 3, 2, true), (9, 9, 1, 4, 3, false), (14, 14, 64, 3, 1, true),
+                  (8, 8, 20, 3, 2, true), (7, 7, 16, 1, 1, false), (6, 9, 33, 3, 1, false)])
+func col2imHasTheScatterBits(_ p: (Int, Int, Int, Int, Int, Bool)) {
+    let (h, w, c, k, s, same) = p
+    let g = Window(inH: h, inW: w, channels: c, kernel: k, stride: s, same: same)
+    var r = Rand(s: 9)
+    var d = r.array(g.positions * g.patch)
+    for i in stride(from: 0, to: d.count, by: 7) { d[i] = -0.0 }
+    var expected = [Float](repeating: 0, count: g.inputSize)
+    for oh in 0..<g.outH {
+        for ow in 0..<g.outW {
+            for kh in 0..<k {
+                for kw in 0..<k {
+                    let ih = oh * s - g.padTop + kh, iw = ow * s - g.padLeft + kw
+                    guard ih >= 0 && ih < h && iw >= 0 && iw < w else { continue }
+                    for ch in 0..<c { expected[(ih * w + iw) * c + ch] += d[((oh * g.outW + ow) * k * k + kh * k + kw) * c + ch] }
+                }
+            }
+        }
+    }
+    var dx = [Float](repeating: .nan, count: g.inputSize)
+    d.withUnsafeBufferPointer { dp in dx.withUnsafeMutableBufferPointer { Im2col.backward(g, dcol: dp.baseAddress!, dx: $0.baseAddress!) } }
+    #expect(dx.map(\.bitPattern) == expected.map(\.bitPattern))
+}
+
 @Test func softmaxCrossEntropyIsStableAndExact() {
     // Hand-computed: logits (1, 2, 3), label 2: loss = log(e^1 + e^2 + e^3) - 3 = 0.40760596.
     var d = [Float](repeating: 0, count: 3)
