@@ -27,27 +27,18 @@ public final class Network {
     /// dense layer's rows; sums that cross ranks are passed along them in rank order
     /// (docs/DISTRIBUTED.md).
     public let group: ProcessGroup
-    public let tensors: [ParameterTensor]
-    public let parameterCount: Int
-    /// What the network keeps besides its parameters, `stateCount` floats at `state`: batch norm's
-    /// running statistics (updated by training's forward passes, read by eval's), saved in checkpoints.
-    public let stateTensors: [ParameterTensor]
-    public let stateCount: Int
-    public let state: UnsafeMutablePointer<Float>
+    public let parameters: ParameterBuffers
+    public let state: StateBuffers
 
-    /// Flat parameter, gradient and optimizer-state buffers, each `parameterCount` long: Adam's
-    /// two moments, or SGD's momentum in `moment1`.
-    ///
-    /// Whoever takes `weights` may write through it, so taking it marks the dense layers' bf16
-    /// copies of their weights stale (`packedWeightsCurrent`): the next forward pass rounds the
-    /// weights afresh. Take it again after each training step before writing through it: a
-    /// pointer kept across a step writes behind the copy's back. The stages use `weightBuffer`.
+    /// The weights (`parameters.values`). Whoever takes them may write through them, so taking
+    /// them marks the dense layers' bf16 copies of their weights stale (`packedWeightsCurrent`):
+    /// the next forward pass rounds the weights afresh. Take them again after each training step
+    /// before writing through them: a pointer kept across a step writes behind the copy's back.
+    /// The stages use `parameters.values`.
     public var weights: UnsafeMutablePointer<Float> {
         packedWeightsCurrent = false
-        return weightBuffer
+        return parameters.values
     }
-    public let gradients, moment1: UnsafeMutablePointer<Float>
-    let weightBuffer: UnsafeMutablePointer<Float>
     /// In bf16, whether each dense layer's packed bf16 copy of its weights (`DenseStage.packedWeights`)
     /// equals its weights rounded: true only after a fused backward pass updated and packed every
     /// row (`backward(count:optimizer:)`), and false again as soon as anything else may have
@@ -58,8 +49,6 @@ public final class Network {
     public var readsPackedWeights: Bool {
         packedWeightsCurrent && stages.contains { ($0 as? DenseStage)?.packedWeights != nil }
     }
-    /// Adam's second moment; nil in a network built for SGD (`secondMoment: false`), which has none.
-    public let moment2: UnsafeMutablePointer<Float>?
     /// The batch input [capacity, H, W, C], filled by the caller before `forward`.
     public var input: UnsafeMutablePointer<Float> { activations.values[0] }
     /// Labels of the batch, filled by the caller before `lossAndGradient`.
@@ -82,12 +71,8 @@ public final class Network {
     private func scratchOnly(_ i: Int) -> Bool { i > 0 && stages[i - 1].outputInScratch }
 
     var stages: [any Stage] = []
-    /// Floats of the conv stack's parameters (a prefix of the flat buffers), and one buffer of that many
-    /// per shard of the batch for their gradients, summed in shard order at the end of backward.
-    public let convParams: Int
     /// Where a worker's scratch holds a sample's im2col and conv output (after the GEMM packing area).
     let scratchLayout: ScratchLayout
-    let shardGradients: UnsafeMutablePointer<Float>
     /// A batch rounded up to whole GEMM register tiles (the padded dimension of dXᵀ).
     static func paddedBatch(_ n: Int) -> Int { (n + Gemm.nr - 1) / Gemm.nr * Gemm.nr }
     /// The batch is cut into this many shards for the conv weight gradients: fixed by the batch
@@ -142,9 +127,10 @@ public final class Network {
     /// gradients unstored.
     var lastBackwardFused = false
 
-    /// Where a step's time went, when `profiling` (`ptrain bench --profile`): nanoseconds summed
-    /// over the steps since `resetProfile`.
+    /// Where a step's time went, when `enabled` (`ptrain bench --profile`): nanoseconds summed
+    /// over the steps since `startProfiling`.
     public struct Profile: Sendable {
+        public var enabled = false
         /// Each stage's forward and backward pass.
         public var forward, backward: [UInt64]
         /// The sum of the shards' conv gradients, and the optimizer over what the dense layers'
@@ -152,9 +138,11 @@ public final class Network {
         public var reduce: UInt64 = 0, optimizer: UInt64 = 0
         init(stages: Int) { forward = Array(repeating: 0, count: stages); backward = forward }
     }
-    public var profiling = false
     public private(set) var profile = Profile(stages: 0)
-    @inline(__always) func clock() -> UInt64 { profiling ? DispatchTime.now().uptimeNanoseconds : 0 }
+    /// Times every stage's passes from now on, from zero.
+    public func startProfiling() { profile = Profile(stages: stages.count); profile.enabled = true }
+    public func stopProfiling() { profile.enabled = false }
+    @inline(__always) func clock() -> UInt64 { profile.enabled ? DispatchTime.now().uptimeNanoseconds : 0 }
     /// Names the regions that follow for a recording pool (`ptrain bench --model-cores`).
     @inline(__always) public func label(_ text: @autoclosure () -> String) {
         if let recorder = pool.recorder { recorder.label = text() }
@@ -162,7 +150,7 @@ public final class Network {
     /// A slot of `Profile` (an enum rather than a key path: a key path with an index allocates).
     enum ProfileSlot { case forward(Int), backward(Int), reduce, optimizer }
     @inline(__always) func charge(_ slot: ProfileSlot, since start: UInt64) {
-        guard profiling else { return }
+        guard profile.enabled else { return }
         let t = DispatchTime.now().uptimeNanoseconds &- start
         switch slot {
         case let .forward(i): profile.forward[i] &+= t
@@ -171,7 +159,6 @@ public final class Network {
         case .optimizer: profile.optimizer &+= t
         }
     }
-    public func resetProfile() { profile = Profile(stages: stages.count) }
     /// A short name per stage for profile tables: "conv 3x3 1->64 +relu", "maxpool 2", "fc 6272->1024".
     /// (Built once: a recording labels every region with one, and building it each time would
     /// count as the step's serial part.)
@@ -197,11 +184,6 @@ public final class Network {
         self.inputShape = input
         self.classes = classes
         self.capacity = capacity
-        tensors = plan.tensors
-        parameterCount = plan.parameterCount
-        stateTensors = plan.stateTensors
-        stateCount = plan.stateCount
-        convParams = plan.convParams
         scratchLayout = plan.scratch
         pool = WorkerPool(threads: threads, scratchFloats: plan.scratchFloats, numa: numa)
         optimizerSlices = OptimizerSlices(plan.optimizerSlices)
@@ -214,18 +196,19 @@ public final class Network {
 
         let layout = BufferLayout(pool: pool, group: group, numa: numa, capacity: capacity, stages: plan.stages)
         let weightRows = layout.denseWeightRows(plan.stages)
-        weightBuffer = layout.floats(parameterCount, perNode: weightRows)
-        gradients = layout.floats(parameterCount, perNode: weightRows)
-        moment1 = layout.floats(parameterCount, perNode: weightRows)
-        moment2 = secondMoment ? layout.floats(parameterCount, perNode: weightRows) : nil
-        state = layout.floats(max(stateCount, 1))
+        let count = plan.parameterCount, convCount = plan.convParams
         let myShards = Self.shards(batch: capacity, rank: group.rank, of: group.size)
-        shardGradients = layout.floats(Self.shardCount(batch: capacity) * convParams,
-                                       perNode: layout.byNode(myShards.count, size: convParams, from: myShards.lowerBound * convParams))
+        parameters = ParameterBuffers(
+            tensors: plan.tensors, count: count, convCount: convCount,
+            values: layout.floats(count, perNode: weightRows), gradients: layout.floats(count, perNode: weightRows),
+            moment1: layout.floats(count, perNode: weightRows), moment2: secondMoment ? layout.floats(count, perNode: weightRows) : nil,
+            shardGradients: layout.floats(Self.shardCount(batch: capacity) * convCount,
+                                          perNode: layout.byNode(myShards.count, size: convCount, from: myShards.lowerBound * convCount)))
+        state = StateBuffers(tensors: plan.stateTensors, count: plan.stateCount, values: layout.floats(max(plan.stateCount, 1)))
         stages = layout.allocate(plan.stages)
         activations = Activations(sizes: plan.shapes.map(\.count), stages: stages, layout: layout)
         owned += layout.owned
-        resetProfile()
+        profile = Profile(stages: stages.count)
         initialize(seed: seed)
     }
 
@@ -234,8 +217,6 @@ public final class Network {
         optimizerSlices.deallocate()
         finite.deallocate()
     }
-
-    /// MemAvailable from /proc/meminfo in bytes (0 when unknown).
 }
 
 /// Each activation of the batch (0: the input, i: stage i - 1's output) and its gradient, and what

@@ -34,7 +34,7 @@ extension Network {
         packedWeightsCurrent = true
         let start = clock()
         label("optimizer (rest)")
-        pool.run(items: optimizerSlices.count, OptimizerRangesJob(step: optimizer, w: weightBuffer, g: gradients, m: moment1, v: moment2,
+        pool.run(items: optimizerSlices.count, OptimizerRangesJob(step: optimizer, w: parameters.values, g: parameters.gradients, m: parameters.moment1, v: parameters.moment2,
                                                                   slices: optimizerSlices, finite: finite.flags(slot: 0)))
         charge(.optimizer, since: start)
         finite.vote(group)
@@ -44,7 +44,7 @@ extension Network {
     /// The name of the first parameter tensor whose last gradient was not finite, if any.
     public func nonFiniteGradient() -> String? {
         var denseSlot = 0
-        for t in tensors {
+        for t in parameters.tensors {
             if case .denseWeight = t.kind {
                 denseSlot += 1
                 if lastBackwardFused {
@@ -52,7 +52,7 @@ extension Network {
                     continue
                 }
             }
-            if (0..<t.count).contains(where: { !gradients[t.offset + $0].isFinite }) { return t.name }
+            if (0..<t.count).contains(where: { !parameters.gradients[t.offset + $0].isFinite }) { return t.name }
         }
         return nil
     }
@@ -78,15 +78,15 @@ extension Network {
     /// workers cannot change a bit). Under mpirun the sum is passed along the ranks in rank order
     /// (`chainedConvReduce`).
     func reduceConvGradients(count n: Int) {
-        if convParams == 0 { return }
+        if parameters.convCount == 0 { return }
         if group.size > 1 { chainedConvReduce(count: n); return }
-        let job = ShardReduceJob(shards: shardGradients, count: Self.shardCount(batch: n), stride: convParams,
-                                 out: gradients, total: convParams)
+        let job = ShardReduceJob(shards: parameters.shardGradients, count: Self.shardCount(batch: n), stride: parameters.convCount,
+                                 out: parameters.gradients, total: parameters.convCount)
         pool.run(items: job.chunks, job)
     }
 
     /// Bytes the conv-gradient reduction of a batch of `n` reads and writes (for GB/s).
-    public func reduceBytes(batch n: Int) -> Int { convParams == 0 ? 0 : 4 * convParams * (Self.shardCount(batch: n) + 1) }
+    public func reduceBytes(batch n: Int) -> Int { parameters.convCount == 0 ? 0 : 4 * parameters.convCount * (Self.shardCount(batch: n) + 1) }
 }
 
 /// out[i] = shard 0 + shard 1 + ... in that order, for a slice of the parameters per item.

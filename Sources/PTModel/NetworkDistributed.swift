@@ -12,7 +12,7 @@ extension Network {
     public func gatherDenseState() {
         if group.size == 1 { return }
         for case let d as DenseStage in stages {
-            for buffer in [weightBuffer, moment1, moment2].compactMap({ $0 }) { d.gatherRows(self, buffer + d.weight, width: d.outputs) }
+            for buffer in [parameters.values, parameters.moment1, parameters.moment2].compactMap({ $0 }) { d.gatherRows(self, buffer + d.weight, width: d.outputs) }
         }
     }
 
@@ -25,22 +25,22 @@ extension Network {
         let ranks = (0..<group.size).filter { !shards(batch: n, rank: $0).isEmpty }
         let me = group.rank, at = ranks.firstIndex(of: me)
         let blocks = 8
-        func params(_ b: Int) -> Range<Int> { (b * convParams / blocks)..<((b + 1) * convParams / blocks) }
+        func params(_ b: Int) -> Range<Int> { (b * parameters.convCount / blocks)..<((b + 1) * parameters.convCount / blocks) }
         if let at {
             let mine = shards(batch: n, rank: me)
             if at > 0 {
-                for b in 0..<blocks { _ = group.receive(gradients + params(b).lowerBound, count: params(b).count, from: ranks[at - 1], tag: 100 + b) }
+                for b in 0..<blocks { _ = group.receive(parameters.gradients + params(b).lowerBound, count: params(b).count, from: ranks[at - 1], tag: 100 + b) }
             }
             for b in 0..<blocks {
                 let p = params(b)
                 if at > 0 { group.wait(b) }
-                let job = ShardReduceJob(shards: shardGradients + mine.lowerBound * convParams + p.lowerBound, count: mine.count,
-                                         stride: convParams, out: gradients + p.lowerBound, total: p.count, continues: at > 0)
+                let job = ShardReduceJob(shards: parameters.shardGradients + mine.lowerBound * parameters.convCount + p.lowerBound, count: mine.count,
+                                         stride: parameters.convCount, out: parameters.gradients + p.lowerBound, total: p.count, continues: at > 0)
                 pool.run(items: job.chunks, job)
-                if at < ranks.count - 1 { group.send(gradients + p.lowerBound, count: p.count, to: ranks[at + 1], tag: 100 + b) }
+                if at < ranks.count - 1 { group.send(parameters.gradients + p.lowerBound, count: p.count, to: ranks[at + 1], tag: 100 + b) }
             }
             group.waitAll()
         }
-        group.broadcast(gradients, count: convParams, root: ranks.last!)
+        group.broadcast(parameters.gradients, count: parameters.convCount, root: ranks.last!)
     }
 }

@@ -11,9 +11,9 @@ extension Network {
         packedWeightsCurrent = false
         var rng = SplitMix64(seed: seed)
         for s in stages { s.initialize(self, &rng) }
-        for t in tensors where t.name.hasSuffix(".bias") { weightBuffer.advanced(by: t.offset).update(repeating: 0, count: t.count) }
-        moment1.update(repeating: 0, count: parameterCount)
-        moment2?.update(repeating: 0, count: parameterCount)
+        for t in parameters.tensors where t.name.hasSuffix(".bias") { parameters.values.advanced(by: t.offset).update(repeating: 0, count: t.count) }
+        parameters.moment1.update(repeating: 0, count: parameters.count)
+        parameters.moment2?.update(repeating: 0, count: parameters.count)
     }
 }
 

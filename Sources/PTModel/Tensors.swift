@@ -36,3 +36,28 @@ public struct ParameterTensor: Sendable {
     public var shape: [Int]
     public var kind: Kind
 }
+
+/// A network's trainable parameters as flat buffers of `count` floats each, the conv stack's
+/// `convCount` first: the weights, their gradients and the optimizer's moments (Adam's two, or
+/// SGD's momentum in `moment1`), and one buffer of `convCount` per shard of the batch for the
+/// conv gradients, summed in shard order at the end of a backward pass.
+public struct ParameterBuffers {
+    public let tensors: [ParameterTensor]
+    public let count: Int
+    public let convCount: Int
+    /// The weights. Outside the network they are taken through `Network.weights`, which marks the
+    /// dense layers' bf16 copies stale.
+    let values: UnsafeMutablePointer<Float>
+    public let gradients, moment1: UnsafeMutablePointer<Float>
+    /// nil in a network built for SGD (`secondMoment: false`), which has none.
+    public let moment2: UnsafeMutablePointer<Float>?
+    let shardGradients: UnsafeMutablePointer<Float>
+}
+
+/// What a network keeps besides its parameters, `count` floats at `values`: batch norm's running
+/// statistics (updated by training's forward passes, read by eval's), saved in checkpoints.
+public struct StateBuffers {
+    public let tensors: [ParameterTensor]
+    public let count: Int
+    public let values: UnsafeMutablePointer<Float>
+}

@@ -161,13 +161,12 @@ public enum Bench {
     /// apart from the table above, since reading the clock around every stage costs a little).
     static func profileSteps(_ trainer: Trainer, steps: Int, log: (String) -> Void) {
         let net = trainer.network
-        net.profiling = true
-        net.resetProfile()
+        net.startProfiling()
         trainer.lossNanos = 0
         let start = DispatchTime.now().uptimeNanoseconds
         for _ in 0..<steps { trainer.trainStep() }
         let total = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6 / Double(steps)
-        net.profiling = false
+        net.stopProfiling()
         let b = Double(trainer.config.batch), names = net.stageNames, flops = net.stageFlopsPerSample
         func ms(_ ns: UInt64) -> Double { Double(ns) / 1e6 / Double(steps) }
         func rate(_ f: Double, _ t: Double) -> String { f > 0 && t > 0 ? String(format: "%8.1f", f * b / t / 1e6) : "       -" }

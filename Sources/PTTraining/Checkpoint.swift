@@ -61,8 +61,8 @@ public enum Checkpoint {
     /// names: Adam's two moments, or SGD's momentum.
     static func optimizerBuffers(_ net: Network, kind: OptimizerKind, version: String) -> [(prefix: String, buffer: UnsafeMutablePointer<Float>)] {
         switch kind {
-        case .adam, .adamw: return [("adam.m.", net.moment1), ("adam.v.", net.moment2!)]
-        case .sgd: return [(sgdInAdamNames(version) ? "adam.m." : "sgd.momentum_buffer.", net.moment1)]
+        case .adam, .adamw: return [("adam.m.", net.parameters.moment1), ("adam.v.", net.parameters.moment2!)]
+        case .sgd: return [(sgdInAdamNames(version) ? "adam.m." : "sgd.momentum_buffer.", net.parameters.moment1)]
         }
     }
 
@@ -113,13 +113,13 @@ public enum Checkpoint {
     public static func save(_ net: Network, state: CheckpointState, to path: String) throws {
         var tensors: [SafetensorsTensor] = []
         for (prefix, buffer) in [("", net.weights)] + optimizerBuffers(net, kind: state.optimizer.kind, version: version) {
-            for t in net.tensors {
+            for t in net.parameters.tensors {
                 let (shape, values) = torchLayout(t, buffer + t.offset)
                 tensors.append(SafetensorsTensor(name: prefix + t.name, shape: shape, values: values))
             }
         }
-        for t in net.stateTensors {
-            let (shape, values) = torchLayout(t, net.state + t.offset)
+        for t in net.state.tensors {
+            let (shape, values) = torchLayout(t, net.state.values + t.offset)
             tensors.append(SafetensorsTensor(name: t.name, shape: shape, values: values))
         }
         let s = state, o = state.optimizer
@@ -222,11 +222,11 @@ public enum Checkpoint {
     public static func restore(_ net: Network, from tensors: [String: SafetensorsTensor], path: String,
                                optimizer: CheckpointState?) throws {
         var expected = Set<String>()
-        var buffers = [("", net.weights, net.tensors)]
+        var buffers = [("", net.weights, net.parameters.tensors)]
         if let s = optimizer {
-            buffers += optimizerBuffers(net, kind: s.optimizer.kind, version: s.formatVersion).map { ($0.prefix, $0.buffer, net.tensors) }
+            buffers += optimizerBuffers(net, kind: s.optimizer.kind, version: s.formatVersion).map { ($0.prefix, $0.buffer, net.parameters.tensors) }
         }
-        buffers.append(("", net.state, net.stateTensors))
+        buffers.append(("", net.state.values, net.state.tensors))
         for (prefix, buffer, list) in buffers {
             for t in list {
                 let name = prefix + t.name

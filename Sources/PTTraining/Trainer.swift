@@ -72,7 +72,7 @@ public final class Trainer {
     /// False when the last step's gradients held a NaN or an infinity.
     public private(set) var gradientsFinite = true
     private var orderEpoch = -1
-    /// With `network.profiling`: time spent in the loss (nanoseconds).
+    /// With `network.profile.enabled`: time spent in the loss (nanoseconds).
     public var lossNanos: UInt64 = 0
 
     public var stepsPerEpoch: Int { data.count / config.batch }
@@ -155,9 +155,9 @@ public final class Trainer {
         }
         step += 1
         net.forward(count: b, training: true, step: step, seed: config.seed)
-        let t0 = net.profiling ? DispatchTime.now().uptimeNanoseconds : 0
+        let t0 = net.profile.enabled ? DispatchTime.now().uptimeNanoseconds : 0
         let loss = net.lossAndGradient(count: b)
-        if net.profiling { lossNanos &+= DispatchTime.now().uptimeNanoseconds &- t0 }
+        if net.profile.enabled { lossNanos &+= DispatchTime.now().uptimeNanoseconds &- t0 }
         // The backward pass takes the optimizer step too (dense weights inside it, while in cache).
         gradientsFinite = net.backward(count: b, optimizer: config.optimizer.update(step: step))
         return loss

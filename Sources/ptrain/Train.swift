@@ -280,7 +280,7 @@ struct Train: ParsableCommand {
         if let r = resumed, r.precision != config.precision {
             print("ptrain: the checkpoint was trained in \(r.precision); continuing in \(config.precision) (--change-precision): the bits differ from an unbroken run")
         }
-        print("ptrain: \(net.parameterCount) parameters, batch \(config.batch), \(totalSteps) steps, \(ranks > 1 ? "\(ranks) ranks x " : "")\(config.threads) threads")
+        print("ptrain: \(net.parameters.count) parameters, batch \(config.batch), \(totalSteps) steps, \(ranks > 1 ? "\(ranks) ranks x " : "")\(config.threads) threads")
         if let why = Numa.shared.unavailableReason { print("ptrain: NUMA placement off (\(why)); using plain allocation") }
         if let threads, threads > config.threads {
             print("ptrain: --threads \(threads) but this process may use \(config.threads) CPUs: running \(config.threads) workers (the results do not depend on the thread count)")

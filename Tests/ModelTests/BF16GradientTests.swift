@@ -51,13 +51,13 @@ func bf16PassesMatchFloat64OnRoundedOperandsStageByStage(_ path: BF16Path, _ c: 
     var r = SplitMix64(seed: 9)
     for i in 0..<(n * input.count) { net.input[i] = Float(r.nextUnit() * 2 - 1) }
     for (s, l) in [1, 4, 2].enumerated() { net.labels[s] = Int32(l) }
-    for t in net.tensors where t.name.hasSuffix(".bias") {
+    for t in net.parameters.tensors where t.name.hasSuffix(".bias") {
         for j in 0..<t.count { net.weights[t.offset + j] = Float(r.nextUnit() * 0.2 - 0.1) }
     }
     net.forward(count: n, training: true)
     _ = net.lossAndGradient(count: n)
     net.backward(count: n)
-    func tensor(_ name: String) -> ParameterTensor { net.tensors.first { $0.name == name }! }
+    func tensor(_ name: String) -> ParameterTensor { net.parameters.tensors.first { $0.name == name }! }
     let abs1 = { (v: [Float]) in v.map { abs($0) } }
 
     // conv1 (x: the input, no ReLU before it) and conv2 (x: conv1's ReLU output).
@@ -87,9 +87,9 @@ func bf16PassesMatchFloat64OnRoundedOperandsStageByStage(_ path: BF16Path, _ c: 
                                      terms: g.kernel * g.kernel * cout, "\(path) conv\(i + 1) input gradient, sample \(s)")
             }
         }
-        expectWithinSumBound(floats(net.gradients + w.offset, w.count), dw, size: dwSize, terms: n * g.positions,
+        expectWithinSumBound(floats(net.parameters.gradients + w.offset, w.count), dw, size: dwSize, terms: n * g.positions,
                              "\(path) conv\(i + 1) weight gradient")
-        expectWithinSumBound(floats(net.gradients + b.offset, b.count), db, size: dbSize, terms: n * g.positions,
+        expectWithinSumBound(floats(net.parameters.gradients + b.offset, b.count), db, size: dbSize, terms: n * g.positions,
                              "\(path) conv\(i + 1) bias gradient")
     }
 
@@ -120,8 +120,8 @@ func bf16PassesMatchFloat64OnRoundedOperandsStageByStage(_ path: BF16Path, _ c: 
             }
         }
         expectWithinSumBound(y, want, size: size, terms: inputs, "\(path) fc\(i - 2) output")
-        expectWithinSumBound(floats(net.gradients + w.offset, w.count), dw, size: dwSize, terms: n, "\(path) fc\(i - 2) weight gradient")
-        expectWithinSumBound(floats(net.gradients + b.offset, b.count), db, size: dbSize, terms: n, "\(path) fc\(i - 2) bias gradient")
+        expectWithinSumBound(floats(net.parameters.gradients + w.offset, w.count), dw, size: dwSize, terms: n, "\(path) fc\(i - 2) weight gradient")
+        expectWithinSumBound(floats(net.parameters.gradients + b.offset, b.count), db, size: dbSize, terms: n, "\(path) fc\(i - 2) bias gradient")
         // fc2's input gradient is masked by fc1's ReLU; fc1's (the pool's output) is not.
         let mask = i == 4 ? floats(net.activation(i)!, n * inputs).map { $0 > 0 } : [Bool](repeating: true, count: n * inputs)
         expectWithinSumBound(floats(net.activationGradient(i)!, n * inputs), zip(dx, mask).map { $1 ? $0 : 0 }, size: dxSize,
@@ -160,13 +160,13 @@ func bf16PackedWeightsGiveTheBitsOfRoundingWeightsAfresh(_ path: BF16Path) throw
         #expect(a == b, "step \(t): logits differ")
         #expect(kept.readsPackedWeights, "step \(t): the fused optimizer step left no packed copy")
     }
-    #expect((0..<kept.parameterCount).allSatisfy { kept.weights[$0].bitPattern == afresh.weights[$0].bitPattern })
+    #expect((0..<kept.parameters.count).allSatisfy { kept.weights[$0].bitPattern == afresh.weights[$0].bitPattern })
     // Written through `weights` after a step, a weight reaches the next forward pass: its logits
     // are those of a new network (which has no copy) given the same weights.
     let halved = kept.weights, fresh = try make()
-    for i in 0..<kept.parameterCount { halved[i] *= 0.5 }
+    for i in 0..<kept.parameters.count { halved[i] *= 0.5 }
     #expect(!kept.readsPackedWeights)
-    fresh.weights.update(from: halved, count: kept.parameterCount)
+    fresh.weights.update(from: halved, count: kept.parameters.count)
     fresh.input.update(from: kept.input, count: 13 * kept.inputShape.count)
     for net in [kept, fresh] { net.forward(count: 13, training: false) }
     #expect((0..<130).allSatisfy { kept.logits[$0].bitPattern == fresh.logits[$0].bitPattern })

@@ -52,7 +52,7 @@ func backwardMatchesFiniteDifferences(_ text: String) throws {
     let labels = [1, 4, 2]
     for (s, l) in labels.enumerated() { net.labels[s] = Int32(l) }
     // Biases start at zero; perturb them so their gradients (and ReLU patterns) are generic.
-    for t in net.tensors where t.name.hasSuffix(".bias") {
+    for t in net.parameters.tensors where t.name.hasSuffix(".bias") {
         for j in 0..<t.count { net.weights[t.offset + j] = Float(r.nextUnit() * 0.2 - 0.1) }
     }
     let step = 3, seed: UInt64 = 77
@@ -61,9 +61,9 @@ func backwardMatchesFiniteDifferences(_ text: String) throws {
     net.backward(count: batch)
 
     let ref = ReferenceNet(spec: spec, input: input)
-    var w = (0..<net.parameterCount).map { Double(net.weights[$0]) }
+    var w = (0..<net.parameters.count).map { Double(net.weights[$0]) }
     let x = (0..<(batch * input.count)).map { Double(net.input[$0]) }
-    let base = ref.loss(weights: w, tensors: net.tensors, x: x, labels: labels, training: true, step: step, seed: seed)
+    let base = ref.loss(weights: w, tensors: net.parameters.tensors, x: x, labels: labels, training: true, step: step, seed: seed)
     // Forward: logits and loss agree with the Float64 network.
     #expect(abs(Double(loss) - base.loss) < 1e-5 * max(1, base.loss))
     for s in 0..<batch {
@@ -74,18 +74,18 @@ func backwardMatchesFiniteDifferences(_ text: String) throws {
     // Backward: every parameter (these nets are small) against central differences.
     let h = 1e-6
     var worst = 0.0, worstName = ""
-    for t in net.tensors {
+    for t in net.parameters.tensors {
         for j in 0..<t.count {
             let i = t.offset + j
             let keep = w[i]
             w[i] = keep + h
-            let up = ref.loss(weights: w, tensors: net.tensors, x: x, labels: labels, training: true, step: step, seed: seed).loss
+            let up = ref.loss(weights: w, tensors: net.parameters.tensors, x: x, labels: labels, training: true, step: step, seed: seed).loss
             w[i] = keep - h
-            let down = ref.loss(weights: w, tensors: net.tensors, x: x, labels: labels, training: true, step: step, seed: seed).loss
+            let down = ref.loss(weights: w, tensors: net.parameters.tensors, x: x, labels: labels, training: true, step: step, seed: seed).loss
             w[i] = keep
             let fd = (up - down) / (2 * h)
-            let err = abs(Double(net.gradients[i]) - fd) / max(1e-2, abs(fd))
-            if err > worst { worst = err; worstName = "\(t.name)[\(j)] analytic \(net.gradients[i]) fd \(fd)" }
+            let err = abs(Double(net.parameters.gradients[i]) - fd) / max(1e-2, abs(fd))
+            if err > worst { worst = err; worstName = "\(t.name)[\(j)] analytic \(net.parameters.gradients[i]) fd \(fd)" }
         }
     }
     #expect(worst < 1e-3, "worst: \(worstName)")
@@ -103,7 +103,7 @@ func forwardAndBackwardAreIndependentOfThreads(_ threads: Int) throws {
         net.forward(count: 13, training: true, step: 1, seed: 2)
         _ = net.lossAndGradient(count: 13)
         net.backward(count: 13)
-        return (0..<net.parameterCount).map { net.gradients[$0].bitPattern }
+        return (0..<net.parameters.count).map { net.parameters.gradients[$0].bitPattern }
     }
     let one = try run(1), other = try run(threads)
     #expect(one.count == other.count && !one.indices.contains { one[$0] != other[$0] })
@@ -130,23 +130,23 @@ func backwardWithAdamEqualsBackwardThenAdam(_ text: String, _ threads: Int) thro
     }
     let fused = try Network(spec: spec, input: input, classes: classes, capacity: batch, threads: threads, seed: 8)
     let plain = try Network(spec: spec, input: input, classes: classes, capacity: batch, threads: 1, seed: 8)
-    let count = plain.parameterCount
+    let count = plain.parameters.count
     for t in 1...3 {
         let adam = AdamStep(lr: 1e-2, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, t: t)
         step(fused, t)
         #expect(fused.backward(count: batch, adam: adam))
         step(plain, t)
         plain.backward(count: batch)
-        #expect(AdamUpdate.apply(adam, w: plain.weights, g: plain.gradients, m: plain.moment1, v: plain.moment2!, count: count))
-        for (name, a, b) in [("weights", fused.weights, plain.weights), ("moment1", fused.moment1, plain.moment1),
-                             ("moment2", fused.moment2!, plain.moment2!)] {
+        #expect(AdamUpdate.apply(adam, w: plain.weights, g: plain.parameters.gradients, m: plain.parameters.moment1, v: plain.parameters.moment2!, count: count))
+        for (name, a, b) in [("weights", fused.weights, plain.weights), ("moment1", fused.parameters.moment1, plain.parameters.moment1),
+                             ("moment2", fused.parameters.moment2!, plain.parameters.moment2!)] {
             let first = (0..<count).first { a[$0].bitPattern != b[$0].bitPattern }
             #expect(first == nil, "step \(t): \(name) differ first at \(first ?? -1)")
         }
         // The fused step stores every gradient but the dense weights' (those go straight into Adam).
-        for tensor in plain.tensors {
+        for tensor in plain.parameters.tensors {
             if case .denseWeight = tensor.kind { continue }
-            let first = (tensor.offset..<(tensor.offset + tensor.count)).first { fused.gradients[$0].bitPattern != plain.gradients[$0].bitPattern }
+            let first = (tensor.offset..<(tensor.offset + tensor.count)).first { fused.parameters.gradients[$0].bitPattern != plain.parameters.gradients[$0].bitPattern }
             #expect(first == nil, "step \(t): \(tensor.name)'s gradient differs first at \(first ?? -1)")
         }
     }

@@ -15,7 +15,7 @@ private func train(_ net: Network) -> [UInt32] {
         _ = net.lossAndGradient(count: net.capacity)
         _ = net.backward(count: net.capacity, adam: AdamStep(lr: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, t: step))
     }
-    return (0..<net.parameterCount).map { net.weights[$0].bitPattern }
+    return (0..<net.parameters.count).map { net.weights[$0].bitPattern }
 }
 
 private let spec = "conv(16,3) relu maxpool(2) conv(16,3) relu fc(64) relu dropout(0.5) fc(10)"
@@ -34,10 +34,10 @@ private func network(threads: Int, numa: Numa = .shared) throws -> Network {
         return placed.filter { $0.start >= lo && $0.start < hi }.map { (((($0.start - lo) / 4))..<((($0.start - lo) + $0.bytes) / 4), $0.node) }
     }
     // fc1 (256 -> 64): its rows (whole register tiles) half on each node, in W, m, v and the gradient.
-    let fc1 = try #require(net.tensors.first { $0.name == "fc1.weight" })
+    let fc1 = try #require(net.parameters.tensors.first { $0.name == "fc1.weight" })
     let half = (256 / Gemm.mr + 1) / 2 * Gemm.mr
-    for buffer in [net.weights, net.moment1, net.moment2!, net.gradients] {
-        let fc1Parts = parts(of: buffer, floats: net.parameterCount).filter { $0.0.lowerBound >= fc1.offset && $0.0.lowerBound < fc1.offset + fc1.count }
+    for buffer in [net.weights, net.parameters.moment1, net.parameters.moment2!, net.parameters.gradients] {
+        let fc1Parts = parts(of: buffer, floats: net.parameters.count).filter { $0.0.lowerBound >= fc1.offset && $0.0.lowerBound < fc1.offset + fc1.count }
         #expect(fc1Parts.map(\.1) == [0, 1])
         #expect(fc1Parts.first?.0.lowerBound == fc1.offset)
         #expect(fc1Parts.last?.0.upperBound == fc1.offset + fc1.count)

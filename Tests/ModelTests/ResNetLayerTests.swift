@@ -24,7 +24,7 @@ private func fill(_ net: Network, batch: Int, seed: UInt64) {
     fill(net, batch: batch, seed: 3)
     var r = SplitMix64(seed: 4)
     // γ and β away from 1 and 0, so that their gradients flow through generic values.
-    for t in net.tensors where t.name.hasPrefix("bn") || t.name.hasSuffix(".bias") {
+    for t in net.parameters.tensors where t.name.hasPrefix("bn") || t.name.hasSuffix(".bias") {
         for j in 0..<t.count { net.weights[t.offset + j] = Float(r.nextUnit() * 0.4 + (t.name.hasSuffix("weight") ? 0.8 : -0.2)) }
     }
     net.forward(count: batch, training: true)
@@ -32,20 +32,20 @@ private func fill(_ net: Network, batch: Int, seed: UInt64) {
     net.backward(count: batch)
     let ref = ReferenceNet(spec: spec, input: input)
     let labels = (0..<batch).map { Int(net.labels[$0]) }
-    var w = (0..<net.parameterCount).map { Double(net.weights[$0]) }
+    var w = (0..<net.parameters.count).map { Double(net.weights[$0]) }
     let x = (0..<(batch * input.count)).map { Double(net.input[$0]) }
-    func refLoss() -> Double { ref.loss(weights: w, tensors: net.tensors, x: x, labels: labels, training: true, step: 0, seed: 0).loss }
+    func refLoss() -> Double { ref.loss(weights: w, tensors: net.parameters.tensors, x: x, labels: labels, training: true, step: 0, seed: 0).loss }
     #expect(abs(Double(loss) - refLoss()) < 1e-5 * max(1, refLoss()))
     let h = 1e-6
     var worst = 0.0, worstName = ""
-    for t in net.tensors {
+    for t in net.parameters.tensors {
         for j in 0..<t.count {
             let i = t.offset + j, keep = w[i]
             w[i] = keep + h; let up = refLoss()
             w[i] = keep - h; let down = refLoss()
             w[i] = keep
-            let fd = (up - down) / (2 * h), err = abs(Double(net.gradients[i]) - fd) / max(1e-2, abs(fd))
-            if err > worst { worst = err; worstName = "\(t.name)[\(j)] analytic \(net.gradients[i]) fd \(fd)" }
+            let fd = (up - down) / (2 * h), err = abs(Double(net.parameters.gradients[i]) - fd) / max(1e-2, abs(fd))
+            if err > worst { worst = err; worstName = "\(t.name)[\(j)] analytic \(net.parameters.gradients[i]) fd \(fd)" }
         }
     }
     #expect(worst < 1e-3, "worst: \(worstName)")
@@ -59,12 +59,12 @@ func evalUsesTheRunningStatistics(_ text: String, _ c: Int) throws {
     let spec = try ModelSpec(parsing: text)
     let input = Shape(h: 6, w: 6, c: 2), batch = 5
     let net = try Network(spec: spec, input: input, classes: 4, capacity: batch, threads: 2, seed: 2)
-    let bn1 = try #require(net.stateTensors.first { $0.name == "bn1.running_mean" }).offset
-    #expect((0..<c).allSatisfy { net.state[bn1 + $0] == 0 && net.state[bn1 + c + $0] == 1 })
+    let bn1 = try #require(net.state.tensors.first { $0.name == "bn1.running_mean" }).offset
+    #expect((0..<c).allSatisfy { net.state.values[bn1 + $0] == 0 && net.state.values[bn1 + c + $0] == 1 })
     // One training pass from fresh statistics: running = 0.1 · the batch's mean, 0.9 + 0.1 · its unbiased variance.
     fill(net, batch: batch, seed: 1)
     net.forward(count: batch, training: true)
-    let w1 = try #require(net.tensors.first { $0.name == "conv1.weight" })
+    let w1 = try #require(net.parameters.tensors.first { $0.name == "conv1.weight" })
     let weights = (0..<w1.count).map { Double(net.weights[w1.offset + $0]) }[...]
     let conv = (0..<batch).flatMap { s in
         Reference.conv(Window(inH: 6, inW: 6, channels: 2, kernel: 3, stride: 1, same: true),
@@ -75,21 +75,21 @@ func evalUsesTheRunningStatistics(_ text: String, _ c: Int) throws {
     for ch in 0..<c {
         let values = stride(from: ch, to: conv.count, by: c).map { conv[$0] }
         let mean = values.reduce(0, +) / m, unbiased = values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / (m - 1)
-        #expect(abs(Double(net.state[bn1 + ch]) - 0.1 * mean) < 1e-6)
-        #expect(abs(Double(net.state[bn1 + c + ch]) - (0.9 + 0.1 * unbiased)) < 1e-5)
+        #expect(abs(Double(net.state.values[bn1 + ch]) - 0.1 * mean) < 1e-6)
+        #expect(abs(Double(net.state.values[bn1 + c + ch]) - (0.9 + 0.1 * unbiased)) < 1e-5)
     }
-    #expect(net.state[bn1 + 2 * c] == 1)  // num_batches_tracked
+    #expect(net.state.values[bn1 + 2 * c] == 1)  // num_batches_tracked
     for step in 2...4 { fill(net, batch: batch, seed: UInt64(step)); net.forward(count: batch, training: true) }
-    #expect(net.state[bn1 + 2 * c] == 4)
+    #expect(net.state.values[bn1 + 2 * c] == 4)
     fill(net, batch: batch, seed: 9)
     net.forward(count: batch, training: false)
     let ref = ReferenceNet(spec: spec, input: input).loss(
-        weights: (0..<net.parameterCount).map { Double(net.weights[$0]) }, tensors: net.tensors,
+        weights: (0..<net.parameters.count).map { Double(net.weights[$0]) }, tensors: net.parameters.tensors,
         x: (0..<(batch * input.count)).map { Double(net.input[$0]) }, labels: Array(repeating: 0, count: batch),
-        training: false, step: 0, seed: 0, state: (0..<net.stateCount).map { Double(net.state[$0]) }, stateTensors: net.stateTensors)
+        training: false, step: 0, seed: 0, state: (0..<net.state.count).map { Double(net.state.values[$0]) }, stateTensors: net.state.tensors)
     for s in 0..<batch { for j in 0..<4 { #expect(abs(Double(net.logits[s * 4 + j]) - ref.logits[s][j]) < 1e-5) } }
     // Eval leaves the statistics alone.
-    #expect(net.state[bn1 + 2 * c] == 4)
+    #expect(net.state.values[bn1 + 2 * c] == 4)
 }
 
 /// The same step at 1..16 threads: gradients, weights after the fused optimizer step and the
@@ -107,9 +107,9 @@ func resNetStagesAreIndependentOfThreads(_ threads: Int, _ precision: Precision)
             net.forward(count: 13, training: true, step: step, seed: 2)
             _ = net.lossAndGradient(count: 13)
             #expect(net.backward(count: 13, adam: AdamStep(lr: 1e-2, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, t: step)))
-            bits += (0..<net.parameterCount).map { net.gradients[$0].bitPattern }
+            bits += (0..<net.parameters.count).map { net.parameters.gradients[$0].bitPattern }
         }
-        bits += (0..<net.parameterCount).map { net.weights[$0].bitPattern } + (0..<net.stateCount).map { net.state[$0].bitPattern }
+        bits += (0..<net.parameters.count).map { net.weights[$0].bitPattern } + (0..<net.state.count).map { net.state.values[$0].bitPattern }
         net.forward(count: 13, training: false)
         return bits + (0..<130).map { net.logits[$0].bitPattern }
     }
@@ -168,7 +168,7 @@ func batchNormAndGlobalPoolingMisusesAreRefused(_ c: (String, String)) {
     // Identity and projection shortcuts, with their parameters' names.
     let ok = try Network(spec: try ModelSpec(parsing: "res(conv(4,3)) res(conv(8,3,2) relu conv(8,3)) relu gap fc(10)"),
                          input: Shape(h: 8, w: 8, c: 4), classes: 10, capacity: 2, threads: 1, seed: 1)
-    #expect(ok.tensors.map(\.name) == ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "conv3.weight", "conv3.bias",
+    #expect(ok.parameters.tensors.map(\.name) == ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "conv3.weight", "conv3.bias",
                                        "res2.proj.weight", "res2.proj.bias", "fc1.weight", "fc1.bias"])
     #expect(ok.stageNames == ["res begin", "conv 3x3 4->4", "res end", "res begin", "conv 3x3 4->8 +relu", "conv 3x3 8->8",
                               "res end +relu proj 1x1/2 4->8", "gap 16 positions", "fc 8->10"])
@@ -189,10 +189,10 @@ private func recordedSteps(_ spec: String, split: Int, seed: UInt64, job: String
         net.forward(count: n, training: true)
         _ = net.lossAndGradient(count: n)
         #expect(net.backward(count: n, adam: AdamStep(lr: 1e-2, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, t: step)))
-        bits += (0..<net.parameterCount).map { net.gradients[$0].bitPattern }
+        bits += (0..<net.parameters.count).map { net.parameters.gradients[$0].bitPattern }
     }
     net.pool.recorder = nil
-    bits += (0..<net.parameterCount).map { net.weights[$0].bitPattern } + (0..<net.stateCount).map { net.state[$0].bitPattern }
+    bits += (0..<net.parameters.count).map { net.weights[$0].bitPattern } + (0..<net.state.count).map { net.state.values[$0].bitPattern }
     return (bits, recorder.regions.filter { $0.job == job }.count)
 }
 

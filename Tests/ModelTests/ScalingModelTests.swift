@@ -67,7 +67,7 @@ func recordingAStepChangesNoBit(_ split: Int) throws {
         net.forward(count: 13, training: true, step: 1, seed: 2)
         _ = net.lossAndGradient(count: 13)
         _ = net.backward(count: 13, adam: AdamStep(lr: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, t: 1))
-        return ((0..<net.parameterCount).map { net.weights[$0].bitPattern }, recorder)
+        return ((0..<net.parameters.count).map { net.weights[$0].bitPattern }, recorder)
     }
     let (plain, _) = try run(record: false)
     let (recorded, recorder) = try run(record: true)

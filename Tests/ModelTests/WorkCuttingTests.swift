@@ -26,7 +26,7 @@ func twoSteps(threads: Int, split: Int, recorder: RegionRecorder? = nil, precisi
         _ = net.backward(count: n, adam: AdamStep(lr: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, t: step))
     }
     net.pool.recorder = nil
-    return (0..<net.parameterCount).map { net.weights[$0].bitPattern }
+    return (0..<net.parameters.count).map { net.weights[$0].bitPattern }
 }
 
 @Test(arguments: [2, 3])

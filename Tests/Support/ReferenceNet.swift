@@ -15,7 +15,7 @@ public struct ReferenceNet {
     /// Batch norm's epsilon, as PyTorch's default.
     public static let epsilon = 1e-5
 
-    /// The mean loss and each sample's logits. `state` (named as `Network.stateTensors`) holds the
+    /// The mean loss and each sample's logits. `state` (named as `Network.state.tensors`) holds the
     /// running statistics that batch norm uses when not `training`.
     public func loss(weights w: [Double], tensors: [ParameterTensor], x: [Double], labels: [Int],
                      training: Bool, step: Int, seed: UInt64,

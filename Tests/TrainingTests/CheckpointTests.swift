@@ -10,14 +10,14 @@ func bits(_ p: UnsafeMutablePointer<Float>, _ n: Int) -> [UInt32] { (0..<n).map 
 @Test func torchLayoutRoundTripsAndMatchesPyTorchIndexing() throws {
     let spec = try ModelSpec(parsing: "conv(3,2) relu maxpool(2) conv(4,3,pad=valid,bias=false) bn relu fc(5) bn relu fc(10)")
     let net = try Network(spec: spec, input: Shape(h: 9, w: 8, c: 2), classes: 10, capacity: 1, threads: 1, seed: 3)
-    #expect(net.tensors.map(\.name) == ["conv1.weight", "conv1.bias", "conv2.weight", "bn1.weight", "bn1.bias", "fc1.weight", "fc1.bias",
+    #expect(net.parameters.tensors.map(\.name) == ["conv1.weight", "conv1.bias", "conv2.weight", "bn1.weight", "bn1.bias", "fc1.weight", "fc1.bias",
                                         "bn2.weight", "bn2.bias", "fc2.weight", "fc2.bias"])
-    #expect(net.stateTensors.map(\.name) == ["bn1.running_mean", "bn1.running_var", "bn1.num_batches_tracked",
+    #expect(net.state.tensors.map(\.name) == ["bn1.running_mean", "bn1.running_var", "bn1.num_batches_tracked",
                                              "bn2.running_mean", "bn2.running_var", "bn2.num_batches_tracked"])
-    for t in net.stateTensors {
-        #expect(Checkpoint.torchLayout(t, net.state + t.offset).shape == (t.name.hasSuffix("tracked") ? [] : [t.count]))
+    for t in net.state.tensors {
+        #expect(Checkpoint.torchLayout(t, net.state.values + t.offset).shape == (t.name.hasSuffix("tracked") ? [] : [t.count]))
     }
-    for t in net.tensors {
+    for t in net.parameters.tensors {
         let (shape, v) = Checkpoint.torchLayout(t, net.weights + t.offset)
         var back = [Float](repeating: .nan, count: t.count)
         Checkpoint.fromTorchLayout(t, v, into: &back)
@@ -76,13 +76,13 @@ private func checkResume(_ spec: String, _ threads: (Int, Int)) throws {
     try Checkpoint.restore(second.network, from: tensors, path: "ck", optimizer: first.checkpointState)
     second.restore(step: state.step)
     for _ in 0..<12 { second.trainStep() }
-    let n = whole.network.parameterCount
+    let n = whole.network.parameters.count
     #expect(firstDifference(bits(whole.network.weights, n), bits(second.network.weights, n)) == nil)
-    #expect(firstDifference(bits(whole.network.moment1, n), bits(second.network.moment1, n)) == nil)
-    #expect(firstDifference(bits(whole.network.moment2!, n), bits(second.network.moment2!, n)) == nil)
-    let k = whole.network.stateCount
-    #expect(firstDifference(bits(whole.network.state, k), bits(second.network.state, k)) == nil)
-    if k > 0 { #expect(whole.network.state[whole.network.stateTensors[2].offset] == 24) }  // bn1.num_batches_tracked
+    #expect(firstDifference(bits(whole.network.parameters.moment1, n), bits(second.network.parameters.moment1, n)) == nil)
+    #expect(firstDifference(bits(whole.network.parameters.moment2!, n), bits(second.network.parameters.moment2!, n)) == nil)
+    let k = whole.network.state.count
+    #expect(firstDifference(bits(whole.network.state.values, k), bits(second.network.state.values, k)) == nil)
+    if k > 0 { #expect(whole.network.state.values[whole.network.state.tensors[2].offset] == 24) }  // bn1.num_batches_tracked
 }
 
 func safetensorsBytes(header: String, data: [UInt8]) -> [UInt8] {
@@ -192,19 +192,19 @@ func malformedSafetensorsAreRefused(_ c: (String, [UInt8], String)) {
     c.spec = try ModelSpec(parsing: "conv(4,3) relu maxpool(2) fc(10)"); c.batch = 40; c.threads = 2
     c.optimizer.kind = .sgd; c.optimizer.lr = 0.05; c.optimizer.momentum = 0.9; c.optimizer.weightDecay = 1e-3
     let first = try Trainer(config: c, data: data)
-    #expect(first.network.moment2 == nil)
+    #expect(first.network.parameters.moment2 == nil)
     for _ in 0..<5 { first.trainStep() }
     try Checkpoint.save(first.network, state: first.checkpointState, to: dir + "/v3.st")
     let (tensors, metadata) = try Safetensors.read(dir + "/v3.st")
     #expect(metadata["format_version"] == "3")
-    #expect(tensors.keys.filter { $0.hasPrefix("sgd.momentum_buffer.") }.count == first.network.tensors.count)
+    #expect(tensors.keys.filter { $0.hasPrefix("sgd.momentum_buffer.") }.count == first.network.parameters.tensors.count)
     #expect(!tensors.keys.contains { $0.hasPrefix("adam.") })
     // The same state as version 2 wrote it.
     var old: [SafetensorsTensor] = tensors.values.map { t in
         t.name.hasPrefix("sgd.momentum_buffer.")
             ? SafetensorsTensor(name: "adam.m." + t.name.dropFirst("sgd.momentum_buffer.".count), shape: t.shape, values: t.values) : t
     }
-    old += first.network.tensors.map { t in
+    old += first.network.parameters.tensors.map { t in
         let like = tensors[t.name]!
         return SafetensorsTensor(name: "adam.v." + t.name, shape: like.shape, values: [Float](repeating: 0, count: like.values.count))
     }
@@ -215,7 +215,7 @@ func malformedSafetensorsAreRefused(_ c: (String, [UInt8], String)) {
         let second = try Trainer(config: try TrainConfig(resuming: state), data: data)
         try Checkpoint.restore(second.network, from: saved, path: file, optimizer: state)
         second.restore(step: state.step)
-        #expect(bits(second.network.moment1, second.network.parameterCount) == bits(first.network.moment1, first.network.parameterCount))
+        #expect(bits(second.network.parameters.moment1, second.network.parameters.count) == bits(first.network.parameters.moment1, first.network.parameters.count))
         second.trainStep()
         try Checkpoint.save(second.network, state: second.checkpointState, to: dir + "/after-" + file)
     }

@@ -18,7 +18,7 @@ func train(_ data: Dataset, spec: String, threads: Int, batch: Int, steps: Int,
     let t = try Trainer(config: c, data: data)
     let losses = (0..<steps).map { _ in t.trainStep().bitPattern }
     let w = t.network.weights
-    return ((0..<t.network.parameterCount).map { w[$0].bitPattern }, losses)
+    return ((0..<t.network.parameters.count).map { w[$0].bitPattern }, losses)
 }
 
 /// The first index where two bit-pattern arrays differ (nil when equal). Comparing with `==`

@@ -15,7 +15,7 @@ private func trainer(_ data: Dataset, spec: String, threads: Int, steps: Int) th
 }
 
 private func weightBits(_ t: Trainer) -> [UInt32] {
-    (0..<t.network.parameterCount).map { t.network.weights[$0].bitPattern }
+    (0..<t.network.parameters.count).map { t.network.weights[$0].bitPattern }
 }
 
 /// Fashion-MNIST's test set written as a PNG folder (class folders c0 ... c9, files numbered in

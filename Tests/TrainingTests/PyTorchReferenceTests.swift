@@ -57,10 +57,10 @@ private func compareWithPyTorch(_ file: String, threads: Int) throws {
     let input = try tensor("input"), n = input.shape[0]
     let net = try Network(spec: spec, input: Shape(h: input.shape[1], w: input.shape[2], c: input.shape[3]), classes: 10,
                           capacity: n, threads: threads, seed: 1)
-    let fresh = (0..<net.stateCount).map { net.state[$0] }  // running statistics of a new module
-    #expect(net.tensors.map(\.name).sorted() == ref.keys.filter { $0.hasPrefix("weights.") }.map { String($0.dropFirst(8)) }.sorted())
-    #expect(net.stateTensors.map(\.name).sorted() == ref.keys.filter { $0.hasPrefix("state.step3.") }.map { String($0.dropFirst(12)) }.sorted())
-    for t in net.tensors {
+    let fresh = (0..<net.state.count).map { net.state.values[$0] }  // running statistics of a new module
+    #expect(net.parameters.tensors.map(\.name).sorted() == ref.keys.filter { $0.hasPrefix("weights.") }.map { String($0.dropFirst(8)) }.sorted())
+    #expect(net.state.tensors.map(\.name).sorted() == ref.keys.filter { $0.hasPrefix("state.step3.") }.map { String($0.dropFirst(12)) }.sorted())
+    for t in net.parameters.tensors {
         let w = try tensor("weights." + t.name)
         try #require(w.values.count == t.count, "\(t.name): \(w.values.count) values for \(t.count) parameters")
         for i in 0..<t.count { net.weights[t.offset + i] = w.values[i] }
@@ -70,7 +70,7 @@ private func compareWithPyTorch(_ file: String, threads: Int) throws {
 
     // The paths this test is about.
     let names = net.stageNames
-    if net.stateCount == 0 {
+    if net.state.count == 0 {
         #expect(names.contains { $0.hasPrefix("conv 3x3 1->16") })
         #expect(names.contains { $0.hasPrefix("conv 3x3 16->16") && $0.hasSuffix("direct") })
         #expect(names.filter { $0.hasPrefix("conv 3x3 16->16") && !$0.hasSuffix("direct") }.count == 1)
@@ -94,7 +94,7 @@ private func compareWithPyTorch(_ file: String, threads: Int) throws {
     let loss = net.lossAndGradient(count: n)
     try within([loss], "loss", ref, "loss")
     net.backward(count: n)
-    for t in net.tensors { try within(net.gradients + t.offset, "grad." + t.name, ref, "gradient of \(t.name)") }
+    for t in net.parameters.tensors { try within(net.parameters.gradients + t.offset, "grad." + t.name, ref, "gradient of \(t.name)") }
     /// What k steps carry of a gradient's allowed difference Δg into the weights (only where the
     /// reference measured its conditioning; the first network's gradients are accurate enough for
     /// the plain bound): Adam moves w by lr·m̂/(√v̂ + ε), which changes by at most Δg/ε when the
@@ -123,28 +123,28 @@ private func compareWithPyTorch(_ file: String, threads: Int) throws {
          { t in .sgd(SGDStep(lr: sgdLR * cosine.factor(step: t, warmup: 0), momentum: momentum, weightDecay: sgdDecay)) }),
     ]
     for run in runs {
-        for t in net.tensors {
+        for t in net.parameters.tensors {
             let w = try tensor("weights." + t.name)
             for i in 0..<t.count { net.weights[t.offset + i] = w.values[i] }
         }
-        net.moment1.update(repeating: 0, count: net.parameterCount)
-        net.moment2!.update(repeating: 0, count: net.parameterCount)
-        for i in fresh.indices { net.state[i] = fresh[i] }
+        net.parameters.moment1.update(repeating: 0, count: net.parameters.count)
+        net.parameters.moment2!.update(repeating: 0, count: net.parameters.count)
+        for i in fresh.indices { net.state.values[i] = fresh[i] }
         for step in 1...3 {
             net.forward(count: n, training: true)
             _ = net.lossAndGradient(count: n)
             #expect(net.backward(count: n, optimizer: run.step(step)))
             if step == 1 || step == 3 {
-                for t in net.tensors {
+                for t in net.parameters.tensors {
                     let carried = try carriedThroughSteps(t.name, prefix: run.prefix, steps: step, rate: run.rate, sgd: run.prefix == "sgd_")
                     try within(net.weights + t.offset, "\(run.prefix)step\(step)." + t.name, ref, "\(t.name) after \(step) \(run.name) steps",
                                carried: carried)
                 }
             }
         }
-        if run.prefix.isEmpty && net.stateCount > 0 {
+        if run.prefix.isEmpty && net.state.count > 0 {
             // Batch norm's running statistics after the 3 steps, and eval mode's logits with them.
-            for t in net.stateTensors { try within(net.state + t.offset, "state.step3." + t.name, ref, "\(t.name) after 3 Adam steps") }
+            for t in net.state.tensors { try within(net.state.values + t.offset, "state.step3." + t.name, ref, "\(t.name) after 3 Adam steps") }
             net.forward(count: n, training: false)
             try within(net.logits, "eval_logits.step3", ref, "eval-mode logits after 3 Adam steps")
         }

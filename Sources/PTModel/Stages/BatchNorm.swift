@@ -103,17 +103,17 @@ struct BatchNormStage: Stage {
     }
 
     func initialize(_ net: Network, _ rng: inout SplitMix64) {
-        (net.weightBuffer + weight).update(repeating: 1, count: channels)
-        (net.state + state).update(repeating: 0, count: channels)
-        (net.state + state + channels).update(repeating: 1, count: channels)
-        net.state[state + 2 * channels] = 0
+        (net.parameters.values + weight).update(repeating: 1, count: channels)
+        (net.state.values + state).update(repeating: 0, count: channels)
+        (net.state.values + state + channels).update(repeating: 1, count: channels)
+        net.state.values[state + 2 * channels] = 0
     }
 
     /// A pass's job, normalising with training's statistics or, `eval`, the running ones.
     private func job(_ mode: BatchNormJob.Mode, _ pass: StagePass, _ net: Network, eval: Bool = false) -> BatchNormJob {
         BatchNormJob(mode: mode, positions: positions, channels: channels, relu: appliedRelu, io: pass.io, sums: sums,
                      mean: stat(eval ? .evalMean : .mean), invstd: stat(eval ? .evalInvstd : .invstd),
-                     scale: stat(eval ? .evalScale : .scale), shift: net.weightBuffer + bias,
+                     scale: stat(eval ? .evalScale : .scale), shift: net.parameters.values + bias,
                      meanDy: stat(.meanDy), meanDyXhat: stat(.meanDyXhat),
                      shortcut: mode == .normalize ? shortcut.map { net.activations.io[$0.begin].x } : nil)
     }
@@ -132,9 +132,9 @@ struct BatchNormStage: Stage {
     }
 
     func forward(_ net: Network, _ pass: StagePass) {
-        let c = channels, W = net.weightBuffer, pool = net.pool
+        let c = channels, W = net.parameters.values, pool = net.pool
         if !pass.training {
-            let mean = stat(.evalMean), invstd = stat(.evalInvstd), scale = stat(.evalScale), running = net.state + state
+            let mean = stat(.evalMean), invstd = stat(.evalInvstd), scale = stat(.evalScale), running = net.state.values + state
             for ch in 0..<c {
                 mean[ch] = running[ch]
                 invstd[ch] = 1 / (running[c + ch] + Self.epsilon).squareRoot()
@@ -151,7 +151,7 @@ struct BatchNormStage: Stage {
         pool.run(range: pass.samples, job(.squares, pass, net))
         gatherSums(net, batch: n)
         batchMean(column: c, batch: n, over: m, into: variance)
-        let running = net.state + state, k = Self.momentum
+        let running = net.state.values + state, k = Self.momentum
         // PyTorch's running variance is the unbiased one.
         precondition(m > 1, "batch norm over one value a channel (Trainer refuses such a batch)")
         let unbiased = m / (m - 1)
@@ -176,10 +176,10 @@ struct BatchNormStage: Stage {
             let lo = k * n / shards, hi = (k + 1) * n / shards, part = partials + k * width
             Elementwise.sumInOrder(sums + lo * width + c, count: hi - lo, stride: width, length: c, into: part)  // Σ dy·x̂
             Elementwise.sumInOrder(sums + lo * width, count: hi - lo, stride: width, length: c, into: part + c)  // Σ dy
-            if inConvStack { (net.shardGradients + k * net.convParams + weight).update(from: part, count: width) }
+            if inConvStack { (net.parameters.shardGradients + k * net.parameters.convCount + weight).update(from: part, count: width) }
         }
         Elementwise.sumInOrder(partials, count: shards, stride: width, length: width, into: totals)
-        if !inConvStack { (net.gradients + weight).update(from: totals, count: width) }
+        if !inConvStack { (net.parameters.gradients + weight).update(from: totals, count: width) }
         guard pass.needsInputGradient else { return }
         let meanDy = stat(.meanDy), meanDyXhat = stat(.meanDyXhat)
         for ch in 0..<c { meanDyXhat[ch] = totals[ch] / m; meanDy[ch] = totals[c + ch] / m }

@@ -158,13 +158,13 @@ struct ConvStage: Stage {
 
     func initialize(_ net: Network, _ rng: inout SplitMix64) {
         let fanIn = window.patch
-        drawWeights(net.weightBuffer + weight, count: fanIn * cout, fanIn: fanIn, fanOut: window.kernel * window.kernel * cout, relu: relu, &rng)
+        drawWeights(net.parameters.values + weight, count: fanIn * cout, fanIn: fanIn, fanOut: window.kernel * window.kernel * cout, relu: relu, &rng)
     }
 
     /// A sample at a time (or a part of one): its im2col is built in the worker's scratch and used
     /// from cache. The weights are packed (or transformed) once first.
     func forward(_ net: Network, _ pass: StagePass) {
-        let pool = net.pool, W = net.weightBuffer
+        let pool = net.pool, W = net.parameters.values
         switch path {
         case .winograd:
             let pairs = window.channels * cout
@@ -194,16 +194,16 @@ struct ConvStage: Stage {
         let wt = pass.needsInputGradient ? packedWt : nil
         if let wt, path == .direct {
             // (In bf16, from the weights the forward pass rounded.)
-            let w = precision.isBF16 ? packedW! : net.weightBuffer + weight
+            let w = precision.isBF16 ? packedW! : net.parameters.values + weight
             pool.run(items: 1, FlipTransposeJob(w: w, cin: window.channels, cout: cout, into: wt))
         } else if let wt, path != .winograd {  // (a Winograd conv packed its Uᵀ in the forward pass)
-            let pack = PackBJob(k: cout, n: window.patch, b: .transposed(net.weightBuffer + weight, cols: cout), into: wt,
+            let pack = PackBJob(k: cout, n: window.patch, b: .transposed(net.parameters.values + weight, cols: cout), into: wt,
                                 workers: pool.splitCount, precision: precision)
             pool.run(items: pack.items, pack)
         }
         let shards = Network.shardCount(batch: n), mine = net.shards(batch: n, rank: net.group.rank)
         let parts = net.convParts(pass.index, self, batch: n, backward: true)
-        let io = pass.io, g = net.shardGradients
+        let io = pass.io, g = net.parameters.shardGradients
         let bn = parts.count == 1 ? batchNorm : nil, bnBefore = parts.count == 1 && wt != nil ? inputBatchNorm : nil
         let shortcut = residualBegin.flatMap { b -> UnsafeMutablePointer<Float>? in
             guard let begin = net.stages[b] as? ResidualBeginStage, begin.addedByFirstConv(net, index: b, batch: n) else { return nil }
@@ -211,7 +211,7 @@ struct ConvStage: Stage {
         }
         pool.run(range: (mine.lowerBound * parts.count)..<(mine.upperBound * parts.count), ConvBackwardJob(
             c: self, x: io.x, y: io.y, dy: io.dy, dx: wt == nil ? nil : io.dx, wt: wt, scratch: net.scratchLayout, samples: n,
-            shards: shards, gw: g + weight, gb: bias.map { g + $0 }, shardStride: net.convParams, parts: parts,
+            shards: shards, gw: g + weight, gb: bias.map { g + $0 }, shardStride: net.parameters.convCount, parts: parts,
             batchNorm: bn, bnDy: bn.map { net.activations.io[$0.index].dy },
             inputBatchNorm: bnBefore, inputBN: bnBefore.map { net.activations.io[$0.index] }, shortcutGradient: shortcut,
             pool: pool))

@@ -94,12 +94,12 @@ struct DenseStage: Stage {
     }
 
     func initialize(_ net: Network, _ rng: inout SplitMix64) {
-        drawWeights(net.weightBuffer + weight, count: inputs * outputs, fanIn: inputs, fanOut: outputs, relu: relu, &rng)
+        drawWeights(net.parameters.values + weight, count: inputs * outputs, fanIn: inputs, fanOut: outputs, relu: relu, &rng)
     }
 
     /// One GEMM over the whole batch, split by output tiles; under mpirun, a chain along the ranks.
     func forward(_ net: Network, _ pass: StagePass) {
-        let n = pass.count, x = pass.io.x, y = pass.io.y, W = net.weightBuffer
+        let n = pass.count, x = pass.io.x, y = pass.io.y, W = net.parameters.values
         if net.group.size > 1 { chainedForward(net, count: n, x: x, y: y); return }
         var job = GemmJob(m: n, n: outputs, k: inputs, a: .rowMajor(x, cols: inputs),
                           b: .rowMajor(W + weight, cols: outputs), c: y, ldc: outputs,
@@ -138,12 +138,12 @@ struct DenseStage: Stage {
         // rows. Each row is the same chain of sums whichever rank computes it.
         let rowTiles = ownedTiles(rank: group.rank, of: group.size)
         let parts = DenseUpdateJob.parts(tiles: rowTiles, unit: tileUnit, workers: pool.splitCount)
-        let sums = ColumnSumJob(m: dy, rows: n, cols: outputs, out: net.gradients + (bias ?? 0))
+        let sums = ColumnSumJob(m: dy, rows: n, cols: outputs, out: net.parameters.gradients + (bias ?? 0))
         let sumChunks = bias == nil ? 0 : sums.chunks(workers: pool.splitCount)
         let update = DenseUpdateJob(
             inputs: inputs, outputs: outputs, batch: n, x: x, dy: dy, packedDy: packedDyRows,
             packedDyT: packedDyT, dxT: packedDyT == nil ? nil : inputGradT, paddedBatch: np,
-            w: net.weightBuffer + weight, g: net.gradients + weight, m: net.moment1 + weight, v: net.moment2.map { $0 + weight },
+            w: net.parameters.values + weight, g: net.parameters.gradients + weight, m: net.parameters.moment1 + weight, v: net.parameters.moment2.map { $0 + weight },
             optimizer: optimizer, packedW: optimizer == nil ? nil : packedWeights,
             finite: net.finite.flags(slot: finiteSlot), tiles: rowTiles, unit: tileUnit, parts: parts, sums: sums,
             sumChunks: sumChunks, rows: net.scratchLayout.denseRows, precision: precision, pool: pool)
@@ -157,7 +157,7 @@ struct DenseStage: Stage {
         }
         if group.size > 1 {
             if packedDyT != nil, let dxT = inputGradT { gatherRows(net, dxT, width: np) }
-            if optimizer == nil { gatherRows(net, net.gradients + weight, width: outputs) }
+            if optimizer == nil { gatherRows(net, net.parameters.gradients + weight, width: outputs) }
         }
         if let dx, let dxT = inputGradT, packedDyT != nil {
             let transpose = TransposeOutJob(inputs: inputs, paddedBatch: np, samples: n, dxT: dxT, dx: dx)
@@ -204,9 +204,9 @@ struct DenseStage: Stage {
                 Elementwise.copy(rows: n, cols: c.count, from: part, fromStride: c.count, to: y + c.lowerBound, toStride: outputs)
             }
             net.pool.gemm(GemmJob(m: n, n: c.count, k: k1 - k0, a: .rowMajor(x + k0, cols: inputs),
-                                  b: .rowMajor(net.weightBuffer + weight + k0 * outputs + c.lowerBound, cols: outputs),
+                                  b: .rowMajor(net.parameters.values + weight + k0 * outputs + c.lowerBound, cols: outputs),
                                   c: y + c.lowerBound, ldc: outputs, accumulate: r > 0,
-                                  bias: r == last ? bias.map { UnsafePointer(net.weightBuffer + $0 + c.lowerBound) } : nil, relu: r == last && relu,
+                                  bias: r == last ? bias.map { UnsafePointer(net.parameters.values + $0 + c.lowerBound) } : nil, relu: r == last && relu,
                                   precision: precision))
             if r < last {
                 Elementwise.copy(rows: n, cols: c.count, from: y + c.lowerBound, fromStride: outputs, to: part, toStride: c.count)
