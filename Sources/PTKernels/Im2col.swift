@@ -234,21 +234,23 @@ public enum Im2col {
     }
 
     /// dx = col2im(dcol): every patch entry is added back to the pixel it came from. Each dx
-    /// element is gathered in one pass, from 0, in the order of the positions it came from (kh
-    /// then kw from the last tap back: ascending output row, then column), a vector of channels
-    /// at a time: the order a scatter in position order has, so its bits, with dx written once
-    /// (no zeroing pass, no read-modify-write of every pixel nine times).
+    /// element is gathered in one pass, from 0, in the order of the positions it came from
+    /// (ascending output row, then column), a vector of channels at a time: the order a scatter
+    /// in position order has, so its bits, with dx written once (no zeroing pass, no
+    /// read-modify-write of every pixel nine times).
     public static func backward(_ g: Window, dcol: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>) {
         let c = g.channels
         typealias V = SIMD16<Float>
         for ih in 0..<g.inH {
+            let rows = positions(ih, pad: g.padTop, count: g.outH, g)
             for iw in 0..<g.inW {
+                let cols = positions(iw, pad: g.padLeft, count: g.outW, g)
                 let out = dx + (ih &* g.inW &+ iw) &* c
                 var ch = 0
                 // 64 channels at a time: the taps' bookkeeping once for four vectors.
                 while ch &+ 64 <= c {
                     var s0 = V(), s1 = V(), s2 = V(), s3 = V()
-                    gather(g, ih, iw) { at in
+                    gather(g, ih, iw, rows, cols) { at in
                         let p = dcol + (at &+ ch)
                         s0 += loadV(p); s1 += loadV(p + 16); s2 += loadV(p + 32); s3 += loadV(p + 48)
                     }
@@ -257,13 +259,13 @@ public enum Im2col {
                 }
                 while ch &+ 16 <= c {
                     var sum = V()
-                    gather(g, ih, iw) { at in sum += loadV(dcol + (at &+ ch)) }
+                    gather(g, ih, iw, rows, cols) { at in sum += loadV(dcol + (at &+ ch)) }
                     storeV(sum, out + ch)
                     ch &+= 16
                 }
                 while ch < c {
                     var sum: Float = 0
-                    gather(g, ih, iw) { at in sum += dcol[at &+ ch] }
+                    gather(g, ih, iw, rows, cols) { at in sum += dcol[at &+ ch] }
                     out[ch] = sum
                     ch &+= 1
                 }
@@ -271,28 +273,31 @@ public enum Im2col {
         }
     }
 
-    /// Calls `add` with the offset in dcol of every patch entry that came from input pixel
-    /// (ih, iw), channel 0, in position order.
+    /// The output rows (or columns) whose taps read input row (column) `i`: from `lo` through
+    /// `hi` (empty when lo > hi). Tap = i + pad - position · stride.
     @inline(__always)
-    static func gather(_ g: Window, _ ih: Int, _ iw: Int, _ add: (Int) -> Void) {
+    static func positions(_ i: Int, pad: Int, count: Int, _ g: Window) -> (lo: Int, hi: Int) {
+        let top = i &+ pad, s = g.stride, first = top &- g.kernel &+ 1
+        if s == 1 { return (max(first, 0), min(top, count &- 1)) }
+        return (first <= 0 ? 0 : (first &+ s &- 1) / s, min(top / s, count &- 1))
+    }
+
+    /// Calls `add` with the offset in dcol of every patch entry that came from input pixel
+    /// (ih, iw), channel 0, in position order (ascending output row, then column).
+    @inline(__always)
+    static func gather(_ g: Window, _ ih: Int, _ iw: Int, _ rows: (lo: Int, hi: Int), _ cols: (lo: Int, hi: Int),
+                       _ add: (Int) -> Void) {
         let k = g.kernel, s = g.stride, c = g.channels
-        // The output row (column) whose tap kh (kw) reads input row ih (column iw), or -1.
-        @inline(__always) func position(_ r: Int, _ n: Int) -> Int {
-            if s == 1 { return r >= 0 && r < n ? r : -1 }
-            return r >= 0 && r % s == 0 && r / s < n ? r / s : -1
-        }
-        var kh = k &- 1
-        while kh >= 0 {
-            let oh = position(ih &+ g.padTop &- kh, g.outH)
-            if oh >= 0 {
-                var kw = k &- 1
-                while kw >= 0 {
-                    let ow = position(iw &+ g.padLeft &- kw, g.outW)
-                    if ow >= 0 { add(((oh &* g.outW &+ ow) &* k &* k &+ kh &* k &+ kw) &* c) }
-                    kw &-= 1
-                }
+        var oh = rows.lo
+        while oh <= rows.hi {
+            let kh = ih &+ g.padTop &- oh &* s
+            var ow = cols.lo
+            while ow <= cols.hi {
+                let kw = iw &+ g.padLeft &- ow &* s
+                add(((oh &* g.outW &+ ow) &* k &* k &+ kh &* k &+ kw) &* c)
+                ow &+= 1
             }
-            kh &-= 1
+            oh &+= 1
         }
     }
 }
