@@ -114,8 +114,8 @@ public enum FewChannelConv {
     }
 
     /// One output row's channels [co, co + W.count). Index arithmetic wraps (`&*`): the
-    /// sizes are checked where the window is made, and overflow checks in the tap loop cost
-    /// a third of its time.
+    /// sizes are checked where the window is made, and overflow checks were a third of
+    /// the tap loop's instructions.
     @inline(__always)
     static func forwardRow<C: Channels, W: Channels16>(_: C.Type, _: W.Type, _ g: Window, _ cout: Int, _ co: Int,
                                                  _ row: UnsafePointer<Float>, _ w: UnsafePointer<Float>,

@@ -8,7 +8,7 @@ extension Network {
     /// Parameters per slice of an optimizer job item.
     static let optimizerChunk = 1 << 14
 
-    /// Fills `gradients` with d(mean loss)/d(parameters) for the last forward pass.
+    /// Fills `parameters.gradients` with d(mean loss)/d(parameters) for the last forward pass.
     public func backward(count n: Int) {
         lastBackwardFused = false
         backward(count: n, fused: nil)
@@ -19,7 +19,7 @@ extension Network {
     /// A dense layer's weights are updated inside its backward pass, a block of rows as soon as
     /// their gradient is known, from a block of gradient rows in the worker's scratch: fc1's 25.7 MB
     /// of weights is read from memory once instead of twice, and its gradient never goes to
-    /// memory. So `gradients` holds every gradient except the dense weights'. Returns false when a
+    /// memory. So `parameters.gradients` holds every gradient except the dense weights'. Returns false when a
     /// gradient was not finite (the update has been applied all the same; `nonFiniteGradient`
     /// names the first such tensor).
     public func backward(count n: Int, adam: AdamStep) -> Bool { backward(count: n, optimizer: .adam(adam)) }
@@ -74,7 +74,7 @@ extension Network {
     }
 
     /// The all-reduce of the conv gradients: each worker sums a slice of the parameters over the
-    /// shards in shard order 0, 1, 2, ... into `gradients` (elementwise, so the slicing across
+    /// shards in shard order 0, 1, 2, ... into `parameters.gradients` (elementwise, so the slicing across
     /// workers cannot change a bit). Under mpirun the sum is passed along the ranks in rank order
     /// (`chainedConvReduce`).
     func reduceConvGradients(count n: Int) {

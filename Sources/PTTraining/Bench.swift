@@ -49,7 +49,8 @@ private struct PeakProbeJob: ParallelJob, @unchecked Sendable {  // item i write
             _ = FMAPeak.spin(iterations: iterations, seed: Float(item))
             rates[item] = FMAPeak.flops(iterations: iterations) / Double(DispatchTime.now().uptimeNanoseconds - start)
         case let .bf16(path):
-            rates[item] = BF16Peak.gflops(path: path, tiles: path == .portable ? 20 : 2000)
+            // A few milliseconds on each path (one tile: 1.2 MFLOP).
+            rates[item] = BF16Peak.gflops(path: path, tiles: path == .amx ? 2000 : path == .avx512 ? 200 : 20)
         }
     }
 }
@@ -77,9 +78,10 @@ public enum Bench {
 
     /// The peak per core of `pool`'s workers running at once (GFLOP/s), measured just before a
     /// timed step. The machine's speed drifts (2x between minutes on a shared host), so a step is
-    /// set against the peak of its own moment, with as many cores busy as it has, and the row
-    /// reports the median of those ratios. The probe is the better of two, so a late-waking
-    /// worker does not lower the peak.
+    /// set against the peak of its own moment, with as many workers busy as it has, and the row
+    /// reports the median of those ratios. The probe is the better of two runs: the higher peak,
+    /// the stricter ratio. (With more threads than cores the workers share cores, and their rates
+    /// add up to about the cores'.)
     static func probePeak(_ pool: WorkerPool, precision: Precision, rates: UnsafeMutablePointer<Double>) -> Double {
         var best = 0.0
         for _ in 0..<2 {
@@ -120,11 +122,12 @@ public enum Bench {
             var modelRatios: [Double] = [], executedRatios: [Double] = []
             let rates = UnsafeMutablePointer<Double>.allocate(capacity: trainer.network.pool.count)
             defer { rates.deallocate() }
-            let net = trainer.network, perStep = Double(batch) / Double(group.size)  // this rank's samples
+            let net = trainer.network, perStep = Double(batch) / Double(group.size)  // a rank's share of the batch (ranks alike)
             let bytes0 = group.bytesReceived
             for _ in 0..<steps {
                 // Each rank measures its own cores; the job's peak is that times the ranks.
                 let peak = probePeak(net.pool, precision: precision, rates: rates)
+                group.barrier()  // so one rank's probe is not the others' wait in the step
                 let start = DispatchTime.now().uptimeNanoseconds, comm0 = group.nanos
                 trainer.trainStep()
                 let sec = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, commSec = Double(group.nanos - comm0) / 1e9
@@ -133,7 +136,10 @@ public enum Bench {
                 modelRatios.append(net.trainingFlopsPerSample * perStep / available)
                 executedRatios.append(net.executedFlopsPerSample * perStep / available)
             }
+            // The upper middle of an even count, as the step time has always been reported; a
+            // ratio falls as the time rises, so its median is the lower middle (the same step's).
             func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
+            func medianRatio(_ xs: [Double]) -> Double { xs.sorted()[(xs.count - 1) / 2] }
             let step = median(times)
             let sps = Double(batch) / step
             if base == nil { base = (sps, t) }
@@ -141,8 +147,8 @@ public enum Bench {
             let threadRatio = Double(t) / Double(base!.threads)
             let gflops = net.trainingFlopsPerSample * sps / 1e9
             let row = BenchRow(ranks: group.size, threads: t, medianStepSec: step, samplesPerSec: sps, speedup: speedup,
-                               efficiency: speedup / threadRatio, gflops: gflops, percentOfPeak: 100 * median(modelRatios),
-                               executedPercentOfPeak: 100 * median(executedRatios), peakPerCore: median(peaks),
+                               efficiency: speedup / threadRatio, gflops: gflops, percentOfPeak: 100 * medianRatio(modelRatios),
+                               executedPercentOfPeak: 100 * medianRatio(executedRatios), peakPerCore: median(peaks),
                                medianCommSec: median(comm), medianComputeSec: median(compute),
                                bytesPerStep: Double(group.bytesReceived - bytes0) / Double(steps))
             var line = String(format: "%7d  %10.1f  %9.0f  %7.2f  %9.0f%%  %7.1f  %6.1f%%  %6.1f%%  %9.1f", t, step * 1000, sps, speedup,
