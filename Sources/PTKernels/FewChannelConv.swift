@@ -46,6 +46,7 @@ public enum FewChannelConv {
         static var count: Int { get }
         init()
         init(_ p: UnsafePointer<Float>)
+        init(_ p: UnsafeMutablePointer<Float>)
         func store(_ p: UnsafeMutablePointer<Float>)
         /// self + x · w, each lane one FMA.
         func fma(_ x: Float, _ w: Self) -> Self
@@ -58,6 +59,7 @@ public enum FewChannelConv {
         static var count: Int { 32 }
         init() {}
         @inline(__always) init(_ p: UnsafePointer<Float>) { lo = V(p); hi = V(p + 16) }
+        @inline(__always) init(_ p: UnsafeMutablePointer<Float>) { self.init(UnsafePointer(p)) }
         @inline(__always) func store(_ p: UnsafeMutablePointer<Float>) { lo.store(p); hi.store(p + 16) }
         @inline(__always) func fma(_ x: Float, _ w: Self) -> Self {
             var r = self
@@ -241,19 +243,16 @@ public enum FewChannelConv {
                                                      _ dw: UnsafeMutablePointer<Float>, _ db: UnsafeMutablePointer<Float>?,
                                                      _ rows: Range<Int>, _ dyFirstRow: Int) {
         let c = C.count, r = paddedCols(g) &* c, s = g.stride &* c
-        @inline(__always) func load(_ p: UnsafePointer<Float>) -> W { W(p) }
-        @inline(__always) func load(_ p: UnsafeMutablePointer<Float>) -> W { W(UnsafePointer(p)) }
-        @inline(__always) func store(_ v: W, _ p: UnsafeMutablePointer<Float>) { v.store(p) }
         @inline(__always) func at(_ tap: Int) -> UnsafeMutablePointer<Float> { dw + ((tap &* c &+ ch) &* cout &+ co) }
-        var a0 = load(at(0)), a1 = load(at(1)), a2 = load(at(2)), a3 = load(at(3)), a4 = load(at(4))
-        var a5 = load(at(5)), a6 = load(at(6)), a7 = load(at(7)), a8 = load(at(8))
+        var a0 = W(at(0)), a1 = W(at(1)), a2 = W(at(2)), a3 = W(at(3)), a4 = W(at(4))
+        var a5 = W(at(5)), a6 = W(at(6)), a7 = W(at(7)), a8 = W(at(8))
         let bias = ch == 0 ? db : nil
-        var ab = bias.map { load($0 + co) } ?? W()
+        var ab = bias.map { W($0 + co) } ?? W()
         for oh in rows {
             var x = xp + (oh &* g.stride &* r &+ ch)
             var d = dy + ((oh &- dyFirstRow) &* g.outW &* cout &+ co)
             for _ in 0..<g.outW {
-                let v = load(d)
+                let v = W(d)
                 ab = ab + v
                 a0 = a0.fma(x[0], v)
                 a1 = a1.fma(x[c], v)
@@ -267,15 +266,17 @@ public enum FewChannelConv {
                 x += s; d += cout
             }
         }
-        store(a0, at(0)); store(a1, at(1)); store(a2, at(2)); store(a3, at(3)); store(a4, at(4))
-        store(a5, at(5)); store(a6, at(6)); store(a7, at(7)); store(a8, at(8))
-        if let bias { store(ab, bias + co) }
+        a0.store(at(0)); a1.store(at(1)); a2.store(at(2)); a3.store(at(3)); a4.store(at(4))
+        a5.store(at(5)); a6.store(at(6)); a7.store(at(7)); a8.store(at(8))
+        if let bias { ab.store(bias + co) }
     }
 }
 
+/// (Also the bias and ReLU of every direct conv kernel's store: `storeBiasReLU`.)
 extension SIMD16: FewChannelConv.Channels16 where Scalar == Float {
     static var count: Int { 16 }
     @inline(__always) init(_ p: UnsafePointer<Float>) { self = loadV(p) }
+    @inline(__always) init(_ p: UnsafeMutablePointer<Float>) { self = loadV(p) }
     @inline(__always) func store(_ p: UnsafeMutablePointer<Float>) { storeV(self, p) }
     @inline(__always) func fma(_ x: Float, _ w: Self) -> Self { addingProduct(Self(repeating: x), w) }
     @inline(__always) func plusBias(_ b: Self, relu: Bool) -> Self {

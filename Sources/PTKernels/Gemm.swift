@@ -20,9 +20,7 @@
 }
 /// acc + bias, through the ReLU when asked, stored: the last step of the direct conv kernels.
 @inline(__always) func storeBiasReLU(_ acc: SIMD16<Float>, _ bias: SIMD16<Float>, _ relu: Bool, _ p: UnsafeMutablePointer<Float>) {
-    var v = acc + bias
-    if relu { v.replace(with: SIMD16<Float>(), where: v .< SIMD16<Float>()) }
-    storeV(v, p)
+    storeV(acc.plusBias(bias, relu: relu), p)
 }
 
 /// A read-only strided matrix view: element (i, j) is `base[i * rowStride + j * colStride]`.

@@ -29,12 +29,6 @@ public struct BenchRow: Sendable {
     public var bytesPerStep: Double
 }
 
-/// Each item keeps one core's FMA units busy.
-private struct FMAPeakJob: ParallelJob {
-    var iterations: Int
-    func run(_ item: Int, _ worker: Int) { _ = FMAPeak.spin(iterations: iterations, seed: Float(item)) }
-}
-
 /// Each item runs the peak loop (the FMAs', or the bf16 tile kernel's) for a few milliseconds on
 /// its worker and writes the GFLOP/s it timed. One item per worker, all at once: the rate each
 /// core gets while the others run too.
@@ -56,24 +50,13 @@ private struct PeakProbeJob: ParallelJob, @unchecked Sendable {  // item i write
 }
 
 public enum Bench {
-    /// Measured FMA peak (GFLOP/s) of `cores` cores running at once.
-    public static func peakGFLOPS(cores: Int) -> Double {
+    /// The peak per core (GFLOP/s) of `cores` cores running it at once: the FMAs', or in bf16
+    /// the tile kernel's (`probePeak` on a pool of its own).
+    public static func peakGFLOPS(cores: Int, precision: Precision = .fp32) -> Double {
         let pool = WorkerPool(threads: cores, scratchFloats: 16)
-        let iterations = 20_000_000
-        var best = 0.0
-        for _ in 0..<3 {
-            let start = DispatchTime.now().uptimeNanoseconds
-            pool.run(items: cores, FMAPeakJob(iterations: iterations))
-            let sec = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-            best = max(best, FMAPeak.flops(iterations: iterations) * Double(cores) / sec / 1e9)
-        }
-        return best
-    }
-
-    /// The bf16 tile kernel's peak on one core (`BF16Peak`), the best of three.
-    public static func bf16PeakGFLOPS(path: BF16Path) -> Double {
-        let tiles = path == .portable ? 200 : 20_000
-        return (0..<3).map { _ in BF16Peak.gflops(path: path, tiles: tiles) }.max()!
+        let rates = UnsafeMutablePointer<Double>.allocate(capacity: cores)
+        defer { rates.deallocate() }
+        return probePeak(pool, precision: precision, rates: rates)
     }
 
     /// The peak per core of `pool`'s workers running at once (GFLOP/s), measured just before a

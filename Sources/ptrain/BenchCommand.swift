@@ -101,7 +101,7 @@ struct Bench: ParsableCommand {
         if case let .bf16(path) = precision {
             // The columns then read against the bf16 units' peak: most of the step's arithmetic is theirs.
             print(String(format: "bf16 peak on %@: %.1f GFLOP/s per core (measured: a 32x32 tile from L1/L2); %% peak and FMA %% below are of this tile's peak, measured beside each step",
-                         "\(path)", PTTraining.Bench.bf16PeakGFLOPS(path: path)))
+                         "\(path)", PTTraining.Bench.peakGFLOPS(cores: 1, precision: precision)))
         }
         // GFLOP/s and % peak count the model's arithmetic (convs as direct ones: 127.1 MFLOP a
         // reference sample); FMA % is what the FMA units did (a Winograd conv does 4/9 of that).
