@@ -211,6 +211,73 @@ public enum Im2col {
         return (UnsafePointer(col), lda)
     }
 
+    /// Whether `shiftedPlanesBF16` serves this conv: stride 1, the output its input's size (SAME).
+    public static func shiftedPlanesApply(_ g: Window) -> Bool { g.stride == 1 && g.outH == g.inH && g.outW == g.inW }
+
+    /// A shifted plane's bf16 values: padTop zero rows, the image's rows, then zeros to where the
+    /// last tap's row stops reading (its k padding included), and a vector of slack; 64-byte rows.
+    static func shiftedPlaneStride(_ g: Window) -> Int {
+        let read = max((g.padTop + g.inH) * g.outW, (g.kernel - 1) * g.outW + GemmBF16.paddedK(g.positions))
+        return (read + 16 + 31) / 32 * 32
+    }
+
+    /// Floats of scratch `shiftedPlanesBF16` uses (the last plane's zero fill runs padTop rows past
+    /// it), to a whole cache line: what follows can start one.
+    public static func shiftedPlanesFloats(_ g: Window) -> Int {
+        ((g.kernel * g.channels * shiftedPlaneStride(g) + g.padTop * g.outW + 1) / 2 + 15) / 16 * 16
+    }
+
+    /// A weight gradient's transposed patches (`transposedBF16`'s rows) without writing them, for a
+    /// conv that `shiftedPlanesApply` to: block kw holds every channel's plane in bf16 shifted by
+    /// kw - padLeft (zeros where the tap falls outside the image's columns) after padTop zero rows
+    /// and followed by zeros. Tap (kh, kw)'s row for channel c is then one run in place, at
+    /// `planes + (kw * channels + c) * stride + kh * outW`: a GEMM per tap reads its rows with
+    /// `lda` = stride, the same values as `transposedBF16` writes (so the same bits), instead of
+    /// copying kernel² x channels rows of every position. Returns the planes and that stride.
+    public static func shiftedPlanesBF16(_ g: Window, x: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>) -> (UnsafePointer<UInt16>, Int) {
+        precondition(shiftedPlanesApply(g), "shifted planes need a stride-1 SAME conv")
+        let c = g.channels, k = g.kernel, w = g.outW, area = g.inH * g.inW
+        let stride = shiftedPlaneStride(g), top = g.padTop * w
+        let base = UnsafeMutableRawPointer(scratch).assumingMemoryBound(to: UInt16.self)
+        // Block padLeft is the planes themselves. The transpose zero-fills each plane's row to the
+        // stride: its bottom rows and the next plane's top rows (the last one's runs past the blocks).
+        let planes = base + g.padLeft * c * stride
+        planes.update(repeating: 0, count: top)
+        pt_bf16_pack_transposed(x, c, Int32(c), Int32(area), planes + top, stride)
+        typealias H = SIMD16<UInt16>
+        @inline(__always) func store(_ v: H, _ at: UnsafeMutablePointer<UInt16>) { UnsafeMutableRawPointer(at).storeBytes(of: v, as: H.self) }
+        // (Signed lanes for the compares: Swift lowers an unsigned vector compare to a loop over lanes.)
+        typealias L = SIMD16<Int16>
+        let lane = L(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+        for kw in 0..<k where kw != g.padLeft {
+            let shift = kw - g.padLeft
+            let owLo = min(max(0, -shift), w), owHi = max(owLo, min(w, g.inW - shift))
+            for ch in 0..<c {
+                let plane = UnsafePointer(planes + ch * stride + top), s = base + (kw * c + ch) * stride
+                // Whole vectors throughout: a vector past an end lands where a later store rewrites
+                // it (the rows after, then the zeros below, whose last vector ends at the stride).
+                var i = 0
+                while i < top { store(H(), s + i); i += 16 }
+                for ih in 0..<g.inH {
+                    // Read from the plane's neighbours at the ends (its zeros, or the next row); the
+                    // columns whose tap falls outside the image are zeros.
+                    let src = plane + ih * w + shift, out = s + top + ih * w
+                    var ow = 0
+                    while ow < w {
+                        let column = lane &+ L(repeating: Int16(ow))
+                        let v = UnsafeRawPointer(src + ow).loadUnaligned(as: H.self)
+                        store(v.replacing(with: 0, where: (column .< L(repeating: Int16(owLo))) .| (column .>= L(repeating: Int16(owHi)))), out + ow)
+                        ow += 16
+                    }
+                }
+                i = top + area
+                while i + 16 < stride { store(H(), s + i); i += 16 }
+                store(H(), s + stride - 16)
+            }
+        }
+        return (UnsafePointer(base), stride)
+    }
+
     // Copies and zero fills of a few hundred bytes, inline. A copy of 16 or more ends with a
     // vector that overlaps the one before; `fill` writes whole vectors, up to 15 values past `count`.
     @inline(__always) static func copy(_ src: UnsafePointer<UInt16>, to dst: UnsafeMutablePointer<UInt16>, count: Int) {

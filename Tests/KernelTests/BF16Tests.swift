@@ -197,6 +197,40 @@ func transposedBF16Im2colIsTheRoundedTranspose(_ g: Window) {
     #expect(wrong == 0, "\(g)")
 }
 
+/// The shifted planes hold, for every tap and channel, `transposedBF16`'s row in place (its
+/// positions, then finite values over the k padding): SAME stride-1 convs with 3x3 and 5x5
+/// kernels, rows shorter and longer than a vector, one to 64 channels.
+@Test(arguments: [Window(inH: 14, inW: 14, channels: 64, kernel: 3, stride: 1, same: true),
+                  Window(inH: 8, inW: 9, channels: 2, kernel: 5, stride: 1, same: true),
+                  Window(inH: 5, inW: 37, channels: 1, kernel: 3, stride: 1, same: true),
+                  Window(inH: 16, inW: 16, channels: 32, kernel: 3, stride: 1, same: true),
+                  Window(inH: 3, inW: 3, channels: 5, kernel: 3, stride: 1, same: true)])
+func shiftedPlanesHoldTheTransposedPatches(_ g: Window) {
+    #expect(Im2col.shiftedPlanesApply(g))
+    var r = Rand(s: 10)
+    let x = r.array(g.inputSize + Im2col.slack)
+    let expected = UnsafeMutablePointer<Float>.allocate(capacity: Im2col.transposedBF16Floats(g))
+    // Every 16-bit slot 0xFFFF (a bf16 NaN): a value the kernel forgot to write shows.
+    let area = UnsafeMutablePointer<Float>.allocate(capacity: Im2col.shiftedPlanesFloats(g))
+    UnsafeMutableRawPointer(area).initializeMemory(as: UInt16.self, repeating: 0xFFFF, count: 2 * Im2col.shiftedPlanesFloats(g))
+    defer { expected.deallocate(); area.deallocate() }
+    let (rows, lda) = x.withUnsafeBufferPointer { Im2col.transposedBF16(g, x: $0.baseAddress!, scratch: expected) }
+    let (planes, ld) = x.withUnsafeBufferPointer { Im2col.shiftedPlanesBF16(g, x: $0.baseAddress!, scratch: area) }
+    var wrong = 0, notFinite = 0
+    for kh in 0..<g.kernel {
+        for kw in 0..<g.kernel {
+            for ch in 0..<g.channels {
+                let row = rows + ((kh * g.kernel + kw) * g.channels + ch) * lda
+                let run = planes + (kw * g.channels + ch) * ld + kh * g.outW
+                for p in 0..<g.positions where run[p] != row[p] { wrong += 1 }
+                for p in g.positions..<lda where !BF16.widen(run[p]).isFinite { notFinite += 1 }
+            }
+        }
+    }
+    #expect(wrong == 0, "\(g)")
+    #expect(notFinite == 0, "\(g)")
+}
+
 /// One path's C for a GEMM, computed whole or as sub-blocks of rows and columns at given cuts.
 func bf16Blocks(_ path: BF16Path, m: Int, n: Int, k: Int, rowCuts: [Int], colCuts: [Int], packB: Bool) -> [UInt32] {
     var r = Rand(s: 11)

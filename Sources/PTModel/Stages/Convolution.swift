@@ -118,10 +118,15 @@ struct ConvStage: Stage {
             n.col = DirectConv.paddedFloats(height: g.inH, width: g.inW, channels: g.channels)
                 + DirectConv.paddedFloats(height: g.outH, width: g.outW, channels: cout)
         case .im2col:
-            n.col = max(g.positions * g.patch + Im2col.slack, precision.isBF16 ? max(Im2col.bf16Floats(g), Im2col.transposedBF16Floats(g)) : 0)
+            n.col = max(g.positions * g.patch + Im2col.slack, precision.isBF16 ? max(Im2col.bf16Floats(g), Im2col.transposedBF16Floats(g), bf16WeightGradientFloats) : 0)
         case .pointwise: break
         }
         return n
+    }
+
+    /// In bf16, a stride-1 SAME conv's weight gradient: the shifted planes, then dy packed.
+    var bf16WeightGradientFloats: Int {
+        Im2col.shiftedPlanesApply(window) ? Im2col.shiftedPlanesFloats(window) + GemmBF16.packedBFloats(k: window.positions, n: cout) : 0
     }
 
     /// A Winograd conv does 16 multiply-adds per 2x2 tile and channel pair where a direct one does 36.
@@ -514,7 +519,20 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
             case .im2col, .pointwise:
                 let viaCol = c.path == .im2col
                 let col = viaCol ? area + scratch.col : x + s * g.inputSize
-                if viaCol, let path = c.precision.bf16Path {
+                if viaCol, let path = c.precision.bf16Path, Im2col.shiftedPlanesApply(g) {
+                    // A GEMM per tap, its rows of the transposed patches read in place from shifted
+                    // planes, dy packed once for all nine (the dcol below overwrites both).
+                    let (planes, ld) = Im2col.shiftedPlanesBF16(g, x: x + s * g.inputSize, scratch: col)
+                    let packedDy = col + Im2col.shiftedPlanesFloats(g), cin = g.channels, k = g.kernel
+                    GemmBF16.packB(k: P, n: cout, b: .rowMajor(dys, cols: cout), panels: 0..<GemmBF16.packedBPanels(n: cout), into: packedDy)
+                    for kh in 0..<k {
+                        for kw in 0..<k {
+                            GemmBF16.multiply(m: cin, n: cout, k: P, aBF16: planes + kw * cin * ld + kh * g.outW, lda: ld,
+                                              b: .packed(packedDy), c: gws + (kh * k + kw) * cin * cout, ldc: cout,
+                                              accumulate: s > first, scratch: area, path: path)
+                        }
+                    }
+                } else if viaCol, let path = c.precision.bf16Path {
                     // The patches straight into transposed bf16 rows (the dcol below overwrites them).
                     let (colT, ldT) = Im2col.transposedBF16(g, x: x + s * g.inputSize, scratch: col)
                     GemmBF16.multiply(m: K, n: cout, k: P, aBF16: colT, lda: ldT, b: .rowMajor(dys, cols: cout),
