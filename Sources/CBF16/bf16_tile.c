@@ -106,11 +106,15 @@ void pt_bf16_tile_amx(int blocks, const uint16_t *a, long lda, const uint16_t *b
         // (As an integer: past B's last block the address is only a hint, never a pointer.)
         uintptr_t ahead = (uintptr_t)b + (uintptr_t)(kb + 2) * 2048;
         for (int line = 0; line < 2048; line += 64) _mm_prefetch((const char *)(ahead + line), _MM_HINT_T0);
+        // Each load just before the first product that needs it, so the other loads overlap the
+        // products already issued (tiles are not renamed): measured 3-10% faster on most of the
+        // step's GEMMs than all four loads first. The products' order, so the bits, is unchanged.
         _tile_loadd(4, a + kb * 32, sa);
-        _tile_loadd(5, a + 16 * lda + kb * 32, sa);
         _tile_loadd(6, b + kb * 1024, 64);
+        _tile_dpbf16ps(0, 4, 6);
         _tile_loadd(7, b + kb * 1024 + 512, 64);
-        _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_loadd(5, a + 16 * lda + kb * 32, sa);
         _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
     }
     _tile_stored(0, c, sc); _tile_stored(1, c + 16, sc);
