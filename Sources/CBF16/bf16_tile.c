@@ -68,8 +68,8 @@ static inline __m512 reluOf(__m512 v) {
 typedef struct { uint8_t palette, start; uint8_t reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; } TileConfig;
 
 __attribute__((target("amx-tile,amx-bf16,avx512f")))
-static void epilogue512(float *c, long ldc, const float *bias, int relu) {
-    for (int r = 0; r < 32; r++) {
+static void epilogue512(float *c, long ldc, const float *bias, int relu, int rows) {
+    for (int r = 0; r < rows; r++) {
         for (int h = 0; h < 2; h++) {
             __m512 v = _mm512_loadu_ps(c + r * ldc + 16 * h);
             if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + 16 * h));
@@ -119,7 +119,29 @@ void pt_bf16_tile_amx(int blocks, const uint16_t *a, long lda, const uint16_t *b
     }
     _tile_stored(0, c, sc); _tile_stored(1, c + 16, sc);
     _tile_stored(2, c + 16 * ldc, sc); _tile_stored(3, c + 16 * ldc + 16, sc);
-    if (bias || relu) epilogue512(c, ldc, bias, relu);
+    if (bias || relu) epilogue512(c, ldc, bias, relu, 32);
+}
+
+__attribute__((target("amx-tile,amx-bf16,avx512f")))
+void pt_bf16_tile16_amx(int blocks, const uint16_t *a, long lda, const uint16_t *b,
+                        float *c, long ldc, int load, const float *bias, int relu) {
+    long sc = ldc * 4, sa = lda * 2;
+    if (load) {
+        _tile_loadd(0, c, sc); _tile_loadd(1, c + 16, sc);
+    } else {
+        _tile_zero(0); _tile_zero(1);
+    }
+    for (int kb = 0; kb < blocks; kb++) {
+        uintptr_t ahead = (uintptr_t)b + (uintptr_t)(kb + 2) * 2048;
+        for (int line = 0; line < 2048; line += 64) _mm_prefetch((const char *)(ahead + line), _MM_HINT_T0);
+        _tile_loadd(4, a + kb * 32, sa);
+        _tile_loadd(6, b + kb * 1024, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_loadd(7, b + kb * 1024 + 512, 64);
+        _tile_dpbf16ps(1, 4, 7);
+    }
+    _tile_stored(0, c, sc); _tile_stored(1, c + 16, sc);
+    if (bias || relu) epilogue512(c, ldc, bias, relu, 16);
 }
 
 // ---- AVX512-BF16: 8 rows x 32 columns of accumulators at a time (16 zmm) ----

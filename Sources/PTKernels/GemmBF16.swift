@@ -203,8 +203,10 @@ public enum GemmBF16 {
                                 for r in 0..<rows { (edgeC + r * 32).update(from: c + (i0 + r) * ldc + j0, count: cols) }
                             }
                             let pa = ir < inPlaceRows ? blockA + ir * lda : UnsafePointer(packA)
+                            // A last panel of 16 rows or fewer: on AMX, half the tile (the rows
+                            // past them in edgeC are never copied out).
                             tile(path, kcbPadded / 32, pa, ir < inPlaceRows ? lda : kcbPadded, pb, target, inPlace ? ldc : 32,
-                                 load: load, bias: tileBias, relu: last && relu)
+                                 load: load, bias: tileBias, relu: last && relu, rows: rows)
                             if !inPlace {
                                 for r in 0..<rows { (c + (i0 + r) * ldc + j0).update(from: edgeC + r * 32, count: cols) }
                             }
@@ -220,11 +222,13 @@ public enum GemmBF16 {
         }
     }
 
+    /// C's rows 0..<`rows` (of 32) are computed; the others may be left as they were.
     @inline(__always)
     static func tile(_ path: BF16Path, _ blocks: Int, _ a: UnsafePointer<UInt16>, _ lda: Int, _ b: UnsafePointer<UInt32>,
-                     _ c: UnsafeMutablePointer<Float>, _ ldc: Int, load: Bool, bias: UnsafePointer<Float>?, relu: Bool) {
+                     _ c: UnsafeMutablePointer<Float>, _ ldc: Int, load: Bool, bias: UnsafePointer<Float>?, relu: Bool, rows: Int = 32) {
         let bh = UnsafeRawPointer(b).assumingMemoryBound(to: UInt16.self)
         switch path {
+        case .amx where rows <= 16: pt_bf16_tile16_amx(Int32(blocks), a, lda, bh, c, ldc, load ? 1 : 0, bias, relu ? 1 : 0)
         case .amx: pt_bf16_tile_amx(Int32(blocks), a, lda, bh, c, ldc, load ? 1 : 0, bias, relu ? 1 : 0)
         case .avx512: pt_bf16_tile_avx512(Int32(blocks), a, lda, bh, c, ldc, load ? 1 : 0, bias, relu ? 1 : 0)
         case .portable: pt_bf16_tile_portable(Int32(blocks), a, lda, bh, c, ldc, load ? 1 : 0, bias, relu ? 1 : 0)

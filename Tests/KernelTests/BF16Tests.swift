@@ -261,6 +261,8 @@ func bf16Blocks(_ path: BF16Path, m: Int, n: Int, k: Int, rowCuts: [Int], colCut
 func bf16GemmSubBlocksAreBitIdentical(_ path: BF16Path) {
     let whole = bf16Blocks(path, m: 77, n: 100, k: 700, rowCuts: [], colCuts: [], packB: false)
     // Rows cut anywhere (on tiles of 8 as the pool cuts them, and not), columns at multiples of 32.
+    // (On AMX a part's last panel of 16 rows or fewer runs the 16-row kernel, a full one the 32-row
+    // kernel: rows 0-7 come from the 16-row kernel here and from the 32-row one whole.)
     #expect(bf16Blocks(path, m: 77, n: 100, k: 700, rowCuts: [8, 40, 41], colCuts: [32, 64], packB: false) == whole)
     #expect(bf16Blocks(path, m: 77, n: 100, k: 700, rowCuts: [1, 2, 3, 70], colCuts: [64], packB: true) == whole)
     #expect(bf16Blocks(path, m: 77, n: 100, k: 700, rowCuts: [], colCuts: [], packB: true) == whole)

@@ -18,6 +18,10 @@ int pt_bf16_paths(void);
 
 void pt_bf16_tile_amx(int blocks, const uint16_t *a, long lda, const uint16_t *b,
                       float *c, long ldc, int load, const float *bias, int relu);
+/// The AMX kernel for a C of 16 rows (A's first 16 rows): a GEMM's last row panel when it holds no
+/// more, at half the products. Each element's sum is the 32-row kernel's, so its bits.
+void pt_bf16_tile16_amx(int blocks, const uint16_t *a, long lda, const uint16_t *b,
+                        float *c, long ldc, int load, const float *bias, int relu);
 void pt_bf16_tile_avx512(int blocks, const uint16_t *a, long lda, const uint16_t *b,
                          float *c, long ldc, int load, const float *bias, int relu);
 void pt_bf16_tile_portable(int blocks, const uint16_t *a, long lda, const uint16_t *b,
