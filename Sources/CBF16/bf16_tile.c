@@ -68,9 +68,9 @@ static inline __m512 reluOf(__m512 v) {
 typedef struct { uint8_t palette, start; uint8_t reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; } TileConfig;
 
 __attribute__((target("amx-tile,amx-bf16,avx512f")))
-static void epilogue512(float *c, long ldc, const float *bias, int relu, int rows) {
+static void epilogue512(float *c, long ldc, const float *bias, int relu, int rows, int halves) {
     for (int r = 0; r < rows; r++) {
-        for (int h = 0; h < 2; h++) {
+        for (int h = 0; h < halves; h++) {
             __m512 v = _mm512_loadu_ps(c + r * ldc + 16 * h);
             if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + 16 * h));
             if (relu) v = reluOf(v);
@@ -90,63 +90,68 @@ void pt_bf16_amx_configure(void) {
     _tile_loadconfig(&cfg);
 }
 
-__attribute__((target("amx-tile,amx-bf16,avx512f")))
-void pt_bf16_tile_amx(int blocks, const uint16_t *a, long lda, const uint16_t *b,
-                      float *c, long ldc, int load, const float *bias, int relu) {
+// One C tile of 32 or 16 rows (`tall`) by 32 or 16 columns (`wide`): C tiles 0 (rows 0-15, columns
+// 0-15), 1 (columns 16-31), 2 (rows 16-31), 3; a tile outside the shape is neither loaded nor
+// computed. A GEMM's last row panel of 16 rows or fewer, or a C of 16 columns (a 16-channel
+// conv), takes half or a quarter of the products. Each element's products are the same whatever
+// the shape, so its bits.
+__attribute__((target("amx-tile,amx-bf16,avx512f"), always_inline))
+static inline void amxTile(int blocks, const uint16_t *a, const long *offsets, long lda, const uint16_t *b,
+                           float *c, long ldc, int load, const float *bias, int relu, const int tall, const int wide) {
     long sc = ldc * 4, sa = lda * 2;
     if (load) {
-        _tile_loadd(0, c, sc); _tile_loadd(1, c + 16, sc);
-        _tile_loadd(2, c + 16 * ldc, sc); _tile_loadd(3, c + 16 * ldc + 16, sc);
+        _tile_loadd(0, c, sc);
+        if (wide) _tile_loadd(1, c + 16, sc);
+        if (tall) _tile_loadd(2, c + 16 * ldc, sc);
+        if (tall && wide) _tile_loadd(3, c + 16 * ldc + 16, sc);
     } else {
-        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+        _tile_zero(0);
+        if (wide) _tile_zero(1);
+        if (tall) _tile_zero(2);
+        if (tall && wide) _tile_zero(3);
     }
     for (int kb = 0; kb < blocks; kb++) {
         // B streams from memory when it is a packed weight matrix read once (a dense layer's
         // forward): tile loads alone wait on each miss, so fetch two k-blocks (4 KB) ahead.
         // (As an integer: past B's last block the address is only a hint, never a pointer.)
         uintptr_t ahead = (uintptr_t)b + (uintptr_t)(kb + 2) * 2048;
-        for (int line = 0; line < 2048; line += 64) _mm_prefetch((const char *)(ahead + line), _MM_HINT_T0);
+        for (int line = 0; line < (wide ? 2048 : 1024); line += 64) _mm_prefetch((const char *)(ahead + line), _MM_HINT_T0);
         // Each load just before the first product that needs it, so the other loads overlap the
         // products already issued (tiles are not renamed): measured 3-10% faster on most of the
         // step's GEMMs than all four loads first. The products' order, so the bits, is unchanged.
-        _tile_loadd(4, a + kb * 32, sa);
+        const uint16_t *ak = a + (offsets ? offsets[kb] : kb * 32);
+        _tile_loadd(4, ak, sa);
         _tile_loadd(6, b + kb * 1024, 64);
         _tile_dpbf16ps(0, 4, 6);
-        _tile_loadd(7, b + kb * 1024 + 512, 64);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_loadd(5, a + 16 * lda + kb * 32, sa);
-        _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+        if (wide) {
+            _tile_loadd(7, b + kb * 1024 + 512, 64);
+            _tile_dpbf16ps(1, 4, 7);
+        }
+        if (tall) {
+            _tile_loadd(5, ak + 16 * lda, sa);
+            _tile_dpbf16ps(2, 5, 6);
+            if (wide) _tile_dpbf16ps(3, 5, 7);
+        }
     }
-    _tile_stored(0, c, sc); _tile_stored(1, c + 16, sc);
-    _tile_stored(2, c + 16 * ldc, sc); _tile_stored(3, c + 16 * ldc + 16, sc);
-    if (bias || relu) epilogue512(c, ldc, bias, relu, 32);
+    _tile_stored(0, c, sc);
+    if (wide) _tile_stored(1, c + 16, sc);
+    if (tall) _tile_stored(2, c + 16 * ldc, sc);
+    if (tall && wide) _tile_stored(3, c + 16 * ldc + 16, sc);
+    if (bias || relu) epilogue512(c, ldc, bias, relu, tall ? 32 : 16, wide ? 2 : 1);
 }
 
 __attribute__((target("amx-tile,amx-bf16,avx512f")))
-void pt_bf16_tile16_amx(int blocks, const uint16_t *a, long lda, const uint16_t *b,
-                        float *c, long ldc, int load, const float *bias, int relu) {
-    long sc = ldc * 4, sa = lda * 2;
-    if (load) {
-        _tile_loadd(0, c, sc); _tile_loadd(1, c + 16, sc);
-    } else {
-        _tile_zero(0); _tile_zero(1);
-    }
-    for (int kb = 0; kb < blocks; kb++) {
-        uintptr_t ahead = (uintptr_t)b + (uintptr_t)(kb + 2) * 2048;
-        for (int line = 0; line < 2048; line += 64) _mm_prefetch((const char *)(ahead + line), _MM_HINT_T0);
-        _tile_loadd(4, a + kb * 32, sa);
-        _tile_loadd(6, b + kb * 1024, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_loadd(7, b + kb * 1024 + 512, 64);
-        _tile_dpbf16ps(1, 4, 7);
-    }
-    _tile_stored(0, c, sc); _tile_stored(1, c + 16, sc);
-    if (bias || relu) epilogue512(c, ldc, bias, relu, 16);
+void pt_bf16_tile_amx(int blocks, const uint16_t *a, const long *offsets, long lda, const uint16_t *b,
+                      float *c, long ldc, int load, const float *bias, int relu, int rows, int cols) {
+    if (rows > 16 && cols > 16) amxTile(blocks, a, offsets, lda, b, c, ldc, load, bias, relu, 1, 1);
+    else if (rows > 16) amxTile(blocks, a, offsets, lda, b, c, ldc, load, bias, relu, 1, 0);
+    else if (cols > 16) amxTile(blocks, a, offsets, lda, b, c, ldc, load, bias, relu, 0, 1);
+    else amxTile(blocks, a, offsets, lda, b, c, ldc, load, bias, relu, 0, 0);
 }
 
 // ---- AVX512-BF16: 8 rows x 32 columns of accumulators at a time (16 zmm) ----
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-void pt_bf16_tile_avx512(int blocks, const uint16_t *a, long lda, const uint16_t *b,
+void pt_bf16_tile_avx512(int blocks, const uint16_t *a, const long *offsets, long lda, const uint16_t *b,
                          float *c, long ldc, int load, const float *bias, int relu) {
     for (int strip = 0; strip < 32; strip += 8) {
         __m512 acc[8][2];
@@ -155,7 +160,7 @@ void pt_bf16_tile_avx512(int blocks, const uint16_t *a, long lda, const uint16_t
                 acc[r][h] = load ? _mm512_loadu_ps(c + (strip + r) * ldc + 16 * h) : _mm512_setzero_ps();
         }
         for (int kb = 0; kb < blocks; kb++) {
-            const uint16_t *bk = b + kb * 1024, *ak = a + strip * lda + kb * 32;
+            const uint16_t *bk = b + kb * 1024, *ak = a + strip * lda + (offsets ? offsets[kb] : kb * 32);
             for (int p = 0; p < 16; p++) {
                 __m512bh b0 = (__m512bh)_mm512_loadu_si512(bk + p * 32);
                 __m512bh b1 = (__m512bh)_mm512_loadu_si512(bk + 512 + p * 32);
@@ -191,13 +196,13 @@ static inline float widen(uint16_t h) {
 
 static inline float flush(float x) { return fabsf(x) < FLT_MIN ? copysignf(0.0f, x) : x; }
 
-void pt_bf16_tile_portable(int blocks, const uint16_t *a, long lda, const uint16_t *b,
+void pt_bf16_tile_portable(int blocks, const uint16_t *a, const long *offsets, long lda, const uint16_t *b,
                            float *c, long ldc, int load, const float *bias, int relu) {
     for (int r = 0; r < 32; r++) {
         float acc[32];
         for (int n = 0; n < 32; n++) acc[n] = load ? c[r * ldc + n] : 0.0f;
         for (int kb = 0; kb < blocks; kb++) {
-            const uint16_t *bk = b + kb * 1024, *ak = a + r * lda + kb * 32;
+            const uint16_t *bk = b + kb * 1024, *ak = a + r * lda + (offsets ? offsets[kb] : kb * 32);
             for (int p = 0; p < 16; p++) {
                 float a0 = widen(ak[2 * p]), a1 = widen(ak[2 * p + 1]);
                 for (int n = 0; n < 32; n++) {

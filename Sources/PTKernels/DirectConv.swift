@@ -6,10 +6,7 @@
 // Here the weights are read as stored ([3][3][cin][cout]), the input from a zero-padded copy, and
 // 16 (or 8) pixels of a row share each weight vector (independent sums for the FMA units).
 // Sums run in a fixed order — taps in (kh, kw) order, input channels within a tap, then + bias,
-// then ReLU — so the bits depend on the data alone.
-// In bf16 the same kernels run on operands rounded to bf16 as they are copied (`pad`, `rounded`):
-// a product of two bf16 values is exact in fp32, so this computes what the bf16 units compute —
-// bf16 multiply-adds with fp32 accumulation — with no packing, on every path alike.
+// then ReLU — so the bits depend on the data alone. (In bf16 these convs take `ImplicitConv`.)
 
 public enum DirectConv {
     /// Whether a convolution takes this path: 3x3, stride 1, SAME, input and output channels in
@@ -23,27 +20,17 @@ public enum DirectConv {
     /// Floats of a zero-padded `height` x `width` x `channels` image (one pixel of border).
     public static func paddedFloats(height: Int, width: Int, channels: Int) -> Int { (height + 2) * (width + 2) * channels }
 
-    /// `x` ([height, width, channels]) with a one-pixel border of zeros, into `xp`; with
-    /// `bf16`, each value rounded to the nearest bf16 (channels a multiple of 16).
-    public static func pad(_ x: UnsafePointer<Float>, height: Int, width: Int, channels: Int, bf16: Bool = false,
-                           into xp: UnsafeMutablePointer<Float>) {
+    /// `x` ([height, width, channels]) with a one-pixel border of zeros, into `xp`.
+    public static func pad(_ x: UnsafePointer<Float>, height: Int, width: Int, channels: Int, into xp: UnsafeMutablePointer<Float>) {
         let cols = width + 2, row = width * channels
         xp.update(repeating: 0, count: cols * channels)
         for h in 0..<height {
             let out = xp + (h + 1) * cols * channels
             out.update(repeating: 0, count: channels)
-            if bf16 { rounded(x + h * row, count: row, into: out + channels) } else { out.advanced(by: channels).update(from: x + h * row, count: row) }
+            out.advanced(by: channels).update(from: x + h * row, count: row)
             out.advanced(by: channels + row).update(repeating: 0, count: channels)
         }
         (xp + (height + 1) * cols * channels).update(repeating: 0, count: cols * channels)
-    }
-
-    /// `count` values (a multiple of 16) rounded to the nearest bf16 (kept as Floats), into `dst`.
-    public static func rounded(_ src: UnsafePointer<Float>, count: Int, into dst: UnsafeMutablePointer<Float>) {
-        precondition(count % 16 == 0)
-        for i in stride(from: 0, to: count, by: 16) {
-            storeV(unsafeBitCast(BF16.round(loadV(src + i)) &<< 16, to: V.self), dst + i)
-        }
     }
 
     typealias V = SIMD16<Float>
@@ -142,17 +129,13 @@ public enum DirectConv {
     /// wt[kh][kw][co][ci] = w[2 - kh][2 - kw][ci][co]: the weights of the conv that maps the output
     /// gradient to the input gradient.
     public static func flipTranspose(_ w: UnsafePointer<Float>, cin: Int, cout: Int, into wt: UnsafeMutablePointer<Float>) {
-        for tap in 0..<9 {
-            let src = w + (8 - tap) * cin * cout, dst = wt + tap * cout * cin
-            for ci in 0..<cin { for co in 0..<cout { dst[co * cin + ci] = src[ci * cout + co] } }
-        }
+        ImplicitConv.flipTranspose(w, kernel: 3, cin: cin, cout: cout, into: wt)
     }
 
     /// dw[tap][ci][co] += Σ_p xp(p + tap)[ci] · dy[p][co], positions in order (a running sum over a
-    /// shard's samples when `accumulate`, else starting from 0). dy's rows are `dyStride` floats
-    /// apart (default: packed; the interior of a padded copy is `(width + 2) * cout`).
+    /// shard's samples when `accumulate`, else starting from 0).
     public static func weightGradient(height: Int, width: Int, cin: Int, cout: Int, xp: UnsafePointer<Float>,
-                                      dy: UnsafePointer<Float>, dyStride: Int? = nil, dw: UnsafeMutablePointer<Float>,
+                                      dy: UnsafePointer<Float>, dw: UnsafeMutablePointer<Float>,
                                       accumulate: Bool) {
         let cols = width + 2
         // For each tap and 16 output channels, 16 input channels' sums stay in registers over all
@@ -170,7 +153,7 @@ public enum DirectConv {
                              loadV(out + 12 * cout), loadV(out + 13 * cout), loadV(out + 14 * cout), loadV(out + 15 * cout))
                     }
                     for oh in 0..<height {
-                        let xrow = xp + ((oh + kh) * cols + kw) * cin + c0, drow = dy + oh * (dyStride ?? width * cout) + co
+                        let xrow = xp + ((oh + kh) * cols + kw) * cin + c0, drow = dy + oh * width * cout + co
                         for ow in 0..<width {
                             let d = loadV(drow + ow * cout), u = xrow + ow * cin
                             a.0 = a.0.addingProduct(V(repeating: u[0]), d); a.1 = a.1.addingProduct(V(repeating: u[1]), d)

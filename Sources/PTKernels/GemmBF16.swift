@@ -107,6 +107,34 @@ public enum GemmBF16 {
         }
     }
 
+    /// The same with A read in place by k-blocks: row i's block kb (k = 32·kb ..< 32·kb + 32) at
+    /// `a + i * lda + offsets[kb]` — a convolution's patches in its padded input
+    /// (`ImplicitConv`). m and k are whole 32-row panels and 32-k blocks; the values a block reads
+    /// must be finite wherever B's rows are zero.
+    public static func multiply(m: Int, n: Int, k: Int, aBlocks a: UnsafePointer<UInt16>, lda: Int, offsets: UnsafePointer<Int>,
+                                b operand: BOperand, c: UnsafeMutablePointer<Float>, ldc: Int,
+                                accumulate: Bool, bias: UnsafePointer<Float>? = nil, relu: Bool = false,
+                                scratch: UnsafeMutablePointer<Float>, path: BF16Path) {
+        precondition(m % 32 == 0 && k % 32 == 0, "an A read by k-blocks is whole panels and blocks")
+        if m <= 0 || n <= 0 { return }
+        if k == 0 { emptySum(m: m, n: n, c: c, ldc: ldc, accumulate: accumulate, bias: bias, relu: relu); return }
+        run(m: m, n: n, k: k, a: .blocks(a, lda, offsets), b: operand, c: c, ldc: ldc, accumulate: accumulate, bias: bias, relu: relu,
+            scratch: scratch, path: path)
+    }
+
+    /// Packs a B whose K is `segments` runs of `rows` rows, each run zero-padded to `segmentK` (a
+    /// multiple of 32) and given by `run(s)` as a [rows, n] view, into `dst` as `multiply` reads a
+    /// `.packed` B of K = segments · segmentK (an `ImplicitConv`'s weights: a kernel row's taps and
+    /// channels per run).
+    public static func packSegmentsB(segments: Int, rows: Int, segmentK: Int, n: Int, run: (Int) -> MatrixView,
+                                     into dst: UnsafeMutablePointer<Float>) {
+        precondition(segmentK % 32 == 0 && rows <= segmentK)
+        let words = UnsafeMutableRawPointer(dst).assumingMemoryBound(to: UInt32.self), k = segments * segmentK
+        for seg in 0..<segments {
+            packPanelsB(k: rows, kPadded: segmentK, cols: n, b: run(seg), into: words + seg * segmentK / 32 * 512, panelWords: paddedK(k) * 16)
+        }
+    }
+
     /// Floats of a [rows, k] A in bf16 as `packRows` writes it: rows rounded up to 32, k to paddedK.
     public static func rowsFloats(rows: Int, k: Int) -> Int { (rows + 31) / 32 * 32 * paddedK(k) / 2 }
 
@@ -121,6 +149,8 @@ public enum GemmBF16 {
         case view(MatrixView)
         /// bf16 rows `stride` apart; `padded`: zero rows follow up to a whole 32-row panel.
         case rows(UnsafePointer<UInt16>, Int, padded: Bool)
+        /// bf16 rows `stride` apart, k-block kb of each at `offsets[kb]` (`multiply(aBlocks:)`).
+        case blocks(UnsafePointer<UInt16>, Int, UnsafePointer<Int>)
     }
 
     static func run(m: Int, n: Int, k: Int, a: AOperand, b operand: BOperand,
@@ -166,12 +196,18 @@ public enum GemmBF16 {
                     // Whole 32-row panels of A read where they are; a partial last one from packA,
                     // zero-padded (the rows past m need not exist).
                     let blockA: UnsafePointer<UInt16>, lda: Int, inPlaceRows: Int
+                    var offsets: UnsafePointer<Int>? = nil
                     switch a {
+                    case let .blocks(p, stride, blockOffsets):
+                        blockA = p + ic * stride; lda = stride; inPlaceRows = mcb; offsets = blockOffsets + pc / 32
                     case let .view(view):
                         packPanelA(rows: mcb, k: kcb, lda: kcbPadded, a: view.offset(row: ic, col: pc), into: packA)
                         blockA = UnsafePointer(packA); lda = kcbPadded; inPlaceRows = mcb
                     case let .rows(p, stride, padded):
-                        blockA = p + ic * stride + pc; lda = stride; inPlaceRows = padded ? (mcb + 31) / 32 * 32 : mcb / 32 * 32
+                        // (On AMX a last panel of exactly 16 rows is read in place too: its kernel
+                        // reads no row past them.)
+                        blockA = p + ic * stride + pc; lda = stride
+                        inPlaceRows = padded ? (mcb + 31) / 32 * 32 : mcb / 32 * 32 + (path == .amx && mcb % 32 == 16 ? 16 : 0)
                         if inPlaceRows < mcb {
                             for r in 0..<32 {
                                 let d = packA + r * kcbPadded
@@ -200,15 +236,15 @@ public enum GemmBF16 {
                             // loaded and stored back (each element of C depends on its own row of
                             // A and column of B alone, so what the others hold changes no bit).
                             if !inPlace && load {
-                                for r in 0..<rows { (edgeC + r * 32).update(from: c + (i0 + r) * ldc + j0, count: cols) }
+                                for r in 0..<rows { copyRow(c + (i0 + r) * ldc + j0, to: edgeC + r * 32, count: cols) }
                             }
                             let pa = ir < inPlaceRows ? blockA + ir * lda : UnsafePointer(packA)
-                            // A last panel of 16 rows or fewer: on AMX, half the tile (the rows
-                            // past them in edgeC are never copied out).
+                            // A last panel of 16 rows or fewer, or 16 columns: on AMX, half the tile
+                            // (what lies past them in edgeC is never copied out).
                             tile(path, kcbPadded / 32, pa, ir < inPlaceRows ? lda : kcbPadded, pb, target, inPlace ? ldc : 32,
-                                 load: load, bias: tileBias, relu: last && relu, rows: rows)
+                                 load: load, bias: tileBias, relu: last && relu, rows: rows, cols: cols, offsets: offsets)
                             if !inPlace {
-                                for r in 0..<rows { (c + (i0 + r) * ldc + j0).update(from: edgeC + r * 32, count: cols) }
+                                for r in 0..<rows { copyRow(edgeC + r * 32, to: c + (i0 + r) * ldc + j0, count: cols) }
                             }
                             ir += 32
                         }
@@ -222,16 +258,30 @@ public enum GemmBF16 {
         }
     }
 
-    /// C's rows 0..<`rows` (of 32) are computed; the others may be left as they were.
+    /// An edge tile's row (up to 32 floats), inline: a memmove call per row cost more than the
+    /// tile's products where C is 16 columns wide (a 16-channel conv's output).
+    @inline(__always)
+    static func copyRow(_ src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, count: Int) {
+        var i = 0
+        while i + 16 <= count {
+            UnsafeMutableRawPointer(dst + i).storeBytes(of: UnsafeRawPointer(src + i).loadUnaligned(as: SIMD16<Float>.self), as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < count { dst[i] = src[i]; i += 1 }
+    }
+
+    /// C's rows 0..<`rows` and columns 0..<`cols` (of 32) are computed; the others may be left as
+    /// they were (on AMX, 16 or fewer of either takes half the products).
     @inline(__always)
     static func tile(_ path: BF16Path, _ blocks: Int, _ a: UnsafePointer<UInt16>, _ lda: Int, _ b: UnsafePointer<UInt32>,
-                     _ c: UnsafeMutablePointer<Float>, _ ldc: Int, load: Bool, bias: UnsafePointer<Float>?, relu: Bool, rows: Int = 32) {
+                     _ c: UnsafeMutablePointer<Float>, _ ldc: Int, load: Bool, bias: UnsafePointer<Float>?, relu: Bool, rows: Int = 32,
+                     cols: Int = 32, offsets: UnsafePointer<Int>? = nil) {
         let bh = UnsafeRawPointer(b).assumingMemoryBound(to: UInt16.self)
+        let l = load ? Int32(1) : 0, r = relu ? Int32(1) : 0
         switch path {
-        case .amx where rows <= 16: pt_bf16_tile16_amx(Int32(blocks), a, lda, bh, c, ldc, load ? 1 : 0, bias, relu ? 1 : 0)
-        case .amx: pt_bf16_tile_amx(Int32(blocks), a, lda, bh, c, ldc, load ? 1 : 0, bias, relu ? 1 : 0)
-        case .avx512: pt_bf16_tile_avx512(Int32(blocks), a, lda, bh, c, ldc, load ? 1 : 0, bias, relu ? 1 : 0)
-        case .portable: pt_bf16_tile_portable(Int32(blocks), a, lda, bh, c, ldc, load ? 1 : 0, bias, relu ? 1 : 0)
+        case .amx: pt_bf16_tile_amx(Int32(blocks), a, offsets, lda, bh, c, ldc, l, bias, r, Int32(rows), Int32(cols))
+        case .avx512: pt_bf16_tile_avx512(Int32(blocks), a, offsets, lda, bh, c, ldc, l, bias, r)
+        case .portable: pt_bf16_tile_portable(Int32(blocks), a, offsets, lda, bh, c, ldc, l, bias, r)
         }
     }
 
@@ -261,6 +311,11 @@ public enum GemmBF16 {
         for j in 0..<panels {
             for h in 0..<2 {
                 let n0 = j * 32 + h * 16, valid = max(0, min(16, cols - n0))
+                if valid == 0 {
+                    // The empty half of a 16-column B (a 16-channel conv's weights or output gradient).
+                    for kb in 0..<(kPadded / 32) { (dst + j * panelWords + kb * 512 + h * 256).update(repeating: 0, count: 256) }
+                    continue
+                }
                 if valid == 16 && b.colStride == 1 {
                     for kb in 0..<(kPadded / 32) {
                         pt_bf16_pack_pairs16(b.base + kb * 32 * b.rowStride + n0, b.rowStride, Int32(max(0, k - kb * 32)), 16,

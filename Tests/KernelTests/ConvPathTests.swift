@@ -211,25 +211,3 @@ func directConvMatchesFloat64Convolution(_ p: (Int, Int, Int, Int)) {
         #expect(a == b, "column \(col)")
     }
 }
-
-/// bf16 rounding as the direct path copies (`pad(bf16:)`, `rounded`): each value as `BF16.rounded`
-/// rounds it — ties to even, infinities kept, NaN quiet — and the border zeros.
-@Test func directConvRoundsItsOperandsAsBF16Does() {
-    var values: [Float] = [1, -1, 0, -0.0, .infinity, -.infinity, .nan, .leastNonzeroMagnitude, .greatestFiniteMagnitude,
-                           Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000), Float(bitPattern: 0x3F80_8001),
-                           Float(bitPattern: 0x7F80_0001), 3.14159, -2.71828, 1e-30]
-    var r = Rand(s: 77)
-    values += r.array(32 - values.count)
-    var out = [Float](repeating: 7, count: 32)
-    DirectConv.rounded(values, count: 32, into: &out)
-    for (v, o) in zip(values, out) {
-        let want = BF16.rounded(v)
-        #expect(o.bitPattern == want.bitPattern || (o.isNaN && want.isNaN), "\(v): \(o) vs \(want)")
-    }
-    #expect(out[6].isNaN && out[12].isNaN && out[9] == 1 && out[10] == Float(bitPattern: 0x3F82_0000))
-    var padded = [Float](repeating: .nan, count: DirectConv.paddedFloats(height: 1, width: 2, channels: 16))
-    DirectConv.pad(values, height: 1, width: 2, channels: 16, bf16: true, into: &padded)
-    // 3 rows of 4 pixels of 16 channels: the middle row's pixels 1 and 2 hold the values.
-    #expect(padded[0..<80].allSatisfy { $0 == 0 } && padded[112...].allSatisfy { $0 == 0 })
-    #expect(zip(padded[80..<112], out).allSatisfy { $0.bitPattern == $1.bitPattern || ($0.isNaN && $1.isNaN) })
-}

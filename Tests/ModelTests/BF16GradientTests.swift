@@ -29,8 +29,8 @@ func bf16(_ p: UnsafePointer<Float>, _ n: Int) -> [Float] { (0..<n).map { BF16.r
 func floats(_ p: UnsafePointer<Float>, _ n: Int) -> [Float] { Array(UnsafeBufferPointer(start: p, count: n)) }
 
 /// Two networks of one shape: convs on the bf16 im2col GEMM path (3 and 4 input channels), or the
-/// second on the direct path (16 channels in and out: fp32 FMAs on bf16-rounded operands); fc
-/// layers on bf16 GEMMs.
+/// second on the implicit path (16 channels in and out: patches read in place, a kernel row's K
+/// padded to a block; its input gradient one chain over taps and channels); fc layers on bf16 GEMMs.
 struct BF16Case: Sendable, CustomStringConvertible {
     var spec: String, stride1: Int, channels: (Int, Int), paths: [ConvPath]
     var description: String { spec }
@@ -38,7 +38,7 @@ struct BF16Case: Sendable, CustomStringConvertible {
         BF16Case(spec: "conv(4,3,stride=2) relu conv(6,3) relu avgpool(2) fc(16) relu fc(5)", stride1: 2, channels: (4, 6),
                  paths: [.im2col, .im2col]),
         BF16Case(spec: "conv(16,3) relu conv(16,3) relu avgpool(2) fc(16) relu fc(5)", stride1: 1, channels: (16, 16),
-                 paths: [.im2col, .direct]),
+                 paths: [.im2col, .implicit]),
     ]
 }
 

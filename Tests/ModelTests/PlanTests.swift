@@ -4,15 +4,21 @@ import Testing
 import PTKernels
 import PTModel
 
-/// In bf16 no conv is Winograd (the one-channel first layer stays direct, in fp32; 16-channel convs
-/// run direct on bf16-rounded operands), pools still fused.
+/// In bf16 no conv is Winograd (the one-channel first layer stays direct, in fp32); a stride-1 SAME
+/// conv reads its patches in place (`implicit`: 16 channels, or whole k-blocks a kernel row), the
+/// others im2col; pools still fused.
 @Test func aBF16PlanRunsNoWinograd() throws {
     let plan = try NetworkPlan(spec: .referenceModel, input: Shape(h: 28, w: 28, c: 1), classes: 10, precision: .bf16(.portable))
-    #expect(plan.convPaths == [.fewChannels, .im2col])
+    #expect(plan.convPaths == [.fewChannels, .implicit])
     #expect(plan.fusedPools == [true, true])
     let pointwise = try NetworkPlan(spec: ModelSpec(parsing: "conv(16,1) relu conv(16,3) conv(32,3) fc(10)"), input: Shape(h: 8, w: 8, c: 1),
                                     classes: 10, precision: .bf16(.portable))
-    #expect(pointwise.convPaths == [.pointwise, .direct, .im2col])
+    // (16 -> 32: a kernel row's 48 values would pad to 64, so im2col's K of 144 stays.)
+    #expect(pointwise.convPaths == [.pointwise, .implicit, .im2col])
+    // An 8x8 map's rows over the padded width are 80 -> 96 against 64: im2col.
+    let small = try NetworkPlan(spec: ModelSpec(parsing: "conv(32,3) relu conv(32,3) fc(10)"), input: Shape(h: 8, w: 8, c: 1),
+                                classes: 10, precision: .bf16(.portable))
+    #expect(small.convPaths == [.fewChannels, .im2col])
 }
 
 @Test func theReferencePlanTakesTheOneChannelAndWinogradPathsWithBothPoolsFused() throws {
@@ -45,7 +51,7 @@ import PTModel
     let rgb = try NetworkPlan(spec: .referenceModel, input: Shape(h: 28, w: 28, c: 3), classes: 10)
     #expect(rgb.convPaths == [.fewChannels, .winograd])
     let rgbBF16 = try NetworkPlan(spec: .referenceModel, input: Shape(h: 28, w: 28, c: 3), classes: 10, precision: .bf16(.portable))
-    #expect(rgbBF16.convPaths == [.im2col, .im2col])
+    #expect(rgbBF16.convPaths == [.im2col, .implicit])
     let five = try NetworkPlan(spec: .referenceModel, input: Shape(h: 28, w: 28, c: 5), classes: 10)
     #expect(five.convPaths == [.im2col, .winograd])
     let noOneChannel = try ModelSpec(parsing: "conv(8,3) relu conv(16,3) relu fc(10)")

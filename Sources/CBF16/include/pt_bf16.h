@@ -1,6 +1,8 @@
 // bf16 matrix tiles with fp32 accumulation: AMX, AVX512-BF16 and a portable path, picked at run
 // time (pt_bf16_paths). Every kernel computes one 32x32 fp32 tile of C from packed bf16 operands:
-//   A: 32 rows, row r's k = 0, 1, 2, ... at a + r * lda (lda a multiple of 32, zero-padded);
+//   A: 32 rows, row r's k = 0, 1, 2, ... at a + r * lda (lda a multiple of 32, zero-padded); or,
+//      with `offsets`, block kb's 32 k of row r at a + r * lda + offsets[kb] (any lda: rows may
+//      overlap, as an input image's pixels do when the GEMM reads its patches in place);
 //   B: per block of 32 k, two 16-column halves, each 16 k-pairs x 16 columns x 2 bf16 (the VNNI
 //      layout AMX and VDPBF16PS read): value (k, n) of block kb at
 //      b + kb * 1024 + (n / 16) * 512 + (k % 32 / 2) * 32 + (n % 16) * 2 + k % 2.
@@ -16,15 +18,13 @@ enum { PT_BF16_AMX = 1, PT_BF16_AVX512 = 2 };
 /// The paths this CPU and OS offer (PT_BF16_* bits). Asks Linux for the AMX tile state once.
 int pt_bf16_paths(void);
 
-void pt_bf16_tile_amx(int blocks, const uint16_t *a, long lda, const uint16_t *b,
-                      float *c, long ldc, int load, const float *bias, int relu);
-/// The AMX kernel for a C of 16 rows (A's first 16 rows): a GEMM's last row panel when it holds no
-/// more, at half the products. Each element's sum is the 32-row kernel's, so its bits.
-void pt_bf16_tile16_amx(int blocks, const uint16_t *a, long lda, const uint16_t *b,
-                        float *c, long ldc, int load, const float *bias, int relu);
-void pt_bf16_tile_avx512(int blocks, const uint16_t *a, long lda, const uint16_t *b,
+/// AMX computes only C's first `rows` (16 or fewer: half the tiles) and `cols` (16 or fewer: half
+/// again); the rest of the 32 x 32 is left as it was. Each element's bits are the full tile's.
+void pt_bf16_tile_amx(int blocks, const uint16_t *a, const long *offsets, long lda, const uint16_t *b,
+                      float *c, long ldc, int load, const float *bias, int relu, int rows, int cols);
+void pt_bf16_tile_avx512(int blocks, const uint16_t *a, const long *offsets, long lda, const uint16_t *b,
                          float *c, long ldc, int load, const float *bias, int relu);
-void pt_bf16_tile_portable(int blocks, const uint16_t *a, long lda, const uint16_t *b,
+void pt_bf16_tile_portable(int blocks, const uint16_t *a, const long *offsets, long lda, const uint16_t *b,
                            float *c, long ldc, int load, const float *bias, int relu);
 /// Loads this thread's AMX tile configuration (8 tiles of 16 rows x 64 bytes); before AMX tiles.
 void pt_bf16_amx_configure(void);

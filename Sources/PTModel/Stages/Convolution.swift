@@ -11,14 +11,17 @@ public enum ConvPath: Sendable, Equatable {
     /// the input zero-padded into scratch: no im2col, no packed weights, and no input gradient
     /// (only a first layer can do without one).
     case fewChannels
-    /// 3x3 stride 1 SAME with 16 channels in and out: direct, a vector of output channels per
-    /// pixel (`DirectConv`); Winograd's GEMMs are too thin there, and so are bf16 tiles (in bf16
-    /// it runs on bf16-rounded operands).
+    /// 3x3 stride 1 SAME with 16 channels in and out, fp32: direct, a vector of output channels
+    /// per pixel (`DirectConv`); Winograd's GEMMs are too thin there. (In bf16: `implicit`.)
     case direct
     /// 3x3 stride 1 with whole-vector channel counts: Winograd F(2x2, 3x3), 16 GEMMs a sample.
     case winograd
     /// im2col of a sample into scratch, then one GEMM.
     case im2col
+    /// bf16, 3x3-like stride 1 SAME: one GEMM that reads the patches in place from the padded
+    /// input (`ImplicitConv`), the input gradient the same GEMM over the padded output gradient
+    /// with the weights flipped, the weight gradient from shifted planes (`Im2col.shiftedPlanesBF16`).
+    case implicit
     /// 1x1 stride 1: the input is its own im2col, one GEMM.
     case pointwise
 
@@ -28,8 +31,11 @@ public enum ConvPath: Sendable, Equatable {
     /// 9 pads to a 32-k tile, and per-sample packing made its bf16 GEMM measure 2x slower; it
     /// is 0.7% of the reference network's multiply-adds). With 2 to 4 channels (K of 18 to 36) a
     /// bf16 first layer stays a bf16 GEMM, so its multiply-adds take bf16 operands as the flag says.
+    /// A bf16 conv that `ImplicitConv` serves takes it: no im2col, and a 16-channel conv's
+    /// multiply-adds on the bf16 units instead of fp32 FMAs.
     static func choose(_ g: Window, cout: Int, firstLayer: Bool, precision: Precision = .fp32) -> ConvPath {
         if firstLayer && FewChannelConv.applies(g, cout: cout) && (g.channels == 1 || !precision.isBF16) { return .fewChannels }
+        if precision.isBF16 && ImplicitConv.applies(g, cout: cout) { return .implicit }
         if DirectConv.applies(g, cout: cout) { return .direct }
         if !precision.isBF16 && Winograd.applies(g, cout: cout) { return .winograd }
         return g.kernel == 1 && g.stride == 1 ? .pointwise : .im2col
@@ -60,6 +66,9 @@ struct ConvStage: Stage {
     /// Bᵀ (`packedWt`, 16 blocks of `packedStrideT`).
     var u: UnsafeMutablePointer<Float>?
     var packedStride = 0, packedStrideT = 0
+    /// On the implicit path, the weights flipped and transposed once a step
+    /// (`ImplicitConv.flipTranspose`), then packed as the input gradient's B (`packedWt`).
+    var flippedW: UnsafeMutablePointer<Float>?
     /// A max-pool right after this conv runs inside the conv's per-sample jobs: the conv's output
     /// and its gradient live only in the worker's scratch, and the pool applies the ReLU mask.
     var fusedPool: PoolingStage?
@@ -96,7 +105,7 @@ struct ConvStage: Stage {
     }
 
     var name: String {
-        "conv \(window.kernel)x\(window.kernel) \(window.channels)->\(cout)\(relu ? " +relu" : "")\(path == .winograd ? " winograd" : path == .direct ? " direct" : "")"
+        "conv \(window.kernel)x\(window.kernel) \(window.channels)->\(cout)\(relu ? " +relu" : "")\(path == .winograd ? " winograd" : path == .direct ? " direct" : path == .implicit ? " implicit" : "")"
     }
     var parameters: Range<Int> { weight..<(bias.map { $0 + cout } ?? weight + window.patch * cout) }
     var outputInScratch: Bool { fusedPool != nil }
@@ -119,6 +128,9 @@ struct ConvStage: Stage {
                 + DirectConv.paddedFloats(height: g.outH, width: g.outW, channels: cout)
         case .im2col:
             n.col = max(g.positions * g.patch + Im2col.slack, precision.isBF16 ? max(Im2col.bf16Floats(g), Im2col.transposedBF16Floats(g), bf16WeightGradientFloats) : 0)
+        case .implicit:  // the padded input and the GEMM's rows; the weight gradient's planes; the padded dy and its rows
+            let forward = ImplicitConv(forward: g), input = ImplicitConv(inputGradientOf: g, cout: cout)
+            n.col = max(forward.paddedFloats + forward.rows * cout, bf16WeightGradientFloats, input.paddedFloats + input.rows * g.channels)
         case .pointwise: break
         }
         return n
@@ -142,7 +154,6 @@ struct ConvStage: Stage {
         case .fewChannels:
             break  // the weights are read as stored: nothing to pack
         case .direct:
-            if precision.isBF16 { packedW = layout.floats(9 * g.channels * cout) }
             if index > 0 { packedWt = layout.floats(9 * g.channels * cout) }
         case .winograd:
             u = layout.floats(16 * g.channels * cout)
@@ -153,6 +164,12 @@ struct ConvStage: Stage {
         case .im2col, .pointwise:
             packedW = layout.floats(Gemm.packedBFloats(k: g.patch, n: cout, precision: precision))
             if index > 0 { packedWt = layout.floats(Gemm.packedBFloats(k: cout, n: g.patch, precision: precision)) }
+        case .implicit:
+            packedW = layout.floats(ImplicitConv(forward: g).packedWeightsFloats(cout: cout))
+            if index > 0 {
+                packedWt = layout.floats(ImplicitConv(inputGradientOf: g, cout: cout).packedWeightsFloats(cout: g.channels))
+                flippedW = layout.floats(g.patch * cout)
+            }
         }
         // (A residual block's projection is allocated with no stages before it: none is its bn.)
         if index > 0, earlier.count == index, let bn = earlier[index - 1] as? BatchNormStage, bn.inConvStack {
@@ -180,8 +197,8 @@ struct ConvStage: Stage {
             let pack = PackBJob(k: window.patch, n: cout, b: .rowMajor(W + weight, cols: cout), into: packedW,
                                 workers: pool.splitCount, precision: precision)
             pool.run(items: pack.items, pack)
-        case .direct where precision.isBF16:
-            pool.run(items: 1, RoundWeightsJob(w: W + weight, count: 9 * window.channels * cout, into: packedW))
+        case .implicit:
+            pool.run(items: 1, PackImplicitJob(c: self, w: W + weight, inputGradient: false))
         case .fewChannels, .direct:
             break  // reads the weights as stored
         }
@@ -198,9 +215,9 @@ struct ConvStage: Stage {
         let pool = net.pool, n = pass.count
         let wt = pass.needsInputGradient ? packedWt : nil
         if let wt, path == .direct {
-            // (In bf16, from the weights the forward pass rounded.)
-            let w = precision.isBF16 ? packedW! : net.parameters.values + weight
-            pool.run(items: 1, FlipTransposeJob(w: w, cin: window.channels, cout: cout, into: wt))
+            pool.run(items: 1, FlipTransposeJob(w: net.parameters.values + weight, cin: window.channels, cout: cout, into: wt))
+        } else if wt != nil, path == .implicit {
+            pool.run(items: 1, PackImplicitJob(c: self, w: net.parameters.values + weight, inputGradient: true))
         } else if let wt, path != .winograd {  // (a Winograd conv packed its Uᵀ in the forward pass)
             let pack = PackBJob(k: cout, n: window.patch, b: .transposed(net.parameters.values + weight, cols: cout), into: wt,
                                 workers: pool.splitCount, precision: precision)
@@ -232,13 +249,22 @@ struct FlipTransposeJob: ParallelJob, @unchecked Sendable {  // the one item wri
     func bytesMoved(items: Int) -> Int { 2 * f * 9 * cin * cout }
 }
 
-/// A direct conv's weights rounded to bf16 for a bf16 step (one item).
-struct RoundWeightsJob: ParallelJob, @unchecked Sendable {  // the one item writes `into`
+/// An implicit conv's weights packed as its forward GEMM's B, or flipped and transposed, then packed
+/// as its input gradient's (one item).
+struct PackImplicitJob: ParallelJob, @unchecked Sendable {  // the one item writes packedW, or flippedW and packedWt
+    var c: ConvStage
     var w: UnsafeMutablePointer<Float>
-    var count: Int
-    var into: UnsafeMutablePointer<Float>
-    func run(_ item: Int, _ worker: Int) { DirectConv.rounded(w, count: count, into: into) }
-    func bytesMoved(items: Int) -> Int { 2 * f * count }
+    var inputGradient: Bool
+    func run(_ item: Int, _ worker: Int) {
+        let g = c.window
+        if inputGradient, let flipped = c.flippedW, let wt = c.packedWt {
+            ImplicitConv.flipTranspose(w, kernel: g.kernel, cin: g.channels, cout: c.cout, into: flipped)
+            ImplicitConv(inputGradientOf: g, cout: c.cout).packWeights(flipped, cout: g.channels, into: wt)
+        } else {
+            ImplicitConv(forward: g).packWeights(w, cout: c.cout, into: c.packedW)
+        }
+    }
+    func bytesMoved(items: Int) -> Int { f * c.window.patch * c.cout * (inputGradient ? 3 : 2) }
 }
 
 /// U = G g Gᵀ of a Winograd conv's weights, a slice of the (cin, cout) pairs per item.
@@ -367,10 +393,10 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
             }
             FewChannelConv.forward(g, cout: cout, xp: xp, w: weights + c.weight, bias: bias, relu: c.relu, rows: rows, y: out)
         case .direct:
-            let xp = area + scratch.col, bf16 = c.precision.isBF16
-            DirectConv.pad(x + s * g.inputSize, height: g.inH, width: g.inW, channels: g.channels, bf16: bf16, into: xp)
+            let xp = area + scratch.col
+            DirectConv.pad(x + s * g.inputSize, height: g.inH, width: g.inW, channels: g.channels, into: xp)
             DirectConv.forward(height: g.outH, width: g.outW, cin: g.channels, cout: cout, xp: xp,
-                               w: bf16 ? c.packedW : weights + c.weight, bias: bias, relu: c.relu, rows: rows, y: out)
+                               w: weights + c.weight, bias: bias, relu: c.relu, rows: rows, y: out)
         case .winograd:
             // V = Bᵀ d B, then M_ξ = V_ξ · U_ξ for the 16 positions ξ, then y = Aᵀ M A + bias; a
             // part computes its rows of tiles of V, M and y.
@@ -385,6 +411,20 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
                               accumulate: false, scratch: area)
             }
             Winograd.transformOutput(g, cout: cout, m: m, bias: bias, relu: c.relu, tiles: tiles, into: out)
+        case .implicit:
+            // The GEMM reads the patches in the padded input; its rows run over the padding
+            // columns, dropped as they are copied out.
+            let ic = ImplicitConv(forward: g)
+            let padded = UnsafeMutableRawPointer(area + scratch.col).assumingMemoryBound(to: UInt16.self)
+            let rows = area + scratch.col + ic.paddedFloats
+            ic.pad(x + s * g.inputSize, into: padded)
+            withUnsafeTemporaryAllocation(of: Int.self, capacity: ic.blocks) { offsets in
+                ic.offsets(into: offsets.baseAddress!)
+                GemmBF16.multiply(m: ic.rows, n: cout, k: ic.k, aBlocks: padded, lda: g.channels, offsets: offsets.baseAddress!,
+                                  b: .packed(c.packedW), c: rows, ldc: cout, accumulate: false, bias: bias, relu: c.relu,
+                                  scratch: area, path: c.precision.bf16Path!)
+            }
+            ic.compact(rows, columns: cout, into: out)
         case .im2col where c.precision.isBF16:
             // The patches straight into bf16 rows: no fp32 im2col, no packing pass.
             let path = c.precision.bf16Path!
@@ -499,14 +539,12 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
                 FewChannelConv.weightGradient(g, cout: cout, xp: xp, dy: dys, dw: gws)
                 if let gbs { Elementwise.columnSums(dys, rows: P, ld: cout, cols: biasColumns, into: gbs, accumulate: true) }
             case .direct:
-                // dW from the padded input; dx = the padded dy through the flipped, transposed
-                // weights. In bf16 both pads round, and dW reads the rounded dy inside its padding.
-                let xp = area + scratch.col, bf16 = c.precision.isBF16
+                // dW from the padded input; dx = the padded dy through the flipped, transposed weights.
+                let xp = area + scratch.col
                 let dyp = xp + DirectConv.paddedFloats(height: g.inH, width: g.inW, channels: g.channels)
-                DirectConv.pad(x + s * g.inputSize, height: g.inH, width: g.inW, channels: g.channels, bf16: bf16, into: xp)
-                if bf16 || dx != nil { DirectConv.pad(dys, height: g.outH, width: g.outW, channels: cout, bf16: bf16, into: dyp) }
-                DirectConv.weightGradient(height: g.outH, width: g.outW, cin: g.channels, cout: cout, xp: xp,
-                                          dy: bf16 ? dyp + (g.outW + 3) * cout : dys, dyStride: bf16 ? (g.outW + 2) * cout : nil,
+                DirectConv.pad(x + s * g.inputSize, height: g.inH, width: g.inW, channels: g.channels, into: xp)
+                if dx != nil { DirectConv.pad(dys, height: g.outH, width: g.outW, channels: cout, into: dyp) }
+                DirectConv.weightGradient(height: g.outH, width: g.outW, cin: g.channels, cout: cout, xp: xp, dy: dys,
                                           dw: gws, accumulate: s > first)
                 if let gbs { Elementwise.columnSums(dys, rows: P, ld: cout, cols: 0..<cout, into: gbs, accumulate: true) }
                 if let dx, let wt {
@@ -516,8 +554,8 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
             case .winograd:
                 backwardWinograd(s, dys, du, accumulate: s > first, area, parts.count == 1 ? 0..<g.channels : parts.block(part))
                 if let gbs { Elementwise.columnSums(dys, rows: P, ld: cout, cols: biasColumns, into: gbs, accumulate: true) }
-            case .im2col, .pointwise:
-                let viaCol = c.path == .im2col
+            case .im2col, .pointwise, .implicit:
+                let viaCol = c.path != .pointwise
                 let col = viaCol ? area + scratch.col : x + s * g.inputSize
                 if viaCol, let path = c.precision.bf16Path, Im2col.shiftedPlanesApply(g) {
                     // A GEMM per tap, its rows of the transposed patches read in place from shifted
@@ -543,7 +581,19 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
                                   c: gws, ldc: cout, accumulate: s > first, scratch: area, precision: c.precision)
                 }
                 if let gbs { Elementwise.columnSums(dys, rows: P, ld: cout, cols: 0..<cout, into: gbs, accumulate: true) }
-                if let dx, let wt {
+                if let dx, let wt, c.path == .implicit {
+                    // dy padded, through the flipped weights, in place of the planes.
+                    let ic = ImplicitConv(inputGradientOf: g, cout: cout)
+                    let padded = UnsafeMutableRawPointer(col).assumingMemoryBound(to: UInt16.self), rows = col + ic.paddedFloats
+                    ic.pad(dys, into: padded)
+                    withUnsafeTemporaryAllocation(of: Int.self, capacity: ic.blocks) { offsets in
+                        ic.offsets(into: offsets.baseAddress!)
+                        GemmBF16.multiply(m: ic.rows, n: g.channels, k: ic.k, aBlocks: padded, lda: cout, offsets: offsets.baseAddress!,
+                                          b: .packed(wt), c: rows, ldc: g.channels, accumulate: false, scratch: area,
+                                          path: c.precision.bf16Path!)
+                    }
+                    ic.compact(rows, columns: g.channels, into: dx + s * g.inputSize)
+                } else if let dx, let wt {
                     // The im2col is no longer needed: its gradient goes over it.
                     let dcol = viaCol ? col : dx + s * P * K
                     Gemm.multiply(m: P, n: K, k: cout, a: .rowMajor(dys, cols: cout), b: .packed(wt),
