@@ -38,7 +38,7 @@ public enum DirectConv {
     /// y[p][co] = ReLU?(Σ_taps Σ_ci xp · w + bias) for output rows `rows`; `xp` is the padded
     /// input (`pad`), w is [3][3][cin][cout], y is [height, width, cout]; a nil bias adds 0. Also
     /// the input gradient's kernel: dx is this conv of the padded dy with the weights flipped and
-    /// transposed (`flipTranspose`), no bias, no ReLU.
+    /// transposed (`Window.flipTranspose`), no bias, no ReLU.
     public static func forward(height: Int, width: Int, cin: Int, cout: Int, xp: UnsafePointer<Float>, w: UnsafePointer<Float>,
                                bias: UnsafePointer<Float>?, relu: Bool, rows: Range<Int>, y: UnsafeMutablePointer<Float>) {
         // 16 input channels (the case this path is for) as a constant: the channel loop unrolls.
@@ -124,12 +124,6 @@ public enum DirectConv {
                 }
             }
         }
-    }
-
-    /// wt[kh][kw][co][ci] = w[2 - kh][2 - kw][ci][co]: the weights of the conv that maps the output
-    /// gradient to the input gradient.
-    public static func flipTranspose(_ w: UnsafePointer<Float>, cin: Int, cout: Int, into wt: UnsafeMutablePointer<Float>) {
-        ImplicitConv.flipTranspose(w, kernel: 3, cin: cin, cout: cout, into: wt)
     }
 
     /// dw[tap][ci][co] += Σ_p xp(p + tap)[ci] · dy[p][co], positions in order (a running sum over a

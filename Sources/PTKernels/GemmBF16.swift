@@ -83,8 +83,8 @@ public enum GemmBF16 {
     }
 
     /// The same with A already in bf16 (`packRows`, or a bf16 im2col): row i's k = 0, 1, ... at
-    /// `a + i * lda`, lda >= paddedK(k), zeros from k to paddedK(k). The same bits as `multiply`
-    /// with A as fp32.
+    /// `a + i * lda`, lda >= paddedK(k), finite values from k to paddedK(k) (they meet B's zero
+    /// rows; zeros give `multiply`'s bits with A as fp32 for any data).
     public static func multiply(m: Int, n: Int, k: Int, aBF16 a: UnsafePointer<UInt16>, lda: Int, b operand: BOperand,
                                 c: UnsafeMutablePointer<Float>, ldc: Int,
                                 accumulate: Bool, bias: UnsafePointer<Float>? = nil, relu: Bool = false,

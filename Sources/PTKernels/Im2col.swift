@@ -28,6 +28,16 @@ public struct Window: Equatable, Sendable {
     public var patch: Int { kernel * kernel * channels }
     public var positions: Int { outH * outW }
     public var inputSize: Int { inH * inW * channels }
+
+    /// wt[kh][kw][co][ci] = w[K-1-kh][K-1-kw][ci][co] (w as stored, [K][K][channels][cout]): the
+    /// weights of the stride-1 conv that maps this conv's output gradient to its input gradient.
+    public func flipTranspose(_ w: UnsafePointer<Float>, cout: Int, into wt: UnsafeMutablePointer<Float>) {
+        let taps = kernel * kernel, cin = channels
+        for tap in 0..<taps {
+            let src = w + (taps - 1 - tap) * cin * cout, dst = wt + tap * cout * cin
+            for ci in 0..<cin { for co in 0..<cout { dst[co * cin + ci] = src[ci * cout + co] } }
+        }
+    }
 }
 
 public enum Im2col {
@@ -137,8 +147,9 @@ public enum Im2col {
     /// The patches transposed, in bf16: row (kh, kw, c) holds that tap's input at every output
     /// position in order (0 in the padding), k = positions, zeros up to GemmBF16.paddedK —
     /// `GemmBF16.multiply(aBF16:)`'s A for a weight gradient colᵀ · dY, instead of an fp32 im2col
-    /// that the GEMM transposes and rounds (conv2 of the reference network, a sample: 24 µs
-    /// against 15 + 26 µs). Each channel's plane (one transposing pass for all) is
+    /// that the GEMM transposes and rounds (measured on conv2 of the reference network, one sample:
+    /// 24 µs against 15 + 26 µs; a stride-1 SAME conv now reads these runs in place,
+    /// `shiftedPlanesBF16`). Each channel's plane (one transposing pass for all) is
     /// copied once per kernel column, shifted by that column (outW values per input row, zeros
     /// where the tap falls in the padding); then the rows are written in order, each (with stride
     /// 1) one contiguous run of a shifted plane. The same values, so the same bits. Returns the
@@ -153,15 +164,12 @@ public enum Im2col {
         let shifted = (raw + planesBytes(g)).assumingMemoryBound(to: UInt16.self), sStride = shiftedStride(g)
         let col = shifted + c * k * sStride
         let lda = GemmBF16.paddedK(g.positions), outW = g.outW
-        // Where (channel, kernel column)'s shifted plane is: the plane itself where the shift changes nothing.
-        @inline(__always) func source(_ ch: Int, _ kw: Int) -> UnsafePointer<UInt16> {
-            g.stride == 1 && kw == g.padLeft && outW == g.inW ? UnsafePointer(planes + gap + ch * planeStride)
-                                                               : UnsafePointer(shifted + (ch * k + kw) * sStride)
-        }
+        // Where (channel, kernel column)'s shifted plane is.
+        @inline(__always) func source(_ ch: Int, _ kw: Int) -> UnsafePointer<UInt16> { UnsafePointer(shifted + (ch * k + kw) * sStride) }
         typealias H = SIMD16<UInt16>
         for ch in 0..<c {
             let plane = UnsafePointer(planes + gap + ch * planeStride)
-            for kw in 0..<k where source(ch, kw) != plane {
+            for kw in 0..<k {
                 // s[ih][ow] = plane[ih][ow * stride + shift], 0 outside the image's columns.
                 let shift = kw - g.padLeft, s = shifted + (ch * k + kw) * sStride
                 let owLo = min(max(0, (-shift + g.stride - 1) / g.stride), outW)
@@ -232,15 +240,18 @@ public enum Im2col {
     /// kw - padLeft (zeros where the tap falls outside the image's columns) after padTop zero rows
     /// and followed by zeros. Tap (kh, kw)'s row for channel c is then one run in place, at
     /// `planes + (kw * channels + c) * stride + kh * outW`: a GEMM per tap reads its rows with
-    /// `lda` = stride, the same values as `transposedBF16` writes (so the same bits), instead of
-    /// copying kernel² x channels rows of every position. Returns the planes and that stride.
+    /// `lda` = stride instead of a copy of kernel² x channels rows of every position. Over the
+    /// positions a run holds `transposedBF16`'s values; over the k padding past them, finite values
+    /// (the plane's later rows, or zeros) that meet B's zero rows: the same bits for finite data.
+    /// Returns the planes and that stride.
     public static func shiftedPlanesBF16(_ g: Window, x: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>) -> (UnsafePointer<UInt16>, Int) {
         precondition(shiftedPlanesApply(g), "shifted planes need a stride-1 SAME conv")
         let c = g.channels, k = g.kernel, w = g.outW, area = g.inH * g.inW
         let stride = shiftedPlaneStride(g), top = g.padTop * w
         let base = UnsafeMutableRawPointer(scratch).assumingMemoryBound(to: UInt16.self)
         // Block padLeft is the planes themselves. The transpose zero-fills each plane's row to the
-        // stride: its bottom rows and the next plane's top rows (the last one's runs past the blocks).
+        // stride: its bottom rows and the next plane's top rows (the last plane's fill runs padTop
+        // rows into the next block, or past the blocks: `shiftedPlanesFloats` has room).
         let planes = base + g.padLeft * c * stride
         planes.update(repeating: 0, count: top)
         pt_bf16_pack_transposed(x, c, Int32(c), Int32(area), planes + top, stride)

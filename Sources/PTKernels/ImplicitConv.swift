@@ -10,7 +10,7 @@
 // im2col's values in its order: the bits of im2col's GEMM. A padded run regroups the sums (AMX's
 // instruction does not add a block's pairs one at a time), still within the fp32 bound. The
 // input gradient is this conv of the padded output gradient with the weights flipped and
-// transposed (`flipTranspose`): its sums over taps and output channels one chain per element.
+// transposed (`Window.flipTranspose`): its sums over taps and output channels one chain per element.
 
 import CBF16
 
@@ -31,14 +31,15 @@ public struct ImplicitConv: Equatable, Sendable {
     }
 
     /// Whether a bf16 conv `g` takes this path: stride 1, SAME, and either a direct conv's
-    /// channels (whose alternative is fp32 arithmetic on rounded operands) or the im2col GEMM's
-    /// own K (each kernel row's run a whole number of k-blocks) with at most 1/8 more rows.
+    /// channels (16: im2col would pad each patch's K of 144 to 160 and copy it, and fp32's direct
+    /// kernel is not a bf16 unit) or the im2col GEMM's own K (each kernel row's run a whole number
+    /// of k-blocks) with at most 1/8 more rows.
     public static func applies(_ g: Window, cout: Int) -> Bool {
         guard g.stride == 1, g.outH == g.inH, g.outW == g.inW, g.kernel > 1 else { return false }
         if DirectConv.applies(g, cout: cout) { return true }
         let c = ImplicitConv(forward: g)
-        let panels = (g.positions + 31) / 32 * 32
-        return g.kernel * g.channels % 32 == 0 && 8 * c.rows <= 9 * panels
+        let im2colRows = (g.positions + 31) / 32 * 32
+        return g.kernel * g.channels % 32 == 0 && 8 * c.rows <= 9 * im2colRows
     }
 
     /// Padded width: the image's columns and the border's.
@@ -97,13 +98,24 @@ public struct ImplicitConv: Equatable, Sendable {
     /// Floats of `packWeights`'s B.
     public func packedWeightsFloats(cout: Int) -> Int { GemmBF16.packedBFloats(k: k, n: cout) }
 
-    /// wt[kh][kw][co][ci] = w[K-1-kh][K-1-kw][ci][co]: the weights of the conv that maps the output
-    /// gradient to the input gradient.
-    public static func flipTranspose(_ w: UnsafePointer<Float>, kernel: Int, cin: Int, cout: Int, into wt: UnsafeMutablePointer<Float>) {
-        let taps = kernel * kernel
-        for tap in 0..<taps {
-            let src = w + (taps - 1 - tap) * cin * cout, dst = wt + tap * cout * cin
-            for ci in 0..<cin { for co in 0..<cout { dst[co * cin + ci] = src[ci * cout + co] } }
+    /// Floats of scratch `run` takes: the padded copy, then the GEMM's rows of `n` channels.
+    public func scratchFloats(n: Int) -> Int { paddedFloats + rows * n }
+
+    /// The conv of `image` ([height, width, channels]) into `out` ([height, width, n]): the image
+    /// padded into `scratch` (`scratchFloats`), the GEMM (B from `packWeights`, then + bias and
+    /// ReLU) into the rows after it, those rows without the padding columns into `out`.
+    /// `gemmScratch` is the GEMM's own (`GemmBF16.scratchFloats`).
+    public func run(_ image: UnsafePointer<Float>, packed: UnsafePointer<Float>, n: Int, bias: UnsafePointer<Float>?, relu: Bool,
+                    into out: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>,
+                    gemmScratch: UnsafeMutablePointer<Float>, path: BF16Path) {
+        let padded = UnsafeMutableRawPointer(scratch).assumingMemoryBound(to: UInt16.self), gemmC = scratch + paddedFloats
+        pad(image, into: padded)
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: blocks) { o in
+            offsets(into: o.baseAddress!)
+            GemmBF16.multiply(m: rows, n: n, k: k, aBlocks: padded, lda: channels, offsets: o.baseAddress!, b: .packed(packed),
+                              c: gemmC, ldc: n, accumulate: false, bias: bias, relu: relu, scratch: gemmScratch, path: path)
         }
+        compact(gemmC, columns: n, into: out)
     }
+
 }

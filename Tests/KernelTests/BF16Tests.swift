@@ -117,10 +117,11 @@ func beforeGuardPage<T>(_ count: Int, _: T.Type) -> UnsafeMutablePointer<T> {
 }
 
 /// A already in bf16 (a dense layer's rounded input, a bf16 im2col) gives the bits of A as fp32
-/// rounded in the call, for any block of rows the pool cuts, and reads no row past m.
+/// rounded in the call, for any block of rows the pool cuts, and reads no row past m (48 rows:
+/// a last panel of exactly 16, which AMX reads in place).
 @Test(arguments: bf16Paths)
 func bf16RowsOfAGiveTheBitsOfAView(_ path: BF16Path) {
-    for (m, n, k) in [(5, 40, 70), (33, 64, 600), (77, 100, 6)] {
+    for (m, n, k) in [(5, 40, 70), (33, 64, 600), (77, 100, 6), (48, 16, 96)] {
         var r = Rand(s: UInt64(m))
         let a = r.array(m * k), b = r.array(k * n), lda = GemmBF16.paddedK(k)
         let rows = beforeGuardPage(m * lda, UInt16.self)
@@ -198,13 +199,14 @@ func transposedBF16Im2colIsTheRoundedTranspose(_ g: Window) {
 }
 
 /// The shifted planes hold, for every tap and channel, `transposedBF16`'s row in place (its
-/// positions, then finite values over the k padding): SAME stride-1 convs with 3x3 and 5x5
-/// kernels, rows shorter and longer than a vector, one to 64 channels.
+/// positions, then finite values over the k padding): SAME stride-1 convs with 3x3, 5x5 and 4x4
+/// (more padding after than before) kernels, rows shorter and longer than a vector, 1 to 64 channels.
 @Test(arguments: [Window(inH: 14, inW: 14, channels: 64, kernel: 3, stride: 1, same: true),
                   Window(inH: 8, inW: 9, channels: 2, kernel: 5, stride: 1, same: true),
                   Window(inH: 5, inW: 37, channels: 1, kernel: 3, stride: 1, same: true),
                   Window(inH: 16, inW: 16, channels: 32, kernel: 3, stride: 1, same: true),
-                  Window(inH: 3, inW: 3, channels: 5, kernel: 3, stride: 1, same: true)])
+                  Window(inH: 3, inW: 3, channels: 5, kernel: 3, stride: 1, same: true),
+                  Window(inH: 6, inW: 7, channels: 3, kernel: 4, stride: 1, same: true)])
 func shiftedPlanesHoldTheTransposedPatches(_ g: Window) {
     #expect(Im2col.shiftedPlanesApply(g))
     var r = Rand(s: 10)
@@ -265,6 +267,8 @@ func bf16GemmSubBlocksAreBitIdentical(_ path: BF16Path) {
     // kernel: rows 0-7 come from the 16-row kernel here and from the 32-row one whole.)
     #expect(bf16Blocks(path, m: 77, n: 100, k: 700, rowCuts: [8, 40, 41], colCuts: [32, 64], packB: false) == whole)
     #expect(bf16Blocks(path, m: 77, n: 100, k: 700, rowCuts: [1, 2, 3, 70], colCuts: [64], packB: true) == whole)
+    // Columns cut at 16 (a view B): a 16-column tile against the full one for the same elements.
+    #expect(bf16Blocks(path, m: 77, n: 100, k: 700, rowCuts: [40], colCuts: [16, 48], packB: false) == whole)
     #expect(bf16Blocks(path, m: 77, n: 100, k: 700, rowCuts: [], colCuts: [], packB: true) == whole)
     // Wider than a column block with an A that fits the A block whole (rounded once for every
     // column block), against column parts each narrow enough to round their own.

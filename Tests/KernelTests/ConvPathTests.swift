@@ -168,7 +168,7 @@ func directConvMatchesFloat64Convolution(_ p: (Int, Int, Int, Int)) {
     var dwFresh = [Float](repeating: .nan, count: 9 * cin * cout), dwRunning = start
     x.withUnsafeBufferPointer { DirectConv.pad($0.baseAddress!, height: h, width: w, channels: cin, into: &xp) }
     dy.withUnsafeBufferPointer { DirectConv.pad($0.baseAddress!, height: h, width: w, channels: cout, into: &dyp) }
-    wt.withUnsafeBufferPointer { DirectConv.flipTranspose($0.baseAddress!, cin: cin, cout: cout, into: &flipped) }
+    wt.withUnsafeBufferPointer { g.flipTranspose($0.baseAddress!, cout: cout, into: &flipped) }
     DirectConv.forward(height: h, width: w, cin: cin, cout: cout, xp: xp, w: wt, bias: bias, relu: true, rows: 0..<h, y: &y)
     DirectConv.forward(height: h, width: w, cin: cout, cout: cin, xp: dyp, w: flipped, bias: nil, relu: false, rows: 0..<h, y: &dx)
     DirectConv.weightGradient(height: h, width: w, cin: cin, cout: cout, xp: xp, dy: dy, dw: &dwFresh, accumulate: false)

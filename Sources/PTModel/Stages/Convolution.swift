@@ -18,7 +18,7 @@ public enum ConvPath: Sendable, Equatable {
     case winograd
     /// im2col of a sample into scratch, then one GEMM.
     case im2col
-    /// bf16, 3x3-like stride 1 SAME: one GEMM that reads the patches in place from the padded
+    /// bf16, stride 1 SAME (`ImplicitConv.applies`): one GEMM that reads the patches in place from the padded
     /// input (`ImplicitConv`), the input gradient the same GEMM over the padded output gradient
     /// with the weights flipped, the weight gradient from shifted planes (`Im2col.shiftedPlanesBF16`).
     case implicit
@@ -36,7 +36,7 @@ public enum ConvPath: Sendable, Equatable {
     static func choose(_ g: Window, cout: Int, firstLayer: Bool, precision: Precision = .fp32) -> ConvPath {
         if firstLayer && FewChannelConv.applies(g, cout: cout) && (g.channels == 1 || !precision.isBF16) { return .fewChannels }
         if precision.isBF16 && ImplicitConv.applies(g, cout: cout) { return .implicit }
-        if DirectConv.applies(g, cout: cout) { return .direct }
+        if !precision.isBF16 && DirectConv.applies(g, cout: cout) { return .direct }
         if !precision.isBF16 && Winograd.applies(g, cout: cout) { return .winograd }
         return g.kernel == 1 && g.stride == 1 ? .pointwise : .im2col
     }
@@ -57,8 +57,7 @@ struct ConvStage: Stage {
     // The weights packed once a step for the per-sample GEMMs: W as the forward's B, and Wᵀ as
     // the input gradient's B (not for the first layer, which needs no input gradient). None on
     // the first-layer direct path, which reads the weights as stored; on the direct path packedWt holds
-    // the weights flipped and transposed (`DirectConv.flipTranspose`), and in bf16 packedW the
-    // weights rounded to bf16.
+    // the weights flipped and transposed (`Window.flipTranspose`).
     var packedW: UnsafeMutablePointer<Float>!
     var packedWt: UnsafeMutablePointer<Float>?
     /// On the Winograd path the weights are transformed once a step into `u` ([16][cin][cout])
@@ -127,10 +126,11 @@ struct ConvStage: Stage {
             n.col = DirectConv.paddedFloats(height: g.inH, width: g.inW, channels: g.channels)
                 + DirectConv.paddedFloats(height: g.outH, width: g.outW, channels: cout)
         case .im2col:
-            n.col = max(g.positions * g.patch + Im2col.slack, precision.isBF16 ? max(Im2col.bf16Floats(g), Im2col.transposedBF16Floats(g), bf16WeightGradientFloats) : 0)
+            let weightGradient = Im2col.shiftedPlanesApply(g) ? bf16WeightGradientFloats : Im2col.transposedBF16Floats(g)
+            n.col = max(g.positions * g.patch + Im2col.slack, precision.isBF16 ? max(Im2col.bf16Floats(g), weightGradient) : 0)
         case .implicit:  // the padded input and the GEMM's rows; the weight gradient's planes; the padded dy and its rows
-            let forward = ImplicitConv(forward: g), input = ImplicitConv(inputGradientOf: g, cout: cout)
-            n.col = max(forward.paddedFloats + forward.rows * cout, bf16WeightGradientFloats, input.paddedFloats + input.rows * g.channels)
+            n.col = max(ImplicitConv(forward: g).scratchFloats(n: cout), bf16WeightGradientFloats,
+                        ImplicitConv(inputGradientOf: g, cout: cout).scratchFloats(n: g.channels))
         case .pointwise: break
         }
         return n
@@ -215,7 +215,7 @@ struct ConvStage: Stage {
         let pool = net.pool, n = pass.count
         let wt = pass.needsInputGradient ? packedWt : nil
         if let wt, path == .direct {
-            pool.run(items: 1, FlipTransposeJob(w: net.parameters.values + weight, cin: window.channels, cout: cout, into: wt))
+            pool.run(items: 1, FlipTransposeJob(w: net.parameters.values + weight, window: window, cout: cout, into: wt))
         } else if wt != nil, path == .implicit {
             pool.run(items: 1, PackImplicitJob(c: self, w: net.parameters.values + weight, inputGradient: true))
         } else if let wt, path != .winograd {  // (a Winograd conv packed its Uᵀ in the forward pass)
@@ -243,10 +243,11 @@ struct ConvStage: Stage {
 /// A direct conv's weights flipped and transposed for its input gradient (9 · cin · cout floats: one item).
 struct FlipTransposeJob: ParallelJob, @unchecked Sendable {  // the one item writes `into`
     var w: UnsafeMutablePointer<Float>
-    var cin, cout: Int
+    var window: Window
+    var cout: Int
     var into: UnsafeMutablePointer<Float>
-    func run(_ item: Int, _ worker: Int) { DirectConv.flipTranspose(w, cin: cin, cout: cout, into: into) }
-    func bytesMoved(items: Int) -> Int { 2 * f * 9 * cin * cout }
+    func run(_ item: Int, _ worker: Int) { window.flipTranspose(w, cout: cout, into: into) }
+    func bytesMoved(items: Int) -> Int { 2 * f * window.patch * cout }
 }
 
 /// An implicit conv's weights packed as its forward GEMM's B, or flipped and transposed, then packed
@@ -257,8 +258,9 @@ struct PackImplicitJob: ParallelJob, @unchecked Sendable {  // the one item writ
     var inputGradient: Bool
     func run(_ item: Int, _ worker: Int) {
         let g = c.window
-        if inputGradient, let flipped = c.flippedW, let wt = c.packedWt {
-            ImplicitConv.flipTranspose(w, kernel: g.kernel, cin: g.channels, cout: c.cout, into: flipped)
+        if inputGradient {
+            guard let flipped = c.flippedW, let wt = c.packedWt else { preconditionFailure("no input gradient buffers") }
+            g.flipTranspose(w, cout: c.cout, into: flipped)
             ImplicitConv(inputGradientOf: g, cout: c.cout).packWeights(flipped, cout: g.channels, into: wt)
         } else {
             ImplicitConv(forward: g).packWeights(w, cout: c.cout, into: c.packedW)
@@ -360,7 +362,8 @@ struct ConvParts: Hashable {
 
 /// One sample of a convolution (or a block of its output rows, `parts`) by the conv's path:
 /// im2col into the worker's scratch (the input itself on the pointwise path) and one GEMM with
-/// bias and ReLU, or Winograd, or the direct first-layer conv; and, when a max-pool follows, the
+/// bias and ReLU, or the implicit GEMM over the padded input (bf16), or Winograd, or a direct
+/// conv; and, when a max-pool follows, the
 /// pool (then `y` is the pool's output and the conv's output stays in scratch). Item i is sample
 /// i / parts.count.
 struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its sample's (part's) output, and its worker's scratch
@@ -412,19 +415,9 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
             }
             Winograd.transformOutput(g, cout: cout, m: m, bias: bias, relu: c.relu, tiles: tiles, into: out)
         case .implicit:
-            // The GEMM reads the patches in the padded input; its rows run over the padding
-            // columns, dropped as they are copied out.
-            let ic = ImplicitConv(forward: g)
-            let padded = UnsafeMutableRawPointer(area + scratch.col).assumingMemoryBound(to: UInt16.self)
-            let rows = area + scratch.col + ic.paddedFloats
-            ic.pad(x + s * g.inputSize, into: padded)
-            withUnsafeTemporaryAllocation(of: Int.self, capacity: ic.blocks) { offsets in
-                ic.offsets(into: offsets.baseAddress!)
-                GemmBF16.multiply(m: ic.rows, n: cout, k: ic.k, aBlocks: padded, lda: g.channels, offsets: offsets.baseAddress!,
-                                  b: .packed(c.packedW), c: rows, ldc: cout, accumulate: false, bias: bias, relu: c.relu,
-                                  scratch: area, path: c.precision.bf16Path!)
-            }
-            ic.compact(rows, columns: cout, into: out)
+            // The GEMM reads the patches in the padded input (no im2col).
+            ImplicitConv(forward: g).run(x + s * g.inputSize, packed: c.packedW, n: cout, bias: bias, relu: c.relu, into: out,
+                                         scratch: area + scratch.col, gemmScratch: area, path: c.precision.bf16Path!)
         case .im2col where c.precision.isBF16:
             // The patches straight into bf16 rows: no fp32 im2col, no packing pass.
             let path = c.precision.bf16Path!
@@ -458,9 +451,10 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
 /// One shard of the batch through a convolution's backward pass, a sample at a time in sample
 /// order: the fused max-pool's backward (into scratch) or the ReLU mask, im2col again (cheaper
 /// than keeping the batch's), the shard's weight and bias gradients accumulated into its own
-/// buffers, and the input gradient (dcol = dy · Wᵀ, wt being Wᵀ packed, then col2im); or the
-/// same through Winograd's transforms (`backwardWinograd`), or the direct first-layer conv's
-/// weight gradient (that path has no input gradient). Which worker runs a shard changes nothing: its sums run in sample order.
+/// buffers, and the input gradient (dcol = dy · Wᵀ, wt being Wᵀ packed, then col2im); on the
+/// implicit path (bf16) the weight gradient from shifted planes and the input gradient the
+/// implicit GEMM over the padded dy; or the same through Winograd's transforms
+/// (`backwardWinograd`), or a direct conv's kernels (the first layer's has no input gradient). Which worker runs a shard changes nothing: its sums run in sample order.
 /// A Winograd conv's shard may be cut into `parts` (blocks of input channels, `ConvParts`): item i
 /// is shard i / parts.count.
 struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes its shard's (part's) gradients and samples' dx, and its worker's scratch
@@ -559,7 +553,7 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
                 let col = viaCol ? area + scratch.col : x + s * g.inputSize
                 if viaCol, let path = c.precision.bf16Path, Im2col.shiftedPlanesApply(g) {
                     // A GEMM per tap, its rows of the transposed patches read in place from shifted
-                    // planes, dy packed once for all nine (the dcol below overwrites both).
+                    // planes, dy packed once for every tap (the input gradient below overwrites both).
                     let (planes, ld) = Im2col.shiftedPlanesBF16(g, x: x + s * g.inputSize, scratch: col)
                     let packedDy = col + Im2col.shiftedPlanesFloats(g), cin = g.channels, k = g.kernel
                     GemmBF16.packB(k: P, n: cout, b: .rowMajor(dys, cols: cout), panels: 0..<GemmBF16.packedBPanels(n: cout), into: packedDy)
@@ -582,17 +576,10 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
                 }
                 if let gbs { Elementwise.columnSums(dys, rows: P, ld: cout, cols: 0..<cout, into: gbs, accumulate: true) }
                 if let dx, let wt, c.path == .implicit {
-                    // dy padded, through the flipped weights, in place of the planes.
-                    let ic = ImplicitConv(inputGradientOf: g, cout: cout)
-                    let padded = UnsafeMutableRawPointer(col).assumingMemoryBound(to: UInt16.self), rows = col + ic.paddedFloats
-                    ic.pad(dys, into: padded)
-                    withUnsafeTemporaryAllocation(of: Int.self, capacity: ic.blocks) { offsets in
-                        ic.offsets(into: offsets.baseAddress!)
-                        GemmBF16.multiply(m: ic.rows, n: g.channels, k: ic.k, aBlocks: padded, lda: cout, offsets: offsets.baseAddress!,
-                                          b: .packed(wt), c: rows, ldc: g.channels, accumulate: false, scratch: area,
-                                          path: c.precision.bf16Path!)
-                    }
-                    ic.compact(rows, columns: g.channels, into: dx + s * g.inputSize)
+                    // dy padded through the flipped weights (over the planes: no col2im).
+                    ImplicitConv(inputGradientOf: g, cout: cout).run(dys, packed: wt, n: g.channels, bias: nil, relu: false,
+                                                                     into: dx + s * g.inputSize, scratch: col, gemmScratch: area,
+                                                                     path: c.precision.bf16Path!)
                 } else if let dx, let wt {
                     // The im2col is no longer needed: its gradient goes over it.
                     let dcol = viaCol ? col : dx + s * P * K
