@@ -289,6 +289,29 @@ public enum Im2col {
         return (UnsafePointer(base), stride)
     }
 
+    /// Floats of scratch `weightGradientBF16` uses: the shifted planes, then dy packed.
+    public static func weightGradientBF16Floats(_ g: Window, cout: Int) -> Int {
+        shiftedPlanesFloats(g) + GemmBF16.packedBFloats(k: g.positions, n: cout)
+    }
+
+    /// dw (+)= colᵀ · dy in bf16 for a conv that `shiftedPlanesApply` to: a GEMM per tap, its rows of
+    /// the transposed patches read in place from the shifted planes, dy packed once for every tap.
+    /// `scratch` holds `weightGradientBF16Floats`; `gemmScratch` is the GEMMs' own.
+    public static func weightGradientBF16(_ g: Window, x: UnsafePointer<Float>, dy: UnsafeMutablePointer<Float>, cout: Int,
+                                          into dw: UnsafeMutablePointer<Float>, accumulate: Bool, scratch: UnsafeMutablePointer<Float>,
+                                          gemmScratch: UnsafeMutablePointer<Float>, path: BF16Path) {
+        let (planes, ld) = shiftedPlanesBF16(g, x: x, scratch: scratch)
+        let packedDy = scratch + shiftedPlanesFloats(g), cin = g.channels, k = g.kernel
+        GemmBF16.packB(k: g.positions, n: cout, b: .rowMajor(dy, cols: cout), panels: 0..<GemmBF16.packedBPanels(n: cout), into: packedDy)
+        for kh in 0..<k {
+            for kw in 0..<k {
+                GemmBF16.multiply(m: cin, n: cout, k: g.positions, aBF16: planes + kw * cin * ld + kh * g.outW, lda: ld,
+                                  b: .packed(packedDy), c: dw + (kh * k + kw) * cin * cout, ldc: cout,
+                                  accumulate: accumulate, scratch: gemmScratch, path: path)
+            }
+        }
+    }
+
     // Copies and zero fills of a few hundred bytes, inline. A copy of 16 or more ends with a
     // vector that overlaps the one before; `fill` writes whole vectors, up to 15 values past `count`.
     @inline(__always) static func copy(_ src: UnsafePointer<UInt16>, to dst: UnsafeMutablePointer<UInt16>, count: Int) {

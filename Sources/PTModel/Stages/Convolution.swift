@@ -66,7 +66,7 @@ struct ConvStage: Stage {
     var u: UnsafeMutablePointer<Float>?
     var packedStride = 0, packedStrideT = 0
     /// On the implicit path, the weights flipped and transposed once a step
-    /// (`ImplicitConv.flipTranspose`), then packed as the input gradient's B (`packedWt`).
+    /// (`Window.flipTranspose`), then packed as the input gradient's B (`packedWt`).
     var flippedW: UnsafeMutablePointer<Float>?
     /// A max-pool right after this conv runs inside the conv's per-sample jobs: the conv's output
     /// and its gradient live only in the worker's scratch, and the pool applies the ReLU mask.
@@ -136,10 +136,8 @@ struct ConvStage: Stage {
         return n
     }
 
-    /// In bf16, a stride-1 SAME conv's weight gradient: the shifted planes, then dy packed.
-    var bf16WeightGradientFloats: Int {
-        Im2col.shiftedPlanesApply(window) ? Im2col.shiftedPlanesFloats(window) + GemmBF16.packedBFloats(k: window.positions, n: cout) : 0
-    }
+    /// In bf16, a stride-1 SAME conv's weight gradient (`Im2col.weightGradientBF16`).
+    var bf16WeightGradientFloats: Int { Im2col.shiftedPlanesApply(window) ? Im2col.weightGradientBF16Floats(window, cout: cout) : 0 }
 
     /// A Winograd conv does 16 multiply-adds per 2x2 tile and channel pair where a direct one does 36.
     func flopsPerSample(asDirect: Bool) -> Double {
@@ -552,18 +550,9 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
                 let viaCol = c.path != .pointwise
                 let col = viaCol ? area + scratch.col : x + s * g.inputSize
                 if viaCol, let path = c.precision.bf16Path, Im2col.shiftedPlanesApply(g) {
-                    // A GEMM per tap, its rows of the transposed patches read in place from shifted
-                    // planes, dy packed once for every tap (the input gradient below overwrites both).
-                    let (planes, ld) = Im2col.shiftedPlanesBF16(g, x: x + s * g.inputSize, scratch: col)
-                    let packedDy = col + Im2col.shiftedPlanesFloats(g), cin = g.channels, k = g.kernel
-                    GemmBF16.packB(k: P, n: cout, b: .rowMajor(dys, cols: cout), panels: 0..<GemmBF16.packedBPanels(n: cout), into: packedDy)
-                    for kh in 0..<k {
-                        for kw in 0..<k {
-                            GemmBF16.multiply(m: cin, n: cout, k: P, aBF16: planes + kw * cin * ld + kh * g.outW, lda: ld,
-                                              b: .packed(packedDy), c: gws + (kh * k + kw) * cin * cout, ldc: cout,
-                                              accumulate: s > first, scratch: area, path: path)
-                        }
-                    }
+                    // (In `col`: the input gradient below overwrites it.)
+                    Im2col.weightGradientBF16(g, x: x + s * g.inputSize, dy: dys, cout: cout, into: gws, accumulate: s > first,
+                                              scratch: col, gemmScratch: area, path: path)
                 } else if viaCol, let path = c.precision.bf16Path {
                     // The patches straight into transposed bf16 rows (the dcol below overwrites them).
                     let (colT, ldT) = Im2col.transposedBF16(g, x: x + s * g.inputSize, scratch: col)
