@@ -149,38 +149,54 @@ void pt_bf16_tile_amx(int blocks, const uint16_t *a, const long *offsets, long l
     else amxTile(blocks, a, offsets, lda, b, c, ldc, load, bias, relu, 0, 0);
 }
 
-// ---- AVX512-BF16: 8 rows x 32 columns of accumulators at a time (16 zmm) ----
+// ---- AVX512-BF16: a strip of R rows x W 16-column halves of accumulators (16 zmm) at a time ----
+// The strip's shape changes which products share a register pass, never an element's sums: each
+// is C (or 0), then every k-pair in order, so every shape gives the same bits.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"), always_inline))
+static inline void avx512Strip(const int R, const int W, int blocks, const uint16_t *a, const long *offsets, long lda,
+                               const uint16_t *b, float *c, long ldc, int load, const float *bias, int relu) {
+    __m512 acc[16][2];
+    for (int r = 0; r < R; r++) {
+        for (int h = 0; h < W; h++) acc[r][h] = load ? _mm512_loadu_ps(c + r * ldc + 16 * h) : _mm512_setzero_ps();
+    }
+    for (int kb = 0; kb < blocks; kb++) {
+        const uint16_t *bk = b + kb * 1024, *ak = a + (offsets ? offsets[kb] : kb * 32);
+        for (int p = 0; p < 16; p++) {
+            __m512bh b0 = (__m512bh)_mm512_loadu_si512(bk + p * 32), b1 = b0;
+            if (W == 2) b1 = (__m512bh)_mm512_loadu_si512(bk + 512 + p * 32);
+            for (int r = 0; r < R; r++) {
+                int32_t pair;
+                memcpy(&pair, ak + r * lda + 2 * p, 4);
+                __m512bh av = (__m512bh)_mm512_set1_epi32(pair);
+                acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
+                if (W == 2) acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        for (int h = 0; h < W; h++) {
+            __m512 v = acc[r][h];
+            if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + 16 * h));
+            if (relu) v = reluOf(v);
+            _mm512_storeu_ps(c + r * ldc + 16 * h, v);
+        }
+    }
+}
+
+// Only the strips that hold C's first `rows` rows, and only the first half where `cols` <= 16 (a
+// 16-channel conv's C, a last panel): the rest of the 32 x 32 is left as it was. A half-width
+// strip takes 16 rows, so it still has 16 independent sums in flight.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 void pt_bf16_tile_avx512(int blocks, const uint16_t *a, const long *offsets, long lda, const uint16_t *b,
-                         float *c, long ldc, int load, const float *bias, int relu) {
-    for (int strip = 0; strip < 32; strip += 8) {
-        __m512 acc[8][2];
-        for (int r = 0; r < 8; r++) {
-            for (int h = 0; h < 2; h++)
-                acc[r][h] = load ? _mm512_loadu_ps(c + (strip + r) * ldc + 16 * h) : _mm512_setzero_ps();
-        }
-        for (int kb = 0; kb < blocks; kb++) {
-            const uint16_t *bk = b + kb * 1024, *ak = a + strip * lda + (offsets ? offsets[kb] : kb * 32);
-            for (int p = 0; p < 16; p++) {
-                __m512bh b0 = (__m512bh)_mm512_loadu_si512(bk + p * 32);
-                __m512bh b1 = (__m512bh)_mm512_loadu_si512(bk + 512 + p * 32);
-                for (int r = 0; r < 8; r++) {
-                    int32_t pair;
-                    memcpy(&pair, ak + r * lda + 2 * p, 4);
-                    __m512bh av = (__m512bh)_mm512_set1_epi32(pair);
-                    acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
-                    acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
-                }
-            }
-        }
-        for (int r = 0; r < 8; r++) {
-            for (int h = 0; h < 2; h++) {
-                __m512 v = acc[r][h];
-                if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + 16 * h));
-                if (relu) v = reluOf(v);
-                _mm512_storeu_ps(c + (strip + r) * ldc + 16 * h, v);
-            }
-        }
+                         float *c, long ldc, int load, const float *bias, int relu, int rows, int cols) {
+    if (cols > 16) {
+        for (int s = 0; s < rows; s += 8)
+            avx512Strip(8, 2, blocks, a + s * lda, offsets, lda, b, c + s * ldc, ldc, load, bias, relu);
+    } else if (rows <= 8) {
+        avx512Strip(8, 1, blocks, a, offsets, lda, b, c, ldc, load, bias, relu);
+    } else {
+        for (int s = 0; s < rows; s += 16)
+            avx512Strip(16, 1, blocks, a + s * lda, offsets, lda, b, c + s * ldc, ldc, load, bias, relu);
     }
 }
 

@@ -239,7 +239,7 @@ public enum GemmBF16 {
                                 for r in 0..<rows { copyRow(c + (i0 + r) * ldc + j0, to: edgeC + r * 32, count: cols) }
                             }
                             let pa = ir < inPlaceRows ? blockA + ir * lda : UnsafePointer(packA)
-                            // A last panel of 16 rows or fewer, or 16 columns: on AMX, half the tile
+                            // A last panel of 16 rows or fewer, or 16 columns: half the tile or less
                             // (what lies past them in edgeC is never copied out).
                             tile(path, kcbPadded / 32, pa, ir < inPlaceRows ? lda : kcbPadded, pb, target, inPlace ? ldc : 32,
                                  load: load, bias: tileBias, relu: last && relu, rows: rows, cols: cols, offsets: offsets)
@@ -271,7 +271,8 @@ public enum GemmBF16 {
     }
 
     /// C's rows 0..<`rows` and columns 0..<`cols` (of 32) are computed; the others may be left as
-    /// they were (on AMX, 16 or fewer of either takes half the products).
+    /// they were (on AMX, 16 or fewer of either takes half the products; on AVX512-BF16, 16 or
+    /// fewer columns half, and rows by strips of 8 or 16).
     @inline(__always)
     static func tile(_ path: BF16Path, _ blocks: Int, _ a: UnsafePointer<UInt16>, _ lda: Int, _ b: UnsafePointer<UInt32>,
                      _ c: UnsafeMutablePointer<Float>, _ ldc: Int, load: Bool, bias: UnsafePointer<Float>?, relu: Bool, rows: Int = 32,
@@ -280,7 +281,7 @@ public enum GemmBF16 {
         let l = load ? Int32(1) : 0, r = relu ? Int32(1) : 0
         switch path {
         case .amx: pt_bf16_tile_amx(Int32(blocks), a, offsets, lda, bh, c, ldc, l, bias, r, Int32(rows), Int32(cols))
-        case .avx512: pt_bf16_tile_avx512(Int32(blocks), a, offsets, lda, bh, c, ldc, l, bias, r)
+        case .avx512: pt_bf16_tile_avx512(Int32(blocks), a, offsets, lda, bh, c, ldc, l, bias, r, Int32(rows), Int32(cols))
         case .portable: pt_bf16_tile_portable(Int32(blocks), a, offsets, lda, bh, c, ldc, l, bias, r)
         }
     }

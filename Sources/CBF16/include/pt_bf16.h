@@ -22,8 +22,10 @@ int pt_bf16_paths(void);
 /// again); the rest of the 32 x 32 is left as it was. Each element's bits are the full tile's.
 void pt_bf16_tile_amx(int blocks, const uint16_t *a, const long *offsets, long lda, const uint16_t *b,
                       float *c, long ldc, int load, const float *bias, int relu, int rows, int cols);
+/// AVX512-BF16 computes C's first `rows` rows (to a multiple of 8, or of 16 where `cols` <= 16) and,
+/// where `cols` <= 16, only its first 16 columns; each element's bits are the full tile's.
 void pt_bf16_tile_avx512(int blocks, const uint16_t *a, const long *offsets, long lda, const uint16_t *b,
-                         float *c, long ldc, int load, const float *bias, int relu);
+                         float *c, long ldc, int load, const float *bias, int relu, int rows, int cols);
 void pt_bf16_tile_portable(int blocks, const uint16_t *a, const long *offsets, long lda, const uint16_t *b,
                            float *c, long ldc, int load, const float *bias, int relu);
 /// Loads this thread's AMX tile configuration (8 tiles of 16 rows x 64 bytes); before AMX tiles.
