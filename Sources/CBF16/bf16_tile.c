@@ -185,18 +185,23 @@ static inline void avx512Strip(const int R, const int W, int blocks, const uint1
 
 // Only the strips that hold C's first `rows` rows, and only the first half where `cols` <= 16 (a
 // 16-channel conv's C, a last panel): the rest of the 32 x 32 is left as it was. A half-width
-// strip takes 16 rows, so it still has 16 independent sums in flight.
+// strip takes 16 rows where 9 or more remain, so it keeps 16 independent sums in flight.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 void pt_bf16_tile_avx512(int blocks, const uint16_t *a, const long *offsets, long lda, const uint16_t *b,
                          float *c, long ldc, int load, const float *bias, int relu, int rows, int cols) {
     if (cols > 16) {
         for (int s = 0; s < rows; s += 8)
             avx512Strip(8, 2, blocks, a + s * lda, offsets, lda, b, c + s * ldc, ldc, load, bias, relu);
-    } else if (rows <= 8) {
-        avx512Strip(8, 1, blocks, a, offsets, lda, b, c, ldc, load, bias, relu);
-    } else {
-        for (int s = 0; s < rows; s += 16)
+        return;
+    }
+    for (int s = 0; s < rows;) {
+        if (rows - s > 8) {
             avx512Strip(16, 1, blocks, a + s * lda, offsets, lda, b, c + s * ldc, ldc, load, bias, relu);
+            s += 16;
+        } else {
+            avx512Strip(8, 1, blocks, a + s * lda, offsets, lda, b, c + s * ldc, ldc, load, bias, relu);
+            s += 8;
+        }
     }
 }
 

@@ -272,7 +272,9 @@ public enum GemmBF16 {
 
     /// C's rows 0..<`rows` and columns 0..<`cols` (of 32) are computed; the others may be left as
     /// they were (on AMX, 16 or fewer of either takes half the products; on AVX512-BF16, 16 or
-    /// fewer columns half, and rows by strips of 8 or 16).
+    /// fewer columns half, and rows by strips of 8 or 16). The kernel may still read A's rows and
+    /// read and write C's rows and columns up to its strips' or half tiles' ends (16 or 32 columns,
+    /// up to 32 rows): a tile with fewer runs in the 32 x 32 edgeC.
     @inline(__always)
     static func tile(_ path: BF16Path, _ blocks: Int, _ a: UnsafePointer<UInt16>, _ lda: Int, _ b: UnsafePointer<UInt32>,
                      _ c: UnsafeMutablePointer<Float>, _ ldc: Int, load: Bool, bias: UnsafePointer<Float>?, relu: Bool, rows: Int = 32,

@@ -272,6 +272,10 @@ func bf16GemmSubBlocksAreBitIdentical(_ path: BF16Path) {
     #expect(bf16Blocks(path, m: 77, n: 100, k: 700, rowCuts: [1, 2, 3, 70], colCuts: [64], packB: true) == whole)
     // Columns cut at 16 (a view B): a 16-column tile against the full one for the same elements.
     #expect(bf16Blocks(path, m: 77, n: 100, k: 700, rowCuts: [40], colCuts: [16, 48], packB: false) == whole)
+    // Parts of 17 to 31 rows (AVX512-BF16: a partial last strip of 8, or a 16-row strip and an
+    // 8-row one in 16-column tiles), against the whole.
+    #expect(bf16Blocks(path, m: 77, n: 100, k: 700, rowCuts: [24, 48], colCuts: [16, 48], packB: false) == whole)
+    #expect(bf16Blocks(path, m: 77, n: 100, k: 700, rowCuts: [17, 46], colCuts: [16], packB: false) == whole)
     #expect(bf16Blocks(path, m: 77, n: 100, k: 700, rowCuts: [], colCuts: [], packB: true) == whole)
     // Wider than a column block with an A that fits the A block whole (rounded once for every
     // column block), against column parts each narrow enough to round their own.

@@ -1,5 +1,6 @@
 // bf16 matrix tiles with fp32 accumulation: AMX, AVX512-BF16 and a portable path, picked at run
-// time (pt_bf16_paths). Every kernel computes one 32x32 fp32 tile of C from packed bf16 operands:
+// time (pt_bf16_paths). Every kernel computes one 32x32 fp32 tile of C, or the part of it its
+// `rows` and `cols` ask for (AMX and AVX512-BF16), from packed bf16 operands:
 //   A: 32 rows, row r's k = 0, 1, 2, ... at a + r * lda (lda a multiple of 32, zero-padded); or,
 //      with `offsets`, block kb's 32 k of row r at a + r * lda + offsets[kb] (any lda: rows may
 //      overlap, as an input image's pixels do when the GEMM reads its patches in place);
@@ -22,8 +23,9 @@ int pt_bf16_paths(void);
 /// again); the rest of the 32 x 32 is left as it was. Each element's bits are the full tile's.
 void pt_bf16_tile_amx(int blocks, const uint16_t *a, const long *offsets, long lda, const uint16_t *b,
                       float *c, long ldc, int load, const float *bias, int relu, int rows, int cols);
-/// AVX512-BF16 computes C's first `rows` rows (to a multiple of 8, or of 16 where `cols` <= 16) and,
-/// where `cols` <= 16, only its first 16 columns; each element's bits are the full tile's.
+/// AVX512-BF16 computes C's first `rows` rows, by strips of 8 rows (or, where `cols` <= 16, of 16
+/// rows where more than 8 remain), and where `cols` <= 16 only its first 16 columns: it reads A and
+/// reads and writes C in those strips and columns alone. Each element's bits are the full tile's.
 void pt_bf16_tile_avx512(int blocks, const uint16_t *a, const long *offsets, long lda, const uint16_t *b,
                          float *c, long ldc, int load, const float *bias, int relu, int rows, int cols);
 void pt_bf16_tile_portable(int blocks, const uint16_t *a, const long *offsets, long lda, const uint16_t *b,
