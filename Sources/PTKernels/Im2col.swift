@@ -289,17 +289,25 @@ public enum Im2col {
         return (UnsafePointer(base), stride)
     }
 
-    /// Floats of scratch `weightGradientBF16` uses: the shifted planes, then dy packed.
+    /// Floats of scratch `weightGradientBF16` uses: the shifted planes, then dy packed; or (a conv
+    /// they do not serve) the transposed patches.
     public static func weightGradientBF16Floats(_ g: Window, cout: Int) -> Int {
-        shiftedPlanesFloats(g) + GemmBF16.packedBFloats(k: g.positions, n: cout)
+        shiftedPlanesApply(g) ? shiftedPlanesFloats(g) + GemmBF16.packedBFloats(k: g.positions, n: cout) : transposedBF16Floats(g)
     }
 
-    /// dw (+)= colᵀ · dy in bf16 for a conv that `shiftedPlanesApply` to: a GEMM per tap, its rows of
-    /// the transposed patches read in place from the shifted planes, dy packed once for every tap.
-    /// `scratch` holds `weightGradientBF16Floats`; `gemmScratch` is the GEMMs' own.
+    /// dw (+)= colᵀ · dy in bf16, a sample of any conv: where `shiftedPlanesApply`, a GEMM per tap,
+    /// its rows of the transposed patches read in place from the shifted planes, dy packed once for
+    /// every tap; else one GEMM over `transposedBF16`'s rows. `scratch` holds
+    /// `weightGradientBF16Floats`; `gemmScratch` is the GEMMs' own.
     public static func weightGradientBF16(_ g: Window, x: UnsafePointer<Float>, dy: UnsafeMutablePointer<Float>, cout: Int,
                                           into dw: UnsafeMutablePointer<Float>, accumulate: Bool, scratch: UnsafeMutablePointer<Float>,
                                           gemmScratch: UnsafeMutablePointer<Float>, path: BF16Path) {
+        guard shiftedPlanesApply(g) else {
+            let (colT, ldT) = transposedBF16(g, x: x, scratch: scratch)
+            GemmBF16.multiply(m: g.patch, n: cout, k: g.positions, aBF16: colT, lda: ldT, b: .rowMajor(dy, cols: cout),
+                              c: dw, ldc: cout, accumulate: accumulate, scratch: gemmScratch, path: path)
+            return
+        }
         let (planes, ld) = shiftedPlanesBF16(g, x: x, scratch: scratch)
         let packedDy = scratch + shiftedPlanesFloats(g), cin = g.channels, k = g.kernel
         GemmBF16.packB(k: g.positions, n: cout, b: .rowMajor(dy, cols: cout), panels: 0..<GemmBF16.packedBPanels(n: cout), into: packedDy)

@@ -117,5 +117,4 @@ public struct ImplicitConv: Equatable, Sendable {
         }
         compact(gemmC, columns: n, into: out)
     }
-
 }

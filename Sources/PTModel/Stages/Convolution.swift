@@ -126,18 +126,15 @@ struct ConvStage: Stage {
             n.col = DirectConv.paddedFloats(height: g.inH, width: g.inW, channels: g.channels)
                 + DirectConv.paddedFloats(height: g.outH, width: g.outW, channels: cout)
         case .im2col:
-            let weightGradient = Im2col.shiftedPlanesApply(g) ? bf16WeightGradientFloats : Im2col.transposedBF16Floats(g)
+            let weightGradient = Im2col.weightGradientBF16Floats(g, cout: cout)
             n.col = max(g.positions * g.patch + Im2col.slack, precision.isBF16 ? max(Im2col.bf16Floats(g), weightGradient) : 0)
         case .implicit:  // the padded input and the GEMM's rows; the weight gradient's planes; the padded dy and its rows
-            n.col = max(ImplicitConv(forward: g).scratchFloats(n: cout), bf16WeightGradientFloats,
+            n.col = max(ImplicitConv(forward: g).scratchFloats(n: cout), Im2col.weightGradientBF16Floats(g, cout: cout),
                         ImplicitConv(inputGradientOf: g, cout: cout).scratchFloats(n: g.channels))
         case .pointwise: break
         }
         return n
     }
-
-    /// In bf16, a stride-1 SAME conv's weight gradient (`Im2col.weightGradientBF16`).
-    var bf16WeightGradientFloats: Int { Im2col.shiftedPlanesApply(window) ? Im2col.weightGradientBF16Floats(window, cout: cout) : 0 }
 
     /// A Winograd conv does 16 multiply-adds per 2x2 tile and channel pair where a direct one does 36.
     func flopsPerSample(asDirect: Bool) -> Double {
@@ -549,15 +546,11 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
             case .im2col, .pointwise, .implicit:
                 let viaCol = c.path != .pointwise
                 let col = viaCol ? area + scratch.col : x + s * g.inputSize
-                if viaCol, let path = c.precision.bf16Path, Im2col.shiftedPlanesApply(g) {
-                    // (In `col`: the input gradient below overwrites it.)
+                if viaCol, let path = c.precision.bf16Path {
+                    // The patches in bf16, shifted planes or transposed rows, in `col` (the input
+                    // gradient below overwrites them).
                     Im2col.weightGradientBF16(g, x: x + s * g.inputSize, dy: dys, cout: cout, into: gws, accumulate: s > first,
                                               scratch: col, gemmScratch: area, path: path)
-                } else if viaCol, let path = c.precision.bf16Path {
-                    // The patches straight into transposed bf16 rows (the dcol below overwrites them).
-                    let (colT, ldT) = Im2col.transposedBF16(g, x: x + s * g.inputSize, scratch: col)
-                    GemmBF16.multiply(m: K, n: cout, k: P, aBF16: colT, lda: ldT, b: .rowMajor(dys, cols: cout),
-                                      c: gws, ldc: cout, accumulate: s > first, bias: nil, relu: false, scratch: area, path: path)
                 } else {
                     if viaCol { Im2col.forward(g, x: x + s * g.inputSize, col: col) }
                     Gemm.multiply(m: K, n: cout, k: P, a: .transposed(col, cols: K), b: .rowMajor(dys, cols: cout),
