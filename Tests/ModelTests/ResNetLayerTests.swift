@@ -197,20 +197,21 @@ private func recordedSteps(_ spec: String, split: Int, seed: UInt64, job: String
 }
 
 /// A bn right after a conv runs its per-sample passes (a sample's sums Σx forward, its input
-/// gradient backward) inside the conv's jobs, and a bn right before a conv its gradient sums
-/// inside the conv's backward jobs; where the conv cuts its samples or shards into parts (here:
-/// for 64 workers), the bn runs them as regions of its own. Both give the same bits.
+/// gradient backward) inside the conv's jobs, and a bn right before a conv its normalisation and
+/// its gradient sums inside the conv's forward and backward jobs; where the conv cuts its samples
+/// or shards into parts (here: for 64 workers), the bn runs them as regions of its own. Both give
+/// the same bits.
 @Test func batchNormPassesInsideTheConvOrOnTheirOwnGiveTheSameBits() throws {
     let spec = "conv(64,3,bias=false) bn relu conv(64,3,bias=false) bn relu gap fc(10)"
     let whole = try recordedSteps(spec, split: 1, seed: 4, job: "BatchNormJob")
     let cut = try recordedSteps(spec, split: 64, seed: 4, job: "BatchNormJob")
     #expect(whole.bits == cut.bits)
-    // A step's bn regions, uncut: each bn's squares about the batch's mean and normalisation, and
-    // the second's gradient sums (global pooling follows it; the first's run in the Winograd conv
-    // after it): 2 + 3. Cut: both bns' sums Σx too (both convs cut their samples forward), the
-    // first's gradient sums, and the second's input gradient (its Winograd conv cuts its shards by
-    // input channels; the first-layer conv never does): 4 + 5.
-    #expect(whole.regions == 2 * 5)
+    // A step's bn regions, uncut: each bn's squares about the batch's mean, the second's
+    // normalisation and its gradient sums (global pooling follows it; the first's run in the
+    // Winograd conv after it): 2 + 2. Cut: both bns' sums Σx too (both convs cut their samples
+    // forward), the first's normalisation and gradient sums, and the second's input gradient (its
+    // Winograd conv cuts its shards by input channels; the first-layer conv never does): 4 + 5.
+    #expect(whole.regions == 2 * 4)
     #expect(cut.regions == 2 * 9)
 }
 

@@ -15,10 +15,12 @@
 //
 // Right after a conv, two passes run inside the conv's per-sample jobs, on a sample still in
 // cache: the sample's Σx (forward, after the conv writes its output) and the bn's input gradient
-// (backward, just before the conv reads it) — `ConvStage.batchNorm`. Right before a conv, a
-// third: the ReLU's mask and the sums Σdy, Σdy·x̂ of a sample's output gradient, right after the
-// conv's backward writes it (`ConvStage.inputBatchNorm`). Where the conv cuts a sample or a shard
-// into parts, the bn runs those passes itself: the same functions on the same values. The squares
+// (backward, just before the conv reads it) — `ConvStage.batchNorm`. Right before a conv, two
+// more: the normalisation of a sample, just before the conv reads it (forward; also past a
+// residual block's end and begin — `ConvStage.inputNormalization`), and the ReLU's mask and the sums Σdy,
+// Σdy·x̂ of a sample's output gradient, right after the conv's backward writes it
+// (`ConvStage.inputBatchNorm`). Where the conv cuts a sample or a shard into parts, the bn runs
+// those passes itself: the same functions on the same values. The squares
 // about the batch's mean wait for every sample's Σx, so they stay a pass of their own (a merge of
 // each sample's squares about its own mean would be as exact, but would change every trained bit).
 import PTKernels
@@ -140,7 +142,7 @@ struct BatchNormStage: Stage {
                 invstd[ch] = 1 / (running[c + ch] + Self.epsilon).squareRoot()
                 scale[ch] = W[weight + ch] * invstd[ch]
             }
-            pool.run(range: pass.samples, job(.normalize, pass, net, eval: true))
+            if !normalizedByConsumer(net, pass) { pool.run(range: pass.samples, job(.normalize, pass, net, eval: true)) }
             return
         }
         let n = pass.count, m = Float(n * positions)
@@ -162,7 +164,22 @@ struct BatchNormStage: Stage {
             running[c + ch] = (1 - k) * running[c + ch] + k * (variance[ch] * unbiased)
         }
         running[2 * c] += 1
-        pool.run(range: pass.samples, job(.normalize, pass, net))
+        if !normalizedByConsumer(net, pass) { pool.run(range: pass.samples, job(.normalize, pass, net)) }
+    }
+
+    /// Whether the conv that reads its output (`ConvStage.inputNormalization`) normalises each
+    /// sample in its own forward jobs, just before reading it.
+    private func normalizedByConsumer(_ net: Network, _ pass: StagePass) -> Bool {
+        var j = pass.index + 1
+        while j < net.stages.count && net.stages[j].outputIsInput { j += 1 }
+        guard j < net.stages.count, let conv = net.stages[j] as? ConvStage, conv.inputNormalization == pass.index else { return false }
+        return conv.normalizesInput(net, index: j, batch: pass.count)
+    }
+
+    /// Its normalisation pass as a job (with training's statistics, or eval's), for the conv
+    /// that runs it (stage `index` being this one).
+    func normalization(_ net: Network, index: Int, training: Bool) -> BatchNormJob {
+        job(.normalize, StagePass(index: index, count: 0, samples: 0..<0, io: net.activations.io[index]), net, eval: !training)
     }
 
     func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) {

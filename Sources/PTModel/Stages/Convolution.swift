@@ -82,6 +82,11 @@ struct ConvStage: Stage {
     /// gradient) runs in the conv's backward jobs (whole shards only), right after a sample's
     /// input gradient is written.
     var residualBegin: Int?
+    /// The bn whose output this conv reads (right before it, or past a residual block's begin and
+    /// an end that bn adds): its normalisation runs in this conv's forward jobs, a sample just
+    /// before the conv reads it, when a job holds a whole sample (`normalizesInput`). The conv
+    /// then reads its input from cache, and the batch makes one pass over it fewer.
+    var inputNormalization: Int?
     /// The fused max-pool when the first-layer direct conv runs it a pair of output rows at a
     /// time (`FewChannelConv.forwardPooled` and `weightGradientPooled`): byte codes, 2x2 tiling.
     var pooledInside: PoolingStage? {
@@ -171,6 +176,18 @@ struct ConvStage: Stage {
             inputBatchNorm = bn.fusion(index: index - 1)
         }
         if index > 1, earlier.count == index, earlier[index - 1] is ResidualBeginStage { residualBegin = index - 1 }
+        if earlier.count == index {
+            // Past the stages whose output is their input (a block's begin, an end its bn adds).
+            var before = index - 1
+            while before >= 0 && earlier[before].outputIsInput { before -= 1 }
+            if before >= 0, let bn = earlier[before] as? BatchNormStage, bn.inConvStack { inputNormalization = before }
+        }
+    }
+
+    /// Whether its forward jobs (for a batch of `n`, it being stage `index`) run the bn's
+    /// normalisation (`inputNormalization`): they do unless they cut a sample into parts.
+    func normalizesInput(_ net: Network, index: Int, batch n: Int) -> Bool {
+        inputNormalization != nil && net.convParts(index, self, batch: n, backward: false).count == 1
     }
 
     func initialize(_ net: Network, _ rng: inout SplitMix64) {
@@ -199,9 +216,13 @@ struct ConvStage: Stage {
         }
         let parts = net.convParts(pass.index, self, batch: pass.count, backward: false)
         let range = pass.samples
+        let normalization = inputNormalization.flatMap { i in
+            normalizesInput(net, index: pass.index, batch: pass.count)
+                ? (net.stages[i] as? BatchNormStage)?.normalization(net, index: i, training: pass.training) : nil
+        }
         pool.run(range: (range.lowerBound * parts.count)..<(range.upperBound * parts.count), ConvForwardJob(
             c: self, x: pass.io.x, y: pass.io.y, weights: W, scratch: net.scratchLayout, parts: parts,
-            batchNorm: pass.training && parts.count == 1 ? batchNorm : nil, pool: pool))
+            batchNorm: pass.training && parts.count == 1 ? batchNorm : nil, inputNormalization: normalization, pool: pool))
     }
 
     /// A shard at a time (or a part of one), into the shard's gradient buffers; the network sums
@@ -369,10 +390,14 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
     var parts = ConvParts.one
     /// The bn after it whose sample sums Σx this job computes (training, whole samples only).
     var batchNorm: BatchNormFusion?
+    /// The bn before it whose normalisation of a sample (its output, this conv's input) this job
+    /// runs first (`ConvStage.inputNormalization`; whole samples only).
+    var inputNormalization: BatchNormJob?
     unowned(unsafe) var pool: WorkerPool
     func run(_ item: Int, _ worker: Int) {
         let g = c.window, cout = c.cout, bias = UnsafePointer(c.bias.map { weights + $0 } ?? c.zeros!)
         let s = item / parts.count
+        inputNormalization?.run(s, worker)
         // This part's output rows (whole pairs unless the last row is odd).
         let rows = parts.count == 1 ? 0..<g.outH : parts.block(item % parts.count)
         let area = pool.scratch(worker)
@@ -628,7 +653,7 @@ extension ConvForwardJob {
         } else {
             out = f * g.positions * c.cout
         }
-        return items * (f * g.inputSize + out) / parts.count
+        return items * (f * g.inputSize + out) / parts.count + (inputNormalization?.bytesMoved(items: items) ?? 0)
     }
 }
 
