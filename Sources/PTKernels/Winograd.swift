@@ -7,9 +7,9 @@
 //   forward   V = Bᵀ d B (input), U = G g Gᵀ (weights), y = Aᵀ M A (+ bias, ReLU)
 //   backward  dM = A dy Aᵀ, then (GEMMs) dU_ξ = V_ξᵀ dM_ξ and dV_ξ = dM_ξ U_ξᵀ, then
 //             dx = Σ_tiles B dV Bᵀ and dg = Gᵀ dU G
-// Layouts: V and M are [16][tiles][channels] (each ξ a row-major [tiles, channels] matrix), U is
-// [16][cin][cout], weights are ptrain's [3][3][cin][cout]. Channels are SIMD16 lanes, so both
-// channel counts are whole vectors (`applies`). Every sum has one fixed order.
+// Layouts: V and M are 16 row-major [tiles, channels] matrices, one per ξ, `matrixStride` apart;
+// U is [16][cin][cout], weights are ptrain's [3][3][cin][cout]. Channels are SIMD16 lanes, so
+// both channel counts are whole vectors (`applies`). Every sum has one fixed order.
 
 public enum Winograd {
     /// Whether a convolution takes this path: 3x3, stride 1, channels in whole vectors.
@@ -19,6 +19,12 @@ public enum Winograd {
 
     /// 2x2 output tiles of a sample (edge tiles may hang over the output; those pixels are dropped).
     public static func tiles(_ g: Window) -> Int { ((g.outH + 1) / 2) * ((g.outW + 1) / 2) }
+
+    /// Floats from one of V's (or M's) 16 matrices to the next, for `channels` columns: the
+    /// matrix and one cache line more. A tile writes (or reads) one row in each of the 16; with
+    /// matrices a power of two of 4 KB long (64 tiles x 32 channels, 16 x 64) those 16 rows fell in
+    /// one L1 set and evicted each other.
+    public static func matrixStride(_ g: Window, channels: Int) -> Int { tiles(g) * channels + 16 }
 
     typealias V = SIMD16<Float>
 
@@ -33,16 +39,12 @@ public enum Winograd {
     /// it to those columns and rows of V: a part of a sample's work (each is its own transform).
     public static func transformInput(_ g: Window, x: UnsafePointer<Float>, channels: Range<Int>? = nil,
                                       tiles range: Range<Int>? = nil, into v: UnsafeMutablePointer<Float>) {
-        let c = g.channels, tilesW = (g.outW + 1) / 2, t = tiles(g), plane = t * c
+        let c = g.channels, tilesW = (g.outW + 1) / 2, t = tiles(g), plane = matrixStride(g, channels: c)
         let r = channels ?? 0..<c
         for tile in range ?? 0..<t {
             let y0 = (tile / tilesW) * 2 - g.padTop, x0 = (tile % tilesW) * 2 - g.padLeft
-            for ch in stride(from: r.lowerBound, to: r.upperBound, by: 16) {
-                @inline(__always) func d(_ i: Int, _ j: Int) -> V {
-                    let yy = y0 + i, xx = x0 + j
-                    return yy >= 0 && yy < g.inH && xx >= 0 && xx < g.inW ? loadV(x + (yy * g.inW + xx) * c + ch) : V()
-                }
-                // Columns j: (Bᵀ d)[0...3][j]; then each row i of that, times B.
+            // Columns j: (Bᵀ d)[0...3][j]; then each row i of that, times B.
+            @inline(__always) func transform(_ ch: Int, _ d: (Int, Int) -> V) {
                 let k0 = bt(d(0, 0), d(1, 0), d(2, 0), d(3, 0)), k1 = bt(d(0, 1), d(1, 1), d(2, 1), d(3, 1))
                 let k2 = bt(d(0, 2), d(1, 2), d(2, 2), d(3, 2)), k3 = bt(d(0, 3), d(1, 3), d(2, 3), d(3, 3))
                 let o = v + tile * c + ch
@@ -53,6 +55,23 @@ public enum Winograd {
                 row(0, bt(k0.0, k1.0, k2.0, k3.0)); row(1, bt(k0.1, k1.1, k2.1, k3.1))
                 row(2, bt(k0.2, k1.2, k2.2, k3.2)); row(3, bt(k0.3, k1.3, k2.3, k3.3))
             }
+            // A tile inside the image loads its patch unchecked: checking each of its 16 pixels
+            // cost branch mispredictions where interior and edge tiles alternate.
+            if y0 >= 0 && y0 + 4 <= g.inH && x0 >= 0 && x0 + 4 <= g.inW {
+                let corner = x + (y0 * g.inW + x0) * c, rowFloats = g.inW * c
+                for ch in stride(from: r.lowerBound, to: r.upperBound, by: 16) {
+                    let base = corner + ch
+                    transform(ch) { i, j -> V in loadV(base + i * rowFloats + j * c) }
+                }
+            } else {
+                for ch in stride(from: r.lowerBound, to: r.upperBound, by: 16) {
+                    transform(ch) { i, j -> V in
+                        let yy = y0 + i, xx = x0 + j
+                        guard yy >= 0, yy < g.inH, xx >= 0, xx < g.inW else { return V() }
+                        return loadV(x + (yy * g.inW + xx) * c + ch)
+                    }
+                }
+            }
         }
     }
 
@@ -60,7 +79,7 @@ public enum Winograd {
     /// all): only those tiles' outputs.
     public static func transformOutput(_ g: Window, cout: Int, m: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                                        relu: Bool, tiles range: Range<Int>? = nil, into y: UnsafeMutablePointer<Float>) {
-        let tilesW = (g.outW + 1) / 2, t = tiles(g), plane = t * cout
+        let tilesW = (g.outW + 1) / 2, t = tiles(g), plane = matrixStride(g, channels: cout)
         let zero = V()
         for tile in range ?? 0..<t {
             let oy = (tile / tilesW) * 2, ox = (tile % tilesW) * 2
@@ -85,7 +104,7 @@ public enum Winograd {
     /// dM = A dy Aᵀ for every tile (the transpose of `transformOutput`; dy past an edge is zero).
     public static func transformOutputGradient(_ g: Window, cout: Int, dy: UnsafePointer<Float>,
                                                into dm: UnsafeMutablePointer<Float>) {
-        let tilesW = (g.outW + 1) / 2, t = tiles(g), plane = t * cout
+        let tilesW = (g.outW + 1) / 2, t = tiles(g), plane = matrixStride(g, channels: cout)
         for tile in 0..<t {
             let oy = (tile / tilesW) * 2, ox = (tile % tilesW) * 2
             for ch in stride(from: 0, to: cout, by: 16) {
@@ -108,7 +127,7 @@ public enum Winograd {
     /// vectors; default all): only those channels of dx.
     public static func inputGradient(_ g: Window, dv: UnsafePointer<Float>, channels: Range<Int>? = nil,
                                      into dx: UnsafeMutablePointer<Float>) {
-        let c = g.channels, tilesW = (g.outW + 1) / 2, t = tiles(g), plane = t * c
+        let c = g.channels, tilesW = (g.outW + 1) / 2, t = tiles(g), plane = matrixStride(g, channels: c)
         let r = channels ?? 0..<c
         if r.count == c {
             dx.update(repeating: 0, count: g.inputSize)

@@ -16,6 +16,9 @@ public struct WinogradConv {
     }
     var t: Int { Winograd.tiles(g) }
     var cin: Int { g.channels }
+    /// V's and M's matrices lie `matrixStride` apart (a cache line past each other).
+    var vs: Int { Winograd.matrixStride(g, channels: cin) }
+    var ms: Int { Winograd.matrixStride(g, channels: cout) }
 
     func u(_ w: [Float]) -> [Float] {
         var u = [Float](repeating: .nan, count: 16 * cin * cout)
@@ -26,19 +29,19 @@ public struct WinogradConv {
     }
 
     func v(_ x: [Float]) -> [Float] {
-        var v = [Float](repeating: .nan, count: 16 * t * cin)
+        var v = [Float](repeating: .nan, count: 16 * vs)
         x.withUnsafeBufferPointer { xp in v.withUnsafeMutableBufferPointer { Winograd.transformInput(g, x: xp.baseAddress!, into: $0.baseAddress!) } }
         return v
     }
 
     public func forward(x: [Float], w: [Float], bias: [Float]) -> [Float] {
         let u = u(w), v = v(x)
-        var m = [Float](repeating: .nan, count: 16 * t * cout), y = [Float](repeating: .nan, count: g.positions * cout)
+        var m = [Float](repeating: .nan, count: 16 * ms), y = [Float](repeating: .nan, count: g.positions * cout)
         u.withUnsafeBufferPointer { up in v.withUnsafeBufferPointer { vp in m.withUnsafeMutableBufferPointer { mp in
             for xi in 0..<16 {
-                Gemm.multiply(m: t, n: cout, k: cin, a: MatrixView(vp.baseAddress! + xi * t * cin, rowStride: cin, colStride: 1),
+                Gemm.multiply(m: t, n: cout, k: cin, a: MatrixView(vp.baseAddress! + xi * vs, rowStride: cin, colStride: 1),
                               b: .view(MatrixView(up.baseAddress! + xi * cin * cout, rowStride: cout, colStride: 1)),
-                              c: mp.baseAddress! + xi * t * cout, ldc: cout, accumulate: false, scratch: scratch)
+                              c: mp.baseAddress! + xi * ms, ldc: cout, accumulate: false, scratch: scratch)
             }
         } } }
         m.withUnsafeBufferPointer { mp in bias.withUnsafeBufferPointer { bp in y.withUnsafeMutableBufferPointer {
@@ -50,8 +53,8 @@ public struct WinogradConv {
     /// (dx, dw) for output gradient dy.
     public func backward(x: [Float], w: [Float], dy: [Float]) -> ([Float], [Float]) {
         let u = u(w), v = v(x)
-        var dm = [Float](repeating: .nan, count: 16 * t * cout), du = [Float](repeating: 0, count: 16 * cin * cout)
-        var dv = [Float](repeating: .nan, count: 16 * t * cin)
+        var dm = [Float](repeating: .nan, count: 16 * ms), du = [Float](repeating: 0, count: 16 * cin * cout)
+        var dv = [Float](repeating: .nan, count: 16 * vs)
         var dx = [Float](repeating: .nan, count: g.inputSize), dw = [Float](repeating: .nan, count: 9 * cin * cout)
         dy.withUnsafeBufferPointer { dyp in dm.withUnsafeMutableBufferPointer {
             Winograd.transformOutputGradient(g, cout: cout, dy: dyp.baseAddress!, into: $0.baseAddress!)
@@ -59,12 +62,12 @@ public struct WinogradConv {
         dm.withUnsafeBufferPointer { mp in v.withUnsafeBufferPointer { vp in u.withUnsafeBufferPointer { up in
             du.withUnsafeMutableBufferPointer { dup in dv.withUnsafeMutableBufferPointer { dvp in
                 for xi in 0..<16 {
-                    Gemm.multiply(m: cin, n: cout, k: t, a: MatrixView(vp.baseAddress! + xi * t * cin, rowStride: 1, colStride: cin),
-                                  b: .view(MatrixView(mp.baseAddress! + xi * t * cout, rowStride: cout, colStride: 1)),
+                    Gemm.multiply(m: cin, n: cout, k: t, a: MatrixView(vp.baseAddress! + xi * vs, rowStride: 1, colStride: cin),
+                                  b: .view(MatrixView(mp.baseAddress! + xi * ms, rowStride: cout, colStride: 1)),
                                   c: dup.baseAddress! + xi * cin * cout, ldc: cout, accumulate: true, scratch: scratch)
-                    Gemm.multiply(m: t, n: cin, k: cout, a: MatrixView(mp.baseAddress! + xi * t * cout, rowStride: cout, colStride: 1),
+                    Gemm.multiply(m: t, n: cin, k: cout, a: MatrixView(mp.baseAddress! + xi * ms, rowStride: cout, colStride: 1),
                                   b: .view(MatrixView(up.baseAddress! + xi * cin * cout, rowStride: 1, colStride: cout)),
-                                  c: dvp.baseAddress! + xi * t * cin, ldc: cin, accumulate: false, scratch: scratch)
+                                  c: dvp.baseAddress! + xi * vs, ldc: cin, accumulate: false, scratch: scratch)
                 }
             } }
         } } }

@@ -54,7 +54,8 @@ let benchmarks: @Sendable () -> Void = {
         let g = Window(inH: 14, inW: 14, channels: 64, kernel: 3, stride: 1, same: true)
         let cout = 128, t = Winograd.tiles(g), pairs = 64 * cout
         let x = buffer(g.inputSize + 16, 1), w = buffer(9 * pairs, 2), bias = buffer(cout, 3)
-        let u = buffer(16 * pairs, 4), v = buffer(16 * t * 64, 5), m = buffer(16 * t * cout, 6), y = buffer(g.positions * cout, 7)
+        let vs = Winograd.matrixStride(g, channels: 64), ms = Winograd.matrixStride(g, channels: cout)
+        let u = buffer(16 * pairs, 4), v = buffer(16 * vs, 5), m = buffer(16 * ms, 6), y = buffer(g.positions * cout, 7)
         let stride = Gemm.packedBFloats(k: 64, n: cout)
         let packed = buffer(16 * stride, 8), scratch = buffer(Gemm.scratchFloats, 9)
         Winograd.transformWeights(w, pairs: pairs, range: 0..<pairs, into: u)
@@ -67,8 +68,8 @@ let benchmarks: @Sendable () -> Void = {
             for _ in benchmark.scaledIterations {
                 Winograd.transformInput(g, x: x, into: v)
                 for xi in 0..<16 {
-                    Gemm.multiply(m: t, n: cout, k: 64, a: .rowMajor(v + xi * t * 64, cols: 64), b: .packed(packed + xi * stride),
-                                  c: m + xi * t * cout, ldc: cout, accumulate: false, scratch: scratch)
+                    Gemm.multiply(m: t, n: cout, k: 64, a: .rowMajor(v + xi * vs, cols: 64), b: .packed(packed + xi * stride),
+                                  c: m + xi * ms, ldc: cout, accumulate: false, scratch: scratch)
                 }
                 Winograd.transformOutput(g, cout: cout, m: m, bias: bias, relu: true, into: y)
             }

@@ -124,8 +124,8 @@ struct ConvStage: Stage {
         var n = ScratchNeeds(output: g.positions * cout)
         switch path {
         case .winograd:
-            n.col = 16 * Winograd.tiles(g) * g.channels
-            n.winograd = 16 * Winograd.tiles(g) * cout + 16 * g.channels * cout
+            n.col = 16 * Winograd.matrixStride(g, channels: g.channels)
+            n.winograd = 16 * Winograd.matrixStride(g, channels: cout) + 16 * g.channels * cout
         case .fewChannels: n.col = FewChannelConv.paddedFloats(g)
         case .direct:  // the padded input, then (backward) the padded output gradient
             n.col = DirectConv.paddedFloats(height: g.inH, width: g.inW, channels: g.channels)
@@ -423,14 +423,15 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
         case .winograd:
             // V = Bᵀ d B, then M_ξ = V_ξ · U_ξ for the 16 positions ξ, then y = Aᵀ M A + bias; a
             // part computes its rows of tiles of V, M and y.
-            let t = Winograd.tiles(g), cin = g.channels, tilesW = (g.outW + 1) / 2
+            let cin = g.channels, tilesW = (g.outW + 1) / 2
+            let vStride = Winograd.matrixStride(g, channels: cin), mStride = Winograd.matrixStride(g, channels: cout)
             let tiles = (rows.lowerBound / 2 * tilesW)..<((rows.upperBound + 1) / 2 * tilesW)
             let v = area + scratch.col, m = area + scratch.winograd
             Winograd.transformInput(g, x: x + s * g.inputSize, tiles: tiles, into: v)
             for xi in 0..<16 {
                 let packed = c.packedW + xi * c.packedStride
-                Gemm.multiply(m: tiles.count, n: cout, k: cin, a: .rowMajor(v + (xi * t + tiles.lowerBound) * cin, cols: cin),
-                              b: .packed(packed), c: m + (xi * t + tiles.lowerBound) * cout, ldc: cout,
+                Gemm.multiply(m: tiles.count, n: cout, k: cin, a: .rowMajor(v + xi * vStride + tiles.lowerBound * cin, cols: cin),
+                              b: .packed(packed), c: m + xi * mStride + tiles.lowerBound * cout, ldc: cout,
                               accumulate: false, scratch: area)
             }
             Winograd.transformOutput(g, cout: cout, m: m, bias: bias, relu: c.relu, tiles: tiles, into: out)
@@ -507,7 +508,7 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
         let area = pool.scratch(worker)
         let gws = gw + shard * shardStride, gbs = gb.map { $0 + shard * shardStride }
         // A Winograd conv sums the shard's weight gradient as dU (transformed), then transforms it once.
-        let du = area + scratch.winograd + 16 * Winograd.tiles(g) * cout
+        let du = area + scratch.winograd + 16 * Winograd.matrixStride(g, channels: cout)
         // The shard's first sample starts the weight gradient's sums (no clearing pass; the same bits).
         let first = shard * samples / shards, end = (shard + 1) * samples / shards
         if first == end {
@@ -618,19 +619,20 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
                           _ du: UnsafeMutablePointer<Float>, accumulate: Bool, _ area: UnsafeMutablePointer<Float>,
                           _ ci: Range<Int>) {
         let t = Winograd.tiles(g), cin = g.channels, c0 = ci.lowerBound
+        let vStride = Winograd.matrixStride(g, channels: cin), mStride = Winograd.matrixStride(g, channels: cout)
         let v = area + scratch.col, dm = area + scratch.winograd
         Winograd.transformInput(g, x: x + s * g.inputSize, channels: ci, into: v)
         Winograd.transformOutputGradient(g, cout: cout, dy: dys, into: dm)
         for xi in 0..<16 {
-            Gemm.multiply(m: ci.count, n: cout, k: t, a: .transposed(v + xi * t * cin + c0, cols: cin),
-                          b: .rowMajor(dm + xi * t * cout, cols: cout),
+            Gemm.multiply(m: ci.count, n: cout, k: t, a: .transposed(v + xi * vStride + c0, cols: cin),
+                          b: .rowMajor(dm + xi * mStride, cols: cout),
                           c: du + xi * cin * cout + c0 * cout, ldc: cout, accumulate: accumulate, scratch: area)
         }
         guard let dx, let wt else { return }
         for xi in 0..<16 {
             let packed = wt + xi * c.packedStrideT + c0 * cout
-            Gemm.multiply(m: t, n: ci.count, k: cout, a: .rowMajor(dm + xi * t * cout, cols: cout), b: .packed(packed),
-                          c: v + xi * t * cin + c0, ldc: cin, accumulate: false, scratch: area)
+            Gemm.multiply(m: t, n: ci.count, k: cout, a: .rowMajor(dm + xi * mStride, cols: cout), b: .packed(packed),
+                          c: v + xi * vStride + c0, ldc: cin, accumulate: false, scratch: area)
         }
         Winograd.inputGradient(g, dv: v, channels: ci, into: dx + s * g.inputSize)
     }
