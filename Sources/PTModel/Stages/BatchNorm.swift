@@ -98,10 +98,21 @@ struct BatchNormStage: Stage {
         inConvStack && net.convParts(ofStage: pass.index - 1, batch: pass.count, backward: backward)?.count == 1
     }
 
-    /// Whether the conv after it (`ConvStage.inputBatchNorm`) runs its backward's gradient sums:
-    /// it does unless it cuts its shards into parts.
+    /// The conv that reads its output, right after it or past stages whose output is their input
+    /// (a residual block's end that this bn adds, a block's begin), when that conv runs this
+    /// bn's passes (`ConvStage.inputNormalization`, `inputBatchNorm`); and its place.
+    private func consumer(_ net: Network, _ pass: StagePass) -> (conv: ConvStage, index: Int)? {
+        var j = pass.index + 1
+        while j < net.stages.count && net.stages[j].outputIsInput { j += 1 }
+        guard j < net.stages.count, let conv = net.stages[j] as? ConvStage, conv.inputNormalization == pass.index else { return nil }
+        return (conv, j)
+    }
+
+    /// Whether the conv that reads its output runs its backward's gradient sums
+    /// (`ConvStage.inputBatchNorm`): it does unless it cuts its shards into parts.
     private func sumsInConsumer(_ net: Network, _ pass: StagePass) -> Bool {
-        inConvStack && net.convParts(ofStage: pass.index + 1, batch: pass.count, backward: true)?.count == 1
+        guard let (conv, j) = consumer(net, pass), conv.inputBatchNorm != nil else { return false }
+        return net.convParts(j, conv, batch: pass.count, backward: true).count == 1
     }
 
     func initialize(_ net: Network, _ rng: inout SplitMix64) {
@@ -170,9 +181,7 @@ struct BatchNormStage: Stage {
     /// Whether the conv that reads its output (`ConvStage.inputNormalization`) normalises each
     /// sample in its own forward jobs, just before reading it.
     private func normalizedByConsumer(_ net: Network, _ pass: StagePass) -> Bool {
-        var j = pass.index + 1
-        while j < net.stages.count && net.stages[j].outputIsInput { j += 1 }
-        guard j < net.stages.count, let conv = net.stages[j] as? ConvStage, conv.inputNormalization == pass.index else { return false }
+        guard let (conv, j) = consumer(net, pass) else { return false }
         return conv.normalizesInput(net, index: j, batch: pass.count)
     }
 

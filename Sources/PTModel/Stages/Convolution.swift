@@ -75,8 +75,9 @@ struct ConvStage: Stage {
     /// job holds a whole sample (forward) or shard (backward): the sample's sums Σx after the
     /// conv writes it, and the bn's input gradient just before the conv reads it.
     var batchNorm: BatchNormFusion?
-    /// The bn right before this conv, whose per-sample gradient sums run in the conv's backward
-    /// jobs (whole shards only), right after a sample's input gradient is written.
+    /// The bn whose output this conv reads (`inputNormalization`), whose per-sample gradient sums
+    /// run in the conv's backward jobs (whole shards only), right after a sample's input gradient
+    /// is written (and the shortcut's gradient added, past a block's begin).
     var inputBatchNorm: BatchNormFusion?
     /// The residual block's begin right before this conv, whose backward (dx += the shortcut's
     /// gradient) runs in the conv's backward jobs (whole shards only), right after a sample's
@@ -172,15 +173,16 @@ struct ConvStage: Stage {
             }
         }
         // (A residual block's projection is allocated with no stages before it: none is its bn.)
-        if index > 0, earlier.count == index, let bn = earlier[index - 1] as? BatchNormStage, bn.inConvStack {
-            inputBatchNorm = bn.fusion(index: index - 1)
-        }
         if index > 1, earlier.count == index, earlier[index - 1] is ResidualBeginStage { residualBegin = index - 1 }
         if earlier.count == index {
-            // Past the stages whose output is their input (a block's begin, an end its bn adds).
+            // Past the stages whose output is their input (a block's begin, an end its bn adds):
+            // their gradients share the conv's input gradient's buffer too.
             var before = index - 1
             while before >= 0 && earlier[before].outputIsInput { before -= 1 }
-            if before >= 0, let bn = earlier[before] as? BatchNormStage, bn.inConvStack { inputNormalization = before }
+            if before >= 0, let bn = earlier[before] as? BatchNormStage, bn.inConvStack {
+                inputNormalization = before
+                inputBatchNorm = bn.fusion(index: before)
+            }
         }
     }
 
@@ -596,14 +598,15 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
                     if viaCol { Im2col.backward(g, dcol: dcol, dx: dx + s * g.inputSize) }
                 }
             }
-            if let bn = inputBatchNorm, let io = inputBN, let dx {
-                let size = g.inputSize
-                bn.gradientSums(x: io.x + s * size, y: io.y + s * size, dy: dx + s * size, sample: s)
-            }
             if let shortcutGradient, let dx {
                 // The begin's backward, as its own pass adds (dy + the shortcut's gradient), in place.
                 let size = g.inputSize, d = dx + s * size
                 Elementwise.add(d, shortcutGradient + s * size, count: size, relu: false, into: d)
+            }
+            if let bn = inputBatchNorm, let io = inputBN, let dx {
+                // Past a block's begin: its sum above is the bn's output gradient.
+                let size = g.inputSize
+                bn.gradientSums(x: io.x + s * size, y: io.y + s * size, dy: dx + s * size, sample: s)
             }
         }
         if c.path == .winograd {
