@@ -3,8 +3,10 @@
 // input value is broadcast against a row of the weights. Winograd's 16 GEMMs a sample are
 // [tiles x cin] x [cin x cout] there — too thin for the GEMM's register tile (K = 16 is two
 // k-steps of a micro-kernel that wants hundreds) — and im2col would copy every value 9 times.
-// Here the weights are read as stored ([3][3][cin][cout]), the input from a zero-padded copy, and
-// 16 (or 8) pixels of a row share each weight vector (independent sums for the FMA units).
+// Here the weights are read as stored ([3][3][cin][cout]), the input in place, and 16 (or 8)
+// pixels of a row share each weight vector (independent sums for the FMA units). A tap that falls
+// outside the image reads a row of zeros instead (`zeros`): the products of a zero-padded copy of
+// the input, without making the copy, so the same bits.
 // Sums run in a fixed order — taps in (kh, kw) order, input channels within a tap, then + bias,
 // then ReLU — so the bits depend on the data alone. (In bf16 these convs take `ImplicitConv`.)
 
@@ -17,43 +19,44 @@ public enum DirectConv {
     }
     public static let maxChannels = 16
 
-    /// Floats of a zero-padded `height` x `width` x `channels` image (one pixel of border).
-    public static func paddedFloats(height: Int, width: Int, channels: Int) -> Int { (height + 2) * (width + 2) * channels }
-
-    /// `x` ([height, width, channels]) with a one-pixel border of zeros, into `xp`.
-    public static func pad(_ x: UnsafePointer<Float>, height: Int, width: Int, channels: Int, into xp: UnsafeMutablePointer<Float>) {
-        let cols = width + 2, row = width * channels
-        xp.update(repeating: 0, count: cols * channels)
-        for h in 0..<height {
-            let out = xp + (h + 1) * cols * channels
-            out.update(repeating: 0, count: channels)
-            out.advanced(by: channels).update(from: x + h * row, count: row)
-            out.advanced(by: channels + row).update(repeating: 0, count: channels)
-        }
-        (xp + (height + 1) * cols * channels).update(repeating: 0, count: cols * channels)
-    }
+    /// Floats of the zeros the kernels read where a tap falls outside the image (enough for a
+    /// padded row of `width` + 2 pixels of `channels`, and at least 16 pixels).
+    public static func zeroFloats(width: Int, channels: Int) -> Int { max(width + 2, 16) * channels }
 
     typealias V = SIMD16<Float>
 
-    /// y[p][co] = ReLU?(Σ_taps Σ_ci xp · w + bias) for output rows `rows`; `xp` is the padded
-    /// input (`pad`), w is [3][3][cin][cout], y is [height, width, cout]; a nil bias adds 0. Also
-    /// the input gradient's kernel: dx is this conv of the padded dy with the weights flipped and
-    /// transposed (`Window.flipTranspose`), no bias, no ReLU.
-    public static func forward(height: Int, width: Int, cin: Int, cout: Int, xp: UnsafePointer<Float>, w: UnsafePointer<Float>,
-                               bias: UnsafePointer<Float>?, relu: Bool, rows: Range<Int>, y: UnsafeMutablePointer<Float>) {
+    /// y[p][co] = ReLU?(Σ_taps Σ_ci x · w + bias) for output rows `rows`, x outside the image
+    /// being 0; x is [height, width, cin], w is [3][3][cin][cout], y is [height, width, cout]; a
+    /// nil bias adds 0; `zeros` holds `zeroFloats(width:channels: cin)` zeros. Also the input
+    /// gradient's kernel: dx is this conv of dy with the weights flipped and transposed
+    /// (`Window.flipTranspose`), no bias, no ReLU.
+    public static func forward(height: Int, width: Int, cin: Int, cout: Int, x: UnsafePointer<Float>, zeros: UnsafePointer<Float>,
+                               w: UnsafePointer<Float>, bias: UnsafePointer<Float>?, relu: Bool, rows: Range<Int>,
+                               y: UnsafeMutablePointer<Float>) {
         // 16 input channels (the case this path is for) as a constant: the channel loop unrolls.
         if cin == 16 {
-            forwardRows(height: height, width: width, cin: 16, cout: cout, xp: xp, w: w, bias: bias, relu: relu, rows: rows, y: y)
+            forwardRows(height: height, width: width, cin: 16, cout: cout, x: x, zeros: zeros, w: w, bias: bias, relu: relu, rows: rows, y: y)
         } else {
-            forwardRows(height: height, width: width, cin: cin, cout: cout, xp: xp, w: w, bias: bias, relu: relu, rows: rows, y: y)
+            forwardRows(height: height, width: width, cin: cin, cout: cout, x: x, zeros: zeros, w: w, bias: bias, relu: relu, rows: rows, y: y)
         }
     }
 
     @inline(__always)
-    static func forwardRows(height: Int, width: Int, cin: Int, cout: Int, xp: UnsafePointer<Float>, w: UnsafePointer<Float>,
-                            bias: UnsafePointer<Float>?, relu: Bool, rows: Range<Int>, y: UnsafeMutablePointer<Float>) {
-        let cols = width + 2
+    static func forwardRows(height: Int, width: Int, cin: Int, cout: Int, x: UnsafePointer<Float>, zeros: UnsafePointer<Float>,
+                            w: UnsafePointer<Float>, bias: UnsafePointer<Float>?, relu: Bool, rows: Range<Int>,
+                            y: UnsafeMutablePointer<Float>) {
         @inline(__always) func finish(_ acc: V, _ b: V, _ p: UnsafeMutablePointer<Float>) { storeBiasReLU(acc, b, relu, p) }
+        // A block of `n` pixels from column ow, at tap (kh, kw): pixel j reads column ow + j + kw − 1.
+        // Its inner pixels (1 ..< n − 1) always lie in a row (ow + n ≤ width); the first and last,
+        // and a whole row above or below the image, may not: those read zeros. Returns pixel 1's
+        // input, and the first's and last's.
+        @inline(__always) func taps(_ oh: Int, _ kh: Int, _ ow: Int, _ kw: Int, _ n: Int)
+            -> (mid: UnsafePointer<Float>, first: UnsafePointer<Float>, last: UnsafePointer<Float>) {
+            let ih = oh + kh - 1, c1 = ow + kw
+            guard ih >= 0 && ih < height else { return (zeros + cin, zeros, zeros) }
+            let mid = x + (ih * width + c1) * cin
+            return (mid, c1 >= 1 ? mid - cin : zeros, c1 + n - 2 < width ? mid + (n - 2) * cin : zeros)
+        }
         for oh in rows {
             for co in stride(from: 0, to: cout, by: 16) {
                 let b = bias.map { loadV($0 + co) } ?? V()
@@ -64,18 +67,18 @@ public enum DirectConv {
                     var a = (V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V())
                     for kh in 0..<3 {
                         for kw in 0..<3 {
-                            let t = xp + ((oh + kh) * cols + ow + kw) * cin
+                            let (t, first, last) = taps(oh, kh, ow, kw, 16)
                             let wt = w + (kh * 3 + kw) * cin * cout + co
                             for ci in 0..<cin {
                                 let wv = loadV(wt + ci * cout), u = t + ci
-                                a.0 = a.0.addingProduct(V(repeating: u[0]), wv); a.1 = a.1.addingProduct(V(repeating: u[cin]), wv)
-                                a.2 = a.2.addingProduct(V(repeating: u[2 * cin]), wv); a.3 = a.3.addingProduct(V(repeating: u[3 * cin]), wv)
-                                a.4 = a.4.addingProduct(V(repeating: u[4 * cin]), wv); a.5 = a.5.addingProduct(V(repeating: u[5 * cin]), wv)
-                                a.6 = a.6.addingProduct(V(repeating: u[6 * cin]), wv); a.7 = a.7.addingProduct(V(repeating: u[7 * cin]), wv)
-                                a.8 = a.8.addingProduct(V(repeating: u[8 * cin]), wv); a.9 = a.9.addingProduct(V(repeating: u[9 * cin]), wv)
-                                a.10 = a.10.addingProduct(V(repeating: u[10 * cin]), wv); a.11 = a.11.addingProduct(V(repeating: u[11 * cin]), wv)
-                                a.12 = a.12.addingProduct(V(repeating: u[12 * cin]), wv); a.13 = a.13.addingProduct(V(repeating: u[13 * cin]), wv)
-                                a.14 = a.14.addingProduct(V(repeating: u[14 * cin]), wv); a.15 = a.15.addingProduct(V(repeating: u[15 * cin]), wv)
+                                a.0 = a.0.addingProduct(V(repeating: first[ci]), wv); a.1 = a.1.addingProduct(V(repeating: u[0]), wv)
+                                a.2 = a.2.addingProduct(V(repeating: u[cin]), wv); a.3 = a.3.addingProduct(V(repeating: u[2 * cin]), wv)
+                                a.4 = a.4.addingProduct(V(repeating: u[3 * cin]), wv); a.5 = a.5.addingProduct(V(repeating: u[4 * cin]), wv)
+                                a.6 = a.6.addingProduct(V(repeating: u[5 * cin]), wv); a.7 = a.7.addingProduct(V(repeating: u[6 * cin]), wv)
+                                a.8 = a.8.addingProduct(V(repeating: u[7 * cin]), wv); a.9 = a.9.addingProduct(V(repeating: u[8 * cin]), wv)
+                                a.10 = a.10.addingProduct(V(repeating: u[9 * cin]), wv); a.11 = a.11.addingProduct(V(repeating: u[10 * cin]), wv)
+                                a.12 = a.12.addingProduct(V(repeating: u[11 * cin]), wv); a.13 = a.13.addingProduct(V(repeating: u[12 * cin]), wv)
+                                a.14 = a.14.addingProduct(V(repeating: u[13 * cin]), wv); a.15 = a.15.addingProduct(V(repeating: last[ci]), wv)
                             }
                         }
                     }
@@ -94,14 +97,14 @@ public enum DirectConv {
                     var a0 = V(), a1 = V(), a2 = V(), a3 = V(), a4 = V(), a5 = V(), a6 = V(), a7 = V()
                     for kh in 0..<3 {
                         for kw in 0..<3 {
-                            let t = xp + ((oh + kh) * cols + ow + kw) * cin
+                            let (t, first, last) = taps(oh, kh, ow, kw, 8)
                             let wt = w + (kh * 3 + kw) * cin * cout + co
                             for ci in 0..<cin {
                                 let wv = loadV(wt + ci * cout), u = t + ci
-                                a0 = a0.addingProduct(V(repeating: u[0]), wv); a1 = a1.addingProduct(V(repeating: u[cin]), wv)
-                                a2 = a2.addingProduct(V(repeating: u[2 * cin]), wv); a3 = a3.addingProduct(V(repeating: u[3 * cin]), wv)
-                                a4 = a4.addingProduct(V(repeating: u[4 * cin]), wv); a5 = a5.addingProduct(V(repeating: u[5 * cin]), wv)
-                                a6 = a6.addingProduct(V(repeating: u[6 * cin]), wv); a7 = a7.addingProduct(V(repeating: u[7 * cin]), wv)
+                                a0 = a0.addingProduct(V(repeating: first[ci]), wv); a1 = a1.addingProduct(V(repeating: u[0]), wv)
+                                a2 = a2.addingProduct(V(repeating: u[cin]), wv); a3 = a3.addingProduct(V(repeating: u[2 * cin]), wv)
+                                a4 = a4.addingProduct(V(repeating: u[3 * cin]), wv); a5 = a5.addingProduct(V(repeating: u[4 * cin]), wv)
+                                a6 = a6.addingProduct(V(repeating: u[5 * cin]), wv); a7 = a7.addingProduct(V(repeating: last[ci]), wv)
                             }
                         }
                     }
@@ -115,7 +118,9 @@ public enum DirectConv {
                     var acc = V()
                     for kh in 0..<3 {
                         for kw in 0..<3 {
-                            let t = xp + ((oh + kh) * cols + ow + kw) * cin, wt = w + (kh * 3 + kw) * cin * cout + co
+                            let ih = oh + kh - 1, iw = ow + kw - 1
+                            let t = ih >= 0 && ih < height && iw >= 0 && iw < width ? x + (ih * width + iw) * cin : zeros
+                            let wt = w + (kh * 3 + kw) * cin * cout + co
                             for ci in 0..<cin { acc = acc.addingProduct(V(repeating: t[ci]), loadV(wt + ci * cout)) }
                         }
                     }
@@ -126,12 +131,25 @@ public enum DirectConv {
         }
     }
 
-    /// dw[tap][ci][co] += Σ_p xp(p + tap)[ci] · dy[p][co], positions in order (a running sum over a
-    /// shard's samples when `accumulate`, else starting from 0).
-    public static func weightGradient(height: Int, width: Int, cin: Int, cout: Int, xp: UnsafePointer<Float>,
-                                      dy: UnsafePointer<Float>, dw: UnsafeMutablePointer<Float>,
+    typealias Sums = (V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V)
+
+    /// dw[tap][ci][co] += Σ_p x(p + tap)[ci] · dy[p][co], positions in order, x outside the image
+    /// being 0 (read from `zeros`, as `forward`); a running sum over a shard's samples when
+    /// `accumulate`, else starting from 0.
+    public static func weightGradient(height: Int, width: Int, cin: Int, cout: Int, x: UnsafePointer<Float>,
+                                      zeros: UnsafePointer<Float>, dy: UnsafePointer<Float>, dw: UnsafeMutablePointer<Float>,
                                       accumulate: Bool) {
-        let cols = width + 2
+        // One position: 16 input channels' values at u, times the dy vector d.
+        @inline(__always) func add(_ a: inout Sums, _ u: UnsafePointer<Float>, _ d: V) {
+            a.0 = a.0.addingProduct(V(repeating: u[0]), d); a.1 = a.1.addingProduct(V(repeating: u[1]), d)
+            a.2 = a.2.addingProduct(V(repeating: u[2]), d); a.3 = a.3.addingProduct(V(repeating: u[3]), d)
+            a.4 = a.4.addingProduct(V(repeating: u[4]), d); a.5 = a.5.addingProduct(V(repeating: u[5]), d)
+            a.6 = a.6.addingProduct(V(repeating: u[6]), d); a.7 = a.7.addingProduct(V(repeating: u[7]), d)
+            a.8 = a.8.addingProduct(V(repeating: u[8]), d); a.9 = a.9.addingProduct(V(repeating: u[9]), d)
+            a.10 = a.10.addingProduct(V(repeating: u[10]), d); a.11 = a.11.addingProduct(V(repeating: u[11]), d)
+            a.12 = a.12.addingProduct(V(repeating: u[12]), d); a.13 = a.13.addingProduct(V(repeating: u[13]), d)
+            a.14 = a.14.addingProduct(V(repeating: u[14]), d); a.15 = a.15.addingProduct(V(repeating: u[15]), d)
+        }
         // For each tap and 16 output channels, 16 input channels' sums stay in registers over all
         // positions: one dy vector and 16 broadcasts a position.
         for tap in 0..<9 {
@@ -139,26 +157,27 @@ public enum DirectConv {
             for co in stride(from: 0, to: cout, by: 16) {
                 for c0 in stride(from: 0, to: cin, by: 16) {
                     let out = dw + tap * cin * cout + c0 * cout + co
-                    var a = (V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V())
+                    var a: Sums = (V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V())
                     if accumulate {
                         a = (loadV(out), loadV(out + cout), loadV(out + 2 * cout), loadV(out + 3 * cout),
                              loadV(out + 4 * cout), loadV(out + 5 * cout), loadV(out + 6 * cout), loadV(out + 7 * cout),
                              loadV(out + 8 * cout), loadV(out + 9 * cout), loadV(out + 10 * cout), loadV(out + 11 * cout),
                              loadV(out + 12 * cout), loadV(out + 13 * cout), loadV(out + 14 * cout), loadV(out + 15 * cout))
                     }
+                    let zero = zeros + c0
                     for oh in 0..<height {
-                        let xrow = xp + ((oh + kh) * cols + kw) * cin + c0, drow = dy + oh * width * cout + co
-                        for ow in 0..<width {
-                            let d = loadV(drow + ow * cout), u = xrow + ow * cin
-                            a.0 = a.0.addingProduct(V(repeating: u[0]), d); a.1 = a.1.addingProduct(V(repeating: u[1]), d)
-                            a.2 = a.2.addingProduct(V(repeating: u[2]), d); a.3 = a.3.addingProduct(V(repeating: u[3]), d)
-                            a.4 = a.4.addingProduct(V(repeating: u[4]), d); a.5 = a.5.addingProduct(V(repeating: u[5]), d)
-                            a.6 = a.6.addingProduct(V(repeating: u[6]), d); a.7 = a.7.addingProduct(V(repeating: u[7]), d)
-                            a.8 = a.8.addingProduct(V(repeating: u[8]), d); a.9 = a.9.addingProduct(V(repeating: u[9]), d)
-                            a.10 = a.10.addingProduct(V(repeating: u[10]), d); a.11 = a.11.addingProduct(V(repeating: u[11]), d)
-                            a.12 = a.12.addingProduct(V(repeating: u[12]), d); a.13 = a.13.addingProduct(V(repeating: u[13]), d)
-                            a.14 = a.14.addingProduct(V(repeating: u[14]), d); a.15 = a.15.addingProduct(V(repeating: u[15]), d)
+                        let ih = oh + kh - 1, drow = dy + oh * width * cout + co
+                        guard ih >= 0 && ih < height else {
+                            for ow in 0..<width { add(&a, zero, loadV(drow + ow * cout)) }
+                            continue
                         }
+                        // Position ow reads column ow + kw − 1: the first is outside for kw = 0, the last for kw = 2.
+                        let xrow = x + ih * width * cin + c0
+                        var ow = 0
+                        if kw == 0 { add(&a, zero, loadV(drow)); ow = 1 }
+                        let end = kw == 2 ? width - 1 : width
+                        while ow < end { add(&a, xrow + (ow + kw - 1) * cin, loadV(drow + ow * cout)); ow += 1 }
+                        if kw == 2 && width > 0 { add(&a, zero, loadV(drow + (width - 1) * cout)) }
                     }
                     storeV(a.0, out); storeV(a.1, out + cout); storeV(a.2, out + 2 * cout); storeV(a.3, out + 3 * cout)
                     storeV(a.4, out + 4 * cout); storeV(a.5, out + 5 * cout); storeV(a.6, out + 6 * cout); storeV(a.7, out + 7 * cout)

@@ -148,7 +148,7 @@ func decode(_ codes: [UInt8], _ g: Window) -> [Int32] {
 }
 
 /// The direct channels-last 3x3 conv against direct Float64 convolution: forward (bias, ReLU),
-/// the input gradient (the same kernel on the padded dy with flipped, transposed weights) and the
+/// the input gradient (the same kernel on dy with flipped, transposed weights) and the
 /// weight gradient (from 0, and continuing a running sum), on rows narrower than its 8-pixel block,
 /// rows of whole 16-pixel blocks, rows with a remainder after either, and 32-channel sides (the
 /// kernel takes any multiple of 16).
@@ -161,18 +161,15 @@ func directConvMatchesFloat64Convolution(_ p: (Int, Int, Int, Int)) {
     var r = Rand(s: UInt64(h * w + cin + cout))
     let x = r.array(g.inputSize), wt = r.array(9 * cin * cout), bias = r.array(cout), dy = r.array(g.positions * cout)
     let start = r.array(9 * cin * cout)
-    var xp = [Float](repeating: .nan, count: DirectConv.paddedFloats(height: h, width: w, channels: cin))
-    var dyp = [Float](repeating: .nan, count: DirectConv.paddedFloats(height: h, width: w, channels: cout))
+    let zeros = [Float](repeating: 0, count: DirectConv.zeroFloats(width: w, channels: max(cin, cout)))
     var flipped = [Float](repeating: .nan, count: 9 * cin * cout)
     var y = [Float](repeating: .nan, count: g.positions * cout), dx = [Float](repeating: .nan, count: g.inputSize)
     var dwFresh = [Float](repeating: .nan, count: 9 * cin * cout), dwRunning = start
-    x.withUnsafeBufferPointer { DirectConv.pad($0.baseAddress!, height: h, width: w, channels: cin, into: &xp) }
-    dy.withUnsafeBufferPointer { DirectConv.pad($0.baseAddress!, height: h, width: w, channels: cout, into: &dyp) }
     wt.withUnsafeBufferPointer { g.flipTranspose($0.baseAddress!, cout: cout, into: &flipped) }
-    DirectConv.forward(height: h, width: w, cin: cin, cout: cout, xp: xp, w: wt, bias: bias, relu: true, rows: 0..<h, y: &y)
-    DirectConv.forward(height: h, width: w, cin: cout, cout: cin, xp: dyp, w: flipped, bias: nil, relu: false, rows: 0..<h, y: &dx)
-    DirectConv.weightGradient(height: h, width: w, cin: cin, cout: cout, xp: xp, dy: dy, dw: &dwFresh, accumulate: false)
-    DirectConv.weightGradient(height: h, width: w, cin: cin, cout: cout, xp: xp, dy: dy, dw: &dwRunning, accumulate: true)
+    DirectConv.forward(height: h, width: w, cin: cin, cout: cout, x: x, zeros: zeros, w: wt, bias: bias, relu: true, rows: 0..<h, y: &y)
+    DirectConv.forward(height: h, width: w, cin: cout, cout: cin, x: dy, zeros: zeros, w: flipped, bias: nil, relu: false, rows: 0..<h, y: &dx)
+    DirectConv.weightGradient(height: h, width: w, cin: cin, cout: cout, x: x, zeros: zeros, dy: dy, dw: &dwFresh, accumulate: false)
+    DirectConv.weightGradient(height: h, width: w, cin: cin, cout: cout, x: x, zeros: zeros, dy: dy, dw: &dwRunning, accumulate: true)
     close(y, Reference.conv(g, x: x, w: wt, bias: bias, cout: cout).map { max($0, 0) }, terms: g.patch)
     let (wantDx, wantDw) = Reference.convGradients(g, x: x, w: wt, dy: dy, cout: cout)
     close(dx, wantDx, terms: 9 * cout)
@@ -180,7 +177,7 @@ func directConvMatchesFloat64Convolution(_ p: (Int, Int, Int, Int)) {
     close(dwRunning, zip(wantDw, start).map { $0 + Double($1) }, terms: g.positions + 1)
     // A block of rows computes those rows' bits exactly as the whole does (the forward's parts).
     var part = [Float](repeating: .nan, count: g.positions * cout)
-    DirectConv.forward(height: h, width: w, cin: cin, cout: cout, xp: xp, w: wt, bias: bias, relu: true, rows: (h / 2)..<h, y: &part)
+    DirectConv.forward(height: h, width: w, cin: cin, cout: cout, x: x, zeros: zeros, w: wt, bias: bias, relu: true, rows: (h / 2)..<h, y: &part)
     #expect(Array(part[(h / 2 * w * cout)...]).map(\.bitPattern) == Array(y[(h / 2 * w * cout)...]).map(\.bitPattern))
 }
 
@@ -191,10 +188,9 @@ func directConvMatchesFloat64Convolution(_ p: (Int, Int, Int, Int)) {
     var r = Rand(s: 5)
     let x = r.array(h * w * c), wt = r.array(9 * c * c), bias = r.array(c)
     func conv(_ x: [Float], width: Int) -> [Float] {
-        var xp = [Float](repeating: .nan, count: DirectConv.paddedFloats(height: h, width: width, channels: c))
-        x.withUnsafeBufferPointer { DirectConv.pad($0.baseAddress!, height: h, width: width, channels: c, into: &xp) }
+        let zeros = [Float](repeating: 0, count: DirectConv.zeroFloats(width: width, channels: c))
         var y = [Float](repeating: .nan, count: h * width * c)
-        DirectConv.forward(height: h, width: width, cin: c, cout: c, xp: xp, w: wt, bias: bias, relu: false, rows: 0..<h, y: &y)
+        DirectConv.forward(height: h, width: width, cin: c, cout: c, x: x, zeros: zeros, w: wt, bias: bias, relu: false, rows: 0..<h, y: &y)
         return y
     }
     var cropped: [Float] = []
@@ -209,5 +205,30 @@ func directConvMatchesFloat64Convolution(_ p: (Int, Int, Int, Int)) {
         let a: [UInt32] = whole[i..<(i + c)].map { $0.bitPattern }
         let b: [UInt32] = narrow[j..<(j + c)].map { $0.bitPattern }
         #expect(a == b, "column \(col)")
+    }
+}
+
+/// A tap outside the image reads the zero row: every output pixel has the bits it has when the
+/// image is zero-padded in memory (the interior of the padded image's conv), on rows of 16- and
+/// 8-pixel blocks and on rows narrower than a block.
+@Test(arguments: [(6, 20), (5, 9), (4, 5)])
+func directConvReadsZerosAsAPaddedCopyWould(_ p: (Int, Int)) {
+    let (h, w) = p, c = 16
+    var r = Rand(s: UInt64(h * w))
+    let x = r.array(h * w * c), wt = r.array(9 * c * c), bias = r.array(c)
+    var padded = [Float](repeating: 0, count: (h + 2) * (w + 2) * c)
+    for i in 0..<h { for j in 0..<w { for k in 0..<c { padded[((i + 1) * (w + 2) + j + 1) * c + k] = x[(i * w + j) * c + k] } } }
+    func conv(_ x: [Float], _ h: Int, _ w: Int) -> [Float] {
+        let zeros = [Float](repeating: 0, count: DirectConv.zeroFloats(width: w, channels: c))
+        var y = [Float](repeating: .nan, count: h * w * c)
+        DirectConv.forward(height: h, width: w, cin: c, cout: c, x: x, zeros: zeros, w: wt, bias: bias, relu: false, rows: 0..<h, y: &y)
+        return y
+    }
+    let small = conv(x, h, w), big = conv(padded, h + 2, w + 2)
+    for i in 0..<h {
+        for j in 0..<w {
+            let a = (i * w + j) * c, b = ((i + 1) * (w + 2) + j + 1) * c
+            #expect(small[a..<(a + c)].map(\.bitPattern) == big[b..<(b + c)].map(\.bitPattern), "pixel (\(i), \(j))")
+        }
     }
 }

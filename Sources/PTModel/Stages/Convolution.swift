@@ -48,7 +48,8 @@ struct ConvStage: Stage {
     var relu: Bool
     var weight: Int
     /// Its bias in the flat buffers; nil for a conv without one (`bias=false`, as before a batch
-    /// norm), whose kernels add `zeros` instead.
+    /// norm), whose kernels add `zeros` instead (which a direct conv also reads for the taps
+    /// outside the image).
     var bias: Int?
     var zeros: UnsafeMutablePointer<Float>?
     var path: ConvPath
@@ -118,7 +119,7 @@ struct ConvStage: Stage {
     /// (in scratch) takes it; and a bn's input gradient computed in its jobs is written there.
     var keepsOutputGradient: Bool { (!relu || fusedPool != nil) && batchNorm == nil }
 
-    /// A sample's im2col (or Winograd's transformed input, or the padded input) and, with a fused
+    /// A sample's im2col (or Winograd's transformed input, or a padded input) and, with a fused
     /// pool, its output; on the Winograd path its transformed outputs and the shard's dU.
     var scratchNeeds: ScratchNeeds {
         let g = window
@@ -128,9 +129,7 @@ struct ConvStage: Stage {
             n.col = 16 * Winograd.matrixStride(g, channels: g.channels)
             n.winograd = 16 * Winograd.matrixStride(g, channels: cout) + 16 * g.channels * cout
         case .fewChannels: n.col = FewChannelConv.paddedFloats(g)
-        case .direct:  // the padded input, then (backward) the padded output gradient
-            n.col = DirectConv.paddedFloats(height: g.inH, width: g.inW, channels: g.channels)
-                + DirectConv.paddedFloats(height: g.outH, width: g.outW, channels: cout)
+        case .direct: break  // reads its input and output gradient in place
         case .im2col:
             let weightGradient = Im2col.weightGradientBF16Floats(g, cout: cout)
             n.col = max(g.positions * g.patch + Im2col.slack, precision.isBF16 ? max(Im2col.bf16Floats(g), weightGradient) : 0)
@@ -150,7 +149,10 @@ struct ConvStage: Stage {
 
     mutating func allocate(_ layout: BufferLayout, index: Int, earlier: inout [any Stage]) {
         let g = window
-        if bias == nil { zeros = layout.floats(cout) }
+        // Zeros for a missing bias, and for a direct conv's taps outside the image (its input's
+        // and, backward, its output gradient's).
+        let zeroRow = path == .direct ? DirectConv.zeroFloats(width: max(g.inW, g.outW), channels: max(g.channels, cout)) : 0
+        if bias == nil || zeroRow > 0 { zeros = layout.floats(max(bias == nil ? cout : 0, zeroRow)) }
         switch path {
         case .fewChannels:
             break  // the weights are read as stored: nothing to pack
@@ -346,7 +348,7 @@ struct ConvParts: Hashable {
             if let p = c.fusedPool, !(p.window.kernel == 2 && p.window.stride == 2) { return (.one, 0) }
             // Recorded at batch 50 cut for 16 workers (4 parts): the one-channel conv1 did 23% more
             // work; the Winograd conv 60% more (each part of its GEMMs reads all of the packed U).
-            // (A direct conv's part pads the whole input again, as the first-layer conv's does.)
+            // (A direct conv's part reads its rows of the input in place.)
             return (ConvParts(count: (g.outH + 1) / 2, unit: 2, extent: g.outH), c.path == .winograd ? 0.3 : 0.12)
         }
         // The cut GEMM reads its panels of the packed Uᵀ at an offset: one KC x NC block only.
@@ -418,9 +420,7 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
             }
             FewChannelConv.forward(g, cout: cout, xp: xp, w: weights + c.weight, bias: bias, relu: c.relu, rows: rows, y: out)
         case .direct:
-            let xp = area + scratch.col
-            DirectConv.pad(x + s * g.inputSize, height: g.inH, width: g.inW, channels: g.channels, into: xp)
-            DirectConv.forward(height: g.outH, width: g.outW, cin: g.channels, cout: cout, xp: xp,
+            DirectConv.forward(height: g.outH, width: g.outW, cin: g.channels, cout: cout, x: x + s * g.inputSize, zeros: c.zeros!,
                                w: weights + c.weight, bias: bias, relu: c.relu, rows: rows, y: out)
         case .winograd:
             // V = Bᵀ d B, then M_ξ = V_ξ · U_ξ for the 16 positions ξ, then y = Aᵀ M A + bias; a
@@ -556,17 +556,13 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
                 FewChannelConv.weightGradient(g, cout: cout, xp: xp, dy: dys, dw: gws)
                 if let gbs { Elementwise.columnSums(dys, rows: P, ld: cout, cols: biasColumns, into: gbs, accumulate: true) }
             case .direct:
-                // dW from the padded input; dx = the padded dy through the flipped, transposed weights.
-                let xp = area + scratch.col
-                let dyp = xp + DirectConv.paddedFloats(height: g.inH, width: g.inW, channels: g.channels)
-                DirectConv.pad(x + s * g.inputSize, height: g.inH, width: g.inW, channels: g.channels, into: xp)
-                if dx != nil { DirectConv.pad(dys, height: g.outH, width: g.outW, channels: cout, into: dyp) }
-                DirectConv.weightGradient(height: g.outH, width: g.outW, cin: g.channels, cout: cout, xp: xp, dy: dys,
-                                          dw: gws, accumulate: s > first)
+                // dW from the input; dx = dy through the flipped, transposed weights.
+                DirectConv.weightGradient(height: g.outH, width: g.outW, cin: g.channels, cout: cout, x: x + s * g.inputSize,
+                                          zeros: c.zeros!, dy: dys, dw: gws, accumulate: s > first)
                 if let gbs { Elementwise.columnSums(dys, rows: P, ld: cout, cols: 0..<cout, into: gbs, accumulate: true) }
                 if let dx, let wt {
-                    DirectConv.forward(height: g.inH, width: g.inW, cin: cout, cout: g.channels, xp: dyp, w: wt, bias: nil,
-                                       relu: false, rows: 0..<g.inH, y: dx + s * g.inputSize)
+                    DirectConv.forward(height: g.inH, width: g.inW, cin: cout, cout: g.channels, x: dys, zeros: c.zeros!, w: wt,
+                                       bias: nil, relu: false, rows: 0..<g.inH, y: dx + s * g.inputSize)
                 }
             case .winograd:
                 backwardWinograd(s, dys, du, accumulate: s > first, area, parts.count == 1 ? 0..<g.channels : parts.block(part))
