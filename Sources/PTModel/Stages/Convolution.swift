@@ -116,7 +116,8 @@ struct ConvStage: Stage {
     var parameters: Range<Int> { weight..<(bias.map { $0 + cout } ?? weight + window.patch * cout) }
     var outputInScratch: Bool { fusedPool != nil }
     /// Its ReLU's mask goes into its output gradient in place, unless a fused pool's gradient
-    /// (in scratch) takes it; and a bn's input gradient computed in its jobs is written there.
+    /// (in scratch) takes it; and a bn after it writes its input gradient there (its own pass,
+    /// where the conv cuts its shards; the conv's jobs otherwise keep it in scratch).
     var keepsOutputGradient: Bool { (!relu || fusedPool != nil) && batchNorm == nil }
 
     /// A sample's im2col (or Winograd's transformed input, or a padded input) and, with a fused
@@ -490,8 +491,8 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
     var gb: UnsafeMutablePointer<Float>?      // and its bias gradient (nil: no bias)
     var shardStride: Int
     var parts = ConvParts.one
-    /// The bn after it whose input gradient (dy here) this job computes a sample at a time, from
-    /// the bn's output gradient `bnDy` (whole shards only).
+    /// The bn after it whose input gradient (this conv's output gradient, into scratch) this job
+    /// computes a sample at a time, from the bn's output gradient `bnDy` (whole shards only).
     var batchNorm: BatchNormFusion?
     var bnDy: UnsafeMutablePointer<Float>?
     /// The bn before it whose gradient sums this job computes a sample at a time, right after the
@@ -545,8 +546,14 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
                                      reluOutput: p.masksRelu ? UnsafePointer(y + s * size) : nil)
                 }
             } else {
-                dys = dy + s * P * cout
-                if let bn = batchNorm, let bnDy { bn.inputGradient(x: y + s * P * cout, dy: bnDy + s * P * cout, into: dys) }
+                if let bn = batchNorm, let bnDy {
+                    // The bn's input gradient, the conv's output gradient, lives only in scratch:
+                    // nothing reads it after this sample (64 KB a 16-channel sample not written back).
+                    dys = area + scratch.output
+                    bn.inputGradient(x: y + s * P * cout, dy: bnDy + s * P * cout, into: dys)
+                } else {
+                    dys = dy + s * P * cout
+                }
                 if c.relu { Elementwise.reluBackward(dy: dys, y: y + s * P * cout, count: P * cout) }
             }
             switch c.path {
