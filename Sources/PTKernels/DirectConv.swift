@@ -19,15 +19,16 @@ public enum DirectConv {
     }
     public static let maxChannels = 16
 
-    /// Floats of the zeros the kernels read where a tap falls outside the image (enough for a
-    /// padded row of `width` + 2 pixels of `channels`, and at least 16 pixels).
-    public static func zeroFloats(width: Int, channels: Int) -> Int { max(width + 2, 16) * channels }
+    /// Floats of the zeros the kernels read where a tap falls outside the image (a block's reach:
+    /// at most 15 pixels), for `channels` ≥ those of what they read (the input, or for the input
+    /// gradient the output gradient).
+    public static func zeroFloats(channels: Int) -> Int { 16 * channels }
 
     typealias V = SIMD16<Float>
 
     /// y[p][co] = ReLU?(Σ_taps Σ_ci x · w + bias) for output rows `rows`, x outside the image
     /// being 0; x is [height, width, cin], w is [3][3][cin][cout], y is [height, width, cout]; a
-    /// nil bias adds 0; `zeros` holds `zeroFloats(width:channels: cin)` zeros. Also the input
+    /// nil bias adds 0; `zeros` holds `zeroFloats(channels: cin)` zeros. Also the input
     /// gradient's kernel: dx is this conv of dy with the weights flipped and transposed
     /// (`Window.flipTranspose`), no bias, no ReLU.
     public static func forward(height: Int, width: Int, cin: Int, cout: Int, x: UnsafePointer<Float>, zeros: UnsafePointer<Float>,

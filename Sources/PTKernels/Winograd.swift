@@ -22,7 +22,7 @@ public enum Winograd {
 
     /// Floats from one of V's (or M's) 16 matrices to the next, for `channels` columns: the
     /// matrix and one cache line more. A tile writes (or reads) one row in each of the 16; with
-    /// matrices a power of two of 4 KB long (64 tiles x 32 channels, 16 x 64) those 16 rows fell in
+    /// matrices a multiple of 4 KB long (64 tiles x 32 channels, 16 x 64) those 16 rows fell in
     /// one L1 set and evicted each other.
     public static func matrixStride(_ g: Window, channels: Int) -> Int { tiles(g) * channels + 16 }
 

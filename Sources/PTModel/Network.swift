@@ -61,7 +61,9 @@ public final class Network {
     /// a ReLU: masked by it), `capacity` samples; nil for a conv's output that its fused max-pool
     /// keeps in the workers' scratch. A residual block's begin shares its input's buffer, and a bn
     /// that adds its block's shortcut writes the block's output in place of its own (so those
-    /// activations are the block's). For tests and tools that check a pass stage by stage.
+    /// activations are the block's). A conv's output gradient is not kept where the bn after it
+    /// computes it in the conv's jobs (it stays in a worker's scratch). For tests and tools that
+    /// check a pass stage by stage.
     public func activation(_ i: Int) -> UnsafePointer<Float>? {
         activations.sizes[i] > 0 && !scratchOnly(i) ? UnsafePointer(activations.values[i]) : nil
     }

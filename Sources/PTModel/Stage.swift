@@ -103,7 +103,8 @@ struct ScratchNeeds {
 /// region overlap: conv and dense stages never run at once.
 struct ScratchLayout {
     var col: Int       // one sample's im2col, then its gradient (Winograd: its transformed input V, then dV)
-    var output: Int    // one sample's conv output, then its gradient, when a max-pool is fused
+    var output: Int    // one sample's conv output, then its gradient, when a max-pool is fused; or
+                       // the output gradient a bn after the conv computes in its backward jobs
     var winograd: Int  // Winograd: a sample's transformed outputs M (then dM), and after them the shard's dU
     var denseRows: Int // a dense layer's backward pass: a block of its weight gradient's rows
 

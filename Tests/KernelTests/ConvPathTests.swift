@@ -153,7 +153,7 @@ func decode(_ codes: [UInt8], _ g: Window) -> [Int32] {
 /// rows of whole 16-pixel blocks, rows with a remainder after either, and 32-channel sides (the
 /// kernel takes any multiple of 16).
 @Test(arguments: [(7, 6, 16, 16), (32, 32, 16, 16), (5, 11, 16, 32), (9, 8, 32, 16), (3, 3, 16, 16), (1, 12, 16, 16),
-                  (3, 40, 16, 16), (2, 20, 16, 32)])
+                  (3, 40, 16, 16), (2, 20, 16, 32), (4, 1, 16, 16), (3, 2, 16, 32)])
 func directConvMatchesFloat64Convolution(_ p: (Int, Int, Int, Int)) {
     let (h, w, cin, cout) = p
     let g = Window(inH: h, inW: w, channels: cin, kernel: 3, stride: 1, same: true)
@@ -161,7 +161,7 @@ func directConvMatchesFloat64Convolution(_ p: (Int, Int, Int, Int)) {
     var r = Rand(s: UInt64(h * w + cin + cout))
     let x = r.array(g.inputSize), wt = r.array(9 * cin * cout), bias = r.array(cout), dy = r.array(g.positions * cout)
     let start = r.array(9 * cin * cout)
-    let zeros = [Float](repeating: 0, count: DirectConv.zeroFloats(width: w, channels: max(cin, cout)))
+    let zeros = directConvZeros(channels: max(cin, cout))
     var flipped = [Float](repeating: .nan, count: 9 * cin * cout)
     var y = [Float](repeating: .nan, count: g.positions * cout), dx = [Float](repeating: .nan, count: g.inputSize)
     var dwFresh = [Float](repeating: .nan, count: 9 * cin * cout), dwRunning = start
@@ -188,7 +188,7 @@ func directConvMatchesFloat64Convolution(_ p: (Int, Int, Int, Int)) {
     var r = Rand(s: 5)
     let x = r.array(h * w * c), wt = r.array(9 * c * c), bias = r.array(c)
     func conv(_ x: [Float], width: Int) -> [Float] {
-        let zeros = [Float](repeating: 0, count: DirectConv.zeroFloats(width: width, channels: c))
+        let zeros = directConvZeros(channels: c)
         var y = [Float](repeating: .nan, count: h * width * c)
         DirectConv.forward(height: h, width: width, cin: c, cout: c, x: x, zeros: zeros, w: wt, bias: bias, relu: false, rows: 0..<h, y: &y)
         return y
@@ -208,18 +208,26 @@ func directConvMatchesFloat64Convolution(_ p: (Int, Int, Int, Int)) {
     }
 }
 
+/// The zeros a direct conv reads for taps outside the image, then NaNs: a read past them (or at
+/// a wrong offset into a longer buffer) would show in the results.
+func directConvZeros(channels: Int) -> [Float] {
+    [Float](repeating: 0, count: DirectConv.zeroFloats(channels: channels)) + [Float](repeating: .nan, count: 64)
+}
+
 /// A tap outside the image reads the zero row: every output pixel has the bits it has when the
 /// image is zero-padded in memory (the interior of the padded image's conv), on rows of 16- and
-/// 8-pixel blocks and on rows narrower than a block.
-@Test(arguments: [(6, 20), (5, 9), (4, 5)])
+/// 8-pixel blocks and on rows narrower than a block; and each weight gradient sum is its
+/// positions' fused multiply-adds in order, 0 read outside the image, from 0 or from where a
+/// running sum stood.
+@Test(arguments: [(6, 20), (5, 9), (4, 5), (3, 2), (4, 1)])
 func directConvReadsZerosAsAPaddedCopyWould(_ p: (Int, Int)) {
     let (h, w) = p, c = 16
     var r = Rand(s: UInt64(h * w))
-    let x = r.array(h * w * c), wt = r.array(9 * c * c), bias = r.array(c)
+    let x = r.array(h * w * c), wt = r.array(9 * c * c), bias = r.array(c), dy = r.array(h * w * c), start = r.array(9 * c * c)
     var padded = [Float](repeating: 0, count: (h + 2) * (w + 2) * c)
     for i in 0..<h { for j in 0..<w { for k in 0..<c { padded[((i + 1) * (w + 2) + j + 1) * c + k] = x[(i * w + j) * c + k] } } }
+    let zeros = directConvZeros(channels: c)
     func conv(_ x: [Float], _ h: Int, _ w: Int) -> [Float] {
-        let zeros = [Float](repeating: 0, count: DirectConv.zeroFloats(width: w, channels: c))
         var y = [Float](repeating: .nan, count: h * w * c)
         DirectConv.forward(height: h, width: w, cin: c, cout: c, x: x, zeros: zeros, w: wt, bias: bias, relu: false, rows: 0..<h, y: &y)
         return y
@@ -230,5 +238,26 @@ func directConvReadsZerosAsAPaddedCopyWould(_ p: (Int, Int)) {
             let a = (i * w + j) * c, b = ((i + 1) * (w + 2) + j + 1) * c
             #expect(small[a..<(a + c)].map(\.bitPattern) == big[b..<(b + c)].map(\.bitPattern), "pixel (\(i), \(j))")
         }
+    }
+    for accumulate in [false, true] {
+        var dw = start
+        DirectConv.weightGradient(height: h, width: w, cin: c, cout: c, x: x, zeros: zeros, dy: dy, dw: &dw, accumulate: accumulate)
+        var want = accumulate ? start : [Float](repeating: 0, count: 9 * c * c)
+        for tap in 0..<9 {
+            for ci in 0..<c {
+                for co in 0..<c {
+                    var acc = want[(tap * c + ci) * c + co]
+                    for i in 0..<h {
+                        for j in 0..<w {
+                            let (ih, iw) = (i + tap / 3 - 1, j + tap % 3 - 1)
+                            let v = ih >= 0 && ih < h && iw >= 0 && iw < w ? x[(ih * w + iw) * c + ci] : 0
+                            acc = acc.addingProduct(v, dy[(i * w + j) * c + co])
+                        }
+                    }
+                    want[(tap * c + ci) * c + co] = acc
+                }
+            }
+        }
+        #expect(dw.map(\.bitPattern) == want.map(\.bitPattern), "accumulate \(accumulate)")
     }
 }

@@ -234,6 +234,24 @@ private func recordedSteps(_ spec: String, split: Int, seed: UInt64, job: String
     #expect(net.activationGradient(4) != net.activationGradient(5))
 }
 
+/// A bn whose output a conv reads past a residual block's end and begin (the bn that ends an
+/// identity block, and the stem's bn before the first block) runs its normalisation and its
+/// gradient sums inside that conv's jobs too; cut for 64 workers, every bn runs its passes as
+/// regions of its own. Both give the same bits.
+@Test func batchNormPassesPastABlockBoundaryGiveTheSameBits() throws {
+    let block = "res(conv(64,3,bias=false) bn relu conv(64,3,bias=false) bn) relu"
+    let spec = "conv(64,3,bias=false) bn relu \(block) \(block) gap fc(10)"
+    let whole = try recordedSteps(spec, split: 1, seed: 7, job: "BatchNormJob")
+    let cut = try recordedSteps(spec, split: 64, seed: 7, job: "BatchNormJob")
+    #expect(whole.bits == cut.bits)
+    // A step's bn regions, uncut: the five squares passes, and the last bn's normalisation and
+    // gradient sums (global pooling follows it): 6 + 1. Cut: each bn's Σx, squares and
+    // normalisation, its gradient sums, and the input gradients of the four bns after a Winograd
+    // conv (the first-layer conv never cuts its backward): 15 + 9.
+    #expect(whole.regions == 2 * 7)
+    #expect(cut.regions == 2 * 24)
+}
+
 /// A residual block's begin adds the shortcut's gradient inside its first conv's backward jobs;
 /// where that conv cuts its shards into parts (here: for 64 workers), the begin adds it as a
 /// region of its own. Both give the same bits.

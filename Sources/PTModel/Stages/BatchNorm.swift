@@ -15,14 +15,14 @@
 //
 // Right after a conv, two passes run inside the conv's per-sample jobs, on a sample still in
 // cache: the sample's Σx (forward, after the conv writes its output) and the bn's input gradient
-// (backward, just before the conv reads it) — `ConvStage.batchNorm`. Right before a conv, two
-// more: the normalisation of a sample, just before the conv reads it (forward; also past a
-// residual block's end and begin — `ConvStage.inputNormalization`), and the ReLU's mask and the sums Σdy,
-// Σdy·x̂ of a sample's output gradient, right after the conv's backward writes it
-// (`ConvStage.inputBatchNorm`). Where the conv cuts a sample or a shard into parts, the bn runs
-// those passes itself: the same functions on the same values. The squares
-// about the batch's mean wait for every sample's Σx, so they stay a pass of their own (a merge of
-// each sample's squares about its own mean would be as exact, but would change every trained bit).
+// (backward, just before the conv reads it, into the conv's scratch) — `ConvStage.batchNorm`.
+// Right before a conv (also past a residual block's end and begin), two more: the normalisation
+// of a sample, just before the conv reads it (`ConvStage.inputNormalization`), and the ReLU's mask
+// and the sums Σdy, Σdy·x̂ of a sample's output gradient, right after the conv's backward writes
+// it (`ConvStage.inputBatchNorm`). Where the conv cuts a sample or a shard into parts, the bn runs
+// those passes itself: the same functions on the same values. The squares about the batch's mean
+// wait for every sample's Σx, so they stay a pass of their own (a merge of each sample's squares
+// about its own mean would be as exact, but would change every trained bit).
 import PTKernels
 import PTRuntime
 

@@ -120,8 +120,9 @@ struct ConvStage: Stage {
     /// where the conv cuts its shards; the conv's jobs otherwise keep it in scratch).
     var keepsOutputGradient: Bool { (!relu || fusedPool != nil) && batchNorm == nil }
 
-    /// A sample's im2col (or Winograd's transformed input, or a padded input) and, with a fused
-    /// pool, its output; on the Winograd path its transformed outputs and the shard's dU.
+    /// A sample's im2col (or Winograd's transformed input, or a padded input) and its output (a
+    /// fused pool's input, or backward the gradient a bn after it computes in its jobs); on the
+    /// Winograd path its transformed outputs and the shard's dU.
     var scratchNeeds: ScratchNeeds {
         let g = window
         var n = ScratchNeeds(output: g.positions * cout)
@@ -152,7 +153,7 @@ struct ConvStage: Stage {
         let g = window
         // Zeros for a missing bias, and for a direct conv's taps outside the image (its input's
         // and, backward, its output gradient's).
-        let zeroRow = path == .direct ? DirectConv.zeroFloats(width: max(g.inW, g.outW), channels: max(g.channels, cout)) : 0
+        let zeroRow = path == .direct ? DirectConv.zeroFloats(channels: max(g.channels, cout)) : 0
         if bias == nil || zeroRow > 0 { zeros = layout.floats(max(bias == nil ? cout : 0, zeroRow)) }
         switch path {
         case .fewChannels:
@@ -225,6 +226,8 @@ struct ConvStage: Stage {
             normalizesInput(net, index: pass.index, batch: pass.count)
                 ? (net.stages[i] as? BatchNormStage)?.normalization(net, index: i, training: pass.training) : nil
         }
+        // Parts of one sample would each normalise the whole sample while others read it.
+        precondition(normalization == nil || parts.count == 1, "a bn's normalisation in a conv that cuts its samples")
         pool.run(range: (range.lowerBound * parts.count)..<(range.upperBound * parts.count), ConvForwardJob(
             c: self, x: pass.io.x, y: pass.io.y, weights: W, scratch: net.scratchLayout, parts: parts,
             batchNorm: pass.training && parts.count == 1 ? batchNorm : nil, inputNormalization: normalization, pool: pool))
@@ -349,7 +352,7 @@ struct ConvParts: Hashable {
             if let p = c.fusedPool, !(p.window.kernel == 2 && p.window.stride == 2) { return (.one, 0) }
             // Recorded at batch 50 cut for 16 workers (4 parts): the one-channel conv1 did 23% more
             // work; the Winograd conv 60% more (each part of its GEMMs reads all of the packed U).
-            // (A direct conv's part reads its rows of the input in place.)
+            // (A direct conv's part is charged as the first-layer conv's: both read their rows' inputs again.)
             return (ConvParts(count: (g.outH + 1) / 2, unit: 2, extent: g.outH), c.path == .winograd ? 0.3 : 0.12)
         }
         // The cut GEMM reads its panels of the packed Uᵀ at an offset: one KC x NC block only.
