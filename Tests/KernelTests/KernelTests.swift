@@ -282,11 +282,12 @@ func col2imHasTheScatterBits(_ p: (Int, Int, Int, Int, Int, Bool)) {
     #expect(split.map(\.bitPattern) == whole.map(\.bitPattern))
 }
 
-/// The shard reduction adds shard 0, 1, 2, ... in that order, for vector and tail elements alike.
+/// The shard reduction adds shard 0, 1, 2, ... in that order, for elements in its eight-vector
+/// blocks, in single vectors and in the tail alike.
 @Test(arguments: [1, 2, 5, 32])
 func sumInOrderAddsShardsInOrder(_ shards: Int) {
     var r = Rand(s: UInt64(shards))
-    let (length, stride) = (41, 45)
+    let (length, stride) = (169, 173)
     let src = r.array(shards * stride)
     var out = [Float](repeating: .nan, count: length)
     src.withUnsafeBufferPointer { sp in out.withUnsafeMutableBufferPointer { op in
@@ -304,7 +305,7 @@ func sumInOrderAddsShardsInOrder(_ shards: Int) {
 @Test(arguments: [1, 2, 5, 32])
 func addInOrderContinuesASumExactly(_ shards: Int) {
     var r = Rand(s: 77 + UInt64(shards))
-    let (length, stride) = (41, 45)
+    let (length, stride) = (169, 173)
     var src = r.array(shards * stride)
     src[3] = -0.0  // a sum that starts at -0 must keep it
     var whole = [Float](repeating: .nan, count: length)
