@@ -196,23 +196,30 @@ private func recordedSteps(_ spec: String, split: Int, seed: UInt64, job: String
     return (bits, recorder.regions.filter { $0.job == job }.count)
 }
 
+private let identityBlock = "res(conv(64,3,bias=false) bn relu conv(64,3,bias=false) bn) relu"
+
 /// A bn right after a conv runs its per-sample passes (a sample's sums Σx forward, its input
-/// gradient backward) inside the conv's jobs, and a bn right before a conv its normalisation and
-/// its gradient sums inside the conv's forward and backward jobs; where the conv cuts its samples
-/// or shards into parts (here: for 64 workers), the bn runs them as regions of its own. Both give
-/// the same bits.
-@Test func batchNormPassesInsideTheConvOrOnTheirOwnGiveTheSameBits() throws {
-    let spec = "conv(64,3,bias=false) bn relu conv(64,3,bias=false) bn relu gap fc(10)"
-    let whole = try recordedSteps(spec, split: 1, seed: 4, job: "BatchNormJob")
-    let cut = try recordedSteps(spec, split: 64, seed: 4, job: "BatchNormJob")
+/// gradient backward) inside the conv's jobs, and a bn whose output a conv reads (right after it,
+/// or past a residual block's end and begin: the bn ending an identity block, the stem's bn before
+/// the first block) its normalisation and its gradient sums inside that conv's forward and
+/// backward jobs; where the conv cuts its samples or shards into parts (here: for 64 workers), the
+/// bn runs them as regions of its own. Both give the same bits. A step's bn regions:
+/// - two convs, uncut: each bn's squares about the batch's mean, the second's normalisation and
+///   its gradient sums (global pooling follows it; the first's run in the Winograd conv after it):
+///   2 + 2. Cut: both bns' sums Σx too (both convs cut their samples forward), the first's
+///   normalisation and gradient sums, and the second's input gradient (its Winograd conv cuts its
+///   shards by input channels; the first-layer conv never does): 4 + 5.
+/// - a stem and two identity blocks, uncut: the five squares passes, and the last bn's
+///   normalisation and gradient sums: 6 + 1. Cut: each bn's Σx, squares and normalisation, its
+///   gradient sums, and the input gradients of the four bns after a Winograd conv: 15 + 9.
+@Test(arguments: [("conv(64,3,bias=false) bn relu conv(64,3,bias=false) bn relu gap fc(10)", 4, 9),
+                  ("conv(64,3,bias=false) bn relu \(identityBlock) \(identityBlock) gap fc(10)", 7, 24)])
+func batchNormPassesInsideTheConvOrOnTheirOwnGiveTheSameBits(_ c: (spec: String, whole: Int, cut: Int)) throws {
+    let whole = try recordedSteps(c.spec, split: 1, seed: 4, job: "BatchNormJob")
+    let cut = try recordedSteps(c.spec, split: 64, seed: 4, job: "BatchNormJob")
     #expect(whole.bits == cut.bits)
-    // A step's bn regions, uncut: each bn's squares about the batch's mean, the second's
-    // normalisation and its gradient sums (global pooling follows it; the first's run in the
-    // Winograd conv after it): 2 + 2. Cut: both bns' sums Σx too (both convs cut their samples
-    // forward), the first's normalisation and gradient sums, and the second's input gradient (its
-    // Winograd conv cuts its shards by input channels; the first-layer conv never does): 4 + 5.
-    #expect(whole.regions == 2 * 4)
-    #expect(cut.regions == 2 * 9)
+    #expect(whole.regions == 2 * c.whole)
+    #expect(cut.regions == 2 * c.cut)
 }
 
 /// A block's begin stores no copy of its input. Where the block's last stage is a bn without a
@@ -232,24 +239,6 @@ private func recordedSteps(_ spec: String, split: Int, seed: UInt64, job: String
     #expect(net.activationGradient(5) == net.activationGradient(6))
     #expect(net.activationGradient(9) != net.activationGradient(10))
     #expect(net.activationGradient(4) != net.activationGradient(5))
-}
-
-/// A bn whose output a conv reads past a residual block's end and begin (the bn that ends an
-/// identity block, and the stem's bn before the first block) runs its normalisation and its
-/// gradient sums inside that conv's jobs too; cut for 64 workers, every bn runs its passes as
-/// regions of its own. Both give the same bits.
-@Test func batchNormPassesPastABlockBoundaryGiveTheSameBits() throws {
-    let block = "res(conv(64,3,bias=false) bn relu conv(64,3,bias=false) bn) relu"
-    let spec = "conv(64,3,bias=false) bn relu \(block) \(block) gap fc(10)"
-    let whole = try recordedSteps(spec, split: 1, seed: 7, job: "BatchNormJob")
-    let cut = try recordedSteps(spec, split: 64, seed: 7, job: "BatchNormJob")
-    #expect(whole.bits == cut.bits)
-    // A step's bn regions, uncut: the five squares passes, and the last bn's normalisation and
-    // gradient sums (global pooling follows it): 6 + 1. Cut: each bn's Σx, squares and
-    // normalisation, its gradient sums, and the input gradients of the four bns after a Winograd
-    // conv (the first-layer conv never cuts its backward): 15 + 9.
-    #expect(whole.regions == 2 * 7)
-    #expect(cut.regions == 2 * 24)
 }
 
 /// A residual block's begin adds the shortcut's gradient inside its first conv's backward jobs;
