@@ -17,9 +17,8 @@
 // cache: the sample's Σx (forward, after the conv writes its output) and the bn's input gradient
 // (backward, just before the conv reads it, into the conv's scratch) — `ConvStage.batchNorm`.
 // Right before a conv (also past a residual block's end and begin), two more: the normalisation
-// of a sample, just before the conv reads it (`ConvStage.inputNormalization`), and the ReLU's mask
-// and the sums Σdy, Σdy·x̂ of a sample's output gradient, right after the conv's backward writes
-// it (`ConvStage.inputBatchNorm`). Where the conv cuts a sample or a shard into parts, the bn runs
+// of a sample, just before the conv reads it, and the ReLU's mask and the sums Σdy, Σdy·x̂ of a
+// sample's output gradient, right after the conv's backward writes it (`ConvStage.inputBatchNorm`). Where the conv cuts a sample or a shard into parts, the bn runs
 // those passes itself: the same functions on the same values. The squares about the batch's mean
 // wait for every sample's Σx, so they stay a pass of their own (a merge of each sample's squares
 // about its own mean would be as exact, but would change every trained bit).
@@ -100,18 +99,18 @@ struct BatchNormStage: Stage {
 
     /// The conv that reads its output, right after it or past stages whose output is their input
     /// (a residual block's end that this bn adds, a block's begin), when that conv runs this
-    /// bn's passes (`ConvStage.inputNormalization`, `inputBatchNorm`); and its place.
+    /// bn's passes (`ConvStage.inputBatchNorm`); and its place.
     private func consumer(_ net: Network, _ pass: StagePass) -> (conv: ConvStage, index: Int)? {
         var j = pass.index + 1
         while j < net.stages.count && net.stages[j].outputIsInput { j += 1 }
-        guard j < net.stages.count, let conv = net.stages[j] as? ConvStage, conv.inputNormalization == pass.index else { return nil }
+        guard j < net.stages.count, let conv = net.stages[j] as? ConvStage, conv.inputBatchNorm?.index == pass.index else { return nil }
         return (conv, j)
     }
 
     /// Whether the conv that reads its output runs its backward's gradient sums
     /// (`ConvStage.inputBatchNorm`): it does unless it cuts its shards into parts.
     private func sumsInConsumer(_ net: Network, _ pass: StagePass) -> Bool {
-        guard let (conv, j) = consumer(net, pass), conv.inputBatchNorm != nil else { return false }
+        guard let (conv, j) = consumer(net, pass) else { return false }
         return net.convParts(j, conv, batch: pass.count, backward: true).count == 1
     }
 
@@ -123,8 +122,8 @@ struct BatchNormStage: Stage {
     }
 
     /// A pass's job, normalising with training's statistics or, `eval`, the running ones.
-    private func job(_ mode: BatchNormJob.Mode, _ pass: StagePass, _ net: Network, eval: Bool = false) -> BatchNormJob {
-        BatchNormJob(mode: mode, positions: positions, channels: channels, relu: appliedRelu, io: pass.io, sums: sums,
+    private func job(_ mode: BatchNormJob.Mode, _ io: StageBuffers, _ net: Network, eval: Bool = false) -> BatchNormJob {
+        BatchNormJob(mode: mode, positions: positions, channels: channels, relu: appliedRelu, io: io, sums: sums,
                      mean: stat(eval ? .evalMean : .mean), invstd: stat(eval ? .evalInvstd : .invstd),
                      scale: stat(eval ? .evalScale : .scale), shift: net.parameters.values + bias,
                      meanDy: stat(.meanDy), meanDyXhat: stat(.meanDyXhat),
@@ -153,15 +152,15 @@ struct BatchNormStage: Stage {
                 invstd[ch] = 1 / (running[c + ch] + Self.epsilon).squareRoot()
                 scale[ch] = W[weight + ch] * invstd[ch]
             }
-            if !normalizedByConsumer(net, pass) { pool.run(range: pass.samples, job(.normalize, pass, net, eval: true)) }
+            if !normalizedByConsumer(net, pass) { pool.run(range: pass.samples, job(.normalize, pass.io, net, eval: true)) }
             return
         }
         let n = pass.count, m = Float(n * positions)
         let mean = stat(.mean), invstd = stat(.invstd), scale = stat(.scale), variance = stat(.variance)
-        if !inConv(net, pass, backward: false) { pool.run(range: pass.samples, job(.sums, pass, net)) }
+        if !inConv(net, pass, backward: false) { pool.run(range: pass.samples, job(.sums, pass.io, net)) }
         gatherSums(net, batch: n)
         batchMean(column: 0, batch: n, over: m, into: mean)
-        pool.run(range: pass.samples, job(.squares, pass, net))
+        pool.run(range: pass.samples, job(.squares, pass.io, net))
         gatherSums(net, batch: n)
         batchMean(column: c, batch: n, over: m, into: variance)
         let running = net.state.values + state, k = Self.momentum
@@ -175,10 +174,10 @@ struct BatchNormStage: Stage {
             running[c + ch] = (1 - k) * running[c + ch] + k * (variance[ch] * unbiased)
         }
         running[2 * c] += 1
-        if !normalizedByConsumer(net, pass) { pool.run(range: pass.samples, job(.normalize, pass, net)) }
+        if !normalizedByConsumer(net, pass) { pool.run(range: pass.samples, job(.normalize, pass.io, net)) }
     }
 
-    /// Whether the conv that reads its output (`ConvStage.inputNormalization`) normalises each
+    /// Whether the conv that reads its output (`ConvStage.inputBatchNorm`) normalises each
     /// sample in its own forward jobs, just before reading it.
     private func normalizedByConsumer(_ net: Network, _ pass: StagePass) -> Bool {
         guard let (conv, j) = consumer(net, pass) else { return false }
@@ -188,13 +187,13 @@ struct BatchNormStage: Stage {
     /// Its normalisation pass as a job (with training's statistics, or eval's), for the conv
     /// that runs it (stage `index` being this one).
     func normalization(_ net: Network, index: Int, training: Bool) -> BatchNormJob {
-        job(.normalize, StagePass(index: index, count: 0, samples: 0..<0, io: net.activations.io[index]), net, eval: !training)
+        job(.normalize, net.activations.io[index], net, eval: !training)
     }
 
     func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) {
         let c = channels, n = pass.count, m = Float(n * positions), pool = net.pool
         let sums = sums!, partials = partials!, totals = totals!
-        if !sumsInConsumer(net, pass) { pool.run(range: pass.samples, job(.gradientSums, pass, net)) }
+        if !sumsInConsumer(net, pass) { pool.run(range: pass.samples, job(.gradientSums, pass.io, net)) }
         gatherSums(net, batch: n)
         // γ's and β's gradients by shard, then the shards in order.
         let shards = Network.shardCount(batch: n), width = 2 * c
@@ -209,7 +208,7 @@ struct BatchNormStage: Stage {
         guard pass.needsInputGradient else { return }
         let meanDy = stat(.meanDy), meanDyXhat = stat(.meanDyXhat)
         for ch in 0..<c { meanDyXhat[ch] = totals[ch] / m; meanDy[ch] = totals[c + ch] / m }
-        if !inConv(net, pass, backward: true) { pool.run(range: pass.samples, job(.inputGradient, pass, net)) }
+        if !inConv(net, pass, backward: true) { pool.run(range: pass.samples, job(.inputGradient, pass.io, net)) }
     }
 }
 

@@ -76,19 +76,17 @@ struct ConvStage: Stage {
     /// job holds a whole sample (forward) or shard (backward): the sample's sums Σx after the
     /// conv writes it, and the bn's input gradient just before the conv reads it.
     var batchNorm: BatchNormFusion?
-    /// The bn whose output this conv reads (`inputNormalization`), whose per-sample gradient sums
-    /// run in the conv's backward jobs (whole shards only), right after a sample's input gradient
-    /// is written (and the shortcut's gradient added, past a block's begin).
+    /// The bn whose output this conv reads (right before it, or past a residual block's begin and
+    /// an end that bn adds). Its normalisation runs in this conv's forward jobs, a sample just
+    /// before the conv reads it, when a job holds a whole sample (`normalizesInput`): the conv
+    /// then reads its input from cache, and the batch makes one pass over it fewer. Its
+    /// per-sample gradient sums run in the conv's backward jobs (whole shards only), right after a
+    /// sample's input gradient is written (and the shortcut's gradient added, past a block's begin).
     var inputBatchNorm: BatchNormFusion?
     /// The residual block's begin right before this conv, whose backward (dx += the shortcut's
     /// gradient) runs in the conv's backward jobs (whole shards only), right after a sample's
     /// input gradient is written.
     var residualBegin: Int?
-    /// The bn whose output this conv reads (right before it, or past a residual block's begin and
-    /// an end that bn adds): its normalisation runs in this conv's forward jobs, a sample just
-    /// before the conv reads it, when a job holds a whole sample (`normalizesInput`). The conv
-    /// then reads its input from cache, and the batch makes one pass over it fewer.
-    var inputNormalization: Int?
     /// The fused max-pool when the first-layer direct conv runs it a pair of output rows at a
     /// time (`FewChannelConv.forwardPooled` and `weightGradientPooled`): byte codes, 2x2 tiling.
     var pooledInside: PoolingStage? {
@@ -183,17 +181,14 @@ struct ConvStage: Stage {
             // their gradients share the conv's input gradient's buffer too.
             var before = index - 1
             while before >= 0 && earlier[before].outputIsInput { before -= 1 }
-            if before >= 0, let bn = earlier[before] as? BatchNormStage, bn.inConvStack {
-                inputNormalization = before
-                inputBatchNorm = bn.fusion(index: before)
-            }
+            if before >= 0, let bn = earlier[before] as? BatchNormStage, bn.inConvStack { inputBatchNorm = bn.fusion(index: before) }
         }
     }
 
     /// Whether its forward jobs (for a batch of `n`, it being stage `index`) run the bn's
-    /// normalisation (`inputNormalization`): they do unless they cut a sample into parts.
+    /// normalisation (`inputBatchNorm`): they do unless they cut a sample into parts.
     func normalizesInput(_ net: Network, index: Int, batch n: Int) -> Bool {
-        inputNormalization != nil && net.convParts(index, self, batch: n, backward: false).count == 1
+        inputBatchNorm != nil && net.convParts(index, self, batch: n, backward: false).count == 1
     }
 
     func initialize(_ net: Network, _ rng: inout SplitMix64) {
@@ -222,9 +217,9 @@ struct ConvStage: Stage {
         }
         let parts = net.convParts(pass.index, self, batch: pass.count, backward: false)
         let range = pass.samples
-        let normalization = inputNormalization.flatMap { i in
+        let normalization = inputBatchNorm.flatMap { bn in
             normalizesInput(net, index: pass.index, batch: pass.count)
-                ? (net.stages[i] as? BatchNormStage)?.normalization(net, index: i, training: pass.training) : nil
+                ? (net.stages[bn.index] as? BatchNormStage)?.normalization(net, index: bn.index, training: pass.training) : nil
         }
         // Parts of one sample would each normalise the whole sample while others read it.
         precondition(normalization == nil || parts.count == 1, "a bn's normalisation in a conv that cuts its samples")
@@ -399,7 +394,7 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
     /// The bn after it whose sample sums Σx this job computes (training, whole samples only).
     var batchNorm: BatchNormFusion?
     /// The bn before it whose normalisation of a sample (its output, this conv's input) this job
-    /// runs first (`ConvStage.inputNormalization`; whole samples only).
+    /// runs first (`ConvStage.inputBatchNorm`; whole samples only).
     var inputNormalization: BatchNormJob?
     unowned(unsafe) var pool: WorkerPool
     func run(_ item: Int, _ worker: Int) {
