@@ -4,22 +4,45 @@
 // combines across samples in sample order (`BatchNormStage`).
 
 public enum BatchNorm {
-    /// out[c] = Σ_p (x[p, c] − mean[c])².
-    public static func centeredSquareSums(_ x: UnsafePointer<Float>, positions: Int, channels c: Int,
-                                          mean: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+    /// A sample's moments: out[c] = Σ_p x[p, c], then out[C + c] = Σ_p (x[p, c] − out[c] / P)²,
+    /// the squares about the sample's own mean (P positions). Both are sums over the positions in
+    /// order; the second pass reads the sample again while it is still in cache.
+    public static func sampleMoments(_ x: UnsafePointer<Float>, positions: Int, channels c: Int,
+                                     into out: UnsafeMutablePointer<Float>) {
+        Elementwise.columnSums(x, rows: positions, ld: c, cols: 0..<c, into: out)
+        let count = Float(positions), squares = out + c
         var ch = 0
         while ch + 16 <= c {
-            let m = loadV(mean + ch)
+            let m = loadV(out + ch) / SIMD16(repeating: count)
             var acc = SIMD16<Float>()
             for p in 0..<positions { let d = loadV(x + p * c + ch) - m; acc += d * d }
-            storeV(acc, out + ch)
+            storeV(acc, squares + ch)
             ch += 16
         }
         while ch < c {
+            let m = out[ch] / count
             var acc: Float = 0
-            for p in 0..<positions { let d = x[p * c + ch] - mean[ch]; acc += d * d }
-            out[ch] = acc
+            for p in 0..<positions { let d = x[p * c + ch] - m; acc += d * d }
+            squares[ch] = acc
             ch += 1
+        }
+    }
+
+    /// The batch's variance from its samples' moments (`sampleMoments`, n samples `stride` floats
+    /// apart, each P positions) and the batch's mean over all n·P values: Chan's merge,
+    /// (Σ_s M2_s + Σ_s P · (mean_s − mean)²) / (n·P), each sum in sample order. As exact as the
+    /// squares about the batch's mean, without a second pass over the batch.
+    public static func mergedVariance(_ moments: UnsafePointer<Float>, samples n: Int, stride: Int, positions: Int,
+                                      channels c: Int, mean: UnsafePointer<Float>, into variance: UnsafeMutablePointer<Float>) {
+        let count = Float(positions), total = Float(n * positions)
+        Elementwise.sumInOrder(moments + c, count: n, stride: stride, length: c, into: variance)
+        for ch in 0..<c {
+            var spread: Float = 0
+            for s in 0..<n {
+                let d = moments[s * stride + ch] / count - mean[ch]
+                spread += count * (d * d)
+            }
+            variance[ch] = (variance[ch] + spread) / total
         }
     }
 

@@ -386,3 +386,50 @@ func transposeMovesEveryWordAndNothingElse(_ size: (Int, Int)) {
         }
     }
 }
+
+/// A batch's variance merged from its samples' moments (Chan's formula) against the Float64
+/// two-pass variance, on data far from zero (mean 3, where a sum of squares would cancel). The
+/// bound counts the roundings on the longest path to the result — P adds for a sample's Σx, a
+/// divide, a subtract and a square, P adds of squares, n adds over the samples, and the merge's
+/// divide, subtract, two multiplies, add and divide: k = 2P + n + 10 — each against the
+/// magnitudes it rounds (squares of |x| + |mean_s|, and of |mean_s| + |mean|, over the n·P values).
+/// With one position a sample (a bn after a dense layer), the merge is the two-pass variance itself.
+@Test(arguments: [(1, 50, 10), (49, 8, 16), (64, 128, 32), (196, 5, 19), (1024, 3, 16)])
+func mergedVarianceMatchesTheTwoPassVariance(_ c: (positions: Int, samples: Int, channels: Int)) {
+    let (p, n, ch) = c
+    var r = Rand(s: UInt64(p * 7 + n * 3 + ch))
+    let x = (0..<(n * p * ch)).map { _ in 3 + r.next() }
+    var moments = [Float](repeating: .nan, count: n * 2 * ch), mean = [Float](repeating: 0, count: ch)
+    var variance = [Float](repeating: .nan, count: ch)
+    x.withUnsafeBufferPointer { xp in moments.withUnsafeMutableBufferPointer { mp in
+        for s in 0..<n { BatchNorm.sampleMoments(xp.baseAddress! + s * p * ch, positions: p, channels: ch, into: mp.baseAddress! + s * 2 * ch) }
+    } }
+    for k in 0..<ch {
+        var sum: Float = 0
+        for s in 0..<n { sum += moments[s * 2 * ch + k] }
+        mean[k] = sum / Float(n * p)
+    }
+    moments.withUnsafeBufferPointer { mp in
+        BatchNorm.mergedVariance(mp.baseAddress!, samples: n, stride: 2 * ch, positions: p, channels: ch, mean: mean, into: &variance)
+    }
+    let u = Double(Float.ulpOfOne) / 2, steps = Double(2 * p + n + 10), gamma = steps * u / (1 - steps * u)
+    for k in 0..<ch {
+        let values = (0..<(n * p)).map { Double(x[$0 * ch + k]) }
+        let exactMean = values.reduce(0, +) / Double(n * p)
+        let exact = values.map { ($0 - exactMean) * ($0 - exactMean) }.reduce(0, +) / Double(n * p)
+        var magnitude = 0.0
+        for s in 0..<n {
+            let sampleMean = abs(Double(moments[s * 2 * ch + k])) / Double(p)
+            for q in 0..<p { let a = abs(values[s * p + q]) + sampleMean; magnitude += a * a }
+            let b = sampleMean + abs(Double(mean[k])); magnitude += Double(p) * b * b
+        }
+        let bound = gamma * magnitude / Double(n * p)
+        #expect(abs(Double(variance[k]) - exact) <= bound, "channel \(k): \(variance[k]) against \(exact), bound \(bound)")
+        if p == 1 {
+            // The two-pass variance in Float, squares added in sample order.
+            var twoPass: Float = 0
+            for s in 0..<n { let d = x[s * ch + k] - mean[k]; twoPass += d * d }
+            #expect(variance[k].bitPattern == (twoPass / Float(n)).bitPattern)
+        }
+    }
+}

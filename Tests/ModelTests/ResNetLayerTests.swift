@@ -198,22 +198,23 @@ private func recordedSteps(_ spec: String, split: Int, seed: UInt64, job: String
 
 private let identityBlock = "res(conv(64,3,bias=false) bn relu conv(64,3,bias=false) bn) relu"
 
-/// A bn right after a conv runs its per-sample passes (a sample's sums Σx forward, its input
+/// A bn right after a conv runs its per-sample passes (a sample's sums forward, its input
 /// gradient backward) inside the conv's jobs, and a bn whose output a conv reads (right after it,
 /// or past a residual block's end and begin: the bn ending an identity block, the stem's bn before
 /// the first block) its normalisation and its gradient sums inside that conv's forward and
 /// backward jobs; where the conv cuts its samples or shards into parts (here: for 64 workers), the
 /// bn runs them as regions of its own. Both give the same bits. A step's bn regions:
-/// - two convs, uncut: each bn's squares about the batch's mean, the second's normalisation and
-///   its gradient sums (global pooling follows it; the first's run in the Winograd conv after it):
-///   2 + 2. Cut: both bns' sums Σx too (both convs cut their samples forward), the first's
-///   normalisation and gradient sums, and the second's input gradient (its Winograd conv cuts its
-///   shards by input channels; the first-layer conv never does): 4 + 5.
-/// - a stem and two identity blocks, uncut: the five squares passes, and the last bn's
-///   normalisation and gradient sums: 6 + 1. Cut: each bn's Σx, squares and normalisation, its
-///   gradient sums, and the input gradients of the four bns after a Winograd conv: 15 + 9.
-@Test(arguments: [("conv(64,3,bias=false) bn relu conv(64,3,bias=false) bn relu gap fc(10)", 4, 9),
-                  ("conv(64,3,bias=false) bn relu \(identityBlock) \(identityBlock) gap fc(10)", 7, 24)])
+/// (Counts are forward + backward regions.)
+/// - two convs, uncut: the second bn's normalisation and its gradient sums (global pooling
+///   follows it; the first's run in the Winograd conv after it): 1 + 1. Cut: both bns' sums and
+///   normalisations (both convs cut their samples forward); both bns' gradient sums and the
+///   second's input gradient (its Winograd conv cuts its shards by input channels; the
+///   first-layer conv never does): 4 + 3.
+/// - a stem and two identity blocks, uncut: the last bn's normalisation and gradient sums: 1 + 1.
+///   Cut: each bn's sums and normalisation; its gradient sums, and the input gradients of the four
+///   bns after a Winograd conv: 10 + 9.
+@Test(arguments: [("conv(64,3,bias=false) bn relu conv(64,3,bias=false) bn relu gap fc(10)", 2, 7),
+                  ("conv(64,3,bias=false) bn relu \(identityBlock) \(identityBlock) gap fc(10)", 2, 19)])
 func batchNormPassesInsideTheConvOrOnTheirOwnGiveTheSameBits(_ c: (spec: String, whole: Int, cut: Int)) throws {
     let whole = try recordedSteps(c.spec, split: 1, seed: 4, job: "BatchNormJob")
     let cut = try recordedSteps(c.spec, split: 64, seed: 4, job: "BatchNormJob")

@@ -7,21 +7,23 @@
 // torch.optim's does by default); the running statistics and the count of batches are the
 // network's state (`Network.state`), saved in checkpoints under PyTorch's names.
 //
-// A sample's sums run over its positions in order — Σx, then Σ(x − the batch's mean)² — and the
-// batch's sums add the samples' in sample order (under mpirun each rank's samples' sums are
-// gathered first: every rank then adds all of them, in the same order). The gradients of γ and β
+// A sample's sums run over its positions in order — Σx, then the squares about the sample's own
+// mean, Σ(x − Σx/P)² — and the batch's statistics add the samples' in sample order (under mpirun
+// each rank's samples' sums are gathered first, once: every rank then adds all of them, in the
+// same order). The batch's variance merges the samples' squares (Chan's formula,
+// `BatchNorm.mergedVariance`): as exact as a second pass of squares about the batch's mean, which
+// would have to wait for every sample's Σx and read the batch again. The gradients of γ and β
 // are summed by shard and the shards in order, which is how the conv stack's gradients are summed
 // (`Network.reduceConvGradients`).
 //
 // Right after a conv, two passes run inside the conv's per-sample jobs, on a sample still in
-// cache: the sample's Σx (forward, after the conv writes its output) and the bn's input gradient
+// cache: the sample's sums (forward, after the conv writes its output) and the bn's input gradient
 // (backward, just before the conv reads it, into the conv's scratch) — `ConvStage.batchNorm`.
 // Right before a conv (also past a residual block's end and begin), two more: the normalisation
 // of a sample, just before the conv reads it, and the ReLU's mask and the sums Σdy, Σdy·x̂ of a
-// sample's output gradient, right after the conv's backward writes it (`ConvStage.inputBatchNorm`). Where the conv cuts a sample or a shard into parts, the bn runs
-// those passes itself: the same functions on the same values. The squares about the batch's mean
-// wait for every sample's Σx, so they stay a pass of their own (a merge of each sample's squares
-// about its own mean would be as exact, but would change every trained bit).
+// sample's output gradient, right after the conv's backward writes it
+// (`ConvStage.inputBatchNorm`). Where the conv cuts a sample or a shard into parts, the bn runs
+// those passes itself: the same functions on the same values.
 import PTKernels
 import PTRuntime
 
@@ -35,7 +37,7 @@ struct BatchNormStage: Stage {
     var state: Int              // running_mean [C], running_var [C], num_batches_tracked [1] in Network.state
     /// In the conv stack: it runs on this rank's samples, and its gradients go through the shard buffers.
     var inConvStack: Bool
-    /// Per sample, two sums per channel: Σx then Σ(x − mean)² forward, Σdy then Σdy·x̂ backward.
+    /// Per sample, two sums per channel: Σx then Σ(x − Σx/P)² forward, Σdy then Σdy·x̂ backward.
     var sums: UnsafeMutablePointer<Float>!
     /// When it ends a residual block with an identity shortcut: the block's begin stage (whose
     /// input is the shortcut) and whether a ReLU follows the block. It then does the block end's
@@ -160,9 +162,7 @@ struct BatchNormStage: Stage {
         if !inConv(net, pass, backward: false) { pool.run(range: pass.samples, job(.sums, pass.io, net)) }
         gatherSums(net, batch: n)
         batchMean(column: 0, batch: n, over: m, into: mean)
-        pool.run(range: pass.samples, job(.squares, pass.io, net))
-        gatherSums(net, batch: n)
-        batchMean(column: c, batch: n, over: m, into: variance)
+        BatchNorm.mergedVariance(sums, samples: n, stride: 2 * c, positions: positions, channels: c, mean: mean, into: variance)
         let running = net.state.values + state, k = Self.momentum
         // PyTorch's running variance is the unbiased one.
         precondition(m > 1, "batch norm over one value a channel (Trainer refuses such a batch)")
@@ -214,7 +214,7 @@ struct BatchNormStage: Stage {
 
 /// One sample's part of a batch norm pass (`BatchNormStage`).
 struct BatchNormJob: ParallelJob, @unchecked Sendable {  // an item writes its sample's sums, output or input gradient
-    enum Mode { case sums, squares, normalize, gradientSums, inputGradient }
+    enum Mode { case sums, normalize, gradientSums, inputGradient }
     var mode: Mode
     var positions, channels: Int
     var relu: Bool
@@ -229,8 +229,7 @@ struct BatchNormJob: ParallelJob, @unchecked Sendable {  // an item writes its s
     func run(_ s: Int, _ worker: Int) {
         let c = channels, size = positions * c, x = io.x + s * size, sample = sums + s * 2 * c
         switch mode {
-        case .sums: Elementwise.columnSums(x, rows: positions, ld: c, cols: 0..<c, into: sample)
-        case .squares: BatchNorm.centeredSquareSums(x, positions: positions, channels: c, mean: mean, into: sample + c)
+        case .sums: BatchNorm.sampleMoments(x, positions: positions, channels: c, into: sample)
         case .normalize:
             BatchNorm.normalize(x, positions: positions, channels: c, mean: mean, scale: scale, shift: shift,
                                 adding: shortcut.map { UnsafePointer($0 + s * size) }, relu: relu, into: io.y + s * size)
@@ -248,7 +247,7 @@ struct BatchNormJob: ParallelJob, @unchecked Sendable {  // an item writes its s
     func bytesMoved(items: Int) -> Int {
         let size = positions * channels
         switch mode {
-        case .sums, .squares: return items * f * (size + channels)
+        case .sums: return items * f * (size + 2 * channels)
         case .normalize: return items * f * (shortcut == nil ? 2 : 3) * size
         case .gradientSums: return items * f * ((relu ? 4 : 2) * size + 2 * channels)
         case .inputGradient: return items * f * 3 * size
@@ -266,9 +265,10 @@ struct BatchNormFusion {
     var relu: Bool
     var sums, mean, invstd, scale, meanDy, meanDyXhat: UnsafeMutablePointer<Float>
 
-    /// Training's forward: sample s's sums Σx of the conv's output `x`, as the bn's own pass sums them.
+    /// Training's forward: sample s's moments (Σx, and the squares about its own mean) of the
+    /// conv's output `x`, as the bn's own pass computes them.
     @inline(__always) func sums(_ x: UnsafePointer<Float>, sample s: Int) {
-        Elementwise.columnSums(x, rows: positions, ld: channels, cols: 0..<channels, into: sums + s * 2 * channels)
+        BatchNorm.sampleMoments(x, positions: positions, channels: channels, into: sums + s * 2 * channels)
     }
 
     /// Backward, for the conv after it: sample s's output gradient `dy` masked by the ReLU (its
