@@ -30,19 +30,32 @@ public enum BatchNorm {
 
     /// The batch's variance from its samples' moments (`sampleMoments`, n samples `stride` floats
     /// apart, each P positions) and the batch's mean over all n·P values: Chan's merge,
-    /// (Σ_s M2_s + Σ_s P · (mean_s − mean)²) / (n·P), each sum in sample order. As exact as the
-    /// squares about the batch's mean, without a second pass over the batch.
+    /// (Σ_s M2_s + Σ_s P · (mean_s − mean)²) / (n·P), each sum in sample order. About as exact as
+    /// the squares about the batch's mean, without a second pass over the batch.
     public static func mergedVariance(_ moments: UnsafePointer<Float>, samples n: Int, stride: Int, positions: Int,
                                       channels c: Int, mean: UnsafePointer<Float>, into variance: UnsafeMutablePointer<Float>) {
         let count = Float(positions), total = Float(n * positions)
         Elementwise.sumInOrder(moments + c, count: n, stride: stride, length: c, into: variance)
-        for ch in 0..<c {
+        // A vector of channels at a time, each lane its channel's sum in sample order.
+        var ch = 0
+        while ch + 16 <= c {
+            let m = loadV(mean + ch), p = SIMD16<Float>(repeating: count)
+            var spread = SIMD16<Float>()
+            for s in 0..<n {
+                let d = loadV(moments + s * stride + ch) / p - m
+                spread += p * (d * d)
+            }
+            storeV((loadV(variance + ch) + spread) / SIMD16(repeating: total), variance + ch)
+            ch += 16
+        }
+        while ch < c {
             var spread: Float = 0
             for s in 0..<n {
                 let d = moments[s * stride + ch] / count - mean[ch]
                 spread += count * (d * d)
             }
             variance[ch] = (variance[ch] + spread) / total
+            ch += 1
         }
     }
 

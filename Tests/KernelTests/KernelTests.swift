@@ -388,17 +388,23 @@ func transposeMovesEveryWordAndNothingElse(_ size: (Int, Int)) {
 }
 
 /// A batch's variance merged from its samples' moments (Chan's formula) against the Float64
-/// two-pass variance, on data far from zero (mean 3, where a sum of squares would cancel). The
-/// bound counts the roundings on the longest path to the result — P adds for a sample's Σx, a
-/// divide, a subtract and a square, P adds of squares, n adds over the samples, and the merge's
-/// divide, subtract, two multiplies, add and divide: k = 2P + n + 10 — each against the
-/// magnitudes it rounds (squares of |x| + |mean_s|, and of |mean_s| + |mean|, over the n·P values).
-/// With one position a sample (a bn after a dense layer), the merge is the two-pass variance itself.
-@Test(arguments: [(1, 50, 10), (49, 8, 16), (64, 128, 32), (196, 5, 19), (1024, 3, 16)])
-func mergedVarianceMatchesTheTwoPassVariance(_ c: (positions: Int, samples: Int, channels: Int)) {
-    let (p, n, ch) = c
+/// two-pass variance, on data about 3 or 1000 (where Σx²/N − mean² in Float would lose the
+/// spread). The bound is derived, per channel, with D_s = mean_s − mean and u half an ulp:
+/// - every term of the merge, Σ_s M2_s + Σ_s P·D_s², is within k roundings of its magnitude on
+///   its longest path (P adds and a divide for a sample's mean, a subtract and a square, P adds of
+///   squares, n adds over the samples, the merge's divide, subtract, two multiplies, add and
+///   divide, and the batch mean's n + P + 1): γ_k with k = 2P + 2n + 10;
+/// - a sample's mean is off by at most δ_s = γ_{P+1}·mean|x|_s and the batch's by
+///   ε = γ_{n+P+1}·mean|x|. M2_s does not move with δ_s to first order (Σ(x − mean_s) = 0); the
+///   merge's square does: 2P·|D_s|·(δ_s + ε), plus P·(δ_s + ε)² and P·δ_s² at second order.
+/// Dropping the merge's spread term (Σ P·D_s², about σ²/P of the variance here) or the naive
+/// formula's cancellation at 1000 break it. With one position a sample (a bn after a dense layer),
+/// the merge is the two-pass variance itself, bit for bit.
+@Test(arguments: [(1, 50, 10, 3.0), (49, 8, 16, 3.0), (64, 128, 32, 1000.0), (196, 5, 19, 3.0), (1024, 3, 16, 3.0), (1024, 3, 16, 1000.0)])
+func mergedVarianceMatchesTheTwoPassVariance(_ c: (positions: Int, samples: Int, channels: Int, offset: Double)) {
+    let (p, n, ch) = (c.positions, c.samples, c.channels)
     var r = Rand(s: UInt64(p * 7 + n * 3 + ch))
-    let x = (0..<(n * p * ch)).map { _ in 3 + r.next() }
+    let x = (0..<(n * p * ch)).map { _ in Float(c.offset) + r.next() }
     var moments = [Float](repeating: .nan, count: n * 2 * ch), mean = [Float](repeating: 0, count: ch)
     var variance = [Float](repeating: .nan, count: ch)
     x.withUnsafeBufferPointer { xp in moments.withUnsafeMutableBufferPointer { mp in
@@ -412,18 +418,24 @@ func mergedVarianceMatchesTheTwoPassVariance(_ c: (positions: Int, samples: Int,
     moments.withUnsafeBufferPointer { mp in
         BatchNorm.mergedVariance(mp.baseAddress!, samples: n, stride: 2 * ch, positions: p, channels: ch, mean: mean, into: &variance)
     }
-    let u = Double(Float.ulpOfOne) / 2, steps = Double(2 * p + n + 10), gamma = steps * u / (1 - steps * u)
+    let u = Double(Float.ulpOfOne) / 2
+    func gamma(_ k: Int) -> Double { Double(k) * u / (1 - Double(k) * u) }
+    let total = Double(n * p)
     for k in 0..<ch {
         let values = (0..<(n * p)).map { Double(x[$0 * ch + k]) }
-        let exactMean = values.reduce(0, +) / Double(n * p)
-        let exact = values.map { ($0 - exactMean) * ($0 - exactMean) }.reduce(0, +) / Double(n * p)
-        var magnitude = 0.0
+        let batchMean = values.reduce(0, +) / total, batchAbs = values.map(abs).reduce(0, +) / total
+        let epsilon = gamma(n + p + 1) * batchAbs
+        var exact = 0.0, magnitude = 0.0, meanErrors = 0.0
         for s in 0..<n {
-            let sampleMean = abs(Double(moments[s * 2 * ch + k])) / Double(p)
-            for q in 0..<p { let a = abs(values[s * p + q]) + sampleMean; magnitude += a * a }
-            let b = sampleMean + abs(Double(mean[k])); magnitude += Double(p) * b * b
+            let sample = values[(s * p)..<((s + 1) * p)]
+            let sampleMean = sample.reduce(0, +) / Double(p), delta = gamma(p + 1) * sample.map(abs).reduce(0, +) / Double(p)
+            let m2 = sample.map { ($0 - sampleMean) * ($0 - sampleMean) }.reduce(0, +), d = sampleMean - batchMean
+            exact += m2 + Double(p) * d * d
+            magnitude += m2 + Double(p) * d * d
+            meanErrors += 2 * Double(p) * abs(d) * (delta + epsilon) + Double(p) * ((delta + epsilon) * (delta + epsilon) + delta * delta)
         }
-        let bound = gamma * magnitude / Double(n * p)
+        exact /= total
+        let bound = (gamma(2 * p + 2 * n + 10) * magnitude + meanErrors) / total
         #expect(abs(Double(variance[k]) - exact) <= bound, "channel \(k): \(variance[k]) against \(exact), bound \(bound)")
         if p == 1 {
             // The two-pass variance in Float, squares added in sample order.

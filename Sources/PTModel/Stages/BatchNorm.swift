@@ -11,7 +11,7 @@
 // mean, Σ(x − Σx/P)² — and the batch's statistics add the samples' in sample order (under mpirun
 // each rank's samples' sums are gathered first, once: every rank then adds all of them, in the
 // same order). The batch's variance merges the samples' squares (Chan's formula,
-// `BatchNorm.mergedVariance`): as exact as a second pass of squares about the batch's mean, which
+// `BatchNorm.mergedVariance`): about as exact as a second pass of squares about the batch's mean, which
 // would have to wait for every sample's Σx and read the batch again. The gradients of γ and β
 // are summed by shard and the shards in order, which is how the conv stack's gradients are summed
 // (`Network.reduceConvGradients`).

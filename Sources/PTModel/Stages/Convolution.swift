@@ -73,8 +73,9 @@ struct ConvStage: Stage {
     /// and its gradient live only in the worker's scratch, and the pool applies the ReLU mask.
     var fusedPool: PoolingStage?
     /// The bn right after this conv, whose per-sample passes run inside the conv's jobs when a
-    /// job holds a whole sample (forward) or shard (backward): the sample's sums Σx after the
-    /// conv writes it, and the bn's input gradient just before the conv reads it.
+    /// job holds a whole sample (forward) or shard (backward): the sample's sums (Σx and the
+    /// squares about its own mean) after the conv writes it, and the bn's input gradient just
+    /// before the conv reads it.
     var batchNorm: BatchNormFusion?
     /// The bn whose output this conv reads (right before it, or past a residual block's begin and
     /// an end that bn adds). Its normalisation runs in this conv's forward jobs, a sample just
@@ -391,7 +392,8 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
     var weights: UnsafeMutablePointer<Float>   // the flat parameters: the conv's bias, and its weights as stored
     var scratch: ScratchLayout
     var parts = ConvParts.one
-    /// The bn after it whose sample sums Σx this job computes (training, whole samples only).
+    /// The bn after it whose sample sums (Σx, the squares about the sample's mean) this job
+    /// computes (training, whole samples only).
     var batchNorm: BatchNormFusion?
     /// The bn before it whose normalisation of a sample (its output, this conv's input) this job
     /// runs first (`ConvStage.inputBatchNorm`; whole samples only).
