@@ -397,9 +397,9 @@ func transposeMovesEveryWordAndNothingElse(_ size: (Int, Int)) {
 /// - a sample's mean is off by at most δ_s = γ_{P+1}·mean|x|_s and the batch's by
 ///   ε = γ_{n+P+1}·mean|x|. M2_s does not move with δ_s to first order (Σ(x − mean_s) = 0); the
 ///   merge's square does: 2P·|D_s|·(δ_s + ε), plus P·(δ_s + ε)² and P·δ_s² at second order.
-/// Dropping the merge's spread term (Σ P·D_s², about σ²/P of the variance here) or the naive
-/// formula's cancellation at 1000 break it. With one position a sample (a bn after a dense layer),
-/// the merge is the two-pass variance itself, bit for bit.
+/// Leaving out the merge's spread term (Σ P·D_s², about σ²/P of the variance here) breaks it.
+/// With one position a sample (a bn after a dense layer), the merge is the two-pass variance
+/// itself, bit for bit.
 @Test(arguments: [(1, 50, 10, 3.0), (49, 8, 16, 3.0), (64, 128, 32, 1000.0), (196, 5, 19, 3.0), (1024, 3, 16, 3.0), (1024, 3, 16, 1000.0)])
 func mergedVarianceMatchesTheTwoPassVariance(_ c: (positions: Int, samples: Int, channels: Int, offset: Double)) {
     let (p, n, ch) = (c.positions, c.samples, c.channels)
