@@ -139,9 +139,9 @@ struct BatchNormStage: Stage {
         net.group.allgather(sums) { r in let p = net.samples(batch: n, rank: r); return (p.lowerBound * width)..<(p.upperBound * width) }
     }
 
-    /// The batch's per-channel totals of the samples' sums at `column` (0 or `channels`), in sample order, over `m`.
-    private func batchMean(column: Int, batch n: Int, over m: Float, into out: UnsafeMutablePointer<Float>) {
-        Elementwise.sumInOrder(sums! + column, count: n, stride: 2 * channels, length: channels, into: out)
+    /// The batch's mean: the samples' Σx added in sample order, over `m` values.
+    private func batchMean(batch n: Int, over m: Float, into out: UnsafeMutablePointer<Float>) {
+        Elementwise.sumInOrder(sums!, count: n, stride: 2 * channels, length: channels, into: out)
         for c in 0..<channels { out[c] /= m }
     }
 
@@ -161,7 +161,7 @@ struct BatchNormStage: Stage {
         let mean = stat(.mean), invstd = stat(.invstd), scale = stat(.scale), variance = stat(.variance)
         if !inConv(net, pass, backward: false) { pool.run(range: pass.samples, job(.sums, pass.io, net)) }
         gatherSums(net, batch: n)
-        batchMean(column: 0, batch: n, over: m, into: mean)
+        batchMean(batch: n, over: m, into: mean)
         BatchNorm.mergedVariance(sums, samples: n, stride: 2 * c, positions: positions, channels: c, mean: mean, into: variance)
         let running = net.state.values + state, k = Self.momentum
         // PyTorch's running variance is the unbiased one.
