@@ -197,9 +197,12 @@ struct ConvStage: Stage {
         drawWeights(net.parameters.values + weight, count: fanIn * cout, fanIn: fanIn, fanOut: window.kernel * window.kernel * cout, relu: relu, &rng)
     }
 
+    func forward(_ net: Network, _ pass: StagePass) { forward(net, pass, finishing: nil) }
+
     /// A sample at a time (or a part of one): its im2col is built in the worker's scratch and used
-    /// from cache. The weights are packed (or transformed) once first.
-    func forward(_ net: Network, _ pass: StagePass) {
+    /// from cache. The weights are packed (or transformed) once first. A residual block's
+    /// projection `finishing` the block's sum writes that sum instead of its own output.
+    func forward(_ net: Network, _ pass: StagePass, finishing sum: ResidualSum?) {
         let pool = net.pool, W = net.parameters.values
         switch path {
         case .winograd:
@@ -224,14 +227,19 @@ struct ConvStage: Stage {
         }
         // Parts of one sample would each normalise the whole sample while others read it.
         precondition(normalization == nil || parts.count == 1, "a bn's normalisation in a conv that cuts its samples")
+        precondition(sum == nil || parts.count == 1, "a block's sum in a conv that cuts its samples")
         pool.run(range: (range.lowerBound * parts.count)..<(range.upperBound * parts.count), ConvForwardJob(
             c: self, x: pass.io.x, y: pass.io.y, weights: W, scratch: net.scratchLayout, parts: parts,
-            batchNorm: pass.training && parts.count == 1 ? batchNorm : nil, inputNormalization: normalization, pool: pool))
+            batchNorm: pass.training && parts.count == 1 ? batchNorm : nil, inputNormalization: normalization,
+            residualSum: sum, pool: pool))
     }
+
+    func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) { backward(net, pass, optimizer: optimizer, starting: nil) }
 
     /// A shard at a time (or a part of one), into the shard's gradient buffers; the network sums
     /// the shards afterwards (`Network.reduceConvGradients`).
-    func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) {
+    /// A residual block's projection `starting` each sample with the block end's backward runs it first.
+    func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?, starting blockGradient: ResidualGradient?) {
         let pool = net.pool, n = pass.count
         let wt = pass.needsInputGradient ? packedWt : nil
         if let wt, path == .direct {
@@ -256,6 +264,7 @@ struct ConvStage: Stage {
             shards: shards, gw: g + weight, gb: bias.map { g + $0 }, shardStride: net.parameters.convCount, parts: parts,
             batchNorm: bn, bnDy: bn.map { net.activations.io[$0.index].dy },
             inputBatchNorm: bnBefore, inputBN: bnBefore.map { net.activations.io[$0.index] }, shortcutGradient: shortcut,
+            blockGradient: blockGradient,
             pool: pool))
     }
 }
@@ -398,6 +407,9 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
     /// The bn before it whose normalisation of a sample (its output, this conv's input) this job
     /// runs first (`ConvStage.inputBatchNorm`; whole samples only).
     var inputNormalization: BatchNormJob?
+    /// A residual block's sum this job finishes with, the conv (a projection) keeping its own
+    /// output in scratch (whole samples only).
+    var residualSum: ResidualSum?
     unowned(unsafe) var pool: WorkerPool
     func run(_ item: Int, _ worker: Int) {
         let g = c.window, cout = c.cout, bias = UnsafePointer(c.bias.map { weights + $0 } ?? c.zeros!)
@@ -406,7 +418,7 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
         // This part's output rows (whole pairs unless the last row is odd).
         let rows = parts.count == 1 ? 0..<g.outH : parts.block(item % parts.count)
         let area = pool.scratch(worker)
-        let out = c.fusedPool == nil ? y + s * g.positions * cout : area + scratch.output
+        let out = c.fusedPool == nil && residualSum == nil ? y + s * g.positions * cout : area + scratch.output
         switch c.path {
         case .fewChannels:
             let xp = area + scratch.col
@@ -456,6 +468,7 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
         }
         poolAfter(out, s, rows)
         batchNorm?.sums(out, sample: s)
+        residualSum?.add(out, sample: s)
     }
 
     /// The fused pool over the conv's output `rows` (a part's: whole 2x2 windows, `ConvParts`).
@@ -501,6 +514,8 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
     var inputBN: StageBuffers?
     /// The residual block's shortcut gradient this job adds to each sample's dx (`residualBegin`).
     var shortcutGradient: UnsafeMutablePointer<Float>?
+    /// The block end's backward a projection's job runs on each sample before reading its dy.
+    var blockGradient: ResidualGradient?
     unowned(unsafe) var pool: WorkerPool
     var g: Window { c.window }
     var cout: Int { c.cout }
@@ -524,6 +539,7 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
         gbs?.update(repeating: 0, count: biasColumns.count)
         let pooledConv = c.pooledInside
         for s in first..<end {
+            blockGradient?.run(sample: s)
             if let p = pooledConv {
                 // The pool's backward a pair of rows at a time, into the sums (`weightGradientPooled`).
                 let size = p.window.positions * p.window.channels, xp = area + scratch.col
@@ -659,7 +675,7 @@ extension ConvForwardJob {
         if let p = c.fusedPool {
             out = f * p.window.positions * p.window.channels + p.argmaxBytesPerSample
         } else {
-            out = f * g.positions * c.cout
+            out = f * g.positions * c.cout * (residualSum == nil ? 1 : 2)  // (the block's F(x) read, its sum written)
         }
         return items * (f * g.inputSize + out) / parts.count + (inputNormalization?.bytesMoved(items: items) ?? 0)
     }

@@ -8,7 +8,10 @@
 // - The end stage adds the shortcut forward and hands its gradient to both paths backward (one
 //   buffer for its output and input gradients where F's last stage does not mask its output
 //   gradient in place, as a bn without a ReLU does not). With an identity shortcut after such a
-//   bn, that bn does both passes' work as it normalises and sums.
+//   bn, that bn does both passes' work as it normalises and sums. With a projection, the
+//   projection's jobs do it, a sample at a time: forward they add F's output to the sample's
+//   projection in their scratch (`ResidualSum`), backward they mask (and copy) the sample's
+//   gradient just before reading it (`ResidualGradient`).
 // Everything runs a sample at a time (a block lives in the conv stack), so the bits do not depend
 // on the threads or the ranks.
 import PTKernels
@@ -59,8 +62,9 @@ struct ResidualEndStage: Stage {
     var begin: Int
     /// The 1x1 conv of the shortcut when F changes the shape; it runs on the block's input.
     var projection: ConvStage?
-    /// The projection's output, [capacity][size], and its input gradient (the begin stage adds it).
-    var projected, shortcutGradient: UnsafeMutablePointer<Float>?
+    /// The projection's input gradient (the begin stage adds it). (Its output stays in the
+    /// workers' scratch: its forward jobs add it to F's output, `ResidualSum`.)
+    var shortcutGradient: UnsafeMutablePointer<Float>?
     /// F's last stage, a bn, does this stage's work (`BatchNormStage.shortcut`): forward it writes
     /// the block's sum (and ReLU) into F's output, which is this stage's output too; backward it
     /// masks this stage's gradient (one buffer for its input and output gradients, since that bn
@@ -107,7 +111,7 @@ struct ResidualEndStage: Stage {
     var parameters: Range<Int> { projection?.parameters ?? 0..<0 }
     var passesGradientThrough: Bool { true }
     var outputIsInput: Bool { addedByBatchNorm }
-    var extraFloatsPerSample: Int { projection == nil ? 0 : size + (projection!.window.inputSize) }
+    var extraFloatsPerSample: Int { projection?.window.inputSize ?? 0 }
     var scratchNeeds: ScratchNeeds { projection?.scratchNeeds ?? ScratchNeeds() }
     func flopsPerSample(asDirect: Bool) -> Double { projection?.flopsPerSample(asDirect: asDirect) ?? 0 }
 
@@ -116,7 +120,6 @@ struct ResidualEndStage: Stage {
         var none: [any Stage] = []
         proj.allocate(layout, index: begin > 0 ? 1 : 0, earlier: &none)  // Wᵀ packed only where an input gradient is needed
         projection = proj
-        projected = layout.floats(layout.capacity * size, perNode: layout.bySample(index + 1, size))
         shortcutGradient = layout.floats(layout.capacity * proj.window.inputSize, perNode: layout.bySample(begin, proj.window.inputSize))
         if var b = earlier[begin] as? ResidualBeginStage {
             b.shortcutGradient = shortcutGradient
@@ -126,33 +129,65 @@ struct ResidualEndStage: Stage {
 
     func initialize(_ net: Network, _ rng: inout SplitMix64) { projection?.initialize(net, &rng) }
 
-    /// The shortcut's conv pass: on the block's input (and into the begin stage's shortcut gradient).
+    /// The shortcut's conv pass: on the block's input, into the block's output (its forward
+    /// writes the block's sum there), and into the begin stage's shortcut gradient.
     private func shortcutPass(_ net: Network, _ pass: StagePass, dy: UnsafeMutablePointer<Float>) -> StagePass {
         StagePass(index: begin, count: pass.count, samples: pass.samples,
-                  io: StageBuffers(x: net.activations.io[begin].x, y: projected!, dx: shortcutGradient!, dy: dy), training: pass.training)
+                  io: StageBuffers(x: net.activations.io[begin].x, y: pass.io.y, dx: shortcutGradient!, dy: dy), training: pass.training)
     }
 
     func forward(_ net: Network, _ pass: StagePass) {
         if addedByBatchNorm { return }
-        var shortcut = net.activations.io[begin].x
         if let projection {
-            projection.forward(net, shortcutPass(net, pass, dy: pass.io.dy))
-            shortcut = projected!
+            // The projection's jobs add F's output to each sample of theirs, still in cache.
+            projection.forward(net, shortcutPass(net, pass, dy: pass.io.dy), finishing: ResidualSum(f: pass.io.x, into: pass.io.y, size: size, relu: relu))
+            return
         }
-        net.pool.run(range: pass.samples, ResidualJob(mode: relu ? .addRelu : .add, size: size, a: pass.io.x, b: shortcut, out: pass.io.y))
+        net.pool.run(range: pass.samples, ResidualJob(mode: relu ? .addRelu : .add, size: size, a: pass.io.x, b: net.activations.io[begin].x,
+                                                      out: pass.io.y))
     }
 
     func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) {
         if addedByBatchNorm { precondition(pass.io.dx == pass.io.dy, "a block end's work done by its bn needs one gradient buffer"); return }
         // F's output gradient is dy (masked by the ReLU); so is the shortcut's output gradient.
-        // Where the two share a buffer, only the mask is left to do.
+        // Where the two share a buffer, only the mask is left to do. A projection's jobs do it a
+        // sample at a time, just before they read the sample's gradient.
+        if let projection {
+            let start = ResidualGradient(dy: pass.io.dy, y: pass.io.y, into: pass.io.dx, size: size, relu: relu)
+            projection.backward(net, shortcutPass(net, pass, dy: pass.io.dx), optimizer: optimizer, starting: start)
+            return
+        }
         if pass.io.dx != pass.io.dy {
             net.pool.run(range: pass.samples, ResidualJob(mode: relu ? .maskedCopy : .copy, size: size, a: pass.io.dy, b: pass.io.y,
                                                           out: pass.io.dx))
         } else if relu {
             net.pool.run(range: pass.samples, ResidualJob(mode: .mask, size: size, a: pass.io.dy, b: pass.io.y, out: pass.io.dx))
         }
-        projection?.backward(net, shortcutPass(net, pass, dy: pass.io.dx), optimizer: optimizer)
+    }
+}
+
+/// A block's sum, y = ReLU?(F(x) + the projection), that the projection's forward jobs finish a
+/// sample with (as `ResidualJob` adds it: F's output first).
+struct ResidualSum {
+    var f, into: UnsafeMutablePointer<Float>
+    var size: Int
+    var relu: Bool
+    @inline(__always) func add(_ projected: UnsafePointer<Float>, sample s: Int) {
+        Elementwise.add(f + s * size, projected, count: size, relu: relu, into: into + s * size)
+    }
+}
+
+/// A block end's backward that the projection's backward jobs start a sample with (as
+/// `ResidualJob` does it): the end's gradient masked by the block's ReLU (its output y) in place,
+/// and copied into F's and the shortcut's output gradient where that is another buffer.
+struct ResidualGradient {
+    var dy, y, into: UnsafeMutablePointer<Float>
+    var size: Int
+    var relu: Bool
+    @inline(__always) func run(sample s: Int) {
+        let g = dy + s * size
+        if relu { Elementwise.reluBackward(dy: g, y: y + s * size, count: size) }
+        if into != dy { (into + s * size).update(from: g, count: size) }
     }
 }
 
