@@ -104,7 +104,8 @@ struct ScratchNeeds {
 struct ScratchLayout {
     var col: Int       // one sample's im2col, then its gradient (Winograd: its transformed input V, then dV)
     var output: Int    // one sample's conv output, then its gradient, when a max-pool is fused; or
-                       // the output gradient a bn after the conv computes in its backward jobs
+                       // a projection's output before its block's sum; or the output gradient a bn
+                       // after the conv computes in its backward jobs
     var winograd: Int  // Winograd: a sample's transformed outputs M (then dM), and after them the shard's dU
     var denseRows: Int // a dense layer's backward pass: a block of its weight gradient's rows
 

@@ -255,3 +255,18 @@ func batchNormPassesInsideTheConvOrOnTheirOwnGiveTheSameBits(_ c: (spec: String,
     #expect(whole.regions == 0)
     #expect(cut.regions == 2)
 }
+
+/// A projected block's end has no regions of its own: the projection's forward jobs write the
+/// block's sum (and ReLU) from their scratch, and its backward jobs mask (and, where the block's
+/// last stage keeps its own gradient buffer, copy) each sample's gradient before reading it. The
+/// bits are those of the same step with the work cut for 64 workers.
+@Test(arguments: ["conv(16,3,bias=false) bn relu res(conv(32,3,2,bias=false) bn relu conv(32,3,bias=false) bn) relu gap fc(10)",
+                  "conv(16,3,bias=false) bn relu res(conv(32,3,2,bias=false) bn relu) relu gap fc(10)",
+                  "conv(16,3,bias=false) bn relu res(conv(32,3,bias=false) bn relu) gap fc(10)"])
+func projectedBlockEndsRunInTheProjectionsJobs(_ spec: String) throws {
+    let whole = try recordedSteps(spec, split: 1, seed: 8, job: "ResidualJob")
+    let cut = try recordedSteps(spec, split: 64, seed: 8, job: "ResidualJob")
+    #expect(whole.bits == cut.bits)
+    #expect(whole.regions == 0)
+    #expect(cut.regions == 0)
+}

@@ -237,9 +237,9 @@ struct ConvStage: Stage {
     func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) { backward(net, pass, optimizer: optimizer, starting: nil) }
 
     /// A shard at a time (or a part of one), into the shard's gradient buffers; the network sums
-    /// the shards afterwards (`Network.reduceConvGradients`).
-    /// A residual block's projection `starting` each sample with the block end's backward runs it first.
-    func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?, starting blockGradient: ResidualGradient?) {
+    /// the shards afterwards (`Network.reduceConvGradients`). `blockEnd`: a residual block end's
+    /// backward, which a projection's jobs run on each sample before reading its gradient.
+    func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?, starting blockEnd: ResidualGradient?) {
         let pool = net.pool, n = pass.count
         let wt = pass.needsInputGradient ? packedWt : nil
         if let wt, path == .direct {
@@ -259,12 +259,14 @@ struct ConvStage: Stage {
             guard let begin = net.stages[b] as? ResidualBeginStage, begin.addedByFirstConv(net, index: b, batch: n) else { return nil }
             return begin.shortcut(net)
         }
+        // Parts of one shard would each mask and copy the same samples while others read them.
+        precondition(blockEnd == nil || parts.count == 1, "a block end's gradient in a conv that cuts its shards")
         pool.run(range: (mine.lowerBound * parts.count)..<(mine.upperBound * parts.count), ConvBackwardJob(
             c: self, x: io.x, y: io.y, dy: io.dy, dx: wt == nil ? nil : io.dx, wt: wt, scratch: net.scratchLayout, samples: n,
             shards: shards, gw: g + weight, gb: bias.map { g + $0 }, shardStride: net.parameters.convCount, parts: parts,
             batchNorm: bn, bnDy: bn.map { net.activations.io[$0.index].dy },
             inputBatchNorm: bnBefore, inputBN: bnBefore.map { net.activations.io[$0.index] }, shortcutGradient: shortcut,
-            blockGradient: blockGradient,
+            blockEnd: blockEnd,
             pool: pool))
     }
 }
@@ -392,9 +394,9 @@ struct ConvParts: Hashable {
 /// One sample of a convolution (or a block of its output rows, `parts`) by the conv's path:
 /// im2col into the worker's scratch (the input itself on the pointwise path) and one GEMM with
 /// bias and ReLU, or the implicit GEMM over the padded input (bf16), or Winograd, or a direct
-/// conv; and, when a max-pool follows, the
-/// pool (then `y` is the pool's output and the conv's output stays in scratch). Item i is sample
-/// i / parts.count.
+/// conv; and, when a max-pool follows, the pool (then `y` is the pool's output and the conv's
+/// output stays in scratch), or for a residual block's projection the block's sum (then `y` is
+/// the block's output, and the projection stays in scratch). Item i is sample i / parts.count.
 struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its sample's (part's) output, and its worker's scratch
     var c: ConvStage
     var x, y: UnsafeMutablePointer<Float>
@@ -497,6 +499,7 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
 struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes its shard's (part's) gradients and samples' dx, and its worker's scratch
     var c: ConvStage
     var x, y, dy: UnsafeMutablePointer<Float>   // with a fused pool, y and dy are the pool's output and its gradient
+                                                // (a projection's y is its block's output, not read)
     var dx, wt: UnsafeMutablePointer<Float>?    // wt: Wᵀ packed (Winograd: its packed U_ξᵀ, 16 blocks)
     var scratch: ScratchLayout
     var samples, shards: Int
@@ -515,7 +518,7 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
     /// The residual block's shortcut gradient this job adds to each sample's dx (`residualBegin`).
     var shortcutGradient: UnsafeMutablePointer<Float>?
     /// The block end's backward a projection's job runs on each sample before reading its dy.
-    var blockGradient: ResidualGradient?
+    var blockEnd: ResidualGradient?
     unowned(unsafe) var pool: WorkerPool
     var g: Window { c.window }
     var cout: Int { c.cout }
@@ -539,7 +542,7 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
         gbs?.update(repeating: 0, count: biasColumns.count)
         let pooledConv = c.pooledInside
         for s in first..<end {
-            blockGradient?.run(sample: s)
+            blockEnd?.run(sample: s)
             if let p = pooledConv {
                 // The pool's backward a pair of rows at a time, into the sums (`weightGradientPooled`).
                 let size = p.window.positions * p.window.channels, xp = area + scratch.col
@@ -692,8 +695,11 @@ extension ConvBackwardJob {
         } else {
             perSample = f * 2 * g.positions * cout
         }
+        // A block end's mask (its output and gradient read, the gradient written) and copy.
+        let blockEndBytes = blockEnd.map { f * $0.size * ($0.relu ? 3 : 0) + f * $0.size * ($0.into != $0.dy ? 2 : 0) } ?? 0
         let samplesPerShard = (samples + shards - 1) / max(shards, 1)
         let shardsRun = (items + parts.count - 1) / parts.count
-        return shardsRun * samplesPerShard * (f * g.inputSize * (dx == nil ? 1 : 2) + perSample) + f * shardsRun * (g.patch + 1) * cout
+        return shardsRun * samplesPerShard * (f * g.inputSize * (dx == nil ? 1 : 2) + perSample + blockEndBytes)
+            + f * shardsRun * (g.patch + 1) * cout
     }
 }

@@ -140,7 +140,8 @@ struct ResidualEndStage: Stage {
         if addedByBatchNorm { return }
         if let projection {
             // The projection's jobs add F's output to each sample of theirs, still in cache.
-            projection.forward(net, shortcutPass(net, pass, dy: pass.io.dy), finishing: ResidualSum(f: pass.io.x, into: pass.io.y, size: size, relu: relu))
+            let sum = ResidualSum(f: pass.io.x, into: pass.io.y, size: size, relu: relu)
+            projection.forward(net, shortcutPass(net, pass, dy: pass.io.dy), finishing: sum)
             return
         }
         net.pool.run(range: pass.samples, ResidualJob(mode: relu ? .addRelu : .add, size: size, a: pass.io.x, b: net.activations.io[begin].x,
