@@ -51,7 +51,8 @@ struct ResidualBeginStage: Stage {
 
     func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) {
         guard pass.needsInputGradient, !addedByFirstConv(net, index: pass.index, batch: pass.count) else { return }
-        net.pool.run(range: pass.samples, ResidualJob(mode: .add, size: size, a: pass.io.dy, b: shortcut(net), out: pass.io.dx))
+        let sum = ResidualSum(f: pass.io.dy, into: pass.io.dx, size: size, relu: false)
+        net.pool.run(range: pass.samples, ResidualJob(work: .sum(sum, adding: shortcut(net))))
     }
 }
 
@@ -144,8 +145,8 @@ struct ResidualEndStage: Stage {
             projection.forward(net, shortcutPass(net, pass, dy: pass.io.dy), finishing: sum)
             return
         }
-        net.pool.run(range: pass.samples, ResidualJob(mode: relu ? .addRelu : .add, size: size, a: pass.io.x, b: net.activations.io[begin].x,
-                                                      out: pass.io.y))
+        let sum = ResidualSum(f: pass.io.x, into: pass.io.y, size: size, relu: relu)
+        net.pool.run(range: pass.samples, ResidualJob(work: .sum(sum, adding: net.activations.io[begin].x)))
     }
 
     func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) {
@@ -153,34 +154,32 @@ struct ResidualEndStage: Stage {
         // F's output gradient is dy (masked by the ReLU); so is the shortcut's output gradient.
         // Where the two share a buffer, only the mask is left to do. A projection's jobs do it a
         // sample at a time, just before they read the sample's gradient.
+        let end = ResidualGradient(dy: pass.io.dy, y: pass.io.y, into: pass.io.dx, size: size, relu: relu)
         if let projection {
-            let start = ResidualGradient(dy: pass.io.dy, y: pass.io.y, into: pass.io.dx, size: size, relu: relu)
-            projection.backward(net, shortcutPass(net, pass, dy: pass.io.dx), optimizer: optimizer, starting: start)
-            return
-        }
-        if pass.io.dx != pass.io.dy {
-            net.pool.run(range: pass.samples, ResidualJob(mode: relu ? .maskedCopy : .copy, size: size, a: pass.io.dy, b: pass.io.y,
-                                                          out: pass.io.dx))
-        } else if relu {
-            net.pool.run(range: pass.samples, ResidualJob(mode: .mask, size: size, a: pass.io.dy, b: pass.io.y, out: pass.io.dx))
+            projection.backward(net, shortcutPass(net, pass, dy: pass.io.dx), optimizer: optimizer, starting: end)
+        } else if pass.io.dx != pass.io.dy || relu {
+            net.pool.run(range: pass.samples, ResidualJob(work: .endGradient(end)))
         }
     }
 }
 
-/// A block's sum, y = ReLU?(F(x) + the projection), that the projection's forward jobs finish a
-/// sample with (as `ResidualJob` adds it: F's output first).
+/// A sample's residual sum, into = ReLU?(f + the other term), f added first: a block's output
+/// (f being F's output, the other its input or projection), or backward a block's input gradient
+/// (f being F's input gradient, the other the shortcut's). A projection's forward jobs finish a
+/// sample with it; otherwise it is a region of its own (`ResidualJob`).
 struct ResidualSum {
     var f, into: UnsafeMutablePointer<Float>
     var size: Int
     var relu: Bool
-    @inline(__always) func add(_ projected: UnsafePointer<Float>, sample s: Int) {
-        Elementwise.add(f + s * size, projected, count: size, relu: relu, into: into + s * size)
+    @inline(__always) func add(_ other: UnsafePointer<Float>, sample s: Int) {
+        Elementwise.add(f + s * size, other, count: size, relu: relu, into: into + s * size)
     }
 }
 
-/// A block end's backward that the projection's backward jobs start a sample with (as
-/// `ResidualJob` does it): the end's gradient masked by the block's ReLU (its output y) in place,
-/// and copied into F's and the shortcut's output gradient where that is another buffer.
+/// A block end's backward for a sample: the end's gradient masked by the block's ReLU (its output
+/// y) in place, and copied into F's and the shortcut's output gradient where that is another
+/// buffer. A projection's backward jobs start a sample with it; otherwise it is a region of its
+/// own (`ResidualJob`).
 struct ResidualGradient {
     var dy, y, into: UnsafeMutablePointer<Float>
     var size: Int
@@ -192,23 +191,23 @@ struct ResidualGradient {
     }
 }
 
-/// One sample of a residual block's elementwise work.
-struct ResidualJob: ParallelJob, @unchecked Sendable {  // an item writes its sample of `out` (maskedCopy: and masks a)
-    enum Mode { case copy, add, addRelu, maskedCopy, mask }
-    var mode: Mode
-    var size: Int
-    var a, b, out: UnsafeMutablePointer<Float>
+/// One sample of a residual block's elementwise work, as a region of its own.
+struct ResidualJob: ParallelJob, @unchecked Sendable {  // an item writes its sample of the sum's output, or of the end's gradients
+    enum Work {
+        case sum(ResidualSum, adding: UnsafeMutablePointer<Float>)
+        case endGradient(ResidualGradient)
+    }
+    var work: Work
     func run(_ s: Int, _ worker: Int) {
-        let x = a + s * size, y = b + s * size, o = out + s * size
-        switch mode {
-        case .copy: o.update(from: x, count: size)
-        case .add: Elementwise.add(x, y, count: size, relu: false, into: o)
-        case .addRelu: Elementwise.add(x, y, count: size, relu: true, into: o)
-        case .maskedCopy:  // a is dy, b the ReLU's output
-            Elementwise.reluBackward(dy: x, y: y, count: size)
-            o.update(from: x, count: size)
-        case .mask: Elementwise.reluBackward(dy: x, y: y, count: size)
+        switch work {
+        case let .sum(sum, other): sum.add(other + s * sum.size, sample: s)
+        case let .endGradient(end): end.run(sample: s)
         }
     }
-    func bytesMoved(items: Int) -> Int { items * f * size * (mode == .copy ? 2 : 3) }
+    func bytesMoved(items: Int) -> Int {
+        switch work {
+        case let .sum(sum, _): return items * f * sum.size * 3
+        case let .endGradient(end): return items * f * end.size * ((end.relu ? 3 : 0) + (end.into != end.dy ? 2 : 0))
+        }
+    }
 }
