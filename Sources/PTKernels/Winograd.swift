@@ -1,30 +1,53 @@
-// Winograd F(2x2, 3x3) for a 3x3 stride-1 convolution of one NHWC sample (Lavin & Gray, 2015):
-// each 2x2 block of outputs (a "tile") is Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A, d being the 4x4 input patch
-// under it, so 36 multiply-adds per tile and channel pair become 16. Across channels the ⊙ is 16
-// independent GEMMs, one per position ξ of the transformed 4x4 tile:
+// Winograd F(m x m, 3x3) for a 3x3 stride-1 convolution of one NHWC sample (Lavin & Gray, 2015):
+// each m x m block of outputs (a "tile") is Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A, d being the (m+2) x (m+2)
+// input patch under it. F(2x2, 3x3) does 16 multiply-adds per tile and channel pair where a
+// direct conv does 36; F(4x4, 3x3) does 36 where a direct conv does 144 (`Tile`). Across channels
+// the ⊙ is (m+2)² independent GEMMs, one per position ξ of the transformed tile:
 //   M_ξ[tile, cout] = V_ξ[tile, cin] · U_ξ[cin, cout].
 // These are the transforms around those GEMMs, and their transposes for the backward pass:
 //   forward   V = Bᵀ d B (input), U = G g Gᵀ (weights), y = Aᵀ M A (+ bias, ReLU)
 //   backward  dM = A dy Aᵀ, then (GEMMs) dU_ξ = V_ξᵀ dM_ξ and dV_ξ = dM_ξ U_ξᵀ, then
 //             dx = Σ_tiles B dV Bᵀ and dg = Gᵀ dU G
-// Layouts: V and M are 16 row-major [tiles, channels] matrices, one per ξ, `matrixStride` apart;
-// U is [16][cin][cout], weights are ptrain's [3][3][cin][cout]. Channels are SIMD16 lanes, so
-// both channel counts are whole vectors (`applies`). Every sum has one fixed order.
+// Layouts: V and M are (m+2)² row-major [tiles, channels] matrices, one per ξ, `matrixStride`
+// apart; U is [(m+2)²][cin][cout], weights are ptrain's [3][3][cin][cout]. Channels are SIMD16
+// lanes, so both channel counts are whole vectors (`applies`). Every sum has one fixed order.
+// F(2x2)'s transforms are here; F(4x4)'s in Winograd4.swift.
 
 public enum Winograd {
+    /// The output tile: F(2x2, 3x3) (4x4 input tiles, transforms of 0 and ±1 only, exact but for
+    /// the adds), or F(4x4, 3x3) (6x6 input tiles: 0.56x F(2x2)'s multiply-adds and 0.56x its
+    /// transformed data per output pixel, with transform coefficients up to 8 and weight
+    /// coefficients of 1/6 and 1/24, so a few more roundings).
+    public enum Tile: Sendable, Equatable {
+        case f2, f4
+        /// Output pixels on a tile's side.
+        public var m: Int { self == .f2 ? 2 : 4 }
+        /// Positions ξ of a transformed tile: the GEMMs a sample's pass runs.
+        public var positions: Int { (m + 2) * (m + 2) }
+    }
+
     /// Whether a convolution takes this path: 3x3, stride 1, channels in whole vectors.
     public static func applies(_ g: Window, cout: Int) -> Bool {
         g.kernel == 3 && g.stride == 1 && g.channels % 16 == 0 && cout % 16 == 0 && g.outH > 0 && g.outW > 0
     }
 
-    /// 2x2 output tiles of a sample (edge tiles may hang over the output; those pixels are dropped).
-    public static func tiles(_ g: Window) -> Int { ((g.outH + 1) / 2) * ((g.outW + 1) / 2) }
+    /// F(4x4) where the output is whole 4x4 tiles, at least 16 of them (a sample's GEMMs then have
+    /// 16 rows or more: with fewer, an 8x8 output's 4 tiles, its GEMMs run half-empty register
+    /// tiles and F(2x2)'s 16 rows are faster); F(2x2) elsewhere (no overhanging tiles' wasted work).
+    public static func tile(for g: Window) -> Tile {
+        g.outH % 4 == 0 && g.outW % 4 == 0 && (g.outH / 4) * (g.outW / 4) >= 16 ? .f4 : .f2
+    }
 
-    /// Floats from one of V's (or M's) 16 matrices to the next, for `channels` columns: the
-    /// matrix and one cache line more. A tile writes (or reads) one row in each of the 16; with
-    /// matrices a multiple of 4 KB long (64 tiles x 32 channels, 16 x 64) those 16 rows fell in
-    /// one L1 set and evicted each other.
-    public static func matrixStride(_ g: Window, channels: Int) -> Int { tiles(g) * channels + 16 }
+    /// Output tiles of a sample (edge tiles may hang over the output; those pixels are dropped).
+    public static func tiles(_ g: Window, _ tile: Tile) -> Int {
+        ((g.outH + tile.m - 1) / tile.m) * ((g.outW + tile.m - 1) / tile.m)
+    }
+
+    /// Floats from one of V's (or M's) matrices to the next, for `channels` columns: the matrix and
+    /// one cache line more. A tile writes (or reads) one row in each; with matrices a multiple of
+    /// 4 KB long (64 tiles x 32 channels, 16 x 64) those rows fell in one L1 set and evicted each
+    /// other.
+    public static func matrixStride(_ g: Window, channels: Int, _ tile: Tile) -> Int { tiles(g, tile) * channels + 16 }
 
     typealias V = SIMD16<Float>
 
@@ -37,9 +60,10 @@ public enum Winograd {
     /// V = Bᵀ d B for every tile. Input pixels outside the image (padding, or under the overhang
     /// of an edge tile) read as zero. `channels` (whole vectors) and `tiles` (default all) limit
     /// it to those columns and rows of V: a part of a sample's work (each is its own transform).
-    public static func transformInput(_ g: Window, x: UnsafePointer<Float>, channels: Range<Int>? = nil,
+    public static func transformInput(_ g: Window, _ tile: Tile, x: UnsafePointer<Float>, channels: Range<Int>? = nil,
                                       tiles range: Range<Int>? = nil, into v: UnsafeMutablePointer<Float>) {
-        let c = g.channels, tilesW = (g.outW + 1) / 2, t = tiles(g), plane = matrixStride(g, channels: c)
+        if tile == .f4 { return transformInput4(g, x: x, channels: channels, tiles: range, into: v) }
+        let c = g.channels, tilesW = (g.outW + 1) / 2, t = tiles(g, .f2), plane = matrixStride(g, channels: c, .f2)
         let r = channels ?? 0..<c
         for tile in range ?? 0..<t {
             let y0 = (tile / tilesW) * 2 - g.padTop, x0 = (tile % tilesW) * 2 - g.padLeft
@@ -77,9 +101,10 @@ public enum Winograd {
 
     /// y = Aᵀ M A (+ bias, then ReLU) for every tile; y is [outH, outW, cout]. `tiles` (default
     /// all): only those tiles' outputs.
-    public static func transformOutput(_ g: Window, cout: Int, m: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+    public static func transformOutput(_ g: Window, _ tile: Tile, cout: Int, m: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                                        relu: Bool, tiles range: Range<Int>? = nil, into y: UnsafeMutablePointer<Float>) {
-        let tilesW = (g.outW + 1) / 2, t = tiles(g), plane = matrixStride(g, channels: cout)
+        if tile == .f4 { return transformOutput4(g, cout: cout, m: m, bias: bias, relu: relu, tiles: range, into: y) }
+        let tilesW = (g.outW + 1) / 2, t = tiles(g, .f2), plane = matrixStride(g, channels: cout, .f2)
         let zero = V()
         for tile in range ?? 0..<t {
             let oy = (tile / tilesW) * 2, ox = (tile % tilesW) * 2
@@ -102,9 +127,10 @@ public enum Winograd {
     }
 
     /// dM = A dy Aᵀ for every tile (the transpose of `transformOutput`; dy past an edge is zero).
-    public static func transformOutputGradient(_ g: Window, cout: Int, dy: UnsafePointer<Float>,
+    public static func transformOutputGradient(_ g: Window, _ tile: Tile, cout: Int, dy: UnsafePointer<Float>,
                                                into dm: UnsafeMutablePointer<Float>) {
-        let tilesW = (g.outW + 1) / 2, t = tiles(g), plane = matrixStride(g, channels: cout)
+        if tile == .f4 { return transformOutputGradient4(g, cout: cout, dy: dy, into: dm) }
+        let tilesW = (g.outW + 1) / 2, t = tiles(g, .f2), plane = matrixStride(g, channels: cout, .f2)
         for tile in 0..<t {
             let oy = (tile / tilesW) * 2, ox = (tile % tilesW) * 2
             for ch in stride(from: 0, to: cout, by: 16) {
@@ -125,15 +151,17 @@ public enum Winograd {
     /// dx = Σ_tiles B dV Bᵀ (the transpose of `transformInput`), added tile by tile in tile order
     /// into dx, which is cleared first; pixels outside the image are dropped. `channels` (whole
     /// vectors; default all): only those channels of dx.
-    public static func inputGradient(_ g: Window, dv: UnsafePointer<Float>, channels: Range<Int>? = nil,
+    public static func inputGradient(_ g: Window, _ tile: Tile, dv: UnsafePointer<Float>, channels: Range<Int>? = nil,
                                      into dx: UnsafeMutablePointer<Float>) {
-        let c = g.channels, tilesW = (g.outW + 1) / 2, t = tiles(g), plane = matrixStride(g, channels: c)
+        let c = g.channels
         let r = channels ?? 0..<c
         if r.count == c {
             dx.update(repeating: 0, count: g.inputSize)
         } else {
             for pixel in 0..<(g.inH * g.inW) { (dx + pixel * c + r.lowerBound).update(repeating: 0, count: r.count) }
         }
+        if tile == .f4 { return inputGradient4(g, dv: dv, channels: r, into: dx) }
+        let tilesW = (g.outW + 1) / 2, t = tiles(g, .f2), plane = matrixStride(g, channels: c, .f2)
         for tile in 0..<t {
             let y0 = (tile / tilesW) * 2 - g.padTop, x0 = (tile % tilesW) * 2 - g.padLeft
             for ch in stride(from: r.lowerBound, to: r.upperBound, by: 16) {
@@ -160,8 +188,9 @@ public enum Winograd {
 
     /// U = G g Gᵀ for the (cin, cout) pairs in `range` (whole vectors): u is [16][cin][cout] and w
     /// is [3][3][cin][cout], `pairs` = cin·cout.
-    public static func transformWeights(_ w: UnsafePointer<Float>, pairs: Int, range: Range<Int>,
+    public static func transformWeights(_ tile: Tile, _ w: UnsafePointer<Float>, pairs: Int, range: Range<Int>,
                                         into u: UnsafeMutablePointer<Float>) {
+        if tile == .f4 { return transformWeights4(w, pairs: pairs, range: range, into: u) }
         let half = V(repeating: 0.5)
         @inline(__always) func gm(_ g0: V, _ g1: V, _ g2: V) -> (V, V, V, V) { (g0, (g0 + g1 + g2) * half, (g0 - g1 + g2) * half, g2) }
         for q in stride(from: range.lowerBound, to: range.upperBound, by: 16) {
@@ -178,8 +207,9 @@ public enum Winograd {
 
     /// dg = Gᵀ dU G (the transpose of `transformWeights`): dw is [3][3][cin][cout], du is
     /// [16][cin][cout]; for the (cin, cout) pairs in `range` (whole vectors; default all).
-    public static func weightGradient(_ du: UnsafePointer<Float>, pairs: Int, range: Range<Int>? = nil,
+    public static func weightGradient(_ tile: Tile, _ du: UnsafePointer<Float>, pairs: Int, range: Range<Int>? = nil,
                                       into dw: UnsafeMutablePointer<Float>) {
+        if tile == .f4 { return weightGradient4(du, pairs: pairs, range: range ?? 0..<pairs, into: dw) }
         let half = V(repeating: 0.5)
         @inline(__always) func gt(_ u0: V, _ u1: V, _ u2: V, _ u3: V) -> (V, V, V) {
             (u0 + u1 * half + u2 * half, u1 * half - u2 * half, u1 * half + u2 * half + u3)

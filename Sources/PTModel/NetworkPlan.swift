@@ -27,6 +27,8 @@ public struct NetworkPlan {
 
     /// Each conv's path, in stage order.
     public var convPaths: [ConvPath] { stages.compactMap { ($0 as? ConvStage)?.path } }
+    /// The Winograd convs' output tiles, in order.
+    public var winogradTiles: [Winograd.Tile] { stages.compactMap { ($0 as? ConvStage).flatMap { $0.path == .winograd ? $0.tile : nil } } }
     /// Whether each max-pool runs inside the conv before it, in stage order.
     public var fusedPools: [Bool] { stages.compactMap { ($0 as? PoolingStage).flatMap { $0.isMax ? $0.fused : nil } } }
 

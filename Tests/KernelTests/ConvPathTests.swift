@@ -7,26 +7,27 @@ import Testing
 import PTKernels
 import PTTestSupport
 
-let winogradShapes = [(7, 6, 16, 16, true), (14, 14, 32, 48, true), (6, 5, 16, 32, false), (5, 9, 32, 16, false), (3, 3, 16, 16, true)]
+let winogradShapes = [(7, 6, 16, 16, true), (14, 14, 32, 48, true), (6, 5, 16, 32, false), (5, 9, 32, 16, false), (3, 3, 16, 16, true),
+                      (16, 16, 32, 32, true), (10, 13, 16, 32, false), (9, 11, 16, 16, true)]
 
-@Test(arguments: winogradShapes)
-func winogradForwardMatchesDirectConv(_ p: (Int, Int, Int, Int, Bool)) {
+@Test(arguments: winogradShapes, [Winograd.Tile.f2, .f4])
+func winogradForwardMatchesDirectConv(_ p: (Int, Int, Int, Int, Bool), _ tile: Winograd.Tile) {
     let (h, w, cin, cout, same) = p
     let g = Window(inH: h, inW: w, channels: cin, kernel: 3, stride: 1, same: same)
     #expect(Winograd.applies(g, cout: cout))
     var r = Rand(s: UInt64(h * w + cin))
     let x = r.array(g.inputSize), wt = r.array(9 * cin * cout), bias = r.array(cout)
-    let y = WinogradConv(g: g, cout: cout).forward(x: x, w: wt, bias: bias)
+    let y = WinogradConv(g: g, cout: cout, tile: tile).forward(x: x, w: wt, bias: bias)
     close(y, Reference.conv(g, x: x, w: wt, bias: bias, cout: cout), terms: g.patch)
 }
 
-@Test(arguments: winogradShapes)
-func winogradGradientsMatchDirectConv(_ p: (Int, Int, Int, Int, Bool)) {
+@Test(arguments: winogradShapes, [Winograd.Tile.f2, .f4])
+func winogradGradientsMatchDirectConv(_ p: (Int, Int, Int, Int, Bool), _ tile: Winograd.Tile) {
     let (h, w, cin, cout, same) = p
     let g = Window(inH: h, inW: w, channels: cin, kernel: 3, stride: 1, same: same)
     var r = Rand(s: UInt64(h + w * cin))
     let x = r.array(g.inputSize), wt = r.array(9 * cin * cout), dy = r.array(g.positions * cout)
-    let (dx, dw) = WinogradConv(g: g, cout: cout).backward(x: x, w: wt, dy: dy)
+    let (dx, dw) = WinogradConv(g: g, cout: cout, tile: tile).backward(x: x, w: wt, dy: dy)
     let (wantDx, wantDw) = Reference.convGradients(g, x: x, w: wt, dy: dy, cout: cout)
     close(dx, wantDx, terms: 9 * cout)
     close(dw, wantDw, terms: g.positions)

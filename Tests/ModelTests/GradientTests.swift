@@ -44,12 +44,28 @@ let gradientSpecs = [
 
 @Test(arguments: gradientSpecs)
 func backwardMatchesFiniteDifferences(_ text: String) throws {
+    try checkGradients(text, input: Shape(h: 7, w: 6, c: 2))
+}
+
+/// Winograd F(4x4, 3x3) (a 32-channel conv with a 16x16 output: 16 whole 4x4 tiles), with a bias
+/// and without one before a bn, against finite differences on every 7th parameter of the larger
+/// tensors (the Float64 network runs twice per parameter checked).
+@Test(arguments: ["conv(16,3) relu conv(32,3) relu gap fc(5)", "conv(16,3) relu conv(32,3,bias=false) bn relu gap fc(5)"])
+func winogradF4BackwardMatchesFiniteDifferences(_ text: String) throws {
+    let input = Shape(h: 16, w: 16, c: 1)
+    #expect(try NetworkPlan(spec: ModelSpec(parsing: text), input: input, classes: 5).winogradTiles.allSatisfy { $0 == .f4 })
+    try checkGradients(text, input: input, batch: 2, every: 7)
+}
+
+/// The network's loss and logits against the Float64 network's, and the gradients of its
+/// parameters (of every `every`-th one in tensors of more than 100) against central differences.
+func checkGradients(_ text: String, input: Shape, batch: Int = 3, every: Int = 1) throws {
     let spec = try ModelSpec(parsing: text)
-    let input = Shape(h: 7, w: 6, c: 2), batch = 3, classes = 5
+    let classes = 5
     let net = try Network(spec: spec, input: input, classes: classes, capacity: batch, threads: 2, seed: 42)
     var r = SplitMix64(seed: 9)
     for i in 0..<(batch * input.count) { net.input[i] = Float(r.nextUnit() * 2 - 1) }
-    let labels = [1, 4, 2]
+    let labels = Array([1, 4, 2].prefix(batch))
     for (s, l) in labels.enumerated() { net.labels[s] = Int32(l) }
     // Biases start at zero; perturb them so their gradients (and ReLU patterns) are generic.
     for t in net.parameters.tensors where t.name.hasSuffix(".bias") {
@@ -75,7 +91,7 @@ func backwardMatchesFiniteDifferences(_ text: String) throws {
     let h = 1e-6
     var worst = 0.0, worstName = ""
     for t in net.parameters.tensors {
-        for j in 0..<t.count {
+        for j in stride(from: 0, to: t.count, by: t.count > 100 ? every : 1) {
             let i = t.offset + j
             let keep = w[i]
             w[i] = keep + h

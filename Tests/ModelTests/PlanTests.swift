@@ -50,6 +50,15 @@ import PTModel
     #expect(try NetworkPlan(spec: wider, input: Shape(h: 8, w: 8, c: 1), classes: 10).convPaths == [.fewChannels, .winograd, .winograd, .winograd])
     let rgb = try NetworkPlan(spec: .referenceModel, input: Shape(h: 28, w: 28, c: 3), classes: 10)
     #expect(rgb.convPaths == [.fewChannels, .winograd])
+    // Winograd F(4x4) where the output is whole 4x4 tiles, 16 or more (16x16, 28x28, 16x20), else
+    // F(2x2): an 8x8 output (4 tiles), the reference network's 14x14 (not whole tiles).
+    #expect(rgb.winogradTiles == [.f2])
+    let tiles = try ModelSpec(parsing: "conv(16,3) relu conv(32,3) relu conv(32,3,stride=2) relu conv(32,3) relu fc(10)")
+    #expect(try NetworkPlan(spec: tiles, input: Shape(h: 16, w: 16, c: 1), classes: 10).winogradTiles == [.f4, .f2])
+    #expect(try NetworkPlan(spec: tiles, input: Shape(h: 28, w: 28, c: 1), classes: 10).winogradTiles == [.f4, .f2])
+    #expect(try NetworkPlan(spec: tiles, input: Shape(h: 16, w: 20, c: 1), classes: 10).winogradTiles == [.f4, .f2])
+    #expect(try NetworkPlan(spec: tiles, input: Shape(h: 32, w: 32, c: 1), classes: 10).winogradTiles == [.f4, .f4])
+    #expect(try NetworkPlan(spec: tiles, input: Shape(h: 18, w: 16, c: 1), classes: 10).winogradTiles == [.f2, .f2])
     let rgbBF16 = try NetworkPlan(spec: .referenceModel, input: Shape(h: 28, w: 28, c: 3), classes: 10, precision: .bf16(.portable))
     #expect(rgbBF16.convPaths == [.im2col, .implicit])
     let five = try NetworkPlan(spec: .referenceModel, input: Shape(h: 28, w: 28, c: 5), classes: 10)

@@ -14,7 +14,9 @@ public enum ConvPath: Sendable, Equatable {
     /// 3x3 stride 1 SAME with 16 channels in and out, fp32: direct, a vector of output channels
     /// per pixel (`DirectConv`); Winograd's GEMMs are too thin there. (In bf16: `implicit`.)
     case direct
-    /// 3x3 stride 1 with whole-vector channel counts: Winograd F(2x2, 3x3), 16 GEMMs a sample.
+    /// 3x3 stride 1 with whole-vector channel counts: Winograd F(4x4, 3x3), 36 GEMMs a sample,
+    /// where the output is whole 4x4 tiles and at least 16 of them, else F(2x2, 3x3), 16 GEMMs
+    /// (`Winograd.tile(for:)`, the stage's `tile`).
     case winograd
     /// im2col of a sample into scratch, then one GEMM.
     case im2col
@@ -53,6 +55,8 @@ struct ConvStage: Stage {
     var bias: Int?
     var zeros: UnsafeMutablePointer<Float>?
     var path: ConvPath
+    /// The Winograd path's output tile (F(2x2) or F(4x4)).
+    var tile: Winograd.Tile = .f2
     /// fp32, or bf16 multiply-adds (on the GEMM paths; the one-channel direct path stays fp32).
     var precision: Precision = .fp32
     // The weights packed once a step for the per-sample GEMMs: W as the forward's B, and Wᵀ as
@@ -61,9 +65,9 @@ struct ConvStage: Stage {
     // the weights flipped and transposed (`Window.flipTranspose`).
     var packedW: UnsafeMutablePointer<Float>!
     var packedWt: UnsafeMutablePointer<Float>?
-    /// On the Winograd path the weights are transformed once a step into `u` ([16][cin][cout])
-    /// and packed per position ξ as the GEMMs' B (`packedW`, 16 blocks of `packedStride`) and
-    /// Bᵀ (`packedWt`, 16 blocks of `packedStrideT`).
+    /// On the Winograd path the weights are transformed once a step into `u` ([ξ][cin][cout], ξ
+    /// the tile's 16 or 36 positions) and packed per position as the GEMMs' B (`packedW`, a block
+    /// of `packedStride` each) and Bᵀ (`packedWt`, a block of `packedStrideT` each).
     var u: UnsafeMutablePointer<Float>?
     var packedStride = 0, packedStrideT = 0
     /// On the implicit path, the weights flipped and transposed once a step
@@ -105,12 +109,13 @@ struct ConvStage: Stage {
         let b = hasBias ? p.addTensor("conv\(n).bias", [out], .bias) : nil
         let path = ConvPath.choose(g, cout: out, firstLayer: p.stages.isEmpty, precision: p.precision)
         if !p.openBlocks.isEmpty { p.openBlocks[p.openBlocks.count - 1].stride *= stride }
-        p.stages.append(ConvStage(window: g, cout: out, relu: relu, weight: w, bias: b, path: path, precision: p.precision))
+        p.stages.append(ConvStage(window: g, cout: out, relu: relu, weight: w, bias: b, path: path,
+                                  tile: path == .winograd ? Winograd.tile(for: g) : .f2, precision: p.precision))
         p.shape = Shape(h: g.outH, w: g.outW, c: out)
     }
 
     var name: String {
-        "conv \(window.kernel)x\(window.kernel) \(window.channels)->\(cout)\(relu ? " +relu" : "")\(path == .winograd ? " winograd" : path == .direct ? " direct" : path == .implicit ? " implicit" : "")"
+        "conv \(window.kernel)x\(window.kernel) \(window.channels)->\(cout)\(relu ? " +relu" : "")\(path == .winograd ? (tile == .f4 ? " winograd 4x4" : " winograd") : path == .direct ? " direct" : path == .implicit ? " implicit" : "")"
     }
     var parameters: Range<Int> { weight..<(bias.map { $0 + cout } ?? weight + window.patch * cout) }
     var outputInScratch: Bool { fusedPool != nil }
@@ -127,8 +132,8 @@ struct ConvStage: Stage {
         var n = ScratchNeeds(output: g.positions * cout)
         switch path {
         case .winograd:
-            n.col = 16 * Winograd.matrixStride(g, channels: g.channels)
-            n.winograd = 16 * Winograd.matrixStride(g, channels: cout) + 16 * g.channels * cout
+            n.col = tile.positions * Winograd.matrixStride(g, channels: g.channels, tile)
+            n.winograd = tile.positions * (Winograd.matrixStride(g, channels: cout, tile) + g.channels * cout)
         case .fewChannels: n.col = FewChannelConv.paddedFloats(g)
         case .direct: break  // reads its input and output gradient in place
         case .im2col:
@@ -142,9 +147,10 @@ struct ConvStage: Stage {
         return n
     }
 
-    /// A Winograd conv does 16 multiply-adds per 2x2 tile and channel pair where a direct one does 36.
+    /// A Winograd conv does 16 multiply-adds per 2x2 tile and channel pair where a direct one does
+    /// 36, or 36 per 4x4 tile where a direct one does 144.
     func flopsPerSample(asDirect: Bool) -> Double {
-        if path == .winograd && !asDirect { return 2 * Double(16 * Winograd.tiles(window) * window.channels * cout) }
+        if path == .winograd && !asDirect { return 2 * Double(tile.positions * Winograd.tiles(window, tile) * window.channels * cout) }
         return 2 * Double(window.positions * window.patch * cout)
     }
 
@@ -160,11 +166,11 @@ struct ConvStage: Stage {
         case .direct:
             if index > 0 { packedWt = layout.floats(9 * g.channels * cout) }
         case .winograd:
-            u = layout.floats(16 * g.channels * cout)
+            u = layout.floats(tile.positions * g.channels * cout)
             packedStride = Gemm.packedBFloats(k: g.channels, n: cout)
             packedStrideT = Gemm.packedBFloats(k: cout, n: g.channels)
-            packedW = layout.floats(16 * packedStride)
-            if index > 0 { packedWt = layout.floats(16 * packedStrideT) }
+            packedW = layout.floats(tile.positions * packedStride)
+            if index > 0 { packedWt = layout.floats(tile.positions * packedStrideT) }
         case .im2col, .pointwise:
             packedW = layout.floats(Gemm.packedBFloats(k: g.patch, n: cout, precision: precision))
             if index > 0 { packedWt = layout.floats(Gemm.packedBFloats(k: cout, n: g.patch, precision: precision)) }
@@ -207,9 +213,9 @@ struct ConvStage: Stage {
         switch path {
         case .winograd:
             let pairs = window.channels * cout
-            let transform = WinogradWeightsJob(w: W + weight, pairs: pairs, u: u!, chunks: min(pairs / 16, 4 * pool.splitCount))
+            let transform = WinogradWeightsJob(tile: tile, w: W + weight, pairs: pairs, u: u!, chunks: min(pairs / 16, 4 * pool.splitCount))
             pool.run(items: transform.chunks, transform)
-            pool.run(items: 16, PackWinogradJob(c: self))
+            pool.run(items: tile.positions, PackWinogradJob(c: self))
         case .im2col, .pointwise:
             let pack = PackBJob(k: window.patch, n: cout, b: .rowMajor(W + weight, cols: cout), into: packedW,
                                 workers: pool.splitCount, precision: precision)
@@ -302,17 +308,18 @@ struct PackImplicitJob: ParallelJob, @unchecked Sendable {  // the one item writ
 
 /// U = G g Gᵀ of a Winograd conv's weights, a slice of the (cin, cout) pairs per item.
 struct WinogradWeightsJob: ParallelJob, @unchecked Sendable {  // an item writes its (cin, cout) pairs of U
+    var tile: Winograd.Tile
     var w: UnsafeMutablePointer<Float>
     var pairs: Int
     var u: UnsafeMutablePointer<Float>
     var chunks: Int
     func run(_ item: Int, _ worker: Int) {
         let vectors = pairs / 16
-        Winograd.transformWeights(w, pairs: pairs, range: (item * vectors / chunks * 16)..<((item + 1) * vectors / chunks * 16), into: u)
+        Winograd.transformWeights(tile, w, pairs: pairs, range: (item * vectors / chunks * 16)..<((item + 1) * vectors / chunks * 16), into: u)
     }
 }
 
-/// Packs U_ξ (the forward's B) and U_ξᵀ (the input gradient's B) of a Winograd conv, one ξ per item.
+/// Packs U_ξ (the forward's B) and U_ξᵀ (the input gradient's B) of a Winograd conv, one position ξ per item.
 struct PackWinogradJob: ParallelJob, @unchecked Sendable {  // an item writes its position ξ's packed U and Uᵀ
     var c: ConvStage
     func run(_ xi: Int, _ worker: Int) {
@@ -330,9 +337,9 @@ struct PackWinogradJob: ParallelJob, @unchecked Sendable {  // an item writes it
 
 /// Parts a sample's (forward) or a shard's (backward) work on a conv is cut into when there are
 /// too few samples or shards to keep the workers equally busy. Each part is its own arithmetic,
-/// so the parts change no bit. The forward cuts a sample's output rows (two at a time: a row of
-/// Winograd tiles, a row of a fused 2x2 max-pool's windows) on the Winograd and first-layer
-/// paths; the backward cuts a shard's input channels on the Winograd path (dU's rows, dV's
+/// so the parts change no bit. The forward cuts a sample's output rows (a row of Winograd tiles,
+/// two or four rows; two on the direct paths: a row of a fused 2x2 max-pool's windows) on the
+/// Winograd, direct and first-layer paths; the backward cuts a shard's input channels on the Winograd path (dU's rows, dV's
 /// columns, dx's channels). Not cut: the im2col path (its columns interleave the input channels
 /// and its input gradient sums over every output channel), a first-layer direct conv's backward (its
 /// part would read a strided slice of every activation: recorded 70% more work for two parts),
@@ -360,7 +367,8 @@ struct ConvParts: Hashable {
             // Recorded at batch 50 cut for 16 workers (4 parts): the one-channel conv1 did 23% more
             // work; the Winograd conv 60% more (each part of its GEMMs reads all of the packed U).
             // (A direct conv's part is charged as the first-layer conv's: both read their rows' inputs again.)
-            return (ConvParts(count: (g.outH + 1) / 2, unit: 2, extent: g.outH), c.path == .winograd ? 0.3 : 0.12)
+            let unit = c.path == .winograd ? c.tile.m : 2
+            return (ConvParts(count: (g.outH + unit - 1) / unit, unit: unit, extent: g.outH), c.path == .winograd ? 0.3 : 0.12)
         }
         // The cut GEMM reads its panels of the packed Uᵀ at an offset: one KC x NC block only.
         guard c.path == .winograd, c.cout <= Gemm.packedBlockRows, g.channels <= Gemm.packedBlockColumns,
@@ -438,20 +446,20 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
             DirectConv.forward(height: g.outH, width: g.outW, cin: g.channels, cout: cout, x: x + s * g.inputSize, zeros: c.zeros!,
                                w: weights + c.weight, bias: bias, relu: c.relu, rows: rows, y: out)
         case .winograd:
-            // V = Bᵀ d B, then M_ξ = V_ξ · U_ξ for the 16 positions ξ, then y = Aᵀ M A + bias; a
-            // part computes its rows of tiles of V, M and y.
-            let cin = g.channels, tilesW = (g.outW + 1) / 2
-            let vStride = Winograd.matrixStride(g, channels: cin), mStride = Winograd.matrixStride(g, channels: cout)
-            let tiles = (rows.lowerBound / 2 * tilesW)..<((rows.upperBound + 1) / 2 * tilesW)
+            // V = Bᵀ d B, then M_ξ = V_ξ · U_ξ for the tile's 16 or 36 positions ξ, then
+            // y = Aᵀ M A + bias; a part computes its rows of tiles of V, M and y.
+            let tile = c.tile, side = tile.m, cin = g.channels, tilesW = (g.outW + side - 1) / side
+            let vStride = Winograd.matrixStride(g, channels: cin, tile), mStride = Winograd.matrixStride(g, channels: cout, tile)
+            let tiles = (rows.lowerBound / side * tilesW)..<((rows.upperBound + side - 1) / side * tilesW)
             let v = area + scratch.col, m = area + scratch.winograd
-            Winograd.transformInput(g, x: x + s * g.inputSize, tiles: tiles, into: v)
-            for xi in 0..<16 {
+            Winograd.transformInput(g, tile, x: x + s * g.inputSize, tiles: tiles, into: v)
+            for xi in 0..<tile.positions {
                 let packed = c.packedW + xi * c.packedStride
                 Gemm.multiply(m: tiles.count, n: cout, k: cin, a: .rowMajor(v + xi * vStride + tiles.lowerBound * cin, cols: cin),
                               b: .packed(packed), c: m + xi * mStride + tiles.lowerBound * cout, ldc: cout,
                               accumulate: false, scratch: area)
             }
-            Winograd.transformOutput(g, cout: cout, m: m, bias: bias, relu: c.relu, tiles: tiles, into: out)
+            Winograd.transformOutput(g, tile, cout: cout, m: m, bias: bias, relu: c.relu, tiles: tiles, into: out)
         case .implicit:
             // The GEMM reads the patches in the padded input (no im2col).
             ImplicitConv(forward: g).run(x + s * g.inputSize, packed: c.packedW, n: cout, bias: bias, relu: c.relu, into: out,
@@ -500,7 +508,7 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
     var c: ConvStage
     var x, y, dy: UnsafeMutablePointer<Float>   // with a fused pool, y and dy are the pool's output and its gradient
                                                 // (a projection's y is its block's output, not read)
-    var dx, wt: UnsafeMutablePointer<Float>?    // wt: Wᵀ packed (Winograd: its packed U_ξᵀ, 16 blocks)
+    var dx, wt: UnsafeMutablePointer<Float>?    // wt: Wᵀ packed (Winograd: its packed U_ξᵀ, a block per ξ)
     var scratch: ScratchLayout
     var samples, shards: Int
     var gw: UnsafeMutablePointer<Float>       // shard 0's weight gradient; shard i is i * shardStride on
@@ -529,7 +537,7 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
         let area = pool.scratch(worker)
         let gws = gw + shard * shardStride, gbs = gb.map { $0 + shard * shardStride }
         // A Winograd conv sums the shard's weight gradient as dU (transformed), then transforms it once.
-        let du = area + scratch.winograd + 16 * Winograd.matrixStride(g, channels: cout)
+        let du = area + scratch.winograd + c.tile.positions * Winograd.matrixStride(g, channels: cout, c.tile)
         // The shard's first sample starts the weight gradient's sums (no clearing pass; the same bits).
         let first = shard * samples / shards, end = (shard + 1) * samples / shards
         if first == end {
@@ -633,7 +641,7 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
         }
         if c.path == .winograd {
             let ci = parts.count == 1 ? 0..<g.channels : parts.block(part)
-            Winograd.weightGradient(du, pairs: g.channels * cout, range: (ci.lowerBound * cout)..<(ci.upperBound * cout), into: gws)
+            Winograd.weightGradient(c.tile, du, pairs: g.channels * cout, range: (ci.lowerBound * cout)..<(ci.upperBound * cout), into: gws)
         }
     }
 
@@ -643,28 +651,28 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
     func backwardWinograd(_ s: Int, _ dys: UnsafeMutablePointer<Float>,
                           _ du: UnsafeMutablePointer<Float>, accumulate: Bool, _ area: UnsafeMutablePointer<Float>,
                           _ ci: Range<Int>) {
-        let t = Winograd.tiles(g), cin = g.channels, c0 = ci.lowerBound
-        let vStride = Winograd.matrixStride(g, channels: cin), mStride = Winograd.matrixStride(g, channels: cout)
+        let tile = c.tile, t = Winograd.tiles(g, tile), cin = g.channels, c0 = ci.lowerBound
+        let vStride = Winograd.matrixStride(g, channels: cin, tile), mStride = Winograd.matrixStride(g, channels: cout, tile)
         let v = area + scratch.col, dm = area + scratch.winograd
-        Winograd.transformInput(g, x: x + s * g.inputSize, channels: ci, into: v)
-        Winograd.transformOutputGradient(g, cout: cout, dy: dys, into: dm)
-        for xi in 0..<16 {
+        Winograd.transformInput(g, tile, x: x + s * g.inputSize, channels: ci, into: v)
+        Winograd.transformOutputGradient(g, tile, cout: cout, dy: dys, into: dm)
+        for xi in 0..<tile.positions {
             Gemm.multiply(m: ci.count, n: cout, k: t, a: .transposed(v + xi * vStride + c0, cols: cin),
                           b: .rowMajor(dm + xi * mStride, cols: cout),
                           c: du + xi * cin * cout + c0 * cout, ldc: cout, accumulate: accumulate, scratch: area)
         }
         guard let dx, let wt else { return }
-        for xi in 0..<16 {
+        for xi in 0..<tile.positions {
             let packed = wt + xi * c.packedStrideT + c0 * cout
             Gemm.multiply(m: t, n: ci.count, k: cout, a: .rowMajor(dm + xi * mStride, cols: cout), b: .packed(packed),
                           c: v + xi * vStride + c0, ldc: cin, accumulate: false, scratch: area)
         }
-        Winograd.inputGradient(g, dv: v, channels: ci, into: dx + s * g.inputSize)
+        Winograd.inputGradient(g, tile, dv: v, channels: ci, into: dx + s * g.inputSize)
     }
 }
 
 extension WinogradWeightsJob {
-    func bytesMoved(items: Int) -> Int { f * (9 + 16) * pairs * items / max(chunks, 1) }
+    func bytesMoved(items: Int) -> Int { f * (9 + tile.positions) * pairs * items / max(chunks, 1) }
 }
 
 extension PackWinogradJob {
