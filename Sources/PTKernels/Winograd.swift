@@ -31,23 +31,31 @@ public enum Winograd {
         g.kernel == 3 && g.stride == 1 && g.channels % 16 == 0 && cout % 16 == 0 && g.outH > 0 && g.outW > 0
     }
 
-    /// F(4x4) where the output is whole 4x4 tiles, at least 16 of them (a sample's GEMMs then have
-    /// 16 rows or more: with fewer, an 8x8 output's 4 tiles, its GEMMs run half-empty register
-    /// tiles and F(2x2)'s 16 rows are faster); F(2x2) elsewhere (no overhanging tiles' wasted work).
+    /// F(4x4) where the output is whole 4x4 tiles, at least 4 of them (an 8x8 output and up);
+    /// F(2x2) elsewhere (no overhanging tiles' wasted work, and a 4x4 output's one tile).
     public static func tile(for g: Window) -> Tile {
-        g.outH % 4 == 0 && g.outW % 4 == 0 && (g.outH / 4) * (g.outW / 4) >= 16 ? .f4 : .f2
+        g.outH % 4 == 0 && g.outW % 4 == 0 && (g.outH / 4) * (g.outW / 4) >= 4 ? .f4 : .f2
     }
+
+    /// Samples whose tiles one GEMM takes together, so that it has 16 rows or more: F(4x4) on an
+    /// 8x8 output has 4 tiles a sample, and GEMMs of 4 rows ran its register tiles half empty
+    /// (measured 1.6x F(2x2)'s time a sample; 4 samples together, 0.62x). Which samples share a
+    /// GEMM changes no bit: its rows are independent, and dU's sums run over the samples' tiles in
+    /// sample order either way (one chain of FMAs per element, `Gemm`).
+    public static func group(for g: Window, _ tile: Tile) -> Int { (16 + tiles(g, tile) - 1) / tiles(g, tile) }
 
     /// Output tiles of a sample (edge tiles may hang over the output; those pixels are dropped).
     public static func tiles(_ g: Window, _ tile: Tile) -> Int {
         ((g.outH + tile.m - 1) / tile.m) * ((g.outW + tile.m - 1) / tile.m)
     }
 
-    /// Floats from one of V's (or M's) matrices to the next, for `channels` columns: the matrix and
-    /// one cache line more. A tile writes (or reads) one row in each; with matrices a multiple of
-    /// 4 KB long (64 tiles x 32 channels, 16 x 64) those rows fell in one L1 set and evicted each
-    /// other.
-    public static func matrixStride(_ g: Window, channels: Int, _ tile: Tile) -> Int { tiles(g, tile) * channels + 16 }
+    /// Floats from one of V's (or M's) matrices to the next, for `channels` columns and `group`
+    /// samples' tiles (one after another): the matrix and one cache line more. A tile writes (or
+    /// reads) one row in each; with matrices a multiple of 4 KB long (64 tiles x 32 channels,
+    /// 16 x 64) those rows fell in one L1 set and evicted each other.
+    public static func matrixStride(_ g: Window, channels: Int, _ tile: Tile, group: Int = 1) -> Int {
+        tiles(g, tile) * group * channels + 16
+    }
 
     typealias V = SIMD16<Float>
 
@@ -60,10 +68,13 @@ public enum Winograd {
     /// V = Bᵀ d B for every tile. Input pixels outside the image (padding, or under the overhang
     /// of an edge tile) read as zero. `channels` (whole vectors) and `tiles` (default all) limit
     /// it to those columns and rows of V: a part of a sample's work (each is its own transform).
+    /// With `group`, V's matrices hold that many samples' tiles and `v` is this sample's first row
+    /// (as for `transformOutput`, `transformOutputGradient` and `inputGradient`).
     public static func transformInput(_ g: Window, _ tile: Tile, x: UnsafePointer<Float>, channels: Range<Int>? = nil,
-                                      tiles range: Range<Int>? = nil, into v: UnsafeMutablePointer<Float>) {
-        if tile == .f4 { return transformInput4(g, x: x, channels: channels, tiles: range, into: v) }
-        let c = g.channels, tilesW = (g.outW + 1) / 2, t = tiles(g, .f2), plane = matrixStride(g, channels: c, .f2)
+                                      tiles range: Range<Int>? = nil, group: Int = 1, into v: UnsafeMutablePointer<Float>) {
+        let plane = matrixStride(g, channels: g.channels, tile, group: group)
+        if tile == .f4 { return transformInput4(g, x: x, channels: channels, tiles: range, plane: plane, into: v) }
+        let c = g.channels, tilesW = (g.outW + 1) / 2, t = tiles(g, .f2)
         let r = channels ?? 0..<c
         for tile in range ?? 0..<t {
             let y0 = (tile / tilesW) * 2 - g.padTop, x0 = (tile % tilesW) * 2 - g.padLeft
@@ -102,9 +113,10 @@ public enum Winograd {
     /// y = Aᵀ M A (+ bias, then ReLU) for every tile; y is [outH, outW, cout]. `tiles` (default
     /// all): only those tiles' outputs.
     public static func transformOutput(_ g: Window, _ tile: Tile, cout: Int, m: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-                                       relu: Bool, tiles range: Range<Int>? = nil, into y: UnsafeMutablePointer<Float>) {
-        if tile == .f4 { return transformOutput4(g, cout: cout, m: m, bias: bias, relu: relu, tiles: range, into: y) }
-        let tilesW = (g.outW + 1) / 2, t = tiles(g, .f2), plane = matrixStride(g, channels: cout, .f2)
+                                       relu: Bool, tiles range: Range<Int>? = nil, group: Int = 1, into y: UnsafeMutablePointer<Float>) {
+        let plane = matrixStride(g, channels: cout, tile, group: group)
+        if tile == .f4 { return transformOutput4(g, cout: cout, m: m, bias: bias, relu: relu, tiles: range, plane: plane, into: y) }
+        let tilesW = (g.outW + 1) / 2, t = tiles(g, .f2)
         let zero = V()
         for tile in range ?? 0..<t {
             let oy = (tile / tilesW) * 2, ox = (tile % tilesW) * 2
@@ -128,9 +140,10 @@ public enum Winograd {
 
     /// dM = A dy Aᵀ for every tile (the transpose of `transformOutput`; dy past an edge is zero).
     public static func transformOutputGradient(_ g: Window, _ tile: Tile, cout: Int, dy: UnsafePointer<Float>,
-                                               into dm: UnsafeMutablePointer<Float>) {
-        if tile == .f4 { return transformOutputGradient4(g, cout: cout, dy: dy, into: dm) }
-        let tilesW = (g.outW + 1) / 2, t = tiles(g, .f2), plane = matrixStride(g, channels: cout, .f2)
+                                               group: Int = 1, into dm: UnsafeMutablePointer<Float>) {
+        let plane = matrixStride(g, channels: cout, tile, group: group)
+        if tile == .f4 { return transformOutputGradient4(g, cout: cout, dy: dy, plane: plane, into: dm) }
+        let tilesW = (g.outW + 1) / 2, t = tiles(g, .f2)
         for tile in 0..<t {
             let oy = (tile / tilesW) * 2, ox = (tile % tilesW) * 2
             for ch in stride(from: 0, to: cout, by: 16) {
@@ -152,7 +165,7 @@ public enum Winograd {
     /// into dx, which is cleared first; pixels outside the image are dropped. `channels` (whole
     /// vectors; default all): only those channels of dx.
     public static func inputGradient(_ g: Window, _ tile: Tile, dv: UnsafePointer<Float>, channels: Range<Int>? = nil,
-                                     into dx: UnsafeMutablePointer<Float>) {
+                                     group: Int = 1, into dx: UnsafeMutablePointer<Float>) {
         let c = g.channels
         let r = channels ?? 0..<c
         if r.count == c {
@@ -160,8 +173,9 @@ public enum Winograd {
         } else {
             for pixel in 0..<(g.inH * g.inW) { (dx + pixel * c + r.lowerBound).update(repeating: 0, count: r.count) }
         }
-        if tile == .f4 { return inputGradient4(g, dv: dv, channels: r, into: dx) }
-        let tilesW = (g.outW + 1) / 2, t = tiles(g, .f2), plane = matrixStride(g, channels: c, .f2)
+        let plane = matrixStride(g, channels: c, tile, group: group)
+        if tile == .f4 { return inputGradient4(g, dv: dv, channels: r, plane: plane, into: dx) }
+        let tilesW = (g.outW + 1) / 2, t = tiles(g, .f2)
         for tile in 0..<t {
             let y0 = (tile / tilesW) * 2 - g.padTop, x0 = (tile % tilesW) * 2 - g.padLeft
             for ch in stride(from: r.lowerBound, to: r.upperBound, by: 16) {

@@ -50,8 +50,8 @@ extension Winograd {
 
     /// V = Bᵀ d B (`transformInput` for F(4x4)).
     static func transformInput4(_ g: Window, x: UnsafePointer<Float>, channels: Range<Int>?, tiles range: Range<Int>?,
-                                into v: UnsafeMutablePointer<Float>) {
-        let c = g.channels, tilesW = (g.outW + 3) / 4, t = tiles(g, .f4), plane = matrixStride(g, channels: c, .f4)
+                                plane: Int, into v: UnsafeMutablePointer<Float>) {
+        let c = g.channels, tilesW = (g.outW + 3) / 4, t = tiles(g, .f4)
         let r = channels ?? 0..<c
         for tile in range ?? 0..<t {
             let y0 = (tile / tilesW) * 4 - g.padTop, x0 = (tile % tilesW) * 4 - g.padLeft
@@ -95,8 +95,8 @@ extension Winograd {
     /// through a small buffer on the stack: holding their 24 vectors in registers, the compiler
     /// split them into 128-bit pieces and ran 2.2x slower.
     static func transformOutput4(_ g: Window, cout: Int, m: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-                                 relu: Bool, tiles range: Range<Int>?, into y: UnsafeMutablePointer<Float>) {
-        let tilesW = (g.outW + 3) / 4, t = tiles(g, .f4), plane = matrixStride(g, channels: cout, .f4)
+                                 relu: Bool, tiles range: Range<Int>?, plane: Int, into y: UnsafeMutablePointer<Float>) {
+        let tilesW = (g.outW + 3) / 4, t = tiles(g, .f4)
         var buffer = (V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V())
         withUnsafeMutableBytes(of: &buffer) { raw in
             let tb = raw.baseAddress!.assumingMemoryBound(to: Float.self)  // [4][6] vectors: row i of Aᵀ M
@@ -130,8 +130,8 @@ extension Winograd {
     }
 
     /// dM = A dy Aᵀ (`transformOutputGradient` for F(4x4); dy past an edge is zero).
-    static func transformOutputGradient4(_ g: Window, cout: Int, dy: UnsafePointer<Float>, into dm: UnsafeMutablePointer<Float>) {
-        let tilesW = (g.outW + 3) / 4, t = tiles(g, .f4), plane = matrixStride(g, channels: cout, .f4)
+    static func transformOutputGradient4(_ g: Window, cout: Int, dy: UnsafePointer<Float>, plane: Int, into dm: UnsafeMutablePointer<Float>) {
+        let tilesW = (g.outW + 3) / 4, t = tiles(g, .f4)
         for tile in 0..<t {
             let oy = (tile / tilesW) * 4, ox = (tile % tilesW) * 4
             let inside = oy + 4 <= g.outH && ox + 4 <= g.outW
@@ -156,8 +156,8 @@ extension Winograd {
 
     /// dx += Σ_tiles B dV Bᵀ, tile by tile in tile order, for `channels` of dx (cleared by
     /// `inputGradient`); pixels outside the image are dropped.
-    static func inputGradient4(_ g: Window, dv: UnsafePointer<Float>, channels r: Range<Int>, into dx: UnsafeMutablePointer<Float>) {
-        let c = g.channels, tilesW = (g.outW + 3) / 4, t = tiles(g, .f4), plane = matrixStride(g, channels: c, .f4)
+    static func inputGradient4(_ g: Window, dv: UnsafePointer<Float>, channels r: Range<Int>, plane: Int, into dx: UnsafeMutablePointer<Float>) {
+        let c = g.channels, tilesW = (g.outW + 3) / 4, t = tiles(g, .f4)
         for tile in 0..<t {
             let y0 = (tile / tilesW) * 4 - g.padTop, x0 = (tile % tilesW) * 4 - g.padLeft
             let inside = y0 >= 0 && y0 + 6 <= g.inH && x0 >= 0 && x0 + 6 <= g.inW

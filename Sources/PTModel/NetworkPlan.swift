@@ -27,8 +27,9 @@ public struct NetworkPlan {
 
     /// Each conv's path, in stage order.
     public var convPaths: [ConvPath] { stages.compactMap { ($0 as? ConvStage)?.path } }
-    /// The Winograd convs' output tiles, in order.
+    /// The Winograd convs' output tiles, and how many samples' tiles their GEMMs take together, in order.
     public var winogradTiles: [Winograd.Tile] { stages.compactMap { ($0 as? ConvStage).flatMap { $0.path == .winograd ? $0.tile : nil } } }
+    public var winogradGroups: [Int] { stages.compactMap { ($0 as? ConvStage).flatMap { $0.path == .winograd ? $0.group : nil } } }
     /// Whether each max-pool runs inside the conv before it, in stage order.
     public var fusedPools: [Bool] { stages.compactMap { ($0 as? PoolingStage).flatMap { $0.isMax ? $0.fused : nil } } }
 

@@ -33,6 +33,26 @@ func winogradGradientsMatchDirectConv(_ p: (Int, Int, Int, Int, Bool), _ tile: W
     close(dw, wantDw, terms: g.positions)
 }
 
+/// Samples whose tiles share the GEMMs (a group, `Winograd.group(for:_:)`) get each sample's own
+/// bits: the forward's outputs and the input gradients, and dU's sums over the group's tiles equal
+/// the sums continued a sample at a time (one FMA chain per element, in sample order). On F(4x4)
+/// over an 8x8 output (group 4) and F(2x2) over a 4x4 one, with an overhanging, VALID F(4x4) too.
+@Test(arguments: [(8, 8, 16, 32, true, Winograd.Tile.f4), (4, 4, 32, 16, true, .f2), (9, 7, 16, 16, false, .f4)])
+func winogradGroupsGiveEachSamplesBits(_ p: (Int, Int, Int, Int, Bool, Winograd.Tile)) {
+    let (h, w, cin, cout, same, tile) = p
+    let g = Window(inH: h, inW: w, channels: cin, kernel: 3, stride: 1, same: same)
+    #expect(Winograd.group(for: g, tile) > 1)
+    var r = Rand(s: UInt64(h * w + cout))
+    let xs = (0..<3).map { _ in r.array(g.inputSize) }, dys = (0..<3).map { _ in r.array(g.positions * cout) }
+    let wt = r.array(9 * cin * cout), bias = r.array(cout)
+    let conv = WinogradConv(g: g, cout: cout, tile: tile)
+    #expect(conv.forward(xs: xs, w: wt, bias: bias) == xs.map { conv.forward(x: $0, w: wt, bias: bias) })
+    let (groupDx, groupDw) = conv.backward(xs: xs, w: wt, dys: dys, grouped: true)
+    let (aloneDx, aloneDw) = conv.backward(xs: xs, w: wt, dys: dys, grouped: false)
+    #expect(groupDx == aloneDx)
+    #expect(groupDw.map(\.bitPattern) == aloneDw.map(\.bitPattern))
+}
+
 @Test func winogradAppliesOnlyTo3x3Stride1WholeVectors() {
     #expect(!Winograd.applies(Window(inH: 8, inW: 8, channels: 16, kernel: 3, stride: 2, same: true), cout: 16))
     #expect(!Winograd.applies(Window(inH: 8, inW: 8, channels: 16, kernel: 5, stride: 1, same: true), cout: 16))

@@ -107,6 +107,66 @@ func checkGradients(_ text: String, input: Shape, batch: Int = 3, every: Int = 1
     #expect(worst < 1e-3, "worst: \(worstName)")
 }
 
+/// Winograd convs whose GEMMs take groups of samples' tiles (F(4x4) over an 8x8 output: groups of
+/// 4) at batch 64, whose 32 shards hold 2 samples each (the backward's groups): the gradient
+/// against central differences of the Float64 network along random directions (the whole
+/// gradient at once, where each parameter's would run the Float64 network twice per parameter).
+@Test func groupedWinogradGradientMatchesDirectionalDifferences() throws {
+    let text = "conv(16,3) relu conv(32,3,bias=false) bn relu conv(32,3) gap fc(5)"
+    let spec = try ModelSpec(parsing: text)
+    let input = Shape(h: 8, w: 8, c: 1), batch = 64, classes = 5
+    #expect(try NetworkPlan(spec: spec, input: input, classes: classes).winogradGroups == [4, 4])
+    let net = try Network(spec: spec, input: input, classes: classes, capacity: batch, threads: 2, seed: 42)
+    var r = SplitMix64(seed: 9)
+    for i in 0..<(batch * input.count) { net.input[i] = Float(r.nextUnit() * 2 - 1) }
+    let labels = (0..<batch).map { ($0 * 3) % classes }
+    for (s, l) in labels.enumerated() { net.labels[s] = Int32(l) }
+    for t in net.parameters.tensors where t.name.hasSuffix(".bias") {
+        for j in 0..<t.count { net.weights[t.offset + j] = Float(r.nextUnit() * 0.2 - 0.1) }
+    }
+    net.forward(count: batch, training: true, step: 1, seed: 5)
+    _ = net.lossAndGradient(count: batch)
+    net.backward(count: batch)
+    let ref = ReferenceNet(spec: spec, input: input)
+    let w = (0..<net.parameters.count).map { Double(net.weights[$0]) }
+    let x = (0..<(batch * input.count)).map { Double(net.input[$0]) }
+    // The step of the per-parameter check: a longer one (1e-4, ~7e-3 along d) crossed ReLU kinks.
+    let h = 1e-6
+    for _ in 0..<3 {
+        let d = w.map { _ in r.nextUnit() * 2 - 1 }
+        func loss(_ sign: Double) -> Double {
+            ref.loss(weights: zip(w, d).map { $0 + sign * h * $1 }, tensors: net.parameters.tensors, x: x, labels: labels,
+                     training: true, step: 1, seed: 5).loss
+        }
+        let fd = (loss(1) - loss(-1)) / (2 * h)
+        let analytic = d.indices.reduce(0.0) { $0 + Double(net.parameters.gradients[$1]) * d[$1] }
+        #expect(abs(analytic - fd) <= 1e-3 * max(1e-2, abs(fd)), "analytic \(analytic) fd \(fd)")
+    }
+}
+
+/// A grouped Winograd conv (F(4x4) over 8x8 outputs: groups of 4) gives the same bits whether its
+/// forward runs groups (1 and 2 workers) or samples cut into rows (split for 64 workers), after
+/// two training steps at batch 70 (shards of 2 and 3 samples).
+@Test func groupedWinogradGivesTheSameBitsGroupedOrNot() throws {
+    let spec = try ModelSpec(parsing: "conv(16,3) relu conv(32,3,bias=false) bn relu conv(32,3) relu maxpool(2) fc(10)")
+    func run(_ threads: Int, split: Int) throws -> [UInt32] {
+        let net = try Network(spec: spec, input: Shape(h: 8, w: 8, c: 3), classes: 10, capacity: 70, threads: threads, seed: 5)
+        net.pool.splitCount = split
+        var r = SplitMix64(seed: 1)
+        for step in 1...2 {
+            for i in 0..<(70 * 8 * 8 * 3) { net.input[i] = Float(r.nextUnit()) }
+            for s in 0..<70 { net.labels[s] = Int32((s + step) % 10) }
+            net.forward(count: 70, training: true, step: step, seed: 2)
+            _ = net.lossAndGradient(count: 70)
+            _ = net.backward(count: 70, adam: AdamStep(lr: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, t: step))
+        }
+        return (0..<net.parameters.count).map { net.weights[$0].bitPattern } + (0..<net.state.count).map { net.state.values[$0].bitPattern }
+    }
+    let one = try run(1, split: 1)
+    #expect(try run(2, split: 2) == one)
+    #expect(try run(2, split: 64) == one)
+}
+
 /// The same pass split across 1...16 threads gives the same bits.
 @Test(arguments: [2, 3, 7, 16])
 func forwardAndBackwardAreIndependentOfThreads(_ threads: Int) throws {

@@ -50,15 +50,18 @@ import PTModel
     #expect(try NetworkPlan(spec: wider, input: Shape(h: 8, w: 8, c: 1), classes: 10).convPaths == [.fewChannels, .winograd, .winograd, .winograd])
     let rgb = try NetworkPlan(spec: .referenceModel, input: Shape(h: 28, w: 28, c: 3), classes: 10)
     #expect(rgb.convPaths == [.fewChannels, .winograd])
-    // Winograd F(4x4) where the output is whole 4x4 tiles, 16 or more (16x16, 28x28, 16x20), else
-    // F(2x2): an 8x8 output (4 tiles), the reference network's 14x14 (not whole tiles).
+    // Winograd F(4x4) where the output is whole 4x4 tiles, 4 or more (16x16, 8x8, 28x28, 16x20),
+    // else F(2x2): the reference network's 14x14 and 8x10 (not whole tiles), a 4x4 output (one).
+    // Samples are grouped so that a GEMM has 16 rows or more (an 8x8 output's F(4x4): 4 samples).
     #expect(rgb.winogradTiles == [.f2])
     let tiles = try ModelSpec(parsing: "conv(16,3) relu conv(32,3) relu conv(32,3,stride=2) relu conv(32,3) relu fc(10)")
-    #expect(try NetworkPlan(spec: tiles, input: Shape(h: 16, w: 16, c: 1), classes: 10).winogradTiles == [.f4, .f2])
-    #expect(try NetworkPlan(spec: tiles, input: Shape(h: 28, w: 28, c: 1), classes: 10).winogradTiles == [.f4, .f2])
-    #expect(try NetworkPlan(spec: tiles, input: Shape(h: 16, w: 20, c: 1), classes: 10).winogradTiles == [.f4, .f2])
-    #expect(try NetworkPlan(spec: tiles, input: Shape(h: 32, w: 32, c: 1), classes: 10).winogradTiles == [.f4, .f4])
-    #expect(try NetworkPlan(spec: tiles, input: Shape(h: 18, w: 16, c: 1), classes: 10).winogradTiles == [.f2, .f2])
+    func tiled(_ h: Int, _ w: Int) throws -> NetworkPlan { try NetworkPlan(spec: tiles, input: Shape(h: h, w: w, c: 1), classes: 10) }
+    #expect(try tiled(16, 16).winogradTiles == [.f4, .f4] && tiled(16, 16).winogradGroups == [1, 4])
+    #expect(try tiled(28, 28).winogradTiles == [.f4, .f2] && tiled(28, 28).winogradGroups == [1, 1])
+    #expect(try tiled(16, 20).winogradTiles == [.f4, .f2] && tiled(16, 20).winogradGroups == [1, 1])
+    #expect(try tiled(32, 32).winogradTiles == [.f4, .f4] && tiled(32, 32).winogradGroups == [1, 1])
+    #expect(try tiled(18, 16).winogradTiles == [.f2, .f2] && tiled(18, 16).winogradGroups == [1, 1])
+    #expect(try tiled(8, 8).winogradTiles == [.f4, .f2] && tiled(8, 8).winogradGroups == [4, 4])
     let rgbBF16 = try NetworkPlan(spec: .referenceModel, input: Shape(h: 28, w: 28, c: 3), classes: 10, precision: .bf16(.portable))
     #expect(rgbBF16.convPaths == [.im2col, .implicit])
     let five = try NetworkPlan(spec: .referenceModel, input: Shape(h: 28, w: 28, c: 5), classes: 10)

@@ -14,9 +14,9 @@ public enum ConvPath: Sendable, Equatable {
     /// 3x3 stride 1 SAME with 16 channels in and out, fp32: direct, a vector of output channels
     /// per pixel (`DirectConv`); Winograd's GEMMs are too thin there. (In bf16: `implicit`.)
     case direct
-    /// 3x3 stride 1 with whole-vector channel counts: Winograd F(4x4, 3x3), 36 GEMMs a sample,
-    /// where the output is whole 4x4 tiles and at least 16 of them, else F(2x2, 3x3), 16 GEMMs
-    /// (`Winograd.tile(for:)`, the stage's `tile`).
+    /// 3x3 stride 1 with whole-vector channel counts: Winograd F(4x4, 3x3), 36 GEMMs, where the
+    /// output is whole 4x4 tiles (at least 4), else F(2x2, 3x3), 16 GEMMs (`Winograd.tile(for:)`,
+    /// the stage's `tile`); a GEMM takes several samples' tiles where one has fewer than 16 (`group`).
     case winograd
     /// im2col of a sample into scratch, then one GEMM.
     case im2col
@@ -55,8 +55,12 @@ struct ConvStage: Stage {
     var bias: Int?
     var zeros: UnsafeMutablePointer<Float>?
     var path: ConvPath
-    /// The Winograd path's output tile (F(2x2) or F(4x4)).
+    /// The Winograd path's output tile (F(2x2) or F(4x4)), and how many samples' tiles its GEMMs
+    /// take together (`Winograd.group(for:_:)`; 1 on the other paths). Its backward runs a shard's
+    /// samples a group at a time; its forward's items are groups of samples where it does not cut
+    /// its samples into parts and has two groups a worker or more (else samples, one at a time).
     var tile: Winograd.Tile = .f2
+    var group = 1
     /// fp32, or bf16 multiply-adds (on the GEMM paths; the one-channel direct path stays fp32).
     var precision: Precision = .fp32
     // The weights packed once a step for the per-sample GEMMs: W as the forward's B, and Wᵀ as
@@ -109,8 +113,9 @@ struct ConvStage: Stage {
         let b = hasBias ? p.addTensor("conv\(n).bias", [out], .bias) : nil
         let path = ConvPath.choose(g, cout: out, firstLayer: p.stages.isEmpty, precision: p.precision)
         if !p.openBlocks.isEmpty { p.openBlocks[p.openBlocks.count - 1].stride *= stride }
-        p.stages.append(ConvStage(window: g, cout: out, relu: relu, weight: w, bias: b, path: path,
-                                  tile: path == .winograd ? Winograd.tile(for: g) : .f2, precision: p.precision))
+        let tile = path == .winograd ? Winograd.tile(for: g) : .f2
+        p.stages.append(ConvStage(window: g, cout: out, relu: relu, weight: w, bias: b, path: path, tile: tile,
+                                  group: path == .winograd ? Winograd.group(for: g, tile) : 1, precision: p.precision))
         p.shape = Shape(h: g.outH, w: g.outW, c: out)
     }
 
@@ -126,14 +131,14 @@ struct ConvStage: Stage {
 
     /// A sample's im2col (or Winograd's transformed input, or a padded input) and its output (a
     /// fused pool's input, or backward the gradient a bn after it computes in its jobs); on the
-    /// Winograd path its transformed outputs and the shard's dU.
+    /// Winograd path a group's transformed inputs and outputs, and the shard's dU.
     var scratchNeeds: ScratchNeeds {
         let g = window
-        var n = ScratchNeeds(output: g.positions * cout)
+        var n = ScratchNeeds(output: g.positions * cout * group)
         switch path {
         case .winograd:
-            n.col = tile.positions * Winograd.matrixStride(g, channels: g.channels, tile)
-            n.winograd = tile.positions * (Winograd.matrixStride(g, channels: cout, tile) + g.channels * cout)
+            n.col = tile.positions * Winograd.matrixStride(g, channels: g.channels, tile, group: group)
+            n.winograd = tile.positions * (Winograd.matrixStride(g, channels: cout, tile, group: group) + g.channels * cout)
         case .fewChannels: n.col = FewChannelConv.paddedFloats(g)
         case .direct: break  // reads its input and output gradient in place
         case .im2col:
@@ -234,10 +239,18 @@ struct ConvStage: Stage {
         // Parts of one sample would each normalise the whole sample while others read it.
         precondition(normalization == nil || parts.count == 1, "a bn's normalisation in a conv that cuts its samples")
         precondition(sum == nil || parts.count == 1, "a block's sum in a conv that cuts its samples")
-        pool.run(range: (range.lowerBound * parts.count)..<(range.upperBound * parts.count), ConvForwardJob(
-            c: self, x: pass.io.x, y: pass.io.y, weights: W, scratch: net.scratchLayout, parts: parts,
+        let groups = (range.count + group - 1) / group
+        let job = ConvForwardJob(
+            c: self, x: pass.io.x, y: pass.io.y, weights: W, scratch: net.scratchLayout, parts: parts, samples: range,
+            group: parts.count == 1 && groups >= 2 * pool.splitCount ? group : 1,
             batchNorm: pass.training && parts.count == 1 ? batchNorm : nil, inputNormalization: normalization,
-            residualSum: sum, pool: pool))
+            residualSum: sum, pool: pool)
+        if job.group > 1 {
+            // Group i is samples [i·group, (i+1)·group) of the range.
+            pool.run(range: (range.lowerBound / group)..<((range.upperBound + group - 1) / group), job)
+        } else {
+            pool.run(range: (range.lowerBound * parts.count)..<(range.upperBound * parts.count), job)
+        }
     }
 
     func backward(_ net: Network, _ pass: StagePass, optimizer: OptimizerStep?) { backward(net, pass, optimizer: optimizer, starting: nil) }
@@ -411,6 +424,9 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
     var weights: UnsafeMutablePointer<Float>   // the flat parameters: the conv's bias, and its weights as stored
     var scratch: ScratchLayout
     var parts = ConvParts.one
+    /// The pass's samples, and how many of them an item takes (a Winograd conv's group, or 1).
+    var samples: Range<Int>
+    var group: Int
     /// The bn after it whose sample sums (Σx, the squares about the sample's mean) this job
     /// computes (training, whole samples only).
     var batchNorm: BatchNormFusion?
@@ -422,6 +438,7 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
     var residualSum: ResidualSum?
     unowned(unsafe) var pool: WorkerPool
     func run(_ item: Int, _ worker: Int) {
+        if group > 1 { return runGroup(item, worker) }
         let g = c.window, cout = c.cout, bias = UnsafePointer(c.bias.map { weights + $0 } ?? c.zeros!)
         let s = item / parts.count
         inputNormalization?.run(s, worker)
@@ -481,6 +498,34 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
         residualSum?.add(out, sample: s)
     }
 
+    /// A Winograd conv's group `item` of samples (`ConvStage.group`): each sample normalised (when
+    /// a bn's normalisation runs here) and transformed into its rows of V, the GEMMs over all of
+    /// their tiles, then each sample's output and what follows it, as `run` does for one.
+    func runGroup(_ item: Int, _ worker: Int) {
+        let g = c.window, cout = c.cout, cin = g.channels, bias = UnsafePointer(c.bias.map { weights + $0 } ?? c.zeros!)
+        let tile = c.tile, t = Winograd.tiles(g, tile)
+        let members = max(item * group, samples.lowerBound)..<min((item + 1) * group, samples.upperBound)
+        let area = pool.scratch(worker), v = area + scratch.col, m = area + scratch.winograd
+        let vStride = Winograd.matrixStride(g, channels: cin, tile, group: group)
+        let mStride = Winograd.matrixStride(g, channels: cout, tile, group: group)
+        for s in members {
+            inputNormalization?.run(s, worker)
+            Winograd.transformInput(g, tile, x: x + s * g.inputSize, group: group, into: v + (s - members.lowerBound) * t * cin)
+        }
+        for xi in 0..<tile.positions {
+            Gemm.multiply(m: members.count * t, n: cout, k: cin, a: .rowMajor(v + xi * vStride, cols: cin),
+                          b: .packed(c.packedW + xi * c.packedStride), c: m + xi * mStride, ldc: cout, accumulate: false, scratch: area)
+        }
+        for s in members {
+            let k = s - members.lowerBound
+            let out = c.fusedPool == nil && residualSum == nil ? y + s * g.positions * cout : area + scratch.output + k * g.positions * cout
+            Winograd.transformOutput(g, tile, cout: cout, m: m + k * t * cout, bias: bias, relu: c.relu, group: group, into: out)
+            poolAfter(out, s, 0..<g.outH)
+            batchNorm?.sums(out, sample: s)
+            residualSum?.add(out, sample: s)
+        }
+    }
+
     /// The fused pool over the conv's output `rows` (a part's: whole 2x2 windows, `ConvParts`).
     @inline(__always) func poolAfter(_ out: UnsafeMutablePointer<Float>, _ s: Int, _ rows: Range<Int>) {
         if let p = c.fusedPool {
@@ -537,7 +582,7 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
         let area = pool.scratch(worker)
         let gws = gw + shard * shardStride, gbs = gb.map { $0 + shard * shardStride }
         // A Winograd conv sums the shard's weight gradient as dU (transformed), then transforms it once.
-        let du = area + scratch.winograd + c.tile.positions * Winograd.matrixStride(g, channels: cout, c.tile)
+        let du = area + scratch.winograd + c.tile.positions * Winograd.matrixStride(g, channels: cout, c.tile, group: c.group)
         // The shard's first sample starts the weight gradient's sums (no clearing pass; the same bits).
         let first = shard * samples / shards, end = (shard + 1) * samples / shards
         if first == end {
@@ -549,7 +594,28 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
         let biasColumns = part == 0 && gbs != nil ? 0..<cout : 0..<0
         gbs?.update(repeating: 0, count: biasColumns.count)
         let pooledConv = c.pooledInside
-        for s in first..<end {
+        var start = first
+        while start < end {
+            // The shard's samples in order, a group at a time on a Winograd conv (`ConvStage.group`).
+            let members = start..<min(start + c.group, end)
+            start = members.upperBound
+            if c.path == .winograd {
+                for s in members {
+                    blockEnd?.run(sample: s)
+                    outputGradient(s, slot: s - members.lowerBound, area)
+                }
+                backwardWinograd(members, du, accumulate: members.lowerBound > first, area,
+                                 parts.count == 1 ? 0..<g.channels : parts.block(part))
+                for s in members {
+                    if let gbs {
+                        Elementwise.columnSums(gradientSlot(s, slot: s - members.lowerBound, area), rows: P, ld: cout,
+                                               cols: biasColumns, into: gbs, accumulate: true)
+                    }
+                    finishSample(s)
+                }
+                continue
+            }
+            let s = members.lowerBound
             blockEnd?.run(sample: s)
             if let p = pooledConv {
                 // The pool's backward a pair of rows at a time, into the sums (`weightGradientPooled`).
@@ -560,29 +626,7 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
                                                        dw: gws, db: biasColumns.isEmpty ? nil : gbs)
                 continue
             }
-            let dys: UnsafeMutablePointer<Float>
-            if let p = c.fusedPool {
-                let size = p.window.positions * p.window.channels
-                dys = area + scratch.output
-                // A Winograd conv's part needs every output channel's gradient (its input
-                // channels' sums run over all of them).
-                if let codes = p.codes {
-                    MaxPoolCodes.backward(p.window, dy: dy + s * size, codes: codes + s * size, dx: dys)
-                } else {
-                    MaxPool.backward(p.window, dy: dy + s * size, argmax: p.argmax! + s * size, dx: dys,
-                                     reluOutput: p.masksRelu ? UnsafePointer(y + s * size) : nil)
-                }
-            } else {
-                if let bn = batchNorm, let bnDy {
-                    // The bn's input gradient, the conv's output gradient, lives only in scratch:
-                    // nothing reads it after this sample (64 KB a 16-channel sample not written back).
-                    dys = area + scratch.output
-                    bn.inputGradient(x: y + s * P * cout, dy: bnDy + s * P * cout, into: dys)
-                } else {
-                    dys = dy + s * P * cout
-                }
-                if c.relu { Elementwise.reluBackward(dy: dys, y: y + s * P * cout, count: P * cout) }
-            }
+            let dys = outputGradient(s, slot: 0, area)
             switch c.path {
             case .fewChannels:
                 let xp = area + scratch.col
@@ -599,8 +643,7 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
                                        bias: nil, relu: false, rows: 0..<g.inH, y: dx + s * g.inputSize)
                 }
             case .winograd:
-                backwardWinograd(s, dys, du, accumulate: s > first, area, parts.count == 1 ? 0..<g.channels : parts.block(part))
-                if let gbs { Elementwise.columnSums(dys, rows: P, ld: cout, cols: biasColumns, into: gbs, accumulate: true) }
+                preconditionFailure("a Winograd conv's samples run by groups")
             case .im2col, .pointwise, .implicit:
                 let viaCol = c.path != .pointwise
                 let col = viaCol ? area + scratch.col : x + s * g.inputSize
@@ -628,16 +671,7 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
                     if viaCol { Im2col.backward(g, dcol: dcol, dx: dx + s * g.inputSize) }
                 }
             }
-            if let shortcutGradient, let dx {
-                // The begin's backward, as its own pass adds (dy + the shortcut's gradient), in place.
-                let size = g.inputSize, d = dx + s * size
-                Elementwise.add(d, shortcutGradient + s * size, count: size, relu: false, into: d)
-            }
-            if let bn = inputBatchNorm, let io = inputBN, let dx {
-                // Past a block's begin: its sum above is the bn's output gradient.
-                let size = g.inputSize
-                bn.gradientSums(x: io.x + s * size, y: io.y + s * size, dy: dx + s * size, sample: s)
-            }
+            finishSample(s)
         }
         if c.path == .winograd {
             let ci = parts.count == 1 ? 0..<g.channels : parts.block(part)
@@ -645,29 +679,86 @@ struct ConvBackwardJob: ParallelJob, @unchecked Sendable {  // an item writes it
         }
     }
 
-    /// One sample of a Winograd conv, for the input channels `ci`: dM = A dy Aᵀ, dU_ξ += V_ξᵀ dM_ξ
-    /// (V recomputed from x; ci's rows of dU), and when the input gradient is needed,
-    /// dV_ξ = dM_ξ U_ξᵀ (ci's columns, over V; its panels of the packed U_ξᵀ) and dx = Σ B dV Bᵀ.
-    func backwardWinograd(_ s: Int, _ dys: UnsafeMutablePointer<Float>,
-                          _ du: UnsafeMutablePointer<Float>, accumulate: Bool, _ area: UnsafeMutablePointer<Float>,
-                          _ ci: Range<Int>) {
-        let tile = c.tile, t = Winograd.tiles(g, tile), cin = g.channels, c0 = ci.lowerBound
-        let vStride = Winograd.matrixStride(g, channels: cin, tile), mStride = Winograd.matrixStride(g, channels: cout, tile)
+    /// Where sample `s`'s output gradient is read from: the `slot`-th sample's place in the
+    /// worker's scratch when this job computes it (a fused pool's backward, a bn's input
+    /// gradient), else the gradient buffer.
+    func gradientSlot(_ s: Int, slot: Int, _ area: UnsafeMutablePointer<Float>) -> UnsafeMutablePointer<Float> {
+        let P = g.positions
+        return c.fusedPool != nil || (batchNorm != nil && bnDy != nil) ? area + scratch.output + slot * P * cout : dy + s * P * cout
+    }
+
+    /// Sample `s`'s output gradient, at `gradientSlot`: the fused pool's backward, or the bn's
+    /// input gradient; then the ReLU's mask.
+    @discardableResult
+    func outputGradient(_ s: Int, slot: Int, _ area: UnsafeMutablePointer<Float>) -> UnsafeMutablePointer<Float> {
+        let P = g.positions, dys = gradientSlot(s, slot: slot, area)
+        if let p = c.fusedPool {
+            let size = p.window.positions * p.window.channels
+            // A Winograd conv's part needs every output channel's gradient (its input channels'
+            // sums run over all of them).
+            if let codes = p.codes {
+                MaxPoolCodes.backward(p.window, dy: dy + s * size, codes: codes + s * size, dx: dys)
+            } else {
+                MaxPool.backward(p.window, dy: dy + s * size, argmax: p.argmax! + s * size, dx: dys,
+                                 reluOutput: p.masksRelu ? UnsafePointer(y + s * size) : nil)
+            }
+        } else {
+            // The bn's input gradient, the conv's output gradient, lives only in scratch: nothing
+            // reads it after this sample (64 KB a 16-channel sample not written back).
+            if let bn = batchNorm, let bnDy { bn.inputGradient(x: y + s * P * cout, dy: bnDy + s * P * cout, into: dys) }
+            if c.relu { Elementwise.reluBackward(dy: dys, y: y + s * P * cout, count: P * cout) }
+        }
+        return dys
+    }
+
+    /// What follows sample `s`'s input gradient: a block begin's shortcut gradient added, and the
+    /// gradient sums of the bn whose output this conv reads.
+    func finishSample(_ s: Int) {
+        guard let dx else { return }
+        let size = g.inputSize
+        if let shortcutGradient {
+            // The begin's backward, as its own pass adds (dy + the shortcut's gradient), in place.
+            let d = dx + s * size
+            Elementwise.add(d, shortcutGradient + s * size, count: size, relu: false, into: d)
+        }
+        if let bn = inputBatchNorm, let io = inputBN {
+            // Past a block's begin: its sum above is the bn's output gradient.
+            bn.gradientSums(x: io.x + s * size, y: io.y + s * size, dy: dx + s * size, sample: s)
+        }
+    }
+
+    /// A group of a shard's samples through a Winograd conv, for the input channels `ci`: each
+    /// sample's V (recomputed from x; ci's columns) and dM = A dy Aᵀ into its rows, then
+    /// dU_ξ += V_ξᵀ dM_ξ over all of their tiles (ci's rows of dU), and when the input gradient is
+    /// needed, dV_ξ = dM_ξ U_ξᵀ (ci's columns, over V; its panels of the packed U_ξᵀ) and each
+    /// sample's dx = Σ B dV Bᵀ.
+    func backwardWinograd(_ members: Range<Int>, _ du: UnsafeMutablePointer<Float>, accumulate: Bool,
+                          _ area: UnsafeMutablePointer<Float>, _ ci: Range<Int>) {
+        let tile = c.tile, group = c.group, t = Winograd.tiles(g, tile), rows = members.count * t, cin = g.channels, c0 = ci.lowerBound
+        let vStride = Winograd.matrixStride(g, channels: cin, tile, group: group)
+        let mStride = Winograd.matrixStride(g, channels: cout, tile, group: group)
         let v = area + scratch.col, dm = area + scratch.winograd
-        Winograd.transformInput(g, tile, x: x + s * g.inputSize, channels: ci, into: v)
-        Winograd.transformOutputGradient(g, tile, cout: cout, dy: dys, into: dm)
+        for s in members {
+            let k = s - members.lowerBound
+            Winograd.transformInput(g, tile, x: x + s * g.inputSize, channels: ci, group: group, into: v + k * t * cin)
+            Winograd.transformOutputGradient(g, tile, cout: cout, dy: gradientSlot(s, slot: k, area), group: group,
+                                             into: dm + k * t * cout)
+        }
         for xi in 0..<tile.positions {
-            Gemm.multiply(m: ci.count, n: cout, k: t, a: .transposed(v + xi * vStride + c0, cols: cin),
+            Gemm.multiply(m: ci.count, n: cout, k: rows, a: .transposed(v + xi * vStride + c0, cols: cin),
                           b: .rowMajor(dm + xi * mStride, cols: cout),
                           c: du + xi * cin * cout + c0 * cout, ldc: cout, accumulate: accumulate, scratch: area)
         }
         guard let dx, let wt else { return }
         for xi in 0..<tile.positions {
             let packed = wt + xi * c.packedStrideT + c0 * cout
-            Gemm.multiply(m: t, n: ci.count, k: cout, a: .rowMajor(dm + xi * mStride, cols: cout), b: .packed(packed),
+            Gemm.multiply(m: rows, n: ci.count, k: cout, a: .rowMajor(dm + xi * mStride, cols: cout), b: .packed(packed),
                           c: v + xi * vStride + c0, ldc: cin, accumulate: false, scratch: area)
         }
-        Winograd.inputGradient(g, tile, dv: v, channels: ci, into: dx + s * g.inputSize)
+        for s in members {
+            Winograd.inputGradient(g, tile, dv: v + (s - members.lowerBound) * t * cin, channels: ci, group: group,
+                                   into: dx + s * g.inputSize)
+        }
     }
 }
 
@@ -688,7 +779,8 @@ extension ConvForwardJob {
         } else {
             out = f * g.positions * c.cout * (residualSum == nil ? 1 : 2)  // (the block's F(x) read, its sum written)
         }
-        return items * (f * g.inputSize + out) / parts.count + (inputNormalization?.bytesMoved(items: items) ?? 0)
+        let samples = items * group  // (a grouped conv's items are groups of samples, the last maybe short)
+        return samples * (f * g.inputSize + out) / parts.count + (inputNormalization?.bytesMoved(items: samples) ?? 0)
     }
 }
 
