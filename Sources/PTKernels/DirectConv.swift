@@ -1,6 +1,6 @@
 // A 3x3 stride-1 convolution with few channels (a small ResNet's 16- and 32-channel stages),
 // direct on channels-last data: each output pixel's 16 output channels are one vector, and every
-// input value is broadcast against a row of the weights. Winograd's 16 GEMMs a sample are
+// input value is broadcast against a row of the weights. Winograd's GEMMs (16 or 36 a sample) are
 // [tiles x cin] x [cin x cout] there — too thin for the GEMM's register tile (K = 16 is two
 // k-steps of a micro-kernel that wants hundreds) — and im2col would copy every value 9 times.
 // Here the weights are read as stored ([3][3][cin][cout]), the input in place, and 16 (or 8)

@@ -200,7 +200,7 @@ public enum Winograd {
         }
     }
 
-    /// U = G g Gᵀ for the (cin, cout) pairs in `range` (whole vectors): u is [16][cin][cout] and w
+    /// U = G g Gᵀ for the (cin, cout) pairs in `range` (whole vectors): u is [ξ][cin][cout] (16 or 36 ξ) and w
     /// is [3][3][cin][cout], `pairs` = cin·cout.
     public static func transformWeights(_ tile: Tile, _ w: UnsafePointer<Float>, pairs: Int, range: Range<Int>,
                                         into u: UnsafeMutablePointer<Float>) {
@@ -220,7 +220,7 @@ public enum Winograd {
     }
 
     /// dg = Gᵀ dU G (the transpose of `transformWeights`): dw is [3][3][cin][cout], du is
-    /// [16][cin][cout]; for the (cin, cout) pairs in `range` (whole vectors; default all).
+    /// [ξ][cin][cout] (16 or 36 ξ); for the (cin, cout) pairs in `range` (whole vectors; default all).
     public static func weightGradient(_ tile: Tile, _ du: UnsafePointer<Float>, pairs: Int, range: Range<Int>? = nil,
                                       into dw: UnsafeMutablePointer<Float>) {
         if tile == .f4 { return weightGradient4(du, pairs: pairs, range: range ?? 0..<pairs, into: dw) }

@@ -3,9 +3,9 @@
 //   Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1]
 //   G  = [1/4 0 0; −1/6 −1/6 −1/6; −1/6 1/6 −1/6; 1/24 1/12 1/6; 1/24 −1/12 1/6; 0 0 1]
 //   Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1]
-// Each 1-D transform is written as sums of pairs so that the multiplications by 2, 4 and 8 are
-// exact: only the adds (and G's sixths) round. A 2-D transform is the 1-D one on columns, then on
-// rows, as in F(2x2).
+// Each 1-D transform is written as sums of pairs so that most of its multiplications are by 2, 4
+// or 8, which are exact; the adds round, and so do B's fives and G's sixths. A 2-D transform is
+// the 1-D one on columns, then on rows, as in F(2x2).
 
 extension Winograd {
     // The four 1-D transforms and the two of the weights.

@@ -5,7 +5,8 @@ import PTRuntime
 
 extension Network {
     /// Multiply-adds x 2 that each stage executes for one sample: (forward, backward). A Winograd
-    /// conv does 16 multiply-adds per 2x2 tile and channel pair where a direct one does 36.
+    /// conv does 16 multiply-adds per 2x2 tile and channel pair where a direct one does 36, or 36
+    /// per 4x4 tile where a direct one does 144.
     public var stageFlopsPerSample: [(Double, Double)] { flopsPerSample(asDirect: false) }
 
     /// The same counted as the model's arithmetic: every conv as a direct convolution, which is

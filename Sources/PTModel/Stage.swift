@@ -102,11 +102,11 @@ struct ScratchNeeds {
 /// Offsets into a worker's scratch (after the GEMM packing area). The conv regions and the dense
 /// region overlap: conv and dense stages never run at once.
 struct ScratchLayout {
-    var col: Int       // one sample's im2col, then its gradient (Winograd: its transformed input V, then dV)
-    var output: Int    // one sample's conv output, then its gradient, when a max-pool is fused; or
-                       // a projection's output before its block's sum; or the output gradient a bn
-                       // after the conv computes in its backward jobs
-    var winograd: Int  // Winograd: a sample's transformed outputs M (then dM), and after them the shard's dU
+    var col: Int       // one sample's im2col, then its gradient (Winograd: a group's transformed input V, then dV)
+    var output: Int    // one sample's conv output (Winograd: a group's), then its gradient, when a max-pool
+                       // is fused; or a projection's output before its block's sum; or the output
+                       // gradient a bn after the conv computes in its backward jobs
+    var winograd: Int  // Winograd: a group's transformed outputs M (then dM), and after them the shard's dU
     var denseRows: Int // a dense layer's backward pass: a block of its weight gradient's rows
 
     /// The layout for stages that need `n`, and the scratch's floats in all: each worker holds one

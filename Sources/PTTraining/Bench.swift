@@ -17,7 +17,7 @@ public struct BenchRow: Sendable {
     /// the peak measured beside each step (the median of the steps' ratios).
     public var gflops: Double
     public var percentOfPeak: Double
-    /// The arithmetic the FMA units did (a Winograd conv does 4/9 of a direct one's) against the peak.
+    /// The arithmetic the FMA units did (a Winograd conv does 4/9 or 1/4 of a direct one's) against the peak.
     public var executedPercentOfPeak: Double
     /// The peak those are of: GFLOP/s per core with all the row's workers running it at once
     /// (the FMAs', or in bf16 the tile kernel's), the median of the measurements beside each step.

@@ -104,7 +104,7 @@ struct Bench: ParsableCommand {
                          "\(path)", PTTraining.Bench.peakGFLOPS(cores: 1, precision: precision)))
         }
         // GFLOP/s and % peak count the model's arithmetic (convs as direct ones: 127.1 MFLOP a
-        // reference sample); FMA % is what the FMA units did (a Winograd conv does 4/9 of that).
+        // reference sample); FMA % is what the FMA units did (a Winograd conv does 4/9 or 1/4 of that).
         // Both are medians of each step against the peak measured just before it on all the
         // row's workers at once (peak/core: the median of those), since the machine's speed drifts.
         let group = try ProcessGroup.world()

@@ -174,6 +174,10 @@ let mpiRuns = [
     // projected residual block, global pooling, convs and a dense layer without a bias;
     // evaluations in between (running statistics).
     MPIRun(name: "ResNet stages", spec: resNetSpec, batch: 37),
+    // Winograd F(4x4) over 8x8 outputs, 4 samples' tiles a GEMM: a rank's samples start where a
+    // group of 4 does not (37 samples over 2 and 3 ranks), and its shards' groups are its own.
+    MPIRun(name: "grouped Winograd", spec: "conv(16,5,pad=valid) relu maxpool(3) conv(32,3,bias=false) bn relu conv(32,3) relu gap fc(10)",
+           batch: 37),
     MPIRun(name: "ResNet stages, bf16", spec: resNetSpec, batch: 37, flags: ["--precision", "bf16"]),
     MPIRun(name: "small network, bf16 portable", spec: "conv(8,3) relu maxpool(2) conv(16,3,2) relu avgpool(2) fc(32) relu dropout(0.5) fc(10)",
            batch: 37, flags: ["--precision", "bf16"], environment: [Precision.pathVariable: BF16Path.portable.rawValue]),

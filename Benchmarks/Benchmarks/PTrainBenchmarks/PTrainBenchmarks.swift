@@ -52,13 +52,13 @@ let benchmarks: @Sendable () -> Void = {
     // bias and ReLU. 12.8 MFLOP executed for the 28.9 MFLOP of the direct convolution.
     do {
         let g = Window(inH: 14, inW: 14, channels: 64, kernel: 3, stride: 1, same: true)
-        let cout = 128, t = Winograd.tiles(g), pairs = 64 * cout
+        let cout = 128, t = Winograd.tiles(g, .f2), pairs = 64 * cout
         let x = buffer(g.inputSize + 16, 1), w = buffer(9 * pairs, 2), bias = buffer(cout, 3)
-        let vs = Winograd.matrixStride(g, channels: 64), ms = Winograd.matrixStride(g, channels: cout)
+        let vs = Winograd.matrixStride(g, channels: 64, .f2), ms = Winograd.matrixStride(g, channels: cout, .f2)
         let u = buffer(16 * pairs, 4), v = buffer(16 * vs, 5), m = buffer(16 * ms, 6), y = buffer(g.positions * cout, 7)
         let stride = Gemm.packedBFloats(k: 64, n: cout)
         let packed = buffer(16 * stride, 8), scratch = buffer(Gemm.scratchFloats, 9)
-        Winograd.transformWeights(w, pairs: pairs, range: 0..<pairs, into: u)
+        Winograd.transformWeights(.f2, w, pairs: pairs, range: 0..<pairs, into: u)
         for xi in 0..<16 {
             for block in 0..<Gemm.packedBBlocks(k: 64, n: cout) {
                 Gemm.packB(k: 64, n: cout, b: .rowMajor(u + xi * pairs, cols: cout), block: block, into: packed + xi * stride)
@@ -66,12 +66,37 @@ let benchmarks: @Sendable () -> Void = {
         }
         Benchmark("Winograd conv2 forward, one sample, 28.9 MFLOP as a direct conv (12.8 executed) an iteration") { benchmark in
             for _ in benchmark.scaledIterations {
-                Winograd.transformInput(g, x: x, into: v)
+                Winograd.transformInput(g, .f2, x: x, into: v)
                 for xi in 0..<16 {
                     Gemm.multiply(m: t, n: cout, k: 64, a: .rowMajor(v + xi * vs, cols: 64), b: .packed(packed + xi * stride),
                                   c: m + xi * ms, ldc: cout, accumulate: false, scratch: scratch)
                 }
-                Winograd.transformOutput(g, cout: cout, m: m, bias: bias, relu: true, into: y)
+                Winograd.transformOutput(g, .f2, cout: cout, m: m, bias: bias, relu: true, into: y)
+            }
+        }
+    }
+    // ResNet-20's 32-channel conv (16x16 output) forward, one sample, by F(2x2) (64 tiles, 16
+    // GEMMs) and F(4x4) (16 tiles, 36 GEMMs), as the step runs them: 4.7 MFLOP as a direct conv.
+    for tile in [Winograd.Tile.f2, .f4] {
+        let g = Window(inH: 16, inW: 16, channels: 32, kernel: 3, stride: 1, same: true)
+        let c = 32, t = Winograd.tiles(g, tile), pairs = c * c, positions = tile.positions
+        let x = buffer(g.inputSize + 16, 1), w = buffer(9 * pairs, 2), bias = buffer(c, 3)
+        let vs = Winograd.matrixStride(g, channels: c, tile)
+        let u = buffer(positions * pairs, 4), v = buffer(positions * vs, 5), m = buffer(positions * vs, 6), y = buffer(g.positions * c, 7)
+        let stride = Gemm.packedBFloats(k: c, n: c)
+        let packed = buffer(positions * stride, 8), scratch = buffer(Gemm.scratchFloats, 9)
+        Winograd.transformWeights(tile, w, pairs: pairs, range: 0..<pairs, into: u)
+        for xi in 0..<positions {
+            Gemm.packB(k: c, n: c, b: .rowMajor(u + xi * pairs, cols: c), block: 0, into: packed + xi * stride)
+        }
+        Benchmark("Winograd \(tile == .f2 ? "F(2x2)" : "F(4x4)") forward, one sample, 16x16x32 -> 32, 4.7 MFLOP as a direct conv an iteration") { benchmark in
+            for _ in benchmark.scaledIterations {
+                Winograd.transformInput(g, tile, x: x, into: v)
+                for xi in 0..<positions {
+                    Gemm.multiply(m: t, n: c, k: c, a: .rowMajor(v + xi * vs, cols: c), b: .packed(packed + xi * stride),
+                                  c: m + xi * vs, ldc: c, accumulate: false, scratch: scratch)
+                }
+                Winograd.transformOutput(g, tile, cout: c, m: m, bias: bias, relu: true, into: y)
             }
         }
     }

@@ -58,7 +58,10 @@ struct ConvStage: Stage {
     /// The Winograd path's output tile (F(2x2) or F(4x4)), and how many samples' tiles its GEMMs
     /// take together (`Winograd.group(for:_:)`; 1 on the other paths). Its backward runs a shard's
     /// samples a group at a time; its forward's items are groups of samples where it does not cut
-    /// its samples into parts and has two groups a worker or more (else samples, one at a time).
+    /// its samples into parts and a worker would get two samples or more (else samples, one at a
+    /// time: ungrouped, F(4x4) over an 8x8 output takes 1.6x F(2x2)'s time a sample, grouped 0.62x,
+    /// so a group of 4 samples costs 1.55 ungrouped samples and beats them only when each worker
+    /// would get two or more).
     var tile: Winograd.Tile = .f2
     var group = 1
     /// fp32, or bf16 multiply-adds (on the GEMM paths; the one-channel direct path stays fp32).
@@ -123,6 +126,23 @@ struct ConvStage: Stage {
         "conv \(window.kernel)x\(window.kernel) \(window.channels)->\(cout)\(relu ? " +relu" : "")\(path == .winograd ? (tile == .f4 ? " winograd 4x4" : " winograd") : path == .direct ? " direct" : path == .implicit ? " implicit" : "")"
     }
     var parameters: Range<Int> { weight..<(bias.map { $0 + cout } ?? weight + window.patch * cout) }
+    /// Its zeros and packed (on the Winograd path, transformed and packed) weights, as `allocate`
+    /// takes them (the input gradient's packing counted for a first layer too, which has none).
+    func fixedFloats(processes: Int) -> Int {
+        let g = window, zeroRow = path == .direct ? DirectConv.zeroFloats(channels: max(g.channels, cout)) : 0
+        let zeros = bias == nil || zeroRow > 0 ? max(bias == nil ? cout : 0, zeroRow) : 0
+        switch path {
+        case .fewChannels: return zeros
+        case .direct: return zeros + 9 * g.channels * cout
+        case .winograd:
+            return zeros + tile.positions * (g.channels * cout + Gemm.packedBFloats(k: g.channels, n: cout) + Gemm.packedBFloats(k: cout, n: g.channels))
+        case .im2col, .pointwise:
+            return zeros + Gemm.packedBFloats(k: g.patch, n: cout, precision: precision) + Gemm.packedBFloats(k: cout, n: g.patch, precision: precision)
+        case .implicit:
+            return zeros + ImplicitConv(forward: g).packedWeightsFloats(cout: cout) + g.patch * cout
+                + ImplicitConv(inputGradientOf: g, cout: cout).packedWeightsFloats(cout: g.channels)
+        }
+    }
     var outputInScratch: Bool { fusedPool != nil }
     /// Its ReLU's mask goes into its output gradient in place, unless a fused pool's gradient
     /// (in scratch) takes it; and a bn after it writes its input gradient there (its own pass,
@@ -210,8 +230,8 @@ struct ConvStage: Stage {
 
     func forward(_ net: Network, _ pass: StagePass) { forward(net, pass, finishing: nil) }
 
-    /// A sample at a time (or a part of one): its im2col is built in the worker's scratch and used
-    /// from cache. The weights are packed (or transformed) once first. A residual block's
+    /// A sample at a time (or a part of one, or a Winograd conv's group of samples): its im2col is
+    /// built in the worker's scratch and used from cache. The weights are packed (or transformed) once first. A residual block's
     /// projection `finishing` the block's sum writes that sum instead of its own output.
     func forward(_ net: Network, _ pass: StagePass, finishing sum: ResidualSum?) {
         let pool = net.pool, W = net.parameters.values
@@ -239,14 +259,13 @@ struct ConvStage: Stage {
         // Parts of one sample would each normalise the whole sample while others read it.
         precondition(normalization == nil || parts.count == 1, "a bn's normalisation in a conv that cuts its samples")
         precondition(sum == nil || parts.count == 1, "a block's sum in a conv that cuts its samples")
-        let groups = (range.count + group - 1) / group
         let job = ConvForwardJob(
             c: self, x: pass.io.x, y: pass.io.y, weights: W, scratch: net.scratchLayout, parts: parts, samples: range,
-            group: parts.count == 1 && groups >= 2 * pool.splitCount ? group : 1,
+            group: parts.count == 1 && range.count > pool.splitCount ? group : 1,
             batchNorm: pass.training && parts.count == 1 ? batchNorm : nil, inputNormalization: normalization,
             residualSum: sum, pool: pool)
         if job.group > 1 {
-            // Group i is samples [i·group, (i+1)·group) of the range.
+            // Group i is samples [i·group, (i+1)·group), those of them in the range.
             pool.run(range: (range.lowerBound / group)..<((range.upperBound + group - 1) / group), job)
         } else {
             pool.run(range: (range.lowerBound * parts.count)..<(range.upperBound * parts.count), job)
@@ -417,7 +436,8 @@ struct ConvParts: Hashable {
 /// bias and ReLU, or the implicit GEMM over the padded input (bf16), or Winograd, or a direct
 /// conv; and, when a max-pool follows, the pool (then `y` is the pool's output and the conv's
 /// output stays in scratch), or for a residual block's projection the block's sum (then `y` is
-/// the block's output, and the projection stays in scratch). Item i is sample i / parts.count.
+/// the block's output, and the projection stays in scratch). Item i is sample i / parts.count, or
+/// with `group` > 1 (a Winograd conv's, `runGroup`) the group i of samples.
 struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its sample's (part's) output, and its worker's scratch
     var c: ConvStage
     var x, y: UnsafeMutablePointer<Float>
@@ -442,7 +462,8 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
         let g = c.window, cout = c.cout, bias = UnsafePointer(c.bias.map { weights + $0 } ?? c.zeros!)
         let s = item / parts.count
         inputNormalization?.run(s, worker)
-        // This part's output rows (whole pairs unless the last row is odd).
+        // This part's output rows (whole units of `ConvParts`: pairs, or a F(4x4) conv's fours, but
+        // for the last).
         let rows = parts.count == 1 ? 0..<g.outH : parts.block(item % parts.count)
         let area = pool.scratch(worker)
         let out = c.fusedPool == nil && residualSum == nil ? y + s * g.positions * cout : area + scratch.output
@@ -541,7 +562,7 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
 }
 
 /// One shard of the batch through a convolution's backward pass, a sample at a time in sample
-/// order: the fused max-pool's backward (into scratch) or the ReLU mask, im2col again (cheaper
+/// order (a Winograd conv's group of samples at a time, `ConvStage.group`): the fused max-pool's backward (into scratch) or the ReLU mask, im2col again (cheaper
 /// than keeping the batch's), the shard's weight and bias gradients accumulated into its own
 /// buffers, and the input gradient (dcol = dy · Wᵀ, wt being Wᵀ packed, then col2im); on the
 /// implicit path (bf16) the weight gradient from shifted planes and the input gradient the
@@ -779,7 +800,7 @@ extension ConvForwardJob {
         } else {
             out = f * g.positions * c.cout * (residualSum == nil ? 1 : 2)  // (the block's F(x) read, its sum written)
         }
-        let samples = items * group  // (a grouped conv's items are groups of samples, the last maybe short)
+        let samples = min(items * group, self.samples.count)  // (a grouped conv's items are groups, the first and last maybe short)
         return samples * (f * g.inputSize + out) / parts.count + (inputNormalization?.bytesMoved(items: samples) ?? 0)
     }
 }
