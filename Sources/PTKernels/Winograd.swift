@@ -90,21 +90,30 @@ public enum Winograd {
                 row(0, bt(k0.0, k1.0, k2.0, k3.0)); row(1, bt(k0.1, k1.1, k2.1, k3.1))
                 row(2, bt(k0.2, k1.2, k2.2, k3.2)); row(3, bt(k0.3, k1.3, k2.3, k3.3))
             }
-            // A tile inside the image loads its patch unchecked: checking each of its 16 pixels
-            // cost branch mispredictions where interior and edge tiles alternate.
-            if y0 >= 0 && y0 + 4 <= g.inH && x0 >= 0 && x0 + 4 <= g.inW {
-                let corner = x + (y0 * g.inW + x0) * c, rowFloats = g.inW * c
-                for ch in stride(from: r.lowerBound, to: r.upperBound, by: 16) {
-                    let base = corner + ch
-                    transform(ch) { i, j -> V in loadV(base + i * rowFloats + j * c) }
-                }
-            } else {
-                for ch in stride(from: r.lowerBound, to: r.upperBound, by: 16) {
-                    transform(ch) { i, j -> V in
-                        let yy = y0 + i, xx = x0 + j
-                        guard yy >= 0, yy < g.inH, xx >= 0, xx < g.inW else { return V() }
-                        return loadV(x + (yy * g.inW + xx) * c + ch)
-                    }
+            eachPatchVector(g, x: x, y0: y0, x0: x0, size: 4, channels: r, transform)
+        }
+    }
+
+    /// `transform(ch, d)` for each vector of `channels`, d(i, j) reading pixel (i, j) of the
+    /// `size` x `size` input patch at (y0, x0), zero outside the image. A tile inside the image
+    /// loads its patch unchecked: checking each pixel cost branch mispredictions where interior
+    /// and edge tiles alternate.
+    @inline(__always)
+    static func eachPatchVector(_ g: Window, x: UnsafePointer<Float>, y0: Int, x0: Int, size: Int, channels r: Range<Int>,
+                                _ transform: (Int, (Int, Int) -> V) -> Void) {
+        let c = g.channels
+        if y0 >= 0 && y0 + size <= g.inH && x0 >= 0 && x0 + size <= g.inW {
+            let corner = x + (y0 * g.inW + x0) * c, rowFloats = g.inW * c
+            for ch in stride(from: r.lowerBound, to: r.upperBound, by: 16) {
+                let base = corner + ch
+                transform(ch) { i, j -> V in loadV(base + i * rowFloats + j * c) }
+            }
+        } else {
+            for ch in stride(from: r.lowerBound, to: r.upperBound, by: 16) {
+                transform(ch) { i, j -> V in
+                    let yy = y0 + i, xx = x0 + j
+                    guard yy >= 0, yy < g.inH, xx >= 0, xx < g.inW else { return V() }
+                    return loadV(x + (yy * g.inW + xx) * c + ch)
                 }
             }
         }

@@ -72,22 +72,7 @@ extension Winograd {
                 row(2, bt6(k0.2, k1.2, k2.2, k3.2, k4.2, k5.2)); row(3, bt6(k0.3, k1.3, k2.3, k3.3, k4.3, k5.3))
                 row(4, bt6(k0.4, k1.4, k2.4, k3.4, k4.4, k5.4)); row(5, bt6(k0.5, k1.5, k2.5, k3.5, k4.5, k5.5))
             }
-            // A tile inside the image loads its patch unchecked (as F(2x2) does).
-            if y0 >= 0 && y0 + 6 <= g.inH && x0 >= 0 && x0 + 6 <= g.inW {
-                let corner = x + (y0 * g.inW + x0) * c, rowFloats = g.inW * c
-                for ch in stride(from: r.lowerBound, to: r.upperBound, by: 16) {
-                    let base = corner + ch
-                    transform(ch) { i, j -> V in loadV(base + i * rowFloats + j * c) }
-                }
-            } else {
-                for ch in stride(from: r.lowerBound, to: r.upperBound, by: 16) {
-                    transform(ch) { i, j -> V in
-                        let yy = y0 + i, xx = x0 + j
-                        guard yy >= 0, yy < g.inH, xx >= 0, xx < g.inW else { return V() }
-                        return loadV(x + (yy * g.inW + xx) * c + ch)
-                    }
-                }
-            }
+            eachPatchVector(g, x: x, y0: y0, x0: x0, size: 6, channels: r, transform)
         }
     }
 
