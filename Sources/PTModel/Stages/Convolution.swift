@@ -231,8 +231,9 @@ struct ConvStage: Stage {
     func forward(_ net: Network, _ pass: StagePass) { forward(net, pass, finishing: nil) }
 
     /// A sample at a time (or a part of one, or a Winograd conv's group of samples): its im2col is
-    /// built in the worker's scratch and used from cache. The weights are packed (or transformed) once first. A residual block's
-    /// projection `finishing` the block's sum writes that sum instead of its own output.
+    /// built in the worker's scratch and used from cache. The weights are packed (or transformed)
+    /// once first. A residual block's projection `finishing` the block's sum writes that sum
+    /// instead of its own output.
     func forward(_ net: Network, _ pass: StagePass, finishing sum: ResidualSum?) {
         let pool = net.pool, W = net.parameters.values
         switch path {
@@ -371,8 +372,8 @@ struct PackWinogradJob: ParallelJob, @unchecked Sendable {  // an item writes it
 /// too few samples or shards to keep the workers equally busy. Each part is its own arithmetic,
 /// so the parts change no bit. The forward cuts a sample's output rows (a row of Winograd tiles,
 /// two or four rows; two on the direct paths: a row of a fused 2x2 max-pool's windows) on the
-/// Winograd, direct and first-layer paths; the backward cuts a shard's input channels on the Winograd path (dU's rows, dV's
-/// columns, dx's channels). Not cut: the im2col path (its columns interleave the input channels
+/// Winograd, direct and first-layer paths; the backward cuts a shard's input channels on the
+/// Winograd path (dU's rows, dV's columns, dx's channels). Not cut: the im2col path (its columns interleave the input channels
 /// and its input gradient sums over every output channel), a first-layer direct conv's backward (its
 /// part would read a strided slice of every activation: recorded 70% more work for two parts),
 /// and a forward whose fused pool is not 2x2 with stride 2 (its windows would straddle parts).
@@ -514,9 +515,7 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
             Gemm.multiply(m: g.positions, n: cout, k: g.patch, a: .rowMajor(col, cols: g.patch), b: .packed(c.packedW),
                           c: out, ldc: cout, accumulate: false, bias: bias, relu: c.relu, scratch: area, precision: c.precision)
         }
-        poolAfter(out, s, rows)
-        batchNorm?.sums(out, sample: s)
-        residualSum?.add(out, sample: s)
+        finish(out, s, rows)
     }
 
     /// A Winograd conv's group `item` of samples (`ConvStage.group`): each sample normalised (when
@@ -541,10 +540,16 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
             let k = s - members.lowerBound
             let out = c.fusedPool == nil && residualSum == nil ? y + s * g.positions * cout : area + scratch.output + k * g.positions * cout
             Winograd.transformOutput(g, tile, cout: cout, m: m + k * t * cout, bias: bias, relu: c.relu, group: group, into: out)
-            poolAfter(out, s, 0..<g.outH)
-            batchNorm?.sums(out, sample: s)
-            residualSum?.add(out, sample: s)
+            finish(out, s, 0..<g.outH)
         }
+    }
+
+    /// What follows sample `s`'s conv output `rows` in `out`: the fused pool, the bn's sums, the
+    /// block's sum.
+    @inline(__always) func finish(_ out: UnsafeMutablePointer<Float>, _ s: Int, _ rows: Range<Int>) {
+        poolAfter(out, s, rows)
+        batchNorm?.sums(out, sample: s)
+        residualSum?.add(out, sample: s)
     }
 
     /// The fused pool over the conv's output `rows` (a part's: whole 2x2 windows, `ConvParts`).
@@ -562,8 +567,8 @@ struct ConvForwardJob: ParallelJob, @unchecked Sendable {  // an item writes its
 }
 
 /// One shard of the batch through a convolution's backward pass, a sample at a time in sample
-/// order (a Winograd conv's group of samples at a time, `ConvStage.group`): the fused max-pool's backward (into scratch) or the ReLU mask, im2col again (cheaper
-/// than keeping the batch's), the shard's weight and bias gradients accumulated into its own
+/// order (a Winograd conv's group of samples at a time, `ConvStage.group`): the fused max-pool's
+/// backward (into scratch) or the ReLU mask, im2col again (cheaper than keeping the batch's), the shard's weight and bias gradients accumulated into its own
 /// buffers, and the input gradient (dcol = dy · Wᵀ, wt being Wᵀ packed, then col2im); on the
 /// implicit path (bf16) the weight gradient from shifted planes and the input gradient the
 /// implicit GEMM over the padded dy; or the same through Winograd's transforms
